@@ -1,0 +1,661 @@
+"""Where a repository's bytes live: one fsspec-backed store for local disk, memory and S3.
+
+A put is two steps so the butler can make it atomic with its registry transaction:
+`Datastore.write_temporary` (or `Datastore.ingest`) puts the bytes down and returns a
+`PendingFile`; after the registry rows are inserted the butler calls `Datastore.commit`,
+or `Datastore.abort` if anything failed.
+
+On local disk the bytes go to a temporary name beside the final one and `commit` renames
+it into place (never over an existing file). On every other filesystem (S3, and the
+in-memory store, which behaves like an object store so that the default test run covers
+that code path) a rename would be a copy, so the bytes go straight to the final key with
+an exclusive create, `commit` does nothing and `abort` deletes the key.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+import os
+import posixpath
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, cast
+
+from fsspec import AbstractFileSystem
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from ..errors import ConfigError, DatasetExistsError, FileAccessError, SkyButlerError
+
+__all__ = ["TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
+
+_log = logging.getLogger(__name__)
+
+TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
+"""How `Datastore.ingest` may bring a file in."""
+
+_CHUNK = 1 << 20
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_TEMPORARY = re.compile(r"^\..*\.tmp-[0-9a-f]{32}$", re.DOTALL)
+# Links that fail for these reasons can be replaced by a copy (or a check-then-rename).
+_NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES}
+
+
+def is_temporary(path: str) -> bool:
+    """Whether ``path`` names a temporary file left by an unfinished put (``.{name}.tmp-{hex}``).
+
+    Examples
+    --------
+    >>> is_temporary("run/calexp/.calexp_1.fits.tmp-0123456789abcdef0123456789abcdef")
+    True
+    >>> is_temporary("run/calexp/calexp_1.fits")
+    False
+    """
+    return bool(_TEMPORARY.match(posixpath.basename(path)))
+
+
+def _temporary_name(path: str) -> str:
+    head, name = posixpath.split(path)
+    # Keep the temporary name within the 255-byte limit of most filesystems.
+    return posixpath.join(head, f".{name[:200]}.tmp-{uuid.uuid4().hex}")
+
+
+@dataclass(frozen=True)
+class PendingFile:
+    """A file written or ingested but not yet committed.
+
+    Attributes
+    ----------
+    path
+        Final path relative to the root; for a ``direct`` ingest, the absolute URL of
+        the file where it stays.
+    temp_path
+        Where the bytes are now (relative to the root); equal to ``path`` when they were
+        written in place (object stores, ``direct`` and in-place ingests).
+    size
+        Size in bytes.
+    checksum
+        ``"<algorithm>:<hex digest>"`` (``"md5:9e10..."``), or None when checksums are
+        disabled or were skipped.
+    transfer
+        What was done: ``"write"``, ``"copy"``, ``"move"``, ``"hardlink"``, ``"symlink"``,
+        ``"direct"`` or ``"in_place"`` (an ``auto`` ingest of a file already under the root).
+    source
+        For ``"move"``: the URL of the source file, deleted by `Datastore.commit`.
+    """
+
+    path: str
+    temp_path: str
+    size: int
+    checksum: str | None
+    transfer: str = "write"
+    source: str | None = None
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through to ``raw``.
+
+    A writer that seeks back and rewrites (some formats patch a header at the end) makes
+    the running hash invalid; ``rewritten`` tells the store to hash the file again.
+    """
+
+    def __init__(self, raw: IO[bytes], algorithm: str | None, limit: int | None):
+        super().__init__()
+        self._raw = raw
+        self._hash = hashlib.new(algorithm) if algorithm else None
+        self._limit = limit
+        self._pos = 0
+        self.size = 0
+        self.rewritten = False
+
+    mode = "wb"
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self._raw.seekable())
+
+    def write(self, b: Any) -> int:
+        data = memoryview(b).cast("B")
+        n = len(data)
+        if self._limit is not None and self._pos + n > self._limit:
+            raise OSError(errno.ENOSPC, "No space left on device (simulated by disk_full_after)")
+        self._raw.write(data)
+        if self._pos == self.size and self._hash is not None:
+            self._hash.update(data)
+        elif self._pos != self.size:
+            self.rewritten = True
+        self._pos += n
+        self.size = max(self.size, self._pos)
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = self._raw.seek(offset, whence)
+        return self._pos
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._raw.flush()
+
+    def hexdigest(self) -> str | None:
+        return None if self._hash is None else self._hash.hexdigest()
+
+
+class Datastore:
+    """The files of one repository, under one root on local disk, in memory or on S3.
+
+    Every path a caller gives is relative to the root and POSIX-style; absolute paths,
+    ``..`` segments, backslashes and NUL are refused (`FileAccessError`). Read methods
+    (`open`, `exists`, `size`, `checksum`, `url`) also accept the full URL of a file kept
+    outside the root by a ``direct`` ingest (``file:///data/raw.fits``); nothing outside
+    the root is ever written or removed.
+
+    Parameters
+    ----------
+    root
+        A local path, ``file://`` URL, ``memory://name`` (the memory filesystem is one per
+        process, so give every repository its own name) or ``s3://bucket/prefix``.
+    storage_options
+        Passed to fsspec (credentials, endpoint URL, ...).
+    checksum
+        A `hashlib` algorithm (``"md5"``, ``"sha256"``, ``"blake2b"``, ...) computed while
+        writing, or ``"none"`` to disable checksums.
+    disk_full_after
+        For tests: every write raises ``OSError(ENOSPC)`` once one file would exceed this
+        many bytes, as a full disk would. Also settable as an attribute.
+
+    Examples
+    --------
+    >>> store = Datastore("memory://doc-example")
+    >>> pending = store.write_temporary("run/a.txt", lambda f: f.write(b"hello"))
+    >>> store.commit(pending)
+    >>> store.open("run/a.txt").read(), pending.checksum
+    (b'hello', 'md5:5d41402abc4b2a76b9719d911017c592')
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        checksum: str = "md5",
+        disk_full_after: int | None = None,
+    ):
+        if checksum != "none":
+            try:
+                hashlib.new(checksum)
+            except (ValueError, TypeError):
+                raise ConfigError(
+                    f"Unknown checksum algorithm {checksum!r}; use one of "
+                    f"{', '.join(sorted(hashlib.algorithms_guaranteed))} or 'none'"
+                ) from None
+        self.root = root
+        self.checksum_algorithm = None if checksum == "none" else checksum
+        self.disk_full_after = disk_full_after
+        self._storage_options = dict(storage_options or {})
+        fs, root_path = url_to_fs(root, **self._storage_options)
+        self._fs: AbstractFileSystem = fs
+        self._root = root_path.rstrip("/")
+        self._local = isinstance(fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"Datastore({self.root!r}, checksum={self.checksum_algorithm or 'none'!r})"
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the root is on local disk (temporary names and renames are used)."""
+        return self._local
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _relative(self, path: str) -> str:
+        bad = (
+            not isinstance(path, str)
+            or not path
+            or "\0" in path
+            or "\\" in path
+            or path.startswith("/")
+            or _URL.match(path) is not None
+            or ".." in path.split("/")
+        )
+        norm = "" if bad else posixpath.normpath(path)
+        if bad or norm in (".", ""):
+            raise FileAccessError(
+                f"Path {path!r} would lie outside the datastore root {self.root} "
+                "(paths are relative, POSIX-style, without '..' or NUL)"
+            )
+        return norm
+
+    def _full(self, relative: str) -> str:
+        return f"{self._root}/{relative}" if self._root else f"/{relative}"
+
+    def _filesystem_of(self, url: str) -> tuple[AbstractFileSystem, str]:
+        """The filesystem and path of a URL or local path outside the root."""
+        if not _URL.match(url):
+            url = os.path.abspath(url)
+        protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
+        if url.split("://", 1)[0] in protocols or (self._local and not _URL.match(url)):
+            return self._fs, self._fs._strip_protocol(url)
+        fs, path = url_to_fs(url)
+        return fs, path
+
+    def _locate(self, path: str) -> tuple[AbstractFileSystem, str]:
+        """Filesystem and full path for a read: a path under the root, or a ``direct`` URL."""
+        if isinstance(path, str) and _URL.match(path):
+            return self._filesystem_of(path)
+        return self._fs, self._full(self._relative(path))
+
+    def _missing(self, path: str) -> FileAccessError:
+        return FileAccessError(errno.ENOENT, f"No file {path!r} in the datastore at {self.root}")
+
+    def url(self, path: str) -> str:
+        """Return the full URL of ``path`` (an absolute path when the root is local)."""
+        fs, full = self._locate(path)
+        if isinstance(fs, LocalFileSystem):
+            return full
+        return str(fs.unstrip_protocol(full))
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write_temporary(self, path: str, writer: Callable[[BinaryIO], object]) -> PendingFile:
+        """Write a new file through ``writer``, ready to `commit`.
+
+        Parameters
+        ----------
+        path
+            Final path relative to the root.
+        writer
+            Called once with a binary file open for writing; it must not close it.
+            Size and checksum are computed as it writes.
+
+        Returns
+        -------
+        PendingFile
+            To pass to `commit` or `abort`.
+
+        Raises
+        ------
+        DatasetExistsError
+            If a file already exists at ``path``: no put ever overwrites a stored dataset.
+        FileAccessError
+            If ``path`` is unsafe, or writing fails (the ``errno`` is kept: ``ENOSPC`` for
+            a full disk). Whatever ``writer`` raises, nothing is left behind.
+        """
+        return self._write(self._relative(path), writer, self.checksum_algorithm, transfer="write")
+
+    def _write(
+        self,
+        rel: str,
+        writer: Callable[[BinaryIO], object],
+        algorithm: str | None,
+        *,
+        transfer: str,
+        source: str | None = None,
+    ) -> PendingFile:
+        final = self._full(rel)
+        self._refuse_existing(rel, final)
+        if self._local:
+            temp_rel = _temporary_name(rel)
+            temp = self._full(temp_rel)
+            try:
+                os.makedirs(posixpath.dirname(temp), exist_ok=True)
+                raw: IO[bytes] = open(temp, "xb")  # noqa: SIM115 - closed below, on every path
+            except OSError as err:
+                raise FileAccessError(err.errno, f"Cannot write {rel!r} under {self.root}: {err}") from err
+        else:
+            temp_rel, temp = rel, final
+            try:
+                raw = self._fs.open(final, "xb")
+            except FileExistsError:
+                raise self._exists_error(rel) from None
+            except OSError as err:
+                raise FileAccessError(err.errno, f"Cannot write {rel!r} under {self.root}: {err}") from err
+        sink = _HashingWriter(raw, algorithm, self.disk_full_after)
+        try:
+            try:
+                writer(cast(BinaryIO, sink))
+            finally:
+                raw.close()
+        except BaseException as err:
+            # An exclusive create that lost a race on an object store reports it when the
+            # upload finishes; the key then holds someone else's file, so leave it.
+            if self._local or not isinstance(err, FileExistsError):
+                self._discard(temp)
+            if isinstance(err, FileExistsError) and not self._local:
+                raise self._exists_error(rel) from None
+            if isinstance(err, OSError) and not isinstance(err, SkyButlerError):
+                raise FileAccessError(
+                    err.errno, f"Cannot write {rel!r} under {self.root}: {err.strerror or err}"
+                ) from err
+            raise
+        size, digest = sink.size, sink.hexdigest()
+        if sink.rewritten:
+            size = int(self._fs.size(temp))
+            digest = self._hash(self._fs, temp, algorithm) if algorithm else None
+        checksum = f"{algorithm}:{digest}" if algorithm and digest else None
+        return PendingFile(rel, temp_rel, size, checksum, transfer, source)
+
+    def _exists_error(self, rel: str) -> DatasetExistsError:
+        return DatasetExistsError(
+            f"File {rel!r} already exists in the datastore at {self.root}; "
+            "no put ever overwrites a stored dataset"
+        )
+
+    def _refuse_existing(self, rel: str, full: str) -> None:
+        taken = os.path.lexists(full) if self._local else self._fs.exists(full)
+        if taken:
+            raise self._exists_error(rel)
+
+    def _discard(self, full: str) -> None:
+        try:
+            if self._local:
+                os.unlink(full)
+            else:
+                self._fs.rm_file(full)
+        except FileNotFoundError:
+            pass
+        except OSError as err:  # never mask the error that made us clean up
+            _log.warning("Could not remove %s: %s", full, err)
+
+    def commit(self, pending: PendingFile) -> None:
+        """Put a pending file in its final place.
+
+        On local disk the temporary file is renamed, never over an existing file; on
+        other filesystems the bytes are already in place. A ``move`` ingest then deletes
+        its source (a failure to do so is logged, not raised: the file is stored).
+
+        Raises
+        ------
+        DatasetExistsError
+            If another file took the final path meanwhile (the temporary file is left for
+            `abort`).
+        FileAccessError
+            If the temporary file is gone or cannot be renamed.
+        """
+        if pending.temp_path != pending.path:
+            self._rename_into_place(pending.temp_path, pending.path)
+        if pending.source is not None:
+            try:
+                fs, src = self._filesystem_of(pending.source)
+                fs.rm_file(src)
+            except OSError as err:
+                _log.warning("Stored %s, but could not remove the moved source %s: %s",
+                             pending.path, pending.source, err)
+
+    def _rename_into_place(self, temp_rel: str, rel: str) -> None:
+        temp, final = self._full(self._relative(temp_rel)), self._full(self._relative(rel))
+        try:
+            # A hard link never replaces an existing file, so no check-then-rename race.
+            os.link(temp, final, follow_symlinks=False)
+        except FileExistsError:
+            raise self._exists_error(rel) from None
+        except FileNotFoundError as err:
+            raise FileAccessError(err.errno, f"Cannot commit {rel!r}: its temporary file {temp_rel!r} is gone") from err
+        except OSError as err:
+            if err.errno not in _NO_LINK:
+                raise FileAccessError(err.errno, f"Cannot commit {rel!r} under {self.root}: {err}") from err
+            # A filesystem without hard links: check, then rename.
+            if os.path.lexists(final):
+                raise self._exists_error(rel) from None
+            os.replace(temp, final)
+            return
+        self._discard(temp)
+
+    def abort(self, pending: PendingFile) -> None:
+        """Discard a pending file that was not committed; never raises if it is already gone.
+
+        Files that stay where they were (``direct`` and in-place ingests) and the source of
+        a ``move`` are never touched. On an object store this deletes the final key, so
+        call it only before `commit`.
+        """
+        if pending.transfer in ("direct", "in_place"):
+            return
+        self._discard(self._full(self._relative(pending.temp_path)))
+
+    def remove(self, paths: Iterable[str]) -> None:
+        """Delete files under the root; missing ones are ignored, so a repeated prune is harmless.
+
+        Empty directories left behind on local disk are removed too.
+
+        Raises
+        ------
+        FileAccessError
+            If a path is not under the root (files outside it, like ``direct`` ingests,
+            are never deleted) or a file cannot be deleted.
+        """
+        for path in paths:
+            rel = self._relative(path)
+            full = self._full(rel)
+            try:
+                if self._local:
+                    os.unlink(full)
+                else:
+                    self._fs.rm_file(full)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise FileAccessError(err.errno, f"Cannot remove {rel!r} under {self.root}: {err}") from err
+            if self._local:
+                self._remove_empty_parents(rel)
+
+    def _remove_empty_parents(self, rel: str) -> None:
+        parent = posixpath.dirname(rel)
+        while parent:
+            try:
+                os.rmdir(self._full(parent))
+            except OSError:  # not empty, or already gone
+                return
+            parent = posixpath.dirname(parent)
+
+    # -- ingest --------------------------------------------------------------------------
+
+    def ingest(self, source: str, path: str, transfer: str, *, checksum: bool = True) -> PendingFile:
+        """Bring an existing file into the datastore, ready to `commit`.
+
+        Parameters
+        ----------
+        source
+            A local path or URL of the file.
+        path
+            Final path relative to the root (ignored for ``direct``).
+        transfer
+            ``"copy"``; ``"move"`` (copied, or hard-linked when possible, and the source
+            deleted only by `commit`); ``"hardlink"`` or ``"symlink"`` (local disk only);
+            ``"direct"`` (the file stays where it is and ``PendingFile.path`` is its
+            absolute URL); ``"auto"`` (a file already under the root stays in place at its
+            own path, otherwise a hard link when possible, else a copy).
+        checksum
+            False skips computing the checksum (for speed on large files).
+
+        Raises
+        ------
+        FileAccessError
+            If the source is missing or unreadable, ``path`` is unsafe, or the transfer is
+            impossible (a link to or from a non-local filesystem).
+        DatasetExistsError
+            If a file already exists at ``path``.
+        ConfigError
+            If ``transfer`` is not one of `TRANSFER_MODES`.
+        """
+        if transfer not in TRANSFER_MODES:
+            raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
+        algorithm = self.checksum_algorithm if checksum else None
+        src_fs, src = self._filesystem_of(source)
+        src_local = isinstance(src_fs, LocalFileSystem)
+        try:
+            is_file = src_fs.isfile(src)
+        except OSError:
+            is_file = False
+        if not is_file:
+            raise FileAccessError(errno.ENOENT, f"Cannot ingest {source!r}: no such file")
+        if src_local and not os.access(src, os.R_OK):
+            raise FileAccessError(errno.EACCES, f"Cannot ingest {source!r}: the file is not readable")
+        src_url = str(src_fs.unstrip_protocol(src))
+
+        if transfer == "direct":
+            return self._in_place(src_fs, src, src_url, algorithm, "direct")
+        if transfer == "auto" and src_fs is self._fs and src.startswith(self._root + "/"):
+            return self._in_place(src_fs, src, src[len(self._root) + 1 :], algorithm, "in_place")
+
+        rel = self._relative(path)
+        both_local = src_local and self._local
+        if transfer in ("hardlink", "symlink") and not both_local:
+            raise FileAccessError(
+                f"Cannot {transfer} {source!r} into {self.root}: both must be on local disk"
+            )
+        if transfer in ("hardlink", "symlink", "auto", "move") and both_local:
+            pending = self._link(src, rel, transfer, algorithm)
+            if pending is not None:
+                return pending if transfer != "move" else PendingFile(
+                    pending.path, pending.temp_path, pending.size, pending.checksum, "move", src_url
+                )
+
+        def copy(sink: BinaryIO) -> None:
+            try:
+                stream = src_fs.open(src, "rb")
+            except OSError as err:
+                raise FileAccessError(err.errno, f"Cannot ingest {source!r}: {err}") from err
+            with stream:
+                shutil.copyfileobj(stream, sink, _CHUNK)
+
+        return self._write(
+            rel,
+            copy,
+            algorithm,
+            transfer="move" if transfer == "move" else "copy",
+            source=src_url if transfer == "move" else None,
+        )
+
+    def _in_place(
+        self, fs: AbstractFileSystem, full: str, path: str, algorithm: str | None, transfer: str
+    ) -> PendingFile:
+        try:
+            size = int(fs.size(full))
+            digest = f"{algorithm}:{self._hash(fs, full, algorithm)}" if algorithm else None
+        except OSError as err:
+            raise FileAccessError(err.errno, f"Cannot read {path!r}: {err}") from err
+        return PendingFile(path, path, size, digest, transfer)
+
+    def _link(self, src: str, rel: str, transfer: str, algorithm: str | None) -> PendingFile | None:
+        """Link ``src`` to a temporary name; None when a hard link is impossible and a copy may do."""
+        final = self._full(rel)
+        self._refuse_existing(rel, final)
+        temp_rel = _temporary_name(rel)
+        temp = self._full(temp_rel)
+        try:
+            os.makedirs(posixpath.dirname(temp), exist_ok=True)
+            if transfer == "symlink":
+                os.symlink(os.path.abspath(src), temp)
+            else:
+                os.link(src, temp)
+        except OSError as err:
+            if transfer in ("auto", "move") and err.errno in _NO_LINK:
+                return None
+            raise FileAccessError(err.errno, f"Cannot {transfer} {src!r} to {rel!r}: {err}") from err
+        try:
+            size = os.stat(temp).st_size
+            digest = f"{algorithm}:{self._hash(self._fs, temp, algorithm)}" if algorithm else None
+        except OSError as err:
+            self._discard(temp)
+            raise FileAccessError(err.errno, f"Cannot read {src!r}: {err}") from err
+        return PendingFile(rel, temp_rel, size, digest, "hardlink" if transfer == "auto" else transfer)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        """Whether a file exists at ``path`` (a broken symlink does not count)."""
+        fs, full = self._locate(path)
+        return bool(fs.isfile(full))
+
+    def open(self, path: str, mode: str = "rb") -> IO[Any]:
+        """Open a file for reading (``"rb"`` or ``"r"``); use it as a context manager.
+
+        Raises
+        ------
+        FileAccessError
+            If there is no such file (the message names the path and the root).
+        """
+        if mode not in ("rb", "r"):
+            raise ValueError(f"Datastore files are opened for reading only, not {mode!r}; use write_temporary")
+        fs, full = self._locate(path)
+        try:
+            if isinstance(fs, MemoryFileSystem):
+                # The memory filesystem hands out its one shared buffer; give each reader its own.
+                data: IO[Any] = io.BytesIO(fs.cat_file(full))
+                return io.TextIOWrapper(data, encoding="utf-8") if mode == "r" else data
+            return cast(IO[Any], fs.open(full, mode))
+        except (FileNotFoundError, IsADirectoryError):
+            raise self._missing(path) from None
+        except OSError as err:
+            raise FileAccessError(err.errno, f"Cannot read {path!r} in the datastore at {self.root}: {err}") from err
+
+    def size(self, path: str) -> int:
+        """Size of a file in bytes; `FileAccessError` if it is missing."""
+        fs, full = self._locate(path)
+        try:
+            if not fs.isfile(full):
+                raise self._missing(path)
+            return int(fs.size(full))
+        except FileNotFoundError:
+            raise self._missing(path) from None
+
+    def checksum(self, path: str, algorithm: str | None = None) -> str:
+        """Checksum of a file, ``"<algorithm>:<hex digest>"``, read in chunks.
+
+        Parameters
+        ----------
+        path
+            The file.
+        algorithm
+            Defaults to the store's; give the one a recorded checksum names to verify it.
+
+        Raises
+        ------
+        FileAccessError
+            If the file is missing.
+        ConfigError
+            If no algorithm is given and checksums are disabled.
+        """
+        algorithm = algorithm or self.checksum_algorithm
+        if algorithm is None:
+            raise ConfigError(f"Checksums are disabled for the datastore at {self.root}")
+        fs, full = self._locate(path)
+        try:
+            return f"{algorithm}:{self._hash(fs, full, algorithm)}"
+        except (FileNotFoundError, IsADirectoryError):
+            raise self._missing(path) from None
+
+    @staticmethod
+    def _hash(fs: AbstractFileSystem, full: str, algorithm: str) -> str:
+        digest = hashlib.new(algorithm)
+        with fs.open(full, "rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def walk(self) -> Iterator[str]:
+        """Every file under the root, as relative paths in sorted order, temporary files included.
+
+        Use `is_temporary` to tell leftovers of unfinished puts apart.
+        """
+        if self._local:
+            for dirpath, dirnames, filenames in os.walk(self._root):
+                dirnames.sort()
+                base = os.path.relpath(dirpath, self._root)
+                for name in sorted(filenames):
+                    yield name if base == "." else posixpath.join(base.replace(os.sep, "/"), name)
+            return
+        prefix = self._root + "/"
+        for full in sorted(self._fs.find(self._root or "/")):
+            yield full[len(prefix) :] if full.startswith(prefix) else full.lstrip("/")

@@ -1,0 +1,442 @@
+"""File name templates: how a dataset's data id becomes a path under the datastore root.
+
+A template is a Python format string over names (``string.Formatter`` syntax)::
+
+    {run}/{dataset_type}/{band?}/{dataset_type}_{visit:08d}_{detector:03d}
+
+Fields may name
+
+- any data id key, required or implied (``{visit:08d}``, ``{band}``, ``{patch}``);
+- the specials ``{run}``, ``{dataset_type}``, ``{id}`` (the dataset id) and ``{data_id}``
+  (every data id value, sanitised, joined with ``_`` in dimension order:
+  ``HSC_903334_16``);
+- operator variables: ``{reqnum}``, ``{attnum}``, ``{unitname}`` or any other name
+  given in the ``variables`` mapping when formatting.
+
+A field whose name ends in ``?`` (``{band?}``) is optional: when its value is missing
+it is dropped together with the ``_`` or ``/`` right before it (or right after it, when
+it starts the template). Every other missing field is an error.
+
+Every substituted value is sanitised (see `sanitize`) so that no data id value can leave
+the datastore root or break a path, while ordinary punctuation survives (a patch ``8,6``
+stays ``8,6``). Because ``/`` in a value becomes ``_``, a run ``u/someone/w_01`` gives the
+single directory ``u_someone_w_01``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import string
+import unicodedata
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+
+from ..errors import TemplateError
+from ..model import DatasetRef, DatasetType
+
+__all__ = ["DEFAULT_TEMPLATE", "KNOWN_VARIABLES", "SPECIAL_FIELDS", "FileTemplate", "FileTemplates", "sanitize"]
+
+DEFAULT_TEMPLATE = "{run}/{dataset_type}/{dataset_type}_{data_id}"
+"""The template used when an operator sets none.
+
+One directory per run and dataset type, and a file name that repeats the dataset type
+and lists the data id values in dimension order, e.g.
+``HSC_runs_RC2/calexp/calexp_HSC_903334_16.fits``. It gives unique names for every
+dataset type (``{data_id}`` covers all its dimensions) and needs no knowledge of the
+dimension universe, so it is valid for any dataset type.
+"""
+
+SPECIAL_FIELDS = frozenset({"run", "dataset_type", "id", "data_id"})
+"""Field names filled from the dataset ref itself rather than from its data id."""
+
+KNOWN_VARIABLES = frozenset({"reqnum", "attnum", "unitname"})
+"""Operator variables every template may use: request number, attempt number, unit name."""
+
+# Longest file or directory name most filesystems (and S3 key segments, by convention) accept.
+_MAX_SEGMENT_BYTES = 255
+_SEPARATORS = "_/"
+# [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+_FORMAT_SPEC = re.compile(
+    r"^(?:(?P<fill>.)?(?P<align>[<>=^]))?(?P<sign>[-+ ])?z?#?0?(?P<width>\d+)?[_,]?"
+    r"(?:\.(?P<precision>\d+))?(?P<type>[bcdeEfFgGnosxX%])?$",
+    re.DOTALL,
+)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def sanitize(value: str) -> str:
+    """Return ``value`` made safe to use as (part of) one path segment.
+
+    ``/``, ``\\``, NUL, control characters, line and paragraph separators and lone
+    surrogates become ``_``; an empty value becomes ``_``; a leading ``.`` becomes ``_``
+    (so ``.`` and ``..`` are harmless and no value makes a hidden file that could be
+    mistaken for a temporary one). Everything else, including ``,`` ``-`` ``.`` ``+``
+    ``=`` and spaces inside the value, is kept.
+
+    Distinct values may sanitise to the same text (``a/b`` and ``a_b``); the datastore
+    never overwrites a file, so such a collision is an error, never a lost dataset.
+
+    Examples
+    --------
+    >>> sanitize("8,6")
+    '8,6'
+    >>> sanitize("../../etc")
+    '_._.._etc'
+    """
+    out = "".join(
+        "_" if c in "/\\" or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") else c for c in value
+    )
+    if out.startswith("."):
+        out = "_" + out[1:]
+    return out or "_"
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    spec: str
+    optional: bool
+
+
+class FileTemplate:
+    """One file name template, parsed and checked for safety when constructed.
+
+    Parameters
+    ----------
+    text
+        The template, e.g. ``"{run}/{dataset_type}/{band?}/{dataset_type}_{visit:08d}"``.
+
+    Raises
+    ------
+    TemplateError
+        If the text is not a valid template: attribute or index access (``{visit.x}``,
+        ``{a[0]}``), conversions (``{band!r}``), positional or nested fields, a bad
+        format spec, or literal text that is absolute or has ``..``, ``.`` or empty
+        segments.
+
+    Examples
+    --------
+    >>> t = FileTemplate("{run}/{dataset_type}/{band?}/{dataset_type}_{visit:08d}")
+    >>> sorted(t.fields)
+    ['band', 'dataset_type', 'run', 'visit']
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self._parts: list[tuple[str, _Field | None]] = []
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError as err:
+            raise TemplateError(f"File template {text!r} is not a valid format string: {err}") from None
+        for literal, name, spec, conversion in parsed:
+            if literal:
+                self._parts.append((literal, None))
+            if name is None:
+                continue
+            self._parts.append(("", self._parse_field(name, spec or "", conversion)))
+        if not any(f is not None for _, f in self._parts):
+            raise TemplateError(f"File template {text!r} has no fields, so it would name one file only")
+        self._check_literal_layout()
+
+    def _parse_field(self, name: str, spec: str, conversion: str | None) -> _Field:
+        where = f"in file template {self.text!r}"
+        if conversion is not None:
+            raise TemplateError(f"Conversion '!{conversion}' on field {name!r} {where} is not allowed")
+        optional = name.endswith("?")
+        bare = name[:-1] if optional else name
+        if "." in bare or "[" in bare:
+            raise TemplateError(f"Attribute or index access in field {{{name}}} {where} is not allowed")
+        if not _NAME.match(bare):
+            raise TemplateError(f"Field {{{name}}} {where} is not a name (positional fields are not allowed)")
+        if "{" in spec or "}" in spec:
+            raise TemplateError(f"Nested fields in the format spec of {{{name}}} {where} are not allowed")
+        if not _FORMAT_SPEC.match(spec):
+            raise TemplateError(f"Format spec {spec!r} of field {{{name}}} {where} is not valid")
+        return _Field(bare, spec, optional)
+
+    def _check_literal_layout(self) -> None:
+        # Check the shape the literal text gives the path, with each field standing in for
+        # a value; values themselves are sanitised and can add no separators.
+        skeleton = "".join(lit if f is None else "x" for lit, f in self._parts)
+        if skeleton.startswith("/") or "\\" in skeleton or "\0" in skeleton:
+            raise TemplateError(f"File template {self.text!r} must be a relative POSIX path")
+        for segment in skeleton.split("/"):
+            if segment in ("", ".", ".."):
+                raise TemplateError(
+                    f"File template {self.text!r} has a {segment or 'empty'!r} segment; "
+                    "paths must stay inside the datastore root"
+                )
+
+    def __repr__(self) -> str:
+        return f"FileTemplate({self.text!r})"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileTemplate) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def _fields(self) -> Iterator[_Field]:
+        return (f for _, f in self._parts if f is not None)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Names of all fields, optional ones included (without their ``?``)."""
+        return frozenset(f.name for f in self._fields())
+
+    @property
+    def required_fields(self) -> frozenset[str]:
+        """Names of the fields that must have a value."""
+        return frozenset(f.name for f in self._fields() if not f.optional)
+
+    def validate(
+        self,
+        dataset_type: DatasetType,
+        available: Collection[str],
+        *,
+        variables: Collection[str] = (),
+    ) -> None:
+        """Check that the template gives unique, fillable names for ``dataset_type``.
+
+        Called when a template is configured, so a bad one fails then rather than when
+        two files collide.
+
+        Parameters
+        ----------
+        dataset_type
+            The dataset type the template will name files for.
+        available
+            Data id keys that will have values: its dimensions and their implied
+            dimensions (``band`` for ``visit``).
+        variables
+            Operator variable names, beyond `KNOWN_VARIABLES`, that will be supplied.
+
+        Raises
+        ------
+        TemplateError
+            If a dimension of the dataset type is not a field (and neither ``{id}`` nor
+            ``{data_id}`` is), if neither ``{run}`` nor ``{id}`` is a field, if a field
+            names nothing that will have a value, or if a dimension field truncates its
+            value with a precision.
+
+        Notes
+        -----
+        Optional fields (``{band?}``) may name keys that are not available: they are
+        then always dropped, which lets one template serve many dataset types.
+        """
+        where = f"File template {self.text!r} for dataset type {dataset_type.name!r}"
+        fields = self.fields
+        known = set(available) | set(dataset_type.dimensions) | SPECIAL_FIELDS | KNOWN_VARIABLES | set(variables)
+        for name in sorted(self.required_fields - known):
+            raise TemplateError(
+                f"{where} uses {{{name}}}, which is neither a data id key ({', '.join(sorted(available)) or 'none'}) "
+                f"nor one of {', '.join(sorted(SPECIAL_FIELDS | KNOWN_VARIABLES | set(variables)))}"
+            )
+        if "run" not in fields and "id" not in fields:
+            raise TemplateError(f"{where} cannot give unique names: it needs {{run}} or {{id}}")
+        if "id" not in fields and "data_id" not in fields:
+            for dimension in dataset_type.dimensions:
+                if dimension not in fields:
+                    raise TemplateError(
+                        f"{where} cannot give unique names: dimension {dimension!r} is not a field "
+                        "(add it, or {data_id} or {id})"
+                    )
+            for f in self._fields():
+                match = _FORMAT_SPEC.match(f.spec)
+                if f.name in dataset_type.dimensions and match and match["precision"] is not None:
+                    raise TemplateError(
+                        f"{where} cannot give unique names: the precision in {{{f.name}:{f.spec}}} "
+                        "truncates values"
+                    )
+
+    def format(
+        self,
+        ref: DatasetRef,
+        *,
+        values: Mapping[str, object] | None = None,
+        variables: Mapping[str, object] | None = None,
+        extension: str = "",
+    ) -> str:
+        """Return the relative POSIX path of ``ref``'s file.
+
+        Parameters
+        ----------
+        ref
+            The dataset; gives ``run``, ``dataset_type``, ``id`` and ``data_id``.
+        values
+            Every data id value, implied ones included; defaults to ``ref.data_id.full``.
+        variables
+            Operator variables (``reqnum``, ``attnum``, ``unitname``, ...). Data id values
+            win over variables of the same name; specials win over both.
+        extension
+            Appended to the path, e.g. ``".fits"`` (a leading dot is added if missing).
+
+        Returns
+        -------
+        str
+            A normalised, relative path with no ``..``, ``.`` or empty segment.
+
+        Raises
+        ------
+        TemplateError
+            If a required field has no value (the message names the field, the dataset
+            type and the values available), a value does not fit its format spec, or a
+            path segment would be longer than 255 bytes.
+
+        Examples
+        --------
+        >>> import uuid
+        >>> from skybutler.model import DataId, DatasetRef, DatasetType
+        >>> dt = DatasetType("calexp", ("instrument", "visit", "detector"), "image")
+        >>> ref = DatasetRef(uuid.UUID(int=1), dt, DataId(instrument="HSC", visit=903334, detector=16), "RC2")
+        >>> FileTemplate("{run}/{dataset_type}/{band?}/{dataset_type}_{visit:08d}").format(
+        ...     ref, values={"band": "r"}, extension=".fits")
+        'RC2/calexp/r/calexp_00903334.fits'
+        """
+        data_id = ref.data_id
+        lookup: dict[str, object] = {**(variables or {})}
+        lookup.update(data_id.full if values is None else values)
+        lookup.update(
+            run=ref.run,
+            dataset_type=ref.dataset_type.name,
+            id=str(ref.id),
+            data_id="_".join(sanitize(str(data_id[k])) for k in data_id),
+        )
+        # (text, is_literal): only literal separators are ever dropped, never a value's own "_".
+        out: list[tuple[str, bool]] = []
+        drop_next_separator = False
+        for literal, f in self._parts:
+            if f is None:
+                if drop_next_separator and literal[0] in _SEPARATORS:
+                    literal = literal[1:]
+                drop_next_separator = False
+                out.append((literal, True))
+                continue
+            value = lookup.get(f.name)
+            if value is None or value == "":
+                if not f.optional:
+                    raise TemplateError(
+                        f"File template {self.text!r} needs {{{f.name}}} for dataset type "
+                        f"{ref.dataset_type.name!r}, but it has no value; available: "
+                        + ", ".join(f"{k}={v!r}" for k, v in lookup.items() if v is not None)
+                    )
+                text, is_literal = out[-1] if out else ("", True)
+                if is_literal and text and text[-1] in _SEPARATORS:
+                    out[-1] = (text[:-1], True)
+                elif not any(text for text, _ in out):
+                    drop_next_separator = True
+                continue
+            try:
+                formatted = format(value, f.spec)
+            except (ValueError, TypeError) as err:
+                raise TemplateError(
+                    f"Value {value!r} of {{{f.name}}} does not fit format spec {f.spec!r} "
+                    f"in file template {self.text!r}: {err}"
+                ) from None
+            drop_next_separator = False
+            out.append((sanitize(formatted), False))
+        path = "".join(text for text, _ in out)
+        self._check_path(path, ref)
+        ext = extension.removeprefix(".")
+        if ext:
+            path = f"{path}.{sanitize(ext)}"
+            self._check_path(path, ref)
+        return path
+
+    def _check_path(self, path: str, ref: DatasetRef) -> None:
+        segments = path.split("/")
+        bad = (
+            not path
+            or path.startswith("/")
+            or posixpath.normpath(path) != path
+            or any(s in ("", ".", "..") for s in segments)
+        )
+        if bad:
+            raise TemplateError(f"File template {self.text!r} gave an unsafe path {path!r} for {ref}")
+        for s in segments:
+            if len(s.encode("utf-8")) > _MAX_SEGMENT_BYTES:
+                raise TemplateError(
+                    f"File template {self.text!r} gave a path segment longer than {_MAX_SEGMENT_BYTES} "
+                    f"bytes for {ref}: {s[:40]!r}..."
+                )
+
+
+class FileTemplates:
+    """The templates of one repository: a default, per dataset type, and per run.
+
+    Parameters
+    ----------
+    default
+        Used when nothing more specific applies; see `DEFAULT_TEMPLATE`.
+    per_dataset_type
+        Template text by dataset type name.
+    per_run
+        By run name, template text by dataset type name; the key ``"default"`` applies
+        to every dataset type of that run without its own entry.
+
+    Examples
+    --------
+    >>> templates = FileTemplates(
+    ...     per_dataset_type={"calexp": "{run}/calexp/{band}/calexp_{visit:08d}_{detector:03d}"},
+    ...     per_run={"RC2/w_01": {"default": "{run}/{reqnum}/{dataset_type}_{data_id}"}},
+    ... )
+    >>> templates.template_for("calexp", "RC2/w_02").text
+    '{run}/calexp/{band}/calexp_{visit:08d}_{detector:03d}'
+    >>> templates.template_for("calexp", "RC2/w_01").text
+    '{run}/{reqnum}/{dataset_type}_{data_id}'
+    """
+
+    def __init__(
+        self,
+        default: str = DEFAULT_TEMPLATE,
+        per_dataset_type: Mapping[str, str] | None = None,
+        per_run: Mapping[str, Mapping[str, str]] | None = None,
+    ):
+        self.default = FileTemplate(default)
+        self.per_dataset_type = {k: FileTemplate(v) for k, v in (per_dataset_type or {}).items()}
+        self.per_run = {
+            run: {k: FileTemplate(v) for k, v in by_type.items()} for run, by_type in (per_run or {}).items()
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"FileTemplates(default={self.default.text!r}, "
+            f"per_dataset_type={ {k: v.text for k, v in self.per_dataset_type.items()} !r}, "
+            f"per_run={ {r: {k: v.text for k, v in m.items()} for r, m in self.per_run.items()} !r})"
+        )
+
+    def template_for(self, dataset_type_name: str, run: str) -> FileTemplate:
+        """Return the template for a dataset type in a run.
+
+        A run-level entry for the dataset type wins, then the run's ``"default"``, then
+        the dataset type's own template, then the repository default.
+        """
+        by_run = self.per_run.get(run, {})
+        for candidate in (
+            by_run.get(dataset_type_name),
+            by_run.get("default"),
+            self.per_dataset_type.get(dataset_type_name),
+        ):
+            if candidate is not None:
+                return candidate
+        return self.default
+
+    def validate(
+        self,
+        dataset_type: DatasetType,
+        available: Collection[str],
+        *,
+        variables: Collection[str] = (),
+    ) -> None:
+        """Validate every template that could name files of ``dataset_type``, in any run.
+
+        See `FileTemplate.validate`; raises `TemplateError` for the first bad one.
+        """
+        candidates = {self.template_for(dataset_type.name, run) for run in self.per_run}
+        candidates.add(self.template_for(dataset_type.name, run=""))  # a run without overrides
+        for template in sorted(candidates, key=str):
+            template.validate(dataset_type, available, variables=variables)

@@ -1,0 +1,128 @@
+"""Every exception a user of skybutler can catch.
+
+All of them derive from `SkyButlerError`; those caused by user input also
+derive from the matching builtin so ``except KeyError`` style code works::
+
+    SkyButlerError
+    ├── ConfigError(ValueError)               bad or missing configuration
+    │   └── TemplateError                      a file template that is invalid or not unique
+    ├── RepositoryNotFoundError(FileNotFoundError)  a path or URL that is not a repository
+    ├── DatabaseConnectionError(ConnectionError)    a database server that cannot be reached
+    ├── DimensionError(ValueError)             unknown dimension, bad data id, missing record
+    │   └── DataIdError(KeyError)              a data id with missing, extra or mistyped keys
+    ├── DatasetTypeError(ValueError)           unknown or conflicting dataset type
+    ├── CollectionError(ValueError)            unknown collection, wrong collection type
+    ├── DatasetNotFoundError(LookupError)      no dataset for a ref or a data id
+    ├── DatasetExistsError(ValueError)         a put or ingest that would overwrite a dataset
+    ├── StorageClassError(TypeError)           an object that does not fit its storage class
+    ├── FormatError(ValueError)                a file that cannot be read or written in its format
+    ├── FileAccessError(OSError)               a file that is missing, unreadable or outside the root
+    ├── QueryError(ValueError)                 an invalid query expression
+    ├── ReadOnlyError(PermissionError)         a write through a read-only butler
+    ├── PipelineError(ValueError)              an invalid pipeline, task or connection
+    ├── GraphError(ValueError)                 a quantum graph that cannot be built or read
+    └── ExecutionError(RuntimeError)           a quantum or job that failed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CollectionError",
+    "ConfigError",
+    "DataIdError",
+    "DatabaseConnectionError",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "DatasetTypeError",
+    "DimensionError",
+    "ExecutionError",
+    "FileAccessError",
+    "FormatError",
+    "GraphError",
+    "PipelineError",
+    "QueryError",
+    "ReadOnlyError",
+    "RepositoryNotFoundError",
+    "SkyButlerError",
+    "StorageClassError",
+    "TemplateError",
+]
+
+
+class SkyButlerError(Exception):
+    """Root of every error skybutler raises on purpose."""
+
+
+class ConfigError(ValueError, SkyButlerError):
+    """A configuration value is invalid or missing."""
+
+
+class TemplateError(ConfigError):
+    """A file template is invalid, unsafe, or cannot give unique names."""
+
+
+class RepositoryNotFoundError(FileNotFoundError, SkyButlerError):
+    """A path or URL does not hold a skybutler repository."""
+
+
+class DatabaseConnectionError(ConnectionError, SkyButlerError):
+    """A registry database cannot be reached (the message never shows a password)."""
+
+
+class DimensionError(ValueError, SkyButlerError):
+    """An unknown dimension, a bad dimension record, or a data id value with no record."""
+
+
+class DataIdError(KeyError, DimensionError):
+    """A data id with a missing, extra or mistyped key."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetTypeError(ValueError, SkyButlerError):
+    """An unknown dataset type, or one registered differently before."""
+
+
+class CollectionError(ValueError, SkyButlerError):
+    """An unknown collection, or a collection of the wrong type for the operation."""
+
+
+class DatasetNotFoundError(LookupError, SkyButlerError):
+    """No dataset matches a ref, or a dataset type and data id in the given collections."""
+
+
+class DatasetExistsError(ValueError, SkyButlerError):
+    """A dataset already exists for this dataset type, data id and run."""
+
+
+class StorageClassError(TypeError, SkyButlerError):
+    """An object does not match the storage class of its dataset type."""
+
+
+class FormatError(ValueError, SkyButlerError):
+    """A file cannot be read or written in the format its storage class uses."""
+
+
+class FileAccessError(OSError, SkyButlerError):
+    """A file is missing, unreadable, or would lie outside the datastore root."""
+
+
+class QueryError(ValueError, SkyButlerError):
+    """A query expression is invalid: a syntax error, an unknown name, a bad literal."""
+
+
+class ReadOnlyError(PermissionError, SkyButlerError):
+    """A write was attempted through a butler opened read-only."""
+
+
+class PipelineError(ValueError, SkyButlerError):
+    """A pipeline definition, task or connection is invalid."""
+
+
+class GraphError(ValueError, SkyButlerError):
+    """A quantum graph cannot be built, or a graph file cannot be read."""
+
+
+class ExecutionError(RuntimeError, SkyButlerError):
+    """A quantum or job failed while running."""

@@ -1,0 +1,21 @@
+"""Value types of skybutler: no I/O happens here."""
+
+from ._collection import CollectionType
+from ._data_id import DataId, DataIdValue
+from ._dataset import DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id
+from ._image import Image
+from ._storage_class import STORAGE_CLASSES, StorageClass, storage_class
+
+__all__ = [
+    "STORAGE_CLASSES",
+    "CollectionType",
+    "DataId",
+    "DataIdValue",
+    "DatasetRef",
+    "DatasetType",
+    "Image",
+    "StorageClass",
+    "dataset_id_for_ingest",
+    "new_dataset_id",
+    "storage_class",
+]

@@ -1,0 +1,737 @@
+"""The registry: what exists, where it came from, how it relates. The only place SQL runs."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..dimensions import DimensionUniverse, Region, overlapping_pairs
+from ..errors import (
+    CollectionError,
+    DatasetExistsError,
+    DatasetTypeError,
+    DimensionError,
+    SkyButlerError,
+)
+from ..model import CollectionType, DataId, DatasetRef, DatasetType, storage_class
+from ._db import check_connection, make_engine, normalise_url, redact
+from .schema import SCHEMA_VERSION, Tables, build_tables, overlap_columns
+
+_CHUNK = 500
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """Where a dataset's bytes are and what they were when written."""
+
+    dataset_id: uuid.UUID
+    path: str
+    size: int
+    checksum: str | None
+    checksum_algorithm: str | None
+    format: str
+
+
+def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _to_datetime(value: Any) -> Any:
+    if value is None or isinstance(value, datetime.datetime):
+        return value.replace(tzinfo=None) if isinstance(value, datetime.datetime) and value.tzinfo else value
+    if isinstance(value, str):
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+    if hasattr(value, "to_datetime"):  # astropy Time
+        return value.utc.to_datetime()
+    raise DimensionError(f"Cannot interpret {value!r} as a time")
+
+
+class Registry:
+    """SQL registry on SQLite or PostgreSQL.
+
+    Use `Registry.create` for a new repository and `Registry.open` for an
+    existing one. Every method runs in its own transaction unless called
+    inside ``with registry.transaction():``.
+    """
+
+    def __init__(self, engine: sa.Engine, universe: DimensionUniverse, *, url: str):
+        self.engine = engine
+        self.universe = universe
+        self.url = url
+        self.tables: Tables = build_tables(universe)
+        self._local = threading.local()
+        # Caches of immutable facts only: dataset types and dimension records are
+        # never changed once written, so caching them cannot go stale.
+        self._dataset_types: dict[str, tuple[int, DatasetType]] = {}
+        self._dataset_types_by_id: dict[int, DatasetType] = {}
+        self._record_cache: dict[str, dict[tuple, dict[str, Any]]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, url: str, *, universe: DimensionUniverse | None = None, namespace: str | None = None,
+               root: str | None = None, sync_every_commit: bool = False) -> Registry:
+        """Create the tables of a new repository (the database or schema must not hold one)."""
+        universe = universe or DimensionUniverse.default()
+        sa_url = normalise_url(url, root)
+        engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit)
+        check_connection(engine, sa_url)
+        if namespace:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
+        registry = cls(engine, universe, url=sa_url)
+        with engine.connect() as conn:
+            if sa.inspect(conn).has_table("meta", schema=namespace):
+                raise SkyButlerError(f"Registry database {redact(sa_url)} already holds a repository")
+        registry.tables.metadata.create_all(engine)
+        with registry.transaction() as conn:
+            conn.execute(sa.insert(registry.tables.meta), [
+                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                {"key": "universe", "value": json.dumps(universe.document)},
+                {"key": "created", "value": datetime.datetime.now(datetime.UTC).isoformat()},
+            ])
+        return registry
+
+    @classmethod
+    def open(cls, url: str, *, namespace: str | None = None, root: str | None = None,
+             sync_every_commit: bool = False) -> Registry:
+        """Open the registry of an existing repository."""
+        sa_url = normalise_url(url, root)
+        engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit)
+        check_connection(engine, sa_url)
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("meta", schema=namespace):
+                from ..errors import RepositoryNotFoundError
+
+                raise RepositoryNotFoundError(f"Registry database {redact(sa_url)} holds no skybutler repository")
+            meta = sa.Table("meta", sa.MetaData(), autoload_with=conn)
+            values = dict(conn.execute(sa.select(meta.c.key, meta.c.value)).all())
+        version = int(values.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise SkyButlerError(
+                f"Registry {redact(sa_url)} has schema version {version}; this skybutler reads up to "
+                f"{SCHEMA_VERSION}. Upgrade skybutler."
+            )
+        return cls(engine, DimensionUniverse(json.loads(values["universe"])), url=sa_url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction; nested calls join the outer one."""
+        active = getattr(self._local, "conn", None)
+        if active is not None:
+            yield active
+            return
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        active = getattr(self._local, "conn", None)
+        if active is not None:
+            yield active
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    # -- dimension records -------------------------------------------------------------
+
+    def _normalise_record(self, element: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        el = self.universe.elements[element]
+        allowed = {*el.primary_key, *self.universe.record_columns(element)}
+        if el.region:
+            allowed.add("region")
+        unknown = set(record) - allowed
+        if unknown:
+            raise DimensionError(
+                f"Record for {element!r} has unknown field(s) {', '.join(sorted(unknown))}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        missing = [k for k in el.primary_key if record.get(k) is None]
+        if missing:
+            raise DimensionError(f"Record {dict(record)} for {element!r} is missing {', '.join(missing)}")
+        out: dict[str, Any] = {}
+        types = self.universe.record_columns(element)
+        for key, value in record.items():
+            if key in el.primary_key:
+                out[key] = self.universe.coerce(key, value)
+            elif key == "region":
+                if value is None:
+                    out[key] = None
+                else:
+                    region = value if isinstance(value, Region) else Region.from_vertices(value)
+                    out[key] = region.to_json()
+            elif types[key] == "datetime":
+                out[key] = _to_datetime(value)
+            elif key in self.universe.elements:
+                out[key] = self.universe.coerce(key, value) if value is not None else None
+            else:
+                out[key] = value
+        return out
+
+    def insert_dimension_records(self, element: str, records: Iterable[Mapping[str, Any]], *,
+                                 skip_existing: bool = False) -> int:
+        """Insert records of one element in bulk; returns how many were new.
+
+        Implied values not given (``band`` of a visit given its ``physical_filter``)
+        are filled from the implying records. Overlaps with other region-bearing
+        elements are computed here, once. With ``skip_existing`` records that
+        already exist are left alone (sync-if-absent); otherwise they are an error.
+        """
+        if element not in self.universe.elements:
+            raise DimensionError(
+                f"Unknown dimension element {element!r}; known: {', '.join(self.universe.elements)}"
+            )
+        el = self.universe.elements[element]
+        rows = [self._normalise_record(element, r) for r in records]
+        if not rows:
+            return 0
+        table = self.tables.dimensions[element]
+        pk = el.primary_key
+        with self.transaction() as conn:
+            self._check_parents(conn, element, rows)
+            self._fill_implied(conn, element, rows)
+            existing = self._existing_keys(conn, element, [tuple(r[k] for k in pk) for r in rows])
+            seen: set[tuple] = set()
+            new_rows = []
+            for r in rows:
+                key = tuple(r[k] for k in pk)
+                if key in existing or key in seen:
+                    if not skip_existing:
+                        raise DimensionError(
+                            f"A {element} record for {dict(zip(pk, key, strict=True))} already exists "
+                            "(use skip_existing / --skip-existing to insert only new records)"
+                        )
+                    continue
+                seen.add(key)
+                new_rows.append(r)
+            columns = [c.name for c in table.columns]
+            if new_rows:
+                conn.execute(sa.insert(table), [{c: r.get(c) for c in columns} for r in new_rows])
+                if el.region:
+                    self._insert_overlaps(conn, element, new_rows)
+        return len(new_rows)
+
+    def _check_parents(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:
+        el = self.universe.elements[element]
+        for dep in (*el.requires, *el.implies):
+            dep_pk = self.universe.elements[dep].primary_key
+            keys = {tuple(r[k] for k in dep_pk) for r in rows if all(r.get(k) is not None for k in dep_pk)}
+            missing = keys - self._existing_keys(conn, dep, list(keys))
+            if missing:
+                example = dict(zip(dep_pk, sorted(missing)[0], strict=True))
+                raise DimensionError(
+                    f"Cannot insert {element} records: no {dep} record for {example} "
+                    f"({len(missing)} missing); insert the {dep} records first"
+                )
+
+    def _fill_implied(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:
+        el = self.universe.elements[element]
+        for via in el.implies:
+            deeper = self.universe.implied_closure(via)
+            if not deeper:
+                continue
+            via_pk = self.universe.elements[via].primary_key
+            keys = {tuple(r[k] for k in via_pk) for r in rows if all(r.get(k) is not None for k in via_pk)}
+            records = self._fetch_records(conn, via, list(keys))
+            for r in rows:
+                key = tuple(r.get(k) for k in via_pk)
+                rec = records.get(key)
+                if rec is None:
+                    continue
+                for d in deeper:
+                    if r.get(d) is None:
+                        r[d] = rec.get(d)
+                    elif rec.get(d) is not None and r[d] != rec[d]:
+                        raise DimensionError(
+                            f"{element} record {({k: r[k] for k in el.primary_key})} says {d}={r[d]!r} "
+                            f"but its {via} {key[-1]!r} implies {d}={rec[d]!r}"
+                        )
+
+    def _existing_keys(self, conn: sa.Connection, element: str, keys: list[tuple]) -> set[tuple]:
+        return set(self._fetch_records(conn, element, keys, columns_only_key=True))
+
+    def _fetch_records(self, conn: sa.Connection, element: str, keys: list[tuple], *,
+                       columns_only_key: bool = False) -> dict[tuple, dict[str, Any]]:
+        """Records of ``element`` by primary key tuple (cached; records never change)."""
+        cache = self._record_cache.setdefault(element, {})
+        out = {k: cache[k] for k in keys if k in cache}
+        todo = [k for k in keys if k not in cache]
+        if not todo:
+            return out
+        table = self.tables.dimensions[element]
+        pk = self.universe.elements[element].primary_key
+        cols = [table.c[k] for k in pk] + [table.c[c] for c in self.universe.record_columns(element)]
+        for chunk in _chunks(todo):
+            if len(pk) == 1:
+                cond = table.c[pk[0]].in_([k[0] for k in chunk])
+            else:
+                cond = sa.tuple_(*[table.c[k] for k in pk]).in_(list(chunk))
+            for row in conn.execute(sa.select(*cols).where(cond)).mappings():
+                rec = dict(row)
+                key = tuple(rec[k] for k in pk)
+                cache[key] = rec
+                out[key] = rec
+        return out
+
+    def _insert_overlaps(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:
+        for a, b in self.universe.overlaps:
+            if element not in (a, b):
+                continue
+            other = b if element == a else a
+            other_table = self.tables.dimensions[other]
+            other_rows = [dict(r) for r in conn.execute(
+                sa.select(other_table).where(other_table.c.region.is_not(None))).mappings()]
+            mine = [r for r in rows if r.get("region")]
+            if not mine or not other_rows:
+                continue
+            pairs = overlapping_pairs([Region.from_json(r["region"]) for r in mine],
+                                      [Region.from_json(r["region"]) for r in other_rows])
+            ca, cb = overlap_columns(self.universe, a, b)
+            out = []
+            for i, j in pairs:
+                left, right = (mine[i], other_rows[j]) if element == a else (other_rows[j], mine[i])
+                out.append({**{col: left[k] for k, col in ca.items()}, **{col: right[k] for k, col in cb.items()}})
+            if out:
+                conn.execute(sa.insert(self.tables.overlaps[(a, b)]), out)
+
+    def fetch_dimension_records(self, element: str, *, where: str | None = None,
+                                bind: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Records of one element, optionally filtered by a where expression over its columns."""
+        from .queries import compile_element_where
+
+        if element not in self.universe.elements:
+            raise DimensionError(f"Unknown dimension element {element!r}; known: {', '.join(self.universe.elements)}")
+        table = self.tables.dimensions[element]
+        stmt = sa.select(table)
+        cond = compile_element_where(self, element, where, bind)
+        if cond is not None:
+            stmt = stmt.where(cond)
+        stmt = stmt.order_by(*[table.c[k] for k in self.universe.elements[element].primary_key])
+        with self._read() as conn:
+            for row in conn.execute(stmt).mappings():
+                rec = dict(row)
+                if "region" in rec and rec["region"] is not None:
+                    rec["region"] = json.loads(rec["region"])
+                yield rec
+
+    def expand_data_ids(self, dimensions: Sequence[str], data_ids: Sequence[DataId], *,
+                        context: str = "") -> list[DataId]:
+        """Check that every value has a record and attach implied values (``band`` of a visit)."""
+        if not data_ids:
+            return []
+        implied_by = self.universe.implied_by(dimensions)
+        givers = {giver for giver in implied_by.values()}
+        per_element: dict[str, dict[tuple, dict[str, Any]]] = {}
+        with self._read() as conn:
+            for d in dimensions:
+                pk = self.universe.elements[d].primary_key
+                keys = list({tuple(di[k] for k in pk) for di in data_ids})
+                found = self._fetch_records(conn, d, keys)
+                if len(found) != len(keys):
+                    missing = [k for k in keys if k not in found]
+                    example = dict(zip(pk, missing[0], strict=True))
+                    raise DimensionError(
+                        f"No {d} record for {example}{' (' + context + ')' if context else ''}; "
+                        f"{len(missing)} value(s) of {d} have no record. Insert dimension records first."
+                    )
+                if d in givers:
+                    per_element[d] = found
+        if not implied_by:
+            return list(data_ids)
+        out = []
+        for di in data_ids:
+            implied: dict[str, Any] = {}
+            for name, giver in implied_by.items():
+                pk = self.universe.elements[giver].primary_key
+                value = per_element[giver][tuple(di[k] for k in pk)].get(name)
+                given = di.implied.get(name)
+                if given is not None and value is not None and given != value:
+                    raise DimensionError(
+                        f"Data id {di}{' (' + context + ')' if context else ''} gives {name}={given!r} "
+                        f"but its {giver} record says {name}={value!r}"
+                    )
+                implied[name] = value
+            out.append(di.with_implied(implied))
+        return out
+
+    # -- dataset types -----------------------------------------------------------------
+
+    def register_dataset_type(self, dataset_type: DatasetType) -> bool:
+        """Register a dataset type; identical re-registration is a no-op (returns False)."""
+        name = dataset_type.name
+        if not name or not name[0].isalpha() or not set(name) <= _NAME_OK:
+            raise DatasetTypeError(
+                f"Dataset type name {name!r} must start with a letter and hold only letters, digits and '_'"
+            )
+        storage_class(dataset_type.storage_class)
+        dims = self.universe.closure(dataset_type.dimensions)
+        normalised = DatasetType(name, dims, dataset_type.storage_class, dataset_type.is_calibration)
+        try:
+            existing = self.get_dataset_type(name)
+        except DatasetTypeError:
+            existing = None
+        if existing is not None:
+            if existing != normalised:
+                raise DatasetTypeError(
+                    f"Dataset type {name!r} is already registered as {existing}; "
+                    f"cannot register it again as {normalised}"
+                )
+            return False
+        with self.transaction() as conn:
+            conn.execute(sa.insert(self.tables.dataset_type).values(
+                name=name, dimensions=",".join(dims), storage_class=normalised.storage_class,
+                is_calibration=normalised.is_calibration))
+        return True
+
+    def _load_dataset_types(self) -> None:
+        t = self.tables.dataset_type
+        with self._read() as conn:
+            for row in conn.execute(sa.select(t)).mappings():
+                dt = DatasetType(row["name"], tuple(row["dimensions"].split(",")) if row["dimensions"] else (),
+                                 row["storage_class"], bool(row["is_calibration"]))
+                self._dataset_types[dt.name] = (row["id"], dt)
+                self._dataset_types_by_id[row["id"]] = dt
+
+    def _dataset_type_id(self, name: str) -> tuple[int, DatasetType]:
+        if name not in self._dataset_types:
+            self._load_dataset_types()
+        try:
+            return self._dataset_types[name]
+        except KeyError:
+            known = ", ".join(sorted(self._dataset_types)) or "none registered yet"
+            raise DatasetTypeError(f"Unknown dataset type {name!r}; known: {known}") from None
+
+    def get_dataset_type(self, name: str) -> DatasetType:
+        """The registered dataset type of that name (DatasetTypeError if none)."""
+        return self._dataset_type_id(name)[1]
+
+    def dataset_types(self) -> list[DatasetType]:
+        self._load_dataset_types()
+        return sorted((dt for _, dt in self._dataset_types.values()), key=lambda d: d.name)
+
+    # -- collections -------------------------------------------------------------------
+
+    def register_collection(self, name: str, type: CollectionType = CollectionType.RUN, *,
+                            doc: str | None = None) -> bool:
+        """Register a collection; an existing one of the same type is a no-op (returns False)."""
+        if not name or any(c in name for c in "\0\n\r\t") or name.startswith("/") or ".." in name.split("/"):
+            raise CollectionError(f"Invalid collection name {name!r}")
+        existing = self._collection_row(name, required=False)
+        if existing is not None:
+            if existing["type"] != type.value:
+                raise CollectionError(
+                    f"Collection {name!r} already exists with type {existing['type']}, not {type.value}"
+                )
+            return False
+        with self.transaction() as conn:
+            conn.execute(sa.insert(self.tables.collection).values(name=name, type=type.value, doc=doc))
+        return True
+
+    def _collection_row(self, name: str, *, required: bool = True) -> Mapping[str, Any] | None:
+        t = self.tables.collection
+        with self._read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.name == name)).mappings().first()
+        if row is None and required:
+            raise CollectionError(f"Unknown collection {name!r}; see `skybutler collection list`")
+        return row
+
+    def collection_type(self, name: str) -> CollectionType:
+        row = self._collection_row(name)
+        assert row is not None
+        return CollectionType(row["type"])
+
+    def collections(self, *, types: Iterable[CollectionType] | None = None) -> list[dict[str, Any]]:
+        """Every collection as ``{name, type, doc, children}`` sorted by name."""
+        t, ch = self.tables.collection, self.tables.collection_chain
+        wanted = {ct.value for ct in types} if types else None
+        with self._read() as conn:
+            rows = [dict(r) for r in conn.execute(sa.select(t).order_by(t.c.name)).mappings()]
+            names = {r["id"]: r["name"] for r in rows}
+            chains: dict[int, list[str]] = {}
+            for r in conn.execute(sa.select(ch).order_by(ch.c.parent_id, ch.c.position)).mappings():
+                chains.setdefault(r["parent_id"], []).append(names[r["child_id"]])
+        return [
+            {"name": r["name"], "type": r["type"], "doc": r["doc"], "children": chains.get(r["id"], [])}
+            for r in rows if wanted is None or r["type"] in wanted
+        ]
+
+    def set_chain(self, name: str, children: Sequence[str]) -> None:
+        """Define (or redefine) a CHAINED collection as an ordered list of collections."""
+        self.register_collection(name, CollectionType.CHAINED)
+        row = self._collection_row(name)
+        assert row is not None
+        child_ids = []
+        for child in children:
+            crow = self._collection_row(child)
+            assert crow is not None
+            if child == name or name in self.resolve_collections([child]):
+                raise CollectionError(f"Chain {name!r} cannot contain itself (through {child!r})")
+            child_ids.append(crow["id"])
+        ch = self.tables.collection_chain
+        with self.transaction() as conn:
+            conn.execute(sa.delete(ch).where(ch.c.parent_id == row["id"]))
+            if child_ids:
+                conn.execute(sa.insert(ch), [
+                    {"parent_id": row["id"], "position": i, "child_id": c} for i, c in enumerate(child_ids)])
+
+    def resolve_collections(self, names: Sequence[str]) -> list[str]:
+        """Flatten chains into the ordered list of non-chained collections (duplicates dropped)."""
+        out: list[str] = []
+        for name, _id, _type in self._flatten(names):
+            out.append(name)
+        return out
+
+    def _flatten(self, names: Sequence[str]) -> list[tuple[str, int, CollectionType]]:
+        t, ch = self.tables.collection, self.tables.collection_chain
+        out: list[tuple[str, int, CollectionType]] = []
+        seen: set[int] = set()
+        with self._read() as conn:
+            def walk(name: str, depth: int) -> None:
+                if depth > 50:
+                    raise CollectionError(f"Collection chain through {name!r} is too deep (a cycle?)")
+                row = conn.execute(sa.select(t).where(t.c.name == name)).mappings().first()
+                if row is None:
+                    raise CollectionError(f"Unknown collection {name!r}; see `skybutler collection list`")
+                ctype = CollectionType(row["type"])
+                if ctype is CollectionType.CHAINED:
+                    children = conn.execute(
+                        sa.select(t.c.name).join(ch, ch.c.child_id == t.c.id)
+                        .where(ch.c.parent_id == row["id"]).order_by(ch.c.position)).scalars().all()
+                    for child in children:
+                        walk(child, depth + 1)
+                elif row["id"] not in seen:
+                    seen.add(row["id"])
+                    out.append((name, row["id"], ctype))
+            for n in names:
+                walk(n, 0)
+        return out
+
+    def associate(self, collection: str, refs: Iterable[DatasetRef]) -> None:
+        """Add datasets to a TAGGED collection (replacing one with the same type and data id)."""
+        row = self._collection_row(collection)
+        assert row is not None
+        if row["type"] != CollectionType.TAGGED.value:
+            raise CollectionError(f"Collection {collection!r} is {row['type']}, not TAGGED")
+        tg = self.tables.tagged
+        refs = list(refs)
+        with self.transaction() as conn:
+            rows = []
+            for ref in refs:
+                type_id, _ = self._dataset_type_id(ref.dataset_type.name)
+                rows.append({"collection_id": row["id"], "dataset_id": ref.id,
+                             "dataset_type_id": type_id, "data_id_key": ref.data_id.key()})
+            for chunk in _chunks(rows):
+                conn.execute(sa.delete(tg).where(
+                    tg.c.collection_id == row["id"],
+                    sa.tuple_(tg.c.dataset_type_id, tg.c.data_id_key).in_(
+                        [(r["dataset_type_id"], r["data_id_key"]) for r in chunk])))
+                conn.execute(sa.insert(tg), list(chunk))
+
+    def certify(self, collection: str, refs: Iterable[DatasetRef], begin: Any, end: Any) -> None:
+        """Certify calibration datasets as valid over ``[begin, end)`` in a CALIBRATION collection."""
+        row = self._collection_row(collection)
+        assert row is not None
+        if row["type"] != CollectionType.CALIBRATION.value:
+            raise CollectionError(f"Collection {collection!r} is {row['type']}, not CALIBRATION")
+        begin, end = _to_datetime(begin), _to_datetime(end)
+        if not begin < end:
+            raise CollectionError(f"Validity range must have begin < end, got {begin} .. {end}")
+        cal = self.tables.calibration
+        refs = list(refs)
+        with self.transaction() as conn:
+            for ref in refs:
+                type_id, dt = self._dataset_type_id(ref.dataset_type.name)
+                if not dt.is_calibration:
+                    raise CollectionError(
+                        f"Dataset type {dt.name!r} is not a calibration type; register it with is_calibration=True"
+                    )
+                clash = conn.execute(sa.select(cal.c.dataset_id).where(
+                    cal.c.collection_id == row["id"], cal.c.dataset_type_id == type_id,
+                    cal.c.data_id_key == ref.data_id.key(), cal.c.valid_begin < end, cal.c.valid_end > begin,
+                )).first()
+                if clash is not None:
+                    raise CollectionError(
+                        f"{dt.name} {{{ref.data_id}}} is already certified in {collection!r} over part of "
+                        f"{begin} .. {end} (dataset {clash[0]}); decertify it first"
+                    )
+                conn.execute(sa.insert(cal).values(
+                    collection_id=row["id"], dataset_id=ref.id, dataset_type_id=type_id,
+                    data_id_key=ref.data_id.key(), valid_begin=begin, valid_end=end))
+
+    def remove_collection(self, name: str) -> None:
+        """Remove a non-RUN collection (runs are removed with their datasets by `remove_run`)."""
+        row = self._collection_row(name)
+        assert row is not None
+        if row["type"] == CollectionType.RUN.value:
+            raise CollectionError(f"{name!r} is a RUN; use remove-runs to delete it with its datasets")
+        c, ch = self.tables.collection, self.tables.collection_chain
+        with self.transaction() as conn:
+            parents = conn.execute(sa.select(c.c.name).join(ch, ch.c.parent_id == c.c.id)
+                                   .where(ch.c.child_id == row["id"])).scalars().all()
+            if parents:
+                raise CollectionError(f"Collection {name!r} is in chain(s) {', '.join(parents)}; remove it there first")
+            conn.execute(sa.delete(self.tables.tagged).where(self.tables.tagged.c.collection_id == row["id"]))
+            conn.execute(sa.delete(self.tables.calibration).where(self.tables.calibration.c.collection_id == row["id"]))
+            conn.execute(sa.delete(ch).where(ch.c.parent_id == row["id"]))
+            conn.execute(sa.delete(c).where(c.c.id == row["id"]))
+
+    # -- datasets ----------------------------------------------------------------------
+
+    def run_id(self, run: str) -> int:
+        row = self._collection_row(run)
+        assert row is not None
+        if row["type"] != CollectionType.RUN.value:
+            raise CollectionError(f"Collection {run!r} is {row['type']}, not a RUN; datasets are written to runs")
+        return int(row["id"])
+
+    def insert_datasets(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord] = ()) -> None:
+        """Insert datasets (already validated and expanded) and their file records in one transaction.
+
+        A dataset that already exists for its type, data id and run raises
+        `DatasetExistsError` naming it; nothing is inserted then.
+        """
+        if not refs:
+            return
+        d = self.tables.dataset
+        run_ids: dict[str, int] = {}
+        rows = []
+        keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]] = {}
+        for ref in refs:
+            type_id, _ = self._dataset_type_id(ref.dataset_type.name)
+            if ref.run not in run_ids:
+                run_ids[ref.run] = self.run_id(ref.run)
+            key = ref.data_id.key()
+            row = {"id": ref.id, "dataset_type_id": type_id, "run_id": run_ids[ref.run], "data_id_key": key}
+            row.update(ref.data_id)
+            rows.append(row)
+            keys_by_type.setdefault(type_id, []).append((key, run_ids[ref.run], ref))
+        columns = ["id", "dataset_type_id", "run_id", "data_id_key", *self.universe.dimensions]
+        rows = [{c: r.get(c) for c in columns} for r in rows]
+        with self.transaction() as conn:
+            self._check_not_existing(conn, keys_by_type)
+            try:
+                conn.execute(sa.insert(d), rows)
+                if files:
+                    conn.execute(sa.insert(self.tables.file), [f.__dict__ for f in files])
+            except sa.exc.IntegrityError as exc:
+                raise DatasetExistsError(f"Cannot insert datasets: {str(exc.orig).splitlines()[0]}") from None
+
+    def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
+        d = self.tables.dataset
+        for type_id, items in keys_by_type.items():
+            seen: dict[tuple[str, int], DatasetRef] = {}
+            for key, run_id, ref in items:
+                if (key, run_id) in seen:
+                    raise DatasetExistsError(
+                        f"{ref.dataset_type.name} {{{ref.data_id}}} appears twice in one put to run {ref.run!r}"
+                    )
+                seen[(key, run_id)] = ref
+            for chunk in _chunks(items):
+                found = conn.execute(sa.select(d.c.data_id_key, d.c.run_id, d.c.id).where(
+                    d.c.dataset_type_id == type_id,
+                    d.c.data_id_key.in_([k for k, _, _ in chunk]))).all()
+                for key, run_id, existing_id in found:
+                    ref = seen.get((key, run_id))
+                    if ref is not None:
+                        raise DatasetExistsError(
+                            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run "
+                            f"{ref.run!r} (id {existing_id}); no put ever overwrites a stored dataset"
+                        )
+            ids = [ref.id for _, _, ref in items]
+            for chunk in _chunks(ids):
+                dup = conn.execute(sa.select(d.c.id).where(d.c.id.in_(list(chunk)))).first()
+                if dup is not None:
+                    raise DatasetExistsError(f"A dataset with id {dup[0]} already exists")
+
+    def get_files(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, FileRecord]:
+        f = self.tables.file
+        out: dict[uuid.UUID, FileRecord] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(ids)):
+                for row in conn.execute(sa.select(f).where(f.c.dataset_id.in_(list(chunk)))).mappings():
+                    out[row["dataset_id"]] = FileRecord(**row)
+        return out
+
+    def all_files(self) -> Iterator[tuple[FileRecord, DatasetRef]]:
+        """Every file record with its dataset (for verify), streamed."""
+        from .queries import refs_from_rows
+
+        f, d = self.tables.file, self.tables.dataset
+        stmt = sa.select(d, *[c.label(f"file_{c.name}") for c in f.c]).join(f, f.c.dataset_id == d.c.id)
+        with self._read() as conn:
+            result = conn.execution_options(yield_per=2000).execute(stmt).mappings()
+            for rows in result.partitions():
+                refs = refs_from_rows(self, conn, rows)
+                for row, ref in zip(rows, refs, strict=True):
+                    yield FileRecord(**{c.name: row[f"file_{c.name}"] for c in f.c}), ref
+
+    def get_datasets(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, DatasetRef]:
+        from .queries import refs_from_rows
+
+        d = self.tables.dataset
+        out: dict[uuid.UUID, DatasetRef] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(ids)):
+                rows = conn.execute(sa.select(d).where(d.c.id.in_(list(chunk)))).mappings().all()
+                for ref in refs_from_rows(self, conn, rows):
+                    out[ref.id] = ref
+        return out
+
+    def remove_datasets(self, ids: Sequence[uuid.UUID]) -> list[FileRecord]:
+        """Delete datasets and their file records; returns the file records (the caller deletes files)."""
+        files = self.get_files(ids)
+        d, f = self.tables.dataset, self.tables.file
+        with self.transaction() as conn:
+            for chunk in _chunks(list(ids)):
+                conn.execute(sa.delete(self.tables.tagged).where(self.tables.tagged.c.dataset_id.in_(chunk)))
+                conn.execute(sa.delete(self.tables.calibration).where(self.tables.calibration.c.dataset_id.in_(chunk)))
+                conn.execute(sa.delete(f).where(f.c.dataset_id.in_(chunk)))
+                conn.execute(sa.delete(d).where(d.c.id.in_(chunk)))
+        return list(files.values())
+
+    def remove_run(self, run: str) -> list[FileRecord]:
+        """Delete a run with all its datasets, file records and executions; returns the file records."""
+        run_id = self.run_id(run)
+        d, f, c = self.tables.dataset, self.tables.file, self.tables.collection
+        with self.transaction() as conn:
+            parents = conn.execute(sa.select(c.c.name).join(
+                self.tables.collection_chain, self.tables.collection_chain.c.parent_id == c.c.id)
+                .where(self.tables.collection_chain.c.child_id == run_id)).scalars().all()
+            if parents:
+                raise CollectionError(f"Run {run!r} is in chain(s) {', '.join(parents)}; remove it there first")
+            files = [FileRecord(**r) for r in conn.execute(
+                sa.select(f).join(d, d.c.id == f.c.dataset_id).where(d.c.run_id == run_id)).mappings()]
+            in_run = sa.select(d.c.id).where(d.c.run_id == run_id)
+            conn.execute(sa.delete(self.tables.tagged).where(self.tables.tagged.c.dataset_id.in_(in_run)))
+            conn.execute(sa.delete(self.tables.calibration).where(self.tables.calibration.c.dataset_id.in_(in_run)))
+            conn.execute(sa.delete(f).where(f.c.dataset_id.in_(in_run)))
+            ex = self.tables.execution
+            run_execs = sa.select(ex.c.id).where(ex.c.run_id == run_id)
+            conn.execute(sa.delete(self.tables.used).where(self.tables.used.c.execution_id.in_(run_execs)))
+            conn.execute(sa.delete(self.tables.generated).where(self.tables.generated.c.execution_id.in_(run_execs)))
+            conn.execute(sa.delete(self.tables.derived).where(self.tables.derived.c.dataset_id.in_(in_run)))
+            conn.execute(sa.delete(ex).where(ex.c.run_id == run_id))
+            conn.execute(sa.delete(d).where(d.c.run_id == run_id))
+            conn.execute(sa.delete(c).where(c.c.id == run_id))
+        return files

@@ -1,0 +1,299 @@
+"""Queries over datasets, data ids and dimension records, built as SQLAlchemy expressions.
+
+A ``where`` expression (see `skybutler.registry.expr`) names dimensions
+(``visit``), implied dimensions (``band``) and metadata (``visit.exposure_time``);
+`_Resolver` turns each name into a column, adding the joins it needs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..errors import CollectionError, QueryError
+from ..model import CollectionType, DataId, DatasetRef
+from .expr import compile_where
+
+if TYPE_CHECKING:
+    from ._registry import Registry
+
+_STREAM = 2000
+
+
+class _Resolver:
+    """Maps identifiers to columns for one SELECT, remembering the dimension tables it must join."""
+
+    def __init__(self, registry: Registry, dimensions: Sequence[str], canonical: Mapping[str, sa.ColumnElement],
+                 joined: dict[str, sa.Table] | None = None):
+        self.registry = registry
+        self.universe = registry.universe
+        self.dimensions = tuple(dimensions)
+        self.canonical = dict(canonical)
+        self.joined: dict[str, sa.Table] = joined if joined is not None else {}
+        self.needed: dict[str, sa.Table] = {}
+        self.implied = self.universe.implied_by(self.dimensions)
+
+    def _table(self, element: str) -> sa.Table:
+        if element in self.joined:
+            return self.joined[element]
+        if element not in self.needed:
+            self.needed[element] = self.registry.tables.dimensions[element].alias(f"q_{element}")
+        return self.needed[element]
+
+    def allowed(self) -> list[str]:
+        names = list(self.dimensions) + list(self.implied)
+        for d in self.dimensions:
+            names += [f"{d}.{c}" for c in self.universe.elements[d].metadata]
+        return names
+
+    def __call__(self, name: str) -> sa.ColumnElement:
+        if name in self.canonical:
+            return self.canonical[name]
+        if name in self.implied:
+            return self._table(self.implied[name]).c[name]
+        if "." in name:
+            element, column = name.split(".", 1)
+            if element in self.dimensions:
+                el = self.universe.elements[element]
+                if column in el.metadata or column in self.universe.record_columns(element) or column == element:
+                    return self._table(element).c[column]
+        raise QueryError(
+            f"Unknown name {name!r} in query expression; allowed here: {', '.join(self.allowed())}"
+        )
+
+    def join_conditions(self) -> list[tuple[sa.Table, sa.ColumnElement]]:
+        out = []
+        for element, table in self.needed.items():
+            pk = self.universe.elements[element].primary_key
+            out.append((table, sa.and_(*[table.c[k] == self.canonical[k] for k in pk])))
+        return out
+
+
+def _apply(stmt: sa.Select, base: sa.FromClause, resolver: _Resolver, condition: sa.ColumnElement | None,
+           ) -> sa.Select:
+    joined = base
+    for table, on in resolver.join_conditions():
+        joined = joined.join(table, on)
+    stmt = stmt.select_from(joined)
+    if condition is not None:
+        stmt = stmt.where(condition)
+    return stmt
+
+
+def refs_from_rows(registry: Registry, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[DatasetRef]:
+    """Build DatasetRefs from ``dataset`` table rows (run names looked up once per batch)."""
+    if not rows:
+        return []
+    run_ids = {r["run_id"] for r in rows}
+    c = registry.tables.collection
+    runs = dict(conn.execute(sa.select(c.c.id, c.c.name).where(c.c.id.in_(run_ids))).all())
+    types = registry._dataset_types_by_id
+    if any(r["dataset_type_id"] not in types for r in rows):
+        registry._load_dataset_types()
+    out = []
+    for r in rows:
+        dt = types[r["dataset_type_id"]]
+        out.append(DatasetRef(r["id"], dt, DataId({d: r[d] for d in dt.dimensions}), runs[r["run_id"]]))
+    return out
+
+
+def compile_element_where(registry: Registry, element: str, where: str | None,
+                          bind: Mapping[str, Any] | None) -> sa.ColumnElement | None:
+    table = registry.tables.dimensions[element]
+
+    def resolve(name: str) -> sa.ColumnElement:
+        column = name.split(".", 1)[1] if name.startswith(element + ".") else name
+        if column in table.c and column != "region":
+            return table.c[column]
+        allowed = [c.name for c in table.c if c.name != "region"]
+        raise QueryError(f"Unknown name {name!r} for {element} records; allowed: {', '.join(allowed)}")
+
+    return compile_where(where, resolve, bind)
+
+
+def _data_id_conditions(resolver: _Resolver, data_id: Mapping[str, Any] | None) -> list[sa.ColumnElement]:
+    if not data_id:
+        return []
+    out = []
+    for key, value in data_id.items():
+        column = resolver(key)
+        if key in resolver.universe.elements:
+            value = resolver.universe.coerce(key, value)
+        out.append(column == value)
+    return out
+
+
+def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[str], *,
+                   where: str | None = None, bind: Mapping[str, Any] | None = None,
+                   data_id: Mapping[str, Any] | None = None, find_first: bool = True,
+                   time: Any = None) -> Iterator[DatasetRef]:
+    """Stream datasets of one type in the given collections (searched in order)."""
+    from ._registry import _to_datetime
+
+    type_id, dt = registry._dataset_type_id(dataset_type)
+    if not collections:
+        raise CollectionError("No collections to search; pass collections=[...] or set the butler's collections")
+    flat = registry._flatten(collections)
+    time = _to_datetime(time) if time is not None else None
+    d = registry.tables.dataset
+    branches = []
+    for rank, (_name, cid, ctype) in enumerate(flat):
+        resolver = _Resolver(registry, dt.dimensions, {k: d.c[k] for k in dt.dimensions})
+        conds = [d.c.dataset_type_id == type_id]
+        conds += _data_id_conditions(resolver, data_id)
+        cond = compile_where(where, resolver, bind)
+        if cond is not None:
+            conds.append(cond)
+        base: sa.FromClause = d
+        if ctype is CollectionType.RUN:
+            conds.append(d.c.run_id == cid)
+        elif ctype is CollectionType.TAGGED:
+            tg = registry.tables.tagged
+            base = d.join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == cid))
+        elif ctype is CollectionType.CALIBRATION:
+            cal = registry.tables.calibration
+            on = [cal.c.dataset_id == d.c.id, cal.c.collection_id == cid]
+            if time is not None:
+                on += [cal.c.valid_begin <= time, cal.c.valid_end > time]
+            base = d.join(cal, sa.and_(*on))
+        stmt = sa.select(*d.c, sa.literal(rank).label("rank"))
+        branches.append(_apply(stmt, base, resolver, sa.and_(*conds)))
+    if len(branches) == 1 or not find_first:
+        stmt = branches[0] if len(branches) == 1 else sa.union_all(*branches)
+        if len(branches) > 1:
+            stmt = sa.select(stmt.subquery())
+    else:
+        union = sa.union_all(*branches).subquery()
+        ranked = sa.select(
+            union,
+            sa.func.row_number().over(partition_by=union.c.data_id_key, order_by=union.c["rank"]).label("rn"),
+        ).subquery()
+        stmt = sa.select(ranked).where(ranked.c.rn == 1)
+    yield from _stream_refs(registry, stmt)
+
+
+def _stream_refs(registry: Registry, stmt: sa.Select) -> Iterator[DatasetRef]:
+    with registry._read() as conn:
+        result = conn.execution_options(yield_per=_STREAM).execute(stmt).mappings()
+        seen: set[uuid.UUID] = set()
+        for rows in result.partitions():
+            for ref in refs_from_rows(registry, conn, rows):
+                # Without find_first the same dataset can be in several collections.
+                if ref.id not in seen:
+                    seen.add(ref.id)
+                    yield ref
+
+
+def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collections: Sequence[str], *,
+                 time: Any = None) -> DatasetRef | None:
+    """The first dataset with exactly this data id in the collections, searched in order."""
+    type_id, dt = registry._dataset_type_id(dataset_type)
+    flat = registry._flatten(collections)
+    d = registry.tables.dataset
+    key = data_id.key()
+    from ._registry import _to_datetime
+
+    time = _to_datetime(time) if time is not None else None
+    with registry._read() as conn:
+        for _name, cid, ctype in flat:
+            stmt = sa.select(d).where(d.c.dataset_type_id == type_id, d.c.data_id_key == key)
+            if ctype is CollectionType.RUN:
+                stmt = stmt.where(d.c.run_id == cid)
+            elif ctype is CollectionType.TAGGED:
+                tg = registry.tables.tagged
+                stmt = stmt.join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == cid))
+            else:
+                cal = registry.tables.calibration
+                on = [cal.c.dataset_id == d.c.id, cal.c.collection_id == cid]
+                if time is None:
+                    raise CollectionError(
+                        f"Looking up {dataset_type} in CALIBRATION collection {_name!r} needs a time "
+                        "(the observation time of the data being processed)"
+                    )
+                on += [cal.c.valid_begin <= time, cal.c.valid_end > time]
+                stmt = stmt.join(cal, sa.and_(*on))
+            row = conn.execute(stmt).mappings().first()
+            if row is not None:
+                return refs_from_rows(registry, conn, [row])[0]
+    return None
+
+
+def _applicable_overlaps(registry: Registry, dims: set[str]) -> list[tuple[str, str]]:
+    universe = registry.universe
+    pairs = []
+    for a, b in universe.overlaps:
+        keys = set(universe.elements[a].primary_key) | set(universe.elements[b].primary_key)
+        if keys <= dims:
+            pairs.append((a, b, keys))
+    # Keep only the most specific: a pair whose keys are a strict subset of another's is implied.
+    return [(a, b) for a, b, k in pairs if not any(k < k2 for _, _, k2 in pairs)]
+
+
+def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
+                   bind: Mapping[str, Any] | None = None, datasets: Sequence[str] = (),
+                   collections: Sequence[str] = (), data_id: Mapping[str, Any] | None = None,
+                   with_implied: bool = False) -> Iterator[DataId]:
+    """Stream the distinct data ids over ``dimensions`` that have records (and overlap, and datasets)."""
+    universe = registry.universe
+    dims = universe.closure(dimensions)
+    tables = {k: registry.tables.dimensions[k].alias(f"j_{k}") for k in dims}
+    canonical = {k: tables[k].c[k] for k in dims}
+    joined: sa.FromClause = tables[dims[0]]
+    for k in dims[1:]:
+        conds = [tables[k].c[r] == canonical[r] for r in universe.elements[k].requires]
+        joined = joined.join(tables[k], sa.and_(*conds)) if conds else joined.join(tables[k], sa.true())
+    for a, b in _applicable_overlaps(registry, set(dims)):
+        from .schema import overlap_columns
+
+        ov = registry.tables.overlaps[(a, b)]
+        ca, cb = overlap_columns(universe, a, b)
+        on = [ov.c[col] == canonical[k] for k, col in (*ca.items(), *cb.items())]
+        joined = joined.join(ov, sa.and_(*on))
+    resolver = _Resolver(registry, dims, canonical, joined=dict(tables))
+    conds = _data_id_conditions(resolver, data_id)
+    cond = compile_where(where, resolver, bind)
+    if cond is not None:
+        conds.append(cond)
+    if datasets:
+        if not collections:
+            raise CollectionError("Constraining data ids by datasets needs collections to search")
+        flat = registry._flatten(collections)
+        run_ids = [cid for _, cid, t in flat if t is CollectionType.RUN]
+        other_ids = [cid for _, cid, t in flat if t is not CollectionType.RUN]
+        d = registry.tables.dataset.alias("qd")
+        for name in datasets:
+            type_id, dt = registry._dataset_type_id(name)
+            shared = [k for k in dt.dimensions if k in canonical]
+            in_collection = [d.c.run_id.in_(run_ids)] if run_ids else []
+            if other_ids:
+                tg, cal = registry.tables.tagged, registry.tables.calibration
+                in_collection.append(d.c.id.in_(sa.select(tg.c.dataset_id).where(tg.c.collection_id.in_(other_ids))))
+                in_collection.append(d.c.id.in_(sa.select(cal.c.dataset_id).where(cal.c.collection_id.in_(other_ids))))
+            conds.append(sa.exists(sa.select(d.c.id).where(
+                d.c.dataset_type_id == type_id, sa.or_(*in_collection),
+                *[d.c[k] == canonical[k] for k in shared])))
+    implied_cols = []
+    if with_implied:
+        implied_cols = [resolver(name).label(f"implied_{name}") for name in resolver.implied]
+    stmt = sa.select(*[canonical[k] for k in dims], *implied_cols).distinct()
+    stmt = _apply(stmt, joined, resolver, sa.and_(*conds) if conds else None)
+    stmt = stmt.order_by(*[canonical[k] for k in dims])
+    with registry._read() as conn:
+        result = conn.execution_options(yield_per=_STREAM).execute(stmt)
+        for rows in result.partitions():
+            for row in rows:
+                values = dict(zip(dims, row[:len(dims)], strict=True))
+                implied = dict(zip(resolver.implied, row[len(dims):], strict=True)) if with_implied else None
+                yield DataId(values, implied=implied)
+
+
+def count_data_ids(registry: Registry, dimensions: Iterable[str], **kwargs: Any) -> int:
+    return sum(1 for _ in query_data_ids(registry, dimensions, **kwargs))
+
+
+def default_time() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)

@@ -1,0 +1,211 @@
+"""The registry's tables, built from the dimension universe (SQLAlchemy Core).
+
+One schema serves SQLite and PostgreSQL. Dimension keys of a dataset's data id
+are typed, indexed columns of the ``dataset`` table (unused ones are NULL), and
+``data_id_key`` (the canonical text of the data id) makes
+(dataset type, run, data id) unique without relying on NULL semantics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..dimensions import DimensionUniverse
+
+SCHEMA_VERSION = 1
+
+_SQL_TYPES = {
+    "int": sa.BigInteger,
+    "str": lambda: sa.String(128),
+    "float": sa.Float,
+    "datetime": sa.DateTime,
+    "bool": sa.Boolean,
+}
+
+
+def sql_type(name: str) -> sa.types.TypeEngine:
+    return _SQL_TYPES[name]()  # type: ignore[operator]
+
+
+@dataclass
+class Tables:
+    """Every table of one repository."""
+
+    metadata: sa.MetaData
+    meta: sa.Table
+    dataset_type: sa.Table
+    collection: sa.Table
+    collection_chain: sa.Table
+    dataset: sa.Table
+    tagged: sa.Table
+    calibration: sa.Table
+    file: sa.Table
+    execution: sa.Table
+    used: sa.Table
+    generated: sa.Table
+    derived: sa.Table
+    dimensions: dict[str, sa.Table]
+    overlaps: dict[tuple[str, str], sa.Table]
+
+
+def overlap_columns(universe: DimensionUniverse, a: str, b: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Column names in an overlap table for the primary keys of ``a`` and ``b`` (key -> column)."""
+    ka = universe.elements[a].primary_key
+    kb = universe.elements[b].primary_key
+    clash = set(ka) & set(kb)
+    return (
+        {k: (f"{a}_{k}" if k in clash else k) for k in ka},
+        {k: (f"{b}_{k}" if k in clash else k) for k in kb},
+    )
+
+
+def build_tables(universe: DimensionUniverse) -> Tables:
+    md = sa.MetaData()
+    meta = sa.Table("meta", md, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Text))
+    dataset_type = sa.Table(
+        "dataset_type", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(128), nullable=False, unique=True),
+        sa.Column("dimensions", sa.String(512), nullable=False),
+        sa.Column("storage_class", sa.String(64), nullable=False),
+        sa.Column("is_calibration", sa.Boolean, nullable=False, default=False),
+    )
+    collection = sa.Table(
+        "collection", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(256), nullable=False, unique=True),
+        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("doc", sa.Text),
+    )
+    collection_chain = sa.Table(
+        "collection_chain", md,
+        sa.Column("parent_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("position", sa.Integer, primary_key=True),
+        sa.Column("child_id", sa.Integer, sa.ForeignKey("collection.id"), nullable=False),
+    )
+
+    dimensions: dict[str, sa.Table] = {}
+    for name, el in universe.elements.items():
+        cols: list[sa.Column] = []
+        for k in el.primary_key:
+            key_type = universe.elements[k].key_type
+            assert key_type is not None
+            cols.append(sa.Column(k, sql_type(key_type), primary_key=True, autoincrement=False))
+        for col, typ in universe.record_columns(name).items():
+            cols.append(sa.Column(col, sql_type(typ), nullable=True))
+        if el.region:
+            cols.append(sa.Column("region", sa.Text, nullable=True))
+        parent_fks = []
+        for dep in el.requires:
+            dep_pk = universe.elements[dep].primary_key
+            parent_fks.append(sa.ForeignKeyConstraint(list(dep_pk), [f"dim_{dep}.{c}" for c in dep_pk]))
+        dimensions[name] = sa.Table(el.table_name, md, *cols, *parent_fks)
+
+    overlaps: dict[tuple[str, str], sa.Table] = {}
+    for a, b in universe.overlaps:
+        ca, cb = overlap_columns(universe, a, b)
+        cols = []
+        for mapping in (ca, cb):
+            for k, col in mapping.items():
+                key_type = universe.elements[k].key_type
+                assert key_type is not None
+                cols.append(sa.Column(col, sql_type(key_type), primary_key=True, autoincrement=False))
+        # Index the right-hand key so joins starting from either side are index-backed.
+        overlaps[(a, b)] = sa.Table(
+            f"overlap_{a}_{b}", md, *cols, sa.Index(f"ix_overlap_{a}_{b}_right", *cb.values())
+        )
+
+    dim_cols = []
+    for d in universe.dimensions:
+        key_type = universe.elements[d].key_type
+        assert key_type is not None
+        dim_cols.append(sa.Column(d, sql_type(key_type), nullable=True, index=True))
+    dataset = sa.Table(
+        "dataset", md,
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("dataset_type_id", sa.Integer, sa.ForeignKey("dataset_type.id"), nullable=False),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("collection.id"), nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        *dim_cols,
+        sa.Column("ingest_date", sa.DateTime, nullable=False, server_default=sa.func.current_timestamp()),
+        sa.UniqueConstraint("dataset_type_id", "data_id_key", "run_id", name="uq_dataset_type_data_id_run"),
+        sa.Index("ix_dataset_run", "run_id"),
+    )
+    tagged = sa.Table(
+        "tagged", md,
+        sa.Column("collection_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("dataset_id", sa.Uuid, sa.ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("dataset_type_id", sa.Integer, nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.UniqueConstraint("collection_id", "dataset_type_id", "data_id_key", name="uq_tagged_one_per_data_id"),
+        sa.Index("ix_tagged_dataset", "dataset_id"),
+    )
+    calibration = sa.Table(
+        "calibration", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("collection_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("dataset_id", sa.Uuid, sa.ForeignKey("dataset.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("dataset_type_id", sa.Integer, nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.Column("valid_begin", sa.DateTime, nullable=False),
+        sa.Column("valid_end", sa.DateTime, nullable=False),
+        sa.Index("ix_calibration_lookup", "collection_id", "dataset_type_id", "data_id_key"),
+        sa.Index("ix_calibration_dataset", "dataset_id"),
+    )
+    file = sa.Table(
+        "file", md,
+        sa.Column("dataset_id", sa.Uuid, sa.ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("path", sa.String(1024), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("checksum", sa.String(128), nullable=True),
+        sa.Column("checksum_algorithm", sa.String(32), nullable=True),
+        sa.Column("format", sa.String(32), nullable=False),
+        sa.Index("ix_file_path", "path"),
+    )
+    # Provenance (see skybutler.provenance): executions and the edges of the Open Provenance Model.
+    execution = sa.Table(
+        "execution", md,
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="CASCADE"), nullable=True),
+        sa.Column("task_label", sa.String(128), nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("host", sa.String(256), nullable=True),
+        sa.Column("start_time", sa.DateTime, nullable=True),
+        sa.Column("end_time", sa.DateTime, nullable=True),
+        sa.Column("cpu_time", sa.Float, nullable=True),
+        sa.Column("peak_memory", sa.BigInteger, nullable=True),
+        sa.Column("software", sa.Text, nullable=True),
+        sa.Column("config_hash", sa.String(64), nullable=True),
+        sa.Column("details", sa.Text, nullable=True),
+        sa.Index("ix_execution_run_task", "run_id", "task_label"),
+    )
+    used = sa.Table(
+        "prov_used", md,
+        sa.Column("execution_id", sa.Uuid, sa.ForeignKey("execution.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("dataset_id", sa.Uuid, primary_key=True),
+        sa.Column("path", sa.String(1024), nullable=True),
+        sa.Index("ix_prov_used_dataset", "dataset_id"),
+    )
+    generated = sa.Table(
+        "prov_generated", md,
+        sa.Column("dataset_id", sa.Uuid, primary_key=True),
+        sa.Column("execution_id", sa.Uuid, sa.ForeignKey("execution.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("path", sa.String(1024), nullable=True),
+        sa.Index("ix_prov_generated_execution", "execution_id"),
+    )
+    derived = sa.Table(
+        "prov_derived", md,
+        sa.Column("dataset_id", sa.Uuid, primary_key=True),
+        sa.Column("source_id", sa.Uuid, primary_key=True),
+        sa.Index("ix_prov_derived_source", "source_id"),
+    )
+    return Tables(
+        metadata=md, meta=meta, dataset_type=dataset_type, collection=collection,
+        collection_chain=collection_chain, dataset=dataset, tagged=tagged, calibration=calibration,
+        file=file, execution=execution, used=used, generated=generated, derived=derived,
+        dimensions=dimensions, overlaps=overlaps,
+    )

@@ -1,0 +1,601 @@
+"""The query expression language: what it parses to, how it fails, what it selects."""
+
+from __future__ import annotations
+
+import datetime
+import operator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skybutler.errors import QueryError
+from skybutler.registry.expr import (
+    And,
+    Between,
+    BindParam,
+    Compare,
+    Identifier,
+    In,
+    Literal,
+    Not,
+    Or,
+    Range,
+    compile_expression,
+    compile_where,
+    identifiers,
+    parse,
+)
+
+visit, band, detector = Identifier("visit"), Identifier("band"), Identifier("detector")
+
+
+# --- Parsing: every construct -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "tree"),
+    [
+        ("visit = 903000", Compare("=", visit, Literal(903000))),
+        ("visit != 1", Compare("!=", visit, Literal(1))),
+        ("visit <> 1", Compare("!=", visit, Literal(1))),
+        ("visit < 1", Compare("<", visit, Literal(1))),
+        ("visit <= 1", Compare("<=", visit, Literal(1))),
+        ("visit > 1", Compare(">", visit, Literal(1))),
+        ("visit >= 1", Compare(">=", visit, Literal(1))),
+        ("903000 < visit", Compare("<", Literal(903000), visit)),
+        (
+            "visit.day_obs = exposure.day_obs",
+            Compare("=", Identifier("visit.day_obs"), Identifier("exposure.day_obs")),
+        ),
+        ("visit = :v", Compare("=", visit, BindParam("v"))),
+        ("band IN ('r', 'i')", In(band, (Literal("r"), Literal("i")))),
+        ("band NOT IN ('r')", In(band, (Literal("r"),), negated=True)),
+        ("detector IN (0..9)", In(detector, (Range(0, 9),))),
+        ("detector IN (0..9:3, 50, :more)", In(detector, (Range(0, 9, 3), Literal(50), BindParam("more")))),
+        ("detector IN (-5..-1)", In(detector, (Range(-5, -1),))),
+        ("visit IN (:visits)", In(visit, (BindParam("visits"),))),
+        ("visit IN :visits", In(visit, (BindParam("visits"),))),
+        ("visit BETWEEN 100 AND 200", Between(visit, Literal(100), Literal(200))),
+        ("visit NOT BETWEEN :lo AND :hi", Between(visit, BindParam("lo"), BindParam("hi"), negated=True)),
+        ("NOT visit = 1", Not(Compare("=", visit, Literal(1)))),
+        ("NOT NOT visit = 1", Not(Not(Compare("=", visit, Literal(1))))),
+        ("NOT (visit = :v)", Not(Compare("=", visit, BindParam("v")))),
+        ("((visit = 1))", Compare("=", visit, Literal(1))),
+    ],
+)
+def test_each_construct_parses_to_its_node(text: str, tree: Any) -> None:
+    assert parse(text) == tree
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("42", 42),
+        ("-42", -42),
+        ("30.0", 30.0),
+        ("30.", 30.0),
+        (".5", 0.5),
+        ("1e3", 1000.0),
+        ("2.5E-2", 0.025),
+        ("-1.5e+2", -150.0),
+        ("'r'", "r"),
+        ('"r"', "r"),
+        ("'8,6'", "8,6"),
+        ("'it''s'", "it's"),
+        ('"say ""hi"""', 'say "hi"'),
+        ("''", ""),
+        ("'AND visit = 1'", "AND visit = 1"),
+        ("TRUE", True),
+        ("false", False),
+        ("T'2026-01-01T00:00:00'", datetime.datetime(2026, 1, 1)),
+        ("t'2026-01-01'", datetime.datetime(2026, 1, 1)),
+        ("T'2026-01-01T12:30:00.5'", datetime.datetime(2026, 1, 1, 12, 30, 0, 500000)),
+        ('T"2026-01-01T02:00:00+02:00"', datetime.datetime(2026, 1, 1)),  # converted to naive UTC
+        ("T'2026-01-01T00:00:00Z'", datetime.datetime(2026, 1, 1)),
+    ],
+)
+def test_literals_are_read_as_python_values(written: str, value: Any) -> None:
+    tree = parse(f"x = {written}")
+    assert isinstance(tree, Compare) and isinstance(tree.right, Literal)
+    assert tree.right.value == value
+    assert type(tree.right.value) is type(value)
+
+
+def test_keywords_are_case_insensitive() -> None:
+    assert parse("visit in (1) and not band = 'r' or visit between 1 and 2") == parse(
+        "visit IN (1) AND NOT band = 'r' OR visit BETWEEN 1 AND 2"
+    )
+
+
+def test_names_may_hold_digits_underscores_and_one_dot() -> None:
+    assert parse("visit_2.exposure_time_1 > 0") == Compare(
+        ">", Identifier("visit_2.exposure_time_1"), Literal(0)
+    )
+
+
+def test_whitespace_is_optional_between_tokens_and_may_span_lines() -> None:
+    assert parse("visit>=1 AND(band='r')") == And(
+        (Compare(">=", visit, Literal(1)), Compare("=", band, Literal("r")))
+    )
+    assert parse("visit = 1\n  AND\tband = 'r'\n") == parse("visit = 1 AND band = 'r'")
+
+
+@pytest.mark.parametrize("text", [None, "", "   ", "\n\t"])
+def test_an_empty_expression_is_no_constraint(text: str | None) -> None:
+    assert parse(text) is None
+
+
+# --- Parsing: precedence ----------------------------------------------------------------------------
+
+a1, b2, c3 = (
+    Compare("=", Identifier(name), Literal(value)) for name, value in (("a", 1), ("b", 2), ("c", 3))
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "tree"),
+    [
+        ("a = 1 OR b = 2 AND c = 3", Or((a1, And((b2, c3))))),
+        ("a = 1 AND b = 2 OR c = 3", Or((And((a1, b2)), c3))),
+        ("(a = 1 OR b = 2) AND c = 3", And((Or((a1, b2)), c3))),
+        ("NOT a = 1 AND b = 2", And((Not(a1), b2))),
+        ("NOT (a = 1 AND b = 2)", Not(And((a1, b2)))),
+        ("NOT a = 1 OR NOT b = 2", Or((Not(a1), Not(b2)))),
+        ("a = 1 AND b = 2 AND c = 3", And((a1, b2, c3))),
+        ("a = 1 OR b = 2 OR c = 3", Or((a1, b2, c3))),
+        ("a BETWEEN 1 AND 2 AND c = 3", And((Between(Identifier("a"), Literal(1), Literal(2)), c3))),
+    ],
+)
+def test_or_binds_loosest_then_and_then_not_then_comparison(text: str, tree: Any) -> None:
+    assert parse(text) == tree
+
+
+def test_identifiers_lists_every_name_used() -> None:
+    tree = parse(
+        "visit > 903000 AND band IN ('r', 'i') OR NOT (visit.exposure_time BETWEEN 1 AND 2)"
+        " OR 5 < detector OR visit.day_obs = exposure.day_obs OR patch = :patch"
+    )
+    assert identifiers(tree) == {
+        "visit",
+        "band",
+        "visit.exposure_time",
+        "detector",
+        "visit.day_obs",
+        "exposure.day_obs",
+        "patch",
+    }
+    assert identifiers(None) == set()
+
+
+# --- Parsing: errors --------------------------------------------------------------------------------
+
+
+def error_for(text: str) -> str:
+    with pytest.raises(QueryError) as info:
+        parse(text)
+    return str(info.value)
+
+
+def test_a_syntax_error_names_the_column_and_token_and_points_at_it() -> None:
+    assert error_for("visit = AND band = 'r'") == (
+        "Invalid query expression: expected a value after '=' at column 9, found 'AND'\n"
+        "  visit = AND band = 'r'\n"
+        "          ^"
+    )
+
+
+def test_a_syntax_error_in_a_multi_line_expression_names_the_line() -> None:
+    assert error_for("visit = 1\nAND band = = 'r'").splitlines() == [
+        "Invalid query expression: expected a value after '=' at line 2, column 12, found '='",
+        "  AND band = = 'r'",
+        "             ^",
+    ]
+
+
+def test_query_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError, match="Invalid query expression"):
+        parse("visit =")
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ("band = 'r", "unterminated string (no closing ')", 8),
+        ('band = "r', 'unterminated string (no closing ")', 8),
+        ("band = 'it''s", "unterminated string", 8),
+        ("t > T'2026-13-01'", "bad time literal T'2026-13-01'", 5),
+        ("t > T'yesterday'", "write ISO-8601 such as T'2026-01-01T00:00:00'", 5),
+        ("t > T'2026-01-01", "unterminated string", 6),
+        ("(visit = 1", "unbalanced parenthesis: this '(' is never closed", 1),
+        ("visit IN (1, 2", "unbalanced parenthesis: this '(' is never closed", 10),
+        ("visit = 1)", "unbalanced parenthesis: this ')' has no matching '('", 10),
+        ("((visit = 1) AND band = 'r'", "unbalanced parenthesis", 1),
+        ("1 = 1", "a comparison needs a dimension or metadata name on one side", 1),
+        ("'r' != :band", "a comparison needs a dimension or metadata name on one side", 1),
+        ("visit = 1 band = 'r'", "expected AND, OR or the end of the expression", 11),
+        ("visit = 1 AND", "expected a condition such as visit = 1", 14),
+        ("visit", "expected a comparison operator", 6),
+        ("visit == 1", "expected a value after '='", 8),
+        ("visit = band.", "unexpected character '.'", 13),
+        ("visit = 903000abc", "malformed number '903000abc'", 9),
+        ("visit = 1.2.3", "malformed number '1.2.3'", 9),
+        ("visit = #1", "unexpected character '#'", 9),
+        ("visit IN ()", "expected a value in the IN list", 11),
+        ("visit IN 1, 2", "expected '(' or a bind parameter after IN", 10),
+        ("visit IN (1 2)", "expected ',' or ')' in the IN list", 13),
+        ("visit IN (band)", "expected a value in the IN list (names cannot appear here)", 11),
+        ("1 IN (1)", "IN needs a dimension or metadata name on its left", 1),
+        ("visit IN (9..0)", "range 9..0 is empty: write the smaller bound first", 11),
+        ("visit IN (1.5..3)", "range bounds and strides must be integer literals", 11),
+        ("visit IN (:a..3)", "range bounds and strides must be integer literals", 11),
+        ("visit IN (1..3:0)", "a range stride must be a positive integer", 16),
+        ("visit BETWEEN 1 OR 2", "expected AND between the two bounds of BETWEEN", 17),
+        ("visit BETWEEN 1 AND", "expected a value after BETWEEN ... AND", 20),
+        ("visit = :", "expected a value after '=' at column 9, found ':'", 9),
+    ],
+)
+def test_syntax_errors_say_what_is_wrong_and_where(text: str, message: str, column: int) -> None:
+    error = error_for(text)
+    first, shown, caret = error.splitlines()
+    assert message in first
+    assert f"at column {column}" in first
+    assert shown == f"  {text}"
+    assert caret == " " * (column + 1) + "^"
+
+
+def test_deep_nesting_is_a_query_error_not_a_crash() -> None:
+    assert "nested more than 100 levels" in error_for("(" * 500 + "visit = 1" + ")" * 500)
+    assert "nested more than 100 levels" in error_for("NOT " * 500 + "visit = 1")
+
+
+# --- Compiling against a real database --------------------------------------------------------------
+
+metadata = sa.MetaData()
+table = sa.Table(
+    "data",
+    metadata,
+    sa.Column("instrument", sa.String(16)),
+    sa.Column("visit", sa.Integer),
+    sa.Column("detector", sa.Integer),
+    sa.Column("band", sa.String(8)),
+    sa.Column("exposure_time", sa.Float),
+    sa.Column("timespan_begin", sa.DateTime),
+    sa.Column("patch", sa.String(16)),
+)
+VISITS = {  # visit: (instrument, band, exposure_time, timespan_begin)
+    903000: ("HSC", "g", 15.0, datetime.datetime(2025, 12, 31, 23, 0)),
+    903002: ("HSC", "r", 30.0, datetime.datetime(2026, 1, 1, 0, 0)),
+    903004: ("HSC", "i", 30.0, datetime.datetime(2026, 1, 2, 3, 0)),
+    903006: ("HSC", "z", 200.0, datetime.datetime(2026, 2, 1, 0, 0)),
+    1001: ("LSSTCam", "r", 30.5, datetime.datetime(2026, 3, 1, 0, 0)),
+}
+PATCHES = ["8,6", "8,7", "3", "it's"]
+ROWS = [
+    dict(
+        instrument=instrument,
+        visit=v,
+        detector=d,
+        band=b,
+        exposure_time=e,
+        timespan_begin=t,
+        patch=PATCHES[d],
+    )
+    for v, (instrument, b, e, t) in VISITS.items()
+    for d in range(4)
+]
+NAMES = {
+    **{column.name: column for column in table.columns},
+    "visit.exposure_time": table.c.exposure_time,
+    "visit.timespan_begin": table.c.timespan_begin,
+}
+
+
+def resolve(name: str) -> sa.ColumnElement[Any]:
+    try:
+        return NAMES[name]
+    except KeyError:
+        raise QueryError(f"unknown name {name!r}") from None
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[sa.Engine]:
+    engine = sa.create_engine("sqlite://")
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(table.insert(), ROWS)
+    yield engine
+    engine.dispose()
+
+
+Key = tuple[int, int]
+
+
+def select(engine: sa.Engine, text: str, bind: dict[str, Any] | None = None) -> set[Key]:
+    """(visit, detector) of the rows the expression selects."""
+    clause = compile_where(text, resolve, bind)
+    query = sa.select(table.c.visit, table.c.detector)
+    if clause is not None:
+        query = query.where(clause)
+    with engine.connect() as connection:
+        return {(v, d) for v, d in connection.execute(query)}
+
+
+def rows_where(predicate: Callable[[dict[str, Any]], bool]) -> set[Key]:
+    return {(row["visit"], row["detector"]) for row in ROWS if predicate(row)}
+
+
+@pytest.mark.parametrize(
+    ("text", "predicate"),
+    [
+        ("visit > 903000 AND band IN ('r', 'i')", lambda r: r["visit"] > 903000 and r["band"] in ("r", "i")),
+        (
+            "instrument = 'HSC' AND detector IN (0..2)",
+            lambda r: r["instrument"] == "HSC" and r["detector"] <= 2,
+        ),
+        ("detector IN (0..3:2)", lambda r: r["detector"] in (0, 2)),
+        ("detector IN (1..3:2, 0)", lambda r: r["detector"] in (0, 1, 3)),
+        ("detector NOT IN (0..2)", lambda r: r["detector"] == 3),
+        ("visit.exposure_time >= 30.0", lambda r: r["exposure_time"] >= 30.0),
+        ("visit.exposure_time < 1e2", lambda r: r["exposure_time"] < 100),
+        (
+            "visit.timespan_begin >= T'2026-01-01T00:00:00'",
+            lambda r: r["timespan_begin"] >= datetime.datetime(2026, 1, 1),
+        ),
+        (
+            "timespan_begin < T'2026-01-01T01:00:00+01:00'",
+            lambda r: r["timespan_begin"] < datetime.datetime(2026, 1, 1),
+        ),
+        ("patch = '8,6'", lambda r: r["patch"] == "8,6"),
+        ("patch = 'it''s'", lambda r: r["patch"] == "it's"),
+        ("patch = 3", lambda r: r["patch"] == "3"),  # an integer against a string column means its digits
+        (
+            "visit = 903000 OR (visit = 903002 AND patch != '8,6')",
+            lambda r: r["visit"] == 903000 or (r["visit"] == 903002 and r["patch"] != "8,6"),
+        ),
+        ("visit BETWEEN 903002 AND 903004", lambda r: 903002 <= r["visit"] <= 903004),
+        ("visit NOT BETWEEN 903002 AND 903004", lambda r: not 903002 <= r["visit"] <= 903004),
+        ("NOT band = 'r'", lambda r: r["band"] != "r"),
+        ("NOT (band = 'r' OR detector = 0)", lambda r: not (r["band"] == "r" or r["detector"] == 0)),
+        ("903004 <= visit", lambda r: r["visit"] >= 903004),
+        ("band <> 'g' AND band != 'z'", lambda r: r["band"] not in ("g", "z")),
+        ("visit = -1", lambda r: False),
+        ("", lambda r: True),
+    ],
+)
+def test_an_expression_selects_the_rows_python_would(engine: sa.Engine, text: str, predicate: Any) -> None:
+    assert select(engine, text) == rows_where(predicate)
+
+
+def test_bind_parameters_supply_values(engine: sa.Engine) -> None:
+    assert select(engine, "NOT (visit = :v)", {"v": 903000}) == rows_where(lambda r: r["visit"] != 903000)
+    assert select(engine, "visit BETWEEN :lo AND :hi", {"lo": 903001, "hi": 903003}) == rows_where(
+        lambda r: r["visit"] == 903002
+    )
+    begin = datetime.datetime(2026, 1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    assert select(engine, "timespan_begin = :t", {"t": begin}) == rows_where(lambda r: r["visit"] == 903002)
+
+
+@pytest.mark.parametrize(
+    "visits",
+    [[903000, 1001], (903000, 1001), {903000, 1001}, np.array([903000, 1001]), range(1001, 903001, 901999)],
+)
+def test_a_collection_bound_after_in_is_expanded(engine: sa.Engine, visits: Any) -> None:
+    expected = rows_where(lambda r: r["visit"] in (903000, 1001))
+    assert select(engine, "visit IN (:visits)", {"visits": visits}) == expected
+    assert select(engine, "visit IN :visits", {"visits": visits}) == expected
+    assert select(engine, "visit IN (:visits, 903002)", {"visits": visits}) == expected | rows_where(
+        lambda r: r["visit"] == 903002
+    )
+
+
+def test_an_empty_collection_after_in_selects_nothing_and_after_not_in_everything(engine: sa.Engine) -> None:
+    assert select(engine, "visit IN (:visits)", {"visits": []}) == set()
+    assert select(engine, "visit NOT IN (:visits)", {"visits": []}) == rows_where(lambda r: True)
+
+
+def test_every_value_is_a_bound_parameter_never_sql_text() -> None:
+    clause = compile_where("band = 'r' AND visit IN (903000, 1..5:2) AND visit BETWEEN 7 AND 8", resolve)
+    assert clause is not None
+    sql = str(clause.compile(dialect=sa.dialects.sqlite.dialect()))
+    assert "'r'" not in sql and "903000" not in sql
+    params = list(clause.compile().params.values())
+    assert "r" in params and [903000] in params and 7 in params
+
+
+# --- Injection --------------------------------------------------------------------------------------
+
+
+def table_exists(engine: sa.Engine) -> bool:
+    return sa.inspect(engine).has_table("data")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "visit = 1; DROP TABLE data",
+        "band = 'r' OR 1=1 --",
+        "band = 'r' -- AND visit = 1",
+        "band = 'r'/* */",
+        "visit = 1 UNION SELECT * FROM data",
+    ],
+)
+def test_sql_injection_attempts_are_syntax_errors(engine: sa.Engine, text: str) -> None:
+    with pytest.raises(QueryError):
+        select(engine, text)
+    assert table_exists(engine)
+
+
+def test_sql_in_a_string_literal_or_bind_is_just_a_value(engine: sa.Engine) -> None:
+    attack = "r'; DROP TABLE data; --"
+    assert select(engine, "band = 'r''; DROP TABLE data; --'") == set()
+    assert select(engine, "band = :band OR visit = 1001", {"band": attack}) == rows_where(
+        lambda r: r["visit"] == 1001
+    )
+    assert select(engine, "band IN (:bands)", {"bands": [attack, "g"]}) == rows_where(
+        lambda r: r["band"] == "g"
+    )
+    assert table_exists(engine)
+    assert len(select(engine, "")) == len(ROWS)
+
+
+# --- Compile errors ---------------------------------------------------------------------------------
+
+
+def compile_error_for(text: str, bind: dict[str, Any] | None = None) -> str:
+    with pytest.raises(QueryError) as info:
+        compile_where(text, resolve, bind)
+    return str(info.value)
+
+
+def test_a_missing_bind_parameter_lists_the_binds_given() -> None:
+    assert compile_error_for("visit = :v", {"visits": [1], "band": "r"}) == (
+        "Invalid query expression: no value given for bind parameter ':v' (binds given: :band, :visits)"
+    )
+    assert "(binds given: none)" in compile_error_for("visit IN (:visits)")
+
+
+def test_a_collection_bound_outside_in_is_an_error_that_suggests_in() -> None:
+    assert "use it with IN, e.g. visit IN (:v)" in compile_error_for("visit = :v", {"v": [1, 2]})
+
+
+def test_a_bind_of_an_unsupported_type_is_an_error() -> None:
+    assert "bind parameter ':v' is None" in compile_error_for("visit = :v", {"v": None})
+    assert "bind parameter ':v' is {}" in compile_error_for("visit IN (:v)", {"v": [{}]})
+
+
+def test_numpy_scalars_bind_like_python_numbers(engine: sa.Engine) -> None:
+    assert select(
+        engine, "visit = :v AND exposure_time = :e", {"v": np.int64(1001), "e": np.float32(30.5)}
+    ) == (rows_where(lambda r: r["visit"] == 1001))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("visit = 'r'", "visit holds numbers, but it is compared with 'r'"),
+        ("band = 1.5", "band holds strings, but it is compared with 1.5"),
+        ("band = T'2026-01-01'", "band holds strings, but it is compared with T'2026-01-01T00:00:00'"),
+        ("timespan_begin > '2026-01-01'", "write a time literal such as T'2026-01-01T00:00:00'"),
+        ("timespan_begin > 5", "timespan_begin holds times, but it is compared with 5"),
+        ("band IN (1..3)", "the range 1..3 needs an integer column, but band holds VARCHAR(8)"),
+    ],
+)
+def test_a_value_that_cannot_match_the_column_type_is_an_error(text: str, message: str) -> None:
+    assert message in compile_error_for(text)
+
+
+def test_an_unknown_name_fails_in_resolve() -> None:
+    assert "unknown name 'colour'" in compile_error_for("colour = 'red'")
+
+
+def test_a_bare_value_is_not_a_condition() -> None:
+    with pytest.raises(QueryError, match="is a value, not a condition"):
+        compile_expression(Literal(1), resolve)
+
+
+# --- Properties -------------------------------------------------------------------------------------
+
+numbers_table = sa.Table("numbers", metadata, sa.Column("n", sa.Integer))
+NUMBERS = range(-30, 131)
+
+
+@pytest.fixture(scope="module")
+def numbers(engine: sa.Engine) -> sa.Engine:
+    with engine.begin() as connection:
+        connection.execute(numbers_table.insert(), [{"n": n} for n in NUMBERS])
+    return engine
+
+
+def select_numbers(engine: sa.Engine, text: str, bind: dict[str, Any] | None = None) -> set[int]:
+    clause = compile_where(text, lambda name: numbers_table.c[name], bind)
+    with engine.connect() as connection:
+        return set(connection.scalars(sa.select(numbers_table.c.n).where(clause)))
+
+
+ranges = st.builds(
+    lambda start, length, stride: (start, start + length, stride),
+    st.integers(-40, 140),
+    st.integers(0, 60),
+    st.integers(1, 7),
+)
+in_items = st.lists(st.one_of(st.integers(-40, 140), ranges), min_size=1, max_size=6)
+
+
+def in_list(items: list[Any]) -> tuple[str, set[int]]:
+    """The IN list as text, and the integers it contains."""
+    texts, members = [], set()
+    for item in items:
+        if isinstance(item, tuple):
+            start, stop, stride = item
+            texts.append(f"{start}..{stop}" + (f":{stride}" if stride > 1 else ""))
+            members.update(range(start, stop + 1, stride))
+        else:
+            texts.append(str(item))
+            members.add(item)
+    return ", ".join(texts), members
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=in_items, negated=st.booleans())
+def test_in_lists_with_ranges_select_what_python_filtering_selects(
+    numbers: sa.Engine, items: list[Any], negated: bool
+) -> None:
+    text, members = in_list(items)
+    expression = f"n {'NOT ' if negated else ''}IN ({text})"
+    expected = {n for n in NUMBERS if (n in members) != negated}
+    assert select_numbers(numbers, expression) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(st.integers(-40, 140), max_size=10), low=st.integers(-40, 140), high=st.integers(-40, 140)
+)
+def test_bound_lists_and_between_select_what_python_filtering_selects(
+    numbers: sa.Engine, values: list[int], low: int, high: int
+) -> None:
+    expected = {n for n in NUMBERS if n in values or low <= n <= high}
+    assert (
+        select_numbers(
+            numbers, "n IN (:values) OR n BETWEEN :low AND :high", dict(values=values, low=low, high=high)
+        )
+        == expected
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    op=st.sampled_from(["=", "!=", "<>", "<", "<=", ">", ">="]),
+    value=st.integers(-40, 140),
+    flip=st.booleans(),
+)
+def test_comparisons_select_what_python_comparisons_select(
+    numbers: sa.Engine, op: str, value: int, flip: bool
+) -> None:
+    compare = {
+        "=": operator.eq,
+        "!=": operator.ne,
+        "<>": operator.ne,
+        "<": operator.lt,
+        "<=": operator.le,
+        ">": operator.gt,
+        ">=": operator.ge,
+    }[op]
+    expression = f"{value} {op} n" if flip else f"n {op} {value}"
+    expected = {n for n in NUMBERS if (compare(value, n) if flip else compare(n, value))}
+    assert select_numbers(numbers, expression) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from(list("visit band0123 .,:;'\"()=<>!-*/TNOADRIBEW\n")), max_size=40)
+)
+def test_any_text_either_parses_or_raises_query_error(text: str) -> None:
+    try:
+        parse(text)
+    except QueryError as error:
+        assert str(error).startswith("Invalid query expression: ")
