@@ -145,7 +145,7 @@ class _HashingWriter(io.RawIOBase):
         return self._pos
 
     def flush(self) -> None:
-        if not self.closed:
+        if not self.closed and not getattr(self._raw, "closed", False):
             self._raw.flush()
 
     def hexdigest(self) -> str | None:
@@ -645,8 +645,10 @@ class Datastore:
         return digest.hexdigest()
 
     def walk(self) -> Iterator[str]:
-        """Every file under the root, as relative paths in sorted order, temporary files included.
+        """Every file under the root as a relative path, temporary files included.
 
+        Files come sorted within each directory; symlinks (from ``symlink`` ingests) are
+        listed even when broken, so `verify` can report them.
         Use `is_temporary` to tell leftovers of unfinished puts apart.
         """
         if self._local:

@@ -268,7 +268,8 @@ class FileTemplate:
         ref
             The dataset; gives ``run``, ``dataset_type``, ``id`` and ``data_id``.
         values
-            Every data id value, implied ones included; defaults to ``ref.data_id.full``.
+            Data id values, implied ones included (``band`` for a visit), laid over
+            ``ref.data_id.full``; needed only when the data id is not expanded.
         variables
             Operator variables (``reqnum``, ``attnum``, ``unitname``, ...). Data id values
             win over variables of the same name; specials win over both.
@@ -299,7 +300,8 @@ class FileTemplate:
         """
         data_id = ref.data_id
         lookup: dict[str, object] = {**(variables or {})}
-        lookup.update(data_id.full if values is None else values)
+        lookup.update(data_id.full)
+        lookup.update(values or {})
         lookup.update(
             run=ref.run,
             dataset_type=ref.dataset_type.name,

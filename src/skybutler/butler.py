@@ -1,0 +1,574 @@
+"""The facade users hold: registry and datastore kept consistent, one call at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import CONFIG_FILE, RepositoryConfig
+from .datastore import Datastore, FileTemplates, PendingFile
+from .dimensions import DimensionUniverse
+from .errors import (
+    ConfigError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    FileAccessError,
+    FormatError,
+    ReadOnlyError,
+    SkyButlerError,
+    StorageClassError,
+)
+from .formats import Formatter, formatter_for, get_formatter
+from .model import (
+    CollectionType,
+    DataId,
+    DatasetRef,
+    DatasetType,
+    Image,
+    dataset_id_for_ingest,
+    new_dataset_id,
+)
+from .registry import FileRecord, Registry, find_dataset, query_data_ids, query_datasets
+
+TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
+
+
+@dataclass(frozen=True)
+class FileDataset:
+    """A file to ingest: where it is, and the dataset it holds.
+
+    Parameters
+    ----------
+    path
+        Local path or URL of the file.
+    dataset_type
+        Name of a registered dataset type.
+    data_id
+        Its data id (required dimensions; implied values are checked if given).
+    format
+        File format; defaults to the storage class default (or a guess from the extension).
+    """
+
+    path: str
+    dataset_type: str
+    data_id: Mapping[str, Any]
+    format: str | None = None
+
+
+@dataclass
+class Cutouts:
+    """Result of `Butler.get_cutouts`: the cutouts and how many bytes were read to make them."""
+
+    images: list[Image]
+    bytes_read: int
+    file_size: int
+    path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Butler:
+    """A repository: put, get, ingest, query and remove datasets.
+
+    Parameters
+    ----------
+    root
+        Directory holding ``skybutler.yaml`` (see `Butler.create`).
+    run
+        Default run for writes.
+    collections
+        Default collections to search for reads (in order); defaults to ``[run]``.
+    writeable
+        Open read-only when False (every write raises `ReadOnlyError`).
+    template_variables
+        Operator variables for file templates (``reqnum``, ``attnum``, ``unitname``...).
+
+    Examples
+    --------
+    >>> butler = Butler.create("/tmp/repo")                       # doctest: +SKIP
+    >>> butler = Butler("/tmp/repo", run="u/me/test")             # doctest: +SKIP
+    >>> ref = butler.put({"a": 1}, "metadata", instrument="HSC")  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path, *, run: str | None = None, collections: Sequence[str] | None = None,
+                 writeable: bool = True, template_variables: Mapping[str, Any] | None = None,
+                 _config: RepositoryConfig | None = None, _registry: Registry | None = None):
+        self.root = str(root)
+        self.config = _config or RepositoryConfig.read(root)
+        cfg = self.config
+        self.registry = _registry or Registry.open(
+            cfg.registry.db, namespace=cfg.registry.namespace, root=self.root,
+            sync_every_commit=cfg.registry.sync_every_commit)
+        self.universe: DimensionUniverse = self.registry.universe
+        self.datastore = Datastore(self._datastore_root(cfg), storage_options=cfg.datastore.storage_options,
+                                   checksum=cfg.datastore.checksum)
+        self.templates = FileTemplates(cfg.templates.default, cfg.templates.dataset_types, cfg.templates.runs)
+        self.run = run
+        self.collections = list(collections) if collections is not None else ([run] if run else [])
+        self.writeable = writeable
+        self.template_variables = dict(template_variables or {})
+        if run is not None and writeable:
+            self.registry.register_collection(run, CollectionType.RUN)
+
+    def _datastore_root(self, cfg: RepositoryConfig) -> str:
+        root = cfg.datastore.root
+        if "://" in root or os.path.isabs(root):
+            return root
+        return str((Path(self.root) / root).resolve())
+
+    # -- creation ----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str | Path, *, registry: str | None = None, namespace: str | None = None,
+               datastore: str | None = None, config: RepositoryConfig | Mapping[str, Any] | str | Path | None = None,
+               universe: DimensionUniverse | str | Path | None = None, run: str | None = None) -> Butler:
+        """Create a new repository at ``root`` and return a butler on it.
+
+        Parameters
+        ----------
+        root
+            A directory that does not hold a repository yet (created if missing).
+        registry
+            Database URL: None for SQLite in the root, ``"sqlite://"`` for in-memory,
+            ``"postgresql://user@host:port/db"`` for a shared server.
+        namespace
+            PostgreSQL schema for this repository's tables.
+        datastore
+            Where files go: None for the root, a path, ``memory://name`` or ``s3://bucket/prefix``.
+        config
+            A `RepositoryConfig`, a mapping, or a YAML file path with any of its sections.
+        universe
+            A dimension universe (object or YAML path); defaults to the shipped one.
+        """
+        root_path = Path(root)
+        if (root_path / CONFIG_FILE).exists():
+            raise SkyButlerError(f"{root} already holds a skybutler repository")
+        if isinstance(config, RepositoryConfig):
+            cfg = config.model_copy(deep=True)
+        elif isinstance(config, (str, Path)):
+            import yaml
+
+            try:
+                cfg = RepositoryConfig.from_mapping(yaml.safe_load(Path(config).read_text()) or {}, source=str(config))
+            except OSError as exc:
+                raise ConfigError(f"Cannot read configuration file {config}: {exc.strerror}") from None
+        else:
+            cfg = RepositoryConfig.from_mapping(dict(config or {}))
+        if registry is not None:
+            cfg.registry.db = registry
+        if namespace is not None:
+            cfg.registry.namespace = namespace
+        if datastore is not None:
+            cfg.datastore.root = datastore
+        if isinstance(universe, (str, Path)):
+            universe = DimensionUniverse.from_file(universe)
+        # Fail on a bad template before anything is written.
+        FileTemplates(cfg.templates.default, cfg.templates.dataset_types, cfg.templates.runs)
+        root_path.mkdir(parents=True, exist_ok=True)
+        reg = Registry.create(cfg.registry.db, universe=universe, namespace=cfg.registry.namespace,
+                              root=str(root_path), sync_every_commit=cfg.registry.sync_every_commit)
+        cfg.write(root_path)
+        return cls(root_path, run=run, _config=cfg, _registry=reg)
+
+    def with_run(self, run: str, **kwargs: Any) -> Butler:
+        """A butler on the same repository and connections, writing to another run."""
+        b = Butler(self.root, run=run, _config=self.config, _registry=self.registry,
+                   template_variables=kwargs.pop("template_variables", self.template_variables), **kwargs)
+        return b
+
+    def close(self) -> None:
+        self.registry.close()
+
+    def __enter__(self) -> Butler:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def dump_config(self) -> str:
+        """The whole configuration in force, as YAML (environment overrides applied)."""
+        import yaml
+
+        text = self.config.to_yaml()
+        extra = {
+            "universe": self.universe.document,
+            "session": {"run": self.run, "collections": self.collections,
+                        "template_variables": self.template_variables},
+        }
+        return text + yaml.safe_dump(extra, sort_keys=False)
+
+    # -- definitions -------------------------------------------------------------------
+
+    def _require_writeable(self) -> None:
+        if not self.writeable:
+            raise ReadOnlyError(f"Butler on {self.root} was opened read-only")
+
+    def register_dataset_type(self, name: str | DatasetType, dimensions: Sequence[str] = (),
+                              storage_class: str = "dict", *, is_calibration: bool = False) -> DatasetType:
+        """Register a dataset type (identical re-registration is a no-op) and check its templates."""
+        self._require_writeable()
+        dt = name if isinstance(name, DatasetType) else DatasetType(
+            name, tuple(dimensions), storage_class, is_calibration)
+        dims = self.universe.closure(dt.dimensions)
+        dt = DatasetType(dt.name, dims, dt.storage_class, dt.is_calibration)
+        self._formatter(dt)
+        self.templates.validate(dt, self._template_names(dims), variables=self.template_variables)
+        self.registry.register_dataset_type(dt)
+        return self.registry.get_dataset_type(dt.name)
+
+    def _template_names(self, dims: Sequence[str]) -> list[str]:
+        return [*dims, *self.universe.implied_by(dims)]
+
+    def insert_dimension_records(self, element: str, records: Iterable[Mapping[str, Any]], *,
+                                 skip_existing: bool = False) -> int:
+        """Insert dimension records in bulk (see `Registry.insert_dimension_records`)."""
+        self._require_writeable()
+        return self.registry.insert_dimension_records(element, records, skip_existing=skip_existing)
+
+    def _formatter(self, dt: DatasetType, format: str | None = None) -> Formatter:
+        fmt = (format or self.config.formats.dataset_types.get(dt.name)
+               or self.config.formats.storage_classes.get(dt.storage_class))
+        return formatter_for(dt.storage_class, fmt, allow_pickle=self.config.formats.allow_pickle)
+
+    # -- refs --------------------------------------------------------------------------
+
+    def _data_id(self, dt: DatasetType, data_id: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> DataId:
+        values = dict(data_id or {})
+        values.update(kwargs)
+        return self.universe.data_id(dt.dimensions, values, context=f"dataset type {dt.name!r}")
+
+    def _new_refs(self, items: Sequence[tuple[str | DatasetType, Mapping[str, Any] | None]], run: str | None,
+                  ) -> list[DatasetRef]:
+        run = run or self.run
+        if run is None:
+            raise SkyButlerError("No run to write to: pass run=... or open the butler with run=...")
+        by_type: dict[str, list[int]] = {}
+        dts: list[DatasetType] = []
+        data_ids: list[DataId] = []
+        for i, (dt_or_name, data_id) in enumerate(items):
+            dt = self.registry.get_dataset_type(dt_or_name.name if isinstance(dt_or_name, DatasetType) else dt_or_name)
+            dts.append(dt)
+            data_ids.append(self._data_id(dt, data_id, {}))
+            by_type.setdefault(dt.name, []).append(i)
+        for name, idx in by_type.items():
+            dt = dts[idx[0]]
+            expanded = self.registry.expand_data_ids(dt.dimensions, [data_ids[i] for i in idx],
+                                                     context=f"dataset type {name!r}")
+            for i, di in zip(idx, expanded, strict=True):
+                data_ids[i] = di
+        return [DatasetRef(new_dataset_id(), dt, di, run) for dt, di in zip(dts, data_ids, strict=True)]
+
+    # -- put ---------------------------------------------------------------------------
+
+    def put(self, obj: Any, dataset_type: str | DatasetType, data_id: Mapping[str, Any] | None = None, *,
+            run: str | None = None, **kwargs: Any) -> DatasetRef:
+        """Store one dataset atomically: its file and its registry rows exist together or not at all.
+
+        Raises
+        ------
+        DatasetExistsError
+            A dataset of this type and data id is already in the run (nothing is overwritten).
+        StorageClassError
+            ``obj`` does not fit the dataset type's storage class.
+        """
+        values = dict(data_id or {})
+        values.update(kwargs)
+        return self.put_many([(obj, dataset_type, values)], run=run)[0]
+
+    def put_many(self, items: Iterable[tuple[Any, str | DatasetType, Mapping[str, Any] | None]], *,
+                 run: str | None = None, refs: Sequence[DatasetRef] | None = None) -> list[DatasetRef]:
+        """Store many datasets with one registry transaction and one bulk insert.
+
+        All or nothing: if any dataset fails, no file and no row of this call remains.
+        ``refs`` may give pre-assigned refs (ids chosen when a quantum graph was built).
+        """
+        self._require_writeable()
+        items = list(items)
+        if refs is None:
+            new_refs = self._new_refs([(dt, di) for _, dt, di in items], run)
+        else:
+            new_refs = list(refs)
+            by_type: dict[str, list[int]] = {}
+            for i, ref in enumerate(new_refs):
+                by_type.setdefault(ref.dataset_type.name, []).append(i)
+            for name, idx in by_type.items():
+                dt = self.registry.get_dataset_type(name)
+                expanded = self.registry.expand_data_ids(dt.dimensions, [new_refs[i].data_id for i in idx],
+                                                         context=f"dataset type {name!r}")
+                for i, di in zip(idx, expanded, strict=True):
+                    r = new_refs[i]
+                    new_refs[i] = DatasetRef(r.id, dt, di, r.run)
+        pending: list[PendingFile] = []
+        records: list[FileRecord] = []
+        try:
+            for (obj, _, _), ref in zip(items, new_refs, strict=True):
+                formatter = self._formatter(ref.dataset_type)
+                try:
+                    formatter.check(obj, ref.dataset_type.storage_class)
+                except StorageClassError as exc:
+                    raise StorageClassError(f"Cannot put {ref.dataset_type.name} {{{ref.data_id}}}: {exc}") from None
+                path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
+                    ref, values=ref.data_id.full, variables=self.template_variables, extension=formatter.extension)
+                identity = {"dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
+                            "data_id": str(ref.data_id), "run": ref.run}
+                try:
+                    pf = self.datastore.write_temporary(
+                        path, lambda f, obj=obj, formatter=formatter, identity=identity: formatter.write(
+                            obj, f, identity=identity))
+                except DatasetExistsError:
+                    existing = find_dataset(self.registry, ref.dataset_type.name, ref.data_id, [ref.run])
+                    if existing is not None:
+                        raise DatasetExistsError(
+                            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+                            f"(id {existing.id}); no put ever overwrites a stored dataset") from None
+                    raise
+                pending.append(pf)
+                records.append(self._file_record(ref, pf, formatter.name))
+            self._commit(new_refs, records, pending)
+        except BaseException:
+            for pf in pending:
+                self.datastore.abort(pf)
+            raise
+        return new_refs
+
+    def _file_record(self, ref: DatasetRef, pf: PendingFile, format: str) -> FileRecord:
+        algo, _, digest = (pf.checksum or "").partition(":")
+        return FileRecord(dataset_id=ref.id, path=pf.path, size=pf.size, checksum=digest or None,
+                          checksum_algorithm=algo or None, format=format)
+
+    def _commit(self, refs: list[DatasetRef], records: list[FileRecord], pending: list[PendingFile]) -> None:
+        """Insert rows, move files into place, commit; on failure remove what was placed."""
+        committed: list[PendingFile] = []
+        try:
+            with self.registry.transaction():
+                for run in sorted({r.run for r in refs}):
+                    self.registry.register_collection(run, CollectionType.RUN)
+                self.registry.insert_datasets(refs, records)
+                for pf in pending:
+                    self.datastore.commit(pf)
+                    committed.append(pf)
+        except BaseException:
+            # The transaction rolled back: files already moved into place have no row now.
+            self.datastore.remove([pf.path for pf in committed if pf.transfer not in ("direct", "in_place")])
+            raise
+
+    # -- ingest ------------------------------------------------------------------------
+
+    def ingest(self, files: Iterable[FileDataset], *, run: str | None = None, transfer: str = "auto",
+               checksum: bool = True, progress: Any = None) -> list[DatasetRef]:
+        """Register existing files as datasets; ids are deterministic so re-ingest is a no-op.
+
+        Parameters
+        ----------
+        files
+            The files and the datasets they hold.
+        run
+            Run to ingest into (defaults to the butler's run).
+        transfer
+            ``copy``, ``move``, ``hardlink``, ``symlink``, ``direct`` (leave the file where
+            it is and record its absolute location) or ``auto`` (``direct`` when the file is
+            already under the root, else ``copy``).
+        checksum
+            Compute checksums (reads every byte; False records sizes only).
+
+        Returns
+        -------
+        refs
+            One ref per file, including files that were already ingested.
+        """
+        self._require_writeable()
+        if transfer not in TRANSFER_MODES:
+            raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
+        files = list(files)
+        missing = [f.path for f in files if "://" not in f.path and not os.path.isfile(f.path)]
+        if missing:
+            raise FileAccessError(
+                2, f"Cannot ingest: {len(missing)} file(s) do not exist or are not files, e.g. {missing[0]}")
+        unreadable = [f.path for f in files if "://" not in f.path and not os.access(f.path, os.R_OK)]
+        if unreadable:
+            raise FileAccessError(13, f"Cannot ingest: file {unreadable[0]} is not readable")
+        refs = self._new_refs([(f.dataset_type, f.data_id) for f in files], run)
+        refs = [DatasetRef(dataset_id_for_ingest(r.dataset_type.name, r.data_id, r.run), r.dataset_type,
+                           r.data_id, r.run) for r in refs]
+        existing = self.registry.get_datasets([r.id for r in refs])
+        todo = [(f, r) for f, r in zip(files, refs, strict=True) if r.id not in existing]
+        pending: list[PendingFile] = []
+        records: list[FileRecord] = []
+        try:
+            for f, ref in todo:
+                formatter = self._ingest_formatter(ref.dataset_type, f)
+                suffix = "".join(Path(f.path).suffixes) or formatter.extension
+                path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
+                    ref, values=ref.data_id.full, variables=self.template_variables, extension=suffix)
+                pf = self.datastore.ingest(f.path, path, transfer, checksum=checksum)
+                pending.append(pf)
+                records.append(self._file_record(ref, pf, formatter.name))
+                if progress is not None:
+                    progress()
+            self._commit([r for _, r in todo], records, pending)
+        except BaseException:
+            for pf in pending:
+                self.datastore.abort(pf)
+            raise
+        return refs
+
+    def _ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
+        if f.format:
+            return self._formatter(dt, f.format)
+        suffix = Path(f.path).suffix.lower().lstrip(".")
+        guesses = {"fits": "fits", "fit": "fits", "fz": "fits", "parquet": "parquet", "pq": "parquet",
+                   "json": "json", "yaml": "yaml", "yml": "yaml", "npy": "npy", "txt": "txt", "log": "txt"}
+        guess = guesses.get(suffix)
+        try:
+            return self._formatter(dt, guess) if guess else self._formatter(dt)
+        except FormatError:
+            return self._formatter(dt)
+
+    # -- get ---------------------------------------------------------------------------
+
+    def _resolve(self, ref_or_type: DatasetRef | str | DatasetType, data_id: Mapping[str, Any] | None,
+                 kwargs: Mapping[str, Any], collections: Sequence[str] | None, time: Any = None) -> DatasetRef:
+        if isinstance(ref_or_type, DatasetRef):
+            return ref_or_type
+        name = ref_or_type.name if isinstance(ref_or_type, DatasetType) else ref_or_type
+        dt = self.registry.get_dataset_type(name)
+        di = self._data_id(dt, data_id, kwargs)
+        colls = list(collections) if collections is not None else self.collections
+        ref = find_dataset(self.registry, name, di, colls, time=time) if colls else None
+        if ref is None:
+            where = ", ".join(colls) if colls else "no collections given"
+            raise DatasetNotFoundError(f"No {name} dataset for {{{di}}} in collections [{where}]")
+        return ref
+
+    def find_dataset(self, dataset_type: str, data_id: Mapping[str, Any] | None = None, *,
+                     collections: Sequence[str] | None = None, time: Any = None, **kwargs: Any) -> DatasetRef | None:
+        """The first dataset of this type and data id in the collections (None if there is none)."""
+        try:
+            return self._resolve(dataset_type, data_id, kwargs, collections, time)
+        except DatasetNotFoundError:
+            return None
+
+    def get(self, ref_or_type: DatasetRef | str | DatasetType, data_id: Mapping[str, Any] | None = None, *,
+            collections: Sequence[str] | None = None, parameters: Mapping[str, Any] | None = None,
+            time: Any = None, **kwargs: Any) -> Any:
+        """Read one dataset, by ref or by dataset type and data id (searched in collections).
+
+        ``parameters`` read part of it: ``bbox=(y0, y1, x0, x1)`` for images,
+        ``columns=[...]`` / ``rows=(start, stop)`` for tables.
+        """
+        ref = self._resolve(ref_or_type, data_id, kwargs, collections, time)
+        return self.get_many([ref], parameters=parameters)[0]
+
+    def get_many(self, refs: Sequence[DatasetRef], *, parameters: Mapping[str, Any] | None = None) -> list[Any]:
+        """Read many datasets by ref (one registry query for all their files)."""
+        refs = list(refs)
+        files = self.registry.get_files([r.id for r in refs])
+        out = []
+        for ref in refs:
+            record = files.get(ref.id)
+            if record is None:
+                raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+            out.append(self._read(ref, record, parameters))
+        return out
+
+    def _read(self, ref: DatasetRef, record: FileRecord, parameters: Mapping[str, Any] | None) -> Any:
+        formatter = get_formatter(record.format)
+        try:
+            with self.datastore.open(record.path) as f:
+                return formatter.read(f, parameters=parameters)
+        except FormatError as exc:
+            raise FormatError(f"Cannot read {ref.dataset_type.name} {{{ref.data_id}}} from {record.path}: {exc}") from None
+        except FileAccessError as exc:
+            raise FileAccessError(exc.errno, f"File of {ref.dataset_type.name} {{{ref.data_id}}} is missing: {exc}") from None
+
+    def get_cutouts(self, ref_or_type: DatasetRef | str, boxes: Sequence[tuple[int, int, int, int]],
+                    data_id: Mapping[str, Any] | None = None, *, collections: Sequence[str] | None = None,
+                    plane: str | None = None, **kwargs: Any) -> Cutouts:
+        """Many cutouts ``(y0, y1, x0, x1)`` from one image, reading only the bytes they need."""
+        ref = self._resolve(ref_or_type, data_id, kwargs, collections)
+        record = self.registry.get_files([ref.id]).get(ref.id)
+        if record is None:
+            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+        formatter = get_formatter(record.format)
+        read_cutouts = getattr(formatter, "read_cutouts", None)
+        if read_cutouts is None:
+            raise FormatError(f"{ref.dataset_type.name} is stored as {record.format}, which has no cutout reads")
+        try:
+            with self.datastore.open(record.path) as f:
+                images, nbytes = read_cutouts(f, boxes, plane=plane)
+        except FormatError as exc:
+            raise FormatError(f"Cannot cut out of {ref.dataset_type.name} {{{ref.data_id}}} ({record.path}): {exc}") from None
+        return Cutouts(images, nbytes, record.size, record.path)
+
+    def uri(self, ref: DatasetRef) -> str:
+        """The full location of a dataset's file."""
+        record = self.registry.get_files([ref.id]).get(ref.id)
+        if record is None:
+            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+        return self.datastore.url(record.path)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def query_datasets(self, dataset_type: str, *, collections: Sequence[str] | None = None,
+                       where: str | None = None, bind: Mapping[str, Any] | None = None,
+                       data_id: Mapping[str, Any] | None = None, find_first: bool = True,
+                       time: Any = None) -> Iterator[DatasetRef]:
+        """Stream datasets of a type in collections (searched in order; first match wins)."""
+        colls = list(collections) if collections is not None else self.collections
+        return query_datasets(self.registry, dataset_type, colls, where=where, bind=bind, data_id=data_id,
+                              find_first=find_first, time=time)
+
+    def query_data_ids(self, dimensions: Sequence[str], *, where: str | None = None,
+                       bind: Mapping[str, Any] | None = None, datasets: Sequence[str] = (),
+                       collections: Sequence[str] | None = None, data_id: Mapping[str, Any] | None = None,
+                       ) -> Iterator[DataId]:
+        """Stream data ids over dimensions (joined through dataset existence when ``datasets`` given)."""
+        colls = list(collections) if collections is not None else self.collections
+        return query_data_ids(self.registry, dimensions, where=where, bind=bind, datasets=datasets,
+                              collections=colls, data_id=data_id)
+
+    def query_dimension_records(self, element: str, *, where: str | None = None,
+                                bind: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Stream the records of one dimension element."""
+        return self.registry.fetch_dimension_records(element, where=where, bind=bind)
+
+    # -- removal -----------------------------------------------------------------------
+
+    def _delete_files(self, records: Sequence[FileRecord]) -> None:
+        # Files recorded by absolute location were ingested "direct": they are not ours to delete.
+        self.datastore.remove([r.path for r in records if "://" not in r.path and not r.path.startswith("/")])
+
+    def remove_datasets(self, refs: Iterable[DatasetRef]) -> int:
+        """Delete datasets: rows first (one transaction), then files (an orphan file is harmless)."""
+        self._require_writeable()
+        refs = list(refs)
+        records = self.registry.remove_datasets([r.id for r in refs])
+        self._delete_files(records)
+        return len(refs)
+
+    def remove_runs(self, runs: Iterable[str], *, purge: bool = True) -> dict[str, int]:
+        """Delete whole runs with their datasets and executions.
+
+        With ``purge=False`` the registry entries go but the files stay on disk
+        (for files another system owns); `verify` will then list them as orphans.
+        """
+        self._require_writeable()
+        counts = {}
+        for run in runs:
+            records = self.registry.remove_run(run)
+            if purge:
+                self._delete_files(records)
+            counts[run] = len(records)
+        return counts
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group registry writes (files are still written per call)."""
+        with self.registry.transaction():
+            yield
+
+
+__all__ = ["Butler", "Cutouts", "FileDataset", "TRANSFER_MODES", "DatasetExistsError"]

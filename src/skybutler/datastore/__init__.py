@@ -1,0 +1,15 @@
+"""Where bytes live: the fsspec-backed `Datastore` and the `FileTemplates` that name its files."""
+
+from .store import TRANSFER_MODES, Datastore, PendingFile, is_temporary
+from .templates import DEFAULT_TEMPLATE, FileTemplate, FileTemplates, sanitize
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "TRANSFER_MODES",
+    "Datastore",
+    "FileTemplate",
+    "FileTemplates",
+    "PendingFile",
+    "is_temporary",
+    "sanitize",
+]

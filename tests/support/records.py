@@ -1,0 +1,46 @@
+"""Small, realistic dimension records for tests: one HSC-like instrument, a few visits, one skymap."""
+
+from __future__ import annotations
+
+import datetime
+
+
+def square(ra: float, dec: float, half: float) -> list[tuple[float, float]]:
+    return [(ra - half, dec - half), (ra + half, dec - half), (ra + half, dec + half), (ra - half, dec + half)]
+
+
+VISITS = {903334: "HSC-R", 903336: "HSC-R", 903338: "HSC-I", 903340: "HSC-I"}
+DETECTORS = (0, 1, 2, 3)
+
+
+def insert_records(butler, *, visits=VISITS, detectors=DETECTORS, skymap=True) -> None:
+    """Insert instrument, filters, detectors, day_obs, visits (with regions) and a 2x2-patch tract."""
+    butler.insert_dimension_records("instrument", [{"instrument": "HSC", "class_name": "HSC"}])
+    butler.insert_dimension_records("band", [{"band": "r"}, {"band": "i"}])
+    butler.insert_dimension_records("physical_filter", [
+        {"instrument": "HSC", "physical_filter": "HSC-R", "band": "r"},
+        {"instrument": "HSC", "physical_filter": "HSC-I", "band": "i"},
+    ])
+    butler.insert_dimension_records("detector", [
+        {"instrument": "HSC", "detector": d, "name": f"1_{53 + d}"} for d in detectors])
+    butler.insert_dimension_records("day_obs", [{"instrument": "HSC", "day_obs": 20260315}])
+    start = datetime.datetime(2026, 3, 15, 6, 0, 0)
+    recs = []
+    for i, (visit, pf) in enumerate(visits.items()):
+        begin = start + datetime.timedelta(minutes=5 * i)
+        recs.append({"instrument": "HSC", "visit": visit, "physical_filter": pf, "day_obs": 20260315,
+                     "exposure_time": 30.0 * (1 + i % 2), "timespan_begin": begin,
+                     "timespan_end": begin + datetime.timedelta(seconds=30),
+                     "region": square(150.0, 2.0, 0.2)})
+    butler.insert_dimension_records("visit", recs)
+    butler.insert_dimension_records("visit_detector_region", [
+        {"instrument": "HSC", "visit": v, "detector": d,
+         "region": square(149.9 + 0.2 * (d % 2), 1.9 + 0.2 * (d // 2), 0.1)}
+        for v in visits for d in detectors])
+    if skymap:
+        butler.insert_dimension_records("skymap", [{"skymap": "rings", "tract_max": 1}])
+        butler.insert_dimension_records("tract", [{"skymap": "rings", "tract": 0, "region": square(150.0, 2.0, 0.3)}])
+        butler.insert_dimension_records("patch", [
+            {"skymap": "rings", "tract": 0, "patch": p, "cell_x": p % 2, "cell_y": p // 2,
+             "region": square(149.85 + 0.3 * (p % 2), 1.85 + 0.3 * (p // 2), 0.15)}
+            for p in range(4)])
