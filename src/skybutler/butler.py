@@ -167,11 +167,19 @@ class Butler:
             universe = DimensionUniverse.from_file(universe)
         # Fail on a bad template before anything is written.
         FileTemplates(cfg.templates.default, cfg.templates.dataset_types, cfg.templates.runs)
+        made_root = not root_path.exists()
         root_path.mkdir(parents=True, exist_ok=True)
-        reg = Registry.create(cfg.registry.db, universe=universe, namespace=cfg.registry.namespace,
-                              root=str(root_path), sync_every_commit=cfg.registry.sync_every_commit)
-        cfg.write(root_path)
-        return cls(root_path, run=run, _config=cfg, _registry=reg)
+        try:
+            reg = Registry.create(cfg.registry.db, universe=universe, namespace=cfg.registry.namespace,
+                                  root=str(root_path), sync_every_commit=cfg.registry.sync_every_commit)
+            cfg.write(root_path)
+            return cls(root_path, run=run, _config=cfg, _registry=reg)
+        except BaseException:
+            if made_root:  # leave nothing behind for a failed create
+                import shutil
+
+                shutil.rmtree(root_path, ignore_errors=True)
+            raise
 
     def with_run(self, run: str, **kwargs: Any) -> Butler:
         """A butler on the same repository and connections, writing to another run."""

@@ -107,6 +107,9 @@ class FormatError(ValueError, SkyButlerError):
 class FileAccessError(OSError, SkyButlerError):
     """A file is missing, unreadable, or would lie outside the datastore root."""
 
+    def __str__(self) -> str:  # the message already names the file; skip OSError's "[Errno N]"
+        return str(self.strerror) if self.strerror else super().__str__()
+
 
 class QueryError(ValueError, SkyButlerError):
     """A query expression is invalid: a syntax error, an unknown name, a bad literal."""

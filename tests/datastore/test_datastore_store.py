@@ -199,14 +199,14 @@ def test_disk_full_after_simulates_a_disk_that_fills_mid_file(store):
 
 
 def test_any_error_from_the_writer_propagates_unchanged_and_leaves_nothing(store):
-    class FormatterBug(Exception):
+    class FormatterBugError(Exception):
         pass
 
     def writer(f):
         f.write(b"half a file")
-        raise FormatterBug("boom")
+        raise FormatterBugError("boom")
 
-    with pytest.raises(FormatterBug):
+    with pytest.raises(FormatterBugError):
         store.write_temporary("run/a.txt", writer)
 
     assert list(store.walk()) == []
@@ -431,6 +431,13 @@ def test_ingest_can_skip_the_checksum(store, tmp_path, transfer):
 def test_ingesting_a_missing_file_names_it(store, tmp_path, transfer):
     with pytest.raises(FileAccessError, match="nothing-here.fits"):
         store.ingest(str(tmp_path / "nothing-here.fits"), "raw/a.fits", transfer)
+
+
+def test_ingesting_a_directory_is_refused(store, tmp_path):
+    (tmp_path / "a_directory").mkdir()
+
+    with pytest.raises(FileAccessError, match="a_directory"):
+        store.ingest(str(tmp_path / "a_directory"), "raw/a.fits", "copy")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

@@ -109,7 +109,7 @@ class _HashingWriter(io.RawIOBase):
     def __init__(self, raw: IO[bytes], algorithm: str | None, limit: int | None):
         super().__init__()
         self._raw = raw
-        self._hash = hashlib.new(algorithm) if algorithm else None
+        self._hash = hashlib.new(algorithm, usedforsecurity=False) if algorithm else None
         self._limit = limit
         self._pos = 0
         self.size = 0
@@ -194,7 +194,7 @@ class Datastore:
     ):
         if checksum != "none":
             try:
-                hashlib.new(checksum)
+                hashlib.new(checksum, usedforsecurity=False)
             except (ValueError, TypeError):
                 raise ConfigError(
                     f"Unknown checksum algorithm {checksum!r}; use one of "
@@ -276,8 +276,9 @@ class Datastore:
         path
             Final path relative to the root.
         writer
-            Called once with a binary file open for writing; it must not close it.
-            Size and checksum are computed as it writes.
+            Called once with a binary file open for writing (closing it is harmless).
+            Size and checksum are computed as it writes; a writer that seeks back and
+            rewrites gets its file hashed again afterwards.
 
         Returns
         -------
@@ -638,7 +639,7 @@ class Datastore:
 
     @staticmethod
     def _hash(fs: AbstractFileSystem, full: str, algorithm: str) -> str:
-        digest = hashlib.new(algorithm)
+        digest = hashlib.new(algorithm, usedforsecurity=False)
         with fs.open(full, "rb") as stream:
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)

@@ -231,27 +231,29 @@ class FileTemplate:
         where = f"File template {self.text!r} for dataset type {dataset_type.name!r}"
         fields = self.fields
         known = set(available) | set(dataset_type.dimensions) | SPECIAL_FIELDS | KNOWN_VARIABLES | set(variables)
-        for name in sorted(self.required_fields - known):
+        unknown = sorted(self.required_fields - known)
+        if unknown:
             raise TemplateError(
-                f"{where} uses {{{name}}}, which is neither a data id key ({', '.join(sorted(available)) or 'none'}) "
+                f"{where} uses {{{unknown[0]}}}, which is neither a data id key "
+                f"({', '.join(sorted(available)) or 'none'}) "
                 f"nor one of {', '.join(sorted(SPECIAL_FIELDS | KNOWN_VARIABLES | set(variables)))}"
             )
         if "run" not in fields and "id" not in fields:
             raise TemplateError(f"{where} cannot give unique names: it needs {{run}} or {{id}}")
         if "id" not in fields and "data_id" not in fields:
-            for dimension in dataset_type.dimensions:
-                if dimension not in fields:
-                    raise TemplateError(
-                        f"{where} cannot give unique names: dimension {dimension!r} is not a field "
-                        "(add it, or {data_id} or {id})"
-                    )
-            for f in self._fields():
-                match = _FORMAT_SPEC.match(f.spec)
-                if f.name in dataset_type.dimensions and match and match["precision"] is not None:
-                    raise TemplateError(
-                        f"{where} cannot give unique names: the precision in {{{f.name}:{f.spec}}} "
-                        "truncates values"
-                    )
+            missing = [d for d in dataset_type.dimensions if d not in fields]
+            if missing:
+                raise TemplateError(
+                    f"{where} cannot give unique names: dimension {missing[0]!r} is not a field "
+                    "(add it, or {data_id} or {id})"
+                )
+        identifying = set(dataset_type.dimensions) | {"run", "id", "data_id"}
+        for f in self._fields():
+            match = _FORMAT_SPEC.match(f.spec)
+            if f.name in identifying and match and match["precision"] is not None:
+                raise TemplateError(
+                    f"{where} cannot give unique names: the precision in {{{f.name}:{f.spec}}} truncates values"
+                )
 
     def format(
         self,

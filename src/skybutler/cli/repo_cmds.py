@@ -1,0 +1,419 @@
+"""Repository commands: create, config, dataset types, dimensions, collections, ingest, query, get, remove."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..butler import TRANSFER_MODES, Butler, FileDataset
+from ..errors import ConfigError
+from ..model import CollectionType, STORAGE_CLASSES
+
+console = Console()
+err_console = Console(stderr=True)
+
+REPO = click.argument("repo", type=click.Path(file_okay=False))
+
+
+def _parse_bind(values: Iterable[str]) -> dict[str, Any]:
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise ConfigError(f"--bind takes NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def _parse_data_id(values: Iterable[str]) -> dict[str, Any]:
+    out = {}
+    for item in values:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ConfigError(f"Data id items are KEY=VALUE, got {part!r}")
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _collections(values: tuple[str, ...]) -> list[str] | None:
+    out = [c for v in values for c in v.split(",") if c]
+    return out or None
+
+
+def _print_rows(rows: Iterable[Mapping[str, Any]], columns: list[str], fmt: str, *, title: str = "",
+                limit: int | None = None) -> int:
+    """Print rows as a rich table, JSON lines or CSV; streams for json/csv."""
+    rows = islice(rows, limit) if limit else rows
+    n = 0
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps({c: row.get(c) for c in columns}, default=str))
+            n += 1
+        return n
+    if fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c) for c in columns})
+            n += 1
+        return n
+    table = Table(title=title or None)
+    for c in columns:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
+        n += 1
+    console.print(table)
+    err_console.print(f"{n} row(s)")
+    return n
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                      show_default=True, help="Output format (json: one object per line).")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
+@click.command()
+@REPO
+@click.option("--registry", help="Database URL (default: SQLite in REPO; e.g. postgresql://user@host:5432/db).")
+@click.option("--namespace", help="PostgreSQL schema for this repository's tables.")
+@click.option("--datastore", help="Where files go (default: REPO; or a path, s3://bucket/prefix).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML with any sections of the repository configuration (templates, formats, ...).")
+@click.option("--universe", type=click.Path(exists=True, dir_okay=False),
+              help="Dimension universe YAML (default: the shipped one).")
+def create(repo: str, registry: str | None, namespace: str | None, datastore: str | None,
+           config_file: str | None, universe: str | None) -> None:
+    """Create a new repository in REPO."""
+    butler = Butler.create(repo, registry=registry, namespace=namespace, datastore=datastore,
+                           config=config_file, universe=universe)
+    console.print(f"Created repository [bold]{repo}[/] (registry {butler.registry.dialect}, "
+                  f"datastore {butler.datastore.root})")
+
+
+@click.group()
+def config() -> None:
+    """Show the configuration in force."""
+
+
+@config.command("show")
+@REPO
+def config_show(repo: str) -> None:
+    """Print the whole configuration of REPO (environment overrides applied) and its dimension universe."""
+    click.echo(Butler(repo, writeable=False).dump_config())
+
+
+@click.command("register-dataset-type")
+@REPO
+@click.argument("name")
+@click.argument("dimensions", nargs=-1)
+@click.option("--storage-class", "-s", type=click.Choice(sorted(STORAGE_CLASSES)), required=True,
+              help="How datasets are held in memory (decides the file format).")
+@click.option("--calibration", is_flag=True, help="Datasets may be certified in CALIBRATION collections.")
+def register_dataset_type(repo: str, name: str, dimensions: tuple[str, ...], storage_class: str,
+                          calibration: bool) -> None:
+    """Register dataset type NAME with DIMENSIONS (e.g. `calexp visit detector -s image`)."""
+    dt = Butler(repo).register_dataset_type(name, dimensions, storage_class, is_calibration=calibration)
+    click.echo(f"Registered {dt}")
+
+
+def _read_records(path: str) -> dict[str, list[dict[str, Any]]]:
+    p = Path(path)
+    text = p.read_text()
+    if p.suffix.lower() == ".csv":
+        raise ConfigError("A CSV file holds one element: use `insert-dimensions REPO FILE --element NAME`")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of element name -> list of records")
+    return data
+
+
+@click.command("insert-dimensions")
+@REPO
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--element", help="For a CSV file: the element its rows are records of.")
+@click.option("--skip-existing", is_flag=True, help="Insert only records that do not exist yet.")
+def insert_dimensions(repo: str, file: str, element: str | None, skip_existing: bool) -> None:
+    """Insert dimension records from FILE.
+
+    YAML: a mapping of element name to a list of records, inserted in file order
+    (parents first). CSV: one element (--element), a header row of column names.
+    """
+    butler = Butler(repo)
+    if file.lower().endswith(".csv"):
+        if not element:
+            raise ConfigError("A CSV file needs --element NAME")
+        with open(file, newline="") as f:
+            batches = {element: [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]}
+    else:
+        batches = _read_records(file)
+    with butler.transaction():
+        for name, records in batches.items():
+            n = butler.insert_dimension_records(name, records, skip_existing=skip_existing)
+            console.print(f"{name}: {n} new record(s)")
+
+
+@click.group()
+def collection() -> None:
+    """List and define collections (RUN, TAGGED, CHAINED, CALIBRATION)."""
+
+
+@collection.command("list")
+@REPO
+@FORMAT
+def collection_list(repo: str, fmt: str) -> None:
+    """List every collection with its type (and the members of chains)."""
+    rows = [{**c, "children": ", ".join(c["children"])} for c in Butler(repo, writeable=False).registry.collections()]
+    _print_rows(rows, ["name", "type", "children", "doc"], fmt, title="Collections")
+
+
+@collection.command("create")
+@REPO
+@click.argument("name")
+@click.option("--type", "ctype", type=click.Choice([t.value for t in CollectionType]), required=True)
+@click.option("--child", "children", multiple=True, help="For CHAINED: member collections in search order.")
+@click.option("--doc", help="A description.")
+def collection_create(repo: str, name: str, ctype: str, children: tuple[str, ...], doc: str | None) -> None:
+    """Create a collection (for CHAINED, give its members in search order with --child)."""
+    butler = Butler(repo)
+    kind = CollectionType(ctype)
+    if kind is CollectionType.CHAINED:
+        butler.registry.set_chain(name, list(children))
+    else:
+        if children:
+            raise ConfigError("--child is only for CHAINED collections")
+        butler.registry.register_collection(name, kind, doc=doc)
+    console.print(f"Collection {name} ({kind.value}) ready")
+
+
+@collection.command("certify")
+@REPO
+@click.argument("calibration_collection")
+@click.argument("dataset_type")
+@click.option("--collections", "-c", multiple=True, required=True, help="Where to find the datasets.")
+@click.option("--where", help="Query expression selecting the datasets.")
+@click.option("--begin", required=True, help="Validity start (ISO time, UTC).")
+@click.option("--end", required=True, help="Validity end (ISO time, UTC, exclusive).")
+def collection_certify(repo: str, calibration_collection: str, dataset_type: str, collections: tuple[str, ...],
+                       where: str | None, begin: str, end: str) -> None:
+    """Certify DATASET_TYPE datasets into CALIBRATION_COLLECTION over [begin, end)."""
+    butler = Butler(repo)
+    refs = list(butler.query_datasets(dataset_type, collections=_collections(collections), where=where))
+    butler.registry.register_collection(calibration_collection, CollectionType.CALIBRATION)
+    butler.registry.certify(calibration_collection, refs, begin, end)
+    console.print(f"Certified {len(refs)} {dataset_type} dataset(s) in {calibration_collection}")
+
+
+@collection.command("tag")
+@REPO
+@click.argument("tagged_collection")
+@click.argument("dataset_type")
+@click.option("--collections", "-c", multiple=True, required=True)
+@click.option("--where")
+def collection_tag(repo: str, tagged_collection: str, dataset_type: str, collections: tuple[str, ...],
+                   where: str | None) -> None:
+    """Add datasets to a TAGGED collection (created if missing)."""
+    butler = Butler(repo)
+    refs = list(butler.query_datasets(dataset_type, collections=_collections(collections), where=where))
+    butler.registry.register_collection(tagged_collection, CollectionType.TAGGED)
+    butler.registry.associate(tagged_collection, refs)
+    console.print(f"Tagged {len(refs)} dataset(s) in {tagged_collection}")
+
+
+def _ingest_table(path: str) -> list[FileDataset]:
+    """Rows of ``file, dataset_type, <data id keys...>`` from CSV, or a YAML list of mappings."""
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = yaml.safe_load(p.read_text()) or []
+    out = []
+    for i, row in enumerate(rows, start=1):
+        row = {k: v for k, v in dict(row).items() if v not in (None, "")}
+        try:
+            file, dataset_type = row.pop("file"), row.pop("dataset_type")
+        except KeyError as exc:
+            raise ConfigError(f"{path} row {i}: missing column {exc.args[0]!r} (need file, dataset_type, data id keys)") from None
+        fmt = row.pop("format", None)
+        if not Path(file).is_absolute() and "://" not in file:
+            file = str((p.parent / file).resolve())
+        out.append(FileDataset(file, dataset_type, row, fmt))
+    return out
+
+
+@click.command()
+@REPO
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--run", required=True, help="Run to ingest into.")
+@click.option("--table", "table_file", type=click.Path(exists=True, dir_okay=False),
+              help="CSV/YAML of files: columns file, dataset_type and data id keys.")
+@click.option("--dataset-type", "-t", help="Dataset type of FILES (with --data-id or --plugin).")
+@click.option("--data-id", "-d", multiple=True, help="KEY=VALUE,... for a single file.")
+@click.option("--plugin", help="Metadata plugin reading data ids from the files (see `skybutler ingest --help`).")
+@click.option("--transfer", type=click.Choice(TRANSFER_MODES), default="auto", show_default=True)
+@click.option("--no-checksum", is_flag=True, help="Record sizes only (faster; verify cannot find bit-rot).")
+def ingest(repo: str, files: tuple[str, ...], run: str, table_file: str | None, dataset_type: str | None,
+           data_id: tuple[str, ...], plugin: str | None, transfer: str, no_checksum: bool) -> None:
+    """Register existing FILES (or a --table of files) as datasets in RUN.
+
+    Re-ingesting the same file is a no-op (dataset ids are deterministic).
+    """
+    butler = Butler(repo, run=run)
+    datasets: list[FileDataset] = []
+    if table_file:
+        datasets += _ingest_table(table_file)
+    if files:
+        if plugin:
+            from ..ops.ingest import plugin_datasets
+
+            datasets += plugin_datasets(butler, plugin, list(files), dataset_type)
+        else:
+            if not dataset_type:
+                raise ConfigError("Give --dataset-type with --data-id (or use --table or --plugin)")
+            if len(files) != 1:
+                raise ConfigError("--data-id describes one file; use --table for many")
+            datasets.append(FileDataset(files[0], dataset_type, _parse_data_id(data_id)))
+    if not datasets:
+        raise ConfigError("Nothing to ingest: give FILES or --table")
+    with _progress() as progress:
+        task = progress.add_task("ingest", total=len(datasets))
+        refs = butler.ingest(datasets, run=run, transfer=transfer, checksum=not no_checksum,
+                             progress=lambda: progress.advance(task))
+    console.print(f"Ingested {len(refs)} file(s) into {run}")
+
+
+@click.group()
+def query() -> None:
+    """Query datasets, data ids and dimension records."""
+
+
+WHERE = click.option("--where", "-w", help="Expression, e.g. \"visit > 903000 AND band IN ('r', 'i')\".")
+BIND = click.option("--bind", multiple=True, help="NAME=VALUE for :NAME in --where.")
+COLLECTIONS = click.option("--collections", "-c", multiple=True, help="Collections to search, in order.")
+LIMIT = click.option("--limit", type=int, default=None, help="Show at most this many rows.")
+
+
+@query.command("datasets")
+@REPO
+@click.argument("dataset_type")
+@COLLECTIONS
+@WHERE
+@BIND
+@click.option("--all", "find_all", is_flag=True, help="Every match in every collection, not only the first.")
+@FORMAT
+@LIMIT
+def query_datasets_cmd(repo: str, dataset_type: str, collections: tuple[str, ...], where: str | None,
+                       bind: tuple[str, ...], find_all: bool, fmt: str, limit: int | None) -> None:
+    """List datasets of DATASET_TYPE in --collections (searched in order)."""
+    butler = Butler(repo, writeable=False)
+    colls = _collections(collections) or [c["name"] for c in butler.registry.collections(types=[CollectionType.RUN])]
+    refs = butler.query_datasets(dataset_type, collections=colls, where=where, bind=_parse_bind(bind),
+                                 find_first=not find_all)
+    dt = butler.registry.get_dataset_type(dataset_type)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for ref in refs:
+            yield {"type": ref.dataset_type.name, "run": ref.run, "id": str(ref.id), **ref.data_id}
+
+    _print_rows(rows(), ["type", "run", *dt.dimensions, "id"], fmt, title=dataset_type, limit=limit)
+
+
+@query.command("data-ids")
+@REPO
+@click.argument("dimensions", nargs=-1, required=True)
+@click.option("--datasets", "-d", multiple=True, help="Only data ids that have these dataset types.")
+@COLLECTIONS
+@WHERE
+@BIND
+@FORMAT
+@LIMIT
+def query_data_ids_cmd(repo: str, dimensions: tuple[str, ...], datasets: tuple[str, ...],
+                       collections: tuple[str, ...], where: str | None, bind: tuple[str, ...], fmt: str,
+                       limit: int | None) -> None:
+    """List data ids over DIMENSIONS (joined by sky overlap where needed)."""
+    butler = Butler(repo, writeable=False)
+    dims = list(butler.universe.closure(dimensions))
+    ids = butler.query_data_ids(dims, where=where, bind=_parse_bind(bind), datasets=datasets,
+                                collections=_collections(collections) or [])
+    _print_rows((dict(d) for d in ids), dims, fmt, title="data ids", limit=limit)
+
+
+@query.command("dimension-records")
+@REPO
+@click.argument("element")
+@WHERE
+@BIND
+@FORMAT
+@LIMIT
+def query_records_cmd(repo: str, element: str, where: str | None, bind: tuple[str, ...], fmt: str,
+                      limit: int | None) -> None:
+    """List records of one dimension ELEMENT (e.g. visit, detector, patch)."""
+    butler = Butler(repo, writeable=False)
+    records = butler.query_dimension_records(element, where=where, bind=_parse_bind(bind))
+    first = next(records, None)
+    if first is None:
+        err_console.print("0 row(s)")
+        return
+    columns = [c for c in first if c != "region"]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        yield first
+        yield from records
+
+    _print_rows(rows(), columns, fmt, title=element, limit=limit)
+
+
+@click.command()
+@REPO
+@click.argument("dataset_type")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--data-id", "-d", multiple=True, required=True, help="KEY=VALUE,...")
+@COLLECTIONS
+def get(repo: str, dataset_type: str, output: str, data_id: tuple[str, ...], collections: tuple[str, ...]) -> None:
+    """Copy one dataset's file to OUTPUT."""
+    butler = Butler(repo, writeable=False)
+    colls = _collections(collections) or [c["name"] for c in butler.registry.collections(types=[CollectionType.RUN])]
+    ref = butler._resolve(dataset_type, _parse_data_id(data_id), {}, colls)
+    record = butler.registry.get_files([ref.id])[ref.id]
+    with butler.datastore.open(record.path) as src, open(output, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    click.echo(f"Wrote {ref} to {output}")
+
+
+@click.command("remove-runs")
+@REPO
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--no-purge", is_flag=True, help="Remove registry entries only; leave files on disk.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove_runs(repo: str, runs: tuple[str, ...], no_purge: bool, yes: bool) -> None:
+    """Delete RUNS with all their datasets, files and execution records."""
+    butler = Butler(repo)
+    if not yes:
+        click.confirm(f"Delete run(s) {', '.join(runs)} and all their datasets?", abort=True)
+    counts = butler.remove_runs(runs, purge=not no_purge)
+    for run, n in counts.items():
+        console.print(f"Removed run {run} ({n} file(s){' left on disk' if no_purge else ''})")
+
+
+COMMANDS = [create, config, register_dataset_type, insert_dimensions, collection, ingest, query, get, remove_runs]
+
