@@ -543,6 +543,14 @@ class Butler:
         """Stream the records of one dimension element."""
         return self.registry.fetch_dimension_records(element, where=where, bind=bind)
 
+    def stored_files(self) -> Iterator[str]:
+        """Every file under the datastore root that is not the repository's own (config, SQLite registry)."""
+        own = {CONFIG_FILE, CONFIG_FILE + ".tmp"}
+        for path in self.datastore.walk():
+            if path in own or (("/" not in path) and path.startswith("registry.sqlite3")):
+                continue
+            yield path
+
     # -- removal -----------------------------------------------------------------------
 
     def _delete_files(self, records: Sequence[FileRecord]) -> None:

@@ -90,9 +90,18 @@ def test_structural_cards_in_the_header_are_skipped():
 def test_header_values_fits_cannot_hold_are_refused_by_key():
     with pytest.raises(FormatError, match=r"header card 'WCS' holds dict; FITS cards hold str"):
         to_bytes(FitsFormatter(), Image(np.zeros((2, 2)), header={"WCS": {"a": 1}}))
+    with pytest.raises(FormatError, match=r"header card 'HISTORY' must hold a str or a list of str lines"):
+        to_bytes(FitsFormatter(), Image(np.zeros((2, 2)), header={"HISTORY": [1, 2]}))
 
 
-@pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "u2", "i4", "u4", "i8", "f4", "f8"])
+def test_header_text_fits_cannot_hold_is_a_format_error():
+    with pytest.raises(FormatError, match="cannot write fits file"):
+        to_bytes(FitsFormatter(), Image(np.zeros((2, 2)), header={"OBSERVER": "Ødegaard"}))
+    with pytest.raises(FormatError, match="cannot write fits file"):
+        to_bytes(FitsFormatter(), Image(np.zeros((2, 2))), {"run": "u/ødegaard/run"})
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"])
 def test_pixel_types_round_trip_in_native_byte_order(dtype):
     data = np.arange(6).astype(dtype).reshape(2, 3)
     back = from_bytes(FitsFormatter(), to_bytes(FitsFormatter(), Image(data)))

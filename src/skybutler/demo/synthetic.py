@@ -602,13 +602,14 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
         instrument = str(header["INSTRUME"]).strip()
         if instrument not in (INSTRUMENT, "Hyper Suprime-Cam"):
             raise ValueError(f"not an HSC raw: INSTRUME={instrument!r}")
-        exp_id = str(header.get("EXP-ID", "")).strip()
-        if match := _EXP_ID.match(exp_id):
-            exposure = int(match.group(1))
-        elif match := _FRAME_ID.match(str(header.get("FRAMEID", "")).strip()):
-            exposure = int(match.group(1)) // 100
+        if "EXP-ID" in header:
+            key, pattern, divisor = "EXP-ID", _EXP_ID, 1
         else:
-            raise ValueError(f"cannot read an exposure id from EXP-ID={exp_id!r}")
+            key, pattern, divisor = "FRAMEID", _FRAME_ID, 100
+        value = str(header[key]).strip()
+        if not (match := pattern.match(value)):
+            raise ValueError(f"cannot read an exposure id from {key}={value!r}")
+        exposure = int(match.group(1)) // divisor
         physical_filter = str(header["FILTER01"]).strip()
         begin = datetime.fromisoformat(str(header["DATE-OBS"])).replace(tzinfo=UTC)
         exposure_time = float(header["EXPTIME"])

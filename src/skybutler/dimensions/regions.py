@@ -71,11 +71,11 @@ class Region:
         return SphericalPolygon.from_radec(list(ra), list(dec), center=(c_ra, c_dec), degrees=True)
 
     def overlaps(self, other: Region) -> bool:
-        """Whether the two regions share any area."""
+        """Whether the two regions share any area (touching edges or corners do not count)."""
         (c1, r1), (c2, r2) = self._cone, other._cone
         if np.arccos(np.clip(c1 @ c2, -1.0, 1.0)) > r1 + r2 + 1e-12:
             return False
-        return bool(self._polygon.overlap(other._polygon) > 0.0) or bool(self._polygon.intersects_poly(other._polygon))
+        return bool(self._polygon.overlap(other._polygon) > 1e-9)
 
 
 def overlapping_pairs(left: Sequence[Region], right: Sequence[Region]) -> list[tuple[int, int]]:

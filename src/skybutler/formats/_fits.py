@@ -14,6 +14,7 @@ which commands that never touch a FITS file should not pay.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,7 +61,7 @@ _NAXIS_N = re.compile(r"NAXIS\d+$")
 _RESERVED = frozenset(IDENTITY_CARDS.values()) | frozenset(ORIGIN_CARDS)
 _COMMENTARY = frozenset({"COMMENT", "HISTORY"})
 _PLAIN_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}$")
-_PIXEL_TYPES = frozenset("u1 i1 i2 u2 i4 u4 i8 u8 f4 f8".split())
+_PIXEL_TYPES = frozenset(["u1", "i1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"])
 
 
 class FitsFormatter(Formatter):
@@ -132,8 +133,9 @@ class FitsFormatter(Formatter):
                 raise StorageClassError(
                     f"format 'fits' stores skybutler.Image or pyarrow.Table; got {type_name(obj)}"
                 ) from None
-        primary_header = _identity_header(validated_identity(identity))
+        identity = validated_identity(identity)
         with self._wrap_errors("write"):
+            primary_header = _identity_header(identity)
             if isinstance(obj, Image):
                 hdus = _image_hdus(obj, primary_header)
             else:
@@ -143,13 +145,15 @@ class FitsFormatter(Formatter):
         fileobj.write(buffer.getbuffer())
 
     def read(self, fileobj: BinaryIO, *, parameters: Mapping[str, Any] | None = None) -> Any:
+        from astropy.io import fits
+
         reader = CountingReader(fileobj)
         with self._open(reader) as hdul:
             index = _image_index(hdul)
             if index is not None:
                 given = check_parameters(parameters, ("bbox",), what="fits images")
                 return self._read_image(hdul, index, reader, given.get("bbox"))
-            if len(hdul) > 1 and isinstance(hdul[1], _fits().BinTableHDU):
+            if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU):
                 given = check_parameters(parameters, ("columns", "rows"), what="fits tables")
                 return self._read_table(hdul, reader, given)
             raise FormatError(f"cannot read {self.name} file: it holds neither an image nor a binary table")
@@ -215,7 +219,7 @@ class FitsFormatter(Formatter):
                 cutouts.append(
                     Image(
                         _native(hdu.section[y0:y1, x0:x1]),
-                        header=dict(header),
+                        header=copy.deepcopy(header),  # HISTORY lists are not shared
                         origin=(origin[0] + y0, origin[1] + x0),
                     )
                 )
@@ -224,10 +228,13 @@ class FitsFormatter(Formatter):
     @contextlib.contextmanager
     def _open(self, reader: CountingReader) -> Iterator[fits.HDUList]:
         """Open the file reading headers only; data is read when asked for."""
-        with self._wrap_errors("read"):
-            fits = _fits()
-            with fits.open(reader, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
-                yield hdul
+        from astropy.io import fits
+
+        with (
+            self._wrap_errors("read"),
+            fits.open(reader, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul,
+        ):
+            yield hdul
 
     def _read_image(
         self, hdul: fits.HDUList, index: int, reader: CountingReader, bbox: Any
@@ -247,7 +254,7 @@ class FitsFormatter(Formatter):
                     f"{_image_shape(hdu)}, not the image's {shape}"
                 )
             _require_complete(hdul, plane_index, reader)
-            planes[hdu.name.lower()] = _pixels(hdu, box, shape)
+            planes[_plane_name(hdul, plane_index)] = _pixels(hdu, box, shape)
         _require_complete(hdul, index, reader)
         data = _pixels(hdul[index], box, shape)
         return Image(data, header=header, planes=planes, origin=(origin[0] + y0, origin[1] + x0))
@@ -265,17 +272,12 @@ class FitsFormatter(Formatter):
         return table
 
 
-def _fits() -> Any:
-    from astropy.io import fits
-
-    return fits
-
-
 # --- images -----------------------------------------------------------------
 
 
 def _image_hdus(image: Image, primary_header: fits.Header) -> list[Any]:
-    fits = _fits()
+    from astropy.io import fits
+
     for plane, pixels in {"data": image.data, **image.planes}.items():
         if pixels.dtype.str[1:] not in _PIXEL_TYPES:
             raise FormatError(
@@ -312,18 +314,24 @@ def _image_header(hdul: fits.HDUList, index: int) -> tuple[dict[str, Any], tuple
     return header, origin
 
 
+def _plane_name(hdul: fits.HDUList, index: int) -> str:
+    """Return the plane name of extension ``index``: its EXTNAME in lower case, else ``hdu<index>``."""
+    return hdul[index].name.lower() or f"hdu{index}"
+
+
 def _plane_index(hdul: fits.HDUList, image_index: int, plane: str) -> int:
     names = []
     for index in range(image_index + 1, len(hdul)):
         if _is_image(hdul[index]):
-            if hdul[index].name == plane.upper():
+            if _plane_name(hdul, index) == plane.lower():
                 return index
-            names.append(hdul[index].name.lower())
+            names.append(_plane_name(hdul, index))
     raise FormatError(f"no plane {plane!r} in this image; it has {', '.join(names) or 'none'}")
 
 
 def _is_image(hdu: Any) -> bool:
-    fits = _fits()
+    from astropy.io import fits
+
     return isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU)
 
 
@@ -359,21 +367,16 @@ def _native(array: Any) -> np.ndarray:
 
 
 def _require_complete(hdul: fits.HDUList, index: int, reader: CountingReader) -> None:
-    """Raise `FormatError` if the file ends before the data of HDU ``index`` does.
+    """Raise `FormatError` if the file ends before HDU ``index`` does, padding included.
 
     astropy only warns about this, then fails in some later call, or not at all
     when the pixels asked for happen to lie before the cut.
     """
     info = hdul.fileinfo(index)
-    hdu = hdul[index]
-    # A compressed HDU's size is that of its pixels; on disk it is the padded span.
-    size = info["datSpan"] if isinstance(hdu, _fits().CompImageHDU) else hdu.size
+    end = info["datLoc"] + info["datSpan"]
     file_size = reader.size()
-    if info["datLoc"] + size > file_size:
-        raise FormatError(
-            f"cannot read fits file: it is truncated ({file_size} bytes; HDU {index} "
-            f"needs {info['datLoc'] + size})"
-        )
+    if end > file_size:
+        raise FormatError(f"cannot read fits file: it is truncated ({file_size} bytes; HDU {index} ends at {end})")
 
 
 # --- headers ----------------------------------------------------------------
@@ -384,7 +387,9 @@ def _is_skipped(keyword: str) -> bool:
 
 
 def _identity_header(identity: dict[str, str]) -> fits.Header:
-    header = _fits().Header()
+    from astropy.io import fits
+
+    header = fits.Header()
     for key, value in identity.items():
         header[_keyword(IDENTITY_CARDS[key])] = value
     return header
@@ -392,15 +397,19 @@ def _identity_header(identity: dict[str, str]) -> fits.Header:
 
 def _to_header(values: Mapping[str, Any]) -> fits.Header:
     """Return FITS header cards for `Image.header` values, skipping structural and reserved keys."""
-    fits = _fits()
+    from astropy.io import fits
+
     header = fits.Header()
     for key, value in values.items():
         keyword = str(key).upper()
         if _is_skipped(keyword):
             continue
         if keyword in _COMMENTARY:
-            for line in [value] if isinstance(value, str) else value:
-                header.append(fits.Card(keyword, str(line)), end=True)
+            lines = [value] if isinstance(value, str) else value
+            if not isinstance(lines, list | tuple) or not all(isinstance(line, str) for line in lines):
+                raise FormatError(f"header card {key!r} must hold a str or a list of str lines")
+            for line in lines:
+                header.append(fits.Card(keyword, line), end=True)
             continue
         if isinstance(value, np.generic):
             value = value.item()

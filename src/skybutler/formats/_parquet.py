@@ -77,23 +77,15 @@ class ParquetFormatter(Formatter):
         return {str(key): str(value) for key, value in identity.items()}
 
 
-def _read_rows(
-    parquet_file: Any, start: int, stop: int, columns: list[str] | None
-) -> pyarrow.Table:
+def _read_rows(parquet_file: Any, start: int, stop: int, columns: list[str] | None) -> pyarrow.Table:
     """Read rows ``[start, stop)`` from only the row groups that hold them."""
     metadata = parquet_file.metadata
-    groups = []
-    first_row = None  # index in the file of the first row of the first group read
-    group_start = 0
+    first_rows = [0]  # first_rows[i] is the index of row group i's first row; one more for the end
     for index in range(metadata.num_row_groups):
-        group_stop = group_start + metadata.row_group(index).num_rows
-        if group_start < stop and group_stop > start:
-            groups.append(index)
-            if first_row is None:
-                first_row = group_start
-        group_start = group_stop
+        first_rows.append(first_rows[-1] + metadata.row_group(index).num_rows)
+    groups = [i for i in range(metadata.num_row_groups) if first_rows[i] < stop and first_rows[i + 1] > start]
     if not groups:
-        return parquet_file.schema_arrow.empty_table().select(columns or parquet_file.schema_arrow.names)
+        schema = parquet_file.schema_arrow
+        return schema.empty_table().select(columns if columns is not None else schema.names)
     table = parquet_file.read_row_groups(groups, columns=columns)
-    assert first_row is not None
-    return table.slice(start - first_row, stop - start)
+    return table.slice(start - first_rows[groups[0]], stop - start)

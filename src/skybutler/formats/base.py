@@ -155,6 +155,13 @@ class Formatter(abc.ABC):
         except SkyButlerError:
             raise
         except Exception as exc:
+            # A disk or network error under the library (disk full) is not a format problem:
+            # surface the original OSError so callers see its errno.
+            cause: BaseException | None = exc
+            while cause is not None:
+                if isinstance(cause, OSError) and cause.errno is not None:
+                    raise cause from None
+                cause = cause.__cause__ or cause.__context__
             detail = str(exc) or type(exc).__name__
             raise FormatError(f"cannot {action} {self.name} file: {detail}") from exc
 

@@ -238,6 +238,29 @@ def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str 
                    collections: Sequence[str] = (), data_id: Mapping[str, Any] | None = None,
                    with_implied: bool = False) -> Iterator[DataId]:
     """Stream the distinct data ids over ``dimensions`` that have records (and overlap, and datasets)."""
+    stmt, dims, implied_names = data_id_query(registry, dimensions, where=where, bind=bind, datasets=datasets,
+                                              collections=collections, data_id=data_id, with_implied=with_implied)
+    with registry._read() as conn:
+        result = conn.execution_options(yield_per=_STREAM).execute(stmt)
+        for rows in result.partitions():
+            for row in rows:
+                values = dict(zip(dims, row[:len(dims)], strict=True))
+                implied = dict(zip(implied_names, row[len(dims):], strict=True)) if with_implied else None
+                yield DataId(values, implied=implied)
+
+
+def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
+                  bind: Mapping[str, Any] | None = None, datasets: Sequence[str] = (),
+                  collections: Sequence[str] = (), data_id: Mapping[str, Any] | None = None,
+                  with_implied: bool = False) -> tuple[sa.Select, tuple[str, ...], tuple[str, ...]]:
+    """The SELECT behind `query_data_ids`: its rows are the values of ``dims`` then of ``implied``.
+
+    Returns
+    -------
+    stmt, dims, implied
+        The statement, the dimensions (closed, in universe order) and the implied
+        dimensions whose values follow them when ``with_implied``.
+    """
     universe = registry.universe
     dims = universe.closure(dimensions)
     tables = {k: registry.tables.dimensions[k].alias(f"j_{k}") for k in dims}
@@ -246,6 +269,12 @@ def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str 
     for k in dims[1:]:
         conds = [tables[k].c[r] == canonical[r] for r in universe.elements[k].requires]
         joined = joined.join(tables[k], sa.and_(*conds)) if conds else joined.join(tables[k], sa.true())
+    # Relationship elements (visit_definition: which exposures make a visit) relate dimensions
+    # that share no key; join them when all their keys are in the query.
+    for name, el in universe.elements.items():
+        if not el.is_dimension and not el.region and el.requires and set(el.requires) <= set(dims):
+            rel = registry.tables.dimensions[name].alias(f"r_{name}")
+            joined = joined.join(rel, sa.and_(*[rel.c[k] == canonical[k] for k in el.requires]))
     for a, b in _applicable_overlaps(registry, set(dims)):
         from .schema import overlap_columns
 
@@ -255,6 +284,10 @@ def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str 
         joined = joined.join(ov, sa.and_(*on))
     resolver = _Resolver(registry, dims, canonical, joined=dict(tables))
     conds = _data_id_conditions(resolver, data_id)
+    # A dimension that another one implies (band of a visit) must agree with that record,
+    # or the query would pair every visit with every band.
+    conds += [tables[g].c[k] == canonical[k] for k in dims for g in dims
+              if g != k and k in universe.implied_closure(g)]
     cond = compile_where(where, resolver, bind)
     if cond is not None:
         conds.append(cond)
@@ -282,13 +315,7 @@ def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str 
     stmt = sa.select(*[canonical[k] for k in dims], *implied_cols).distinct()
     stmt = _apply(stmt, joined, resolver, sa.and_(*conds) if conds else None)
     stmt = stmt.order_by(*[canonical[k] for k in dims])
-    with registry._read() as conn:
-        result = conn.execution_options(yield_per=_STREAM).execute(stmt)
-        for rows in result.partitions():
-            for row in rows:
-                values = dict(zip(dims, row[:len(dims)], strict=True))
-                implied = dict(zip(resolver.implied, row[len(dims):], strict=True)) if with_implied else None
-                yield DataId(values, implied=implied)
+    return stmt, dims, tuple(resolver.implied) if with_implied else ()
 
 
 def count_data_ids(registry: Registry, dimensions: Iterable[str], **kwargs: Any) -> int:
