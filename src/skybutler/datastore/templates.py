@@ -84,6 +84,11 @@ def sanitize(value: str) -> str:
     >>> sanitize("../../etc")
     '_._.._etc'
     """
+    # Fast path (graph building formats ~10^5 names): printable ASCII has none of the
+    # categories replaced below, so only separators and a leading dot matter.
+    if value and value.isascii() and value.isprintable() and "/" not in value and "\\" not in value \
+            and value[0] != ".":
+        return value
     out = "".join(
         "_" if c in "/\\" or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") else c for c in value
     )

@@ -104,6 +104,10 @@ class DetectorDef:
         Focal-plane x, in pixels from the boresight, of the detector's left edge.
     bad_column
         A column whose pixels respond at 5% (flagged by the flat).
+    shape
+        ``(ny, nx)`` in pixels.
+    saturation
+        Saturation level in ADU (``SATURATE``).
     """
 
     id: int
@@ -493,9 +497,10 @@ def _column(table: pa.Table | Mapping[str, Any], name: str) -> np.ndarray:
 def make_raw(visit: VisitDef, detector: int, sky: pa.Table | Mapping[str, Any], seed: int = 0) -> Image:
     """Simulate one raw frame, as the camera would write it.
 
-    The frame is ``bias + flat * (sky + stars + cosmic rays) / gain`` with Poisson
-    (Gaussian-approximated) and read noise, in ADU, float32. Stars have a Gaussian
-    PSF of the visit's seeing. The header WCS is off by ``visit.pointing_error``.
+    The frame is ``bias + (flat * (sky + stars) + noise + cosmic rays) / gain`` in
+    ADU, float32, where the noise is Poisson (Gaussian-approximated) plus read
+    noise. Stars have a Gaussian PSF of the visit's seeing, integrated over pixels.
+    The header WCS is off by ``visit.pointing_error``.
 
     Parameters
     ----------

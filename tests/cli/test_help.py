@@ -1,0 +1,33 @@
+"""Every command explains itself: --help works and says something for every command and group."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from skybutler.cli import main
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, cmd in group.commands.items():
+        yield (*prefix, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*prefix, name))
+
+
+ALL = list(_commands(main))
+
+
+@pytest.mark.parametrize("path, command", ALL, ids=[" ".join(p) for p, _ in ALL])
+def test_every_command_has_help(path, command):
+    assert command.help and len(command.help.strip()) > 20, f"`skybutler {' '.join(path)}` needs a docstring"
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_main_help_lists_the_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    for name in ("create", "ingest", "query", "remove-runs"):
+        assert name in result.output
