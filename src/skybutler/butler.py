@@ -70,6 +70,13 @@ class Cutouts:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _writer(formatter: Formatter, obj: Any, identity: Mapping[str, str]) -> Any:
+    def write(f: Any) -> None:
+        formatter.write(obj, f, identity=identity)
+
+    return write
+
+
 class Butler:
     """A repository: put, get, ingest, query and remove datasets.
 
@@ -323,9 +330,7 @@ class Butler:
                 identity = {"dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
                             "data_id": str(ref.data_id), "run": ref.run}
                 try:
-                    pf = self.datastore.write_temporary(
-                        path, lambda f, obj=obj, formatter=formatter, identity=identity: formatter.write(
-                            obj, f, identity=identity))
+                    pf = self.datastore.write_temporary(path, _writer(formatter, obj, identity))
                 except DatasetExistsError:
                     existing = find_dataset(self.registry, ref.dataset_type.name, ref.data_id, [ref.run])
                     if existing is not None:
@@ -486,7 +491,7 @@ class Butler:
         formatter = get_formatter(record.format)
         try:
             with self.datastore.open(record.path) as f:
-                return formatter.read(f, parameters=parameters)
+                return formatter.read(f, parameters=parameters)  # type: ignore[arg-type]
         except FormatError as exc:
             raise FormatError(f"Cannot read {ref.dataset_type.name} {{{ref.data_id}}} from {record.path}: {exc}") from None
         except FileAccessError as exc:

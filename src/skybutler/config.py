@@ -65,10 +65,10 @@ class FormatsConfig(_Section):
 class RepositoryConfig(_Section):
     """The whole configuration of one repository; its YAML form reproduces it."""
 
-    registry: RegistryConfig = Field(default_factory=RegistryConfig)
-    datastore: DatastoreConfig = Field(default_factory=DatastoreConfig)
-    templates: TemplatesConfig = Field(default_factory=TemplatesConfig)
-    formats: FormatsConfig = Field(default_factory=FormatsConfig)
+    registry: RegistryConfig = Field(default_factory=lambda: RegistryConfig())
+    datastore: DatastoreConfig = Field(default_factory=lambda: DatastoreConfig())
+    templates: TemplatesConfig = Field(default_factory=lambda: TemplatesConfig())
+    formats: FormatsConfig = Field(default_factory=lambda: FormatsConfig())
 
     def to_yaml(self) -> str:
         """The configuration as YAML, exactly as it would be written to ``skybutler.yaml``."""

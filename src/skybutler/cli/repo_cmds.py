@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ..butler import TRANSFER_MODES, Butler, FileDataset
 from ..errors import ConfigError
-from ..model import CollectionType, STORAGE_CLASSES
+from ..model import STORAGE_CLASSES, CollectionType
 
 console = Console()
 err_console = Console(stderr=True)

@@ -40,7 +40,7 @@ class Region:
         verts = tuple((float(ra), float(dec)) for ra, dec in vertices)
         if len(verts) < 3:
             raise DimensionError(f"A sky region needs at least 3 vertices, got {len(verts)}")
-        for ra, dec in verts:
+        for _ra, dec in verts:
             if not -90.0 <= dec <= 90.0:
                 raise DimensionError(f"Region vertex dec={dec} is outside [-90, 90]")
         return cls(verts)

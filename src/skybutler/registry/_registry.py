@@ -448,7 +448,7 @@ class Registry:
             conn.execute(sa.insert(self.tables.collection).values(name=name, type=type.value, doc=doc))
         return True
 
-    def _collection_row(self, name: str, *, required: bool = True) -> Mapping[str, Any] | None:
+    def _collection_row(self, name: str, *, required: bool = True) -> Any:
         t = self.tables.collection
         with self._read() as conn:
             row = conn.execute(sa.select(t).where(t.c.name == name)).mappings().first()
@@ -652,11 +652,11 @@ class Registry:
                     d.c.dataset_type_id == type_id,
                     d.c.data_id_key.in_([k for k, _, _ in chunk]))).all()
                 for key, run_id, existing_id in found:
-                    ref = seen.get((key, run_id))
-                    if ref is not None:
+                    clash = seen.get((key, run_id))
+                    if clash is not None:
                         raise DatasetExistsError(
-                            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run "
-                            f"{ref.run!r} (id {existing_id}); no put ever overwrites a stored dataset"
+                            f"Dataset {clash.dataset_type.name} {{{clash.data_id}}} already exists in run "
+                            f"{clash.run!r} (id {existing_id}); no put ever overwrites a stored dataset"
                         )
             ids = [ref.id for _, _, ref in items]
             for chunk in _chunks(ids):

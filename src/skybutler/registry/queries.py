@@ -28,16 +28,16 @@ class _Resolver:
     """Maps identifiers to columns for one SELECT, remembering the dimension tables it must join."""
 
     def __init__(self, registry: Registry, dimensions: Sequence[str], canonical: Mapping[str, sa.ColumnElement],
-                 joined: dict[str, sa.Table] | None = None):
+                 joined: dict[str, Any] | None = None):
         self.registry = registry
         self.universe = registry.universe
         self.dimensions = tuple(dimensions)
         self.canonical = dict(canonical)
-        self.joined: dict[str, sa.Table] = joined if joined is not None else {}
-        self.needed: dict[str, sa.Table] = {}
+        self.joined: dict[str, Any] = joined if joined is not None else {}
+        self.needed: dict[str, Any] = {}
         self.implied = self.universe.implied_by(self.dimensions)
 
-    def _table(self, element: str) -> sa.Table:
+    def _table(self, element: str) -> Any:
         if element in self.joined:
             return self.joined[element]
         if element not in self.needed:
@@ -84,7 +84,7 @@ def _apply(stmt: sa.Select, base: sa.FromClause, resolver: _Resolver, condition:
     return stmt
 
 
-def refs_from_rows(registry: Registry, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[DatasetRef]:
+def refs_from_rows(registry: Registry, conn: sa.Connection, rows: Sequence[Any]) -> list[DatasetRef]:
     """Build DatasetRefs from ``dataset`` table rows (run names looked up once per batch)."""
     if not rows:
         return []
@@ -163,7 +163,7 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
         stmt = sa.select(*d.c, sa.literal(rank).label("rank"))
         branches.append(_apply(stmt, base, resolver, sa.and_(*conds)))
     if len(branches) == 1 or not find_first:
-        stmt = branches[0] if len(branches) == 1 else sa.union_all(*branches)
+        stmt = branches[0] if len(branches) == 1 else sa.union_all(*branches)  # type: ignore[assignment]
         if len(branches) > 1:
             stmt = sa.select(stmt.subquery())
     else:

@@ -170,6 +170,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("id", sa.Uuid, primary_key=True),
         sa.Column("run_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="CASCADE"), nullable=True),
         sa.Column("task_label", sa.String(128), nullable=False),
+        sa.Column("quantum_id", sa.Uuid, nullable=True),
         sa.Column("data_id_key", sa.String(512), nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("reason", sa.Text, nullable=True),
@@ -182,6 +183,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         sa.Column("config_hash", sa.String(64), nullable=True),
         sa.Column("details", sa.Text, nullable=True),
         sa.Index("ix_execution_run_task", "run_id", "task_label"),
+        sa.Index("ix_execution_quantum", "quantum_id"),
     )
     used = sa.Table(
         "prov_used", md,

@@ -1,0 +1,362 @@
+"""Speed of the core repository: put, ingest, get, query and remove of small datasets.
+
+Usage::
+
+    python benchmarks/bench_butler.py                      # N = 1,000 and 10,000 on SQLite, 10,000 on PostgreSQL
+    python benchmarks/bench_butler.py --n 1000 10000 --postgresql postgresql://postgres@127.0.0.1:5432/test
+    python benchmarks/bench_butler.py --postgresql none    # SQLite only
+    python benchmarks/bench_butler.py --json out.json      # also write the raw figures
+
+Each (backend, N) case runs in its own subprocess so its peak RSS (``ru_maxrss``) is
+its own. Datasets are small dicts written as JSON, with HSC-like data ids:
+``ceil(N / 100)`` visits x 100 detectors. SQLite cases use a repository in a temporary
+directory; the PostgreSQL case uses a throwaway schema that is dropped afterwards.
+``registry.sync_every_commit: true`` (fsync on every commit) is always measured as one
+extra row for SQLite (put one per call, on the same repository); ``--sync`` measures it
+over N puts instead of at most 2,000.
+
+See benchmarks/RESULTS.md for figures on the project machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+DETECTORS = 100
+BATCH = 1000
+SYNC_COUNT = 2000
+DATASET_TYPE = "bench_metadata"
+
+# name -> (label, kind, target, higher_is_better); kind "rate" is per second, "ms" a latency.
+OPS: list[tuple[str, str, str, float | None]] = [
+    ("put", "put (one per call)", "rate", 2500),
+    ("put_sync", "put, sync_every_commit: true", "rate", None),
+    ("put_many", f"put_many ({BATCH} per call)", "rate", 20000),
+    ("ingest_direct", "ingest direct (md5)", "rate", 40000),
+    ("ingest_direct_nock", "ingest direct (checksum=False)", "rate", None),
+    ("ingest_copy", "ingest copy (md5)", "rate", 10000),
+    ("get_ref", "get by ref", "rate", 8000),
+    ("get_data_id", "get by data id (find + read)", "rate", 2000),
+    ("query_all", "query all N refs", "ms", 20),
+    ("query_visit", "query one visit (100 refs)", "ms", 1.0),
+    ("find_one", "find_dataset (one)", "ms", 0.5),
+    ("remove_run", "remove run (N datasets + files)", "rate", None),
+]
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _records(butler: Any, n_visits: int) -> list[tuple[int, int]]:
+    """Insert HSC-like dimension records; return the (visit, detector) data ids in use."""
+    butler.insert_dimension_records("instrument", [{"instrument": "HSC", "class_name": "HSC"}])
+    butler.insert_dimension_records("band", [{"band": b} for b in "grizy"])
+    butler.insert_dimension_records("physical_filter", [
+        {"instrument": "HSC", "physical_filter": f"HSC-{b.upper()}", "band": b} for b in "grizy"])
+    butler.insert_dimension_records("day_obs", [{"instrument": "HSC", "day_obs": 20260315 + i} for i in range(3)])
+    butler.insert_dimension_records("detector", [
+        {"instrument": "HSC", "detector": d, "name": f"{d // 10}_{d % 10}", "purpose": "SCIENCE"}
+        for d in range(DETECTORS)])
+    start = datetime.datetime(2026, 3, 15, 6, 0, 0)
+    visits = []
+    for i in range(n_visits):
+        begin = start + datetime.timedelta(minutes=2 * i)
+        ra, dec = 150.0 + 0.5 * (i % 10), 2.0 + 0.5 * (i // 10)
+        visits.append({
+            "instrument": "HSC", "visit": 903334 + 2 * i, "physical_filter": f"HSC-{'GRIZY'[i % 5]}",
+            "day_obs": 20260315 + i * 3 // max(n_visits, 1), "exposure_time": 30.0,
+            "timespan_begin": begin, "timespan_end": begin + datetime.timedelta(seconds=30),
+            "region": [(ra - 0.75, dec - 0.75), (ra + 0.75, dec - 0.75), (ra + 0.75, dec + 0.75),
+                       (ra - 0.75, dec + 0.75)],
+        })
+    butler.insert_dimension_records("visit", visits)
+    return [(v["visit"], d) for v in visits for d in range(DETECTORS)]
+
+
+def _rate(n: int, seconds: float) -> dict[str, float]:
+    return {"n": n, "seconds": seconds, "rate": n / seconds, "us_per_item": 1e6 * seconds / n}
+
+
+def _latency(samples: list[float], items: int) -> dict[str, float]:
+    ms = statistics.median(samples) * 1e3
+    return {"ms": ms, "min_ms": min(samples) * 1e3, "calls": len(samples), "items": items,
+            "us_per_item": 1e3 * ms / max(items, 1)}
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def run_case(backend: str, n: int, *, pg_url: str, sync_count: int) -> dict[str, Any]:
+    """Run every operation for one backend and N; return the figures."""
+    from skybutler import Butler
+    from skybutler.butler import FileDataset
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"skybutler-bench-{backend}-{n}-"))
+    namespace = None
+    registry = None
+    if backend == "postgresql":
+        namespace = f"bench_{uuid.uuid4().hex[:12]}"
+        registry = pg_url
+    results: dict[str, Any] = {"backend": backend, "n": n}
+    butler = None
+    try:
+        butler = Butler.create(tmp / "repo", registry=registry, namespace=namespace)
+        n_visits = math.ceil(n / DETECTORS)
+        data_ids = _records(butler, n_visits)[:n]
+        butler.register_dataset_type(DATASET_TYPE, ["instrument", "visit", "detector"], "dict")
+
+        def obj(v: int, d: int) -> dict[str, Any]:
+            return {"visit": v, "detector": d, "zero_point": 27.0 + d / 1000, "ok": True}
+
+        # put, one per call
+        run = "bench/put"
+        b = butler.with_run(run)
+        refs: list[Any] = []
+        gc.collect()
+        dt, _ = _timed(lambda: [refs.append(b.put(obj(v, d), DATASET_TYPE, instrument="HSC", visit=v, detector=d))
+                                for v, d in data_ids])
+        results["put"] = _rate(n, dt)
+
+        # put with an fsync on every commit (SQLite only: PostgreSQL keeps its own durable defaults)
+        if backend == "sqlite":
+            cfg = butler.config.model_copy(deep=True)
+            cfg.registry.sync_every_commit = True
+            sb = Butler(butler.root, run="bench/put_sync", _config=cfg)
+            m = min(n, sync_count)
+            dt, _ = _timed(lambda: [sb.put(obj(v, d), DATASET_TYPE, instrument="HSC", visit=v, detector=d)
+                                    for v, d in data_ids[:m]])
+            results["put_sync"] = _rate(m, dt)
+            sb.close()
+
+        # put_many, in batches
+        bm = butler.with_run("bench/put_many")
+        items = [(obj(v, d), DATASET_TYPE, {"instrument": "HSC", "visit": v, "detector": d}) for v, d in data_ids]
+        gc.collect()
+        dt, _ = _timed(lambda: [bm.put_many(items[i:i + BATCH]) for i in range(0, n, BATCH)])
+        results["put_many"] = _rate(n, dt)
+
+        # ingest: N small JSON files made beforehand, outside the repository
+        for name, transfer, checksum in (("ingest_direct", "direct", True),
+                                         ("ingest_direct_nock", "direct", False),
+                                         ("ingest_copy", "copy", True)):
+            src = tmp / "src" / name
+            src.mkdir(parents=True)
+            files = []
+            for v, d in data_ids:
+                p = src / f"raw_{v}_{d:03d}.json"
+                p.write_text(json.dumps(obj(v, d)))
+                files.append(FileDataset(str(p), DATASET_TYPE, {"instrument": "HSC", "visit": v, "detector": d}))
+            gc.collect()
+            dt, _ = _timed(lambda files=files, transfer=transfer, checksum=checksum, name=name: butler.ingest(
+                files, run=f"bench/{name}", transfer=transfer, checksum=checksum))
+            results[name] = _rate(n, dt)
+
+        # get by ref (all N refs of the put run)
+        gc.collect()
+        dt, values = _timed(lambda: [b.get(r) for r in refs])
+        assert values[-1]["detector"] == data_ids[-1][1]
+        results["get_ref"] = _rate(n, dt)
+
+        # get by data id: find through the registry, then read
+        gc.collect()
+        dt, _ = _timed(lambda: [b.get(DATASET_TYPE, instrument="HSC", visit=v, detector=d, collections=[run])
+                                for v, d in data_ids])
+        results["get_data_id"] = _rate(n, dt)
+
+        # queries
+        def query_all() -> int:
+            return sum(1 for _ in b.query_datasets(DATASET_TYPE, collections=[run]))
+
+        assert query_all() == n  # warm
+        samples = []
+        for _ in range(7):
+            gc.collect()
+            t, count = _timed(query_all)
+            samples.append(t)
+        results["query_all"] = _latency(samples, n)
+
+        visits = sorted({v for v, _ in data_ids})
+        samples = []
+        for i in range(200):
+            v = visits[i % len(visits)]
+            t, refs_v = _timed(lambda v=v: list(b.query_datasets(DATASET_TYPE, collections=[run],
+                                                                   where=f"visit = {v}")))
+            samples.append(t)
+        assert len(refs_v) == DETECTORS
+        results["query_visit"] = _latency(samples[10:], DETECTORS)
+
+        samples = []
+        for i in range(1000):
+            v, d = data_ids[(i * 7919) % n]
+            t, ref = _timed(lambda v=v, d=d: b.find_dataset(DATASET_TYPE, instrument="HSC", visit=v, detector=d,
+                                                          collections=[run]))
+            samples.append(t)
+        assert ref is not None
+        results["find_one"] = _latency(samples[10:], 1)
+
+        # memory of streaming all N refs (tracemalloc: Python allocations only)
+        gc.collect()
+        tracemalloc.start()
+        query_all()
+        results["query_all_tracemalloc_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        del values
+
+        # remove the put run: N rows and N files
+        gc.collect()
+        dt, counts = _timed(lambda: butler.remove_runs([run]))
+        assert counts[run] == n
+        results["remove_run"] = _rate(n, dt)
+        results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return results
+    finally:
+        if butler is not None:
+            butler.close()
+        if namespace is not None:
+            import sqlalchemy as sa
+
+            from skybutler.registry._db import make_engine, normalise_url
+
+            engine = make_engine(normalise_url(pg_url))
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{namespace}" CASCADE'))
+            engine.dispose()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _figure(op: str, kind: str, res: dict[str, Any] | None) -> str:
+    if res is None or op not in res:
+        return "-"
+    r = res[op]
+    if kind == "rate":
+        return f"{r['rate']:,.0f}/s"
+    return f"{r['ms']:,.2f} ms"
+
+
+def _met(kind: str, target: float | None, r: dict[str, Any] | None) -> str | None:
+    if target is None or r is None:
+        return None
+    ok = r["rate"] >= target if kind == "rate" else r["ms"] <= target
+    return "met" if ok else "MISSED"
+
+
+def report(cases: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for backend in ("sqlite", "postgresql"):
+        mine = sorted((c for c in cases if c["backend"] == backend), key=lambda c: c["n"])
+        if not mine:
+            continue
+        title = "SQLite + local files" if backend == "sqlite" else "PostgreSQL + local files"
+        table = Table(title=title)
+        table.add_column("operation")
+        for c in mine:
+            table.add_column(f"N={c['n']:,}", justify="right")
+            table.add_column("µs/item", justify="right")
+        table.add_column("target (N=10,000)", justify="right")
+        table.add_column("at N=10,000")
+        if len(mine) > 1:
+            table.add_column("µs/item ratio", justify="right")
+        for op, label, kind, target in OPS:
+            if not any(op in c for c in mine):
+                continue
+            row = [label.replace("N ", f"{mine[-1]['n']:,} ") if op in ("query_all", "remove_run") else label]
+            for c in mine:
+                row += [_figure(op, kind, c), f"{c[op]['us_per_item']:,.1f}" if op in c else "-"]
+            big = next((c for c in mine if c["n"] == 10000), None)
+            tgt = "" if target is None else (f"≥ {target:,.0f}/s" if kind == "rate" else f"≤ {target:g} ms")
+            met = _met(kind, target, big.get(op) if big else None)
+            row += [tgt, "" if met is None else (f"[green]{met}" if met == "met" else f"[red]{met}")]
+            if len(mine) > 1:
+                a, z = mine[0].get(op), mine[-1].get(op)
+                row.append(f"{z['us_per_item'] / a['us_per_item']:.2f}" if a and z else "-")
+            table.add_row(*row)
+        mem = ["peak RSS"] + sum(([f"{c['peak_rss_mb']:.0f} MB", ""] for c in mine), []) + ["", ""]
+        tm = ["query all: tracemalloc peak"] + sum(
+            ([f"{c['query_all_tracemalloc_mb']:.1f} MB", ""] for c in mine), []) + ["", ""]
+        if len(mine) > 1:
+            mem.append("")
+            tm.append("")
+        table.add_row(*mem)
+        table.add_row(*tm)
+        console.print(table)
+    if any(c["backend"] == "sqlite" for c in cases):
+        console.print(f"put, sync_every_commit measured over min(N, {SYNC_COUNT}) puts on the same repository; "
+                      "µs/item ratio = N_max / N_min per-item cost (≤ 1 means it does not grow).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="dataset counts (SQLite)")
+    parser.add_argument("--postgresql", default=DEFAULT_PG,
+                        help="PostgreSQL URL for one run at the largest N ('none' to skip)")
+    parser.add_argument("--pg-n", type=int, default=None, help="N for PostgreSQL (default: largest --n)")
+    parser.add_argument("--sync", action="store_true", help="measure sync_every_commit over N puts, not ≤ 2,000")
+    parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument("--worker", nargs=2, metavar=("BACKEND", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sync_count = 10**9 if args.sync else SYNC_COUNT
+
+    if args.worker:
+        backend, n = args.worker[0], int(args.worker[1])
+        out = run_case(backend, n, pg_url=args.postgresql, sync_count=sync_count)
+        print("RESULT " + json.dumps(out))
+        return 0
+
+    plan = [("sqlite", n) for n in args.n]
+    if args.postgresql.lower() != "none":
+        plan.append(("postgresql", args.pg_n or max(args.n)))
+    cases = []
+    t_start = time.perf_counter()
+    for backend, n in plan:
+        cmd = [sys.executable, __file__, "--worker", backend, str(n), "--postgresql", args.postgresql]
+        if args.sync:
+            cmd.append("--sync")
+        print(f"running {backend} N={n:,} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            print(proc.stdout, proc.stderr, file=sys.stderr)
+            if backend == "postgresql":
+                print(f"PostgreSQL case failed (is the server at {args.postgresql} up?); skipped", file=sys.stderr)
+                continue
+            return 1
+        cases.append(json.loads(line[len("RESULT "):]))
+        print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    report(cases)
+    print(f"total {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(cases, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Bulk queries behind quantum graph building (`skybutler.pipeline`), kept here with the rest of the SQL.
+
+Every function answers for many data ids at once: a graph of 10^5 quanta is built
+from a handful of queries, never one per quantum.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..model import CollectionType, DatasetRef
+from .queries import data_id_query, query_datasets, refs_from_rows
+
+if TYPE_CHECKING:
+    from ._registry import Registry
+
+__all__ = [
+    "calibration_candidates",
+    "count_distinct",
+    "data_id_rows",
+    "dataset_refs_by_key",
+    "dimension_records",
+    "existing_dataset_ids",
+]
+
+_STREAM = 5000
+_CHUNK = 500
+
+
+def data_id_rows(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
+                 bind: Mapping[str, Any] | None = None, datasets: Sequence[str] = (),
+                 collections: Sequence[str] = (),
+                 ) -> tuple[tuple[str, ...], tuple[str, ...], Iterator[tuple[Any, ...]]]:
+    """Stream data ids over ``dimensions`` as plain tuples (see `query_data_ids` for the joins).
+
+    Returns
+    -------
+    dims, implied, rows
+        The dimensions (closed, in universe order), the implied dimensions whose values
+        follow in each row, and the rows (values of ``dims`` then of ``implied``).
+    """
+    stmt, dims, implied = data_id_query(registry, dimensions, where=where, bind=bind, datasets=datasets,
+                                        collections=collections, with_implied=True)
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        with registry._read() as conn:
+            result = conn.execution_options(yield_per=_STREAM).execute(stmt)
+            for part in result.partitions():
+                yield from (tuple(r) for r in part)
+
+    return dims, implied, rows()
+
+
+def count_distinct(registry: Registry, dimensions: Iterable[str], keep: Sequence[str], *,
+                   where: str | None = None, bind: Mapping[str, Any] | None = None,
+                   datasets: Sequence[str] = (), collections: Sequence[str] = ()) -> int:
+    """How many distinct values of the ``keep`` dimensions the data id query over ``dimensions`` has."""
+    stmt, _dims, _ = data_id_query(registry, dimensions, where=where, bind=bind, datasets=datasets,
+                                   collections=collections)
+    sub = stmt.order_by(None).subquery()
+    inner = sa.select(*[sub.c[k] for k in keep]).distinct().subquery()
+    with registry._read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+
+
+def dataset_refs_by_key(registry: Registry, dataset_type: str, collections: Sequence[str], *,
+                        where: str | None = None, bind: Mapping[str, Any] | None = None,
+                        ) -> dict[tuple[Any, ...], DatasetRef]:
+    """Datasets of one type found first in ``collections``, keyed by their data id values.
+
+    The key is the tuple of values in the order of the dataset type's dimensions.
+    """
+    if not collections:
+        return {}
+    dt = registry.get_dataset_type(dataset_type)
+    out: dict[tuple[Any, ...], DatasetRef] = {}
+    for ref in query_datasets(registry, dataset_type, collections, where=where, bind=bind, find_first=True):
+        values = ref.data_id
+        out.setdefault(tuple(values[d] for d in dt.dimensions), ref)
+    return out
+
+
+def calibration_candidates(registry: Registry, dataset_type: str, collections: Sequence[str],
+                           ) -> dict[tuple[Any, ...], list[tuple[int, datetime.datetime | None,
+                                                                  datetime.datetime | None, DatasetRef]]]:
+    """Every dataset of a type in the collections, with its search rank and validity range.
+
+    Datasets in RUN and TAGGED collections have no validity range (``None, None``: valid
+    at any time); those certified in CALIBRATION collections have one row per range.
+    Each key's list is sorted by rank (search order), then by range start.
+    """
+    type_id, dt = registry._dataset_type_id(dataset_type)
+    d, tg, cal = registry.tables.dataset, registry.tables.tagged, registry.tables.calibration
+    out: dict[tuple[Any, ...], list[tuple[int, Any, Any, DatasetRef]]] = {}
+    with registry._read() as conn:
+        for rank, (_name, cid, ctype) in enumerate(registry._flatten(collections)):
+            if ctype is CollectionType.RUN:
+                stmt = sa.select(d, sa.null().label("valid_begin"), sa.null().label("valid_end")).where(
+                    d.c.dataset_type_id == type_id, d.c.run_id == cid)
+            elif ctype is CollectionType.TAGGED:
+                stmt = (sa.select(d, sa.null().label("valid_begin"), sa.null().label("valid_end"))
+                        .join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == cid))
+                        .where(d.c.dataset_type_id == type_id))
+            else:
+                stmt = (sa.select(d, cal.c.valid_begin, cal.c.valid_end)
+                        .join(cal, sa.and_(cal.c.dataset_id == d.c.id, cal.c.collection_id == cid))
+                        .where(d.c.dataset_type_id == type_id))
+            rows = conn.execute(stmt).mappings().all()
+            for row, ref in zip(rows, refs_from_rows(registry, conn, rows), strict=True):
+                key = tuple(ref.data_id[k] for k in dt.dimensions)
+                out.setdefault(key, []).append((rank, row["valid_begin"], row["valid_end"], ref))
+    for items in out.values():
+        items.sort(key=lambda it: (it[0], it[1] or datetime.datetime.min))
+    return out
+
+
+def existing_dataset_ids(registry: Registry, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``ids`` that are datasets in the registry."""
+    d = registry.tables.dataset
+    ids = list(ids)
+    found: set[uuid.UUID] = set()
+    with registry._read() as conn:
+        for i in range(0, len(ids), _CHUNK):
+            found.update(conn.execute(sa.select(d.c.id).where(d.c.id.in_(ids[i:i + _CHUNK]))).scalars())
+    return found
+
+
+def dimension_records(registry: Registry, element: str, keys: Iterable[tuple[Any, ...]],
+                      ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Records of one element by primary key tuple (missing keys are left out)."""
+    with registry._read() as conn:
+        return registry._fetch_records(conn, element, list(set(keys)))
