@@ -31,7 +31,8 @@ class ProcessCcd(Task):
     dimensions = ("visit", "detector")
     config_class = ProcessCcdConfig
     raw = Input("raw", ("visit", "detector"), "image", doc="Raw frame")
-    ref_cat = Input("ref_cat", ("skymap",), "table", doc="Reference catalogue (positions, fluxes)")
+    ref_cat = Input("ref_cat", ("skymap",), "table", multiple=True,
+                    doc="Reference catalogue (positions, fluxes); one per skymap in the input collections")
     bias = PrerequisiteInput("bias", ("detector",), "image", doc="Bias frame (calibration)")
     flat = PrerequisiteInput("flat", ("detector", "physical_filter"), "image", doc="Flat field (calibration)")
     calexp = Output("calexp", ("visit", "detector"), "image", doc="Calibrated exposure")
@@ -39,7 +40,8 @@ class ProcessCcd(Task):
 
     def run_quantum(self, context: QuantumContext) -> Mapping[str, Any]:
         inputs = context.load_inputs()
-        calexp, src, _calib = alg.process_ccd(inputs["raw"], inputs["bias"], inputs["flat"], inputs["ref_cat"],
+        ref_cat = pa.concat_tables(inputs["ref_cat"])
+        calexp, src, _calib = alg.process_ccd(inputs["raw"], inputs["bias"], inputs["flat"], ref_cat,
                                               band=str(context.data_id["band"]),
                                               threshold_sigma=self.config.threshold_sigma)  # type: ignore[attr-defined]
         return {"calexp": calexp, "src": src}
