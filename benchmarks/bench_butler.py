@@ -269,7 +269,7 @@ def report(cases: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=160)
     for backend in ("sqlite", "postgresql"):
         mine = sorted((c for c in cases if c["backend"] == backend), key=lambda c: c["n"])
         if not mine:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,11 +294,16 @@ class Butler:
         return self.put_many([(obj, dataset_type, values)], run=run)[0]
 
     def put_many(self, items: Iterable[tuple[Any, str | DatasetType, Mapping[str, Any] | None]], *,
-                 run: str | None = None, refs: Sequence[DatasetRef] | None = None) -> list[DatasetRef]:
+                 run: str | None = None, refs: Sequence[DatasetRef] | None = None,
+                 before_commit: Callable[[list[DatasetRef], list[FileRecord]], None] | None = None,
+                 ) -> list[DatasetRef]:
         """Store many datasets with one registry transaction and one bulk insert.
 
         All or nothing: if any dataset fails, no file and no row of this call remains.
         ``refs`` may give pre-assigned refs (ids chosen when a quantum graph was built).
+        ``before_commit(refs, file_records)`` runs inside the transaction, after the
+        dataset rows are inserted and before any file is moved into place: rows it adds
+        (provenance) commit or roll back with the datasets.
         """
         self._require_writeable()
         items = list(items)
@@ -340,7 +345,7 @@ class Butler:
                     raise
                 pending.append(pf)
                 records.append(self._file_record(ref, pf, formatter.name))
-            self._commit(new_refs, records, pending)
+            self._commit(new_refs, records, pending, before_commit)
         except BaseException:
             for pf in pending:
                 self.datastore.abort(pf)
@@ -352,7 +357,8 @@ class Butler:
         return FileRecord(dataset_id=ref.id, path=pf.path, size=pf.size, checksum=digest or None,
                           checksum_algorithm=algo or None, format=format)
 
-    def _commit(self, refs: list[DatasetRef], records: list[FileRecord], pending: list[PendingFile]) -> None:
+    def _commit(self, refs: list[DatasetRef], records: list[FileRecord], pending: list[PendingFile],
+                before_commit: Callable[[list[DatasetRef], list[FileRecord]], None] | None = None) -> None:
         """Insert rows, move files into place, commit; on failure remove what was placed."""
         committed: list[PendingFile] = []
         try:
@@ -360,6 +366,8 @@ class Butler:
                 for run in sorted({r.run for r in refs}):
                     self.registry.register_collection(run, CollectionType.RUN)
                 self.registry.insert_datasets(refs, records)
+                if before_commit is not None:
+                    before_commit(refs, records)
                 for pf in pending:
                     self.datastore.commit(pf)
                     committed.append(pf)

@@ -327,7 +327,9 @@ class FileTemplate:
                 continue
             value = lookup.get(f.name)
             if value is None or value == "":
-                if not f.optional:
+                # A dataset type without dimensions (a run's task configuration) has an empty
+                # {data_id}: it is dropped like an optional field, its name is still unique.
+                if not f.optional and not (f.name == "data_id" and not len(data_id)):
                     raise TemplateError(
                         f"File template {self.text!r} needs {{{f.name}}} for dataset type "
                         f"{ref.dataset_type.name!r}, but it has no value; available: "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..errors import CollectionError, QueryError
-from ..model import CollectionType, DataId, DatasetRef
+from ..model import CollectionType, DataId, DatasetRef, DatasetType
 from .expr import compile_where
 
 if TYPE_CHECKING:
@@ -84,13 +84,26 @@ def _apply(stmt: sa.Select, base: sa.FromClause, resolver: _Resolver, condition:
     return stmt
 
 
-def refs_from_rows(registry: Registry, conn: sa.Connection, rows: Sequence[Any]) -> list[DatasetRef]:
-    """Build DatasetRefs from ``dataset`` table rows (run names looked up once per batch)."""
+def _run_names(registry: Registry, conn: sa.Connection, run_ids: set[int], known: dict[int, str]) -> dict[int, str]:
+    """Add the names of ``run_ids`` not yet in ``known`` to it (one query) and return it."""
+    missing = [i for i in run_ids if i not in known]
+    if missing:
+        c = registry.tables.collection
+        stmt = registry._statement("collection_names", lambda: sa.select(c.c.id, c.c.name).where(
+            c.c.id.in_(sa.bindparam("ids", expanding=True))))
+        known.update(conn.execute(stmt, {"ids": missing}).tuples().all())
+    return known
+
+
+def refs_from_rows(registry: Registry, conn: sa.Connection, rows: Sequence[Any], *,
+                   runs: dict[int, str] | None = None) -> list[DatasetRef]:
+    """Build DatasetRefs from ``dataset`` table rows (run names looked up once per batch).
+
+    ``runs`` may give run names already known by id (it is filled with those looked up).
+    """
     if not rows:
         return []
-    run_ids = {r["run_id"] for r in rows}
-    c = registry.tables.collection
-    runs = dict(conn.execute(sa.select(c.c.id, c.c.name).where(c.c.id.in_(run_ids))).all())
+    runs = _run_names(registry, conn, {r["run_id"] for r in rows}, {} if runs is None else runs)
     types = registry._dataset_types_by_id
     if any(r["dataset_type_id"] not in types for r in rows):
         registry._load_dataset_types()
@@ -140,6 +153,7 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
     flat = registry._flatten(collections)
     time = _to_datetime(time) if time is not None else None
     d = registry.tables.dataset
+    columns = [d.c.id, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key, *[d.c[k] for k in dt.dimensions]]
     branches = []
     for rank, (_name, cid, ctype) in enumerate(flat):
         resolver = _Resolver(registry, dt.dimensions, {k: d.c[k] for k in dt.dimensions})
@@ -160,7 +174,8 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
             if time is not None:
                 on += [cal.c.valid_begin <= time, cal.c.valid_end > time]
             base = d.join(cal, sa.and_(*on))
-        stmt = sa.select(*d.c, sa.literal(rank).label("rank"))
+        # Only the columns a ref needs: the others (ingest_date) cost a conversion per row.
+        stmt = sa.select(*columns, sa.literal(rank).label("rank"))
         branches.append(_apply(stmt, base, resolver, sa.and_(*conds)))
     if len(branches) == 1 or not find_first:
         stmt = branches[0] if len(branches) == 1 else sa.union_all(*branches)  # type: ignore[assignment]
@@ -173,19 +188,28 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
             sa.func.row_number().over(partition_by=union.c.data_id_key, order_by=union.c["rank"]).label("rn"),
         ).subquery()
         stmt = sa.select(ranked).where(ranked.c.rn == 1)
-    yield from _stream_refs(registry, stmt)
+    yield from _stream_refs(registry, stmt, dt, runs={cid: name for name, cid, ctype in flat
+                                                     if ctype is CollectionType.RUN})
 
 
-def _stream_refs(registry: Registry, stmt: sa.Select) -> Iterator[DatasetRef]:
+def _stream_refs(registry: Registry, stmt: sa.Select, dt: DatasetType, *,
+                 runs: dict[int, str]) -> Iterator[DatasetRef]:
+    """Refs of one dataset type from rows of ``stmt`` (plain rows, read by position: no per-row mapping)."""
     with registry._read() as conn:
-        result = conn.execution_options(yield_per=_STREAM).execute(stmt).mappings()
+        result = conn.execution_options(yield_per=_STREAM).execute(stmt)
+        keys = list(result.keys())
+        i_id, i_run = keys.index("id"), keys.index("run_id")
+        dims = [(d, keys.index(d)) for d in dt.dimensions]
         seen: set[uuid.UUID] = set()
         for rows in result.partitions():
-            for ref in refs_from_rows(registry, conn, rows):
+            _run_names(registry, conn, {r[i_run] for r in rows}, runs)
+            for r in rows:
+                ref_id = r[i_id]
                 # Without find_first the same dataset can be in several collections.
-                if ref.id not in seen:
-                    seen.add(ref.id)
-                    yield ref
+                if ref_id in seen:
+                    continue
+                seen.add(ref_id)
+                yield DatasetRef(ref_id, dt, DataId({d: r[i] for d, i in dims}), runs[r[i_run]])
 
 
 def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collections: Sequence[str], *,
@@ -202,8 +226,16 @@ def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collect
         for _name, cid, ctype in flat:
             stmt = sa.select(d).where(d.c.dataset_type_id == type_id, d.c.data_id_key == key)
             if ctype is CollectionType.RUN:
-                stmt = stmt.where(d.c.run_id == cid)
-            elif ctype is CollectionType.TAGGED:
+                # The common case, once per get by data id: a prebuilt statement, and the run's
+                # name is known.
+                stmt = registry._statement("find_in_run", lambda: sa.select(d).where(
+                    d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key == sa.bindparam("key"),
+                    d.c.run_id == sa.bindparam("run_id")))
+                row = conn.execute(stmt, {"type_id": type_id, "key": key, "run_id": cid}).mappings().first()
+                if row is not None:
+                    return refs_from_rows(registry, conn, [row], runs={cid: _name})[0]
+                continue
+            if ctype is CollectionType.TAGGED:
                 tg = registry.tables.tagged
                 stmt = stmt.join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == cid))
             else:
@@ -306,9 +338,15 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
                 tg, cal = registry.tables.tagged, registry.tables.calibration
                 in_collection.append(d.c.id.in_(sa.select(tg.c.dataset_id).where(tg.c.collection_id.in_(other_ids))))
                 in_collection.append(d.c.id.in_(sa.select(cal.c.dataset_id).where(cal.c.collection_id.in_(other_ids))))
-            conds.append(sa.exists(sa.select(d.c.id).where(
-                d.c.dataset_type_id == type_id, sa.or_(*in_collection),
-                *[d.c[k] == canonical[k] for k in shared])))
+            found = sa.select(*[d.c[k] for k in shared]).where(d.c.dataset_type_id == type_id, sa.or_(*in_collection))
+            if not shared:
+                conds.append(sa.exists(found.add_columns(d.c.id)))
+            elif len(shared) == 1:
+                conds.append(canonical[shared[0]].in_(found))
+            else:
+                # A row-value IN is planned as one pass over the datasets (an ephemeral index
+                # in SQLite), where a correlated EXISTS may probe a poorly selective index per row.
+                conds.append(sa.tuple_(*[canonical[k] for k in shared]).in_(found))
     implied_cols = []
     if with_implied:
         implied_cols = [resolver(name).label(f"implied_{name}") for name in resolver.implied]

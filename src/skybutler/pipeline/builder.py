@@ -1,0 +1,452 @@
+"""Building quantum graphs from the registry: bulk SQL joins, grouping in Python.
+
+For each task, in dependency order, one query over the union of the task's
+dimensions, its inputs' dimensions and the dimensions the ``where`` expression
+names lists every combination of data ids that exist together — visits and
+detectors joined to tracts and patches through the overlap tables computed when
+the records were inserted, bands through the records that imply them. Inputs
+that already exist constrain that query in SQL; inputs that earlier tasks make
+are matched against those tasks' planned outputs in Python. Rows are then
+grouped by the task's own dimensions into quanta. Prerequisites (calibrations)
+are found by validity range at each quantum's observation time, from one query
+per dataset type. No geometry and no per-quantum SQL happen here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DatasetTypeError, GraphError, PipelineError
+from ..model import DataId, DatasetRef, DatasetType, new_dataset_id
+from ..registry import pipeline_sql
+from ..registry.expr import identifiers
+from ..registry.expr import parse as parse_where
+from .graph import Quantum, QuantumGraph, dataset_type_to_dict
+from .pipeline import Pipeline
+from .task import PrerequisiteInput, Task
+
+if TYPE_CHECKING:
+    from ..butler import Butler
+
+__all__ = ["DEFAULT_MAX_QUANTA", "QuantumGraphBuilder", "build_quantum_graph"]
+
+DEFAULT_MAX_QUANTA = 1_000_000
+"""Graphs larger than this are refused unless forced (a mistyped ``where`` is the usual cause)."""
+
+
+@dataclass
+class _Plan:
+    """What to ask the registry for one task."""
+
+    task: Task
+    tdims: tuple[str, ...]
+    qdims: tuple[str, ...]
+    external: list[str]
+    count: int | None = None
+    rows: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+
+
+class QuantumGraphBuilder:
+    """Builds the quantum graph of a pipeline over the data a query selects.
+
+    Parameters
+    ----------
+    butler
+        The repository (read only here; nothing is written while building).
+    pipeline
+        The pipeline (validated again against the repository's universe).
+    input_collections
+        Where inputs and prerequisites are searched, in order.
+    output_run
+        The run outputs will be written to.
+    where
+        Query expression over dimensions (``"instrument = 'HSC' AND visit IN (1, 2)"``).
+    bind
+        Values of ``:name`` parameters in ``where``.
+    skip_existing_in
+        Collections where existing outputs make a quantum unnecessary: such a quantum is
+        left out, and its existing outputs feed the quanta downstream.
+    max_quanta
+        Refuse (unless forced) a graph whose query matches more data ids than this.
+
+    Examples
+    --------
+    >>> builder = QuantumGraphBuilder(butler, pipeline, input_collections=["HSC/raw"],
+    ...                               output_run="u/me/run1", where="visit = 903334")  # doctest: +SKIP
+    >>> builder.count()                                                                # doctest: +SKIP
+    {'process_ccd': 16, 'make_warp': 8}
+    >>> graph = builder.build()                                                        # doctest: +SKIP
+    """
+
+    def __init__(self, butler: Butler, pipeline: Pipeline, *, input_collections: Sequence[str], output_run: str,
+                 where: str | None = None, bind: Mapping[str, Any] | None = None,
+                 skip_existing_in: Sequence[str] = (), max_quanta: int = DEFAULT_MAX_QUANTA):
+        self.butler = butler
+        self.registry = butler.registry
+        self.universe = butler.universe
+        self.pipeline = pipeline
+        self.input_collections = list(input_collections)
+        self.output_run = output_run
+        self.where = where or None
+        self.bind = dict(bind or {})
+        self.skip_existing_in = list(skip_existing_in)
+        self.max_quanta = max_quanta
+        self.timings: dict[str, float] = {}
+        self._order = pipeline.check(self.universe)
+        self.dataset_types = self._resolve_dataset_types()
+        where_dims = self._where_dimensions()
+        self.plans: dict[str, _Plan] = {}
+        produced = {f.dataset_type.name for f in pipeline.dataset_types(self.universe).values() if f.producer}
+        for label in self._order:
+            task = pipeline.tasks[label]
+            tdims = self.universe.closure(task.dimensions)
+            dims = set(tdims) | where_dims
+            for conn in task.inputs.values():
+                dims |= set(self.dataset_types[conn.dataset_type].dimensions)
+            for conn in task.outputs.values():
+                if conn.multiple:
+                    dims |= set(self.dataset_types[conn.dataset_type].dimensions)
+            external = [c.dataset_type for c in task.inputs.values() if c.dataset_type not in produced]
+            self.plans[label] = _Plan(task, tdims, self.universe.closure(dims), list(dict.fromkeys(external)))
+
+    # -- checks against the repository -------------------------------------------------
+
+    def _resolve_dataset_types(self) -> dict[str, DatasetType]:
+        """Each dataset type as registered (external ones must be) or as the pipeline defines it."""
+        out: dict[str, DatasetType] = {}
+        for name, flow in self.pipeline.dataset_types(self.universe).items():
+            who = flow.producer or flow.consumers[0]
+            kind = self.pipeline.tasks[who[0]].connections[who[1]].kind
+            where = f"Task {who[0]!r} {kind} connection {who[1]!r}"
+            try:
+                registered = self.registry.get_dataset_type(name)
+            except DatasetTypeError:
+                registered = None
+            if registered is None:
+                if flow.producer is None:
+                    raise PipelineError(f"{where}: dataset type {name!r} is neither produced by an earlier task "
+                                        "nor registered in the repository")
+                out[name] = flow.dataset_type
+                continue
+            if (registered.dimensions, registered.storage_class) != (flow.dataset_type.dimensions,
+                                                                      flow.dataset_type.storage_class):
+                raise PipelineError(f"{where} says {flow.dataset_type} but the repository has {registered}")
+            out[name] = registered
+        for task in self.pipeline.tasks.values():
+            for dt in (DatasetType(task.log_dataset_type, self.universe.closure(task.dimensions), "text"),
+                       DatasetType(task.config_dataset_type, (), "dict")):
+                try:
+                    registered = self.registry.get_dataset_type(dt.name)
+                except DatasetTypeError:
+                    registered = None
+                if registered is not None and registered != dt:
+                    raise PipelineError(f"Task {task.label!r}: the repository already has dataset type "
+                                        f"{registered}, not the {dt} its {dt.name.rsplit('_', 1)[1]} needs")
+                out[dt.name] = dt
+        return out
+
+    def _where_dimensions(self) -> set[str]:
+        names = identifiers(parse_where(self.where)) if self.where else set()
+        return {n.split(".", 1)[0] for n in names if n.split(".", 1)[0] in self.universe.dimensions}
+
+    # -- counting ----------------------------------------------------------------------
+
+    def count(self) -> dict[str, int]:
+        """How many data ids the query matches for each task (an upper bound on its quanta).
+
+        One ``COUNT`` query per task; nothing is built.
+        """
+        start = time.perf_counter()
+        for plan in self.plans.values():
+            if plan.count is None:
+                plan.count = pipeline_sql.count_distinct(
+                    self.registry, plan.qdims, plan.tdims, where=self.where, bind=self.bind,
+                    datasets=plan.external, collections=self.input_collections)
+        self.timings["count"] = time.perf_counter() - start
+        return {label: int(p.count or 0) for label, p in self.plans.items()}
+
+    def _check_size(self, force: bool) -> None:
+        counts = self.count()
+        total = sum(counts.values())
+        if total > self.max_quanta and not force:
+            per_task = ", ".join(f"{k}: {v}" for k, v in counts.items())
+            raise GraphError(f"The query matches {total} data ids ({per_task}), more than the limit of "
+                             f"{self.max_quanta}; narrow it with a where expression, or force the build")
+
+    # -- building ----------------------------------------------------------------------
+
+    def build(self, *, force: bool = False) -> QuantumGraph:
+        """Build the graph.
+
+        Raises
+        ------
+        GraphError
+            The query matches more data ids than ``max_quanta`` (unless ``force``); the
+            graph is empty (the message says which constraint emptied it); a prerequisite
+            is missing; outputs already exist in the output run.
+        """
+        self._check_size(force)
+        start = time.perf_counter()
+        self._produced: dict[str, dict[tuple[Any, ...], DatasetRef]] = {}
+        self._producer_of: dict[uuid.UUID, uuid.UUID] = {}
+        self._run_exists = any(c["name"] == self.output_run for c in self.registry.collections())
+        quanta: list[Quantum] = []
+        for label in self._order:
+            t0 = time.perf_counter()
+            quanta += self._build_task(self.plans[label])
+            self.timings[f"task:{label}"] = time.perf_counter() - t0
+        if not quanta:
+            raise GraphError("The graph is empty: " + "; ".join(self._explain_empty(p) for p in self.plans.values()))
+        header = self._header()
+        self.timings["build"] = time.perf_counter() - start
+        return QuantumGraph(header, quanta)
+
+    def _index(self, dataset_type: str, collections: Sequence[str]) -> dict[tuple[Any, ...], DatasetRef]:
+        try:
+            self.registry.get_dataset_type(dataset_type)
+        except DatasetTypeError:
+            return {}
+        return pipeline_sql.dataset_refs_by_key(self.registry, dataset_type, collections)
+
+    def _build_task(self, plan: _Plan) -> list[Quantum]:
+        task, universe, run = plan.task, self.universe, self.output_run
+        dims, implied, rows = pipeline_sql.data_id_rows(
+            self.registry, plan.qdims, where=self.where, bind=self.bind, datasets=plan.external,
+            collections=self.input_collections)
+        pos = {name: i for i, name in enumerate((*dims, *implied))}
+        t_idx = [pos[d] for d in plan.tdims]
+        t_implied = [(n, pos[n]) for n in universe.implied_by(plan.tdims) if n in pos]
+
+        inputs = []  # (connection, multiple, min_count, key positions, refs by key)
+        for name, conn in task.inputs.items():
+            dt = self.dataset_types[conn.dataset_type]
+            source = self._produced.get(dt.name)
+            if source is None:
+                source = self._index(dt.name, self.input_collections)
+            inputs.append((name, conn.multiple, conn.min_count if conn.multiple else 1,
+                           [pos[d] for d in dt.dimensions], source))
+        multi_outputs = [(name, [pos[d] for d in self.dataset_types[c.dataset_type].dimensions])
+                         for name, c in task.outputs.items() if c.multiple]
+
+        groups: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[dict], list[dict]]] = {}
+        for row in rows:
+            plan.rows += 1
+            tkey = tuple([row[i] for i in t_idx])
+            group = groups.get(tkey)
+            if group is None:
+                group = groups[tkey] = (row, [{} for _ in inputs], [{} for _ in multi_outputs])
+            for found, (_name, _m, _n, idx, source) in zip(group[1], inputs, strict=True):
+                ikey = tuple([row[i] for i in idx])
+                if ikey not in found:
+                    ref = source.get(ikey)
+                    if ref is not None:
+                        found[ikey] = ref
+            for keys, (_name, idx) in zip(group[2], multi_outputs, strict=True):
+                keys.setdefault(tuple([row[i] for i in idx]), row)
+
+        prerequisites = self._prerequisite_lookup(plan, groups, t_idx)
+        outputs = [(name, self.dataset_types[c.dataset_type], c.multiple) for name, c in task.outputs.items()]
+        out_implied = {dt.name: [n for n in universe.implied_by(dt.dimensions)] for _, dt, _ in outputs}
+        log_dt = self.dataset_types[task.log_dataset_type]
+        paths = _PathMaker(self.butler)
+        skip = {dt.name: self._index(dt.name, self.skip_existing_in) for _, dt, _ in outputs} \
+            if self.skip_existing_in else {}
+        existing = {dt.name: self._index(dt.name, [run]) for dt in [*(o[1] for o in outputs), log_dt]} \
+            if self._run_exists else {}
+        produced = {dt.name: self._produced.setdefault(dt.name, {}) for _, dt, _ in outputs}
+        conflicts: list[str] = []
+        quanta = []
+        for tkey, (row, found, multi_keys) in groups.items():
+            if any(len(f) < n for f, (_name, _m, n, _i, _s) in zip(found, inputs, strict=True)):
+                for f, (name, _m, n, _i, _s) in zip(found, inputs, strict=True):
+                    if len(f) < n:
+                        plan.dropped[name] = plan.dropped.get(name, 0) + 1
+                continue
+            data_id = DataId(dict(zip(plan.tdims, tkey, strict=True)), implied={n: row[i] for n, i in t_implied})
+            full = data_id.full
+            # Outputs: data ids and keys first, to know whether the quantum can be skipped.
+            planned: list[tuple[str, DatasetType, tuple[Any, ...], DataId]] = []
+            multi_iter = iter(multi_keys)
+            for name, dt, multiple in outputs:
+                if multiple:
+                    for okey, orow in sorted(next(multi_iter).items()):
+                        values = {n: orow[pos[n]] for n in out_implied[dt.name] if n in pos}
+                        planned.append((name, dt, okey, DataId(dict(zip(dt.dimensions, okey, strict=True)),
+                                                               implied=values)))
+                else:
+                    okey = tuple([full[d] for d in dt.dimensions])
+                    planned.append((name, dt, okey, DataId(dict(zip(dt.dimensions, okey, strict=True)),
+                                                           implied={n: full[n] for n in out_implied[dt.name]
+                                                                    if n in full})))
+            if skip and all(okey in skip[dt.name] for _, dt, okey, _ in planned):
+                for _, dt, okey, _ in planned:
+                    produced[dt.name][okey] = skip[dt.name][okey]
+                plan.skipped += 1
+                continue
+            qid = new_dataset_id()
+            out_refs: dict[str, list[DatasetRef]] = {name: [] for name, _, _ in outputs}
+            for name, dt, okey, odi in planned:
+                if existing and okey in existing[dt.name]:
+                    conflicts.append(f"{dt.name} {{{odi}}}")
+                ref = paths.ref(dt, odi, run)
+                out_refs[name].append(ref)
+                produced[dt.name][okey] = ref
+                self._producer_of[ref.id] = qid
+            log_ref = paths.ref(log_dt, data_id, run)
+            if existing and tuple(data_id[d] for d in log_dt.dimensions) in existing[log_dt.name]:
+                conflicts.append(f"{log_dt.name} {{{data_id}}}")
+            in_refs: dict[str, tuple[DatasetRef, ...]] = {}
+            for f, (name, _m, _n, _i, _s) in zip(found, inputs, strict=True):
+                in_refs[name] = tuple(f[k] for k in sorted(f))
+            for name, lookup in prerequisites.items():
+                in_refs[name] = (lookup(tkey, full),)
+            upstream = {self._producer_of[r.id] for refs in in_refs.values() for r in refs
+                        if r.id in self._producer_of}
+            quanta.append(Quantum(qid, task.label, data_id, in_refs,
+                                  {k: tuple(v) for k, v in out_refs.items()}, log_ref, tuple(sorted(upstream))))
+        if conflicts:
+            raise GraphError(f"Output run {run!r} already holds {len(conflicts)} dataset(s) task {task.label!r} "
+                             f"would write, e.g. {conflicts[0]}; build with skip_existing_in=[{run!r}] "
+                             "(--skip-existing-in) to do only what is missing, or choose another run")
+        return quanta
+
+    def _prerequisite_lookup(self, plan: _Plan, groups: Mapping[tuple[Any, ...], Any], t_idx: list[int],
+                             ) -> dict[str, Any]:
+        task = plan.task
+        if not task.prerequisites or not groups:
+            return {}
+        # The observation time of a quantum: timespan_begin of its visit or exposure.
+        timed = [d for d in plan.tdims if "timespan_begin" in self.universe.elements[d].metadata]
+        times: dict[tuple[Any, ...], datetime.datetime | None] = {}
+        time_key: list[int] = []
+        if timed:
+            element = timed[-1]
+            pk = self.universe.elements[element].primary_key
+            time_key = [plan.tdims.index(k) for k in pk]
+            keys = {tuple(tkey[i] for i in time_key) for tkey in groups}
+            records = pipeline_sql.dimension_records(self.registry, element, keys)
+            times = {k: r.get("timespan_begin") for k, r in records.items()}
+        lookups = {}
+        for name, conn in task.prerequisites.items():
+            lookups[name] = self._calibration_finder(task, name, conn, times, time_key)
+        return lookups
+
+    def _calibration_finder(self, task: Task, name: str, conn: PrerequisiteInput,
+                            times: Mapping[tuple[Any, ...], Any], time_key: list[int]) -> Any:
+        dt = self.dataset_types[conn.dataset_type]
+        candidates = pipeline_sql.calibration_candidates(self.registry, dt.name, self.input_collections)
+        colls = ", ".join(self.input_collections)
+
+        def find(tkey: tuple[Any, ...], full: Mapping[str, Any]) -> DatasetRef:
+            key = tuple(full[d] for d in dt.dimensions)
+            when = times.get(tuple(tkey[i] for i in time_key)) if time_key else None
+            items = candidates.get(key, [])
+            for rank in dict.fromkeys(r for r, *_ in items):
+                at_rank = [it for it in items if it[0] == rank]
+                if at_rank[0][1] is None:  # RUN or TAGGED: valid at any time
+                    return at_rank[0][3]
+                if when is None:
+                    if len(at_rank) == 1:
+                        return at_rank[0][3]
+                    raise GraphError(f"Task {task.label!r} prerequisite {name!r}: {len(at_rank)} {dt.name} "
+                                     f"datasets for {dict(zip(dt.dimensions, key, strict=True))} are certified "
+                                     "and the quantum has no observation time to choose one")
+                for _rank, begin, end, ref in at_rank:
+                    if begin <= when < end:
+                        return ref
+            at = f" valid at {when}" if when is not None else ""
+            raise GraphError(f"Task {task.label!r} prerequisite {name!r}: no {dt.name} for "
+                             f"{dict(zip(dt.dimensions, key, strict=True))}{at} in collections [{colls}]")
+
+        return find
+
+    def _header(self) -> dict[str, Any]:
+        from .. import __version__
+
+        paths = _PathMaker(self.butler)
+        init_outputs = {}
+        for task in self.pipeline.tasks.values():
+            dt = self.dataset_types[task.config_dataset_type]
+            existing = self._index(dt.name, [self.output_run]).get(()) if self._run_exists else None
+            ref = existing or paths.ref(dt, DataId({}), self.output_run)
+            init_outputs[task.label] = {"id": str(ref.id), "type": dt.name, "data_id": {}, "run": ref.run,
+                                        "path": ref.extra.get("path", "")}
+        skipped = {label: p.skipped for label, p in self.plans.items() if p.skipped}
+        return {
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "skybutler_version": __version__,
+            "run": self.output_run, "input_collections": self.input_collections,
+            "where": self.where, "bind": self.bind, "skip_existing_in": self.skip_existing_in,
+            "skipped": skipped,
+            "template_variables": self.butler.template_variables,
+            "pipeline": self.pipeline.to_mapping(), "task_order": list(self._order),
+            "dataset_types": {name: dataset_type_to_dict(dt) for name, dt in self.dataset_types.items()},
+            "init_outputs": init_outputs,
+        }
+
+    # -- an empty graph ----------------------------------------------------------------
+
+    def _explain_empty(self, plan: _Plan) -> str:
+        label, dims = plan.task.label, ", ".join(plan.tdims)
+        if plan.skipped:
+            return (f"task {label!r}: all {plan.skipped} quanta skipped, their outputs exist in "
+                    f"[{', '.join(self.skip_existing_in)}]")
+        if plan.rows:
+            parts = [f"{n} data id(s) lack input {name!r}" for name, n in plan.dropped.items()]
+            return f"task {label!r}: {'; '.join(parts) or 'no complete set of inputs'}"
+        count = self._count_without(plan, where=True, datasets=True)
+        if count == 0:
+            return (f"task {label!r}: no data ids over ({', '.join(plan.qdims)}) at all — are dimension records "
+                    "(and their sky regions, for overlaps) inserted?")
+        reasons = []
+        if self.where and self._count_without(plan, where=False, datasets=True) == 0:
+            reasons.append(f"the where expression {self.where!r} matches none of the {count} data ids")
+        for name in plan.external:
+            if self._count_without(plan, where=True, datasets=False, only=name) == 0:
+                reasons.append(f"no {name} datasets in collections [{', '.join(self.input_collections)}]")
+        if not reasons:
+            reasons.append(f"the where expression and the {', '.join(plan.external)} datasets match no common "
+                           f"data id over ({dims})")
+        return f"task {label!r}: " + "; ".join(reasons)
+
+    def _count_without(self, plan: _Plan, *, where: bool, datasets: bool, only: str | None = None) -> int:
+        return pipeline_sql.count_distinct(
+            self.registry, plan.qdims, plan.tdims, where=None if where else self.where,
+            bind=None if where else self.bind,
+            datasets=[] if datasets else ([only] if only else plan.external), collections=self.input_collections)
+
+
+class _PathMaker:
+    """Refs with new ids and the file names their datasets will have (templates cached per dataset type)."""
+
+    def __init__(self, butler: Butler):
+        self.butler = butler
+        self.variables = butler.template_variables
+        self._cache: dict[str, tuple[Any, str]] = {}
+
+    def ref(self, dt: DatasetType, data_id: DataId, run: str) -> DatasetRef:
+        cached = self._cache.get(dt.name)
+        if cached is None:
+            cached = self._cache[dt.name] = (self.butler.templates.template_for(dt.name, run),
+                                             self.butler._formatter(dt).extension)
+        template, extension = cached
+        ref = DatasetRef(new_dataset_id(), dt, data_id, run, extra={})
+        ref.extra["path"] = template.format(ref, values=data_id.full, variables=self.variables, extension=extension)
+        return ref
+
+
+def build_quantum_graph(butler: Butler, pipeline: Pipeline, *, input_collections: Sequence[str], output_run: str,
+                        where: str | None = None, bind: Mapping[str, Any] | None = None,
+                        skip_existing_in: Sequence[str] = (), max_quanta: int = DEFAULT_MAX_QUANTA,
+                        force: bool = False) -> QuantumGraph:
+    """Build a quantum graph in one call (see `QuantumGraphBuilder` for the parameters)."""
+    return QuantumGraphBuilder(butler, pipeline, input_collections=input_collections, output_run=output_run,
+                               where=where, bind=bind, skip_existing_in=skip_existing_in,
+                               max_quanta=max_quanta).build(force=force)
