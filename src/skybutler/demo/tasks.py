@@ -104,9 +104,7 @@ class MergeCoaddDetections(Task):
     merged = Output("deepCoadd_mergeDet", ("tract", "patch"), "table")
 
     def run_quantum(self, context: QuantumContext) -> Mapping[str, Any]:
-        refs = context.refs("dets")
-        tables = context.get("dets")
-        by_band = {str(ref.data_id.full["band"]): t for ref, t in zip(refs, tables, strict=True)}  # type: ignore[arg-type]
+        by_band = _by_band(context, "dets")
         id_offset = int(context.data_id["patch"]) * 100_000
         return {"merged": alg.merge_detections(by_band, id_offset=id_offset)}
 
@@ -131,10 +129,14 @@ class MergeCoaddMeasurements(Task):
     ref = Output("deepCoadd_ref", ("tract", "patch"), "table")
 
     def run_quantum(self, context: QuantumContext) -> Mapping[str, Any]:
-        refs = context.refs("meas")
-        tables = context.get("meas")
-        by_band = {str(r.data_id.full["band"]): t for r, t in zip(refs, tables, strict=True)}  # type: ignore[arg-type]
-        return {"ref": alg.merge_measurements(by_band)}
+        return {"ref": alg.merge_measurements(_by_band(context, "meas"))}
+
+
+def _by_band(context: QuantumContext, connection: str) -> dict[str, Any]:
+    """The loaded inputs of a ``multiple=True`` per-band connection, keyed by band."""
+    refs = context.refs(connection)
+    objects = context.get(connection)
+    return {str(r.data_id.full["band"]): o for r, o in zip(refs, objects, strict=True)}  # type: ignore[arg-type]
 
 
 class ForcedPhotCoaddConfig(TaskConfig):
