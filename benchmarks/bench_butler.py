@@ -57,6 +57,9 @@ OPS: list[tuple[str, str, str, float | None]] = [
     ("query_all", "query all N refs", "ms", 20),
     ("query_visit", "query one visit (100 refs)", "ms", 1.0),
     ("find_one", "find_dataset (one)", "ms", 0.5),
+    ("query_all_analyzed", "query all N refs, after ANALYZE", "ms", 20),
+    ("query_visit_analyzed", "query one visit, after ANALYZE", "ms", 1.0),
+    ("find_one_analyzed", "find_dataset, after ANALYZE", "ms", 0.5),
     ("remove_run", "remove run (N datasets + files)", "rate", None),
 ]
 
@@ -106,8 +109,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def run_case(backend: str, n: int, *, pg_url: str, sync_count: int) -> dict[str, Any]:
-    """Run every operation for one backend and N; return the figures."""
+def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) -> dict[str, Any]:
+    """Run every operation for one backend and N; return the figures.
+
+    The repository holds the N datasets of every write test (about 5 N in all) when
+    the reads run. One-per-call loops (put, get) run over ``min(N, calls)`` datasets.
+    """
     from skybutler import Butler
     from skybutler.butler import FileDataset
 
@@ -117,7 +124,7 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int) -> dict[str,
     if backend == "postgresql":
         namespace = f"bench_{uuid.uuid4().hex[:12]}"
         registry = pg_url
-    results: dict[str, Any] = {"backend": backend, "n": n}
+    results: dict[str, Any] = {"backend": backend, "n": n, "load_before": os.getloadavg()[0]}
     butler = None
     try:
         butler = Butler.create(tmp / "repo", registry=registry, namespace=namespace)
@@ -128,14 +135,15 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int) -> dict[str,
         def obj(v: int, d: int) -> dict[str, Any]:
             return {"visit": v, "detector": d, "zero_point": 27.0 + d / 1000, "ok": True}
 
+        m_calls = min(n, calls)
+        results["calls"] = m_calls
+
         # put, one per call
-        run = "bench/put"
-        b = butler.with_run(run)
-        refs: list[Any] = []
+        bp = butler.with_run("bench/put")
         gc.collect()
-        dt, _ = _timed(lambda: [refs.append(b.put(obj(v, d), DATASET_TYPE, instrument="HSC", visit=v, detector=d))
-                                for v, d in data_ids])
-        results["put"] = _rate(n, dt)
+        dt, _ = _timed(lambda: [bp.put(obj(v, d), DATASET_TYPE, instrument="HSC", visit=v, detector=d)
+                                for v, d in data_ids[:m_calls]])
+        results["put"] = _rate(m_calls, dt)
 
         # put with an fsync on every commit (SQLite only: PostgreSQL keeps its own durable defaults)
         if backend == "sqlite":
@@ -148,11 +156,13 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int) -> dict[str,
             results["put_sync"] = _rate(m, dt)
             sb.close()
 
-        # put_many, in batches
-        bm = butler.with_run("bench/put_many")
+        # put_many, in batches; the reads below use this run
+        run = "bench/put_many"
+        b = butler.with_run(run)
         items = [(obj(v, d), DATASET_TYPE, {"instrument": "HSC", "visit": v, "detector": d}) for v, d in data_ids]
+        refs: list[Any] = []
         gc.collect()
-        dt, _ = _timed(lambda: [bm.put_many(items[i:i + BATCH]) for i in range(0, n, BATCH)])
+        dt, _ = _timed(lambda: [refs.extend(b.put_many(items[i:i + BATCH])) for i in range(0, n, BATCH)])
         results["put_many"] = _rate(n, dt)
 
         # ingest: N small JSON files made beforehand, outside the repository
@@ -171,48 +181,71 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int) -> dict[str,
                 files, run=f"bench/{name}", transfer=transfer, checksum=checksum))
             results[name] = _rate(n, dt)
 
-        # get by ref (all N refs of the put run)
+        # get by ref
         gc.collect()
-        dt, values = _timed(lambda: [b.get(r) for r in refs])
-        assert values[-1]["detector"] == data_ids[-1][1]
-        results["get_ref"] = _rate(n, dt)
+        dt, values = _timed(lambda: [b.get(r) for r in refs[:m_calls]])
+        assert values[-1]["detector"] == data_ids[m_calls - 1][1]
+        results["get_ref"] = _rate(m_calls, dt)
 
         # get by data id: find through the registry, then read
         gc.collect()
         dt, _ = _timed(lambda: [b.get(DATASET_TYPE, instrument="HSC", visit=v, detector=d, collections=[run])
-                                for v, d in data_ids])
-        results["get_data_id"] = _rate(n, dt)
+                                for v, d in data_ids[:m_calls]])
+        results["get_data_id"] = _rate(m_calls, dt)
 
         # queries
         def query_all() -> int:
-            return sum(1 for _ in b.query_datasets(DATASET_TYPE, collections=[run]))
-
-        assert query_all() == n  # warm
-        samples = []
-        for _ in range(7):
-            gc.collect()
-            t, count = _timed(query_all)
-            samples.append(t)
-        results["query_all"] = _latency(samples, n)
+            return len(list(b.query_datasets(DATASET_TYPE, collections=[run])))
 
         visits = sorted({v for v, _ in data_ids})
-        samples = []
-        for i in range(200):
-            v = visits[i % len(visits)]
-            t, refs_v = _timed(lambda v=v: list(b.query_datasets(DATASET_TYPE, collections=[run],
-                                                                   where=f"visit = {v}")))
-            samples.append(t)
-        assert len(refs_v) == DETECTORS
-        results["query_visit"] = _latency(samples[10:], DETECTORS)
 
-        samples = []
-        for i in range(1000):
-            v, d = data_ids[(i * 7919) % n]
-            t, ref = _timed(lambda v=v, d=d: b.find_dataset(DATASET_TYPE, instrument="HSC", visit=v, detector=d,
-                                                          collections=[run]))
-            samples.append(t)
-        assert ref is not None
-        results["find_one"] = _latency(samples[10:], 1)
+        def queries(suffix: str = "") -> None:
+            assert query_all() == n  # warm
+            samples = []
+            for _ in range(7):
+                gc.collect()
+                t, count = _timed(query_all)
+                samples.append(t)
+            results["query_all" + suffix] = _latency(samples, n)
+
+            samples = []
+            for i in range(200):
+                v = visits[i % len(visits)]
+                t, refs_v = _timed(lambda v=v: list(b.query_datasets(DATASET_TYPE, collections=[run],
+                                                                       where=f"visit = {v}")))
+                samples.append(t)
+            assert len(refs_v) == DETECTORS
+            results["query_visit" + suffix] = _latency(samples[10:], DETECTORS)
+
+            samples = []
+            for i in range(1000):
+                v, d = data_ids[(i * 7919) % n]
+                t, ref = _timed(lambda v=v, d=d: b.find_dataset(DATASET_TYPE, instrument="HSC", visit=v,
+                                                              detector=d, collections=[run]))
+                samples.append(t)
+            assert ref is not None
+            results["find_one" + suffix] = _latency(samples[10:], 1)
+
+        queries()
+        # Right after bulk writes the tables have no planner statistics: PostgreSQL's autovacuum
+        # adds them within about a minute, SQLite only on an explicit ANALYZE. Measure again
+        # with statistics, and time the ANALYZE.
+        with butler.registry.engine.begin() as conn:
+            t0 = time.perf_counter()
+            if backend == "postgresql":
+                conn.exec_driver_sql(f'ANALYZE "{namespace}".dataset')
+                conn.exec_driver_sql(f'ANALYZE "{namespace}".file')
+            else:
+                conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+                conn.exec_driver_sql("ANALYZE")
+            results["analyze_ms"] = (time.perf_counter() - t0) * 1e3
+        queries("_analyzed")
+        if backend == "postgresql":
+            import psycopg
+
+            with psycopg.connect(pg_url) as raw:
+                samples = [_timed(lambda: raw.execute("SELECT 1").fetchall())[0] for _ in range(2000)]
+            results["pg_round_trip_us"] = statistics.median(samples) * 1e6
 
         # memory of streaming all N refs (tracemalloc: Python allocations only)
         gc.collect()
@@ -222,12 +255,13 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int) -> dict[str,
         tracemalloc.stop()
         del values
 
-        # remove the put run: N rows and N files
+        # remove the put_many run: N rows and N files
         gc.collect()
         dt, counts = _timed(lambda: butler.remove_runs([run]))
         assert counts[run] == n
         results["remove_run"] = _rate(n, dt)
         results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        results["load_after"] = os.getloadavg()[0]
         return results
     finally:
         if butler is not None:
@@ -287,7 +321,8 @@ def report(cases: list[dict[str, Any]]) -> None:
         for op, label, kind, target in OPS:
             if not any(op in c for c in mine):
                 continue
-            row = [label.replace("N ", f"{mine[-1]['n']:,} ") if op in ("query_all", "remove_run") else label]
+            sized = op in ("query_all", "query_all_analyzed", "remove_run")
+            row = [label.replace("N ", f"{mine[-1]['n']:,} ") if sized else label]
             for c in mine:
                 row += [_figure(op, kind, c), f"{c[op]['us_per_item']:,.1f}" if op in c else "-"]
             big = next((c for c in mine if c["n"] == 10000), None)
@@ -307,9 +342,23 @@ def report(cases: list[dict[str, Any]]) -> None:
         table.add_row(*mem)
         table.add_row(*tm)
         console.print(table)
+    notes = []
     if any(c["backend"] == "sqlite" for c in cases):
-        console.print(f"put, sync_every_commit measured over min(N, {SYNC_COUNT}) puts on the same repository; "
-                      "µs/item ratio = N_max / N_min per-item cost (≤ 1 means it does not grow).")
+        notes.append(f"put with sync_every_commit: over min(N, {SYNC_COUNT}) puts on the same repository; "
+                     "µs/item ratio: per-item cost at the largest N over that at the smallest (≤ 1: it does not grow).")
+    for c in cases:
+        if c["calls"] < c["n"]:
+            notes.append(f"{c['backend']} N={c['n']:,}: put one per call and get loops over {c['calls']:,} datasets "
+                         "(of a repository holding the others).")
+    notes.append("ANALYZE took " + ", ".join(
+        f"{c['analyze_ms']:.0f} ms ({c['backend']} N={c['n']:,})" for c in cases if "analyze_ms" in c) + ".")
+    for c in cases:
+        if "pg_round_trip_us" in c:
+            notes.append(f"PostgreSQL round trip (psycopg SELECT 1, median): {c['pg_round_trip_us']:.0f} µs.")
+    notes.append("1-minute load average before/after each case: " + ", ".join(
+        f"{c['backend']} N={c['n']:,}: {c['load_before']:.1f}/{c['load_after']:.1f}" for c in cases))
+    for note in notes:
+        console.print(note)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="PostgreSQL URL for one run at the largest N ('none' to skip)")
     parser.add_argument("--pg-n", type=int, default=None, help="N for PostgreSQL (default: largest --n)")
     parser.add_argument("--sync", action="store_true", help="measure sync_every_commit over N puts, not ≤ 2,000")
+    parser.add_argument("--pg-calls", type=int, default=2000,
+                        help="PostgreSQL: one-per-call loops (put, get) over this many datasets, not N")
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--worker", nargs=2, metavar=("BACKEND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -326,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         backend, n = args.worker[0], int(args.worker[1])
-        out = run_case(backend, n, pg_url=args.postgresql, sync_count=sync_count)
+        calls = args.pg_calls if backend == "postgresql" else n
+        out = run_case(backend, n, pg_url=args.postgresql, sync_count=sync_count, calls=calls)
         print("RESULT " + json.dumps(out))
         return 0
 
@@ -336,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     t_start = time.perf_counter()
     for backend, n in plan:
-        cmd = [sys.executable, __file__, "--worker", backend, str(n), "--postgresql", args.postgresql]
+        cmd = [sys.executable, __file__, "--worker", backend, str(n), "--postgresql", args.postgresql,
+               "--pg-calls", str(args.pg_calls)]
         if args.sync:
             cmd.append("--sync")
         print(f"running {backend} N={n:,} ...", file=sys.stderr, flush=True)
