@@ -79,6 +79,7 @@ def _pipeline():
     # Imported as the module ``bench_graph`` (not ``__main__``) so a graph's header names
     # task classes the executor can import again.
     import bench_graph
+
     from skybutler.pipeline import Pipeline
 
     return Pipeline([bench_graph.BenchA(label="bench_a"), bench_graph.BenchB(label="bench_b")],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from skybutler import CollectionType
 
 from .records import DETECTORS, VISITS, insert_records
@@ -49,3 +51,41 @@ def fill_repository(butler) -> None:
     butler.registry.register_collection(CALIB, CollectionType.CALIBRATION)
     butler.registry.certify(CALIB, early, datetime.datetime(2026, 3, 15, 5), BIAS_SPLIT)
     butler.registry.certify(CALIB, late, BIAS_SPLIT, datetime.datetime(2026, 3, 15, 8))
+
+
+@pytest.fixture(scope="session")
+def filled_repo_template(tmp_path_factory):
+    """A filled repository made once per session; `repo` copies it (a copy takes ms, filling ~1 s)."""
+    from skybutler import Butler
+
+    root = tmp_path_factory.mktemp("template") / "repo"
+    butler = Butler.create(root)
+    fill_repository(butler)
+    butler.close()  # the last connection closing checkpoints SQLite's WAL into the file
+    return root
+
+
+def copy_repository(template, dest):
+    """A fresh butler on a copy of a repository directory (SQLite registry and files inside it)."""
+    import shutil
+
+    from skybutler import Butler
+
+    shutil.copytree(template, dest)
+    return Butler(dest)
+
+
+@pytest.fixture
+def repo(filled_repo_template, tmp_path):
+    """A filled repository (SQLite and files under ``tmp_path``), private to the test."""
+    butler = copy_repository(filled_repo_template, tmp_path / "repo")
+    yield butler
+    butler.close()
+
+
+@pytest.fixture
+def pipeline():
+    """The toy pipeline of `PIPELINE_YAML`."""
+    from skybutler.pipeline import Pipeline
+
+    return Pipeline.from_yaml(PIPELINE_YAML, source="toy.yaml")

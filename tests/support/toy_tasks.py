@@ -37,9 +37,9 @@ class MakeCalexp(Task):
     def run(self, raw, bias):
         cfg = self.config
         self.log.info("level %s bias %s", raw["level"], bias["level"])
-        if cfg.fail_detector is not None and raw["detector"] == cfg.fail_detector:
-            if cfg.fail_while_exists is None or Path(cfg.fail_while_exists).exists():
-                raise RuntimeError(f"detector {raw['detector']} is broken")
+        broken = cfg.fail_detector is not None and raw["detector"] == cfg.fail_detector
+        if broken and (cfg.fail_while_exists is None or Path(cfg.fail_while_exists).exists()):
+            raise RuntimeError(f"detector {raw['detector']} is broken")
         if cfg.kill_detector is not None and raw["detector"] == cfg.kill_detector:
             os.kill(os.getpid(), signal.SIGKILL)
         if cfg.allocate_bytes:

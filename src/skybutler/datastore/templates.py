@@ -25,7 +25,7 @@ single directory ``u_someone_w_01``.
 
 from __future__ import annotations
 
-import posixpath
+import functools
 import re
 import string
 import unicodedata
@@ -97,6 +97,11 @@ def sanitize(value: str) -> str:
     return out or "_"
 
 
+# Names repeat (runs, instruments, bands, visits across detectors): graph building formats
+# ~10^5 of them at a time.
+_sanitize_cached = functools.lru_cache(maxsize=1 << 16)(sanitize)
+
+
 @dataclass(frozen=True)
 class _Field:
     name: str
@@ -142,6 +147,7 @@ class FileTemplate:
             self._parts.append(("", self._parse_field(name, spec or "", conversion)))
         if not any(f is not None for _, f in self._parts):
             raise TemplateError(f"File template {text!r} has no fields, so it would name one file only")
+        self._names = frozenset(f.name for _, f in self._parts if f is not None)
         self._check_literal_layout()
 
     def _parse_field(self, name: str, spec: str, conversion: str | None) -> _Field:
@@ -308,13 +314,16 @@ class FileTemplate:
         data_id = ref.data_id
         lookup: dict[str, object] = {**(variables or {})}
         lookup.update(data_id.full)
-        lookup.update(values or {})
-        lookup.update(
-            run=ref.run,
-            dataset_type=ref.dataset_type.name,
-            id=str(ref.id),
-            data_id="_".join(sanitize(str(data_id[k])) for k in data_id),
-        )
+        if values:
+            lookup.update(values)
+        lookup["run"] = ref.run
+        lookup["dataset_type"] = ref.dataset_type.name
+        # Only what the template uses: graph building formats ~10^5 names at a time.
+        names = self._names
+        if "id" in names:
+            lookup["id"] = str(ref.id)
+        if "data_id" in names:
+            lookup["data_id"] = "_".join([_sanitize_cached(str(data_id[k])) for k in data_id])
         # (text, is_literal): only literal separators are ever dropped, never a value's own "_".
         out: list[tuple[str, bool]] = []
         drop_next_separator = False
@@ -354,22 +363,20 @@ class FileTemplate:
         self._check_path(path, ref)
         ext = extension.removeprefix(".")
         if ext:
-            path = f"{path}.{sanitize(ext)}"
+            path = f"{path}.{_sanitize_cached(ext)}"
             self._check_path(path, ref)
         return path
 
     def _check_path(self, path: str, ref: DatasetRef) -> None:
         segments = path.split("/")
-        bad = (
-            not path
-            or path.startswith("/")
-            or posixpath.normpath(path) != path
-            or any(s in ("", ".", "..") for s in segments)
-        )
+        # No empty, "." or ".." segment is exactly "normpath would not change it" for a
+        # relative path, without normpath's cost.
+        bad = not path or any(s in ("", ".", "..") for s in segments)
         if bad:
             raise TemplateError(f"File template {self.text!r} gave an unsafe path {path!r} for {ref}")
         for s in segments:
-            if len(s.encode("utf-8")) > _MAX_SEGMENT_BYTES:
+            # At most 4 bytes per character: short segments need no encoding to check.
+            if len(s) * 4 > _MAX_SEGMENT_BYTES and len(s.encode("utf-8")) > _MAX_SEGMENT_BYTES:
                 raise TemplateError(
                     f"File template {self.text!r} gave a path segment longer than {_MAX_SEGMENT_BYTES} "
                     f"bytes for {ref}: {s[:40]!r}..."

@@ -8,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-
 from ..butler import Butler
 from ..pipeline.builder import build_quantum_graph
 from ..pipeline.pipeline import Pipeline

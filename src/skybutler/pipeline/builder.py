@@ -15,6 +15,8 @@ per dataset type. No geometry and no per-quantum SQL happen here.
 from __future__ import annotations
 
 import datetime
+import operator
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DatasetTypeError, GraphError, PipelineError
-from ..model import DataId, DatasetRef, DatasetType, new_dataset_id
+from ..model import DataId, DatasetRef, DatasetType
 from ..registry import pipeline_sql
 from ..registry.expr import identifiers
 from ..registry.expr import parse as parse_where
-from .graph import Quantum, QuantumGraph, dataset_type_to_dict
+from .graph import Quantum, QuantumGraph, dataset_type_to_dict, no_gc, ref_to_dict
 from .pipeline import Pipeline
 from .task import PrerequisiteInput, Task
 
@@ -110,9 +112,9 @@ class QuantumGraphBuilder:
             dims = set(tdims) | where_dims
             for conn in task.inputs.values():
                 dims |= set(self.dataset_types[conn.dataset_type].dimensions)
-            for conn in task.outputs.values():
-                if conn.multiple:
-                    dims |= set(self.dataset_types[conn.dataset_type].dimensions)
+            for out in task.outputs.values():
+                if out.multiple:
+                    dims |= set(self.dataset_types[out.dataset_type].dimensions)
             external = [c.dataset_type for c in task.inputs.values() if c.dataset_type not in produced]
             self.plans[label] = _Plan(task, tdims, self.universe.closure(dims), list(dict.fromkeys(external)))
 
@@ -193,6 +195,10 @@ class QuantumGraphBuilder:
             is missing; outputs already exist in the output run.
         """
         self._check_size(force)
+        with no_gc():
+            return self._build()
+
+    def _build(self) -> QuantumGraph:
         start = time.perf_counter()
         self._produced: dict[str, dict[tuple[Any, ...], DatasetRef]] = {}
         self._producer_of: dict[uuid.UUID, uuid.UUID] = {}
@@ -208,108 +214,155 @@ class QuantumGraphBuilder:
         self.timings["build"] = time.perf_counter() - start
         return QuantumGraph(header, quanta)
 
-    def _index(self, dataset_type: str, collections: Sequence[str]) -> dict[tuple[Any, ...], DatasetRef]:
+    def _index(self, dataset_type: str, collections: Sequence[str], *, narrow: bool = False,
+               ) -> dict[tuple[Any, ...], DatasetRef]:
+        """Existing datasets by data id values; ``narrow``: only those the where expression allows."""
         try:
-            self.registry.get_dataset_type(dataset_type)
+            dt = self.registry.get_dataset_type(dataset_type)
         except DatasetTypeError:
             return {}
-        return pipeline_sql.dataset_refs_by_key(self.registry, dataset_type, collections)
+        where = None
+        if narrow and self.where:
+            # Pass the where expression down when the dataset type's own dimensions can answer it,
+            # so a narrow query over a large repository does not load every dataset of the type.
+            dims, implied = set(dt.dimensions), set(self.universe.implied_by(dt.dimensions))
+            names = identifiers(parse_where(self.where))
+            if all((n.split(".", 1)[0] in dims) if "." in n else (n in dims or n in implied) for n in names):
+                where = self.where
+        return pipeline_sql.dataset_refs_by_key(self.registry, dataset_type, collections, where=where,
+                                                bind=self.bind if where else None)
 
     def _build_task(self, plan: _Plan) -> list[Quantum]:
         task, universe, run = plan.task, self.universe, self.output_run
+        t0 = time.perf_counter()
         dims, implied, rows = pipeline_sql.data_id_rows(
             self.registry, plan.qdims, where=self.where, bind=self.bind, datasets=plan.external,
             collections=self.input_collections)
         pos = {name: i for i, name in enumerate((*dims, *implied))}
-        t_idx = [pos[d] for d in plan.tdims]
+        t_key = _getter([pos[d] for d in plan.tdims])
         t_implied = [(n, pos[n]) for n in universe.implied_by(plan.tdims) if n in pos]
 
-        inputs = []  # (connection, multiple, min_count, key positions, refs by key)
+        # Inputs whose dimensions the task's fix (one per quantum) are looked up once per quantum;
+        # the others (multiple=True) are gathered row by row.
+        fixed, gathered = [], []
         for name, conn in task.inputs.items():
             dt = self.dataset_types[conn.dataset_type]
             source = self._produced.get(dt.name)
             if source is None:
-                source = self._index(dt.name, self.input_collections)
-            inputs.append((name, conn.multiple, conn.min_count if conn.multiple else 1,
-                           [pos[d] for d in dt.dimensions], source))
-        multi_outputs = [(name, [pos[d] for d in self.dataset_types[c.dataset_type].dimensions])
+                source = self._index(dt.name, self.input_collections, narrow=True)
+            key = _getter([pos[d] for d in dt.dimensions])
+            if conn.multiple:
+                gathered.append((name, conn.min_count, key, source))
+            else:
+                fixed.append((name, key, source))
+        multi_outputs = [(name, _getter([pos[d] for d in self.dataset_types[c.dataset_type].dimensions]))
                          for name, c in task.outputs.items() if c.multiple]
+        t1 = time.perf_counter()
+        self.timings[f"inputs:{task.label}"] = t1 - t0
 
-        groups: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[dict], list[dict]]] = {}
-        for row in rows:
-            plan.rows += 1
-            tkey = tuple([row[i] for i in t_idx])
-            group = groups.get(tkey)
-            if group is None:
-                group = groups[tkey] = (row, [{} for _ in inputs], [{} for _ in multi_outputs])
-            for found, (_name, _m, _n, idx, source) in zip(group[1], inputs, strict=True):
-                ikey = tuple([row[i] for i in idx])
-                if ikey not in found:
-                    ref = source.get(ikey)
-                    if ref is not None:
-                        found[ikey] = ref
-            for keys, (_name, idx) in zip(group[2], multi_outputs, strict=True):
-                keys.setdefault(tuple([row[i] for i in idx]), row)
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        n_rows = 0
+        if not gathered and not multi_outputs:
+            for row in rows:
+                n_rows += 1
+                tkey = t_key(row)
+                if tkey not in groups:
+                    groups[tkey] = [row]
+        else:
+            n_gathered = len(gathered)
+            for row in rows:
+                n_rows += 1
+                tkey = t_key(row)
+                group = groups.get(tkey)
+                if group is None:
+                    group = groups[tkey] = [row, *({} for _ in gathered), *({} for _ in multi_outputs)]
+                for j, (_name, _n, key, source) in enumerate(gathered, 1):
+                    ikey = key(row)
+                    found = group[j]
+                    if ikey not in found:
+                        ref = source.get(ikey)
+                        if ref is not None:
+                            found[ikey] = ref
+                for j, (_name, key) in enumerate(multi_outputs, 1 + n_gathered):
+                    group[j].setdefault(key(row), row)
+        plan.rows = n_rows
+        t2 = time.perf_counter()
+        self.timings[f"query:{task.label}"] = t2 - t1
 
-        prerequisites = self._prerequisite_lookup(plan, groups, t_idx)
-        outputs = [(name, self.dataset_types[c.dataset_type], c.multiple) for name, c in task.outputs.items()]
-        out_implied = {dt.name: [n for n in universe.implied_by(dt.dimensions)] for _, dt, _ in outputs}
+        prerequisites = self._prerequisite_lookup(plan, groups)
+        outputs = []
+        for name, out in task.outputs.items():
+            dt = self.dataset_types[out.dataset_type]
+            outputs.append((name, dt, out.multiple, _getter([pos[d] for d in dt.dimensions]),
+                            [n for n in universe.implied_by(dt.dimensions) if n in pos]))
         log_dt = self.dataset_types[task.log_dataset_type]
         paths = _PathMaker(self.butler)
-        skip = {dt.name: self._index(dt.name, self.skip_existing_in) for _, dt, _ in outputs} \
+        skip = {dt.name: self._index(dt.name, self.skip_existing_in) for _, dt, *_ in outputs} \
             if self.skip_existing_in else {}
         existing = {dt.name: self._index(dt.name, [run]) for dt in [*(o[1] for o in outputs), log_dt]} \
             if self._run_exists else {}
-        produced = {dt.name: self._produced.setdefault(dt.name, {}) for _, dt, _ in outputs}
+        produced = {dt.name: self._produced.setdefault(dt.name, {}) for _, dt, *_ in outputs}
+        producer_of = self._producer_of
+        order = list(task.connections)
         conflicts: list[str] = []
+        dropped = plan.dropped
         quanta = []
-        for tkey, (row, found, multi_keys) in groups.items():
-            if any(len(f) < n for f, (_name, _m, n, _i, _s) in zip(found, inputs, strict=True)):
-                for f, (name, _m, n, _i, _s) in zip(found, inputs, strict=True):
-                    if len(f) < n:
-                        plan.dropped[name] = plan.dropped.get(name, 0) + 1
+        for tkey, group in groups.items():
+            row = group[0]
+            in_refs: dict[str, tuple[DatasetRef, ...]] = {}
+            complete = True
+            for name, key, source in fixed:
+                ref = source.get(key(row))
+                if ref is None:
+                    dropped[name] = dropped.get(name, 0) + 1
+                    complete = False
+                    break
+                in_refs[name] = (ref,)
+            if not complete:
+                continue
+            for j, (name, min_count, _key, _source) in enumerate(gathered, 1):
+                found = group[j]
+                if len(found) < min_count:
+                    dropped[name] = dropped.get(name, 0) + 1
+                    complete = False
+                    break
+                in_refs[name] = tuple(found[k] for k in sorted(found))
+            if not complete:
                 continue
             data_id = DataId(dict(zip(plan.tdims, tkey, strict=True)), implied={n: row[i] for n, i in t_implied})
-            full = data_id.full
-            # Outputs: data ids and keys first, to know whether the quantum can be skipped.
+            # Outputs' data ids first, to know whether the quantum can be skipped. A single
+            # output has the task's dimensions: it shares the quantum's data id.
             planned: list[tuple[str, DatasetType, tuple[Any, ...], DataId]] = []
-            multi_iter = iter(multi_keys)
-            for name, dt, multiple in outputs:
+            j = 1 + len(gathered)
+            for name, dt, multiple, key, out_implied in outputs:
                 if multiple:
-                    for okey, orow in sorted(next(multi_iter).items()):
-                        values = {n: orow[pos[n]] for n in out_implied[dt.name] if n in pos}
+                    for okey, orow in sorted(group[j].items()):
                         planned.append((name, dt, okey, DataId(dict(zip(dt.dimensions, okey, strict=True)),
-                                                               implied=values)))
+                                                               implied={n: orow[pos[n]] for n in out_implied})))
+                    j += 1
                 else:
-                    okey = tuple([full[d] for d in dt.dimensions])
-                    planned.append((name, dt, okey, DataId(dict(zip(dt.dimensions, okey, strict=True)),
-                                                           implied={n: full[n] for n in out_implied[dt.name]
-                                                                    if n in full})))
+                    planned.append((name, dt, key(row), data_id))
             if skip and all(okey in skip[dt.name] for _, dt, okey, _ in planned):
                 for _, dt, okey, _ in planned:
                     produced[dt.name][okey] = skip[dt.name][okey]
                 plan.skipped += 1
                 continue
-            qid = new_dataset_id()
-            out_refs: dict[str, list[DatasetRef]] = {name: [] for name, _, _ in outputs}
+            for name, lookup in prerequisites.items():
+                in_refs[name] = (lookup(tkey, data_id),)
+            qid = _new_id()
+            out_refs: dict[str, list[DatasetRef]] = {name: [] for name, *_ in outputs}
             for name, dt, okey, odi in planned:
                 if existing and okey in existing[dt.name]:
                     conflicts.append(f"{dt.name} {{{odi}}}")
                 ref = paths.ref(dt, odi, run)
                 out_refs[name].append(ref)
                 produced[dt.name][okey] = ref
-                self._producer_of[ref.id] = qid
+                producer_of[ref.id] = qid
             log_ref = paths.ref(log_dt, data_id, run)
-            if existing and tuple(data_id[d] for d in log_dt.dimensions) in existing[log_dt.name]:
+            if existing and tkey in existing[log_dt.name]:
                 conflicts.append(f"{log_dt.name} {{{data_id}}}")
-            in_refs: dict[str, tuple[DatasetRef, ...]] = {}
-            for f, (name, _m, _n, _i, _s) in zip(found, inputs, strict=True):
-                in_refs[name] = tuple(f[k] for k in sorted(f))
-            for name, lookup in prerequisites.items():
-                in_refs[name] = (lookup(tkey, full),)
-            upstream = {self._producer_of[r.id] for refs in in_refs.values() for r in refs
-                        if r.id in self._producer_of}
-            quanta.append(Quantum(qid, task.label, data_id, in_refs,
+            upstream = {producer_of[r.id] for refs in in_refs.values() for r in refs if r.id in producer_of}
+            quanta.append(Quantum(qid, task.label, data_id, {k: in_refs[k] for k in order if k in in_refs},
                                   {k: tuple(v) for k, v in out_refs.items()}, log_ref, tuple(sorted(upstream))))
         if conflicts:
             raise GraphError(f"Output run {run!r} already holds {len(conflicts)} dataset(s) task {task.label!r} "
@@ -317,8 +370,7 @@ class QuantumGraphBuilder:
                              "(--skip-existing-in) to do only what is missing, or choose another run")
         return quanta
 
-    def _prerequisite_lookup(self, plan: _Plan, groups: Mapping[tuple[Any, ...], Any], t_idx: list[int],
-                             ) -> dict[str, Any]:
+    def _prerequisite_lookup(self, plan: _Plan, groups: Mapping[tuple[Any, ...], Any]) -> dict[str, Any]:
         task = plan.task
         if not task.prerequisites or not groups:
             return {}
@@ -376,8 +428,7 @@ class QuantumGraphBuilder:
             dt = self.dataset_types[task.config_dataset_type]
             existing = self._index(dt.name, [self.output_run]).get(()) if self._run_exists else None
             ref = existing or paths.ref(dt, DataId({}), self.output_run)
-            init_outputs[task.label] = {"id": str(ref.id), "type": dt.name, "data_id": {}, "run": ref.run,
-                                        "path": ref.extra.get("path", "")}
+            init_outputs[task.label] = ref_to_dict(ref)
         skipped = {label: p.skipped for label, p in self.plans.items() if p.skipped}
         return {
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -423,6 +474,31 @@ class QuantumGraphBuilder:
             datasets=[] if datasets else ([only] if only else plan.external), collections=self.input_collections)
 
 
+def _getter(positions: Sequence[int]) -> Any:
+    """A function giving the tuple of a row's values at ``positions`` (fast, for the hot loops)."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if len(positions) == 1:
+        i = positions[0]
+        return lambda row: (row[i],)
+    return lambda row: ()
+
+
+def _new_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, 74 random bits, RFC variant.
+
+    The same layout as `skybutler.model.new_dataset_id`, made in about a third of the
+    time (a graph of 10^5 quanta needs 3 x 10^5 ids).
+    """
+    rand = int.from_bytes(os.urandom(10))
+    value = ((time.time_ns() // 1_000_000) << 80) | ((rand >> 62) & 0xFFF) << 64 | (rand & _RAND_B)
+    return uuid.UUID(int=value | _VERSION_VARIANT)
+
+
+_RAND_B = (1 << 62) - 1
+_VERSION_VARIANT = (0x7 << 76) | (0b10 << 62)
+
+
 class _PathMaker:
     """Refs with new ids and the file names their datasets will have (templates cached per dataset type)."""
 
@@ -437,8 +513,8 @@ class _PathMaker:
             cached = self._cache[dt.name] = (self.butler.templates.template_for(dt.name, run),
                                              self.butler._formatter(dt).extension)
         template, extension = cached
-        ref = DatasetRef(new_dataset_id(), dt, data_id, run, extra={})
-        ref.extra["path"] = template.format(ref, values=data_id.full, variables=self.variables, extension=extension)
+        ref = DatasetRef(_new_id(), dt, data_id, run, extra={})
+        ref.extra["path"] = template.format(ref, variables=self.variables, extension=extension)
         return ref
 
 

@@ -43,7 +43,7 @@ from ..provenance import (
     record_executions,
     software_versions,
 )
-from ..registry import pipeline_sql
+from ..registry import pipeline_sql, provenance_sql
 from .graph import Quantum, QuantumGraph
 from .task import QuantumContext, Task
 
@@ -78,22 +78,27 @@ class ExecutionReport:
     wall_time: float = 0.0
 
     def by_status(self, status: ExecutionStatus) -> list[QuantumOutcome]:
+        """Outcomes with one status."""
         return [o for o in self.outcomes.values() if o.status is status]
 
     @property
     def succeeded(self) -> list[QuantumOutcome]:
+        """Quanta that ran and wrote their outputs."""
         return self.by_status(ExecutionStatus.SUCCEEDED)
 
     @property
     def failed(self) -> list[QuantumOutcome]:
+        """Quanta that failed (their reason says why)."""
         return self.by_status(ExecutionStatus.FAILED)
 
     @property
     def not_run(self) -> list[QuantumOutcome]:
+        """Quanta not attempted because an upstream quantum failed."""
         return self.by_status(ExecutionStatus.NOT_RUN)
 
     @property
     def skipped(self) -> list[QuantumOutcome]:
+        """Quanta whose outputs already existed."""
         return self.by_status(ExecutionStatus.SKIPPED)
 
     @property
@@ -191,6 +196,7 @@ class QuantumRunner:
         self._pipeline: Any = None
 
     def task(self, label: str) -> Task:
+        """The configured task of a label (imported on first use)."""
         if label not in self._tasks:
             if self._pipeline is None:
                 self._pipeline = self.graph.pipeline()
@@ -198,6 +204,7 @@ class QuantumRunner:
         return self._tasks[label]
 
     def input_paths(self, quantum: Quantum) -> dict[uuid.UUID, str]:
+        """The file of each input that exists, by dataset id."""
         files = self.butler.registry.get_files([r.id for r in quantum.input_refs()])
         return {i: f.path for i, f in files.items()}
 
@@ -217,6 +224,7 @@ class QuantumRunner:
             software=software_versions([type(task).__module__] if task else []),
             config_hash=config_hash(task.import_path(), task.config.to_dict()) if task else None,
             details={"task_class": task.import_path() if task else None, "log_dataset_id": str(quantum.log.id),
+                     "config_dataset_id": str(config_ref.id) if config_ref is not None else None,
                      "per_execution_peak_memory": usage.per_execution_peak, **(details or {})},
             used=used,
         )
@@ -237,7 +245,8 @@ class QuantumRunner:
             if missing:
                 raise ExecutionError(f"{len(missing)} input(s) do not exist, e.g. {missing[0]}")
             context = QuantumContext(self.butler, task, quantum.data_id, quantum.inputs, quantum.outputs)
-            with capture.capturing(), usage:
+            usage.start()  # stopped when the outputs are committed: writing them is part of the execution
+            with capture.capturing():
                 task.log.info("Running %s on %s (quantum %s)", quantum.task_label, quantum.data_id, quantum.id)
                 with _memory_limit(self.memory_limit):
                     result = task.run_quantum(context)
@@ -256,7 +265,12 @@ class QuantumRunner:
                 record.derived = [(out.id, src.id) for out in outputs for src in sources]
                 record_executions(self.butler.registry, [record])
 
-            self.butler.put_many(items, refs=refs, before_commit=provenance)
+            try:
+                self.butler.put_many(items, refs=refs, before_commit=provenance)
+            except DatasetExistsError:
+                if not self._remove_orphans(refs):
+                    raise
+                self.butler.put_many(items, refs=refs, before_commit=provenance)
             return QuantumOutcome(quantum.id, quantum.task_label, quantum.data_id, ExecutionStatus.SUCCEEDED,
                                   execution_id=execution_id, seconds=time.perf_counter() - t0)
         except Exception as exc:  # MemoryError included: the worker survives it
@@ -268,6 +282,23 @@ class QuantumRunner:
                                 details={"traceback": tb, "log": log_tail}, execution_id=execution_id)
             return QuantumOutcome(quantum.id, quantum.task_label, quantum.data_id, ExecutionStatus.FAILED,
                                   reason=reason, execution_id=execution_id, seconds=time.perf_counter() - t0)
+
+    def _remove_orphans(self, refs: list[DatasetRef]) -> bool:
+        """Remove files left at this quantum's output paths by an attempt killed mid-commit.
+
+        Only when none of the outputs is in the registry and no dataset's file record
+        names those paths: such files belong to nothing (what `verify` would report).
+        """
+        registry = self.butler.registry
+        if pipeline_sql.existing_dataset_ids(registry, [r.id for r in refs]):
+            return False
+        paths = [r.extra["path"] for r in refs if r.extra.get("path") and self.butler.datastore.exists(r.extra["path"])]
+        if not paths or pipeline_sql.known_paths(registry, paths):
+            return False
+        logging.getLogger(__name__).warning("Removing %d file(s) left by an interrupted attempt: %s",
+                                            len(paths), ", ".join(paths))
+        self.butler.datastore.remove(paths)
+        return True
 
     def record_failure(self, quantum: Quantum, task: Task | None, reason: str, usage: ResourceUsage | None = None,
                        *, used: list[tuple[uuid.UUID, str | None]] | None = None,
@@ -512,8 +543,18 @@ class GraphExecutor:
     def _run_alone(self, pool: ProcessPoolExecutor, report: ExecutionReport,
                    pending: dict[uuid.UUID, set[uuid.UUID]], ready: deque[uuid.UUID],
                    qid: uuid.UUID) -> ProcessPoolExecutor:
+        quantum = self.graph[qid]
+        registry = self.butler.registry
+        if len(pipeline_sql.existing_dataset_ids(registry, [r.id for r in quantum.output_refs()])) == len(
+                quantum.output_refs()):
+            # It finished and committed; only its result was lost when another worker died.
+            done = provenance_sql.executions(registry, quantum_ids=[qid], status=ExecutionStatus.SUCCEEDED.value)
+            self._settle(report, pending, ready, QuantumOutcome(
+                qid, quantum.task_label, quantum.data_id, ExecutionStatus.SUCCEEDED,
+                execution_id=done[-1]["id"] if done else None))
+            return pool
         try:
-            outcome = pool.submit(_worker_run, self.graph[qid].to_dict()).result()
+            outcome = pool.submit(_worker_run, quantum.to_dict()).result()
         except BrokenProcessPool:
             outcome = self._failed_in_parent(qid, "WorkerDied: the worker process running it died (killed by "
                                                   "a signal, e.g. the out-of-memory killer, or crashed)")

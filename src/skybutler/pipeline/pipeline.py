@@ -101,6 +101,7 @@ class DatasetTypeFlow:
 
     @property
     def is_external(self) -> bool:
+        """Whether the pipeline reads it without making it."""
         return self.producer is None
 
 

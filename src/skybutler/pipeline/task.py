@@ -361,6 +361,7 @@ class DeferredHandle:
 
     @property
     def data_id(self) -> DataId:
+        """The dataset's data id."""
         return self.ref.data_id
 
     def get(self, *, parameters: Mapping[str, Any] | None = None) -> Any:

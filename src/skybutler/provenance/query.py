@@ -49,6 +49,7 @@ class DatasetEntry:
     path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
         out: dict[str, Any] = {"id": str(self.id), "path": self.path}
         if self.ref is not None:
             out.update(dataset_type=self.ref.dataset_type.name, data_id=dict(self.ref.data_id), run=self.ref.run)
@@ -68,6 +69,8 @@ class Provenance:
         ``software`` and ``details`` decoded), or None for ingested data.
     used
         Every input that execution was given (with the file it was read from).
+    config
+        The configuration dataset the execution ran with (it is "used" too, in the registry).
     derived_from
         The inputs the dataset was derived from: those the task reported it used
         (all of them unless it reported otherwise).
@@ -80,6 +83,7 @@ class Provenance:
     used: list[DatasetEntry] = field(default_factory=list)
     derived_from: list[DatasetEntry] = field(default_factory=list)
     outputs: list[DatasetEntry] = field(default_factory=list)
+    config: DatasetEntry | None = None
 
     @property
     def contributing_only(self) -> list[DatasetEntry]:
@@ -98,6 +102,7 @@ class Provenance:
             "used": [u.to_dict() for u in self.used],
             "derived_from": [d.to_dict() for d in self.derived_from],
             "outputs": [o.to_dict() for o in self.outputs],
+            "config": self.config.to_dict() if self.config is not None else None,
         }
 
 
@@ -134,12 +139,17 @@ def provenance_of(butler: Any, ref_or_id: DatasetRef | uuid.UUID | str) -> Prove
         return Provenance(DatasetEntry(did, ref, path), None, derived_from=_entries(
             registry, [(s, None) for s in sources]))
     row, _ = generated
+    execution = _execution(row)
+    assert execution is not None
     edges = provenance_sql.execution_edges(registry, row["id"])
     used = _entries(registry, edges["used"])
+    config_id = (execution.get("details") or {}).get("config_dataset_id")
+    config = next((u for u in used if str(u.id) == config_id), None)
+    used = [u for u in used if u is not config]
     by_id = {u.id: u for u in used}
     derived = [by_id.get(s) or _entries(registry, [(s, None)])[0] for s in sources]
-    return Provenance(DatasetEntry(did, ref, path), _execution(row), used=used, derived_from=derived,
-                      outputs=_entries(registry, edges["generated"]))
+    return Provenance(DatasetEntry(did, ref, path), execution, used=used, derived_from=derived,
+                      outputs=_entries(registry, edges["generated"]), config=config)
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,7 @@ class LineageEntry:
     execution_id: uuid.UUID | None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
         return {**self.dataset.to_dict(), "depth": self.depth, "task_label": self.task_label,
                 "execution_id": str(self.execution_id) if self.execution_id else None}
 

@@ -186,13 +186,17 @@ class ResourceUsage:
         self.cpu_time: float | None = None
         self.peak_memory: int | None = None
         self.per_execution_peak = False
-        self._cpu0 = 0.0
+        self._cpu0 = time.process_time()
 
-    def __enter__(self) -> ResourceUsage:
+    def start(self) -> ResourceUsage:
+        """Take the start measurements (and reset the process's peak memory where the OS allows)."""
         self.per_execution_peak = _reset_peak_rss()
         self.start_time = _now()
         self._cpu0 = time.process_time()
         return self
+
+    def __enter__(self) -> ResourceUsage:
+        return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()

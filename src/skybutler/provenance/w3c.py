@@ -76,7 +76,7 @@ def to_prov_document(butler: Any, refs_or_ids: Iterable[DatasetRef | uuid.UUID |
 
     for did in ids:
         ref = refs.get(did)
-        attrs: dict[str, Any] = {PROV_TYPE: PROV["Entity"]}
+        attrs: dict[Any, Any] = {PROV_TYPE: PROV["Entity"]}
         if ref is not None:
             attrs.update({"prov:label": f"{ref.dataset_type.name} {ref.data_id}",
                           "skybutler:dataset_type": ref.dataset_type.name,
@@ -118,6 +118,6 @@ def export_provenance(butler: Any, ref_or_id: DatasetRef | uuid.UUID | str, *, f
         raise ValueError(f"Unknown PROV format {format!r}; use one of {', '.join(FORMATS)}")
     doc = to_prov_document(butler, ref_or_id, direction=direction)
     if format == "json":
-        return doc.serialize(format="json", indent=2)
-    return doc.get_provn()
+        return str(doc.serialize(format="json", indent=2))
+    return str(doc.get_provn())
 

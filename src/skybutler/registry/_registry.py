@@ -536,22 +536,23 @@ class Registry:
             out.append(name)
         return out
 
-    def _flatten(self, names: Sequence[str]) -> list[tuple[str, int, CollectionType]]:
+    def _flatten(self, names: Sequence[str], *, conn: sa.Connection | None = None,
+                 ) -> list[tuple[str, int, CollectionType]]:
         t, ch = self.tables.collection, self.tables.collection_chain
         out: list[tuple[str, int, CollectionType]] = []
         seen: set[int] = set()
         by_name = self._statement("collection_by_name",
                                   lambda: sa.select(t).where(t.c.name == sa.bindparam("name")))
-        with self._read() as conn:
+        with contextlib.nullcontext(conn) if conn is not None else self._read() as c:
             def walk(name: str, depth: int) -> None:
                 if depth > 50:
                     raise CollectionError(f"Collection chain through {name!r} is too deep (a cycle?)")
-                row = conn.execute(by_name, {"name": name}).mappings().first()
+                row = c.execute(by_name, {"name": name}).mappings().first()
                 if row is None:
                     raise CollectionError(f"Unknown collection {name!r}; see `skybutler collection list`")
                 ctype = CollectionType(row["type"])
                 if ctype is CollectionType.CHAINED:
-                    children = conn.execute(
+                    children = c.execute(
                         sa.select(t.c.name).join(ch, ch.c.child_id == t.c.id)
                         .where(ch.c.parent_id == row["id"]).order_by(ch.c.position)).scalars().all()
                     for child in children:
@@ -681,9 +682,10 @@ class Registry:
             d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key.in_(sa.bindparam("keys", expanding=True))))
         by_id = self._statement("dataset_id_in", lambda: sa.select(d.c.id).where(
             d.c.id.in_(sa.bindparam("ids", expanding=True))))
-        by_one_key = self._statement("dataset_by_one_key", lambda: sa.select(d.c.data_id_key, d.c.run_id, d.c.id).where(
-            d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key == sa.bindparam("key")))
-        by_one_id = self._statement("dataset_id_is", lambda: sa.select(d.c.id).where(d.c.id == sa.bindparam("id")))
+        by_one = self._statement("dataset_clash", lambda: sa.select(
+            d.c.dataset_type_id, d.c.data_id_key, d.c.run_id, d.c.id).where(sa.or_(
+                sa.and_(d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key == sa.bindparam("key")),
+                d.c.id == sa.bindparam("id"))))
         for type_id, items in keys_by_type.items():
             seen: dict[tuple[str, int], DatasetRef] = {}
             for key, run_id, ref in items:
@@ -692,11 +694,21 @@ class Registry:
                         f"{ref.dataset_type.name} {{{ref.data_id}}} appears twice in one put to run {ref.run!r}"
                     )
                 seen[(key, run_id)] = ref
+            if len(items) == 1:
+                # One dataset (a put): both checks below in one statement, one round trip.
+                key, run_id, ref = items[0]
+                rows = conn.execute(by_one, {"type_id": type_id, "key": key, "id": ref.id}).all()
+                for row_type, row_key, row_run, existing_id in rows:
+                    if row_type == type_id and row_key == key and row_run == run_id:
+                        raise DatasetExistsError(
+                            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run "
+                            f"{ref.run!r} (id {existing_id}); no put ever overwrites a stored dataset"
+                        )
+                if any(row[3] == ref.id for row in rows):
+                    raise DatasetExistsError(f"A dataset with id {ref.id} already exists")
+                continue
             for chunk in _chunks(items):
-                if len(chunk) == 1:
-                    found = conn.execute(by_one_key, {"type_id": type_id, "key": chunk[0][0]}).all()
-                else:
-                    found = conn.execute(by_key, {"type_id": type_id, "keys": [k for k, _, _ in chunk]}).all()
+                found = conn.execute(by_key, {"type_id": type_id, "keys": [k for k, _, _ in chunk]}).all()
                 for key, run_id, existing_id in found:
                     clash = seen.get((key, run_id))
                     if clash is not None:
@@ -706,10 +718,7 @@ class Registry:
                         )
             ids = [ref.id for _, _, ref in items]
             for chunk in _chunks(ids):
-                if len(chunk) == 1:
-                    dup = conn.execute(by_one_id, {"id": chunk[0]}).first()
-                else:
-                    dup = conn.execute(by_id, {"ids": list(chunk)}).first()
+                dup = conn.execute(by_id, {"ids": list(chunk)}).first()
                 if dup is not None:
                     raise DatasetExistsError(f"A dataset with id {dup[0]} already exists")
 

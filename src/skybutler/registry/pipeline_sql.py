@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..model import CollectionType, DatasetRef
+from ..model import CollectionType, DataId, DatasetRef
 from .queries import data_id_query, query_datasets, refs_from_rows
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "dataset_refs_by_key",
     "dimension_records",
     "existing_dataset_ids",
+    "known_paths",
 ]
 
 _STREAM = 5000
@@ -73,15 +74,47 @@ def dataset_refs_by_key(registry: Registry, dataset_type: str, collections: Sequ
                         ) -> dict[tuple[Any, ...], DatasetRef]:
     """Datasets of one type found first in ``collections``, keyed by their data id values.
 
-    The key is the tuple of values in the order of the dataset type's dimensions.
+    The key is the tuple of values in the order of the dataset type's dimensions. One
+    query per collection in search order (RUN and TAGGED; CALIBRATION collections need a
+    time and are looked up with `calibration_candidates`); the first found wins. A
+    ``where`` (over the dataset type's dimensions only) narrows the search in SQL.
     """
     if not collections:
         return {}
-    dt = registry.get_dataset_type(dataset_type)
+    type_id, dt = registry._dataset_type_id(dataset_type)
+    if where:
+        flat = registry._flatten(collections)
+        searchable = [name for name, _cid, ctype in flat if ctype is not CollectionType.CALIBRATION]
+        found: dict[tuple[Any, ...], DatasetRef] = {}
+        if searchable:
+            for ref in query_datasets(registry, dataset_type, searchable, where=where, bind=bind):
+                found.setdefault(tuple(ref.data_id[d] for d in dt.dimensions), ref)
+        return found
+    d, tg = registry.tables.dataset, registry.tables.tagged
+    cols = [d.c.id, *[d.c[k] for k in dt.dimensions]]
     out: dict[tuple[Any, ...], DatasetRef] = {}
-    for ref in query_datasets(registry, dataset_type, collections, where=where, bind=bind, find_first=True):
-        values = ref.data_id
-        out.setdefault(tuple(values[d] for d in dt.dimensions), ref)
+    dims = dt.dimensions
+    n = len(dims)
+    with registry._read() as conn:
+        for name, cid, ctype in registry._flatten(collections):
+            if ctype is CollectionType.RUN:
+                stmt = sa.select(*cols).where(d.c.dataset_type_id == type_id, d.c.run_id == cid)
+                run = name
+            elif ctype is CollectionType.TAGGED:
+                c = registry.tables.collection
+                stmt = (sa.select(*cols, c.c.name).join(tg, sa.and_(tg.c.dataset_id == d.c.id,
+                                                                     tg.c.collection_id == cid))
+                        .join(c, c.c.id == d.c.run_id).where(d.c.dataset_type_id == type_id))
+                run = None
+            else:
+                continue
+            result = conn.execution_options(yield_per=_STREAM).execute(stmt)
+            for part in result.partitions():
+                for row in part:
+                    key = tuple(row[1:n + 1])
+                    if key not in out:
+                        out[key] = DatasetRef(row[0], dt, DataId(dict(zip(dims, key, strict=True))),
+                                              run if run is not None else row[n + 1])
     return out
 
 
@@ -127,6 +160,17 @@ def existing_dataset_ids(registry: Registry, ids: Iterable[uuid.UUID]) -> set[uu
     with registry._read() as conn:
         for i in range(0, len(ids), _CHUNK):
             found.update(conn.execute(sa.select(d.c.id).where(d.c.id.in_(ids[i:i + _CHUNK]))).scalars())
+    return found
+
+
+def known_paths(registry: Registry, paths: Iterable[str]) -> set[str]:
+    """Those of ``paths`` that some dataset's file record names."""
+    f = registry.tables.file
+    paths = list(paths)
+    found: set[str] = set()
+    with registry._read() as conn:
+        for i in range(0, len(paths), _CHUNK):
+            found.update(conn.execute(sa.select(f.c.path).where(f.c.path.in_(paths[i:i + _CHUNK]))).scalars())
     return found
 
 

@@ -167,7 +167,7 @@ def execution_counts(registry: Registry, *, run: str | None = None) -> list[tupl
         stmt = stmt.where(ex.c.run_id == registry.run_id(run))
     stmt = stmt.group_by(ex.c.task_label, ex.c.status)
     with registry._read() as conn:
-        rows = conn.execute(stmt).all()
+        rows = [tuple(r) for r in conn.execute(stmt).all()]
     first: dict[str, Any] = {}
     for label, _status, _n, start in rows:
         if start is not None and (label not in first or start < first[label]):

@@ -91,7 +91,7 @@ def _run_names(registry: Registry, conn: sa.Connection, run_ids: set[int], known
         c = registry.tables.collection
         stmt = registry._statement("collection_names", lambda: sa.select(c.c.id, c.c.name).where(
             c.c.id.in_(sa.bindparam("ids", expanding=True))))
-        known.update(conn.execute(stmt, {"ids": missing}).tuples().all())
+        known.update((i, name) for i, name in conn.execute(stmt, {"ids": missing}))
     return known
 
 
@@ -150,8 +150,18 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
     type_id, dt = registry._dataset_type_id(dataset_type)
     if not collections:
         raise CollectionError("No collections to search; pass collections=[...] or set the butler's collections")
-    flat = registry._flatten(collections)
-    time = _to_datetime(time) if time is not None else None
+    # One connection for the collection lookup and the query (on PostgreSQL each checkout
+    # costs round trips).
+    with registry._read() as conn:
+        yield from _query_datasets(registry, conn, type_id, dt, registry._flatten(collections, conn=conn),
+                                   where=where, bind=bind, data_id=data_id, find_first=find_first,
+                                   time=_to_datetime(time) if time is not None else None)
+
+
+def _query_datasets(registry: Registry, conn: sa.Connection, type_id: int, dt: DatasetType,
+                    flat: list[tuple[str, int, CollectionType]], *, where: str | None,
+                    bind: Mapping[str, Any] | None, data_id: Mapping[str, Any] | None, find_first: bool,
+                    time: Any) -> Iterator[DatasetRef]:
     d = registry.tables.dataset
     columns = [d.c.id, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key, *[d.c[k] for k in dt.dimensions]]
     branches = []
@@ -188,41 +198,33 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
             sa.func.row_number().over(partition_by=union.c.data_id_key, order_by=union.c["rank"]).label("rn"),
         ).subquery()
         stmt = sa.select(ranked).where(ranked.c.rn == 1)
-    yield from _stream_refs(registry, stmt, dt, runs={cid: name for name, cid, ctype in flat
-                                                     if ctype is CollectionType.RUN})
+    yield from _stream_refs(registry, conn, stmt, runs={cid: name for name, cid, ctype in flat
+                                                       if ctype is CollectionType.RUN})
 
 
-def _stream_refs(registry: Registry, stmt: sa.Select, dt: DatasetType, *,
+def _stream_refs(registry: Registry, conn: sa.Connection, stmt: sa.Select, *,
                  runs: dict[int, str]) -> Iterator[DatasetRef]:
-    """Refs of one dataset type from rows of ``stmt`` (plain rows, read by position: no per-row mapping)."""
-    with registry._read() as conn:
-        result = conn.execution_options(yield_per=_STREAM).execute(stmt)
-        keys = list(result.keys())
-        i_id, i_run = keys.index("id"), keys.index("run_id")
-        dims = [(d, keys.index(d)) for d in dt.dimensions]
-        seen: set[uuid.UUID] = set()
-        for rows in result.partitions():
-            _run_names(registry, conn, {r[i_run] for r in rows}, runs)
-            for r in rows:
-                ref_id = r[i_id]
-                # Without find_first the same dataset can be in several collections.
-                if ref_id in seen:
-                    continue
-                seen.add(ref_id)
-                yield DatasetRef(ref_id, dt, DataId({d: r[i] for d, i in dims}), runs[r[i_run]])
+    result = conn.execution_options(yield_per=_STREAM).execute(stmt).mappings()
+    seen: set[uuid.UUID] = set()
+    for rows in result.partitions():
+        for ref in refs_from_rows(registry, conn, rows, runs=runs):
+            # Without find_first the same dataset can be in several collections.
+            if ref.id not in seen:
+                seen.add(ref.id)
+                yield ref
 
 
 def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collections: Sequence[str], *,
                  time: Any = None) -> DatasetRef | None:
     """The first dataset with exactly this data id in the collections, searched in order."""
     type_id, dt = registry._dataset_type_id(dataset_type)
-    flat = registry._flatten(collections)
     d = registry.tables.dataset
     key = data_id.key()
     from ._registry import _to_datetime
 
-    time = _to_datetime(time) if time is not None else None
     with registry._read() as conn:
+        flat = registry._flatten(collections, conn=conn)
+        time = _to_datetime(time) if time is not None else None
         for _name, cid, ctype in flat:
             stmt = sa.select(d).where(d.c.dataset_type_id == type_id, d.c.data_id_key == key)
             if ctype is CollectionType.RUN:

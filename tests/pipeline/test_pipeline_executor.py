@@ -1,0 +1,151 @@
+"""The single-node executor: dependency order, failures stop only descendants, resume, nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skybutler import ExecutionError
+from skybutler.pipeline import Pipeline, QuantumGraph, build_quantum_graph, execute_graph
+from skybutler.provenance import ExecutionStatus
+from skybutler.registry import provenance_sql
+from support.pipeline_repo import INPUTS, PIPELINE_YAML
+
+RUN = "u/test/run1"
+
+
+def _graph(repo, pipeline, **kwargs):
+    return build_quantum_graph(repo, pipeline, input_collections=INPUTS, output_run=RUN, **kwargs)
+
+
+def _with_config(**overrides) -> Pipeline:
+    p = Pipeline.from_yaml(PIPELINE_YAML)
+    data = p.to_mapping()
+    data["tasks"]["make_calexp"]["config"].update(overrides)
+    return Pipeline.from_mapping(data)
+
+
+def test_every_quantum_runs_and_writes_its_outputs_with_the_graphs_ids_and_names(repo, pipeline, tmp_path):
+    graph = _graph(repo, pipeline)
+    graph.write(tmp_path / "g.qg")
+    seen = []
+    report = execute_graph(repo.root, tmp_path / "g.qg", progress=seen.append)
+    assert report.ok and len(report.succeeded) == len(graph) == len(seen)
+    assert {k: v["succeeded"] for k, v in report.counts().items()} == graph.counts()
+    files = repo.registry.get_files([r.id for q in graph for r in q.output_refs()])
+    for q in graph:
+        for ref in q.output_refs():
+            assert files[ref.id].path == ref.extra["path"]
+    q = graph.by_task("make_calexp")[0]
+    assert repo.get(q.outputs["calexp"][0]).sum() == pytest.approx(16 * (10 - 1) * 3.0)
+    log = repo.get(q.log)
+    assert "level 10.0 bias 1.0" in log and "[stdout] printed by make_calexp" in log
+    config_ref = graph.init_outputs["make_calexp"]
+    assert repo.get(config_ref) == pipeline.tasks["make_calexp"].config.to_dict()
+    assert repo.get(graph.by_task("coadd")[0].outputs["coadd"][0])["visits"]
+
+
+def test_dependency_order_is_respected(repo, pipeline):
+    graph = _graph(repo, pipeline)
+    order = []
+    execute_graph(repo, graph, progress=lambda o: order.append(o.quantum_id))
+    position = {qid: i for i, qid in enumerate(order)}
+    for q in graph:
+        assert all(position[u] < position[q.id] for u in q.upstream)
+
+
+def test_a_second_run_skips_what_exists(repo, pipeline):
+    graph = _graph(repo, pipeline)
+    assert execute_graph(repo, graph).ok
+    again = execute_graph(repo, graph)
+    assert len(again.skipped) == len(graph) and again.ok
+    counts = provenance_sql.execution_counts(repo.registry, run=RUN)
+    assert {label: n for label, status, n in counts if status == "succeeded"} == graph.counts()
+    assert [label for label, *_ in counts][0] == "make_calexp"
+
+
+def test_a_failed_quantum_stops_only_its_descendants_and_a_second_run_resumes(repo, tmp_path):
+    flag = tmp_path / "broken"
+    flag.write_text("detector 2 is broken while this file exists")
+    graph = _graph(repo, _with_config(fail_detector=2, fail_while_exists=str(flag)))
+    report = execute_graph(repo, graph)
+
+    failed = {q.quantum_id for q in report.failed}
+    assert {(o.task_label, o.data_id["detector"]) for o in report.failed} == {("make_calexp", 2)}
+    assert len(failed) == 4 and all("RuntimeError: detector 2 is broken" in o.reason for o in report.failed)
+    blocked = graph.descendants(failed)
+    assert {o.quantum_id for o in report.not_run} == blocked
+    assert {graph[q].task_label for q in blocked} >= {"gather_visit", "make_warp"}
+    assert len(report.succeeded) == len(graph) - len(failed) - len(blocked) > 0
+    assert all("upstream quantum failed: make_calexp" in o.reason for o in report.not_run)
+
+    # Nothing of a failed quantum was written: no dataset, no file, no log.
+    for qid in failed:
+        refs = graph[qid].output_refs()
+        assert not repo.registry.get_datasets([r.id for r in refs])
+        assert not any(repo.datastore.exists(r.extra["path"]) for r in refs)
+    rows = provenance_sql.executions(repo.registry, run=RUN, status="failed")
+    assert len(rows) == 4 and all(r["reason"].startswith("RuntimeError") for r in rows)
+    assert "Traceback" in rows[0]["details"]
+    assert len(provenance_sql.executions(repo.registry, run=RUN, status="not_run")) == len(blocked)
+
+    flag.unlink()
+    second = execute_graph(repo, graph)
+    assert second.ok
+    assert {o.quantum_id for o in second.succeeded} == failed | blocked
+    assert len(second.skipped) == len(report.succeeded)
+
+
+def test_files_left_by_an_attempt_killed_mid_commit_do_not_block_the_retry(repo, pipeline):
+    graph = _graph(repo, pipeline.subset("make_calexp"), where="visit = 903334")
+    q = graph.by_task("make_calexp")[0]
+    orphan = q.outputs["calexp"][0].extra["path"]
+    path = Path(repo.root) / orphan  # what a kill between rename and commit leaves
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half")
+    report = execute_graph(repo, graph)
+    assert report.ok
+    assert repo.get(q.outputs["calexp"][0]).shape == (4, 4)
+
+
+def test_a_run_refuses_a_different_configuration_for_the_same_task(repo, pipeline):
+    assert execute_graph(repo, _graph(repo, pipeline.subset("make_calexp"), where="visit = 903334")).ok
+    other = _with_config(scale=9.0).subset("make_calexp")
+    graph = _graph(repo, other, where="visit = 903336")
+    with pytest.raises(ExecutionError, match="different configuration for task 'make_calexp'"):
+        execute_graph(repo, graph)
+
+
+def test_worker_processes_run_the_graph_and_survive_a_killed_worker(repo, tmp_path):
+    graph = _graph(repo, _with_config(kill_detector=1).subset("single_frame"), where="visit IN (903334, 903336)")
+    graph.write(tmp_path / "g.qg")
+    report = execute_graph(repo.root, QuantumGraph.read(tmp_path / "g.qg"), processes=2)
+    assert {(o.task_label, o.data_id["detector"]) for o in report.failed} == {("make_calexp", 1)}
+    assert len(report.failed) == 2 and all(o.reason.startswith("WorkerDied") for o in report.failed)
+    assert {o.task_label for o in report.not_run} == {"gather_visit"} and len(report.not_run) == 2
+    assert len(report.succeeded) == 6
+    rows = provenance_sql.executions(repo.registry, run=RUN, status="failed")
+    assert len(rows) == 2 and rows[0]["reason"].startswith("WorkerDied")
+
+
+def test_a_quantum_over_its_memory_limit_fails_with_memory_error(repo):
+    graph = _graph(repo, _with_config(allocate_bytes=2_000_000_000).subset("make_calexp"),
+                   where="visit = 903334 AND detector IN (0, 1)")
+    report = execute_graph(repo, graph, processes=2, memory_limit=300_000_000)
+    assert len(report.failed) == 2
+    assert all(o.reason.startswith("MemoryError") for o in report.failed)
+
+
+def test_in_memory_repositories_run_in_one_process_only(tmp_path, pipeline):
+    from skybutler import Butler
+    from support.pipeline_repo import fill_repository
+
+    butler = Butler.create(tmp_path / "mem", registry="sqlite://", datastore="memory://executor-test")
+    fill_repository(butler)
+    graph = _graph(butler, pipeline.subset("single_frame"))
+    with pytest.raises(ExecutionError, match="in-memory"):
+        execute_graph(butler, graph, processes=2)
+    report = execute_graph(butler, graph)
+    assert report.ok
+    assert report.counts()["gather_visit"] == {ExecutionStatus.SUCCEEDED.value: 4}
