@@ -28,6 +28,19 @@ from .errors import (
     TemplateError,
 )
 from .model import CollectionType, DataId, DatasetRef, DatasetType, Image
+from .pipeline import (
+    Input,
+    Output,
+    Pipeline,
+    PrerequisiteInput,
+    QuantumContext,
+    QuantumGraph,
+    Task,
+    TaskConfig,
+    build_quantum_graph,
+    execute_graph,
+)
+from .provenance import ExecutionStatus, export_provenance, lineage, provenance_of
 
 __version__ = "0.1.0"
 
@@ -48,12 +61,19 @@ __all__ = [
     "DimensionError",
     "DimensionUniverse",
     "ExecutionError",
+    "ExecutionStatus",
     "FileAccessError",
     "FileDataset",
     "FormatError",
     "GraphError",
     "Image",
+    "Input",
+    "Output",
+    "Pipeline",
     "PipelineError",
+    "PrerequisiteInput",
+    "QuantumContext",
+    "QuantumGraph",
     "QueryError",
     "ReadOnlyError",
     "Region",
@@ -61,5 +81,12 @@ __all__ = [
     "RepositoryNotFoundError",
     "SkyButlerError",
     "StorageClassError",
+    "Task",
+    "TaskConfig",
     "TemplateError",
+    "build_quantum_graph",
+    "execute_graph",
+    "export_provenance",
+    "lineage",
+    "provenance_of",
 ]
