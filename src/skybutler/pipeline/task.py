@@ -315,7 +315,7 @@ class Task:
         """Name of the dataset type holding the configuration a run used (dict, no dimensions)."""
         return f"{self.label}_config"
 
-    def run(self, **inputs: Any) -> Mapping[str, Any]:
+    def run(self, *args: Any, **inputs: Any) -> Mapping[str, Any]:
         """Compute the outputs of one quantum from its inputs.
 
         Parameters
