@@ -11,9 +11,12 @@ Each (backend, N) case runs in its own subprocess so its peak RSS (``ru_maxrss``
 its own. Datasets are small dicts written as JSON, with HSC-like data ids:
 ``ceil(N / 100)`` visits x 100 detectors. SQLite cases use a repository in a temporary
 directory; the PostgreSQL case uses a throwaway schema that is dropped afterwards.
-``registry.sync_every_commit: true`` (fsync on every commit) is always measured as one
-extra row for SQLite (put one per call, on the same repository); ``--sync`` measures it
-over N puts instead of at most 2,000.
+Every write test writes its own run (so reads see about 5 N datasets); reads use the
+``put_many`` run. The query/find reads are repeated after ``ANALYZE`` (fresh tables have
+no planner statistics). ``registry.sync_every_commit: true`` (fsync on every commit) is
+always measured as one extra row for SQLite (put one per call, on the same repository);
+``--sync`` measures it over N puts instead of at most 2,000. On PostgreSQL the
+one-per-call loops (put, get) cover ``--pg-calls`` datasets (default 2,000), not N.
 
 See benchmarks/RESULTS.md for figures on the project machine.
 """
@@ -44,7 +47,7 @@ BATCH = 1000
 SYNC_COUNT = 2000
 DATASET_TYPE = "bench_metadata"
 
-# name -> (label, kind, target, higher_is_better); kind "rate" is per second, "ms" a latency.
+# (name, label, kind, target at N=10,000); kind "rate" is per second (higher is better), "ms" a latency.
 OPS: list[tuple[str, str, str, float | None]] = [
     ("put", "put (one per call)", "rate", 2500),
     ("put_sync", "put, sync_every_commit: true", "rate", None),
