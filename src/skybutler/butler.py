@@ -70,6 +70,12 @@ class Cutouts:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _suffixes(path: str) -> str:
+    """All extensions of a file name (``.fits.fz``), like `pathlib.PurePath.suffixes` joined."""
+    name = os.path.basename(path).lstrip(".")
+    return "." + name.split(".", 1)[1] if "." in name else ""
+
+
 def _writer(formatter: Formatter, obj: Any, identity: Mapping[str, str]) -> Any:
     def write(f: Any) -> None:
         formatter.write(obj, f, identity=identity)
@@ -421,9 +427,11 @@ class Butler:
         try:
             for f, ref in todo:
                 formatter = self._ingest_formatter(ref.dataset_type, f)
-                suffix = "".join(Path(f.path).suffixes) or formatter.extension
-                path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
-                    ref, values=ref.data_id.full, variables=self.template_variables, extension=suffix)
+                path = ""  # a direct ingest keeps the file where it is: no name to make
+                if transfer != "direct":
+                    suffix = _suffixes(f.path) or formatter.extension
+                    path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
+                        ref, values=ref.data_id.full, variables=self.template_variables, extension=suffix)
                 pf = self.datastore.ingest(f.path, path, transfer, checksum=checksum)
                 pending.append(pf)
                 records.append(self._file_record(ref, pf, formatter.name))
@@ -439,7 +447,7 @@ class Butler:
     def _ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
         if f.format:
             return self._formatter(dt, f.format)
-        suffix = Path(f.path).suffix.lower().lstrip(".")
+        suffix = os.path.splitext(f.path)[1].lower().lstrip(".")
         guesses = {"fits": "fits", "fit": "fits", "fz": "fits", "parquet": "parquet", "pq": "parquet",
                    "json": "json", "yaml": "yaml", "yml": "yaml", "npy": "npy", "txt": "txt", "log": "txt"}
         guess = guesses.get(suffix)

@@ -22,7 +22,7 @@ import os
 import posixpath
 import re
 import shutil
-import uuid
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
@@ -64,7 +64,7 @@ def is_temporary(path: str) -> bool:
 def _temporary_name(path: str) -> str:
     head, name = posixpath.split(path)
     # Keep the temporary name within the 255-byte limit of most filesystems.
-    return posixpath.join(head, f".{name[:200]}.tmp-{uuid.uuid4().hex}")
+    return posixpath.join(head, f".{name[:200]}.tmp-{os.urandom(16).hex()}")
 
 
 @dataclass(frozen=True)
@@ -310,8 +310,12 @@ class Datastore:
             temp_rel = _temporary_name(rel)
             temp = self._full(temp_rel)
             try:
-                os.makedirs(posixpath.dirname(temp), exist_ok=True)
-                raw: IO[bytes] = open(temp, "xb")  # noqa: SIM115 - closed below, on every path
+                try:
+                    raw: IO[bytes] = open(temp, "xb")  # noqa: SIM115 - closed below, on every path
+                except FileNotFoundError:
+                    # Directories are made only when missing: one syscall fewer per file.
+                    os.makedirs(posixpath.dirname(temp), exist_ok=True)
+                    raw = open(temp, "xb")  # noqa: SIM115
             except OSError as err:
                 raise FileAccessError(err.errno, f"Cannot write {rel!r} under {self.root}: {err}") from err
         else:
@@ -492,6 +496,8 @@ class Datastore:
         if transfer not in TRANSFER_MODES:
             raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
         algorithm = self.checksum_algorithm if checksum else None
+        if transfer == "direct" and "://" not in source:
+            return self._direct_local(source, algorithm)
         src_fs, src = self._filesystem_of(source)
         src_local = isinstance(src_fs, LocalFileSystem)
         try:
@@ -537,6 +543,22 @@ class Datastore:
             transfer="move" if transfer == "move" else "copy",
             source=src_url if transfer == "move" else None,
         )
+
+    def _direct_local(self, source: str, algorithm: str | None) -> PendingFile:
+        """``direct`` ingest of a local path: one ``stat``, no fsspec round trips (bulk ingest speed)."""
+        src = os.path.abspath(source)
+        try:
+            st = os.stat(src)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise FileAccessError(errno.ENOENT, f"Cannot ingest {source!r}: no such file")
+        if not os.access(src, os.R_OK):
+            raise FileAccessError(errno.EACCES, f"Cannot ingest {source!r}: the file is not readable")
+        url = "file://" + src
+        if algorithm is None:
+            return PendingFile(url, url, st.st_size, None, "direct")
+        return self._in_place(self._fs if self._local else LocalFileSystem(), src, url, algorithm, "direct")
 
     def _in_place(
         self, fs: AbstractFileSystem, full: str, path: str, algorithm: str | None, transfer: str

@@ -115,6 +115,9 @@ class DimensionUniverse:
                     raise ConfigError(f"Overlap pair {pair}: {x!r} is not an element with a region")
             self.overlaps.append((a, b))
         self.dimensions: tuple[str, ...] = self._ordered([n for n, e in self.elements.items() if e.is_dimension])
+        # The universe never changes once built, so relations are computed once per argument.
+        self._closures: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._implied: dict[tuple[str, ...], dict[str, str]] = {}
 
     # -- construction ------------------------------------------------------------------
 
@@ -167,6 +170,13 @@ class DimensionUniverse:
 
     def closure(self, dimensions: Iterable[str]) -> tuple[str, ...]:
         """The dimensions plus everything they require, in universe order."""
+        key = tuple(dimensions)
+        cached = self._closures.get(key)
+        if cached is None:
+            cached = self._closures[key] = self._closure(key)
+        return cached
+
+    def _closure(self, dimensions: tuple[str, ...]) -> tuple[str, ...]:
         result: set[str] = set()
         stack = list(dimensions)
         while stack:
@@ -193,11 +203,15 @@ class DimensionUniverse:
     def implied_by(self, dimensions: Iterable[str]) -> dict[str, str]:
         """Map each dimension implied by ``dimensions`` (and not among them) to the element giving it."""
         dims = tuple(dimensions)
+        cached = self._implied.get(dims)
+        if cached is not None:
+            return cached
         result: dict[str, str] = {}
         for d in dims:
             for imp in self.implied_closure(d):
                 if imp not in dims and imp not in result:
                     result[imp] = d
+        self._implied[dims] = result
         return result
 
     def record_columns(self, name: str) -> dict[str, str]:

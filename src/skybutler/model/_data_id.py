@@ -19,7 +19,7 @@ class DataId(Mapping[str, DataIdValue]):
     DataId(instrument='HSC', visit=903334, detector=16)
     """
 
-    __slots__ = ("_items", "_hash", "_implied")
+    __slots__ = ("_items", "_hash", "_implied", "_key")
 
     def __init__(self, values: Mapping[str, DataIdValue] | None = None,
                  *, implied: Mapping[str, DataIdValue] | None = None, **kwargs: DataIdValue):
@@ -27,6 +27,7 @@ class DataId(Mapping[str, DataIdValue]):
         merged.update(kwargs)
         self._items: dict[str, DataIdValue] = merged
         self._hash: int | None = None
+        self._key: str | None = None
         # Values of implied dimensions (band for a visit), known once the data id
         # was expanded against dimension records; they are not part of its identity.
         self._implied: dict[str, DataIdValue] = dict(implied or {})
@@ -73,6 +74,11 @@ class DataId(Mapping[str, DataIdValue]):
         return self._implied
 
     @property
+    def required_items(self) -> Mapping[str, DataIdValue]:
+        """The required values as a plain mapping (no copy; do not modify)."""
+        return self._items
+
+    @property
     def full(self) -> dict[str, DataIdValue]:
         """Required and implied values together."""
         return {**self._implied, **self._items}
@@ -88,4 +94,6 @@ class DataId(Mapping[str, DataIdValue]):
 
     def key(self) -> str:
         """Canonical text form, used as the registry's uniqueness key."""
-        return "|".join(f"{k}={v}" for k, v in sorted(self._items.items()))
+        if self._key is None:
+            self._key = "|".join(f"{k}={v}" for k, v in sorted(self._items.items()))
+        return self._key

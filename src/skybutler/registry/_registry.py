@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import operator
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,14 @@ class FileRecord:
     checksum: str | None
     checksum_algorithm: str | None
     format: str
+
+
+def _key_getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple]:
+    """A fast ``mapping -> tuple(mapping[k] for k in keys)``."""
+    if len(keys) == 1:
+        only = keys[0]
+        return lambda m: (m[only],)
+    return operator.itemgetter(*keys)  # type: ignore[return-value]
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -361,7 +370,8 @@ class Registry:
             conn = None
             for d in dimensions:
                 pk = self.universe.elements[d].primary_key
-                keys = list({tuple(di[k] for k in pk) for di in data_ids})
+                key_of = _key_getter(pk)
+                keys = list({key_of(di.required_items) for di in data_ids})
                 cache = self._record_cache.get(d, {})
                 if all(k in cache for k in keys):  # records never change: no query needed
                     found = {k: cache[k] for k in keys}
@@ -381,11 +391,12 @@ class Registry:
         if not implied_by:
             return list(data_ids)
         out = []
+        getters = {giver: _key_getter(self.universe.elements[giver].primary_key) for giver in givers}
         for di in data_ids:
             implied: dict[str, Any] = {}
+            items = di.required_items
             for name, giver in implied_by.items():
-                pk = self.universe.elements[giver].primary_key
-                value = per_element[giver][tuple(di[k] for k in pk)].get(name)
+                value = per_element[giver][getters[giver](items)].get(name)
                 given = di.implied.get(name)
                 if given is not None and value is not None and given != value:
                     raise DimensionError(
@@ -661,7 +672,7 @@ class Registry:
                 run_ids[ref.run] = self.run_id(ref.run)
             key = ref.data_id.key()
             row = {"id": ref.id, "dataset_type_id": type_id, "run_id": run_ids[ref.run], "data_id_key": key}
-            row.update(ref.data_id)
+            row.update(ref.data_id.required_items)
             rows.append(row)
             keys_by_type.setdefault(type_id, []).append((key, run_ids[ref.run], ref))
         columns = ["id", "dataset_type_id", "run_id", "data_id_key", *self.universe.dimensions]
