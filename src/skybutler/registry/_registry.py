@@ -677,14 +677,21 @@ class Registry:
             keys_by_type.setdefault(type_id, []).append((key, run_ids[ref.run], ref))
         columns = ["id", "dataset_type_id", "run_id", "data_id_key", *self.universe.dimensions]
         rows = [{c: r.get(c) for c in columns} for r in rows]
+        # SQLite undoes only the failed statement on a constraint error, so a single put can
+        # let the unique constraint find a clash and look for the reason afterwards (one
+        # statement fewer per put); PostgreSQL aborts the whole transaction, so check first.
+        check_after = len(rows) == 1 and self.dialect == "sqlite"
         with self.transaction() as conn:
-            self._check_not_existing(conn, keys_by_type)
+            if not check_after:
+                self._check_not_existing(conn, keys_by_type)
             try:
                 conn.execute(self._statement("insert_dataset", lambda: sa.insert(d)), rows)
                 if files:
                     conn.execute(self._statement("insert_file", lambda: sa.insert(self.tables.file)),
                                  [f.__dict__ for f in files])
             except sa.exc.IntegrityError as exc:
+                if check_after:
+                    self._check_not_existing(conn, keys_by_type)
                 raise DatasetExistsError(f"Cannot insert datasets: {str(exc.orig).splitlines()[0]}") from None
 
     def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
