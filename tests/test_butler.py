@@ -414,3 +414,19 @@ def test_config_dump_reproduces_the_configuration(butler):
     sections = {k: dumped[k] for k in ("registry", "datastore", "templates", "formats")}
     assert RepositoryConfig.from_mapping(sections) == butler.config
     assert "visit" in dumped["universe"]["elements"]
+
+
+def test_files_without_room_for_metadata_are_named_in_the_run_manifest(butler, tmp_path):
+    ref = butler.put({"a": 1}, "metadata", DATA_ID)
+    fits_ref = butler.put(Image(np.zeros((4, 4), dtype="f4"), {}), "calexp", DATA_ID)
+    src = tmp_path / "external.json"
+    src.write_text("{}")
+    (ingested,) = butler.ingest([FileDataset(str(src), "metadata", {**DATA_ID, "detector": 2})], run="ext",
+                                transfer="direct")
+    entries = {e["dataset_id"]: e for e in butler.datastore.manifest_entries()}
+    record = butler.registry.get_files([ref.id])[ref.id]
+    assert entries[str(ref.id)] == {"dataset_id": str(ref.id), "dataset_type": "metadata",
+                                    "data_id": '{"detector": 1, "instrument": "HSC", "visit": 903334}',
+                                    "run": "run1", "path": record.path, "format": "json"}
+    assert entries[str(ingested.id)]["path"].endswith("external.json")
+    assert str(fits_ref.id) not in entries  # FITS files carry their identity in the header

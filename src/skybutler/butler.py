@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -377,10 +378,28 @@ class Butler:
                 for pf in pending:
                     self.datastore.commit(pf)
                     committed.append(pf)
+                self._record_manifest(refs, records)
         except BaseException:
             # The transaction rolled back: files already moved into place have no row now.
             self.datastore.remove([pf.path for pf in committed if pf.transfer not in ("direct", "in_place")])
             raise
+
+    def _record_manifest(self, refs: list[DatasetRef], records: list[FileRecord]) -> None:
+        """Write the identity of files whose format has no room for it to the run manifests.
+
+        Written before the registry commits, so a manifest may name a file whose put then
+        failed (and was removed) but never misses one that was stored.
+        """
+        by_run: dict[str, list[dict[str, str]]] = {}
+        for ref, record in zip(refs, records, strict=True):
+            if get_formatter(record.format).stores_identity:
+                continue
+            by_run.setdefault(ref.run, []).append({
+                "dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
+                "data_id": json.dumps(dict(ref.data_id.required_items), sort_keys=True),
+                "run": ref.run, "path": record.path, "format": record.format})
+        for run, entries in by_run.items():
+            self.datastore.append_manifest(run, entries)
 
     # -- ingest ------------------------------------------------------------------------
 
@@ -569,6 +588,8 @@ class Butler:
         own = {CONFIG_FILE, CONFIG_FILE + ".tmp"}
         for path in self.datastore.walk():
             if path in own or (("/" not in path) and path.startswith("registry.sqlite3")):
+                continue
+            if path.startswith(".skybutler/"):  # run manifests
                 continue
             yield path
 

@@ -1,10 +1,11 @@
 """Where bytes live: the fsspec-backed `Datastore` and the `FileTemplates` that name its files."""
 
-from .store import TRANSFER_MODES, Datastore, PendingFile, is_temporary
+from .store import MANIFEST_DIR, TRANSFER_MODES, Datastore, PendingFile, is_temporary
 from .templates import DEFAULT_TEMPLATE, FileTemplate, FileTemplates, sanitize
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "MANIFEST_DIR",
     "TRANSFER_MODES",
     "Datastore",
     "FileTemplate",

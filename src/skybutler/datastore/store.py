@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import logging
 import os
 import posixpath
@@ -33,6 +34,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from ..errors import ConfigError, DatasetExistsError, FileAccessError, SkyButlerError
+from .templates import sanitize
 
 __all__ = ["TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
 
@@ -46,6 +48,10 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _TEMPORARY = re.compile(r"^\..*\.tmp-[0-9a-f]{32}$", re.DOTALL)
 # Links that fail for these reasons can be replaced by a copy (or a check-then-rename).
 _NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES}
+
+
+MANIFEST_DIR = ".skybutler/manifests"
+"""Where run manifests live, relative to the datastore root."""
 
 
 def is_temporary(path: str) -> bool:
@@ -666,6 +672,51 @@ class Datastore:
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
+
+    def append_manifest(self, run: str, entries: Iterable[Mapping[str, str]]) -> str:
+        """Record the identity of files that cannot carry it, in the run's manifest.
+
+        One JSON object per line (``dataset_id``, ``dataset_type``, ``data_id``, ``run``,
+        ``path``) under ``MANIFEST_DIR``: on local disk appended to one file per run (an
+        ``O_APPEND`` write of whole lines, safe between processes); on object stores, which
+        cannot append, one new object per call. With the files and their manifests, the
+        registry of a lost repository can be rebuilt and another site can ingest the files.
+
+        Returns
+        -------
+        str
+            The manifest's path relative to the root.
+        """
+        text = "".join(json.dumps(dict(e), sort_keys=True) + "\n" for e in entries)
+        if not text:
+            return ""
+        name = sanitize(run)
+        if self._local:
+            rel = f"{MANIFEST_DIR}/{name}.jsonl"
+            full = self._full(rel)
+            try:
+                fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, text.encode("utf-8"))
+            finally:
+                os.close(fd)
+            return rel
+        rel = f"{MANIFEST_DIR}/{name}/{os.urandom(16).hex()}.jsonl"
+        with self._fs.open(self._full(rel), "wb") as f:
+            f.write(text.encode("utf-8"))
+        return rel
+
+    def manifest_entries(self) -> Iterator[dict[str, str]]:
+        """Every entry of every run manifest (see `append_manifest`)."""
+        for path in self.walk():
+            if path.startswith(MANIFEST_DIR + "/") and path.endswith(".jsonl"):
+                with self.open(path, "r") as f:
+                    for line in f:
+                        if line.strip():
+                            yield json.loads(line)
 
     def walk(self) -> Iterator[str]:
         """Every file under the root as a relative path, temporary files included.

@@ -86,6 +86,7 @@ class FitsFormatter(Formatter):
     name = "fits"
     extension = ".fits"
     storage_classes = ("image", "table")
+    stores_identity = True
 
     def check(self, obj: Any, storage_class: str) -> None:
         """Check the type as `Formatter.check` does, and that an image's arrays are 2-d and alike.

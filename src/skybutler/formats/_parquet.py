@@ -33,6 +33,7 @@ class ParquetFormatter(Formatter):
     name = "parquet"
     extension = ".parquet"
     storage_classes = ("table",)
+    stores_identity = True
 
     row_group_size = 65536
     """Rows per row group: the unit a ``rows`` read fetches."""

@@ -58,6 +58,10 @@ class Formatter(abc.ABC):
     executes_code: ClassVar[bool] = False
     """Whether reading a file runs code from it (pickle), so a repository must opt in."""
 
+    stores_identity: ClassVar[bool] = False
+    """Whether files of this format carry the dataset's identity themselves (else the
+    datastore records it in a per-run manifest beside the files)."""
+
     @abc.abstractmethod
     def write(self, obj: Any, fileobj: BinaryIO, *, identity: Mapping[str, str]) -> None:
         """Write ``obj`` to ``fileobj``.
