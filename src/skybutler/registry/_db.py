@@ -56,7 +56,10 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
         return engine
-    engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping: it costs a round trip on every checkout (a put or get makes one or two).
+    # A connection the server dropped fails one call, is invalidated with its pool, and
+    # the next call reconnects; connections are also recycled hourly before servers time out.
+    engine = sa.create_engine(url, pool_pre_ping=False, pool_recycle=3600, **kwargs)
     if namespace:
         engine = engine.execution_options(schema_translate_map={None: namespace})
     return engine

@@ -169,12 +169,20 @@ class Registry:
                 self._local.collections = None
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
+    def _read(self, *, lookup: bool = False) -> Iterator[sa.Connection]:
+        """A connection for reading (the active write transaction's, if any).
+
+        ``lookup=True`` is for a few small statements: on PostgreSQL they then run without
+        a transaction (autocommit), saving the BEGIN and ROLLBACK round trips. Streamed
+        queries need a transaction for their server-side cursor and must not use it.
+        """
         active = getattr(self._local, "conn", None)
         if active is not None:
             yield active
             return
         with self.engine.connect() as conn:
+            if lookup and self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     # -- dimension records -------------------------------------------------------------
@@ -377,7 +385,7 @@ class Registry:
                     found = {k: cache[k] for k in keys}
                 else:
                     if conn is None:
-                        conn = stack.enter_context(self._read())
+                        conn = stack.enter_context(self._read(lookup=True))
                     found = self._fetch_records(conn, d, keys)
                 if len(found) != len(keys):
                     missing = [k for k in keys if k not in found]
@@ -746,7 +754,7 @@ class Registry:
             f.c.dataset_id.in_(sa.bindparam("ids", expanding=True))))
         one = self._statement("files_by_one_id", lambda: sa.select(f).where(f.c.dataset_id == sa.bindparam("id")))
         out: dict[uuid.UUID, FileRecord] = {}
-        with self._read() as conn:
+        with self._read(lookup=True) as conn:
             for chunk in _chunks(list(ids)):
                 # One id (a get): equality, which needs no re-rendering of an IN list.
                 result = (conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1

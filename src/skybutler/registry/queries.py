@@ -259,7 +259,7 @@ def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collect
     key = data_id.key()
     from ._registry import _to_datetime
 
-    with registry._read() as conn:
+    with registry._read(lookup=True) as conn:
         flat = registry._flatten(collections, conn=conn)
         time = _to_datetime(time) if time is not None else None
         for _name, cid, ctype in flat:
