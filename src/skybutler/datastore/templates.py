@@ -358,13 +358,15 @@ class FileTemplate:
                     f"in file template {self.text!r}: {err}"
                 ) from None
             drop_next_separator = False
-            out.append((sanitize(formatted), False))
-        path = "".join(text for text, _ in out)
-        self._check_path(path, ref)
+            out.append((_sanitize_cached(formatted), False))
+        path = "".join([text for text, _ in out])
         ext = extension.removeprefix(".")
-        if ext:
+        if ext and path and not path.endswith("/"):
+            # The extension is sanitised (no "/"), so one check of the whole path covers both.
             path = f"{path}.{_sanitize_cached(ext)}"
-            self._check_path(path, ref)
+        elif ext:
+            self._check_path(path, ref)  # an empty last segment: the check names the problem
+        self._check_path(path, ref)
         return path
 
     def _check_path(self, path: str, ref: DatasetRef) -> None:
