@@ -62,6 +62,12 @@ class FormatsConfig(_Section):
     dataset_types: dict[str, str] = Field(default_factory=dict, description="dataset type -> format")
 
 
+class PipelinesConfig(_Section):
+    """Limits for building quantum graphs against this repository."""
+
+    max_quanta: int = Field(1_000_000, ge=1, description="Refuse a graph with more quanta unless forced")
+
+
 class RepositoryConfig(_Section):
     """The whole configuration of one repository; its YAML form reproduces it."""
 
@@ -69,6 +75,7 @@ class RepositoryConfig(_Section):
     datastore: DatastoreConfig = Field(default_factory=lambda: DatastoreConfig())
     templates: TemplatesConfig = Field(default_factory=lambda: TemplatesConfig())
     formats: FormatsConfig = Field(default_factory=lambda: FormatsConfig())
+    pipelines: PipelinesConfig = Field(default_factory=lambda: PipelinesConfig())
 
     def to_yaml(self) -> str:
         """The configuration as YAML, exactly as it would be written to ``skybutler.yaml``."""

@@ -146,6 +146,14 @@ def test_a_graph_over_the_size_limit_is_refused_unless_forced(repo, pipeline):
     assert len(builder.build(force=True)) > 10
 
 
+def test_the_size_limit_defaults_to_the_repository_setting(repo, pipeline):
+    config = repo.config.model_copy(deep=True)
+    config.pipelines.max_quanta = 5
+    limited = type(repo)(repo.root, _config=config, _registry=repo.registry)
+    with pytest.raises(GraphError, match="limit of 5"):
+        QuantumGraphBuilder(limited, pipeline, input_collections=INPUTS, output_run=RUN).build()
+
+
 def test_existing_outputs_are_skipped_and_feed_downstream(repo, pipeline):
     first = _build(repo, pipeline.subset("make_calexp"), where="visit = 903334")
     assert execute_graph(repo, first).ok

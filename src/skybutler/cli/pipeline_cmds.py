@@ -111,7 +111,7 @@ def show(pipeline_file: str, fmt: str) -> None:
 @click.option("--save", "save", type=click.Path(dir_okay=False), help="Write the graph file here.")
 @click.option("--dot", "dot", type=click.Path(dir_okay=False), help="Write the graph as Graphviz dot here.")
 @click.option("--mermaid", "mermaid", type=click.Path(dir_okay=False), help="Write a Mermaid flowchart here.")
-@click.option("--max-quanta", type=int, default=None, help="Refuse a graph larger than this (default 1,000,000).")
+@click.option("--max-quanta", type=int, default=None, help="Refuse a graph larger than this (default: pipelines.max_quanta of the repository configuration, 1,000,000).")
 @click.option("--force", is_flag=True, help="Build even over --max-quanta.")
 def graph_cmd(repo: str, pipeline_file: str, inputs: tuple[str, ...], output_run: str, where: str | None,
               bind: tuple[str, ...], skip_existing_in: tuple[str, ...], save: str | None, dot: str | None,
@@ -122,13 +122,13 @@ def graph_cmd(repo: str, pipeline_file: str, inputs: tuple[str, ...], output_run
     per task. Without --save nothing is written (a dry run).
     """
     from ..butler import Butler
-    from ..pipeline import DEFAULT_MAX_QUANTA, Pipeline, QuantumGraphBuilder
+    from ..pipeline import Pipeline, QuantumGraphBuilder
 
     butler = Butler(repo, writeable=False)
     pipeline = Pipeline.from_file(pipeline_file, universe=butler.universe)
     builder = QuantumGraphBuilder(butler, pipeline, input_collections=_split(inputs), output_run=output_run,
                                   where=where, bind=_bind(bind), skip_existing_in=_split(skip_existing_in),
-                                  max_quanta=max_quanta or DEFAULT_MAX_QUANTA)
+                                  max_quanta=max_quanta)
     counts = builder.count()
     err_console.print(f"The query matches {sum(counts.values())} data ids: "
                       + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -75,7 +75,8 @@ class QuantumGraphBuilder:
         Collections where existing outputs make a quantum unnecessary: such a quantum is
         left out, and its existing outputs feed the quanta downstream.
     max_quanta
-        Refuse (unless forced) a graph whose query matches more data ids than this.
+        Refuse (unless forced) a graph whose query matches more data ids than this
+        (default: ``pipelines.max_quanta`` of the repository configuration).
 
     Examples
     --------
@@ -88,7 +89,7 @@ class QuantumGraphBuilder:
 
     def __init__(self, butler: Butler, pipeline: Pipeline, *, input_collections: Sequence[str], output_run: str,
                  where: str | None = None, bind: Mapping[str, Any] | None = None,
-                 skip_existing_in: Sequence[str] = (), max_quanta: int = DEFAULT_MAX_QUANTA):
+                 skip_existing_in: Sequence[str] = (), max_quanta: int | None = None):
         self.butler = butler
         self.registry = butler.registry
         self.universe = butler.universe
@@ -98,7 +99,7 @@ class QuantumGraphBuilder:
         self.where = where or None
         self.bind = dict(bind or {})
         self.skip_existing_in = list(skip_existing_in)
-        self.max_quanta = max_quanta
+        self.max_quanta = max_quanta if max_quanta is not None else butler.config.pipelines.max_quanta
         self.timings: dict[str, float] = {}
         self._order = pipeline.check(self.universe)
         self.dataset_types = self._resolve_dataset_types()
@@ -504,7 +505,7 @@ class _PathMaker:
 
 def build_quantum_graph(butler: Butler, pipeline: Pipeline, *, input_collections: Sequence[str], output_run: str,
                         where: str | None = None, bind: Mapping[str, Any] | None = None,
-                        skip_existing_in: Sequence[str] = (), max_quanta: int = DEFAULT_MAX_QUANTA,
+                        skip_existing_in: Sequence[str] = (), max_quanta: int | None = None,
                         force: bool = False) -> QuantumGraph:
     """Build a quantum graph in one call (see `QuantumGraphBuilder` for the parameters)."""
     return QuantumGraphBuilder(butler, pipeline, input_collections=input_collections, output_run=output_run,
