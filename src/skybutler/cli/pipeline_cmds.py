@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import ConfigError
+from .repo_cmds import parse_bind
 
 console = Console()
 err_console = Console(stderr=True)
@@ -35,18 +36,6 @@ def parse_size(text: str | None) -> int | None:
 
 def _split(values: tuple[str, ...]) -> list[str]:
     return [c for v in values for c in v.split(",") if c]
-
-
-def _bind(values: tuple[str, ...]) -> dict[str, Any]:
-    import yaml
-
-    out = {}
-    for item in values:
-        if "=" not in item:
-            raise ConfigError(f"--bind takes NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)
-    return out
 
 
 @click.group("pipeline")
@@ -127,7 +116,7 @@ def graph_cmd(repo: str, pipeline_file: str, inputs: tuple[str, ...], output_run
     butler = Butler(repo, writeable=False)
     pipeline = Pipeline.from_file(pipeline_file, universe=butler.universe)
     builder = QuantumGraphBuilder(butler, pipeline, input_collections=_split(inputs), output_run=output_run,
-                                  where=where, bind=_bind(bind), skip_existing_in=_split(skip_existing_in),
+                                  where=where, bind=parse_bind(bind), skip_existing_in=_split(skip_existing_in),
                                   max_quanta=max_quanta)
     counts = builder.count()
     err_console.print(f"The query matches {sum(counts.values())} data ids: "

@@ -26,7 +26,7 @@ err_console = Console(stderr=True)
 REPO = click.argument("repo", type=click.Path(file_okay=False))
 
 
-def _parse_bind(values: Iterable[str]) -> dict[str, Any]:
+def parse_bind(values: Iterable[str]) -> dict[str, Any]:
     out = {}
     for item in values:
         if "=" not in item:
@@ -326,7 +326,7 @@ def query_datasets_cmd(repo: str, dataset_type: str, collections: tuple[str, ...
     """List datasets of DATASET_TYPE in --collections (searched in order)."""
     butler = Butler(repo, writeable=False)
     colls = _collections(collections) or [c["name"] for c in butler.registry.collections(types=[CollectionType.RUN])]
-    refs = butler.query_datasets(dataset_type, collections=colls, where=where, bind=_parse_bind(bind),
+    refs = butler.query_datasets(dataset_type, collections=colls, where=where, bind=parse_bind(bind),
                                  find_first=not find_all)
     dt = butler.registry.get_dataset_type(dataset_type)
 
@@ -352,7 +352,7 @@ def query_data_ids_cmd(repo: str, dimensions: tuple[str, ...], datasets: tuple[s
     """List data ids over DIMENSIONS (joined by sky overlap where needed)."""
     butler = Butler(repo, writeable=False)
     dims = list(butler.universe.closure(dimensions))
-    ids = butler.query_data_ids(dims, where=where, bind=_parse_bind(bind), datasets=datasets,
+    ids = butler.query_data_ids(dims, where=where, bind=parse_bind(bind), datasets=datasets,
                                 collections=_collections(collections) or [])
     _print_rows((dict(d) for d in ids), dims, fmt, title="data ids", limit=limit)
 
@@ -368,7 +368,7 @@ def query_records_cmd(repo: str, element: str, where: str | None, bind: tuple[st
                       limit: int | None) -> None:
     """List records of one dimension ELEMENT (e.g. visit, detector, patch)."""
     butler = Butler(repo, writeable=False)
-    records = butler.query_dimension_records(element, where=where, bind=_parse_bind(bind))
+    records = butler.query_dimension_records(element, where=where, bind=parse_bind(bind))
     first = next(records, None)
     if first is None:
         err_console.print("0 row(s)")
