@@ -46,7 +46,43 @@ def pg_namespace(pg_engine):
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
 
 
-BACKENDS = ["sqlite-local", "sqlite-memory", "postgresql-local"]
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free loopback port, for the whole session; yields fsspec storage options."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        _service_missing("moto's S3 server (pip install 'moto[server]')")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing",
+               "client_kwargs": {"region_name": "us-east-1"}}
+    yield options
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket on the moto server; yields ``(bucket name, storage options)``."""
+    import boto3
+
+    name = f"sb-{uuid.uuid4().hex[:16]}"
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    yield name, s3_server
+    bucket = boto3.resource("s3", endpoint_url=s3_server["endpoint_url"], aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1").Bucket(name)
+    bucket.objects.all().delete()
+    bucket.delete()
+
+
+BACKENDS = ["sqlite-local", "sqlite-memory", "postgresql-local", "sqlite-s3"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -67,6 +103,12 @@ def make_butler(request, tmp_path, backend):
         if backend == "sqlite-memory":
             kwargs.setdefault("registry", "sqlite://")
             kwargs.setdefault("datastore", f"memory://skybutler-test-{uuid.uuid4().hex}")
+        elif backend == "sqlite-s3":
+            bucket, options = request.getfixturevalue("s3_bucket")
+            kwargs.setdefault("datastore", f"s3://{bucket}/repo{len(made)}")
+            config = dict(kwargs.pop("config", None) or {})
+            config["datastore"] = {**config.get("datastore", {}), "storage_options": options}
+            kwargs["config"] = config
         elif backend == "postgresql-local":
             request.getfixturevalue("pg_engine")
             kwargs.setdefault("registry", PG_URL)

@@ -9,8 +9,7 @@ import pytest
 
 from skybutler.datastore import Datastore
 
-# "s3" joins here once the moto server fixture exists; every store test then runs on it.
-BACKENDS = ["file", "memory"]
+BACKENDS = ["file", "memory", "s3"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -18,6 +17,10 @@ def root(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A fresh, empty datastore root on each backend."""
     if request.param == "file":
         yield str(tmp_path / "repo")
+    elif request.param == "s3":
+        bucket, options = request.getfixturevalue("s3_bucket")
+        request.node.s3_options = options
+        yield f"s3://{bucket}/repo"
     else:
         # The memory filesystem is one per process: a unique root per test keeps them apart.
         name = f"memory://skybutler-test-{uuid.uuid4().hex}"
@@ -27,6 +30,12 @@ def root(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def store(root: str) -> Datastore:
+def storage_options(request: pytest.FixtureRequest, root: str) -> dict:
+    """fsspec options the backend needs (the S3 endpoint and keys)."""
+    return dict(getattr(request.node, "s3_options", {}))
+
+
+@pytest.fixture
+def store(root: str, storage_options: dict) -> Datastore:
     """An empty `Datastore` on each backend."""
-    return Datastore(root)
+    return Datastore(root, storage_options=storage_options)
