@@ -85,7 +85,9 @@ class DataId(Mapping[str, DataIdValue]):
 
     def with_implied(self, implied: Mapping[str, DataIdValue]) -> DataId:
         """Return a copy that also knows the given implied values."""
-        return DataId(self._items, implied={**self._implied, **implied})
+        copy = DataId(self._items, implied={**self._implied, **implied})
+        copy._key, copy._hash = self._key, self._hash  # same identity, so the same key and hash
+        return copy
 
     def subset(self, keys: Any) -> DataId:
         """Return the data id restricted to ``keys`` (looked up in required and implied values)."""
