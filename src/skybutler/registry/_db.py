@@ -53,7 +53,10 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
         def _begin(conn: sa.Connection) -> None:
             # Writers take the write lock up front (waiting on busy_timeout) instead of
             # failing when a deferred read transaction tries to upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+            options = conn.get_execution_options()
+            if options.get("lookup"):
+                return  # one small read: SQLite's own statement-level transaction is enough
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
 
         return engine
     # No pre-ping: it costs a round trip on every checkout (a put or get makes one or two).

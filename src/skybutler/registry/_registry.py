@@ -172,8 +172,9 @@ class Registry:
     def _read(self, *, lookup: bool = False) -> Iterator[sa.Connection]:
         """A connection for reading (the active write transaction's, if any).
 
-        ``lookup=True`` is for a few small statements: on PostgreSQL they then run without
-        a transaction (autocommit), saving the BEGIN and ROLLBACK round trips. Streamed
+        ``lookup=True`` is for a few small statements: they then run without an explicit
+        transaction (autocommit on PostgreSQL, no BEGIN on SQLite), saving a statement or
+        two per call. Streamed
         queries need a transaction for their server-side cursor and must not use it.
         """
         active = getattr(self._local, "conn", None)
@@ -181,8 +182,9 @@ class Registry:
             yield active
             return
         with self.engine.connect() as conn:
-            if lookup and self.dialect == "postgresql":
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if lookup:
+                conn = conn.execution_options(
+                    **({"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {"lookup": True}))
             yield conn
 
     # -- dimension records -------------------------------------------------------------
