@@ -24,7 +24,6 @@ See benchmarks/RESULTS.md for figures on the project machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import math
@@ -41,8 +40,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _records import DETECTORS, hsc_records
+
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-DETECTORS = 100
 BATCH = 1000
 SYNC_COUNT = 2000
 DATASET_TYPE = "bench_metadata"
@@ -70,30 +70,6 @@ OPS: list[tuple[str, str, str, float | None]] = [
 # --------------------------------------------------------------------------- worker
 
 
-def _records(butler: Any, n_visits: int) -> list[tuple[int, int]]:
-    """Insert HSC-like dimension records; return the (visit, detector) data ids in use."""
-    butler.insert_dimension_records("instrument", [{"instrument": "HSC", "class_name": "HSC"}])
-    butler.insert_dimension_records("band", [{"band": b} for b in "grizy"])
-    butler.insert_dimension_records("physical_filter", [
-        {"instrument": "HSC", "physical_filter": f"HSC-{b.upper()}", "band": b} for b in "grizy"])
-    butler.insert_dimension_records("day_obs", [{"instrument": "HSC", "day_obs": 20260315 + i} for i in range(3)])
-    butler.insert_dimension_records("detector", [
-        {"instrument": "HSC", "detector": d, "name": f"{d // 10}_{d % 10}", "purpose": "SCIENCE"}
-        for d in range(DETECTORS)])
-    start = datetime.datetime(2026, 3, 15, 6, 0, 0)
-    visits = []
-    for i in range(n_visits):
-        begin = start + datetime.timedelta(minutes=2 * i)
-        ra, dec = 150.0 + 0.5 * (i % 10), 2.0 + 0.5 * (i // 10)
-        visits.append({
-            "instrument": "HSC", "visit": 903334 + 2 * i, "physical_filter": f"HSC-{'GRIZY'[i % 5]}",
-            "day_obs": 20260315 + i * 3 // max(n_visits, 1), "exposure_time": 30.0,
-            "timespan_begin": begin, "timespan_end": begin + datetime.timedelta(seconds=30),
-            "region": [(ra - 0.75, dec - 0.75), (ra + 0.75, dec - 0.75), (ra + 0.75, dec + 0.75),
-                       (ra - 0.75, dec + 0.75)],
-        })
-    butler.insert_dimension_records("visit", visits)
-    return [(v["visit"], d) for v in visits for d in range(DETECTORS)]
 
 
 def _rate(n: int, seconds: float) -> dict[str, float]:
@@ -132,7 +108,7 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) 
     try:
         butler = Butler.create(tmp / "repo", registry=registry, namespace=namespace)
         n_visits = math.ceil(n / DETECTORS)
-        data_ids = _records(butler, n_visits)[:n]
+        data_ids = hsc_records(butler, n_visits)[:n]
         butler.register_dataset_type(DATASET_TYPE, ["instrument", "visit", "detector"], "dict")
 
         def obj(v: int, d: int) -> dict[str, Any]:

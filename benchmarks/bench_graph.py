@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime
 import gc
 import io
 import json
@@ -41,9 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _records import DETECTORS, hsc_records
+
 from skybutler.pipeline import Input, Output, Task
 
-DETECTORS = 100
 BATCH = 5000
 RAW_RUN = "bench/raw"
 TARGET_RATE = 20_000  # quanta/s
@@ -89,35 +89,13 @@ def _pipeline():
 # ----------------------------------------------------------------------------- repository
 
 
-def _records(butler: Any, n_visits: int) -> list[tuple[int, int]]:
-    butler.insert_dimension_records("instrument", [{"instrument": "HSC", "class_name": "HSC"}])
-    butler.insert_dimension_records("band", [{"band": b} for b in "grizy"])
-    butler.insert_dimension_records("physical_filter", [
-        {"instrument": "HSC", "physical_filter": f"HSC-{b.upper()}", "band": b} for b in "grizy"])
-    butler.insert_dimension_records("day_obs", [{"instrument": "HSC", "day_obs": 20260315 + i} for i in range(3)])
-    butler.insert_dimension_records("detector", [
-        {"instrument": "HSC", "detector": d, "name": f"{d // 10}_{d % 10}"} for d in range(DETECTORS)])
-    start = datetime.datetime(2026, 3, 15, 6, 0, 0)
-    visits = []
-    for i in range(n_visits):
-        begin = start + datetime.timedelta(seconds=40 * i)
-        ra, dec = 150.0 + 0.5 * (i % 10), 2.0 + 0.5 * ((i // 10) % 20)
-        visits.append({
-            "instrument": "HSC", "visit": 903334 + 2 * i, "physical_filter": f"HSC-{'GRIZY'[i % 5]}",
-            "day_obs": 20260315 + i * 3 // max(n_visits, 1), "exposure_time": 30.0,
-            "timespan_begin": begin, "timespan_end": begin + datetime.timedelta(seconds=30),
-            "region": [(ra - 0.75, dec - 0.75), (ra + 0.75, dec - 0.75), (ra + 0.75, dec + 0.75),
-                       (ra - 0.75, dec + 0.75)],
-        })
-    butler.insert_dimension_records("visit", visits)
-    return [(v["visit"], d) for v in visits for d in range(DETECTORS)]
 
 
 def _make_repo(root: Path, n: int) -> tuple[Any, float]:
     from skybutler import Butler
 
     butler = Butler.create(root)
-    data_ids = _records(butler, math.ceil(n / DETECTORS))[:n]
+    data_ids = hsc_records(butler, math.ceil(n / DETECTORS))[:n]
     butler.register_dataset_type("raw", ("visit", "detector"), "dict")
     t0 = time.perf_counter()
     for i in range(0, len(data_ids), BATCH):
