@@ -267,21 +267,27 @@ class Butler:
         run = run or self.run
         if run is None:
             raise SkyButlerError("No run to write to: pass run=... or open the butler with run=...")
-        by_type: dict[str, list[int]] = {}
         dts: list[DatasetType] = []
         data_ids: list[DataId] = []
-        for i, (dt_or_name, data_id) in enumerate(items):
+        for dt_or_name, data_id in items:
             dt = self.registry.get_dataset_type(dt_or_name.name if isinstance(dt_or_name, DatasetType) else dt_or_name)
             dts.append(dt)
             data_ids.append(self._data_id(dt, data_id, {}))
+        expanded = self._expand(dts, data_ids)
+        return [DatasetRef(new_dataset_id(), dt, di, run) for dt, di in zip(dts, expanded, strict=True)]
+
+    def _expand(self, dts: Sequence[DatasetType], data_ids: Sequence[DataId]) -> list[DataId]:
+        """Check every data id's records and attach implied values: one registry call per dataset type."""
+        out = list(data_ids)
+        by_type: dict[str, list[int]] = {}
+        for i, dt in enumerate(dts):
             by_type.setdefault(dt.name, []).append(i)
         for name, idx in by_type.items():
-            dt = dts[idx[0]]
-            expanded = self.registry.expand_data_ids(dt.dimensions, [data_ids[i] for i in idx],
+            expanded = self.registry.expand_data_ids(dts[idx[0]].dimensions, [out[i] for i in idx],
                                                      context=f"dataset type {name!r}")
             for i, di in zip(idx, expanded, strict=True):
-                data_ids[i] = di
-        return [DatasetRef(new_dataset_id(), dt, di, run) for dt, di in zip(dts, data_ids, strict=True)]
+                out[i] = di
+        return out
 
     # -- put ---------------------------------------------------------------------------
 
@@ -317,17 +323,9 @@ class Butler:
         if refs is None:
             new_refs = self._new_refs([(dt, di) for _, dt, di in items], run)
         else:
-            new_refs = list(refs)
-            by_type: dict[str, list[int]] = {}
-            for i, ref in enumerate(new_refs):
-                by_type.setdefault(ref.dataset_type.name, []).append(i)
-            for name, idx in by_type.items():
-                dt = self.registry.get_dataset_type(name)
-                expanded = self.registry.expand_data_ids(dt.dimensions, [new_refs[i].data_id for i in idx],
-                                                         context=f"dataset type {name!r}")
-                for i, di in zip(idx, expanded, strict=True):
-                    r = new_refs[i]
-                    new_refs[i] = DatasetRef(r.id, dt, di, r.run)
+            dts = [self.registry.get_dataset_type(r.dataset_type.name) for r in refs]
+            expanded = self._expand(dts, [r.data_id for r in refs])
+            new_refs = [DatasetRef(r.id, dt, di, r.run) for r, dt, di in zip(refs, dts, expanded, strict=True)]
         pending: list[PendingFile] = []
         records: list[FileRecord] = []
         try:
