@@ -15,7 +15,6 @@ per dataset type. No geometry and no per-quantum SQL happen here.
 from __future__ import annotations
 
 import datetime
-import operator
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DatasetTypeError, GraphError, PipelineError
 from ..model import DataId, DatasetRef, DatasetType, new_dataset_id
-from ..registry import pipeline_sql
+from ..registry import pipeline_sql, tuple_getter
 from ..registry.expr import identifiers
 from ..registry.expr import parse as parse_where
 from .graph import Quantum, QuantumGraph, dataset_type_to_dict, no_gc, ref_to_dict
@@ -239,7 +238,7 @@ class QuantumGraphBuilder:
             self.registry, plan.qdims, where=self.where, bind=self.bind, datasets=plan.external,
             collections=self.input_collections)
         pos = {name: i for i, name in enumerate((*dims, *implied))}
-        t_key = _getter([pos[d] for d in plan.tdims])
+        t_key = tuple_getter([pos[d] for d in plan.tdims])
         t_implied = [(n, pos[n]) for n in universe.implied_by(plan.tdims) if n in pos]
 
         # Inputs whose dimensions the task's fix (one per quantum) are looked up once per quantum;
@@ -250,12 +249,12 @@ class QuantumGraphBuilder:
             source = self._produced.get(dt.name)
             if source is None:
                 source = self._index(dt.name, self.input_collections, narrow=True)
-            key = _getter([pos[d] for d in dt.dimensions])
+            key = tuple_getter([pos[d] for d in dt.dimensions])
             if conn.multiple:
                 gathered.append((name, conn.min_count, key, source))
             else:
                 fixed.append((name, key, source))
-        multi_outputs = [(name, _getter([pos[d] for d in self.dataset_types[c.dataset_type].dimensions]))
+        multi_outputs = [(name, tuple_getter([pos[d] for d in self.dataset_types[c.dataset_type].dimensions]))
                          for name, c in task.outputs.items() if c.multiple]
         t1 = time.perf_counter()
         self.timings[f"inputs:{task.label}"] = t1 - t0
@@ -293,7 +292,7 @@ class QuantumGraphBuilder:
         outputs = []
         for name, out in task.outputs.items():
             dt = self.dataset_types[out.dataset_type]
-            outputs.append((name, dt, out.multiple, _getter([pos[d] for d in dt.dimensions]),
+            outputs.append((name, dt, out.multiple, tuple_getter([pos[d] for d in dt.dimensions]),
                             [n for n in universe.implied_by(dt.dimensions) if n in pos]))
         log_dt = self.dataset_types[task.log_dataset_type]
         paths = _PathMaker(self.butler)
@@ -472,16 +471,6 @@ class QuantumGraphBuilder:
             self.registry, plan.qdims, plan.tdims, where=None if where else self.where,
             bind=None if where else self.bind,
             datasets=[] if datasets else ([only] if only else plan.external), collections=self.input_collections)
-
-
-def _getter(positions: Sequence[int]) -> Any:
-    """A function giving the tuple of a row's values at ``positions`` (fast, for the hot loops)."""
-    if len(positions) > 1:
-        return operator.itemgetter(*positions)
-    if len(positions) == 1:
-        i = positions[0]
-        return lambda row: (row[i],)
-    return lambda row: ()
 
 
 class _PathMaker:

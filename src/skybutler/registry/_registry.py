@@ -42,12 +42,14 @@ class FileRecord:
     format: str
 
 
-def _key_getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple]:
-    """A fast ``mapping -> tuple(mapping[k] for k in keys)``."""
+def tuple_getter(keys: Sequence[Any]) -> Callable[[Any], tuple]:
+    """A fast ``row -> tuple(row[k] for k in keys)`` for mappings (names) or rows (positions)."""
+    if len(keys) > 1:
+        return operator.itemgetter(*keys)  # type: ignore[return-value]
     if len(keys) == 1:
         only = keys[0]
-        return lambda m: (m[only],)
-    return operator.itemgetter(*keys)  # type: ignore[return-value]
+        return lambda row: (row[only],)
+    return lambda row: ()
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -380,7 +382,7 @@ class Registry:
             conn = None
             for d in dimensions:
                 pk = self.universe.elements[d].primary_key
-                key_of = _key_getter(pk)
+                key_of = tuple_getter(pk)
                 keys = list({key_of(di.required_items) for di in data_ids})
                 cache = self._record_cache.get(d, {})
                 if all(k in cache for k in keys):  # records never change: no query needed
@@ -401,7 +403,7 @@ class Registry:
         if not implied_by:
             return list(data_ids)
         out = []
-        getters = {giver: _key_getter(self.universe.elements[giver].primary_key) for giver in givers}
+        getters = {giver: tuple_getter(self.universe.elements[giver].primary_key) for giver in givers}
         for di in data_ids:
             implied: dict[str, Any] = {}
             items = di.required_items
