@@ -7,7 +7,7 @@
 - `GraphExecutor` / `execute_graph`: runs a graph with N processes, recording provenance.
 """
 
-from .builder import DEFAULT_MAX_QUANTA, QuantumGraphBuilder, build_quantum_graph
+from .builder import QuantumGraphBuilder, build_quantum_graph
 from .executor import ExecutionReport, GraphExecutor, QuantumOutcome, QuantumRunner, execute_graph
 from .graph import GRAPH_FORMAT, GRAPH_VERSION, Quantum, QuantumGraph
 from .pipeline import DatasetTypeFlow, Pipeline, import_task
@@ -23,7 +23,6 @@ from .task import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_QUANTA",
     "GRAPH_FORMAT",
     "GRAPH_VERSION",
     "Connection",

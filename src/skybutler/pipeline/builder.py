@@ -33,9 +33,8 @@ from .task import PrerequisiteInput, Task
 if TYPE_CHECKING:
     from ..butler import Butler
 
-__all__ = ["DEFAULT_MAX_QUANTA", "QuantumGraphBuilder", "build_quantum_graph"]
+__all__ = ["QuantumGraphBuilder", "build_quantum_graph"]
 
-DEFAULT_MAX_QUANTA = 1_000_000
 """Graphs larger than this are refused unless forced (a mistyped ``where`` is the usual cause)."""
 
 

@@ -8,7 +8,6 @@ A ``where`` expression (see `skybutler.registry.expr`) names dimensions
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gc
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -393,11 +392,3 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
     stmt = _apply(stmt, joined, resolver, sa.and_(*conds) if conds else None)
     stmt = stmt.order_by(*[canonical[k] for k in dims])
     return stmt, dims, tuple(resolver.implied) if with_implied else ()
-
-
-def count_data_ids(registry: Registry, dimensions: Iterable[str], **kwargs: Any) -> int:
-    return sum(1 for _ in query_data_ids(registry, dimensions, **kwargs))
-
-
-def default_time() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
