@@ -65,7 +65,8 @@ class FormatsConfig(_Section):
 class PipelinesConfig(_Section):
     """Limits for building quantum graphs against this repository."""
 
-    max_quanta: int = Field(1_000_000, ge=1, description="Refuse a graph with more quanta unless forced")
+    max_quanta: int = Field(1_000_000, ge=1, description=(
+        "Refuse a graph with more quanta unless forced (a mistyped where is the usual cause)"))
 
 
 class RepositoryConfig(_Section):

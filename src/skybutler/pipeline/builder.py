@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["QuantumGraphBuilder", "build_quantum_graph"]
 
-"""Graphs larger than this are refused unless forced (a mistyped ``where`` is the usual cause)."""
-
 
 @dataclass
 class _Plan:
