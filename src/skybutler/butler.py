@@ -23,7 +23,7 @@ from .errors import (
     SkyButlerError,
     StorageClassError,
 )
-from .formats import Formatter, formatter_for, get_formatter
+from .formats import FORMATS, Formatter, formatter_for, get_formatter
 from .model import (
     CollectionType,
     DataId,
@@ -390,7 +390,7 @@ class Butler:
         """
         by_run: dict[str, list[dict[str, str]]] = {}
         for ref, record in zip(refs, records, strict=True):
-            if get_formatter(record.format).stores_identity:
+            if FORMATS[record.format].stores_identity:  # a class attribute: no formatter per file
                 continue
             by_run.setdefault(ref.run, []).append({
                 "dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
