@@ -439,11 +439,12 @@ class Butler:
                            r.data_id, r.run) for r in refs]
         existing = self.registry.get_datasets([r.id for r in refs])
         todo = [(f, r) for f, r in zip(files, refs, strict=True) if r.id not in existing]
+        # Every file's content is checked before any is transferred: a refused file leaves no trace.
+        formatters = [self._ingest_formatter(ref.dataset_type, f) for f, ref in todo]
         pending: list[PendingFile] = []
         records: list[FileRecord] = []
         try:
-            for f, ref in todo:
-                formatter = self._ingest_formatter(ref.dataset_type, f)
+            for (f, ref), formatter in zip(todo, formatters, strict=True):
                 path = ""  # a direct ingest keeps the file where it is: no name to make
                 if transfer != "direct":
                     suffix = _suffixes(f.path) or formatter.extension
@@ -462,6 +463,18 @@ class Butler:
         return refs
 
     def _ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
+        """The formatter of a file to ingest, once its content is checked against the storage class."""
+        formatter = self._guess_ingest_formatter(dt, f)
+        source = f.path if "://" in f.path else "file://" + os.path.abspath(f.path)
+        try:
+            with self.datastore.open(source) as fileobj:
+                formatter.check_file(fileobj, dt.storage_class)  # type: ignore[arg-type]
+        except (FormatError, StorageClassError) as exc:
+            raise type(exc)(f"Cannot ingest {f.path} as {dt.name} ({formatter.name}, storage class "
+                            f"{dt.storage_class!r}): {exc}") from None
+        return formatter
+
+    def _guess_ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
         if f.format:
             return self._formatter(dt, f.format)
         suffix = os.path.splitext(f.path)[1].lower().lstrip(".")
@@ -532,8 +545,13 @@ class Butler:
 
     def get_cutouts(self, ref_or_type: DatasetRef | str, boxes: Sequence[tuple[int, int, int, int]],
                     data_id: Mapping[str, Any] | None = None, *, collections: Sequence[str] | None = None,
-                    plane: str | None = None, **kwargs: Any) -> Cutouts:
-        """Many cutouts ``(y0, y1, x0, x1)`` from one image, reading only the bytes they need."""
+                    plane: str | None = None, hdu: int | str | tuple[str, int] | None = None,
+                    **kwargs: Any) -> Cutouts:
+        """Many cutouts ``(y0, y1, x0, x1)`` from one image, reading only the bytes they need.
+
+        ``plane`` cuts a plane of the image (``get(...).planes[plane]``); ``hdu`` cuts the HDU
+        that ``get(..., parameters={"hdu": hdu})`` reads (an index, ``"SCI"`` or ``("SCI", 2)``).
+        """
         ref = self._resolve(ref_or_type, data_id, kwargs, collections)
         record = self.registry.get_files([ref.id]).get(ref.id)
         if record is None:
@@ -544,7 +562,7 @@ class Butler:
             raise FormatError(f"{ref.dataset_type.name} is stored as {record.format}, which has no cutout reads")
         try:
             with self.datastore.open(record.path) as f:
-                images, nbytes = read_cutouts(f, boxes, plane=plane)
+                images, nbytes = read_cutouts(f, boxes, plane=plane, hdu=hdu)
         except FormatError as exc:
             raise FormatError(f"Cannot cut out of {ref.dataset_type.name} {{{ref.data_id}}} ({record.path}): {exc}") from None
         return Cutouts(images, nbytes, record.size, record.path)

@@ -143,7 +143,7 @@ def test_bbox_that_is_not_four_integers_is_refused(image, bbox):
 
 
 def test_image_parameters_do_not_include_table_ones(image):
-    with pytest.raises(FormatError, match="unknown read parameter 'columns' for fits images; allowed: bbox"):
+    with pytest.raises(FormatError, match="unknown read parameter 'columns' for fits images; allowed: bbox, hdu"):
         from_bytes(FitsFormatter(), to_bytes(FitsFormatter(), image), columns=["a"])
 
 

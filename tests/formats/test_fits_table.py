@@ -90,5 +90,5 @@ def test_unknown_column_names_the_table_columns(table):
 
 
 def test_table_parameters_do_not_include_bbox(table):
-    with pytest.raises(FormatError, match="unknown read parameter 'bbox' for fits tables; allowed: columns, rows"):
+    with pytest.raises(FormatError, match="unknown read parameter 'bbox' for fits tables; allowed: columns, rows, hdu"):
         from_bytes(FitsFormatter(), to_bytes(FitsFormatter(), table), bbox=(0, 1, 0, 1))

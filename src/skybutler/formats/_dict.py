@@ -42,6 +42,11 @@ class JsonFormatter(Formatter):
             value = json.loads(fileobj.read().decode("utf-8"))
         return _require_dict(value, self.name)
 
+    def check_file(self, fileobj: BinaryIO, storage_class: str) -> None:
+        """Check that the file holds a dict, by reading it (such files are small)."""
+        super().check_file(fileobj, storage_class)
+        self.read(fileobj)
+
 
 class YamlFormatter(Formatter):
     """A dict as UTF-8 YAML (block style, sorted keys), for files people edit by hand.
@@ -81,6 +86,11 @@ class YamlFormatter(Formatter):
                 raise FormatError(f"cannot read {self.name} file: it is truncated (no '...' end marker)")
             value = yaml.safe_load(text)
         return _require_dict(value, self.name)
+
+    def check_file(self, fileobj: BinaryIO, storage_class: str) -> None:
+        """Check that the file holds a dict, by reading it (such files are small)."""
+        super().check_file(fileobj, storage_class)
+        self.read(fileobj)
 
 
 _SCALARS = (str, int, float, bool, type(None))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import operator
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -73,6 +74,19 @@ class FitsFormatter(Formatter):
     ``BITPIX``, ``NAXISn``, ``EXTEND``, ``BZERO``, ...) are skipped both ways.
     Reading accepts ``bbox=(y0, y1, x0, x1)`` and reads only those rows
     and columns of every plane.
+
+    Any HDU of any FITS file (a multi-extension file of another pipeline
+    too) can be read with ``hdu``: an index (``3``), an ``EXTNAME``
+    (``"SCI"``, the first HDU of that name) or an ``(EXTNAME, EXTVER)`` pair
+    (``("SCI", 2)``). The result is that HDU alone: an `Image` of its pixels
+    (header cards of the primary HDU, then its own; no planes; ``bbox``
+    allowed) or a table (``columns`` and ``rows`` allowed). Without ``hdu``,
+    the image is the primary HDU's pixels, or the first image extension's
+    when the primary holds none, and every later image extension is a plane
+    named by its ``EXTNAME`` in lower case, with ``,<EXTVER>`` when its
+    ``EXTVER`` is not 1 (``"sci,2"``), or ``hdu<index>`` when it has no name
+    or its name is taken; `read_cutouts` uses the same names and the same
+    ``hdu`` selection.
 
     Tables: columns of numbers, bools, strings and fixed-size lists of
     numbers; nulls in integer columns round-trip, nulls in float columns come
@@ -150,14 +164,68 @@ class FitsFormatter(Formatter):
 
         reader = CountingReader(fileobj)
         with self._open(reader) as hdul:
+            if parameters and "hdu" in parameters:
+                selected = _select_hdu(hdul, parameters["hdu"])
+                if _holds_table(hdul[selected]):
+                    given = check_parameters(parameters, ("columns", "rows", "hdu"), what="fits tables")
+                    return self._read_table(hdul, selected, reader, given)
+                _require_pixels(hdul, selected)
+                given = check_parameters(parameters, ("bbox", "hdu"), what="fits images")
+                return self._read_image(hdul, selected, reader, given.get("bbox"), with_planes=False)
             index = _image_index(hdul)
             if index is not None:
-                given = check_parameters(parameters, ("bbox",), what="fits images")
-                return self._read_image(hdul, index, reader, given.get("bbox"))
-            if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU):
-                given = check_parameters(parameters, ("columns", "rows"), what="fits tables")
-                return self._read_table(hdul, reader, given)
+                given = check_parameters(parameters, ("bbox", "hdu"), what="fits images")
+                return self._read_image(hdul, index, reader, given.get("bbox"), with_planes=True)
+            if _hdu_at(hdul, 1) is not None and isinstance(hdul[1], fits.BinTableHDU):
+                given = check_parameters(parameters, ("columns", "rows", "hdu"), what="fits tables")
+                return self._read_table(hdul, 1, reader, given)
             raise FormatError(f"cannot read {self.name} file: it holds neither an image nor a binary table")
+
+    def check_file(self, fileobj: BinaryIO, storage_class: str) -> None:
+        """Check, from its headers alone, that a FITS file reads as ``storage_class``.
+
+        ``image`` needs the HDU `read` takes for the image to be 2-d, with every
+        plane of its shape; ``table`` needs the file to hold no image and a
+        binary table in its first extension (what `read` returns as a table).
+
+        Raises
+        ------
+        StorageClassError
+            If the file holds the other kind of content, or an image that is not 2-d.
+        FormatError
+            If it is not a FITS file, is truncated, or holds neither an image nor a table.
+        """
+        super().check_file(fileobj, storage_class)
+        from astropy.io import fits
+
+        reader = CountingReader(fileobj)
+        with self._open(reader) as hdul:
+            index = _image_index(hdul)
+            table = index is None and _hdu_at(hdul, 1) is not None and isinstance(hdul[1], fits.BinTableHDU)
+            if index is None and not table:
+                raise FormatError(f"cannot read {self.name} file: it holds neither an image nor a binary table")
+            if storage_class == "table":
+                if not table:
+                    assert index is not None
+                    raise StorageClassError(
+                        f"storage class 'table' needs a FITS binary table; the file holds an image "
+                        f"(HDU {index}, shape {tuple(hdul[index].shape)}), which would be read instead"
+                    )
+                _require_complete(hdul, 1, reader)
+                return
+            if index is None:
+                raise StorageClassError(
+                    "storage class 'image' needs a 2-d FITS image; the file holds a binary table "
+                    f"(HDU 1, {hdul[1].header.get('NAXIS2', 0)} rows) and no image"
+                )
+            shape = tuple(hdul[index].shape)
+            if len(shape) != 2:
+                raise StorageClassError(
+                    f"storage class 'image' needs a 2-d FITS image; HDU {index} holds an image of shape {shape}"
+                )
+            for _, plane_index in _planes(hdul, index):
+                _plane_shape(hdul, plane_index, shape)  # read refuses planes of another shape
+            _require_complete(hdul, index, reader)
 
     def read_identity(self, fileobj: BinaryIO) -> dict[str, str] | None:
         with self._open(CountingReader(fileobj)) as hdul:
@@ -171,8 +239,11 @@ class FitsFormatter(Formatter):
         boxes: Sequence[tuple[int, int, int, int]],
         *,
         plane: str | None = None,
+        hdu: int | str | tuple[str, int] | None = None,
     ) -> tuple[list[Image], int]:
         """Read many small boxes of one image, reading only the rows of each box.
+
+        Only the headers up to the HDU read are read (and the primary one).
 
         Parameters
         ----------
@@ -182,7 +253,11 @@ class FitsFormatter(Formatter):
             Boxes ``(y0, y1, x0, x1)`` in the stored image's pixels (end
             exclusive), clipped to the image.
         plane
-            Read this plane's pixels instead of the image's own.
+            Read this plane's pixels instead of the image's own: the same plane
+            as ``read(...).planes[plane]``.
+        hdu
+            Read this HDU's pixels instead, selected as the ``hdu`` read parameter
+            selects it (an index, an ``EXTNAME`` or an ``(EXTNAME, EXTVER)`` pair).
 
         Returns
         -------
@@ -195,31 +270,40 @@ class FitsFormatter(Formatter):
         Raises
         ------
         FormatError
-            If a box lies wholly outside the image or is empty, the plane does
-            not exist, or the file is not a readable FITS image.
+            If a box lies wholly outside the image or is empty, the plane or HDU
+            does not exist or holds no pixels, both ``plane`` and ``hdu`` are
+            given, or the file is not a readable FITS image.
 
         Examples
         --------
         >>> stars = [(y - 10, y + 11, x - 10, x + 11) for y, x in positions]  # doctest: +SKIP
         >>> cutouts, bytes_read = FitsFormatter().read_cutouts(fileobj, stars)  # doctest: +SKIP
+        >>> sci2, _ = FitsFormatter().read_cutouts(fileobj, stars, hdu=("SCI", 2))  # doctest: +SKIP
         """
+        if plane is not None and hdu is not None:
+            raise FormatError("give a plane or an hdu to cut out of, not both")
         reader = CountingReader(fileobj)
         with self._open(reader) as hdul:
-            index = _image_index(hdul)
-            if index is None:
-                raise FormatError(f"cannot read cutouts from {self.name} file: it holds no image")
+            if hdu is not None:
+                index = _select_hdu(hdul, hdu)
+                _require_pixels(hdul, index)
+            else:
+                found = _image_index(hdul)
+                if found is None:
+                    raise FormatError(f"cannot read cutouts from {self.name} file: it holds no image")
+                index = found
             header, origin = _image_header(hdul, index)
             if plane is not None:
                 index = _plane_index(hdul, index, plane)
             _require_complete(hdul, index, reader)
-            hdu = hdul[index]
-            shape = _image_shape(hdu)
+            pixels = hdul[index]
+            shape = _image_shape(pixels)
             cutouts = []
             for box in boxes:
                 y0, y1, x0, x1 = _clip(as_box(box, what="a cutout box"), shape)
                 cutouts.append(
                     Image(
-                        _native(hdu.section[y0:y1, x0:x1]),
+                        _native(pixels.section[y0:y1, x0:x1]),
                         header=copy.deepcopy(header),  # HISTORY lists are not shared
                         origin=(origin[0] + y0, origin[1] + x0),
                     )
@@ -238,33 +322,28 @@ class FitsFormatter(Formatter):
             yield hdul
 
     def _read_image(
-        self, hdul: fits.HDUList, index: int, reader: CountingReader, bbox: Any
+        self, hdul: fits.HDUList, index: int, reader: CountingReader, bbox: Any, *, with_planes: bool
     ) -> Image:
         header, origin = _image_header(hdul, index)
         shape = _image_shape(hdul[index])
         box = (0, shape[0], 0, shape[1]) if bbox is None else _clip(as_box(bbox, what="bbox"), shape)
         y0, y1, x0, x1 = box
         planes = {}
-        for plane_index in range(index + 1, len(hdul)):
-            hdu = hdul[plane_index]
-            if not _is_image(hdu) or not hdu.header.get("NAXIS"):
-                continue
-            if _image_shape(hdu) != shape:
-                raise FormatError(
-                    f"cannot read {self.name} file: extension {hdu.name or plane_index} has shape "
-                    f"{_image_shape(hdu)}, not the image's {shape}"
-                )
+        for name, plane_index in _planes(hdul, index) if with_planes else ():
+            _plane_shape(hdul, plane_index, shape)
             _require_complete(hdul, plane_index, reader)
-            planes[_plane_name(hdul, plane_index)] = _pixels(hdu, box, shape)
+            planes[name] = _pixels(hdul[plane_index], box, shape)
         _require_complete(hdul, index, reader)
         data = _pixels(hdul[index], box, shape)
         return Image(data, header=header, planes=planes, origin=(origin[0] + y0, origin[1] + x0))
 
-    def _read_table(self, hdul: fits.HDUList, reader: CountingReader, given: dict[str, Any]) -> pyarrow.Table:
+    def _read_table(
+        self, hdul: fits.HDUList, index: int, reader: CountingReader, given: dict[str, Any]
+    ) -> pyarrow.Table:
         from astropy.table import Table
 
-        _require_complete(hdul, 1, reader)
-        table = _to_arrow(Table.read(hdul[1], character_as_bytes=False, mask_invalid=False))
+        _require_complete(hdul, index, reader)
+        table = _to_arrow(Table.read(hdul[index], character_as_bytes=False, mask_invalid=False))
         if "columns" in given:
             table = table.select(as_columns(given["columns"], table.column_names))
         if "rows" in given:
@@ -315,19 +394,144 @@ def _image_header(hdul: fits.HDUList, index: int) -> tuple[dict[str, Any], tuple
     return header, origin
 
 
-def _plane_name(hdul: fits.HDUList, index: int) -> str:
-    """Return the plane name of extension ``index``: its EXTNAME in lower case, else ``hdu<index>``."""
-    return hdul[index].name.lower() or f"hdu{index}"
+def _hdu_at(hdul: fits.HDUList, index: int) -> Any | None:
+    """Return HDU ``index``, or None past the last one, reading headers only up to it.
+
+    ``len(hdul)`` would read every header of the file; this reads as far as needed.
+    """
+    try:
+        return hdul[index]
+    except IndexError:
+        return None
+
+
+def _extver(hdu: Any) -> int:
+    """Return the HDU's ``EXTVER`` (1 when absent, as FITS defines it)."""
+    try:
+        return int(hdu.header.get("EXTVER", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _planes(hdul: fits.HDUList, image_index: int) -> Iterator[tuple[str, int]]:
+    """Yield ``(plane name, HDU index)`` of every image extension with pixels after the image.
+
+    The name is the ``EXTNAME`` in lower case, with ``,<EXTVER>`` appended when its
+    ``EXTVER`` is not 1 (so four ``SCI`` extensions give ``sci``, ``sci,2``, ...), or
+    ``hdu<index>`` when the HDU has no name or an earlier plane took it. Names
+    depend only on earlier HDUs, so a caller looking for one plane can stop at it
+    without reading the headers after it.
+    """
+    taken: set[str] = set()
+    index = image_index + 1
+    while (hdu := _hdu_at(hdul, index)) is not None:
+        if _is_image(hdu) and hdu.header.get("NAXIS"):
+            extname = str(hdu.header.get("EXTNAME", "")).strip().lower()
+            version = _extver(hdu)
+            name = extname if version == 1 else f"{extname},{version}"
+            if not extname or name in taken:
+                name = f"hdu{index}"
+            taken.add(name)
+            yield name, index
+        index += 1
 
 
 def _plane_index(hdul: fits.HDUList, image_index: int, plane: str) -> int:
     names = []
-    for index in range(image_index + 1, len(hdul)):
-        if _is_image(hdul[index]):
-            if _plane_name(hdul, index) == plane.lower():
-                return index
-            names.append(_plane_name(hdul, index))
+    for name, index in _planes(hdul, image_index):
+        if name == plane.lower():
+            return index
+        names.append(name)
     raise FormatError(f"no plane {plane!r} in this image; it has {', '.join(names) or 'none'}")
+
+
+def _plane_shape(hdul: fits.HDUList, index: int, shape: tuple[int, int]) -> None:
+    """Raise `FormatError` if the plane in HDU ``index`` differs in shape from the image."""
+    hdu = hdul[index]
+    if tuple(hdu.shape) != shape:
+        raise FormatError(
+            f"cannot read fits file: extension {hdu.name or index} has shape "
+            f"{tuple(hdu.shape)}, not the image's {shape}"
+        )
+
+
+def _hdu_spec(value: Any) -> tuple[int | None, str | None, int | None]:
+    """Return the ``hdu`` read parameter as ``(index, EXTNAME, EXTVER)``, or raise `FormatError`."""
+    form = "an HDU index (3), an EXTNAME ('SCI') or an (EXTNAME, EXTVER) pair (('SCI', 2))"
+    if isinstance(value, str):
+        if value.strip():
+            return None, value.strip().upper(), None
+    elif isinstance(value, tuple | list):
+        if len(value) == 2 and isinstance(value[0], str) and value[0].strip() and not isinstance(value[1], bool):
+            try:
+                version = operator.index(value[1])
+            except TypeError:
+                pass
+            else:
+                return None, value[0].strip().upper(), version
+    elif not isinstance(value, bool):
+        try:
+            index = operator.index(value)
+        except TypeError:
+            pass
+        else:
+            if index < 0:
+                raise FormatError(f"hdu index must be 0 or more (0 is the primary HDU); got {index}")
+            return index, None, None
+    raise FormatError(f"hdu must be {form}; got {value!r}")
+
+
+def _select_hdu(hdul: fits.HDUList, value: Any) -> int:
+    """Return the index of the HDU the ``hdu`` read parameter names, reading headers only up to it.
+
+    Raises
+    ------
+    FormatError
+        If the file has no such HDU; the message lists those it has.
+    """
+    index, name, version = _hdu_spec(value)
+    if index is not None:
+        if _hdu_at(hdul, index) is not None:
+            return index
+    else:
+        at = 0
+        while (hdu := _hdu_at(hdul, at)) is not None:
+            if hdu.name.upper() == name and (version is None or _extver(hdu) == version):
+                return at
+            at += 1
+    wanted = index if index is not None else (name if version is None else f"({name!r}, {version})")
+    raise FormatError(f"no HDU {wanted!r} in this file; it has {_describe_hdus(hdul)}")
+
+
+def _describe_hdus(hdul: fits.HDUList) -> str:
+    """Return a list of a file's HDUs for messages: ``0 PRIMARY (no data), 1 SCI,1 (image 5x5), ...``."""
+    parts = []
+    at = 0
+    while (hdu := _hdu_at(hdul, at)) is not None:
+        if _is_image(hdu):
+            shape = tuple(hdu.shape)
+            what = f"image {'x'.join(map(str, shape))}" if shape else "no data"
+        elif _holds_table(hdu):
+            what = f"table, {hdu.header.get('NAXIS2', 0)} rows"
+        else:
+            what = type(hdu).__name__
+        parts.append(f"{at} {hdu.name or '(no name)'},{_extver(hdu)} ({what})")
+        at += 1
+    return ", ".join(parts)
+
+
+def _holds_table(hdu: Any) -> bool:
+    from astropy.io import fits
+
+    return isinstance(hdu, fits.BinTableHDU | fits.TableHDU)
+
+
+def _require_pixels(hdul: fits.HDUList, index: int) -> None:
+    """Raise `FormatError` unless HDU ``index`` is an image with pixels."""
+    hdu = hdul[index]
+    if not _is_image(hdu) or not hdu.header.get("NAXIS"):
+        what = "a table" if _holds_table(hdu) else ("no data" if _is_image(hdu) else type(hdu).__name__)
+        raise FormatError(f"HDU {index} ({hdu.name or 'no name'}) holds {what}, not an image's pixels")
 
 
 def _is_image(hdu: Any) -> bool:

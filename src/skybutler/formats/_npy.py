@@ -36,3 +36,18 @@ class NpyFormatter(Formatter):
         if not isinstance(value, np.ndarray):  # an .npz archive
             raise FormatError(f"cannot read {self.name} file: it holds {type_name(value)}, not one array")
         return value
+
+    def check_file(self, fileobj: BinaryIO, storage_class: str) -> None:
+        """Check the ``.npy`` header alone: one array, of a dtype that needs no pickle."""
+        super().check_file(fileobj, storage_class)
+        with self._wrap_errors("read"):
+            version = np.lib.format.read_magic(fileobj)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(fileobj)
+            elif version == (2, 0):
+                _, _, dtype = np.lib.format.read_array_header_2_0(fileobj)
+            else:  # numpy has no public reader for the headers of later versions
+                fileobj.seek(0)
+                dtype = self.read(fileobj).dtype
+        if dtype.hasobject:
+            raise FormatError(f"cannot read {self.name} file: it holds Python objects (dtype {dtype}), which needs pickle")

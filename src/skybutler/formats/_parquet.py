@@ -65,6 +65,14 @@ class ParquetFormatter(Formatter):
         metadata.pop(IDENTITY_METADATA_KEY, None)
         return table.replace_schema_metadata(metadata or None)
 
+    def check_file(self, fileobj: BinaryIO, storage_class: str) -> None:
+        """Check that the file is Parquet by reading its footer (schema and row groups) only."""
+        import pyarrow.parquet as pq
+
+        super().check_file(fileobj, storage_class)
+        with self._wrap_errors("read"):
+            pq.ParquetFile(fileobj).schema_arrow  # noqa: B018 - parsing the footer is the check
+
     def read_identity(self, fileobj: BinaryIO) -> dict[str, str] | None:
         import pyarrow.parquet as pq
 

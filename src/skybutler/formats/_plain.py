@@ -6,6 +6,7 @@ short one; the datastore's checksums and manifest cover both.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
@@ -44,3 +45,12 @@ class TextFormatter(Formatter):
         check_parameters(parameters, (), what=self.name)
         with self._wrap_errors("read"):
             return fileobj.read().decode("utf-8")
+
+    def check_file(self, fileobj: BinaryIO, storage_class: str) -> None:
+        """Check that the file is UTF-8, a chunk at a time (logs can be large)."""
+        super().check_file(fileobj, storage_class)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        with self._wrap_errors("read"):
+            while chunk := fileobj.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)

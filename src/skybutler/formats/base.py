@@ -147,6 +147,41 @@ class Formatter(abc.ABC):
                 f"storage class {storage_class!r} which holds {expected}; got {type_name(obj)}"
             )
 
+    def check_file(self, fileobj: BinaryIO, storage_class: str) -> None:
+        """Raise if the file in ``fileobj`` would not read back as ``storage_class``.
+
+        Ingest calls this before it registers a file written by someone else, so
+        that a table ingested as an image, or a 3-d image, is refused then rather
+        than failing (or returning the wrong kind of object) on every later read.
+        Formats check cheaply: headers, footers or magic numbers where the format
+        has them (FITS, Parquet, npy); small formats (JSON, YAML) are parsed. This
+        default checks only that the format stores ``storage_class``: it suits
+        formats that take any bytes (raw), and pickle, whose content cannot be
+        checked without running it.
+
+        Callers put the file's name in front of the message.
+
+        Parameters
+        ----------
+        fileobj
+            A readable, seekable binary file object, positioned at the start of the file.
+        storage_class
+            Name of the storage class of the dataset type the file is ingested as.
+
+        Raises
+        ------
+        StorageClassError
+            If the file holds content of another storage class (a table, not an image).
+        FormatError
+            If the file is not readable in this format, or the format cannot store
+            ``storage_class`` at all.
+        """
+        if storage_class not in self.storage_classes:
+            raise FormatError(
+                f"format {self.name!r} cannot store storage class {storage_class!r}; "
+                f"it stores {', '.join(self.storage_classes)}"
+            )
+
     @contextlib.contextmanager
     def _wrap_errors(self, action: str) -> Iterator[None]:
         """Turn any library exception raised inside into a `FormatError` naming this format.
