@@ -577,7 +577,9 @@ def _require_complete(hdul: fits.HDUList, index: int, reader: CountingReader) ->
     astropy only warns about this, then fails in some later call, or not at all
     when the pixels asked for happen to lie before the cut.
     """
-    info = hdul.fileinfo(index)
+    # The HDU's own fileinfo: HDUList.fileinfo also checks every HDU for resizing,
+    # reading every header of the file.
+    info = hdul[index].fileinfo()
     end = info["datLoc"] + info["datSpan"]
     file_size = reader.size()
     if end > file_size:
