@@ -228,8 +228,7 @@ def test_query_errors_are_value_errors() -> None:
         ("visit IN ()", "expected a value in the IN list", 11),
         ("visit IN 1, 2", "expected '(' or a bind parameter after IN", 10),
         ("visit IN (1 2)", "expected ',' or ')' in the IN list", 13),
-        ("visit IN (band)", "expected a value in the IN list (names cannot appear here)", 11),
-        ("1 IN (1)", "IN needs a dimension or metadata name on its left", 1),
+        ("visit IN (1, AND)", "expected a value in the IN list", 14),
         ("visit IN (9..0)", "range 9..0 is empty: write the smaller bound first", 11),
         ("visit IN (1.5..3)", "range bounds and strides must be integer literals", 11),
         ("visit IN (:a..3)", "range bounds and strides must be integer literals", 11),
@@ -262,7 +261,7 @@ table = sa.Table(
     sa.Column("instrument", sa.String(16)),
     sa.Column("visit", sa.Integer),
     sa.Column("detector", sa.Integer),
-    sa.Column("band", sa.String(8)),
+    sa.Column("band", sa.String(32)),
     sa.Column("exposure_time", sa.Float),
     sa.Column("timespan_begin", sa.DateTime),
     sa.Column("patch", sa.String(16)),
@@ -453,9 +452,12 @@ def compile_error_for(text: str, bind: dict[str, Any] | None = None) -> str:
 
 
 def test_a_missing_bind_parameter_lists_the_binds_given() -> None:
-    assert compile_error_for("visit = :v", {"visits": [1], "band": "r"}) == (
+    assert compile_error_for("visit = :v", {"visits": [1], "band": "r"}).splitlines() == [
         "Invalid query expression: no value given for bind parameter ':v' (binds given: :band, :visits)"
-    )
+        " at column 9",
+        "  visit = :v",
+        "          ^",
+    ]
     assert "(binds given: none)" in compile_error_for("visit IN (:visits)")
 
 
@@ -482,7 +484,7 @@ def test_numpy_scalars_bind_like_python_numbers(engine: sa.Engine) -> None:
         ("band = T'2026-01-01'", "band holds strings, but it is compared with T'2026-01-01T00:00:00'"),
         ("timespan_begin > '2026-01-01'", "write a time literal such as T'2026-01-01T00:00:00'"),
         ("timespan_begin > 5", "timespan_begin holds times, but it is compared with 5"),
-        ("band IN (1..3)", "the range 1..3 needs an integer column, but band holds VARCHAR(8)"),
+        ("band IN (1..3)", "the range 1..3 needs an integer column, but band holds VARCHAR(32)"),
     ],
 )
 def test_a_value_that_cannot_match_the_column_type_is_an_error(text: str, message: str) -> None:

@@ -4,65 +4,99 @@ An expression constrains dimension values and metadata, for example::
 
     visit > 903000 AND band IN ('r', 'i')
     instrument = 'HSC' AND detector IN (0..9, 20..40:2)
-    NOT (visit = :v)
-    visit.exposure_time >= 30.0 AND visit.timespan_begin > T'2026-01-01T00:00:00'
-    tract = 0 OR (tract = 1 AND patch != '8,6')
-    visit BETWEEN 100 AND 200
+    NOT (visit = :v) AND visit % 2 = 1
+    visit.timespan OVERLAPS (T'2026-03-15T00:00:00', T'2026-03-16T00:00:00')
+    visit.region OVERLAPS CIRCLE(150.1, 2.2, 0.5) AND glob(physical_filter, 'HSC-*')
+    ingest_date > T'61000.0' OR id = UUID('0193a4f1-7a3e-7c1e-9b0c-1d2e3f405162')
 
-Grammar (keywords are case-insensitive; precedence OR < AND < NOT < comparison)::
+The language is the one daf_butler users write; docs/queries.md describes it
+whole, with the few differences.  Grammar (keywords and function names are
+case-insensitive; precedence OR < AND < NOT < comparison < + - < * / % < unary)::
 
     expression  := or
     or          := and ("OR" and)*
     and         := not ("AND" not)*
     not         := "NOT" not | predicate
-    predicate   := "(" expression ")"
-                 | operand ("=" | "!=" | "<>" | "<" | "<=" | ">" | ">=") operand
-                 | operand ["NOT"] "IN" ("(" item ("," item)* ")" | bind)
-                 | operand ["NOT"] "BETWEEN" value "AND" value
-    item        := value | integer ".." integer [":" integer]
-    operand     := name | value
-    value       := number | string | T'ISO-8601' | TRUE | FALSE | bind
-    name        := word ["." word]            e.g. visit, visit.exposure_time
-    bind        := ":" word                   its value is given by the caller
+    predicate   := sum [ ("=" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "OVERLAPS") sum
+                       | ["NOT"] "IN" ("(" item ("," item)* ")" | bind)
+                       | ["NOT"] "BETWEEN" sum "AND" sum ]
+                   (without a tail the sum must itself be a condition: "(" condition ")" or glob)
+    sum         := product (("+" | "-") product)*
+    product     := unary (("*" | "/" | "%") unary)*
+    unary       := ("+" | "-") unary | primary
+    primary     := "(" expression ")" | "(" sum "," sum ")"          a time range
+                 | function "(" [sum ("," sum)*] ")" | name | value
+    function    := POINT | CIRCLE | BOX | POLYGON | GLOB | UUID
+    item        := sum | integer ".." integer [":" integer]
+    value       := number | string | T'time' | TRUE | FALSE | bind
+    name        := word ["." word ["." word]]   visit, visit.exposure_time, visit.timespan.begin
+    bind        := ":" word                     its value is given by the caller
+
+A bare name that is no column but is a key of ``bind`` is a bind as well
+(``visit = my_visit``); when a name is both, the column wins (daf_butler lets
+the bind win; here ``visit = :visit`` with ``bind={"visit": ...}`` is common).
 
 Text is parsed by `parse` into a small tree of frozen dataclasses and turned
 into a SQLAlchemy expression by `compile_expression`; every value becomes a
-bound parameter, so no text of the expression ever reaches SQL.
+bound parameter (or, for lists too long for SQLite's parameter limit, a
+literal rendered by SQLAlchemy's own type processors), so no text of the
+expression ever reaches SQL.  Long value lists become one array parameter on
+PostgreSQL (``column = ANY(:values)``).
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import numbers
 import operator
 import re
+import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
 
-from skybutler.errors import QueryError
+from skybutler.dimensions.regions import Circle, Point, Region, Shape
+from skybutler.errors import DimensionError, QueryError
 
 __all__ = [
     "And",
-    "BindParam",
+    "Arithmetic",
     "Between",
+    "BindParam",
     "Compare",
+    "Glob",
     "Identifier",
     "In",
     "Literal",
+    "Negate",
     "Node",
     "Not",
     "Or",
+    "Overlaps",
     "Range",
+    "ShapeCall",
+    "TimeRange",
     "compile_expression",
     "compile_where",
     "identifiers",
     "parse",
 ]
 
-LiteralValue = int | float | str | bool | datetime.datetime
+LiteralValue = int | float | str | bool | datetime.datetime | uuid.UUID
+
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+
+def _pos() -> Any:
+    """Offset of a node in the expression text, for carets; not part of a node's identity."""
+    return field(default=-1, compare=False, repr=False)
 
 
 # --- The syntax tree ------------------------------------------------------------------------------
@@ -70,16 +104,18 @@ LiteralValue = int | float | str | bool | datetime.datetime
 
 @dataclass(frozen=True)
 class Literal:
-    """A literal value: number, string, time (naive UTC `datetime`) or boolean."""
+    """A literal value: number, string, time (naive UTC `datetime`), boolean or `uuid.UUID`."""
 
     value: LiteralValue
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
 class Identifier:
-    """A dimension or metadata name, ``visit`` or ``visit.exposure_time``."""
+    """A name: ``visit``, ``visit.exposure_time``, ``visit.timespan.begin``, or a bare bind."""
 
     name: str
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
@@ -87,6 +123,7 @@ class BindParam:
     """A value supplied by the caller, written ``:name`` in the expression."""
 
     name: str
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
@@ -96,6 +133,43 @@ class Range:
     start: int
     stop: int
     stride: int = 1
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """``left op right`` with ``op`` one of ``+ - * / %``."""
+
+    op: str
+    left: Value
+    right: Value
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Negate:
+    """Unary minus of anything but a number literal (``-5`` is the literal -5)."""
+
+    operand: Value
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class ShapeCall:
+    """``POINT(ra, dec)``, ``CIRCLE(ra, dec, r)``, ``BOX(ra, dec, w, h)`` or ``POLYGON(ra1, dec1, ...)``."""
+
+    kind: str
+    args: tuple[Value, ...]
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """``(begin, end)``: the half-open time range [begin, end)."""
+
+    begin: Value
+    end: Value
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
@@ -103,27 +177,48 @@ class Compare:
     """A binary comparison; ``op`` is one of ``=, !=, <, <=, >, >=`` (``<>`` is read as ``!=``)."""
 
     op: str
-    left: Identifier | Literal | BindParam
-    right: Identifier | Literal | BindParam
+    left: Value
+    right: Value
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Overlaps:
+    """``left OVERLAPS right``: timespans with times or time ranges, regions with shapes."""
+
+    left: Value
+    right: Value
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
 class In:
-    """``operand [NOT] IN (items)``; an item is a value, a bind parameter or a `Range`."""
+    """``operand [NOT] IN (items)``; an item is a value, a name, a bind parameter or a `Range`."""
 
-    operand: Identifier
-    items: tuple[Literal | BindParam | Range, ...]
+    operand: Value
+    items: tuple[Value | Range, ...]
     negated: bool = False
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
 class Between:
     """``operand [NOT] BETWEEN low AND high``, both bounds inclusive."""
 
-    operand: Identifier
-    low: Literal | BindParam
-    high: Literal | BindParam
+    operand: Value
+    low: Value
+    high: Value
     negated: bool = False
+    pos: int = _pos()
+
+
+@dataclass(frozen=True)
+class Glob:
+    """``glob(name, pattern)``: ``*`` matches any run of characters, ``?`` any one character."""
+
+    operand: Identifier
+    pattern: Literal | BindParam | Identifier
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
@@ -131,6 +226,7 @@ class Not:
     """Logical negation."""
 
     operand: Node
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
@@ -138,6 +234,7 @@ class And:
     """Logical conjunction of two or more operands."""
 
     operands: tuple[Node, ...]
+    pos: int = _pos()
 
 
 @dataclass(frozen=True)
@@ -145,24 +242,33 @@ class Or:
     """Logical disjunction of two or more operands."""
 
     operands: tuple[Node, ...]
+    pos: int = _pos()
 
 
-Node = Literal | Identifier | BindParam | Range | Compare | In | Between | Not | And | Or
-"""Any node of the syntax tree; `parse` returns a predicate (`Compare` to `Or`)."""
+Value = Literal | Identifier | BindParam | Arithmetic | Negate | ShapeCall | TimeRange
+"""A node that stands for a value."""
+Condition = Compare | Overlaps | In | Between | Glob | Not | And | Or
+"""A node that is true or false; `parse` returns one."""
+Node = Value | Condition | Range
+"""Any node of the syntax tree."""
+
+_CONDITIONS = (Compare, Overlaps, In, Between, Glob, Not, And, Or)
 
 
 # --- Tokens ---------------------------------------------------------------------------------------
 
-_KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "BETWEEN"})
+_KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "BETWEEN", "OVERLAPS"})
+_FUNCTIONS = frozenset({"POINT", "CIRCLE", "BOX", "POLYGON", "GLOB", "UUID"})
 _COMPARISONS = {"=": "=", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_PUNCTUATION = ("..", "<=", ">=", "<>", "!=", "=", "<", ">", "(", ")", ",", ":", "-")
+_PUNCTUATION = ("..", "<=", ">=", "<>", "!=", "=", "<", ">", "(", ")", ",", ":", "-", "+", "*", "/", "%")
 _WORD = r"[A-Za-z_][A-Za-z0-9_]*"
-_NAME_RE = re.compile(rf"{_WORD}(?:\.{_WORD})?")
+_NAME_RE = re.compile(rf"{_WORD}(?:\.{_WORD}){{0,2}}")
 _BIND_RE = re.compile(rf":({_WORD})")
 # "0..9" is two integers around "..", never the float "0." followed by ".9".
 _NUMBER_RE = re.compile(r"(?:[0-9]+\.(?!\.)[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _GLUED_TO_NUMBER_RE = re.compile(r"[A-Za-z0-9_]|\.(?!\.)")
 _MALFORMED_NUMBER_RE = re.compile(r"[A-Za-z0-9_.]*")
+_MJD_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _MAX_DEPTH = 100
 
 
@@ -182,17 +288,22 @@ class _Token:
 
 def _syntax_error(text: str, pos: int, what: str, found: _Token | None = None) -> QueryError:
     """Build the error for a problem at ``pos``, with the expression and a caret under it."""
+    return QueryError(_with_caret(text, pos, f"Invalid query expression: {what}", found))
+
+
+def _with_caret(text: str, pos: int, message: str, found: _Token | None = None) -> str:
+    pos = max(0, min(pos, len(text)))
     line_start = text.rfind("\n", 0, pos) + 1
     line_end = text.find("\n", pos)
-    line = text[line_start : len(text) if line_end < 0 else line_end].replace("\t", " ")
+    line = text[line_start : len(text) if line_end < 0 else line_end].replace("\t", " ").replace("\r", " ")
     column = pos - line_start + 1
     where = f"column {column}"
     if "\n" in text:
         where = f"line {text.count(chr(10), 0, pos) + 1}, {where}"
-    message = f"Invalid query expression: {what} at {where}"
+    message = f"{message} at {where}"
     if found is not None:
         message += f", found {found.describe()}"
-    return QueryError(f"{message}\n  {line}\n  {' ' * (column - 1)}^")
+    return f"{message}\n  {line}\n  {' ' * (column - 1)}^"
 
 
 def _read_string(text: str, start: int) -> tuple[str, int]:
@@ -212,16 +323,68 @@ def _read_string(text: str, start: int) -> tuple[str, int]:
             return "".join(pieces), end + 1
 
 
+# daf_butler's defaults: UTC for calendar formats, TT for Chandra seconds, TAI for the rest (MJD).
+_UTC_FORMATS = frozenset({"iso", "isot", "fits", "yday", "unix", "datetime"})
+
+
 def _parse_time(text: str, start: int, raw: str) -> datetime.datetime:
+    """Read ``T'[format/]value[/scale]'`` as daf_butler does, into a naive UTC `datetime`.
+
+    ISO text without a scale is UTC (an offset such as ``+02:00`` or ``Z`` is
+    honoured); a bare number is an MJD in TAI; ``T'mjd/61000.5/tai'`` names both.
+    """
+    from astropy.time import Time
+
+    def bad(why: str = "") -> QueryError:
+        hint = "write ISO-8601 such as T'2026-01-01T00:00:00' or an MJD such as T'61000.5' (TAI)"
+        return _syntax_error(text, start, f"bad time literal T'{raw}'{why}: {hint}")
+
+    parts = raw.strip().split("/")
+    fmt = scale = None
+    if len(parts) == 3:
+        fmt, value, scale = parts
+    elif len(parts) == 2 and parts[0].lower() in Time.FORMATS:
+        fmt, value = parts
+    elif len(parts) == 2:
+        value, scale = parts
+    elif len(parts) == 1:
+        value = parts[0]
+    else:
+        raise bad()
+    fmt = fmt.lower() if fmt is not None else None
+    scale = scale.lower() if scale is not None else None
+    if fmt is not None and fmt not in Time.FORMATS:
+        raise bad(f" (unknown time format {fmt!r})")
+    if scale is not None and scale not in Time.SCALES:
+        raise bad(f" (unknown time scale {scale!r}; one of {', '.join(Time.SCALES)})")
+    if fmt is None and not _MJD_RE.fullmatch(value):
+        try:  # ISO-8601 read by Python keeps offsets such as +02:00, which astropy refuses
+            parsed = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise bad() from None
+        if parsed.tzinfo is not None:
+            if scale not in (None, "utc"):
+                raise bad(" (a UTC offset and a time scale cannot both be given)")
+            return parsed.astimezone(datetime.UTC).replace(tzinfo=None)
+        if scale in (None, "utc"):
+            return parsed
+        fmt, value = "datetime", parsed  # type: ignore[assignment]
+    if fmt is None:
+        fmt = "mjd"
+    if scale is None:
+        scale = "utc" if fmt in _UTC_FORMATS else "tt" if fmt == "cxcsec" else "tai"
+    given: Any = value
+    if isinstance(value, str) and _MJD_RE.fullmatch(value):
+        given = float(value)
     try:
-        value = datetime.datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise _syntax_error(
-            text, start, f"bad time literal T'{raw}': write ISO-8601 such as T'2026-01-01T00:00:00'"
-        ) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
-    return value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "dubious year" for dates beyond the leap-second table
+            result = Time(given, format=fmt, scale=scale).utc.to_datetime()
+    except Exception:  # astropy raises several types, with long messages; ours says what to write
+        raise bad() from None
+    if not isinstance(result, datetime.datetime):
+        raise bad()
+    return result.replace(tzinfo=None)
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -241,10 +404,11 @@ def _tokenize(text: str) -> list[_Token]:
         elif match := _NAME_RE.match(text, pos):
             word = match.group()
             end = match.end()
-            if word.upper() in _KEYWORDS:
-                tokens.append(_Token("keyword", word, pos, word.upper()))
-            elif word.upper() in ("TRUE", "FALSE"):
-                tokens.append(_Token("value", word, pos, word.upper() == "TRUE"))
+            upper = word.upper()
+            if upper in _KEYWORDS:
+                tokens.append(_Token("keyword", word, pos, upper))
+            elif upper in ("TRUE", "FALSE"):
+                tokens.append(_Token("value", word, pos, upper == "TRUE"))
             else:
                 tokens.append(_Token("name", word, pos, word))
         elif match := _BIND_RE.match(text, pos):
@@ -256,7 +420,21 @@ def _tokenize(text: str) -> list[_Token]:
                 glued = _MALFORMED_NUMBER_RE.match(text, pos)
                 raise _syntax_error(text, pos, f"malformed number '{glued.group() if glued else ''}'")
             number = match.group()
-            numeric = float(number) if any(c in number for c in ".eE") else int(number)
+            numeric: int | float
+            if any(c in number for c in ".eE"):
+                numeric = float(number)
+                if not math.isfinite(numeric):
+                    raise _syntax_error(text, pos, f"number {number} is too large")
+            else:
+                numeric = int(number)
+                # Every integer column is 64-bit; a larger literal could only fail in the driver.
+                if numeric > _INT64_MAX:
+                    raise _syntax_error(
+                        text,
+                        pos,
+                        f"integer {number} does not fit a 64-bit column (largest {_INT64_MAX}); "
+                        "write it as a float (e.g. 1e20) if you meant one",
+                    )
             tokens.append(_Token("value", number, pos, numeric))
         else:
             punctuation = next((p for p in _PUNCTUATION if text.startswith(p, pos)), None)
@@ -271,6 +449,8 @@ def _tokenize(text: str) -> list[_Token]:
 
 # --- Parser ---------------------------------------------------------------------------------------
 
+_COMPARISON_HINT = "a comparison operator (=, !=, <, <=, >, >=, IN, BETWEEN or OVERLAPS)"
+
 
 class _Parser:
     """Recursive descent over the token list, one method per grammar rule."""
@@ -280,6 +460,9 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.index = 0
         self.depth = 0
+        # For a value parsed where a condition may stand: the token after it and its first token,
+        # so "visit AND ..." can say a comparison was expected after 'visit'.
+        self.value_ends: dict[int, tuple[_Token, _Token]] = {}
 
     @property
     def token(self) -> _Token:
@@ -290,16 +473,31 @@ class _Parser:
         self.index += 1
         return token
 
+    def peek(self, offset: int = 1) -> _Token:
+        return self.tokens[min(self.index + offset, len(self.tokens) - 1)]
+
     def is_keyword(self, *words: str, offset: int = 0) -> bool:
-        token = self.tokens[min(self.index + offset, len(self.tokens) - 1)]
+        token = self.peek(offset)
         return token.kind == "keyword" and token.value in words
 
     def fail(self, what: str, token: _Token | None = None) -> QueryError:
         token = token or self.token
         return _syntax_error(self.text, token.pos, what, token)
 
-    def parse(self) -> Node:
-        node = self.parse_or()
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise self.fail(f"the expression is nested more than {_MAX_DEPTH} levels deep")
+
+    def condition(self, node: Node) -> Condition:
+        """``node`` itself if it is a condition; otherwise the error a value standing alone deserves."""
+        if isinstance(node, _CONDITIONS):
+            return node
+        after, first = self.value_ends.get(id(node), (self.token, self.token))
+        raise _syntax_error(self.text, after.pos, f"expected {_COMPARISON_HINT} after '{first.text}'", after)
+
+    def parse(self) -> Condition:
+        node = self.condition(self.parse_or())
         token = self.token
         if token.kind == ")":
             raise _syntax_error(self.text, token.pos, "unbalanced parenthesis: this ')' has no matching '('")
@@ -308,134 +506,214 @@ class _Parser:
         return node
 
     def parse_or(self) -> Node:
+        first = self.token
         operands = [self.parse_and()]
         while self.is_keyword("OR"):
+            operands[0] = self.condition(operands[0])
             self.advance()
-            operands.append(self.parse_and())
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+            operands.append(self.condition(self.parse_and()))
+        return operands[0] if len(operands) == 1 else Or(tuple(operands), first.pos)  # type: ignore[arg-type]
 
     def parse_and(self) -> Node:
+        first = self.token
         operands = [self.parse_not()]
         while self.is_keyword("AND"):
+            operands[0] = self.condition(operands[0])
             self.advance()
-            operands.append(self.parse_not())
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
+            operands.append(self.condition(self.parse_not()))
+        return operands[0] if len(operands) == 1 else And(tuple(operands), first.pos)  # type: ignore[arg-type]
 
     def parse_not(self) -> Node:
         if not self.is_keyword("NOT"):
             return self.parse_predicate()
         self.enter()
-        self.advance()
-        node = Not(self.parse_not())
+        token = self.advance()
+        node = Not(self.condition(self.parse_not()), token.pos)
         self.depth -= 1
         return node
 
-    def enter(self) -> None:
-        self.depth += 1
-        if self.depth > _MAX_DEPTH:
-            raise self.fail(f"the expression is nested more than {_MAX_DEPTH} levels deep")
-
     def parse_predicate(self) -> Node:
-        if self.token.kind == "(":
-            self.enter()
-            opening = self.advance()
-            node = self.parse_or()
-            if self.token.kind != ")":
-                if self.token.kind == "end":
-                    raise _syntax_error(
-                        self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed"
-                    )
-                raise self.fail("expected ')', AND or OR")
-            self.advance()
-            self.depth -= 1
-            return node
-        left_token = self.token
-        left = self.parse_operand("expected a condition such as visit = 1")
+        first = self.token
+        if first.kind == "end" or first.kind == "keyword" and first.value != "NOT":
+            raise self.fail("expected a condition such as visit = 1")
+        left = self.parse_sum()
         token = self.token
         if token.kind in _COMPARISONS:
             self.advance()
-            right = self.parse_operand(f"expected a value after '{token.text}'")
-            if not isinstance(left, Identifier) and not isinstance(right, Identifier):
+            right = self.parse_sum(f"expected a value after '{token.text}'")
+            if not _mentions_name(left) and not _mentions_name(right):
                 raise _syntax_error(
-                    self.text, left_token.pos, "a comparison needs a dimension or metadata name on one side"
+                    self.text, first.pos, "a comparison needs a dimension or metadata name on one side"
                 )
-            return Compare(_COMPARISONS[token.kind], left, right)
+            return Compare(_COMPARISONS[token.kind], left, right, token.pos)
+        if self.is_keyword("OVERLAPS"):
+            self.advance()
+            return Overlaps(left, self.parse_sum("expected a value after OVERLAPS"), token.pos)
         negated = self.is_keyword("NOT") and self.is_keyword("IN", "BETWEEN", offset=1)
         if negated:
             self.advance()
         if self.is_keyword("IN", "BETWEEN"):
-            if not isinstance(left, Identifier):
-                raise _syntax_error(
-                    self.text,
-                    left_token.pos,
-                    f"{self.token.value} needs a dimension or metadata name on its left",
-                    left_token,
-                )
-            if self.advance().value == "IN":
-                return In(left, self.parse_in_items(), negated)
-            low = self.parse_value("expected a value after BETWEEN")
+            keyword = self.advance()
+            if keyword.value == "IN":
+                return In(left, self.parse_in_items(), negated, keyword.pos)
+            low = self.parse_sum("expected a value after BETWEEN")
             if not self.is_keyword("AND"):
                 raise self.fail("expected AND between the two bounds of BETWEEN")
             self.advance()
-            return Between(left, low, self.parse_value("expected a value after BETWEEN ... AND"), negated)
-        what = "a comparison operator (=, !=, <, <=, >, >=, IN or BETWEEN)"
-        raise self.fail(f"expected {what} after '{left_token.text}'")
+            high = self.parse_sum("expected a value after BETWEEN ... AND")
+            return Between(left, low, high, negated, keyword.pos)
+        if not isinstance(left, _CONDITIONS):
+            self.value_ends[id(left)] = (token, first)
+        return left
 
-    def parse_operand(self, what: str) -> Identifier | Literal | BindParam:
-        if self.token.kind == "name":
-            return Identifier(self.advance().value)
-        return self.parse_value(what)
+    def parse_sum(self, what: str = "expected a condition such as visit = 1") -> Value:
+        left = self.parse_product(what)
+        while self.token.kind in ("+", "-"):
+            op = self.advance()
+            right = self.parse_product(f"expected a value after '{op.text}'")
+            left = Arithmetic(op.kind, left, right, op.pos)
+        return left
 
-    def parse_value(self, what: str) -> Literal | BindParam:
+    def parse_product(self, what: str) -> Value:
+        left = self.parse_unary(what)
+        while self.token.kind in ("*", "/", "%"):
+            op = self.advance()
+            right = self.parse_unary(f"expected a value after '{op.text}'")
+            left = Arithmetic(op.kind, left, right, op.pos)
+        return left
+
+    def parse_unary(self, what: str) -> Value:
         token = self.token
+        if token.kind not in ("+", "-"):
+            return self.parse_primary(what)
+        self.enter()
+        self.advance()
+        operand = self.parse_unary(f"expected a value after '{token.text}'")
+        self.depth -= 1
+        if token.kind == "+":
+            return operand
+        if isinstance(operand, Literal) and type(operand.value) in (int, float):
+            return Literal(-operand.value, token.pos)  # type: ignore[operator]
+        return Negate(operand, token.pos)
+
+    def parse_primary(self, what: str) -> Value:
+        token = self.token
+        if token.kind == "(":
+            return self.parse_parenthesis()
+        if token.kind == "name":
+            if token.value.upper() in _FUNCTIONS and self.peek().kind == "(":
+                return self.parse_call()
+            self.advance()
+            return Identifier(token.value, token.pos)
         if token.kind == "bind":
             self.advance()
-            return BindParam(token.value)
+            return BindParam(token.value, token.pos)
         if token.kind == "value":
             self.advance()
-            return Literal(token.value)
-        if token.kind == "-":
-            number = self.tokens[self.index + 1]
-            if number.kind == "value" and type(number.value) in (int, float):
-                self.index += 2
-                return Literal(-number.value)
-        if token.kind == "name":
-            raise self.fail(f"{what} (names cannot appear here)")
+            return Literal(token.value, token.pos)
         raise self.fail(what)
 
-    def parse_in_items(self) -> tuple[Literal | BindParam | Range, ...]:
+    def parse_parenthesis(self) -> Value:
+        """``( condition )``, ``( value )`` or the time range ``( begin, end )``."""
+        self.enter()
+        opening = self.advance()
+        node = self.parse_or()
+        if self.token.kind == ",":
+            if isinstance(node, _CONDITIONS):
+                raise self.fail("expected ')' after the condition")
+            self.advance()
+            end = self.parse_sum("expected the end of the time range after ','")
+            if self.token.kind == ",":
+                raise self.fail("a time range has two items, (begin, end)")
+            node = TimeRange(node, end, opening.pos)  # type: ignore[arg-type]
+        self.close(opening, "expected ')', AND or OR")
+        self.depth -= 1
+        return node  # type: ignore[return-value]  # a condition in parentheses stands for itself
+
+    def close(self, opening: _Token, what: str) -> None:
+        if self.token.kind == ")":
+            self.advance()
+            return
+        if self.token.kind == "end":
+            raise _syntax_error(self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed")
+        raise self.fail(what)
+
+    def parse_call(self) -> Value:
+        name = self.advance()
+        kind = name.value.upper()
+        self.enter()
+        opening = self.advance()
+        args: list[Value] = []
+        if self.token.kind != ")":
+            while True:
+                args.append(self.parse_sum(f"expected an argument of {kind}()"))
+                if self.token.kind != ",":
+                    break
+                self.advance()
+        self.close(opening, f"expected ',' or ')' in {kind}()")
+        self.depth -= 1
+        counts = {"POINT": (2, "ra, dec"), "CIRCLE": (3, "ra, dec, radius"), "BOX": (4, "ra, dec, width, height"),
+                  "GLOB": (2, "name, 'pattern'"), "UUID": (1, "'uuid-string'")}
+        if kind in counts and len(args) != counts[kind][0]:
+            count, names = counts[kind]
+            raise _syntax_error(self.text, name.pos, f"{kind}() takes {count} arguments ({names}), got {len(args)}")
+        if kind == "POLYGON" and (len(args) < 6 or len(args) % 2):
+            raise _syntax_error(
+                self.text, name.pos, f"POLYGON() takes ra, dec pairs of at least 3 vertices, got {len(args)} numbers"
+            )
+        if kind == "UUID":
+            arg = args[0]
+            if not (isinstance(arg, Literal) and isinstance(arg.value, str)):
+                raise _syntax_error(self.text, name.pos, "UUID() takes a string literal, e.g. UUID('...')")
+            try:
+                return Literal(uuid.UUID(arg.value), name.pos)
+            except ValueError:
+                raise _syntax_error(self.text, arg.pos, f"{arg.value!r} is not a UUID") from None
+        if kind == "GLOB":
+            column, pattern = args
+            if not isinstance(column, Identifier):
+                raise _syntax_error(self.text, name.pos, "glob() takes a name first, e.g. glob(band, 'r*')")
+            if not isinstance(pattern, Literal | BindParam | Identifier) or (
+                isinstance(pattern, Literal) and not isinstance(pattern.value, str)
+            ):
+                raise _syntax_error(self.text, name.pos, "glob() takes a string pattern second, e.g. glob(band, 'r*')")
+            return Glob(column, pattern, name.pos)  # type: ignore[return-value]  # a condition
+        return ShapeCall(kind, tuple(args), name.pos)
+
+    def parse_in_items(self) -> tuple[Value | Range, ...]:
         if self.token.kind == "bind":
-            return (BindParam(self.advance().value),)
+            token = self.advance()
+            return (BindParam(token.value, token.pos),)
         if self.token.kind != "(":
             raise self.fail("expected '(' or a bind parameter after IN")
+        self.enter()
         opening = self.advance()
-        items: list[Literal | BindParam | Range] = []
+        items: list[Value | Range] = []
         while True:
             items.append(self.parse_in_item())
             if self.token.kind == ")":
                 self.advance()
+                self.depth -= 1
                 return tuple(items)
             if self.token.kind == "end":
-                raise _syntax_error(
-                    self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed"
-                )
+                raise _syntax_error(self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed")
             if self.token.kind != ",":
                 raise self.fail("expected ',' or ')' in the IN list")
             self.advance()
 
-    def parse_in_item(self) -> Literal | BindParam | Range:
+    def parse_in_item(self) -> Value | Range:
         start_token = self.token
-        start = self.parse_value("expected a value in the IN list")
+        start = self.parse_sum("expected a value in the IN list")
         if self.token.kind != "..":
             return start
         self.advance()
         stop_token = self.token
-        stop = self.parse_value("expected an integer after '..'")
+        stop = self.parse_sum("expected an integer after '..'")
         stride, stride_token = 1, None
         if self.token.kind == ":":
             self.advance()
             stride_token = self.token
-            stride = self._integer(self.parse_value("expected an integer stride after ':'"), stride_token)
+            stride = self._integer(self.parse_sum("expected an integer stride after ':'"), stride_token)
             if stride < 1:
                 raise self.fail("a range stride must be a positive integer", stride_token)
         first = self._integer(start, start_token)
@@ -444,15 +722,30 @@ class _Parser:
             raise _syntax_error(
                 self.text, start_token.pos, f"range {first}..{last} is empty: write the smaller bound first"
             )
-        return Range(first, last, stride)
+        return Range(first, last, stride, start_token.pos)
 
-    def _integer(self, node: Literal | BindParam, token: _Token) -> int:
+    def _integer(self, node: Value, token: _Token) -> int:
         if isinstance(node, Literal) and type(node.value) is int:
             return node.value
         raise _syntax_error(self.text, token.pos, "range bounds and strides must be integer literals", token)
 
 
-def parse(text: str | None) -> Node | None:
+def _mentions_name(node: Node) -> bool:
+    return bool(identifiers(node))
+
+
+def _children(node: Node) -> list[Node]:
+    out: list[Node] = []
+    for f in fields(node):  # type: ignore[arg-type]
+        value = getattr(node, f.name)
+        if isinstance(value, tuple):
+            out.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
+        elif hasattr(value, "__dataclass_fields__"):
+            out.append(value)
+    return out
+
+
+def parse(text: str | None) -> Condition | None:
     """Parse a ``where`` expression into a syntax tree.
 
     Parameters
@@ -484,7 +777,7 @@ def parse(text: str | None) -> Node | None:
 
 
 def identifiers(node: Node | None) -> set[str]:
-    """Return every dimension or metadata name an expression uses.
+    """Return every name an expression uses (columns, and bare names that may be binds).
 
     Parameters
     ----------
@@ -496,16 +789,75 @@ def identifiers(node: Node | None) -> set[str]:
     names : `set` [`str`]
         Names as written, e.g. ``{"visit", "band", "visit.exposure_time"}``.
     """
-    match node:
-        case Identifier(name):
-            return {name}
-        case Compare(_, left, right):
-            return identifiers(left) | identifiers(right)
-        case In(operand, _, _) | Between(operand, _, _, _) | Not(operand):
-            return identifiers(operand)
-        case And(operands) | Or(operands):
-            return set().union(*(identifiers(operand) for operand in operands))
-    return set()
+    if node is None:
+        return set()
+    if isinstance(node, Identifier):
+        return {node.name}
+    if isinstance(node, ShapeCall):
+        return set()  # shape arguments are numbers or binds, never columns
+    return set().union(*(identifiers(child) for child in _children(node)))
+
+
+# --- SQL constructs that differ by database ---------------------------------------------------------
+
+# SQLite refuses statements with more parameters than its limit (32766 by default, less on
+# older builds); above this many values a list is rendered inline by SQLAlchemy's literal
+# processors.  PostgreSQL gets one array parameter however long the list.
+_SQLITE_MAX_BOUND_VALUES = 1000
+
+
+class _ValueList(sa.sql.expression.ColumnElement[bool]):
+    """``column IN (values)``, as one array parameter on PostgreSQL."""
+
+    inherit_cache = False  # the values are data; a list of 100,000 must not become a cache key
+    type = sa.Boolean()
+
+    def __init__(self, column: sa.ColumnElement[Any], values: list[Any]):
+        self.column = column
+        self.values = values
+
+
+@compiles(_ValueList)
+def _compile_value_list(element: _ValueList, compiler: Any, **kw: Any) -> str:
+    values = element.values
+    param = sa.bindparam(
+        None,
+        values,
+        expanding=True,
+        literal_execute=len(values) > _SQLITE_MAX_BOUND_VALUES,
+        type_=element.column.type,
+    )
+    return str(compiler.process(element.column.in_(param), **kw))
+
+
+@compiles(_ValueList, "postgresql")
+def _compile_value_list_postgresql(element: _ValueList, compiler: Any, **kw: Any) -> str:
+    array = sa.bindparam(None, list(element.values), type_=postgresql.ARRAY(element.column.type))
+    return str(compiler.process(element.column == sa.any_(array), **kw))
+
+
+class _GlobMatch(sa.sql.expression.ColumnElement[bool]):
+    """A case-sensitive wildcard match: SQLite's GLOB, LIKE elsewhere (case-sensitive on PostgreSQL)."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+
+    def __init__(self, column: sa.ColumnElement[Any], pattern: str):
+        self.column = column
+        self.pattern = pattern
+
+
+@compiles(_GlobMatch)
+def _compile_glob_like(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
+    escaped = re.sub(r"([\\%_])", r"\\\1", element.pattern).replace("*", "%").replace("?", "_")
+    return str(compiler.process(element.column.like(escaped, escape="\\"), **kw))
+
+
+@compiles(_GlobMatch, "sqlite")
+def _compile_glob_sqlite(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
+    # SQLite's LIKE ignores case; its GLOB does not, and only "[" needs escaping ("[[]").
+    pattern = element.pattern.replace("[", "[[]")
+    return f"{compiler.process(element.column, **kw)} GLOB {compiler.process(sa.bindparam(None, pattern), **kw)}"
 
 
 # --- Compiler -------------------------------------------------------------------------------------
@@ -521,144 +873,564 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 _MIRRORED = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
+@dataclass
+class _Const:
+    """A value known when compiling: a literal, a bind, or arithmetic of those."""
+
+    value: Any
+    shown: str
+
+
+@dataclass
+class _Column:
+    """A SQL expression over columns, and how to name it in messages."""
+
+    expr: sa.ColumnElement[Any]
+    name: str
+
+
+@dataclass
+class _Span:
+    """``X.timespan``: two columns, the end exclusive."""
+
+    begin: sa.ColumnElement[Any]
+    end: sa.ColumnElement[Any]
+    name: str
+
+
+@dataclass
+class _RegionOf:
+    """``X.region``: the region column of element X, matched only through the resolver."""
+
+    element: str
+    name: str
+
+
+@dataclass
+class _Interval:
+    """A time range ``(begin, end)`` whose bounds are constants or columns."""
+
+    begin: _Const | _Column
+    end: _Const | _Column
+    shown: str
+
+
+_Compiled = _Const | _Column | _Span | _RegionOf | _Interval
+
+# Conditions known when compiling (both sides constants), dropped from or deciding a conjunction.
+_TRUE: sa.ColumnElement[bool] = sa.true()
+_FALSE: sa.ColumnElement[bool] = sa.false()
+
+
 class _Compiler:
-    def __init__(self, resolve: Callable[[str], sa.ColumnElement[Any]], bind: Mapping[str, Any]):
+    def __init__(
+        self, resolve: Callable[[str], sa.ColumnElement[Any]], bind: Mapping[str, Any], text: str | None
+    ):
         self.resolve = resolve
         self.bind = bind
+        self.text = text
+        self.example = "x"
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def fail(self, node: Node | None, message: str) -> QueryError:
+        message = f"Invalid query expression: {message}"
+        if self.text is not None and node is not None and node.pos >= 0:
+            return QueryError(_with_caret(self.text, node.pos, message))
+        return QueryError(message)
+
+    def resolve_name(self, node: Identifier, name: str) -> sa.ColumnElement[Any]:
+        try:
+            return self.resolve(name)
+        except QueryError as error:
+            message = str(error)
+            if self.text is None or node.pos < 0 or "\n" in message:
+                raise
+            raise QueryError(_with_caret(self.text, node.pos, message)) from None
+
+    # -- conditions ------------------------------------------------------------------------------
 
     def compile(self, node: Node) -> sa.ColumnElement[bool]:
         match node:
             case Compare(op, left, right):
-                return self.compare(op, left, right)
+                names = [side.name for side in (left, right) if isinstance(side, Identifier)]
+                self.example = names[0] if names else "x"  # for "use it with IN, e.g. visit IN (:v)"
+                return self.compare(node, op, self.value(left), self.value(right))
             case In(operand, items, negated):
-                clause = self.in_(operand, items)
+                clause = self.in_(node, operand, items)
                 return sa.not_(clause) if negated else clause
             case Between(operand, low, high, negated):
-                name = operand.name
-                column = self.resolve(name)
-                clause = column.between(self.value(column, name, low), self.value(column, name, high))
+                clause = sa.and_(
+                    self.compare(node, ">=", self.value(operand), self.value(low)),
+                    self.compare(node, "<=", self.value(operand), self.value(high)),
+                )
                 return sa.not_(clause) if negated else clause
+            case Overlaps(left, right):
+                return self.overlaps(node, self.overlap_side(left), self.overlap_side(right))
+            case Glob(operand, pattern):
+                return self.glob(node, operand, pattern)
             case Not(operand):
                 return sa.not_(self.compile(operand))
             case And(operands):
                 return sa.and_(*(self.compile(operand) for operand in operands))
             case Or(operands):
                 return sa.or_(*(self.compile(operand) for operand in operands))
-        raise QueryError(f"Invalid query expression: {node!r} is a value, not a condition")
+        raise self.fail(node, f"{_describe(node)} is a value, not a condition")
 
-    def compare(
-        self, op: str, left: Identifier | Literal | BindParam, right: Identifier | Literal | BindParam
-    ) -> sa.ColumnElement[bool]:
-        if not isinstance(left, Identifier):  # put the name on the left: 903000 < visit -> visit > 903000
-            left, right, op = right, left, _MIRRORED[op]
-        if not isinstance(left, Identifier):
-            raise QueryError(
-                "Invalid query expression: a comparison needs a dimension or metadata name on one side"
+    def compare(self, node: Node, op: str, left: _Compiled, right: _Compiled) -> sa.ColumnElement[bool]:
+        for side in (left, right):
+            if isinstance(side, _Span):
+                raise self.fail(
+                    node,
+                    f"{side.name} is a time range: compare {side.name}.begin or {side.name}.end, "
+                    f"or use {side.name} OVERLAPS ...",
+                )
+            if isinstance(side, _RegionOf):
+                raise self.fail(node, f"{side.name} can only be used with OVERLAPS and a shape such as POINT(ra, dec)")
+            if isinstance(side, _Interval):
+                raise self.fail(node, f"the time range {side.shown} can only be used with OVERLAPS")
+        if isinstance(left, _Const) and isinstance(right, _Const):
+            raise self.fail(
+                node,
+                "a comparison needs a dimension or metadata name on one side, but both sides are values"
+                + self.clash_hint(),
             )
-        column = self.resolve(left.name)
-        if isinstance(right, Identifier):
-            other: Any = self.resolve(right.name)
-        else:
-            other = self.value(column, left.name, right)
-        result: sa.ColumnElement[bool] = _OPERATORS[op](column, other)
+        if isinstance(left, _Const):  # put the column on the left: 903000 < visit -> visit > 903000
+            left, right, op = right, left, _MIRRORED[op]
+        assert isinstance(left, _Column) and isinstance(right, _Column | _Const)
+        other = right.expr if isinstance(right, _Column) else self.check(node, left, right)
+        result: sa.ColumnElement[bool] = _OPERATORS[op](left.expr, other)
         return result
 
-    def in_(
-        self, operand: Identifier, items: Iterable[Literal | BindParam | Range]
-    ) -> sa.ColumnElement[bool]:
-        name = operand.name
-        column = self.resolve(name)
+    def clash_hint(self) -> str:
+        if not self.bind:
+            return ""
+        return " (a bare name in bind is a bind value; write :name for binds and a column's name for columns)"
+
+    def check(self, node: Node, column: _Column, const: _Const) -> Any:
+        """The constant as a value of the column's type, or the error saying why it cannot be."""
+        try:
+            return _check_type(column.expr, column.name, const.value, const.shown)
+        except QueryError as error:
+            raise self.fail(node, str(error).removeprefix("Invalid query expression: ")) from None
+
+    def in_(self, node: In, operand: Value, items: Iterable[Value | Range]) -> sa.ColumnElement[bool]:
+        left = self.value(operand)
+        if isinstance(left, _Span | _RegionOf | _Interval):
+            raise self.fail(node, f"IN needs a single value on its left, not {_shown(left)}; use OVERLAPS")
         values: list[Any] = []
-        ranges: list[sa.ColumnElement[bool]] = []
+        clauses: list[sa.ColumnElement[bool]] = []
         for item in items:
             if isinstance(item, Range):
-                if not isinstance(column.type, sa.Integer | sa.types.NullType):
-                    raise QueryError(
-                        f"Invalid query expression: the range {item.start}..{item.stop} needs an integer "
-                        f"column, but {name} holds {column.type}"
-                    )
-                clause: sa.ColumnElement[bool] = column.between(item.start, item.stop)
-                if item.stride > 1:
-                    # Within the range, (column - start) >= 0, so % behaves the same on every database.
-                    clause = sa.and_(clause, (column - item.start) % item.stride == 0)
-                ranges.append(clause)
-            elif isinstance(item, BindParam) and _is_collection(given := self.lookup(item.name)):
-                values.extend(
-                    _check_type(column, name, _scalar(v, item.name), f":{item.name}") for v in given
-                )
+                clauses.append(self.in_range(node, left, item))
+                continue
+            if isinstance(item, BindParam) or isinstance(item, Identifier) and self.is_bind(item.name):
+                given = self.lookup(item, item.name)
+                if _is_collection(given):
+                    consts = [_Const(_scalar(v, item.name, self, item), f":{item.name}") for v in given]
+                    if isinstance(left, _Const):
+                        clauses.extend(self.const_equal(node, left, c) for c in consts)
+                    else:
+                        values.extend(self.check(item, left, c) for c in consts)
+                    continue
+            right = self.value(item)
+            if isinstance(right, _Span | _RegionOf | _Interval):
+                raise self.fail(item, f"an IN list holds single values, not {_shown(right)}")
+            if isinstance(left, _Column) and isinstance(right, _Const):
+                values.append(self.check(item, left, right))
+            elif isinstance(left, _Const) and isinstance(right, _Const):
+                clauses.append(self.const_equal(node, left, right))
             else:
-                values.append(self.value(column, name, item))
-        clauses = ([column.in_(values)] if values or not ranges else []) + ranges
+                clauses.append(self.compare(item, "=", left, right))
+        if isinstance(left, _Column) and (values or not clauses):
+            clauses.insert(0, _ValueList(left.expr, values) if values else left.expr.in_([]))
+        if not clauses:
+            return sa.false()
         return clauses[0] if len(clauses) == 1 else sa.or_(*clauses)
 
-    def value(self, column: sa.ColumnElement[Any], name: str, node: Literal | BindParam) -> Any:
-        if isinstance(node, Literal):
-            return _check_type(column, name, node.value, _show(node.value))
-        given = self.lookup(node.name)
-        if _is_collection(given):
-            raise QueryError(
-                f"Invalid query expression: bind parameter ':{node.name}' holds several values; "
-                f"use it with IN, e.g. {name} IN (:{node.name})"
-            )
-        return _check_type(column, name, _scalar(given, node.name), f":{node.name}")
+    def const_equal(self, node: Node, left: _Const, right: _Const) -> sa.ColumnElement[bool]:
+        try:
+            equal = bool(left.value == right.value)
+        except Exception:  # values of unrelated types are simply unequal
+            equal = False
+        return sa.true() if equal else sa.false()
 
-    def lookup(self, name: str) -> Any:
+    def in_range(self, node: In, left: _Const | _Column, item: Range) -> sa.ColumnElement[bool]:
+        if isinstance(left, _Const):
+            value = left.value
+            inside = type(value) is int and item.start <= value <= item.stop and (value - item.start) % item.stride == 0
+            return sa.true() if inside else sa.false()
+        column = left.expr
+        if not isinstance(column.type, sa.Integer | sa.types.NullType):
+            raise self.fail(
+                item,
+                f"the range {item.start}..{item.stop} needs an integer column, but {left.name} holds {column.type}",
+            )
+        clause: sa.ColumnElement[bool] = column.between(item.start, item.stop)
+        if item.stride > 1:
+            # Within the range, (column - start) >= 0, so % behaves the same on every database.
+            clause = sa.and_(clause, (column - item.start) % item.stride == 0)
+        return clause
+
+    def glob(self, node: Glob, operand: Identifier, pattern: Literal | BindParam | Identifier) -> sa.ColumnElement[bool]:
+        column = self.value(operand)
+        if not isinstance(column, _Column) or not isinstance(column.expr.type, sa.String | sa.types.NullType):
+            raise self.fail(node, f"glob() needs a column of strings, but {operand.name} is not one")
+        text = self.value(pattern)
+        if not isinstance(text, _Const) or not isinstance(text.value, str):
+            raise self.fail(node, "glob() needs a string pattern such as 'HSC-*'")
+        self.check(node, column, text)
+        return _GlobMatch(column.expr, text.value)
+
+    # -- OVERLAPS --------------------------------------------------------------------------------
+
+    def overlap_side(self, node: Value) -> _Compiled:
+        """A side of OVERLAPS; there a bind may also hold a time range, as (begin, end)."""
+        name = node.name if isinstance(node, BindParam | Identifier) else None
+        if name is not None and (isinstance(node, BindParam) or self.is_bind(name)):
+            given = self.lookup(node, name)
+            if _is_collection(given) and not isinstance(given, Shape):
+                times = [_scalar(v, name, self, node) for v in given]
+                if len(times) != 2 or not all(isinstance(t, datetime.datetime) for t in times):
+                    raise self.fail(node, f"bind parameter ':{name}' holds several values; after OVERLAPS "
+                                          "a bound time range is (begin, end)")
+                return _Interval(_Const(times[0], f":{name}[0]"), _Const(times[1], f":{name}[1]"), f":{name}")
+        return self.value(node)
+
+    def overlaps(self, node: Overlaps, left: _Compiled, right: _Compiled) -> sa.ColumnElement[bool]:
+        if isinstance(right, _RegionOf | _Span) and not isinstance(left, _RegionOf | _Span):
+            left, right = right, left
+        if isinstance(left, _RegionOf):
+            return self.region_overlaps(node, left, right)
+        if isinstance(left, _Const) and isinstance(left.value, Shape):
+            return self.region_overlaps(node, None, right, left.value)
+        return self.time_overlaps(node, left, right)
+
+    def region_overlaps(
+        self, node: Overlaps, region: _RegionOf | None, other: _Compiled, shape: Shape | None = None
+    ) -> sa.ColumnElement[bool]:
+        if not (isinstance(other, _Const) and isinstance(other.value, Shape)):
+            if isinstance(other, _RegionOf):
+                raise self.fail(
+                    node,
+                    f"{_shown(region) if region else 'a shape'} OVERLAPS {other.name}: a query joins regions "
+                    "of the dimensions it spans by itself; compare a region with a shape such as "
+                    "POINT(ra, dec), CIRCLE(ra, dec, r), BOX(...), POLYGON(...) or a bound region",
+                )
+            raise self.fail(
+                node,
+                f"OVERLAPS with a region needs a shape such as POINT(ra, dec), CIRCLE(ra, dec, r), BOX(...), "
+                f"POLYGON(...) or a bound region, not {_shown(other)}",
+            )
+        if region is None:  # two shapes: known now
+            assert shape is not None
+            return sa.true() if shape.overlaps(other.value) else sa.false()
+        method = getattr(self.resolve, "region_overlaps", None)
+        if method is None:
+            raise self.fail(node, "region predicates are not supported here")
+        result: sa.ColumnElement[bool] = method(region.element, other.value)
+        return result
+
+    def time_overlaps(self, node: Overlaps, left: _Compiled, right: _Compiled) -> sa.ColumnElement[bool]:
+        # Timespans are half-open, [begin, end): a time t overlaps when begin <= t < end, two
+        # ranges when each begins before the other ends, and an empty range overlaps nothing.
+        a, b = self.as_time(node, left), self.as_time(node, right)
+        if len(a) == 1 and len(b) == 1:
+            raise self.fail(node, "OVERLAPS needs a time range on one side; compare two times with =, < or >")
+        if len(a) == 1:
+            a, b = b, a
+        clauses = [self.time_less(node, a[0], a[1])]
+        if len(b) == 1:
+            clauses += [self.time_less(node, a[0], b[0], or_equal=True), self.time_less(node, b[0], a[1])]
+        else:
+            clauses += [
+                self.time_less(node, b[0], b[1]),
+                self.time_less(node, a[0], b[1]),
+                self.time_less(node, b[0], a[1]),
+            ]
+        if any(c is _FALSE for c in clauses):
+            return sa.false()
+        kept = [c for c in clauses if c is not _TRUE]
+        return sa.and_(*kept) if kept else sa.true()
+
+    def time_less(
+        self, node: Node, a: _Const | _Column, b: _Const | _Column, or_equal: bool = False
+    ) -> sa.ColumnElement[bool]:
+        compare = operator.le if or_equal else operator.lt
+        if isinstance(a, _Const) and isinstance(b, _Const):
+            return _TRUE if compare(a.value, b.value) else _FALSE
+        if isinstance(a, _Column) and isinstance(b, _Column):
+            return compare(a.expr, b.expr)  # type: ignore[no-any-return]
+        if isinstance(a, _Column):
+            return compare(a.expr, self.check(node, a, b))  # type: ignore[arg-type,no-any-return]
+        return compare(a.value, b.expr)  # type: ignore[union-attr,no-any-return]  # reflected by SQLAlchemy
+
+    def as_time(self, node: Overlaps, side: _Compiled) -> tuple[_Const | _Column, ...]:
+        """A side of a time OVERLAPS: ``(begin, end)`` of a range, or ``(t,)`` for a time."""
+        if isinstance(side, _Span):
+            return _Column(side.begin, f"{side.name}.begin"), _Column(side.end, f"{side.name}.end")
+        if isinstance(side, _Interval):
+            return side.begin, side.end
+        if isinstance(side, _Const) and isinstance(side.value, datetime.datetime):
+            return (side,)
+        if isinstance(side, _Column) and isinstance(side.expr.type, sa.DateTime):
+            return (side,)
+        raise self.fail(
+            node,
+            f"OVERLAPS compares a timespan (e.g. visit.timespan) with a time, a time range (begin, end) "
+            f"or another timespan, or a region with a shape; {_shown(side)} is none of these",
+        )
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def is_bind(self, name: str) -> bool:
+        """A bare name is a bind when it is a key of ``bind`` and no column answers to it."""
+        if name not in self.bind:
+            return False
+        try:
+            self.resolve(name)
+        except QueryError:
+            return True
+        return False
+
+    def lookup(self, node: Node, name: str) -> Any:
         try:
             return self.bind[name]
         except KeyError:
             given = ", ".join(f":{key}" for key in sorted(self.bind)) or "none"
-            raise QueryError(
-                f"Invalid query expression: no value given for bind parameter ':{name}' (binds given: {given})"
-            ) from None
+            raise self.fail(node, f"no value given for bind parameter ':{name}' (binds given: {given})") from None
+
+    def bound(self, node: Node, name: str) -> _Const:
+        given = self.lookup(node, name)
+        if isinstance(given, Shape):
+            return _Const(given, f":{name}")
+        if _is_collection(given):
+            raise self.fail(
+                node, f"bind parameter ':{name}' holds several values; use it with IN, e.g. {self.example} IN (:{name})"
+            )
+        return _Const(_scalar(given, name, self, node), f":{name}")
+
+    def value(self, node: Node) -> _Compiled:
+        match node:
+            case Literal(value):
+                return _Const(value, _show(value))
+            case BindParam(name):
+                return self.bound(node, name)
+            case Identifier(name):
+                return self.identifier(node, name)
+            case Arithmetic(op, left, right):
+                return self.arithmetic(node, op, self.value(left), self.value(right))
+            case Negate(operand):
+                inner = self.value(operand)
+                if isinstance(inner, _Const) and type(inner.value) in (int, float):
+                    return _Const(-inner.value, f"-{inner.shown}")
+                if isinstance(inner, _Column) and _is_numeric(inner.expr):
+                    return _Column(-inner.expr, f"-{inner.name}")
+                raise self.fail(node, f"unary minus needs a number, not {_shown(inner)}")
+            case ShapeCall(kind, args):
+                return _Const(self.shape(node, kind, args), f"{kind}(...)")
+            case TimeRange(begin, end):
+                bounds = []
+                for bound in (begin, end):
+                    time = self.value(bound)
+                    is_time = isinstance(time, _Const) and isinstance(time.value, datetime.datetime) or (
+                        isinstance(time, _Column) and isinstance(time.expr.type, sa.DateTime)
+                    )
+                    if not is_time:
+                        raise self.fail(
+                            bound, f"a time range holds times such as T'2026-01-01T00:00:00', not {_shown(time)}"
+                        )
+                    bounds.append(time)
+                return _Interval(bounds[0], bounds[1], "(begin, end)")  # type: ignore[arg-type]
+        raise self.fail(node, f"{_describe(node)} is a condition, not a value")
+
+    def identifier(self, node: Identifier, name: str) -> _Compiled:
+        parts = name.split(".")
+        if len(parts) >= 2 and parts[-2] == "timespan" and parts[-1] in ("begin", "end"):
+            column = ".".join(parts[:-2] + [f"timespan_{parts[-1]}"])
+            return _Column(self.resolve_name(node, column), name)
+        if parts[-1] == "timespan" and len(parts) <= 2:
+            prefix = ".".join(parts[:-1] + ["timespan_"])
+            return _Span(self.resolve_name(node, prefix + "begin"), self.resolve_name(node, prefix + "end"), name)
+        if parts[-1] == "region" and len(parts) == 2:
+            return _RegionOf(parts[0], name)
+        if len(parts) == 3:
+            raise self.fail(node, f"{name!r} is not a name: only X.timespan.begin and X.timespan.end have two dots")
+        if self.is_bind(name):
+            return self.bound(node, name)
+        return _Column(self.resolve_name(node, name), name)
+
+    def arithmetic(self, node: Arithmetic, op: str, left: _Compiled, right: _Compiled) -> _Compiled:
+        for side in (left, right):
+            numeric = (
+                isinstance(side, _Const) and type(side.value) in (int, float)
+                or isinstance(side, _Column) and _is_numeric(side.expr)
+            )
+            if not numeric:
+                raise self.fail(node, f"'{op}' needs numbers on both sides, but {_shown(side)} is not a number")
+        if op == "%":
+            for side in (left, right):
+                integral = type(side.value) is int if isinstance(side, _Const) else _is_integer(side.expr)  # type: ignore[union-attr]
+                if not integral:
+                    raise self.fail(node, f"'%' needs integers on both sides, but {_shown(side)} is not an integer")
+        if isinstance(left, _Const) and isinstance(right, _Const):
+            if op in "/%" and right.value == 0:
+                raise self.fail(node, f"division by zero in {left.shown} {op} {right.shown}")
+            if op == "%":  # SQL's remainder takes the sign of the dividend, as here
+                value: Any = int(math.fmod(left.value, right.value))
+            else:
+                value = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}[op](
+                    left.value, right.value
+                )
+            if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+                raise self.fail(node, f"{left.shown} {op} {right.shown} does not fit a 64-bit integer")
+            return _Const(value, f"({left.shown} {op} {right.shown})")
+        a = left.expr if isinstance(left, _Column) else sa.literal(left.value)  # type: ignore[union-attr]
+        b = right.expr if isinstance(right, _Column) else sa.literal(right.value)  # type: ignore[union-attr]
+        if op == "/":
+            # Division by zero is NULL on SQLite and an error on PostgreSQL: make it NULL on both.
+            b = sa.func.nullif(b, 0, type_=b.type)
+        expr = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "%": operator.mod}[op](a, b)
+        return _Column(expr, f"({_shown(left)} {op} {_shown(right)})")
+
+    def shape(self, node: ShapeCall, kind: str, args: tuple[Value, ...]) -> Shape:
+        numbers_: list[float] = []
+        for arg in args:
+            if isinstance(arg, Identifier) and arg.name not in self.bind:
+                given = ", ".join(f":{key}" for key in sorted(self.bind)) or "none"
+                raise self.fail(
+                    arg, f"{kind}() takes numbers or bind values; {arg.name!r} is not in bind (binds given: {given})"
+                )
+            value = self.bound(arg, arg.name) if isinstance(arg, Identifier) else self.value(arg)
+            if not (isinstance(value, _Const) and type(value.value) in (int, float)):
+                raise self.fail(arg, f"{kind}() takes numbers (degrees), not {_shown(value)}")
+            numbers_.append(float(value.value))
+        try:
+            if kind == "POINT":
+                return Point.from_degrees(*numbers_)
+            if kind == "CIRCLE":
+                return Circle.from_degrees(*numbers_)
+            if kind == "BOX":
+                return Region.from_box(*numbers_)
+            region = Region.from_vertices(list(zip(numbers_[::2], numbers_[1::2], strict=True)))
+        except DimensionError as error:
+            raise self.fail(node, f"{kind}(): {error}") from None
+        if not region.is_convex():
+            raise self.fail(
+                node, "POLYGON() needs the vertices of a convex polygon, in order around it (either direction)"
+            )
+        return region
+
+
+def _describe(node: Node) -> str:
+    return type(node).__name__ if node is not None else "nothing"
+
+
+def _shown(value: _Compiled | None) -> str:
+    match value:
+        case _Const(_, shown) | _Interval(_, _, shown):
+            return shown
+        case _Column(_, name) | _Span(_, _, name) | _RegionOf(_, name):
+            return name
+    return "nothing"
+
+
+def _is_numeric(expr: sa.ColumnElement[Any]) -> bool:
+    return isinstance(expr.type, sa.Integer | sa.Numeric | sa.Float | sa.types.NullType)
+
+
+def _is_integer(expr: sa.ColumnElement[Any]) -> bool:
+    return isinstance(expr.type, sa.Integer | sa.types.NullType)
 
 
 def _is_collection(value: Any) -> bool:
     return isinstance(value, Iterable) and not isinstance(value, str | bytes)
 
 
-def _scalar(value: Any, name: str) -> LiteralValue:
-    """Normalise a bound value (numpy numbers included) to the types literals have."""
-    if isinstance(value, bool | str):
+def _scalar(value: Any, name: str, compiler: _Compiler | None = None, node: Node | None = None) -> LiteralValue:
+    """Normalise a bound value (numpy numbers and astropy times included) to the types literals have."""
+
+    def fail(message: str) -> QueryError:
+        if compiler is not None:
+            return compiler.fail(node, message)
+        return QueryError(f"Invalid query expression: {message}")
+
+    if isinstance(value, bool | str | uuid.UUID):
         return value
     if isinstance(value, datetime.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(datetime.UTC).replace(tzinfo=None)
         return value
     if isinstance(value, numbers.Integral):
-        return int(value)
+        number = int(value)
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise fail(f"bind parameter ':{name}' is {number}, which does not fit a 64-bit column")
+        return number
     if isinstance(value, numbers.Real):
         return float(value)
-    raise QueryError(
-        f"Invalid query expression: bind parameter ':{name}' is {value!r} of type {type(value).__name__}; "
-        "expected a number, string, boolean or datetime"
+    if type(value).__module__.startswith("astropy.time"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return value.utc.to_datetime().replace(tzinfo=None)  # type: ignore[no-any-return]
+        except Exception:
+            raise fail(f"bind parameter ':{name}' is a time that has no UTC datetime") from None
+    raise fail(
+        f"bind parameter ':{name}' is {value!r:.80} of type {type(value).__name__}; "
+        "expected a number, string, boolean, datetime or UUID"
     )
 
 
 def _show(value: LiteralValue) -> str:
     if isinstance(value, datetime.datetime):
         return f"T'{value.isoformat()}'"
-    return repr(value)
+    if isinstance(value, uuid.UUID):
+        return f"UUID('{value}')"
+    return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
 
 
-def _check_type(column: sa.ColumnElement[Any], name: str, value: LiteralValue, shown: str) -> Any:
+def _check_type(column: sa.ColumnElement[Any], name: str, value: Any, shown: str) -> Any:
     """Reject a value that cannot match the column's type, before the database does so cryptically.
 
     An integer compared with a string column is turned into a string, as SQLite would
-    do, so ``patch = 3`` behaves the same on PostgreSQL.  Columns of a type not
+    do, so ``patch = 3`` behaves the same on PostgreSQL.  Strings PostgreSQL could not
+    hold (a NUL character, more characters than the column has) are refused on every
+    database, so an expression means the same on both.  Columns of a type not
     recognised here are passed through unchecked.
     """
     column_type = column.type
+    if isinstance(value, Shape):
+        raise QueryError(
+            f"Invalid query expression: {shown} is a sky shape; compare it with a region using OVERLAPS"
+        )
     if isinstance(column_type, sa.Boolean):
         expected = "booleans"
         fits = isinstance(value, bool | int)
-    elif isinstance(column_type, sa.Integer | sa.Numeric):
+    elif isinstance(column_type, sa.Integer | sa.Numeric | sa.Float):
         expected = "numbers"
-        fits = isinstance(value, int | float)
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(column_type, sa.Uuid):
+        if isinstance(value, str):
+            raise QueryError(
+                f"Invalid query expression: {name} holds UUIDs, but {shown} is a string; write UUID({shown})"
+            )
+        expected = "UUIDs"
+        fits = isinstance(value, uuid.UUID)
     elif isinstance(column_type, sa.String):
         expected = "strings"
         if type(value) is int:
-            return str(value)
+            value = str(value)
         fits = isinstance(value, str)
+        if fits and "\x00" in value:
+            raise QueryError(
+                f"Invalid query expression: {shown} holds a NUL character, which no {name} can hold"
+            )
+        length = getattr(column_type, "length", None)
+        if fits and length is not None and len(value) > length:
+            raise QueryError(
+                f"Invalid query expression: {name} holds strings of at most {length} characters, "
+                f"but {shown} has {len(value)}"
+            )
     elif isinstance(column_type, sa.DateTime | sa.Date):
         if isinstance(value, str):
             raise QueryError(
@@ -670,9 +1442,7 @@ def _check_type(column: sa.ColumnElement[Any], name: str, value: LiteralValue, s
     else:
         return value
     if not fits:
-        raise QueryError(
-            f"Invalid query expression: {name} holds {expected}, but it is compared with {shown}"
-        )
+        raise QueryError(f"Invalid query expression: {name} holds {expected}, but it is compared with {shown}")
     return value
 
 
@@ -680,6 +1450,8 @@ def compile_expression(
     node: Node,
     resolve: Callable[[str], sa.ColumnElement[Any]],
     bind: Mapping[str, Any] | None = None,
+    *,
+    text: str | None = None,
 ) -> sa.ColumnElement[bool]:
     """Turn a parsed expression into a SQLAlchemy boolean expression.
 
@@ -689,9 +1461,15 @@ def compile_expression(
         A tree from `parse`.
     resolve : `~collections.abc.Callable` [[`str`], `sqlalchemy.ColumnElement`]
         Returns the column for a name; raises `QueryError` itself for an unknown name.
+        ``X.timespan`` is asked for as ``X.timespan_begin`` and ``X.timespan_end``.
+        For ``X.region OVERLAPS <shape>`` the callable must also have a method
+        ``region_overlaps(element, shape)`` returning the condition (``shape`` a
+        `~skybutler.dimensions.regions.Region`, ``Circle`` or ``Point``).
     bind : `~collections.abc.Mapping` [`str`, `~typing.Any`], optional
         Values of bind parameters, by name without the colon.  After ``IN`` a
         value may be a collection (list, tuple, set, range, array), which is expanded.
+    text : `str`, optional
+        The text ``node`` was parsed from, so errors can point at the problem.
 
     Returns
     -------
@@ -710,7 +1488,7 @@ def compile_expression(
     >>> print(compile_expression(parse("visit IN (1..5)"), lambda name: table.c[name]))
     visit.visit BETWEEN :visit_1 AND :visit_2
     """
-    return _Compiler(resolve, bind or {}).compile(node)
+    return _Compiler(resolve, bind or {}, text).compile(node)
 
 
 def compile_where(
@@ -746,4 +1524,4 @@ def compile_where(
     >>> query = sa.select(table).where(clause) if clause is not None else sa.select(table)
     """
     node = parse(text)
-    return None if node is None else compile_expression(node, resolve, bind)
+    return None if node is None else compile_expression(node, resolve, bind, text=text)
