@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import given
@@ -35,15 +36,15 @@ def coadd(patch: str = "8,6", band: str = "i", run: str = "RC2") -> DatasetRef:
 def test_format_specs_pad_numbers_and_the_extension_is_appended():
     template = FileTemplate("{run}/{dataset_type}/{band}/{dataset_type}_{visit:08d}_{detector:03d}")
 
-    assert template.format(calexp(), extension=".fits") == "HSC_runs_RC2/calexp/r/calexp_00903334_016.fits"
-    assert template.format(calexp(), extension="fits") == "HSC_runs_RC2/calexp/r/calexp_00903334_016.fits"
-    assert template.format(calexp()) == "HSC_runs_RC2/calexp/r/calexp_00903334_016"
+    assert template.format(calexp(), extension=".fits") == "HSC%2Fruns%2FRC2/calexp/r/calexp_00903334_016.fits"
+    assert template.format(calexp(), extension="fits") == "HSC%2Fruns%2FRC2/calexp/r/calexp_00903334_016.fits"
+    assert template.format(calexp()) == "HSC%2Fruns%2FRC2/calexp/r/calexp_00903334_016"
 
 
 def test_the_default_template_is_run_dataset_type_and_data_id_values_in_dimension_order():
     assert DEFAULT_TEMPLATE == "{run}/{dataset_type}/{dataset_type}_{data_id}"
     assert FileTemplate(DEFAULT_TEMPLATE).format(calexp(), extension=".fits") == (
-        "HSC_runs_RC2/calexp/calexp_HSC_903334_16.fits"
+        "HSC%2Fruns%2FRC2/calexp/calexp_HSC_903334_16.fits"
     )
     assert FileTemplate(DEFAULT_TEMPLATE).format(coadd(), extension=".fits") == (
         "RC2/deepCoadd/deepCoadd_hsc_rings_v1_9813_8,6_i.fits"
@@ -57,7 +58,7 @@ def test_id_is_the_dataset_id():
 def test_values_fill_implied_dimensions_of_a_data_id_that_is_not_expanded():
     template = FileTemplate("{run}/{band}/{dataset_type}_{visit}")
 
-    assert template.format(calexp(band=None), values={"band": "g"}) == "HSC_runs_RC2/g/calexp_903334"
+    assert template.format(calexp(band=None), values={"band": "g"}) == "HSC%2Fruns%2FRC2/g/calexp_903334"
 
 
 def test_specials_cannot_be_overridden_by_values_or_variables():
@@ -128,20 +129,86 @@ def test_an_empty_value_counts_as_missing():
         ("8,6", "8,6"),
         ("HSC-R+i=2.5", "HSC-R+i=2.5"),
         ("-leading-dash", "-leading-dash"),
-        ("../../etc", "_._.._etc"),
-        ("/abs", "_abs"),
-        ("a\0b", "a_b"),
-        ("a\\b", "a_b"),
-        ("line\nbreak\ttab\x7f", "line_break_tab_"),
-        ("..", "_."),
-        (".", "_"),
-        (".hidden", "_hidden"),
-        ("", "_"),
-        ("unicodé λ", "unicodé λ"),
+        ("903334", "903334"),
+        ("hsc_rings_v1", "hsc_rings_v1"),
+        ("../../etc", "%2E.%2F..%2Fetc"),
+        ("/abs", "%2Fabs"),
+        ("a\0b", "a%00b"),
+        ("a\\b", "a%5Cb"),
+        ("line\nbreak\ttab\x7f", "line%0Abreak%09tab%7F"),
+        ("..", "%2E."),
+        (".", "%2E"),
+        (".hidden", "%2Ehidden"),
+        ("", "%"),
+        ("100%", "100%25"),
+        ("a%2Fb", "a%252Fb"),
+        ("unicodé λ", "unicod%C3%A9%20%CE%BB"),
+        ("\ud800", "%ED%A0%80"),
     ],
 )
-def test_sanitize_makes_a_value_one_harmless_segment_and_keeps_ordinary_punctuation(value, expected):
+def test_sanitize_escapes_every_character_outside_a_safe_set_and_keeps_ordinary_punctuation(value, expected):
     assert sanitize(value) == expected
+
+
+def test_values_that_an_earlier_version_collapsed_to_one_name_get_distinct_names():
+    assert len({sanitize(v) for v in ("a/b/c", "a_b_c", "a\\b\\c", "a\0b\0c")}) == 4
+    template = FileTemplate("{run}/{patch}/{dataset_type}")
+    assert template.format(coadd(patch="a/b/c")) != template.format(coadd(patch="a_b_c"))
+
+
+any_text = st.text(st.characters(exclude_categories=()), max_size=12) | st.sampled_from(
+    ["", ".", "..", "/", "%", "%2F", "a/b", "a_b", "a%2Fb", "_", "\0"])
+
+
+@given(first=any_text, second=any_text, escape=st.sampled_from(["", "_", "-", ","]))
+def test_distinct_values_always_give_distinct_names(first, second, escape):
+    if first != second:
+        assert sanitize(first, escape) != sanitize(second, escape)
+
+
+@given(value=any_text, escape=st.sampled_from(["", "_", "."]))
+def test_a_name_is_one_harmless_segment_that_unquotes_to_the_value(value, escape):
+    name = sanitize(value, escape)
+    assert "/" not in name and "\\" not in name and "\0" not in name and name not in (".", "..")
+    assert not name.startswith(".") and name.isascii() and name.isprintable()
+    assert name == "%" if value == "" else unquote(name, errors="surrogatepass") == value
+
+
+def test_a_value_followed_by_another_in_the_segment_escapes_the_separator_between_them():
+    template = FileTemplate("{run}/{band}_{physical_filter}-{visit}")
+    ref = calexp(run="r")
+    assert template.format(ref, values={"band": "a_b", "physical_filter": "c"}) == "r/a%5Fb_c-903334"
+    assert template.format(ref, values={"band": "a", "physical_filter": "b_c"}) == "r/a_b_c-903334"
+    assert template.format(ref, values={"band": "a", "physical_filter": "b-c"}) == "r/a_b%2Dc-903334"
+
+
+def test_data_id_values_after_the_first_escape_the_underscore_joining_them():
+    first = DatasetRef(ID, DEEP_COADD, DataId(skymap="s_1", tract=1, patch="2", band="i"), "r")
+    second = DatasetRef(ID, DEEP_COADD, DataId(skymap="s", tract=1, patch="1_2", band="i"), "r")
+    template = FileTemplate(DEFAULT_TEMPLATE)
+    assert template.format(first) == "r/deepCoadd/deepCoadd_s_1_1_2_i"
+    assert template.format(second) == "r/deepCoadd/deepCoadd_s_1_1%5F2_i"
+
+
+@given(patches=st.lists(any_text.filter(bool), min_size=2, max_size=2, unique=True),
+       bands=st.lists(any_text.filter(bool), min_size=2, max_size=2))
+def test_distinct_data_ids_always_give_distinct_paths_under_the_root(patches, bands):
+    paths = set()
+    for patch, band in zip(patches, bands, strict=True):
+        for text in (DEFAULT_TEMPLATE, "{run}/{band}_{patch}/{dataset_type}_{tract}_{skymap}"):
+            try:
+                path = FileTemplate(text).format(coadd(patch=patch, band=band))
+            except TemplateError as err:
+                assert "longer than 255 bytes" in str(err)
+                continue
+            assert posixpath.normpath(posixpath.join("/root", path)).startswith("/root/RC2/")
+            assert path not in paths
+            paths.add(path)
+
+
+def test_touching_identifying_fields_are_refused_when_validated():
+    with pytest.raises(TemplateError, match=r"\{visit\} and \{detector\} touch"):
+        FileTemplate("{run}/{instrument}_{visit}{detector}").validate(CALEXP, CALEXP_KEYS)
 
 
 @pytest.mark.parametrize("value", ["../../etc", "/abs", "a\0b", "..", "."])
@@ -161,7 +228,7 @@ def test_a_patch_value_with_a_comma_appears_unchanged():
 
 
 def test_a_run_with_slashes_becomes_one_directory():
-    assert FileTemplate("{run}/{id}").format(calexp(run="u/someone/DM-1234")) == f"u_someone_DM-1234/{ID}"
+    assert FileTemplate("{run}/{id}").format(calexp(run="u/someone/DM-1234")) == f"u%2Fsomeone%2FDM-1234/{ID}"
 
 
 def test_a_path_segment_longer_than_255_bytes_is_refused():

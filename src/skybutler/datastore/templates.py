@@ -17,18 +17,23 @@ A field whose name ends in ``?`` (``{band?}``) is optional: when its value is mi
 it is dropped together with the ``_`` or ``/`` right before it (or right after it, when
 it starts the template). Every other missing field is an error.
 
-Every substituted value is sanitised (see `sanitize`) so that no data id value can leave
+Every substituted value is escaped (see `sanitize`) so that no data id value can leave
 the datastore root or break a path, while ordinary punctuation survives (a patch ``8,6``
-stays ``8,6``). Because ``/`` in a value becomes ``_``, a run ``u/someone/w_01`` gives the
-single directory ``u_someone_w_01``.
+stays ``8,6``). Escaping is injective: distinct values always give distinct names, so a
+template that names every dimension can never give two datasets one file. A run
+``u/someone/w_01`` gives the single directory ``u%2Fsomeone%2Fw_01``.
+
+Repositories written before escaping replaced ``_`` for ``/`` (which could give ``a/b``
+and ``a_b`` one name) keep their files where they are: every file's path is stored in
+the registry when it is written, and only new writes use the escaped names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import string
-import unicodedata
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -64,37 +69,53 @@ _FORMAT_SPEC = re.compile(
 )
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+_SAFE = frozenset(string.ascii_letters + string.digits + "-_.,+=@")
+"""Characters kept as they are: letters, digits and punctuation that is harmless in file
+names, shells, URLs and S3 keys. ``%`` (the escape character), ``/``, ``\\``, ``:``, ``~``,
+spaces, and anything else, non-ASCII included, is escaped."""
+_PLAIN = re.compile(r"[A-Za-z0-9_,+=@-][A-Za-z0-9_.,+=@-]*\Z")
 
-def sanitize(value: str) -> str:
-    """Return ``value`` made safe to use as (part of) one path segment.
 
-    ``/``, ``\\``, NUL, control characters, line and paragraph separators and lone
-    surrogates become ``_``; an empty value becomes ``_``; a leading ``.`` becomes ``_``
-    (so ``.`` and ``..`` are harmless and no value makes a hidden file that could be
-    mistaken for a temporary one). Everything else, including ``,`` ``-`` ``.`` ``+``
-    ``=`` and spaces inside the value, is kept.
+def sanitize(value: str, escape: str = "") -> str:
+    """Return ``value`` escaped to be (part of) one path segment, distinct for distinct values.
 
-    Distinct values may sanitise to the same text (``a/b`` and ``a_b``); the datastore
-    never overwrites a file, so such a collision is an error, never a lost dataset.
+    Letters, digits and ``-_.,+=@`` are kept; every other character, the escape
+    character ``%`` itself included, becomes ``%XX`` for each byte of its UTF-8 form
+    (lone surrogates too), as in URLs. A leading ``.`` is escaped (so ``.`` and ``..``
+    are harmless and no value makes a hidden file that could be mistaken for a
+    temporary one), and the empty value becomes ``%``, which no other value gives.
+    Escaping rather than replacing makes it injective: ``urllib.parse.unquote`` gives
+    the value back, so two values never share a name (``a/b`` is ``a%2Fb``, ``a_b``
+    stays ``a_b``).
+
+    Parameters
+    ----------
+    value
+        The text of a value (a formatted data id value, a run, a variable).
+    escape
+        Safe characters to escape as well: the separator a template puts between this
+        value and the next one in the same path segment (``_`` in ``{band}_{visit}``),
+        so that where one value ends stays unambiguous.
 
     Examples
     --------
-    >>> sanitize("8,6")
-    '8,6'
+    >>> sanitize("8,6"), sanitize("HSC-R"), sanitize("903334")
+    ('8,6', 'HSC-R', '903334')
     >>> sanitize("../../etc")
-    '_._.._etc'
+    '%2E.%2F..%2Fetc'
+    >>> sanitize("a_b", escape="_")
+    'a%5Fb'
     """
-    # Fast path (graph building formats ~10^5 names): printable ASCII has none of the
-    # categories replaced below, so only separators and a leading dot matter.
-    if value and value.isascii() and value.isprintable() and "/" not in value and "\\" not in value \
-            and value[0] != ".":
+    # Fast path (graph building formats ~10^5 names): common values need no escaping.
+    if not escape and _PLAIN.match(value):
         return value
-    out = "".join(
-        "_" if c in "/\\" or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") else c for c in value
-    )
-    if out.startswith("."):
-        out = "_" + out[1:]
-    return out or "_"
+    out = []
+    for position, char in enumerate(value):
+        if char in _SAFE and char not in escape and not (position == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+    return "".join(out) or "%"
 
 
 # Names repeat (runs, instruments, bands, visits across detectors): graph building formats
@@ -107,6 +128,9 @@ class _Field:
     name: str
     spec: str
     optional: bool
+    escape: str = ""
+    """Separator to escape in the value: the first character of the literal text between
+    this field and the next one in the same path segment."""
 
 
 class FileTemplate:
@@ -149,6 +173,22 @@ class FileTemplate:
             raise TemplateError(f"File template {text!r} has no fields, so it would name one file only")
         self._names = frozenset(f.name for _, f in self._parts if f is not None)
         self._check_literal_layout()
+        self._set_escapes()
+
+    def _set_escapes(self) -> None:
+        # In "{band}_{visit}" a band "a_1" and visit 2 would give the name of band "a" and visit
+        # "1_2": a value followed by another in the same segment escapes the separator between them.
+        # The dataset type's name is fixed for all its files and stays readable.
+        for i, (_, f) in enumerate(self._parts):
+            if f is None or f.name == "dataset_type":
+                continue
+            between = ""
+            for literal, following in self._parts[i + 1 :]:
+                if following is not None:
+                    if between and "/" not in between:
+                        self._parts[i] = ("", dataclasses.replace(f, escape=between[0]))
+                    break
+                between += literal
 
     def _parse_field(self, name: str, spec: str, conversion: str | None) -> _Field:
         where = f"in file template {self.text!r}"
@@ -259,6 +299,12 @@ class FileTemplate:
                     "(add it, or {data_id} or {id})"
                 )
         identifying = set(dataset_type.dimensions) | {"run", "id", "data_id"}
+        for (_, before), (_, after) in zip(self._parts, self._parts[1:], strict=False):
+            if before is not None and after is not None and {before.name, after.name} <= identifying:
+                raise TemplateError(
+                    f"{where} cannot give unique names: {{{before.name}}} and {{{after.name}}} touch "
+                    "(1 and 23 would read as 12 and 3); put a separator between them"
+                )
         for f in self._fields():
             match = _FORMAT_SPEC.match(f.spec)
             if f.name in identifying and match and match["precision"] is not None:
@@ -323,7 +369,13 @@ class FileTemplate:
         if "id" in names:
             lookup["id"] = str(ref.id)
         if "data_id" in names:
-            lookup["data_id"] = "_".join([_sanitize_cached(str(data_id[k])) for k in data_id])
+            # The values are joined with "_": all but the first escape it (where each starts is then
+            # unambiguous), so the first keeps its own readable (a skymap "hsc_rings_v1").
+            data_id_escape = next((f.escape for f in self._fields() if f.name == "data_id"), "")
+            lookup["data_id"] = "_".join([
+                _sanitize_cached(str(data_id[k]), data_id_escape if i == 0 else data_id_escape + "_")
+                for i, k in enumerate(data_id)
+            ])
         # (text, is_literal): only literal separators are ever dropped, never a value's own "_".
         out: list[tuple[str, bool]] = []
         drop_next_separator = False
@@ -358,7 +410,9 @@ class FileTemplate:
                     f"in file template {self.text!r}: {err}"
                 ) from None
             drop_next_separator = False
-            out.append((_sanitize_cached(formatted), False))
+            # {data_id} is escaped value by value above; a format spec's fill could add anything.
+            escaped = formatted if f.name == "data_id" and not f.spec else _sanitize_cached(formatted, f.escape)
+            out.append((escaped, False))
         path = "".join([text for text, _ in out])
         ext = extension.removeprefix(".")
         if ext and path and not path.endswith("/"):
