@@ -3,29 +3,90 @@
 The file ``skybutler.yaml`` at the repository root is read once into a
 `RepositoryConfig`. Environment variables override single values by one rule:
 ``SKYBUTLER_<SECTION>_<KEY>`` (e.g. ``SKYBUTLER_REGISTRY_DB``,
-``SKYBUTLER_DATASTORE_CHECKSUM``); nothing else in skybutler reads the
-environment for configuration.
+``SKYBUTLER_DATASTORE_CHECKSUM``); a mapping value (``SKYBUTLER_DATASTORE_STORAGE_OPTIONS``
+as JSON) is merged over the file's. Nothing else in skybutler reads the environment for
+configuration, and a process that starts workers hands them the configuration it
+resolved, so an override means the same thing in every process.
+
+Secrets (storage option keys named like `SECRET_NAMES`, passwords in database URLs)
+are replaced by ``***`` in every printed form (`RepositoryConfig.to_yaml`, reprs, error
+messages); only `RepositoryConfig.write` keeps them, in a file readable by its owner only.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError, RepositoryNotFoundError
+from .errors import ConfigError, FileAccessError, RepositoryNotFoundError
 
 CONFIG_FILE = "skybutler.yaml"
 
 DEFAULT_TEMPLATE = "{run}/{dataset_type}/{dataset_type}_{data_id}"
 
+#: Option names whose values are secrets (also with a prefix: ``aws_secret_access_key``).
+SECRET_NAMES = ("key", "secret", "password", "token", "access_key_id", "secret_access_key", "session_token")
+REDACTED = "***"
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]*@")
+_SECRET_ASSIGNMENT = re.compile(  # key=value, 'key': 'value', key: value in free text
+    r"""(?i)(['"]?\b(?:\w*_)?(?:""" + "|".join(SECRET_NAMES) + r""")['"]?\s*[:=]\s*)('[^']*'|"[^"]*"|[^\s,;}'"]+)""")
+
+
+def is_secret_name(name: object) -> bool:
+    """Whether an option called ``name`` holds a secret (``secret``, ``aws_session_token``, ...)."""
+    if not isinstance(name, str):
+        return False
+    name = name.lower()
+    return any(name == s or name.endswith("_" + s) for s in SECRET_NAMES)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``postgresql://me:***@host/db``)."""
+    return _URL_PASSWORD.sub(rf"\1{REDACTED}@", url)
+
+
+def redact_value(value: Any, name: object = None) -> Any:
+    """A copy of ``value`` with secrets replaced: values of secret-named keys at any depth, URL passwords."""
+    if is_secret_name(name) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: redact_value(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    if isinstance(value, str):
+        return redact_url(value)
+    return value
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error message, a log) with URL passwords and ``secret=...`` style values hidden."""
+    return _SECRET_ASSIGNMENT.sub(rf"\1{REDACTED}", redact_url(text))
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Reprs end up in logs and tracebacks: never show a secret there.
+        for name, value in super().__repr_args__():
+            yield name, _redact_setting(name, value)
+
+
+def _redact_setting(name: str | None, value: Any) -> Any:
+    """Where secrets live: anywhere in fsspec's storage options, and the password of a database URL."""
+    if name == "storage_options":
+        return redact_value(value)
+    if name in ("db", "root") and isinstance(value, str):
+        return redact_url(value)
+    return value
 
 
 class RegistryConfig(_Section):
@@ -70,7 +131,7 @@ class PipelinesConfig(_Section):
 
 
 class RepositoryConfig(_Section):
-    """The whole configuration of one repository; its YAML form reproduces it."""
+    """The whole configuration of one repository; its YAML form reproduces it (secrets aside)."""
 
     registry: RegistryConfig = Field(default_factory=lambda: RegistryConfig())
     datastore: DatastoreConfig = Field(default_factory=lambda: DatastoreConfig())
@@ -78,19 +139,49 @@ class RepositoryConfig(_Section):
     formats: FormatsConfig = Field(default_factory=lambda: FormatsConfig())
     pipelines: PipelinesConfig = Field(default_factory=lambda: PipelinesConfig())
 
-    def to_yaml(self) -> str:
-        """The configuration as YAML, exactly as it would be written to ``skybutler.yaml``."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, *, secrets: bool = False) -> str:
+        """The configuration as YAML, as ``skybutler.yaml`` holds it.
+
+        Parameters
+        ----------
+        secrets
+            Keep secrets (only for writing the file); by default they are shown as ``***``.
+        """
+        data = self.model_dump(mode="json") if secrets else self._redacted_data()
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def _redacted_data(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        return {section: {k: _redact_setting(k, v) for k, v in values.items()} for section, values in data.items()}
+
+    def redacted(self) -> RepositoryConfig:
+        """A copy with every secret replaced by ``***`` (what printed forms show)."""
+        return type(self).model_validate(self._redacted_data())
+
+    @property
+    def holds_secrets(self) -> bool:
+        """Whether any value is a secret (then the file is written readable by its owner only)."""
+        return self.redacted() != self
+
+    def with_environment(self, environ: Mapping[str, str] | None = None) -> RepositoryConfig:
+        """This configuration with ``SKYBUTLER_<SECTION>_<KEY>`` overrides applied (default: `os.environ`)."""
+        env = os.environ if environ is None else environ
+        return self.from_mapping(apply_environment(self.model_dump(mode="json"), env),
+                                 source="configuration with environment overrides")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "configuration") -> RepositoryConfig:
+    def from_mapping(cls, data: Any, *, source: str = "configuration") -> RepositoryConfig:
+        """Validate a mapping of sections; any problem is one `ConfigError` line naming ``source`` and the keys."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"Invalid {source}: expected a mapping of sections ({', '.join(cls.model_fields)}), "
+                f"got {_kind(data)}")
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigError(f"Invalid {source}: {problems}") from None
+            problems = [_problem(err) for err in exc.errors()]
+            more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise ConfigError(f"Invalid {source}: {'; '.join(problems[:3])}{more}") from None
 
     @classmethod
     def read(cls, root: str | Path, *, environ: Mapping[str, str] | None = None) -> RepositoryConfig:
@@ -101,23 +192,96 @@ class RepositoryConfig(_Section):
                 f"{root} is not a skybutler repository (no {CONFIG_FILE}); create one with `skybutler create {root}`"
             )
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not valid YAML: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise FileAccessError(exc.errno or 0, f"Cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        return cls.from_mapping(apply_environment(data, os.environ if environ is None else environ), source=str(path))
+            raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+        except RecursionError:  # pathologically nested flow collections
+            raise ConfigError(f"{path} is not valid YAML: nested too deeply") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(cls.model_fields)}), "
+                              f"got {_kind(data)}")
+        data = apply_environment(data, os.environ if environ is None else environ)
+        return cls.from_mapping(data, source=str(path))
 
     def write(self, root: str | Path) -> None:
+        """Write ``<root>/skybutler.yaml`` atomically; readable by its owner only when it holds a secret."""
         path = Path(root) / CONFIG_FILE
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(self.to_yaml())
-        os.replace(tmp, path)
+        # Created with its final mode (never chmod-ed after: there would be a moment it is readable).
+        mode = 0o600 if self.holds_secrets else 0o666  # 0o666 minus the umask, as any new file
+        tmp = path.with_name(f".{CONFIG_FILE}.{uuid.uuid4().hex[:12]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.to_yaml(secrets=True))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _kind(value: Any) -> str:
+    names = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _problem(err: Mapping[str, Any]) -> str:
+    """One pydantic error as ``key.path: problem`` (values of secret keys never shown)."""
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key"
+    if kind == "model_type":
+        return f"{where}: expected a mapping, got {_kind(err.get('input'))}"
+    if kind == "dict_type":
+        return f"{where}: expected a mapping, got {_kind(err.get('input'))}"
+    if kind == "invalid_key":
+        return f"{where}: keys must be strings"
+    msg = str(err["msg"]).replace("Input should be", "should be")
+    value = err.get("input")
+    if (isinstance(value, (str, int, float, bool)) and not any(is_secret_name(p) for p in loc)
+            and len(repr(value)) <= 60):
+        msg += f" (got {redact_url(value) if isinstance(value, str) else value!r})"
+    return f"{where}: {msg}"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """``override`` over ``base``: mappings merged key by key (at any depth), anything else replaced."""
+    if isinstance(base, Mapping) and isinstance(override, Mapping):
+        out = dict(base)
+        for k, v in override.items():
+            out[k] = _merge(base.get(k), v)
+        return out
+    return override
 
 
 def apply_environment(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Apply ``SKYBUTLER_<SECTION>_<KEY>=value`` overrides (value parsed as YAML scalar)."""
+    """Apply ``SKYBUTLER_<SECTION>_<KEY>=value`` overrides.
+
+    The value is parsed as YAML (so JSON works too); a mapping is merged over the
+    file's mapping (``SKYBUTLER_DATASTORE_STORAGE_OPTIONS='{"profile": "survey"}'``
+    keeps the file's ``endpoint_url``), anything else replaces the file's value.
+    """
     result = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
     sections = RepositoryConfig.model_fields
-    for name, raw in environ.items():
+    for name, raw in sorted(environ.items()):
         if not name.startswith("SKYBUTLER_"):
             continue
         rest = name[len("SKYBUTLER_"):].lower()
@@ -127,6 +291,15 @@ def apply_environment(data: Mapping[str, Any], environ: Mapping[str, str]) -> di
                 section_model = sections[section].annotation
                 if key not in getattr(section_model, "model_fields", {}):
                     raise ConfigError(f"Environment variable {name}: {section} has no setting {key!r}")
-                result.setdefault(section, {})[key] = yaml.safe_load(raw) if raw else raw
+                try:
+                    value = yaml.safe_load(raw) if raw else raw
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"Environment variable {name} is not valid YAML/JSON: "
+                                      f"{_yaml_problem(exc)}") from None
+                current = result.get(section)
+                if current is None:
+                    current = result[section] = {}
+                if isinstance(current, dict):  # otherwise validation reports the section itself
+                    current[key] = _merge(current.get(key), value)
                 break
     return result

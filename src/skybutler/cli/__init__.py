@@ -7,29 +7,66 @@ from typing import Any
 
 import click
 
+from ..config import redact_text
 from ..errors import SkyButlerError
 from . import repo_cmds
 
+DEBUG_HINT = "run with --debug for the traceback"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, secrets hidden (a library message may quote a URL or an option)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return redact_text(text)
+
 
 class _Group(click.Group):
-    """Turns every user-facing skybutler error into one clear line and exit code 1 (no traceback)."""
+    """Every error is one line (no traceback unless --debug) with a non-zero exit code.
+
+    A `SkyButlerError` (a user mistake, explained by its message) exits with 1; any
+    other exception (a bug, or the system refusing something) is named by its type,
+    with a hint to rerun with ``--debug``, and exits with 2; Ctrl-C exits with 130.
+    Click's own usage errors keep click's handling (exit code 2, usage shown).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            if _debug(ctx):
+                raise
+            click.secho("Interrupted", fg="red", err=True)
+            sys.exit(130)
         except SkyButlerError as exc:
-            click.secho(f"Error: {exc}", fg="red", err=True)
+            if _debug(ctx):
+                raise
+            click.secho(f"Error: {_one_line(exc)}", fg="red", err=True)
             sys.exit(1)
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            message = _one_line(exc)
+            click.secho(f"Error: {type(exc).__name__}{': ' + message if message else ''}", fg="red", err=True)
+            click.echo(f"Hint: {DEBUG_HINT}", err=True)
+            sys.exit(2)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().params.get("debug"))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="skybutler")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+def main(debug: bool) -> None:
     """skybutler: a data repository and batch processing for survey pipelines.
 
     Start with `skybutler create REPO`, then `skybutler --help` on any command.
     Every command that takes REPO accepts the repository directory (the one
-    holding skybutler.yaml).
+    holding skybutler.yaml). Errors are one line; `skybutler --debug COMMAND ...`
+    shows the traceback.
     """
 
 
@@ -42,7 +79,8 @@ def _attach_optional() -> None:
     import importlib
 
     for module, attr in (("pipeline_cmds", "pipeline_group"), ("provenance_cmds", "provenance_group"),
-                         ("ops_cmds", "COMMANDS"), ("batch_cmds", "batch_group"), ("demo_cmds", "demo")):
+                         ("ops_cmds", "COMMANDS"), ("batch_cmds", "batch_group"), ("demo_cmds", "demo"),
+                         ("migrate_cmds", "COMMANDS")):
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as exc:

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
 from fsspec import AbstractFileSystem
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from ..errors import ConfigError, DatasetExistsError, FileAccessError, SkyButlerError
+from .backends import filesystem
 from .templates import sanitize
 
 __all__ = ["TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
@@ -210,7 +210,7 @@ class Datastore:
         self.checksum_algorithm = None if checksum == "none" else checksum
         self.disk_full_after = disk_full_after
         self._storage_options = dict(storage_options or {})
-        fs, root_path = url_to_fs(root, **self._storage_options)
+        fs, root_path = filesystem(root, self._storage_options)
         self._fs: AbstractFileSystem = fs
         self._root = root_path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
@@ -253,7 +253,7 @@ class Datastore:
         protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
         if url.split("://", 1)[0] in protocols or (self._local and not _URL.match(url)):
             return self._fs, self._fs._strip_protocol(url)
-        fs, path = url_to_fs(url)
+        fs, path = filesystem(url)
         return fs, path
 
     def _locate(self, path: str) -> tuple[AbstractFileSystem, str]:

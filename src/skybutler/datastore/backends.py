@@ -1,0 +1,92 @@
+"""Datastore backends by short name: the one table from URL scheme to filesystem.
+
+A datastore root is a local path or a URL whose scheme names a backend here
+(``s3://bucket/prefix``). A backend living in an optional extra is imported on
+first use only, and its absence is one `ConfigError` saying what to install,
+never an ``ImportError`` traceback. Schemes fsspec knows but the datastore does
+not support (``http://``, read-only) are refused with the list of supported ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fsspec import AbstractFileSystem
+from fsspec.core import url_to_fs
+
+from ..errors import ConfigError
+
+__all__ = ["BACKENDS", "Backend", "backend_of", "filesystem"]
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One kind of place bytes can live.
+
+    Attributes
+    ----------
+    name
+        The short name users see (``"s3"``).
+    module
+        The module that implements it, when it is not part of fsspec itself.
+    extra
+        The skybutler extra that installs ``module`` (``pip install 'skybutler[extra]'``).
+    """
+
+    name: str
+    module: str | None = None
+    extra: str | None = None
+
+    def require(self) -> None:
+        """Raise `ConfigError` with the install command when the backend's module is missing."""
+        if self.module is not None and importlib.util.find_spec(self.module) is None:
+            raise ConfigError(f"the {self.name} datastore needs {self.module}: pip install 'skybutler[{self.extra}]'")
+
+
+#: URL scheme -> backend (aliases share one entry).
+BACKENDS: dict[str, Backend] = {
+    "file": Backend("file"),
+    "local": Backend("file"),
+    "memory": Backend("memory"),
+    "s3": Backend("s3", module="s3fs", extra="s3"),
+    "s3a": Backend("s3", module="s3fs", extra="s3"),
+}
+
+
+def backend_of(url: str) -> Backend:
+    """The backend of a path (``file``) or URL; `ConfigError` for a scheme the datastore does not support."""
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else "file"
+    try:
+        return BACKENDS[scheme]
+    except KeyError:
+        known = ", ".join(sorted({f"{b.name}://" for b in BACKENDS.values()}))
+        raise ConfigError(f"Datastore {url!r}: unsupported scheme {scheme}:// (supported: {known}, or a local path)"
+                          ) from None
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem and path of ``url``, with ``storage_options`` (credentials, endpoint, ...).
+
+    Examples
+    --------
+    >>> fs, path = filesystem("memory://doc-backends/root")
+    >>> fs.protocol, path
+    ('memory', '/doc-backends/root')
+    """
+    backend = backend_of(url)
+    backend.require()
+    try:
+        return url_to_fs(url, **dict(storage_options or {}))
+    except ImportError as exc:  # a dependency of the backend's own module
+        raise ConfigError(f"the {backend.name} datastore cannot be loaded ({exc}): "
+                          f"pip install 'skybutler[{backend.extra or backend.name}]'") from None
+    except TypeError as exc:  # an option the filesystem does not take
+        raise ConfigError(f"datastore.storage_options are not accepted by the {backend.name} datastore: {exc}"
+                          ) from None
