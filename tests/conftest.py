@@ -8,7 +8,9 @@ server fails the test instead of skipping it.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -90,6 +92,36 @@ def backend(request):
     return request.param
 
 
+RELEASE_FIXTURES = Path(__file__).parent / "fixtures" / "release_0_1_0"
+"""Repositories written by the previous release (see fixtures/make_release_fixture.py)."""
+
+
+@pytest.fixture(params=[*BACKENDS, "sqlite-upgraded"])
+def conformance_backend(request):
+    """Every backend plus ``sqlite-upgraded``: an empty repository of the previous release, upgraded.
+
+    The conformance suite (tests/test_butler.py) opts in by overriding ``backend``
+    with this; other modules keep to `BACKENDS` so the suite's time stays down.
+    """
+    return request.param
+
+
+def _upgraded_repository(root: Path, kwargs: dict):
+    """A butler on a copy of the previous release's empty repository, upgraded to this one's schema."""
+    from skybutler import Butler, RepositoryConfig
+    from skybutler.registry import upgrade
+
+    shutil.copytree(RELEASE_FIXTURES / "empty", root)
+    config = kwargs.pop("config", None)
+    cfg = config.model_copy(deep=True) if isinstance(config, RepositoryConfig) else \
+        RepositoryConfig.from_mapping(dict(config or {}))
+    if "datastore" in kwargs:
+        cfg.datastore.root = kwargs.pop("datastore")
+    cfg.write(root)
+    upgrade(cfg.registry.db, root=str(root))
+    return Butler(root, **kwargs)
+
+
 @pytest.fixture
 def make_butler(request, tmp_path, backend):
     """Factory: ``make_butler(**create_kwargs)`` creates a repository on this test's backend."""
@@ -113,7 +145,12 @@ def make_butler(request, tmp_path, backend):
             request.getfixturevalue("pg_engine")
             kwargs.setdefault("registry", PG_URL)
             kwargs.setdefault("namespace", request.getfixturevalue("pg_namespace") + f"_{len(made)}")
-        butler = Butler.create(root, **kwargs)
+        if backend == "sqlite-upgraded" and not {"universe", "registry", "namespace"} & kwargs.keys():
+            butler = _upgraded_repository(root, kwargs)
+        else:
+            # A custom universe (or database) cannot come from the fixture, which has the
+            # default universe in SQLite: those calls create a repository as usual.
+            butler = Butler.create(root, **kwargs)
         made.append(butler)
         return butler
 

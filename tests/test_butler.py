@@ -31,6 +31,12 @@ DATA_ID = {"instrument": "HSC", "visit": 903334, "detector": 1}
 
 
 @pytest.fixture
+def backend(conformance_backend):
+    """This suite also runs on a repository of the previous release, upgraded (see conftest)."""
+    return conformance_backend
+
+
+@pytest.fixture
 def butler(make_butler):
     b = make_butler(run="run1")
     insert_records(b)

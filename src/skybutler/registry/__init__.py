@@ -1,8 +1,9 @@
 """The registry: SQL on SQLite or PostgreSQL (the only layer that runs SQL)."""
 
+from ._migrate import MigrationStep, upgrade
 from ._registry import FileRecord, Registry, tuple_getter
 from .expr import parse as parse_expression
 from .queries import find_dataset, query_data_ids, query_datasets
 
-__all__ = ["FileRecord", "Registry", "find_dataset", "parse_expression", "query_data_ids", "query_datasets",
-           "tuple_getter"]
+__all__ = ["FileRecord", "MigrationStep", "Registry", "find_dataset", "parse_expression", "query_data_ids",
+           "query_datasets", "tuple_getter", "upgrade"]

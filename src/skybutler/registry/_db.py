@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import DatabaseConnectionError
+from ..errors import ConfigError, DatabaseConnectionError, RepositoryNotFoundError, SkyButlerError
+
+SUPPORTED_SCHEMES = ("sqlite", "postgresql")
+"""Database kinds a registry runs on (a URL may name a driver: ``postgresql+psycopg://``)."""
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def normalise_url(url: str, root: str | Path | None = None) -> str:
-    """Turn a user URL into a SQLAlchemy URL (relative SQLite paths are under ``root``)."""
+    """Turn a user URL into a SQLAlchemy URL (relative SQLite paths are under ``root``).
+
+    Raises `ConfigError` for a URL of a database skybutler does not run on.
+    """
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in (*SUPPORTED_SCHEMES, "postgres"):
+        raise ConfigError(
+            f"Registry database URL {redact(url)!r} is not supported; use one of: "
+            + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
+        )
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite:///") and root is not None:
@@ -25,6 +41,61 @@ def normalise_url(url: str, root: str | Path | None = None) -> str:
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***``."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for in-memory SQLite and for servers."""
+    if not url.startswith("sqlite"):
+        return None
+    path = sa.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a missing, empty, foreign or truncated SQLite file before SQLite touches it.
+
+    Connecting would create a missing file (an empty registry in place of a lost one)
+    and a damaged one fails much later, deep in a query; the 100-byte header says
+    enough to refuse both up front. The header's page count is that of the last
+    checkpoint, which the file holds in full, so a shorter file was truncated.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        raise RepositoryNotFoundError(f"Registry database file {path} does not exist") from None
+    except OSError as exc:
+        raise SkyButlerError(f"Cannot read registry database file {path}: {exc.strerror}") from None
+    if size == 0:
+        raise RepositoryNotFoundError(f"Registry database file {path} is empty")
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise SkyButlerError(f"Registry database file {path} is not a SQLite database (damaged or another file)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    header_valid = header[24:28] == header[92:96]  # the page count is trusted only then
+    # A checkpoint interrupted by a crash may leave the file short; its WAL still holds the
+    # pages and SQLite replays it on open, so only a file without a WAL is judged.
+    wal = Path(f"{path}-wal")
+    if header_valid and size < pages * page_size and not (wal.exists() and wal.stat().st_size > 0):
+        raise SkyButlerError(
+            f"Registry database file {path} is truncated: {size} bytes, its header says {pages * page_size}")
+
+
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn a damaged database's error (a DBAPI DatabaseError) into one line naming it."""
+    try:
+        yield
+    except sa.exc.OperationalError:
+        raise
+    except sa.exc.DatabaseError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        where = sqlite_file(url) or redact(url)
+        raise SkyButlerError(f"Registry database {where} cannot be read: {reason}") from None
 
 
 def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bool = False) -> sa.Engine:
@@ -71,7 +142,7 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
 def check_connection(engine: sa.Engine, url: str) -> None:
     """Connect once; an unreachable server raises DatabaseConnectionError naming the URL (no password)."""
     try:
-        with engine.connect() as conn:
+        with database_errors(url), engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)

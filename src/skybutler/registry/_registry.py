@@ -20,10 +20,20 @@ from ..errors import (
     DatasetExistsError,
     DatasetTypeError,
     DimensionError,
+    RepositoryNotFoundError,
     SkyButlerError,
 )
 from ..model import CollectionType, DataId, DatasetRef, DatasetType, storage_class
-from ._db import check_connection, make_engine, normalise_url, redact
+from . import _migrate, schema
+from ._db import (
+    check_connection,
+    check_sqlite_file,
+    database_errors,
+    make_engine,
+    normalise_url,
+    redact,
+    sqlite_file,
+)
 from .schema import SCHEMA_VERSION, Tables, build_tables, overlap_columns
 
 _CHUNK = 500
@@ -102,48 +112,74 @@ class Registry:
     @classmethod
     def create(cls, url: str, *, universe: DimensionUniverse | None = None, namespace: str | None = None,
                root: str | None = None, sync_every_commit: bool = False) -> Registry:
-        """Create the tables of a new repository (the database or schema must not hold one)."""
+        """Create the tables of a new repository (the database or schema must not hold one).
+
+        Everything (the schema on PostgreSQL, tables, views, ``meta``, the migration
+        stamp) is made in one transaction, so a create that fails half-way leaves
+        nothing behind and can be retried.
+        """
         universe = universe or DimensionUniverse.default()
         sa_url = normalise_url(url, root)
         engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit)
-        check_connection(engine, sa_url)
-        if namespace:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
         registry = cls(engine, universe, url=sa_url)
-        with engine.connect() as conn:
-            if sa.inspect(conn).has_table("meta", schema=namespace):
-                raise SkyButlerError(f"Registry database {redact(sa_url)} already holds a repository")
-        registry.tables.metadata.create_all(engine)
-        with registry.transaction() as conn:
-            conn.execute(sa.insert(registry.tables.meta), [
-                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                {"key": "universe", "value": json.dumps(universe.document)},
-                {"key": "created", "value": datetime.datetime.now(datetime.UTC).isoformat()},
-            ])
+        try:
+            check_connection(engine, sa_url)
+            with engine.connect().execution_options(write=True) as conn, conn.begin():
+                if namespace and registry.dialect == "postgresql":
+                    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
+                if sa.inspect(conn).has_table("meta", schema=namespace):
+                    raise SkyButlerError(f"Registry database {redact(sa_url)} already holds a repository")
+                registry.tables.metadata.create_all(conn)
+                schema.create_views(conn, registry.tables, universe)
+                conn.execute(sa.insert(registry.tables.meta), [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "universe", "value": json.dumps(universe.document)},
+                    {"key": "created", "value": datetime.datetime.now(datetime.UTC).isoformat()},
+                ])
+                _migrate.stamp_head(conn, namespace)
+        except BaseException:
+            engine.dispose()
+            raise
         return registry
 
     @classmethod
     def open(cls, url: str, *, namespace: str | None = None, root: str | None = None,
              sync_every_commit: bool = False) -> Registry:
-        """Open the registry of an existing repository."""
-        sa_url = normalise_url(url, root)
-        engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit)
-        check_connection(engine, sa_url)
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("meta", schema=namespace):
-                from ..errors import RepositoryNotFoundError
+        """Open the registry of an existing repository.
 
-                raise RepositoryNotFoundError(f"Registry database {redact(sa_url)} holds no skybutler repository")
-            meta = sa.Table("meta", sa.MetaData(), autoload_with=conn)
-            values = dict(conn.execute(sa.select(meta.c.key, meta.c.value)).all())
-        version = int(values.get("schema_version", 0))
-        if version > SCHEMA_VERSION:
-            raise SkyButlerError(
-                f"Registry {redact(sa_url)} has schema version {version}; this skybutler reads up to "
-                f"{SCHEMA_VERSION}. Upgrade skybutler."
-            )
-        return cls(engine, DimensionUniverse(json.loads(values["universe"])), url=sa_url)
+        Raises `RepositoryNotFoundError` for a missing SQLite file (never creating
+        one), `SkyButlerError` for a damaged one, and for a schema older or newer
+        than this skybutler's (naming both versions, and the upgrade command).
+        """
+        sa_url = normalise_url(url, root)
+        path = sqlite_file(sa_url)
+        if path is not None:
+            check_sqlite_file(path)
+        engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit)
+        try:
+            check_connection(engine, sa_url)
+            with database_errors(sa_url), engine.connect() as conn:
+                if not sa.inspect(conn).has_table("meta", schema=namespace):
+                    raise RepositoryNotFoundError(
+                        f"Registry database {redact(sa_url)} holds no skybutler repository")
+                meta = _migrate.meta_table()
+                values = dict(conn.execute(sa.select(meta.c.key, meta.c.value)).all())
+            version = int(values.get("schema_version", 0))
+            if version > SCHEMA_VERSION:
+                raise SkyButlerError(
+                    f"Registry {redact(sa_url)} has schema version {version}; this skybutler reads up to "
+                    f"{SCHEMA_VERSION}. Upgrade skybutler."
+                )
+            if version < SCHEMA_VERSION:
+                raise SkyButlerError(
+                    f"Registry {redact(sa_url)} has schema version {version}; this skybutler needs "
+                    f"{SCHEMA_VERSION}. Upgrade the repository with: skybutler migrate {root or 'REPO'}"
+                )
+            universe = DimensionUniverse(json.loads(values["universe"]))
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, universe, url=sa_url)
 
     def close(self) -> None:
         self.engine.dispose()

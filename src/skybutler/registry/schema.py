@@ -4,6 +4,14 @@ One schema serves SQLite and PostgreSQL. Dimension keys of a dataset's data id
 are typed, indexed columns of the ``dataset`` table (unused ones are NULL), and
 ``data_id_key`` (the canonical text of the data id) makes
 (dataset type, run, data id) unique without relying on NULL semantics.
+
+Views (`VIEWS`) are for people with a SQL prompt, not for the library's own
+queries: ``datasets_view`` shows one row per dataset with its type and run by
+name, every dimension of the universe with the implied ones filled in from the
+dimension records, and its file.
+
+Every change here comes with an Alembic revision in ``migrations/versions/``
+and a bump of `SCHEMA_VERSION` (see ``_migrate.py``).
 """
 
 from __future__ import annotations
@@ -11,10 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.schema import CreateView, DropView
 
 from ..dimensions import DimensionUniverse
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version of the schema this code writes (``meta.schema_version``); each Alembic revision sets one."""
+
+VIEWS = ("datasets_view",)
+"""Views of a repository, by name (dropped and recreated by migrations that change their tables)."""
 
 _SQL_TYPES = {
     "int": sa.BigInteger,
@@ -219,3 +232,49 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         file=file, execution=execution, used=used, generated=generated, derived=derived,
         dimensions=dimensions, overlaps=overlaps,
     )
+
+
+def datasets_view(tables: Tables, universe: DimensionUniverse) -> sa.Select:
+    """The SELECT behind ``datasets_view``: one row per dataset, implied dimensions filled.
+
+    A dataset row holds only the dimensions of its own type, so ``band`` of a
+    visit-level dataset is NULL there. Here each dimension is the dataset's own
+    value or, failing that, the value recorded by a dimension that implies it
+    (``band`` and ``day_obs`` from the visit or exposure record, ``band`` from the
+    physical filter), derived from the universe's ``implies``, so a custom
+    universe gets the same treatment. Columns: ``dataset_id``, ``dataset_type``,
+    ``run``, every dimension, ``ingest_date``, ``path``, ``size``, ``checksum``.
+    """
+    ds = tables.dataset
+    joined: sa.FromClause = ds.join(tables.dataset_type, tables.dataset_type.c.id == ds.c.dataset_type_id)
+    run = tables.collection.alias("run")
+    joined = joined.join(run, run.c.id == ds.c.run_id)
+    sources: dict[str, list[sa.ColumnElement]] = {d: [ds.c[d]] for d in universe.dimensions}
+    for name in universe.dimensions:
+        implied = universe.implied_closure(name)
+        if not implied:
+            continue
+        record = tables.dimensions[name].alias(f"implied_by_{name}")
+        # Joined on the dataset's own keys: a record's implied columns are already filled
+        # through the whole chain (visit -> physical_filter -> band) when it is inserted.
+        joined = joined.outerjoin(record, sa.and_(
+            *(record.c[k] == ds.c[k] for k in universe.elements[name].primary_key)))
+        for d in implied:
+            sources[d].append(record.c[d])
+    joined = joined.outerjoin(tables.file, tables.file.c.dataset_id == ds.c.id)
+    dims = [(sa.func.coalesce(*cols) if len(cols) > 1 else cols[0]).label(d) for d, cols in sources.items()]
+    return sa.select(
+        ds.c.id.label("dataset_id"), tables.dataset_type.c.name.label("dataset_type"), run.c.name.label("run"),
+        *dims, ds.c.ingest_date, tables.file.c.path, tables.file.c.size, tables.file.c.checksum,
+    ).select_from(joined)
+
+
+def create_views(conn: sa.Connection, tables: Tables, universe: DimensionUniverse) -> None:
+    """Create every view of `VIEWS` (in the connection's schema, like the tables)."""
+    conn.execute(CreateView(datasets_view(tables, universe), "datasets_view"))
+
+
+def drop_views(conn: sa.Connection) -> None:
+    """Drop every view of `VIEWS` that exists (before a migration changes the tables under them)."""
+    for name in VIEWS:
+        conn.execute(DropView(sa.Table(name, sa.MetaData()), if_exists=True))
