@@ -184,10 +184,13 @@ class Butler:
         made_root = not root_path.exists()
         root_path.mkdir(parents=True, exist_ok=True)
         try:
-            reg = Registry.create(cfg.registry.db, universe=universe, namespace=cfg.registry.namespace,
-                                  root=str(root_path), sync_every_commit=cfg.registry.sync_every_commit)
+            # The file keeps the given values; what is created is what opening it will use
+            # (SKYBUTLER_REGISTRY_DB set while creating means the same as while opening).
+            in_force = cfg.with_environment()
+            reg = Registry.create(in_force.registry.db, universe=universe, namespace=in_force.registry.namespace,
+                                  root=str(root_path), sync_every_commit=in_force.registry.sync_every_commit)
             cfg.write(root_path)
-            return cls(root_path, run=run, _config=cfg, _registry=reg)
+            return cls(root_path, run=run, _config=in_force, _registry=reg)
         except BaseException:
             if made_root:  # leave nothing behind for a failed create
                 import shutil

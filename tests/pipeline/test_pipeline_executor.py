@@ -149,3 +149,72 @@ def test_in_memory_repositories_run_in_one_process_only(tmp_path, pipeline):
     report = execute_graph(butler, graph)
     assert report.ok
     assert report.counts()["gather_visit"] == {ExecutionStatus.SUCCEEDED.value: 4}
+
+
+# -- what a dying worker is reported as ------------------------------------------------------
+
+DYING = {"description": "one detector's worker dies",
+         "tasks": {"die": {"class": "support.dying_tasks:Die", "config": {"detector": 1}}}}
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("SIGKILL", "killed by SIGKILL (Killed)"),
+    ("SIGSEGV", "killed by SIGSEGV (Segmentation fault)"),
+    ("exit:3", "exited with code 3"),
+])
+def test_a_dead_worker_is_reported_as_what_happened_to_it(repo, tmp_path, how, expected):
+    from click.testing import CliRunner
+
+    from skybutler.cli import main
+
+    mapping = {**DYING, "tasks": {"die": {**DYING["tasks"]["die"], "config": {"detector": 1, "how": how}}}}
+    graph = _graph(repo, Pipeline.from_mapping(mapping), where="visit = 903334")
+    graph.write(tmp_path / "g.qg")
+    result = CliRunner().invoke(main, ["pipeline", "run", repo.root, str(tmp_path / "g.qg"), "-j", "2"])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "FAILED die {instrument=HSC, detector=1, visit=903334}: WorkerDied: the worker process" in output
+    assert expected in output
+    assert "out-of-memory" not in output and "out of memory" not in output  # no memory limit, no OOM kill
+    (row,) = provenance_sql.executions(repo.registry, run=RUN, status="failed")
+    assert row["reason"].startswith("WorkerDied") and expected in row["reason"]
+    assert len(provenance_sql.executions(repo.registry, run=RUN, status="succeeded")) == 3
+
+
+def test_death_reasons_say_out_of_memory_only_on_the_kernels_word_or_near_the_limit():
+    from skybutler.pipeline.executor import death_reason
+
+    calm = {"/proc/vmstat": 4}
+    assert death_reason(-9, oom_before=calm, oom_after=calm) == (
+        "WorkerDied: the worker process was killed by SIGKILL (Killed)")
+    killed = death_reason(-9, oom_before=calm, oom_after={"/proc/vmstat": 5})
+    assert "out-of-memory killer (/proc/vmstat oom_kill 4 -> 5)" in killed
+    near = death_reason(-9, oom_before=calm, oom_after=calm, memory_limit=100 << 20, peak_rss=95 << 20)
+    assert near.endswith("possibly out of memory (peak resident memory 95 MiB, memory limit 100 MiB)")
+    assert "memory" not in death_reason(-9, oom_before=calm, oom_after=calm, memory_limit=100 << 20,
+                                        peak_rss=10 << 20)
+    # Only SIGKILL is the OOM killer's signal.
+    assert "memory" not in death_reason(-11, oom_before=calm, oom_after={"/proc/vmstat": 5})
+
+
+# -- the same configuration in every process ------------------------------------------------
+
+
+def test_a_registry_set_by_environment_is_the_one_workers_use(tmp_path, monkeypatch, pipeline):
+    from skybutler import Butler
+    from support.pipeline_repo import fill_repository
+
+    other = tmp_path / "elsewhere" / "other.sqlite3"
+    other.parent.mkdir()
+    monkeypatch.setenv("SKYBUTLER_REGISTRY_DB", f"sqlite:///{other}")
+    butler = Butler.create(tmp_path / "repo")
+    assert "registry.sqlite3" in (tmp_path / "repo" / "skybutler.yaml").read_text()  # the file keeps its value
+    fill_repository(butler)
+    graph = _graph(butler, pipeline.subset("single_frame"), where="visit = 903334")
+    monkeypatch.chdir(tmp_path / "elsewhere")  # and workers do not depend on the working directory
+    report = execute_graph(str(tmp_path / "repo"), graph, processes=2)
+    assert report.ok, [o.reason for o in report.failed]
+    assert len(report.succeeded) == 5
+    assert not (tmp_path / "repo" / "registry.sqlite3").exists()
+    reopened = Butler(tmp_path / "repo", writeable=False)
+    assert len(list(reopened.query_datasets("calexp", collections=[RUN]))) == 4

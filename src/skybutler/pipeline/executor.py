@@ -12,6 +12,18 @@ A failed quantum — the task raised, hit the memory limit, or its worker proces
 died — is recorded as failed with its reason, and only its descendants are marked
 not run; everything else proceeds. Running the same graph again resumes: quanta
 whose outputs exist are skipped.
+
+Workers get the configuration the executor resolved (environment overrides
+applied once, in the parent), never re-reading it: a worker started by a
+forkserver that predates an environment change, or with another working
+directory, opens exactly the repository the parent opened.
+
+A worker that dies is reported as what happened to it: the signal that killed it
+(``SIGKILL``, ``SIGSEGV``...) or its exit code. It is called out of memory only when
+the kernel says so — its out-of-memory killer's ``oom_kill`` count rose (the
+cgroup's ``memory.events`` or ``/proc/vmstat``) while the quantum ran — or, as
+"possibly", when a memory limit was set and the worker's peak resident memory
+came near it.
 """
 
 from __future__ import annotations
@@ -20,7 +32,9 @@ import contextlib
 import io
 import logging
 import multiprocessing
+import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -30,6 +44,8 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +292,8 @@ class QuantumRunner:
         except Exception as exc:  # MemoryError included: the worker survives it
             usage.stop()
             reason = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, MemoryError) and self.memory_limit:
+                reason = f"MemoryError: the quantum went over its memory limit of {_mib(self.memory_limit)}"
             tb = traceback.format_exc()
             log_tail = capture.text()[-_LOG_TAIL:]
             self.record_failure(quantum, task, reason, usage, used=used,
@@ -322,11 +340,16 @@ class QuantumRunner:
 _RUNNER: QuantumRunner | None = None
 
 
-def _worker_init(root: str, header: Mapping[str, Any], memory_limit: int | None) -> None:
+def _worker_init(root: str, header: Mapping[str, Any], memory_limit: int | None,
+                 config: Mapping[str, Any]) -> None:
     global _RUNNER
     from ..butler import Butler
+    from ..config import RepositoryConfig
 
-    butler = Butler(root, run=header["run"], template_variables=header.get("template_variables") or {})
+    # The parent's resolved configuration, not a fresh read of the file with this
+    # process's environment: an override means the same thing in every process.
+    butler = Butler(root, run=header["run"], template_variables=header.get("template_variables") or {},
+                    _config=RepositoryConfig.model_validate(config))
     _RUNNER = QuantumRunner(butler, header, memory_limit=memory_limit)
 
 
@@ -334,6 +357,89 @@ def _worker_run(quantum_data: Mapping[str, Any]) -> QuantumOutcome:
     assert _RUNNER is not None, "worker not initialised"
     quantum = Quantum.from_dict(quantum_data, _RUNNER.graph.dataset_types)
     return _RUNNER.run(quantum)
+
+
+def _run_isolated(conn: Connection, init_args: tuple[Any, ...], quantum_data: Mapping[str, Any]) -> None:
+    """Run one quantum in a process of its own and send back its outcome (or why it could not run)."""
+    try:
+        _worker_init(*init_args)
+        result: QuantumOutcome | str = _worker_run(quantum_data)
+    except Exception as exc:
+        result = f"{type(exc).__name__}: {exc}"
+    conn.send(result)
+    conn.close()
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def _oom_kill_counts() -> dict[str, int]:
+    """The kernel's out-of-memory kill counters readable without privileges, by source.
+
+    ``memory.events`` of this process's cgroup (v2) counts its processes killed by any
+    OOM killer; ``/proc/vmstat`` counts every OOM kill on the machine.
+    """
+    counts: dict[str, int] = {}
+    sources = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                sources.append(("cgroup memory.events", Path("/sys/fs/cgroup" + line[3:].strip()) / "memory.events"))
+    sources.append(("/proc/vmstat", Path("/proc/vmstat")))
+    for name, path in sources:
+        with contextlib.suppress(OSError, ValueError):
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    counts[name] = int(value)
+    return counts
+
+
+def _peak_rss(pid: int) -> int | None:
+    """A live process's peak resident memory (``VmHWM``), in bytes."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def death_reason(exitcode: int | None, *, oom_before: Mapping[str, int], oom_after: Mapping[str, int],
+                 memory_limit: int | None = None, peak_rss: int | None = None) -> str:
+    """Why a worker process ended without a result, in one line starting with ``WorkerDied:``.
+
+    Parameters
+    ----------
+    exitcode
+        `multiprocessing.Process.exitcode`: negative for the number of the signal that killed it.
+    oom_before, oom_after
+        `_oom_kill_counts` before and after the quantum ran.
+    memory_limit, peak_rss
+        The quantum's memory limit (if any) and the worker's last seen peak resident memory.
+    """
+    if exitcode is None:
+        return "WorkerDied: the worker process vanished without an exit status"
+    if exitcode >= 0:
+        return (f"WorkerDied: the worker process exited with code {exitcode} without reporting a result "
+                "(the task or a library it called exited the process)")
+    signum = -exitcode
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    description = signal.strsignal(signum) or name
+    reason = f"WorkerDied: the worker process was killed by {name} ({description})"
+    if signum != signal.SIGKILL:
+        return reason
+    rose = [f"{src} oom_kill {oom_before[src]} -> {n}" for src, n in oom_after.items()
+            if src in oom_before and n > oom_before[src]]
+    if rose:
+        return f"{reason}: the kernel's out-of-memory killer ({'; '.join(rose)})"
+    if memory_limit and peak_rss is not None and peak_rss >= 0.8 * memory_limit:
+        return (f"{reason}, possibly out of memory (peak resident memory {_mib(peak_rss)}, "
+                f"memory limit {_mib(memory_limit)})")
+    return reason
 
 
 def _default_start_method() -> str:
@@ -498,7 +604,13 @@ class GraphExecutor:
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload([__name__])
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(self.butler.root, self.graph.header, self.memory_limit))
+                                   initargs=self._worker_args())
+
+    def _worker_args(self) -> tuple[Any, ...]:
+        # An absolute root (a worker may start in another directory) and the configuration
+        # in force here, environment overrides applied: workers never re-read either.
+        return (os.path.abspath(self.butler.root), self.graph.header, self.memory_limit,
+                self.butler.config.model_dump(mode="json"))
 
     def _run_pool(self, report: ExecutionReport, pending: dict[uuid.UUID, set[uuid.UUID]]) -> None:
         ready = deque(qid for qid, ups in pending.items() if not ups)
@@ -553,17 +665,48 @@ class GraphExecutor:
                 qid, quantum.task_label, quantum.data_id, ExecutionStatus.SUCCEEDED,
                 execution_id=done[-1]["id"] if done else None))
             return pool
-        try:
-            outcome = pool.submit(_worker_run, quantum.to_dict()).result()
-        except BrokenProcessPool:
-            outcome = self._failed_in_parent(qid, "WorkerDied: the worker process running it died (killed by "
-                                                  "a signal, e.g. the out-of-memory killer, or crashed)")
-            pool.shutdown(wait=True, cancel_futures=True)
-            pool = self._new_pool(self.processes)
-        except Exception as exc:
-            outcome = self._failed_in_parent(qid, f"{type(exc).__name__}: {exc}")
+        result = self._run_in_own_process(quantum)
+        outcome = result if isinstance(result, QuantumOutcome) else self._failed_in_parent(qid, result)
         self._settle(report, pending, ready, outcome)
         return pool
+
+    def _run_in_own_process(self, quantum: Quantum) -> QuantumOutcome | str:
+        """Run a quantum suspected of killing its worker alone, in a process of its own.
+
+        Returns its outcome, or why it produced none (its worker's exit status): a
+        process of our own, unlike a pool's, tells how it ended.
+        """
+        ctx = multiprocessing.get_context(self.start_method)
+        receiver, sender = ctx.Pipe(duplex=False)
+        process = ctx.Process(  # type: ignore[attr-defined]  # every concrete context has Process
+            target=_run_isolated, args=(sender, self._worker_args(), quantum.to_dict()),
+            name=f"skybutler-quantum-{quantum.id}", daemon=True)
+        oom_before = _oom_kill_counts()
+        peak: int | None = None
+        process.start()
+        sender.close()
+        result: QuantumOutcome | str | None = None
+        try:
+            while result is None:
+                ready = wait_for([receiver, process.sentinel], timeout=0.2)
+                if process.pid is not None and self.memory_limit:
+                    peak = max(peak or 0, _peak_rss(process.pid) or 0) or None
+                if receiver in ready or (process.sentinel in ready and receiver.poll()):
+                    with contextlib.suppress(EOFError):
+                        result = receiver.recv()
+                    break
+                if process.sentinel in ready:
+                    break
+            process.join()
+        finally:
+            receiver.close()
+            if process.is_alive():  # interrupted while waiting
+                process.kill()
+                process.join()
+        if result is not None:
+            return result
+        return death_reason(process.exitcode, oom_before=oom_before, oom_after=_oom_kill_counts(),
+                            memory_limit=self.memory_limit, peak_rss=peak)
 
     def _failed_in_parent(self, qid: uuid.UUID, reason: str) -> QuantumOutcome:
         """Record a failure the worker could not record itself."""
