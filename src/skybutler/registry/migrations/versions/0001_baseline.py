@@ -6,8 +6,8 @@ Create Date: 2026-11-29
 
 A repository made by release 0.1.0 has this schema but no ``alembic_version``
 table; `skybutler.registry.upgrade` stamps it at this revision first. Upgrading an
-empty database from nothing creates what 0.1.0's ``Registry.create`` did, for the
-universe in ``config.attributes["universe"]`` (the default one when absent).
+empty database from nothing (only tests do) creates what 0.1.0's ``Registry.create``
+did, for the universe in ``config.attributes["universe"]``.
 
 The tables are frozen here, not taken from ``schema.py``: that module describes
 the newest schema, and a revision must keep meaning what it meant when written.
@@ -214,7 +214,10 @@ def baseline_tables(universe: DimensionUniverse) -> sa.MetaData:
 def upgrade() -> None:
     conn = op.get_bind()
     config = op.get_context().config
-    universe = (config.attributes.get("universe") if config else None) or DimensionUniverse.default()
+    universe = config.attributes.get("universe") if config else None
+    if universe is None:
+        # Not the current default universe: release 0.1.0's may differ from it.
+        raise RuntimeError("creating the baseline from nothing needs the universe of the repository to make")
     md = baseline_tables(universe)
     md.create_all(conn)
     conn.execute(sa.insert(md.tables["meta"]), [
