@@ -35,7 +35,7 @@ DEFAULT_TEMPLATE = "{run}/{dataset_type}/{dataset_type}_{data_id}"
 SECRET_NAMES = ("key", "secret", "password", "token", "access_key_id", "secret_access_key", "session_token")
 REDACTED = "***"
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]*@")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]*@")
 _SECRET_ASSIGNMENT = re.compile(  # key=value, 'key': 'value', key: value in free text
     r"""(?i)(['"]?\b(?:\w*_)?(?:""" + "|".join(SECRET_NAMES) + r""")['"]?\s*[:=]\s*)('[^']*'|"[^"]*"|[^\s,;}'"]+)""")
 
