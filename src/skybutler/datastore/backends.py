@@ -67,8 +67,8 @@ def backend_of(url: str) -> Backend:
         return BACKENDS[scheme]
     except KeyError:
         known = ", ".join(sorted({f"{b.name}://" for b in BACKENDS.values()}))
-        raise ConfigError(f"Datastore {url!r}: unsupported scheme {scheme}:// (supported: {known}, or a local path)"
-                          ) from None
+        raise ConfigError(f"Datastore root {url!r} (datastore.root): unsupported scheme {scheme}:// "
+                          f"(supported: {known}, or a local path)") from None
 
 
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[AbstractFileSystem, str]:
