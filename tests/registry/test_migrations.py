@@ -223,7 +223,9 @@ def test_an_upgraded_repository_keeps_records_overlaps_and_provenance(upgraded_p
     with Butler(upgraded_populated, collections=["u/someone/out"]) as butler:
         visits = {r["visit"]: r["band"] for r in butler.query_dimension_records("visit")}
         assert visits == {903334: "r", 903338: "i"}
-        pairs = {(d["visit"], d["patch"]) for d in butler.query_data_ids(["visit", "patch"], where="detector = 0")}
+        # Answered from the stored visit_detector_region x patch overlaps.
+        pairs = {(d["visit"], d["patch"])
+                 for d in butler.query_data_ids(["visit", "detector", "patch"], where="detector = 0")}
         assert pairs and all(v in visits for v, _ in pairs)
         ref = butler.find_dataset("metadata", instrument="HSC", visit=903334, detector=0)
         prov = provenance_of(butler, ref)
