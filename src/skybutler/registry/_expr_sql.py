@@ -128,12 +128,20 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 _MIRRORED = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
-@dataclass
 class _Const:
     """A value known when compiling: a literal, a bind, or arithmetic of those."""
 
-    value: Any
-    shown: str
+    __match_args__ = ("value", "shown")
+    __slots__ = ("_shown", "value")
+
+    def __init__(self, value: Any, shown: str | None = None):
+        self.value = value
+        self._shown = shown
+
+    @property
+    def shown(self) -> str:
+        """The value as written in messages (worked out only for a message: lists can be long)."""
+        return self._shown if self._shown is not None else _show(self.value)
 
 
 @dataclass
@@ -284,6 +292,9 @@ class Compiler:
             if isinstance(item, BindParam) or isinstance(item, Identifier) and self.is_bind(item.name):
                 given = self.lookup(item, item.name)
                 if _is_collection(given):
+                    if isinstance(left, _Column) and (checked := _checked_quickly(left.expr, given)) is not None:
+                        values.extend(checked)
+                        continue
                     consts = [_Const(_scalar(v, item.name, self, item), f":{item.name}") for v in given]
                     if isinstance(left, _Const):
                         clauses.extend(self.const_equal(node, left, c) for c in consts)
@@ -470,7 +481,7 @@ class Compiler:
     def value(self, node: Node) -> _Compiled:
         match node:
             case Literal(value):
-                return _Const(value, _show(value))
+                return _Const(value)
             case BindParam(name):
                 return self.bound(node, name)
             case Identifier(name):
@@ -600,8 +611,29 @@ def _is_integer(expr: sa.ColumnElement[Any]) -> bool:
     return isinstance(expr.type, sa.Integer | sa.types.NullType)
 
 
+def _checked_quickly(column: sa.ColumnElement[Any], given: Any) -> list[Any] | None:
+    """A bound list of plain ints or strs that plainly fits the column, checked in one pass; else None.
+
+    The common long lists (visit ids, names) skip the per-value path, which costs
+    microseconds a value; anything unusual returns None and is checked value by value.
+    """
+    values = given.tolist() if hasattr(given, "tolist") else list(given)
+    if not values:
+        return values
+    column_type = column.type
+    if isinstance(column_type, sa.Integer) and all(type(v) is int for v in values):
+        return values if min(values) >= INT64_MIN and max(values) <= INT64_MAX else None
+    if isinstance(column_type, sa.String) and all(type(v) is str for v in values):
+        length = getattr(column_type, "length", None)
+        if "\x00" in "".join(values) or length is not None and max(map(len, values)) > length:
+            return None
+        return values
+    return None
+
+
 def _is_collection(value: Any) -> bool:
-    return isinstance(value, Iterable) and not isinstance(value, str | bytes)
+    # A scalar astropy Time is iterable in name only.
+    return isinstance(value, Iterable) and not isinstance(value, str | bytes) and not getattr(value, "isscalar", False)
 
 
 def _scalar(value: Any, name: str, compiler: Compiler | None = None, node: Node | None = None) -> LiteralValue:
