@@ -218,3 +218,14 @@ def test_a_registry_set_by_environment_is_the_one_workers_use(tmp_path, monkeypa
     assert not (tmp_path / "repo" / "registry.sqlite3").exists()
     reopened = Butler(tmp_path / "repo", writeable=False)
     assert len(list(reopened.query_datasets("calexp", collections=[RUN]))) == 4
+
+
+def test_provenance_never_stores_a_secret_quoted_by_an_error(repo):
+    message = "cannot reach postgresql://me:hunter2secret@db/x with secret=s3cr3tvalue"
+    mapping = {**DYING, "tasks": {"die": {**DYING["tasks"]["die"], "config": {"how": f"raise:{message}"}}}}
+    report = execute_graph(repo, _graph(repo, Pipeline.from_mapping(mapping), where="visit = 903334"))
+    (failed,) = report.failed
+    (row,) = provenance_sql.executions(repo.registry, run=RUN, status="failed")
+    stored = row["reason"] + row["details"]
+    assert "postgresql://me:***@db/x" in row["reason"] and "giving up" in row["details"]
+    assert "hunter2secret" not in stored and "s3cr3tvalue" not in stored

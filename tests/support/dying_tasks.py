@@ -10,7 +10,7 @@ from skybutler.pipeline import Input, Output, Task, TaskConfig
 
 class DieConfig(TaskConfig):
     detector: int = 1
-    how: str = "SIGKILL"  # a signal name, or "exit:N" for os._exit(N)
+    how: str = "SIGKILL"  # a signal name, "exit:N" for os._exit(N), "raise:MESSAGE" to log and raise MESSAGE
 
 
 class Die(Task):
@@ -25,6 +25,9 @@ class Die(Task):
     def run(self, raw):
         cfg = self.config
         if raw["detector"] == cfg.detector:
+            if cfg.how.startswith("raise:"):
+                self.log.error("giving up: %s", cfg.how[6:])
+                raise RuntimeError(cfg.how[6:])
             if cfg.how.startswith("exit:"):
                 os._exit(int(cfg.how[5:]))
             os.kill(os.getpid(), getattr(signal, cfg.how))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from ..config import REDACTED, is_secret_name, redact_text
 from ..model import DataId
 from ..registry import provenance_sql
 from .states import ExecutionStatus
@@ -82,16 +83,29 @@ class ExecutionRecord:
     derived: Sequence[tuple[uuid.UUID, uuid.UUID]] = ()
 
     def row(self) -> dict[str, Any]:
-        """The ``execution`` table row (run by name)."""
-        details = {"data_id": dict(self.data_id), **self.details}
+        """The ``execution`` table row (run by name); secrets in reasons, tracebacks and logs are hidden."""
+        details = _without_secrets({"data_id": dict(self.data_id), **self.details})
         return {
             "id": self.id, "run": self.run, "task_label": self.task_label, "quantum_id": self.quantum_id,
-            "data_id_key": self.data_id.key(), "status": self.status.value, "reason": self.reason,
+            "data_id_key": self.data_id.key(), "status": self.status.value,
+            "reason": redact_text(self.reason) if self.reason is not None else None,
             "host": self.host, "start_time": self.start_time, "end_time": self.end_time,
             "cpu_time": self.cpu_time, "peak_memory": self.peak_memory,
             "software": json.dumps(dict(self.software), sort_keys=True) if self.software is not None else None,
             "config_hash": self.config_hash, "details": json.dumps(details, sort_keys=True, default=str),
         }
+
+
+def _without_secrets(value: Any) -> Any:
+    # A traceback or a log may quote a database URL or a storage option: provenance is
+    # read by many and kept for years, so what looks like a secret is stored as ***.
+    if isinstance(value, Mapping):
+        return {k: REDACTED if is_secret_name(k) else _without_secrets(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_secrets(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
 
 
 def record_executions(registry: Any, records: Iterable[ExecutionRecord]) -> None:
