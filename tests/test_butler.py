@@ -441,3 +441,88 @@ def test_files_without_room_for_metadata_are_named_in_the_run_manifest(butler, t
                                     "run": "run1", "path": record.path, "format": "json"}
     assert entries[str(ingested.id)]["path"].endswith("external.json")
     assert str(fits_ref.id) not in entries  # FITS files carry their identity in the header
+
+
+# -- recovery from interrupted writes (a crash leaves files without rows, never rows without files) --
+
+
+def repository_dump(butler: Butler) -> tuple[tuple[int, list[str]], list[tuple[str, str]]]:
+    """`snapshot` plus the collections: what a failed command must leave exactly as it was."""
+    collections = sorted((c["name"], str(c["type"])) for c in butler.registry.collections())
+    return snapshot(butler), collections
+
+
+def test_a_put_replaces_a_file_that_no_row_names_left_by_a_crashed_put(butler):
+    ref = butler.put({"attempt": 1}, "metadata", DATA_ID)
+    path = butler.registry.get_files([ref.id])[ref.id].path
+    butler.registry.remove_datasets([ref.id])  # what a kill between file and commit leaves: a file, no row
+    assert path in set(butler.stored_files())
+
+    again = butler.put({"attempt": 2}, "metadata", DATA_ID)
+
+    assert butler.get(again) == {"attempt": 2}
+    assert butler.registry.get_files([again.id])[again.id].path == path
+    assert sorted(butler.stored_files()) == [path]
+
+
+def test_a_retried_put_into_a_run_the_crash_rolled_back_neither_says_unknown_collection_nor_exists(butler):
+    butler.put({"attempt": 1}, "metadata", DATA_ID, run="crashed")
+    butler.registry.remove_run("crashed")  # the killed transaction had registered the run: gone with it
+    assert "crashed" not in {c["name"] for c in butler.registry.collections()}
+
+    ref = butler.put({"attempt": 2}, "metadata", DATA_ID, run="crashed")
+
+    assert butler.get(ref) == {"attempt": 2}
+    assert len(list(butler.stored_files())) == 1
+
+
+def test_a_file_that_a_row_names_is_never_replaced_even_under_another_dataset(butler):
+    butler.templates = type(butler.templates)("fixed/{dataset_type}_{visit}_{detector}", {}, {})
+    butler.put({"first": True}, "metadata", DATA_ID)  # run1
+    before = repository_dump(butler)
+
+    with pytest.raises(DatasetExistsError, match="no put ever overwrites"):
+        butler.put({"second": True}, "metadata", DATA_ID, run="other")  # same path, other run
+
+    assert repository_dump(butler) == before
+    assert butler.get("metadata", DATA_ID) == {"first": True}
+
+
+def test_a_failed_ingest_leaves_nothing_behind_not_even_its_run(butler, tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text('{"a": 1}')
+    files = [FileDataset(str(good), "metadata", DATA_ID),
+             FileDataset(str(good), "metadata", {**DATA_ID, "detector": 99999})]  # no such detector
+    before = repository_dump(butler)
+
+    with pytest.raises(DimensionError):
+        butler.ingest(files, run="new/run", transfer="copy")
+
+    assert repository_dump(butler) == before
+
+
+def test_a_removal_interrupted_after_its_commit_is_finished_by_the_retry(butler):
+    refs = butler.put_many([({"d": d}, "metadata", {**DATA_ID, "detector": d}) for d in range(3)], run="doomed")
+    paths = [butler.registry.get_files([r.id])[r.id].path for r in refs]
+    keep = butler.put({"keep": 1}, "metadata", DATA_ID)
+    # The state a kill after the commit leaves: rows gone, the list of files written, files still there.
+    butler.datastore.record_removal(paths, label="doomed")
+    butler.registry.remove_run("doomed")
+
+    assert butler.remove_runs(["doomed"]) == {"doomed": 3}
+
+    assert sorted(butler.stored_files()) == [butler.registry.get_files([keep.id])[keep.id].path]
+    assert list(butler.datastore.pending_removals()) == []
+    with pytest.raises(CollectionError, match="doomed"):
+        butler.remove_runs(["doomed"])
+
+
+def test_a_removal_list_whose_transaction_never_committed_deletes_nothing(butler):
+    ref = butler.put({"a": 1}, "metadata", DATA_ID)
+    path = butler.registry.get_files([ref.id])[ref.id].path
+    butler.datastore.record_removal([path], label="run1")  # written, then the transaction rolled back
+
+    assert butler.clean_temporaries() == 0
+
+    assert butler.get(ref) == {"a": 1}
+    assert list(butler.datastore.pending_removals()) == []

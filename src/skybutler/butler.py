@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -14,6 +15,7 @@ from .config import CONFIG_FILE, RepositoryConfig
 from .datastore import Datastore, FileTemplates, PendingFile
 from .dimensions import DimensionUniverse
 from .errors import (
+    CollectionError,
     ConfigError,
     DatasetExistsError,
     DatasetNotFoundError,
@@ -33,7 +35,7 @@ from .model import (
     dataset_id_for_ingest,
     new_dataset_id,
 )
-from .registry import FileRecord, Registry, find_dataset, query_data_ids, query_datasets
+from .registry import FileRecord, Registry, find_dataset, pipeline_sql, query_data_ids, query_datasets
 
 TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
 
@@ -342,15 +344,12 @@ class Butler:
                     ref, values=ref.data_id.full, variables=self.template_variables, extension=formatter.extension)
                 identity = {"dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
                             "data_id": str(ref.data_id), "run": ref.run}
+                write = _writer(formatter, obj, identity)
                 try:
-                    pf = self.datastore.write_temporary(path, _writer(formatter, obj, identity))
-                except DatasetExistsError:
-                    existing = find_dataset(self.registry, ref.dataset_type.name, ref.data_id, [ref.run])
-                    if existing is not None:
-                        raise DatasetExistsError(
-                            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
-                            f"(id {existing.id}); no put ever overwrites a stored dataset") from None
-                    raise
+                    pf = self.datastore.write_temporary(path, write)
+                except DatasetExistsError as exc:
+                    self._check_leftover(ref, path, exc)
+                    pf = self.datastore.write_temporary(path, write, replace=True)
                 pending.append(pf)
                 records.append(self._file_record(ref, pf, formatter.name))
             self._commit(new_refs, records, pending, before_commit)
@@ -359,6 +358,26 @@ class Butler:
                 self.datastore.abort(pf)
             raise
         return new_refs
+
+    def _check_leftover(self, ref: DatasetRef, path: str, exc: DatasetExistsError) -> None:
+        """Raise unless the file found at ``path`` is a leftover of a crashed write that may be replaced.
+
+        A file that some dataset's row names is never overwritten. One that no row names was
+        placed by a write killed before its transaction committed (which also rolled back
+        any run it registered: the run need not exist): the next write replaces it, after
+        checking again inside its own transaction (see `_commit`).
+        """
+        if not pipeline_sql.known_paths(self.registry, [path]):
+            return
+        try:
+            existing = find_dataset(self.registry, ref.dataset_type.name, ref.data_id, [ref.run])
+        except CollectionError:
+            existing = None  # the run does not exist: the file is another dataset's
+        if existing is not None:
+            raise DatasetExistsError(
+                f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+                f"(id {existing.id}); no put ever overwrites a stored dataset") from None
+        raise exc
 
     def _file_record(self, ref: DatasetRef, pf: PendingFile, format: str) -> FileRecord:
         algo, _, digest = (pf.checksum or "").partition(":")
@@ -371,6 +390,14 @@ class Butler:
         committed: list[PendingFile] = []
         try:
             with self.registry.transaction():
+                replaced = [pf.path for pf in pending if pf.replaces]
+                # Checked again under the write transaction: on SQLite it holds the write lock,
+                # on PostgreSQL a writer of the same dataset is stopped by the insert below.
+                named = pipeline_sql.known_paths(self.registry, replaced) if replaced else set()
+                if named:
+                    raise DatasetExistsError(
+                        f"File {sorted(named)[0]!r} was stored by another dataset meanwhile in the datastore at "
+                        f"{self.datastore.root}; no put ever overwrites a stored dataset")
                 for run in sorted({r.run for r in refs}):
                     self.registry.register_collection(run, CollectionType.RUN)
                 self.registry.insert_datasets(refs, records)
@@ -453,7 +480,11 @@ class Butler:
                     suffix = _suffixes(f.path) or formatter.extension
                     path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
                         ref, values=ref.data_id.full, variables=self.template_variables, extension=suffix)
-                pf = self.datastore.ingest(f.path, path, transfer, checksum=checksum)
+                try:
+                    pf = self.datastore.ingest(f.path, path, transfer, checksum=checksum)
+                except DatasetExistsError as exc:
+                    self._check_leftover(ref, path, exc)
+                    pf = self.datastore.ingest(f.path, path, transfer, checksum=checksum, replace=True)
                 pending.append(pf)
                 records.append(self._file_record(ref, pf, formatter.name))
                 if progress is not None:
@@ -614,16 +645,61 @@ class Butler:
 
     # -- removal -----------------------------------------------------------------------
 
-    def _delete_files(self, records: Sequence[FileRecord]) -> None:
+    @staticmethod
+    def _owned_paths(records: Sequence[FileRecord]) -> list[str]:
         # Files recorded by absolute location were ingested "direct": they are not ours to delete.
-        self.datastore.remove([r.path for r in records if "://" not in r.path and not r.path.startswith("/")])
+        return [r.path for r in records if "://" not in r.path and not r.path.startswith("/")]
+
+    def _remove(self, remove_rows: Callable[[], list[FileRecord]], label: str, purge: bool = True) -> int:
+        """Delete rows, then their files, so that an interruption at any point is finished later.
+
+        Inside the transaction, after the rows are deleted and before the commit, the list
+        of files is written to the datastore: if that fails (store unreachable) nothing is
+        deleted. Once committed, the files are deleted and the list dropped; if that is
+        interrupted, `finish_removals` (run by the next removal) deletes the rest.
+        """
+        with self.registry.transaction():
+            records = remove_rows()
+            paths = self._owned_paths(records) if purge else []
+            pending = self.datastore.record_removal(paths, label=label) if paths else None
+        if pending is not None:
+            self.datastore.remove(paths)
+            self.datastore.forget_removal(pending)
+        return len(records)
+
+    def finish_removals(self) -> dict[str, int]:
+        """Delete the files of removals that were interrupted (crash, store unreachable).
+
+        Only files that no dataset's row names are deleted, so a list whose transaction
+        never committed deletes nothing. Returns the number of files deleted per run (or
+        ``"datasets"`` for `remove_datasets`).
+        """
+        done: dict[str, int] = {}
+        for rel, label, paths in self.datastore.pending_removals():
+            named = pipeline_sql.known_paths(self.registry, paths)
+            gone = [p for p in paths if p not in named]
+            self.datastore.remove(gone)
+            self.datastore.forget_removal(rel)
+            done[label] = done.get(label, 0) + len(gone)
+        return done
+
+    def clean_temporaries(self) -> int:
+        """Remove what interrupted writes left in the datastore; returns how many files.
+
+        Temporary files whose writer is gone (see `skybutler.datastore.TEMPORARY_MAX_AGE`)
+        and files of interrupted removals. Writes do this for the directories they write
+        into (once per butler), so a call is needed only to clean the whole datastore; it
+        lists every file, so it is not cheap on a large one.
+        """
+        self._require_writeable()
+        return self.datastore.clean_temporaries() + sum(self.finish_removals().values())
 
     def remove_datasets(self, refs: Iterable[DatasetRef]) -> int:
-        """Delete datasets: rows first (one transaction), then files (an orphan file is harmless)."""
+        """Delete datasets with their files (an interruption is finished by the next removal)."""
         self._require_writeable()
         refs = list(refs)
-        records = self.registry.remove_datasets([r.id for r in refs])
-        self._delete_files(records)
+        self.finish_removals()
+        self._remove(lambda: self.registry.remove_datasets([r.id for r in refs]), "datasets")
         return len(refs)
 
     def remove_runs(self, runs: Iterable[str], *, purge: bool = True) -> dict[str, int]:
@@ -631,14 +707,31 @@ class Butler:
 
         With ``purge=False`` the registry entries go but the files stay on disk
         (for files another system owns); `verify` will then list them as orphans.
+
+        Repeating a removal that was interrupted (process killed, datastore unreachable)
+        finishes it: the files it had not deleted yet are deleted, and a run it had already
+        removed from the registry counts as removed.
+
+        Raises
+        ------
+        CollectionError
+            A run that does not exist (and was not removed by an interrupted call).
+        FileAccessError
+            The datastore cannot be reached; the registry is then unchanged.
         """
         self._require_writeable()
+        runs = list(runs)
+        finished = self.finish_removals()
         counts = {}
         for run in runs:
-            records = self.registry.remove_run(run)
-            if purge:
-                self._delete_files(records)
-            counts[run] = len(records)
+            try:
+                self.registry.run_id(run)
+            except CollectionError:
+                if run in finished:
+                    counts[run] = finished[run]
+                    continue
+                raise
+            counts[run] = self._remove(functools.partial(self.registry.remove_run, run), run, purge)
         return counts
 
     @contextlib.contextmanager

@@ -161,6 +161,111 @@ def test_of_two_racing_writes_to_one_path_exactly_one_is_stored(store):
     assert list(store.walk()) == ["run/a.txt"]
 
 
+# -- leftovers of crashed writes ---------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (reuse within the test is vanishingly unlikely)."""
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def _abandoned_temporary(store: Datastore, final: str, pid: int) -> str:
+    """Write a temporary file for ``final`` as if process ``pid`` on this host had crashed mid-write."""
+    import skybutler.datastore.store as store_module
+
+    pending = store.write_temporary(final, lambda f: f.write(b"half"), replace=True)
+    head, name = os.path.split(pending.temp_path)
+    fake = name.replace(f"-{os.getpid()}-", f"-{pid}-")
+    with store.open(pending.temp_path) as src:
+        data = src.read()
+    store.abort(pending)
+    other = Datastore(store.root, storage_options=store._storage_options)
+    with other._fs.open(other._full(f"{head}/{fake}"), "wb") as f:
+        f.write(data)
+    assert store_module.is_temporary(f"{head}/{fake}")
+    return f"{head}/{fake}"
+
+
+def test_temporary_names_carry_host_and_process_and_older_names_are_still_recognised():
+    import skybutler.datastore.store as store_module
+
+    name = store_module._temporary_name("run/a/calexp_1.fits")
+    assert f"-{os.getpid()}-" in name and is_temporary(name)
+    assert is_temporary("run/.x.fits.tmp-0123456789abcdef0123456789abcdef")  # written by 0.1
+    assert len(os.path.basename(store_module._temporary_name("r/" + "n" * 300))) <= 255
+
+
+def test_the_next_write_into_a_directory_removes_temporaries_of_dead_writers_only(store):
+    dead = _abandoned_temporary(store, "run/a.txt", _dead_pid())
+    live = _abandoned_temporary(store, "run/b.txt", os.getppid())  # a process that is alive
+
+    fresh = Datastore(store.root, storage_options=store._storage_options)  # a new process's store
+    put(fresh, "run/c.txt", b"c")
+
+    assert sorted(store.walk()) == sorted([live, "run/c.txt"])
+    assert dead not in set(store.walk())
+
+
+def test_clean_temporaries_removes_abandoned_files_everywhere_and_old_ones_from_any_host(store, monkeypatch):
+    import skybutler.datastore.store as store_module
+
+    dead = _abandoned_temporary(store, "run/x/a.txt", _dead_pid())
+    live = _abandoned_temporary(store, "run/y/b.txt", os.getppid())
+    put(store, "run/y/kept.txt", b"k")
+
+    assert store.clean_temporaries() == 1
+    assert dead not in set(store.walk()) and live in set(store.walk())
+
+    monkeypatch.setattr(store_module, "TEMPORARY_MAX_AGE", -1)  # everything is "old" now
+    assert store.clean_temporaries(["run/y"]) == 1
+    assert list(store.walk()) == ["run/y/kept.txt"]
+
+
+def test_a_write_with_replace_replaces_a_leftover_only_when_committed(store):
+    put(store, "run/a.txt", b"leftover of a crashed put")
+
+    pending = store.write_temporary("run/a.txt", lambda f: f.write(b"new"), replace=True)
+    assert pending.replaces and pending.temp_path != pending.path
+    assert read(store, "run/a.txt") == b"leftover of a crashed put"  # untouched until commit
+
+    store.commit(pending)
+    assert read(store, "run/a.txt") == b"new"
+    assert list(store.walk()) == ["run/a.txt"]
+
+
+def test_an_aborted_replace_leaves_the_leftover_and_no_temporary(store):
+    put(store, "run/a.txt", b"leftover")
+    pending = store.write_temporary("run/a.txt", lambda f: f.write(b"new"), replace=True)
+    store.abort(pending)
+
+    assert read(store, "run/a.txt") == b"leftover"
+    assert list(store.walk()) == ["run/a.txt"]
+
+
+def test_an_object_store_abort_leaves_a_file_another_writer_replaced_meanwhile():
+    store = Datastore(f"memory://skybutler-test-{os.urandom(8).hex()}")
+    mine = store.write_temporary("run/a.txt", lambda f: f.write(b"mine, not committed"))
+    theirs = store.write_temporary("run/a.txt", lambda f: f.write(b"theirs"), replace=True)
+    store.commit(theirs)
+
+    store.abort(mine)
+
+    assert read(store, "run/a.txt") == b"theirs"
+
+
+def test_a_removal_list_is_pending_until_forgotten_and_unreadable_lists_are_dropped(store):
+    rel = store.record_removal(["run/a.txt", "run/b.txt"], label="run")
+    assert [(label, paths) for _, label, paths in store.pending_removals()] == [("run", ["run/a.txt", "run/b.txt"])]
+
+    store.forget_removal(rel)
+    assert list(store.pending_removals()) == []
+    assert list(store.walk()) == []
+
+
 # -- abort and failures ------------------------------------------------------------------
 
 

@@ -277,7 +277,9 @@ def ingest(repo: str, files: tuple[str, ...], run: str, table_file: str | None, 
 
     Re-ingesting the same file is a no-op (dataset ids are deterministic).
     """
-    butler = Butler(repo, run=run)
+    # No run= here: that would register the run now, and a failed ingest would leave it
+    # behind empty. The ingest registers it in the transaction that adds the datasets.
+    butler = Butler(repo)
     datasets: list[FileDataset] = []
     if table_file:
         datasets += _ingest_table(table_file)

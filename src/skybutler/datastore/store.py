@@ -10,10 +10,21 @@ it into place (never over an existing file). On every other filesystem (S3, and 
 in-memory store, which behaves like an object store so that the default test run covers
 that code path) a rename would be a copy, so the bytes go straight to the final key with
 an exclusive create, `commit` does nothing and `abort` deletes the key.
+
+Recovery from crashed writes. A writer killed mid-put leaves a temporary file, or (killed
+between placing the file and the registry commit) a file at the final name that no registry
+row names. Temporary names carry the writer's host and process id
+(``.{name}.tmp-{host}-{pid}-{random}``), so a later write into the same directory, or
+`Datastore.clean_temporaries`, removes those whose writer is gone: on this host at once
+(its process no longer exists), from other hosts once untouched for `TEMPORARY_MAX_AGE`
+seconds (a live writer keeps its file's change time fresh while it writes). A leftover at
+a final name is replaced only when the butler has checked that no row names it (see
+``write_temporary(..., replace=True)``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -23,7 +34,9 @@ import os
 import posixpath
 import re
 import shutil
+import socket
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
@@ -36,7 +49,7 @@ from ..errors import ConfigError, DatasetExistsError, FileAccessError, SkyButler
 from .backends import filesystem
 from .templates import sanitize
 
-__all__ = ["TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
+__all__ = ["TEMPORARY_MAX_AGE", "TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
 
 _log = logging.getLogger(__name__)
 
@@ -45,13 +58,29 @@ TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
 
 _CHUNK = 1 << 20
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_TEMPORARY = re.compile(r"^\..*\.tmp-[0-9a-f]{32}$", re.DOTALL)
+# ``.{name}.tmp-{host tag}-{pid}-{random}``; names without host and pid (older releases) too.
+_TEMPORARY = re.compile(r"^\..*\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-)?[0-9a-f]{32}$", re.DOTALL)
+_HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+TEMPORARY_MAX_AGE = 3600
+"""Seconds after which a temporary file whose writer cannot be checked (another host, or a
+process id now reused) counts as abandoned. A writer touches its file while it writes and
+commits within seconds after, so an hour untouched is far beyond any live put, while short
+enough that a crashed batch does not fill a disk for days."""
+
+# Errors of remote filesystem libraries (s3fs and what it builds on) that mean "cannot reach
+# or use the store": turned into one FileAccessError line naming the endpoint and the path.
+_REMOTE_ERROR_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "requests")
 # Links that fail for these reasons can be replaced by a copy (or a check-then-rename).
 _NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES}
 
 
 MANIFEST_DIR = ".skybutler/manifests"
 """Where run manifests live, relative to the datastore root."""
+
+REMOVALS_DIR = ".skybutler/removals"
+"""Where lists of files to delete wait until they are deleted (see `Datastore.record_removal`)."""
+_REMOVAL = re.compile(r"^(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9a-f]{32}\.json$")
 
 
 def is_temporary(path: str) -> bool:
@@ -70,7 +99,32 @@ def is_temporary(path: str) -> bool:
 def _temporary_name(path: str) -> str:
     head, name = posixpath.split(path)
     # Keep the temporary name within the 255-byte limit of most filesystems.
-    return posixpath.join(head, f".{name[:200]}.tmp-{os.urandom(16).hex()}")
+    return posixpath.join(head, f".{name[:190]}.tmp-{_HOST}-{os.getpid()}-{os.urandom(16).hex()}")
+
+
+def _writer_gone(name: str, changed: float, now: float) -> bool:
+    """Whether the writer of temporary file ``name`` (last changed at ``changed``) is gone."""
+    match = _TEMPORARY.match(name)
+    if match is None:
+        return False
+    return _owner_gone(match["host"], match["pid"], changed, now)
+
+
+def _owner_gone(host: str | None, pid_text: str | None, changed: float, now: float) -> bool:
+    if now - changed > TEMPORARY_MAX_AGE:
+        return True
+    if host != _HOST or pid_text is None:
+        return False  # another host's writer: only age tells
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, but is another user's process
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -95,6 +149,9 @@ class PendingFile:
         ``"direct"`` or ``"in_place"`` (an ``auto`` ingest of a file already under the root).
     source
         For ``"move"``: the URL of the source file, deleted by `Datastore.commit`.
+    replaces
+        The final path holds a file no registry row names (left by a crashed write), which
+        `Datastore.commit` replaces; the bytes wait under a temporary name until then.
     """
 
     path: str
@@ -103,6 +160,7 @@ class PendingFile:
     checksum: str | None
     transfer: str = "write"
     source: str | None = None
+    replaces: bool = False
 
 
 class _HashingWriter(io.RawIOBase):
@@ -214,6 +272,9 @@ class Datastore:
         self._fs: AbstractFileSystem = fs
         self._root = root_path.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
+        # Directories whose abandoned temporaries this store has removed: each is listed
+        # once per store, on the first write into it, not on every write.
+        self._swept: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Datastore({self.root!r}, checksum={self.checksum_algorithm or 'none'!r})"
@@ -262,6 +323,34 @@ class Datastore:
             return self._filesystem_of(path)
         return self._fs, self._full(self._relative(path))
 
+    def _endpoint(self) -> str:
+        options = self._storage_options
+        url = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
+        return f" (endpoint {url})" if url else ""
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, path: str) -> Iterator[None]:
+        """Turn an error of the filesystem library into one `FileAccessError` line.
+
+        An unreachable or refusing object store otherwise surfaces as a botocore or aiohttp
+        traceback of a hundred lines; the line names the store, its endpoint and the path.
+        """
+        try:
+            yield
+        except SkyButlerError:
+            raise
+        except (FileNotFoundError, FileExistsError, IsADirectoryError):
+            raise  # callers give these their own meaning
+        except Exception as err:
+            module = type(err).__module__.split(".")[0]
+            if not isinstance(err, OSError) and module not in _REMOTE_ERROR_MODULES:
+                raise
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            code = err.errno if isinstance(err, OSError) and err.errno else errno.EIO
+            raise FileAccessError(
+                code, f"Cannot {action} {path!r} in the datastore at {self.root}{self._endpoint()}: {reason}"
+            ) from None
+
     def _missing(self, path: str) -> FileAccessError:
         return FileAccessError(errno.ENOENT, f"No file {path!r} in the datastore at {self.root}")
 
@@ -274,7 +363,8 @@ class Datastore:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_temporary(self, path: str, writer: Callable[[BinaryIO], object]) -> PendingFile:
+    def write_temporary(self, path: str, writer: Callable[[BinaryIO], object], *, replace: bool = False,
+                        ) -> PendingFile:
         """Write a new file through ``writer``, ready to `commit`.
 
         Parameters
@@ -285,6 +375,10 @@ class Datastore:
             Called once with a binary file open for writing (closing it is harmless).
             Size and checksum are computed as it writes; a writer that seeks back and
             rewrites gets its file hashed again afterwards.
+        replace
+            The caller has found a file at ``path`` that no registry row names (left by a
+            crashed write): the bytes go to a temporary name even on an object store, and
+            `commit` replaces that file. Never pass it for a file a row may name.
 
         Returns
         -------
@@ -294,12 +388,13 @@ class Datastore:
         Raises
         ------
         DatasetExistsError
-            If a file already exists at ``path``: no put ever overwrites a stored dataset.
+            If a file already exists at ``path`` (and ``replace`` is False): no put ever
+            overwrites a stored dataset.
         FileAccessError
             If ``path`` is unsafe, or writing fails (the ``errno`` is kept: ``ENOSPC`` for
             a full disk). Whatever ``writer`` raises, nothing is left behind.
         """
-        return self._write(self._relative(path), writer, self.checksum_algorithm, transfer="write")
+        return self._write(self._relative(path), writer, self.checksum_algorithm, transfer="write", replace=replace)
 
     def _write(
         self,
@@ -309,41 +404,53 @@ class Datastore:
         *,
         transfer: str,
         source: str | None = None,
+        replace: bool = False,
     ) -> PendingFile:
         final = self._full(rel)
-        self._refuse_existing(rel, final)
-        if self._local:
+        if not replace:
+            self._refuse_existing(rel, final)
+        self._sweep(posixpath.dirname(rel))
+        to_temporary = self._local or replace
+        if to_temporary:
             temp_rel = _temporary_name(rel)
             temp = self._full(temp_rel)
             try:
-                try:
-                    raw: IO[bytes] = open(temp, "xb")  # noqa: SIM115 - closed below, on every path
-                except FileNotFoundError:
-                    # Directories are made only when missing: one syscall fewer per file.
-                    os.makedirs(posixpath.dirname(temp), exist_ok=True)
-                    raw = open(temp, "xb")  # noqa: SIM115
+                with self._errors("write", rel):
+                    try:
+                        raw: IO[bytes] = self._open_new(temp)
+                    except FileNotFoundError:
+                        # Directories are made only when missing: one syscall fewer per file.
+                        if self._local:
+                            os.makedirs(posixpath.dirname(temp), exist_ok=True)
+                        raw = self._open_new(temp)
             except OSError as err:
+                if isinstance(err, SkyButlerError):
+                    raise
                 raise FileAccessError(err.errno, f"Cannot write {rel!r} under {self.root}: {err}") from err
         else:
             temp_rel, temp = rel, final
             try:
-                raw = self._fs.open(final, "xb")
+                with self._errors("write", rel):
+                    raw = self._fs.open(final, "xb")
             except FileExistsError:
                 raise self._exists_error(rel) from None
             except OSError as err:
+                if isinstance(err, SkyButlerError):
+                    raise
                 raise FileAccessError(err.errno, f"Cannot write {rel!r} under {self.root}: {err}") from err
         sink = _HashingWriter(raw, algorithm, self.disk_full_after)
         try:
-            try:
-                writer(cast(BinaryIO, sink))
-            finally:
-                raw.close()
+            with self._errors("write", rel):
+                try:
+                    writer(cast(BinaryIO, sink))
+                finally:
+                    raw.close()
         except BaseException as err:
             # An exclusive create that lost a race on an object store reports it when the
             # upload finishes; the key then holds someone else's file, so leave it.
-            if self._local or not isinstance(err, FileExistsError):
+            if to_temporary or not isinstance(err, FileExistsError):
                 self._discard(temp)
-            if isinstance(err, FileExistsError) and not self._local:
+            if isinstance(err, FileExistsError) and not to_temporary:
                 raise self._exists_error(rel) from None
             if isinstance(err, OSError) and not isinstance(err, SkyButlerError):
                 raise FileAccessError(
@@ -355,7 +462,12 @@ class Datastore:
             size = int(self._fs.size(temp))
             digest = self._hash(self._fs, temp, algorithm) if algorithm else None
         checksum = f"{algorithm}:{digest}" if algorithm and digest else None
-        return PendingFile(rel, temp_rel, size, checksum, transfer, source)
+        return PendingFile(rel, temp_rel, size, checksum, transfer, source, replaces=replace)
+
+    def _open_new(self, full: str) -> IO[bytes]:
+        if self._local:
+            return open(full, "xb")  # noqa: SIM115 - the caller closes it on every path
+        return cast(IO[bytes], self._fs.open(full, "xb"))
 
     def _exists_error(self, rel: str) -> DatasetExistsError:
         return DatasetExistsError(
@@ -364,9 +476,82 @@ class Datastore:
         )
 
     def _refuse_existing(self, rel: str, full: str) -> None:
-        taken = os.path.lexists(full) if self._local else self._fs.exists(full)
+        with self._errors("write", rel):
+            taken = os.path.lexists(full) if self._local else self._fs.exists(full)
         if taken:
             raise self._exists_error(rel)
+
+    # -- leftovers of crashed writes -------------------------------------------------------
+
+    def _sweep(self, directory: str) -> None:
+        """Remove abandoned temporaries from ``directory`` the first time this store writes there."""
+        if directory in self._swept:
+            return
+        self._swept.add(directory)
+        try:
+            self._clean_directory(directory)
+        except (OSError, SkyButlerError) as err:  # cleaning is a courtesy: never fail a write for it
+            _log.warning("Could not clean temporary files in %s under %s: %s", directory, self.root, err)
+
+    def _clean_directory(self, directory: str) -> int:
+        full_dir = self._full(directory) if directory else self._root
+        now = time.time()
+        stale: list[str] = []
+        if self._local:
+            try:
+                entries = list(os.scandir(full_dir))
+            except (FileNotFoundError, NotADirectoryError):
+                return 0
+            for entry in entries:
+                if entry.name.startswith(".") and ".tmp-" in entry.name:
+                    try:
+                        changed = entry.stat(follow_symlinks=False).st_ctime
+                    except FileNotFoundError:
+                        continue
+                    if _writer_gone(entry.name, changed, now):
+                        stale.append(entry.path)
+        else:
+            with self._errors("list", directory or "/"):
+                try:
+                    infos = self._fs.ls(full_dir, detail=True, refresh=True)
+                except FileNotFoundError:
+                    return 0
+            for info in infos:
+                name = posixpath.basename(str(info["name"]).rstrip("/"))
+                if info.get("type") != "file" or not (name.startswith(".") and ".tmp-" in name):
+                    continue
+                modified = info.get("LastModified") or info.get("created") or info.get("mtime")
+                changed = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
+                if _writer_gone(name, changed, now):
+                    stale.append(str(info["name"]))
+        for path in stale:
+            self._discard(path)
+        if stale:
+            _log.info("Removed %d abandoned temporary file(s) in %s under %s", len(stale), directory or "/", self.root)
+        return len(stale)
+
+    def clean_temporaries(self, directories: Iterable[str] | None = None) -> int:
+        """Remove temporary files left by writers that are gone; returns how many.
+
+        A temporary file's writer is gone when it ran on this host and its process no
+        longer exists, or when the file has not changed for `TEMPORARY_MAX_AGE` seconds.
+        Files of live writers are left alone.
+
+        Parameters
+        ----------
+        directories
+            Directories relative to the root to clean (not recursive); None cleans every
+            directory under the root.
+        """
+        if directories is None:
+            dirs = sorted({posixpath.dirname(p) for p in self.walk() if is_temporary(p)})
+        else:
+            dirs = sorted({self._relative(d) if d not in ("", ".") else "" for d in directories})
+        removed = 0
+        for directory in dirs:
+            removed += self._clean_directory(directory)
+            self._swept.add(directory)
+        return removed
 
     def _discard(self, full: str) -> None:
         try:
@@ -376,8 +561,8 @@ class Datastore:
                 self._fs.rm_file(full)
         except FileNotFoundError:
             pass
-        except OSError as err:  # never mask the error that made us clean up
-            _log.warning("Could not remove %s: %s", full, err)
+        except Exception as err:  # never mask the error that made us clean up
+            _log.warning("Could not remove %s: %s", full, (str(err).splitlines() or [""])[0])
 
     def commit(self, pending: PendingFile) -> None:
         """Put a pending file in its final place.
@@ -394,7 +579,9 @@ class Datastore:
         FileAccessError
             If the temporary file is gone or cannot be renamed.
         """
-        if pending.temp_path != pending.path:
+        if pending.replaces:
+            self._replace_leftover(pending.temp_path, pending.path)
+        elif pending.temp_path != pending.path:
             self._rename_into_place(pending.temp_path, pending.path)
         if pending.source is not None:
             try:
@@ -423,6 +610,20 @@ class Datastore:
             return
         self._discard(temp)
 
+    def _replace_leftover(self, temp_rel: str, rel: str) -> None:
+        temp, final = self._full(self._relative(temp_rel)), self._full(self._relative(rel))
+        _log.warning("Replacing %r under %s: no registry row names it (left by an interrupted write)", rel, self.root)
+        try:
+            with self._errors("commit", rel):
+                if self._local:
+                    os.replace(temp, final)  # atomic: readers see the old file or the new one
+                    return
+                # An object store has no rename: copy over the leftover, then drop the temporary.
+                self._fs.copy(temp, final)
+        except FileNotFoundError as err:
+            raise FileAccessError(errno.ENOENT, f"Cannot commit {rel!r}: its temporary file {temp_rel!r} is gone") from err
+        self._discard(temp)
+
     def abort(self, pending: PendingFile) -> None:
         """Discard a pending file that was not committed; never raises if it is already gone.
 
@@ -432,7 +633,28 @@ class Datastore:
         """
         if pending.transfer in ("direct", "in_place"):
             return
-        self._discard(self._full(self._relative(pending.temp_path)))
+        full = self._full(self._relative(pending.temp_path))
+        if pending.temp_path == pending.path and not self._holds(full, pending):
+            # Another writer replaced what we wrote (it found no row naming the file and
+            # committed its own): that file is stored now, so it stays.
+            return
+        self._discard(full)
+
+    def _holds(self, full: str, pending: PendingFile) -> bool:
+        """Whether the object at ``full`` still holds the bytes of ``pending`` (object stores)."""
+        try:
+            info = self._fs.info(full)
+        except FileNotFoundError:
+            return False
+        except Exception:  # cannot tell (store unreachable): deleting is then what fails anyway
+            return True
+        if int(info.get("size", -1)) != pending.size:
+            return False
+        algorithm, _, digest = (pending.checksum or "").partition(":")
+        etag = str(info.get("ETag") or "").strip('"')
+        if algorithm == "md5" and etag and "-" not in etag:
+            return etag == digest
+        return True
 
     def remove(self, paths: Iterable[str]) -> None:
         """Delete files under the root; missing ones are ignored, so a repeated prune is harmless.
@@ -449,13 +671,16 @@ class Datastore:
             rel = self._relative(path)
             full = self._full(rel)
             try:
-                if self._local:
-                    os.unlink(full)
-                else:
-                    self._fs.rm_file(full)
+                with self._errors("remove", rel):
+                    if self._local:
+                        os.unlink(full)
+                    else:
+                        self._fs.rm_file(full)
             except FileNotFoundError:
                 continue
             except OSError as err:
+                if isinstance(err, SkyButlerError):
+                    raise
                 raise FileAccessError(err.errno, f"Cannot remove {rel!r} under {self.root}: {err}") from err
             if self._local:
                 self._remove_empty_parents(rel)
@@ -471,7 +696,8 @@ class Datastore:
 
     # -- ingest --------------------------------------------------------------------------
 
-    def ingest(self, source: str, path: str, transfer: str, *, checksum: bool = True) -> PendingFile:
+    def ingest(self, source: str, path: str, transfer: str, *, checksum: bool = True, replace: bool = False,
+               ) -> PendingFile:
         """Bring an existing file into the datastore, ready to `commit`.
 
         Parameters
@@ -488,6 +714,8 @@ class Datastore:
             own path, otherwise a hard link when possible, else a copy).
         checksum
             False skips computing the checksum (for speed on large files).
+        replace
+            As for `write_temporary`: ``path`` holds a leftover no registry row names.
 
         Raises
         ------
@@ -528,10 +756,10 @@ class Datastore:
                 f"Cannot {transfer} {source!r} into {self.root}: both must be on local disk"
             )
         if transfer in ("hardlink", "symlink", "auto", "move") and both_local:
-            pending = self._link(src, rel, transfer, algorithm)
+            pending = self._link(src, rel, transfer, algorithm, replace)
             if pending is not None:
                 return pending if transfer != "move" else PendingFile(
-                    pending.path, pending.temp_path, pending.size, pending.checksum, "move", src_url
+                    pending.path, pending.temp_path, pending.size, pending.checksum, "move", src_url, replace
                 )
 
         def copy(sink: BinaryIO) -> None:
@@ -548,6 +776,7 @@ class Datastore:
             algorithm,
             transfer="move" if transfer == "move" else "copy",
             source=src_url if transfer == "move" else None,
+            replace=replace,
         )
 
     def _direct_local(self, source: str, algorithm: str | None) -> PendingFile:
@@ -576,10 +805,13 @@ class Datastore:
             raise FileAccessError(err.errno, f"Cannot read {path!r}: {err}") from err
         return PendingFile(path, path, size, digest, transfer)
 
-    def _link(self, src: str, rel: str, transfer: str, algorithm: str | None) -> PendingFile | None:
+    def _link(self, src: str, rel: str, transfer: str, algorithm: str | None, replace: bool = False,
+              ) -> PendingFile | None:
         """Link ``src`` to a temporary name; None when a hard link is impossible and a copy may do."""
         final = self._full(rel)
-        self._refuse_existing(rel, final)
+        if not replace:
+            self._refuse_existing(rel, final)
+        self._sweep(posixpath.dirname(rel))
         temp_rel = _temporary_name(rel)
         temp = self._full(temp_rel)
         try:
@@ -598,14 +830,16 @@ class Datastore:
         except OSError as err:
             self._discard(temp)
             raise FileAccessError(err.errno, f"Cannot read {src!r}: {err}") from err
-        return PendingFile(rel, temp_rel, size, digest, "hardlink" if transfer == "auto" else transfer)
+        return PendingFile(rel, temp_rel, size, digest, "hardlink" if transfer == "auto" else transfer,
+                           replaces=replace)
 
     # -- reading -------------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:
         """Whether a file exists at ``path`` (a broken symlink does not count)."""
         fs, full = self._locate(path)
-        return bool(fs.isfile(full))
+        with self._errors("check", path):
+            return bool(fs.isfile(full))
 
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
         """Open a file for reading (``"rb"`` or ``"r"``); use it as a context manager.
@@ -619,15 +853,14 @@ class Datastore:
             raise ValueError(f"Datastore files are opened for reading only, not {mode!r}; use write_temporary")
         fs, full = self._locate(path)
         try:
-            if isinstance(fs, MemoryFileSystem):
-                # The memory filesystem hands out its one shared buffer; give each reader its own.
-                data: IO[Any] = io.BytesIO(fs.cat_file(full))
-                return io.TextIOWrapper(data, encoding="utf-8") if mode == "r" else data
-            return cast(IO[Any], fs.open(full, mode))
+            with self._errors("read", path):
+                if isinstance(fs, MemoryFileSystem):
+                    # The memory filesystem hands out its one shared buffer; give each reader its own.
+                    data: IO[Any] = io.BytesIO(fs.cat_file(full))
+                    return io.TextIOWrapper(data, encoding="utf-8") if mode == "r" else data
+                return cast(IO[Any], fs.open(full, mode))
         except (FileNotFoundError, IsADirectoryError):
             raise self._missing(path) from None
-        except OSError as err:
-            raise FileAccessError(err.errno, f"Cannot read {path!r} in the datastore at {self.root}: {err}") from err
 
     def size(self, path: str) -> int:
         """Size of a file in bytes; `FileAccessError` if it is missing."""
@@ -673,6 +906,68 @@ class Datastore:
                 digest.update(chunk)
         return digest.hexdigest()
 
+    # -- removals that survive a crash ---------------------------------------------------------
+
+    def record_removal(self, paths: Iterable[str], *, label: str) -> str:
+        """Write down files about to be deleted, before their registry rows are deleted.
+
+        The butler deletes rows, then files; a crash or an unreachable store in between
+        would leave files no row names. The list lets the next removal (or
+        `Butler.clean_temporaries`) finish the job; it only deletes files that no row names
+        then, so a list whose transaction never committed deletes nothing.
+
+        Returns
+        -------
+        str
+            The list's path relative to the root, for `forget_removal`.
+        """
+        rel = f"{REMOVALS_DIR}/{_HOST}-{os.getpid()}-{os.urandom(16).hex()}.json"
+        text = json.dumps({"label": label, "paths": sorted(self._relative(p) for p in paths)})
+        full = self._full(rel)
+        with self._errors("write", rel):
+            if self._local:
+                os.makedirs(posixpath.dirname(full), exist_ok=True)
+            with self._fs.open(full, "wb") as f:
+                f.write(text.encode("utf-8"))
+        return rel
+
+    def pending_removals(self) -> Iterator[tuple[str, str, list[str]]]:
+        """Lists of files whose removal was interrupted: ``(list path, label, paths)``.
+
+        Lists of removals still running in another process are left out (same rule as for
+        temporary files); so are unreadable ones (a list cut short by a crash is removed).
+        """
+        base = self._full(REMOVALS_DIR)
+        with self._errors("list", REMOVALS_DIR):
+            try:
+                infos = self._fs.ls(base, detail=True, refresh=True) if not self._local else [
+                    {"name": e.path, "ctime": e.stat().st_ctime} for e in os.scandir(base)]
+            except (FileNotFoundError, NotADirectoryError):
+                return
+        now = time.time()
+        for info in sorted(infos, key=lambda i: str(i["name"])):
+            name = posixpath.basename(str(info["name"]))
+            match = _REMOVAL.match(name)
+            if match is None:
+                continue
+            changed = info.get("ctime") or info.get("LastModified") or info.get("created") or now
+            changed = changed.timestamp() if hasattr(changed, "timestamp") else float(changed)
+            mine = match["host"] == _HOST and int(match["pid"]) == os.getpid()
+            if not mine and not _owner_gone(match["host"], match["pid"], changed, now):
+                continue
+            rel = f"{REMOVALS_DIR}/{name}"
+            try:
+                with self.open(rel) as f:
+                    data = json.loads(f.read())
+                yield rel, str(data["label"]), [str(p) for p in data["paths"]]
+            except (ValueError, KeyError, TypeError):
+                self.forget_removal(rel)
+
+    def forget_removal(self, rel: str) -> None:
+        """Delete a list written by `record_removal` once its files are gone."""
+        with self._errors("remove", rel):
+            self._discard(self._full(self._relative(rel)))
+
     def append_manifest(self, run: str, entries: Iterable[Mapping[str, str]]) -> str:
         """Record the identity of files that cannot carry it, in the run's manifest.
 
@@ -705,7 +1000,7 @@ class Datastore:
                 os.close(fd)
             return rel
         rel = f"{MANIFEST_DIR}/{name}/{os.urandom(16).hex()}.jsonl"
-        with self._fs.open(self._full(rel), "wb") as f:
+        with self._errors("write", rel), self._fs.open(self._full(rel), "wb") as f:
             f.write(text.encode("utf-8"))
         return rel
 
@@ -733,5 +1028,7 @@ class Datastore:
                     yield name if base == "." else posixpath.join(base.replace(os.sep, "/"), name)
             return
         prefix = self._root + "/"
-        for full in sorted(self._fs.find(self._root or "/")):
+        with self._errors("list", "/"):
+            found = sorted(self._fs.find(self._root or "/"))
+        for full in found:
             yield full[len(prefix) :] if full.startswith(prefix) else full.lstrip("/")
