@@ -86,7 +86,7 @@ def test_file_names_follow_operator_templates_and_variables(tmp_path, pipeline):
     butler = butler.with_run("u/x", template_variables={"reqnum": 11})
     graph = _build(butler, pipeline.subset("make_calexp"))
     q = graph.by_task("make_calexp")[0]
-    assert q.outputs["calexp"][0].extra["path"] == "u_test_run1/r11/r/calexp_HSC_00903334_000.npy"
+    assert q.outputs["calexp"][0].extra["path"] == "u%2Ftest%2Frun1/r11/r/calexp_HSC_00903334_000.npy"
     assert graph.header["template_variables"] == {"reqnum": 11}
     report = execute_graph(butler, graph)
     assert report.ok
