@@ -276,6 +276,7 @@ class _Token(NamedTuple):
         if self.kind == "end":
             return "the end of the expression"
         text = self.text if len(self.text) <= 30 else self.text[:27] + "..."
+        text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")  # messages are one line
         return text if text[-1:] in "'\"" else f"'{text}'"
 
 
@@ -518,7 +519,7 @@ class _Parser:
         if isinstance(node, _CONDITIONS):
             return node
         after, first = self.value_ends.get(id(node), (self.token, self.token))
-        raise _syntax_error(self.text, after.pos, f"expected {_COMPARISON_HINT} after '{first.text}'", after)
+        raise _syntax_error(self.text, after.pos, f"expected {_COMPARISON_HINT} after {first.describe()}", after)
 
     def parse(self) -> Condition:
         node = self.condition(self.parse_or())
