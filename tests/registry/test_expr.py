@@ -756,14 +756,30 @@ class Resolver:
         return visits.c.visit.in_([v for v, region in REGIONS.items() if region.overlaps(shape)])
 
 
-@pytest.fixture(scope="module")
-def sky_engine() -> Iterator[sa.Engine]:
-    engine = sa.create_engine("sqlite://")
-    sky.create_all(engine)
-    with engine.begin() as connection:
-        connection.execute(visits.insert(), SKY_ROWS)
-    yield engine
-    engine.dispose()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def sky_engine(request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
+    """The visits on SQLite, and on PostgreSQL in a schema of their own: every answer must agree."""
+    if request.param == "sqlite":
+        engine = sa.create_engine("sqlite://")
+        sky.create_all(engine)
+        with engine.begin() as connection:
+            connection.execute(visits.insert(), SKY_ROWS)
+        yield engine
+        engine.dispose()
+        return
+    base = request.getfixturevalue("pg_engine")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with base.begin() as connection:
+        connection.execute(sa.schema.CreateSchema(schema))
+    engine = base.execution_options(schema_translate_map={None: schema})
+    try:
+        sky.create_all(engine)
+        with engine.begin() as connection:
+            connection.execute(visits.insert(), SKY_ROWS)
+        yield engine
+    finally:
+        with base.begin() as connection:
+            connection.execute(sa.schema.DropSchema(schema, cascade=True))
 
 
 def visits_where(engine: sa.Engine, text: str, bind: dict[str, Any] | None = None, resolve: Any = None) -> set[int]:
