@@ -1055,3 +1055,20 @@ def test_a_nul_character_never_reaches_postgresql(pg_engine: sa.Engine) -> None:
     column = sa.table("t", sa.column("band", sa.String(128))).c.band
     with pytest.raises(QueryError, match="NUL character"):
         compile_where("band = :b", lambda name: column, {"b": "r\x00"})
+
+
+@pytest.mark.parametrize(
+    ("column", "wanted", "decoys"),
+    [
+        ("id", [uuid.UUID(int=3), uuid.UUID(int=5)], [uuid.UUID(int=10_000 + n) for n in range(2000)]),
+        ("timespan_begin", [T0 + 3 * HOUR], [T0 + n * datetime.timedelta(seconds=1.5) + 100 * HOUR for n in range(2000)]),
+        ("exposure_time", [60.0], [0.25 + n for n in range(2000)]),
+        ("band", ["g"], [f"it's {n}" for n in range(2000)]),
+    ],
+)
+def test_long_lists_of_every_column_type_match_on_both_databases(
+    sky_engine: sa.Engine, column: str, wanted: list[Any], decoys: list[Any]
+) -> None:
+    assert visits_where(sky_engine, f"{column} IN (:values)", {"values": decoys + wanted}) == visits_with(
+        lambda r: r[column] in wanted
+    )
