@@ -40,8 +40,9 @@ Text is parsed by `parse` into a small tree of frozen dataclasses and turned
 into a SQLAlchemy expression by `compile_expression`; every value becomes a
 bound parameter (or, for lists too long for SQLite's parameter limit, a
 literal rendered by SQLAlchemy's own type processors), so no text of the
-expression ever reaches SQL.  Long value lists become one array parameter on
-PostgreSQL (``column = ANY(:values)``).
+expression ever reaches SQL.  On PostgreSQL a value list is one array
+parameter (``column = ANY(:values)``), so 100,000 visit ids are no problem.
+The compiler lives in `skybutler.registry._expr_sql`.
 """
 
 from __future__ import annotations
