@@ -1,6 +1,6 @@
 """The dimension universe, sky regions and overlaps."""
 
-from .regions import Region, overlapping_pairs
+from .regions import Circle, Point, Region, Shape, overlapping_pairs
 from .universe import DimensionUniverse, Element
 
-__all__ = ["DimensionUniverse", "Element", "Region", "overlapping_pairs"]
+__all__ = ["Circle", "DimensionUniverse", "Element", "Point", "Region", "Shape", "overlapping_pairs"]
