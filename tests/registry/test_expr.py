@@ -1072,3 +1072,15 @@ def test_long_lists_of_every_column_type_match_on_both_databases(
     assert visits_where(sky_engine, f"{column} IN (:values)", {"values": decoys + wanted}) == visits_with(
         lambda r: r[column] in wanted
     )
+
+
+def test_the_resolvers_own_region_errors_point_at_overlaps() -> None:
+    class NoRegions(Resolver):
+        def region_overlaps(self, element: str, shape: Any) -> sa.ColumnElement[bool]:
+            raise QueryError(f"{element!r} has no region")
+
+    assert compile_error_for_sky("band = 'r' OR band.region OVERLAPS POINT(1, 2)", resolve=NoRegions()).splitlines() == [
+        "'band' has no region at column 27",
+        "  band = 'r' OR band.region OVERLAPS POINT(1, 2)",
+        "                            ^",
+    ]

@@ -396,7 +396,13 @@ class Compiler:
         method = getattr(self.resolve, "region_overlaps", None)
         if method is None:
             raise self.fail(node, "region predicates are not supported here")
-        result: sa.ColumnElement[bool] = method(region.element, other.value)
+        try:
+            result: sa.ColumnElement[bool] = method(region.element, other.value)
+        except QueryError as error:  # the resolver's own reason (no such region here), pointed at
+            message = str(error)
+            if self.text is None or node.pos < 0 or "\n" in message:
+                raise
+            raise QueryError(with_caret(self.text, node.pos, message)) from None
         return result
 
     def time_overlaps(self, node: Overlaps, left: _Compiled, right: _Compiled) -> sa.ColumnElement[bool]:
