@@ -429,13 +429,13 @@ class FileTemplate:
         # relative path, without normpath's cost.
         bad = not path or any(s in ("", ".", "..") for s in segments)
         if bad:
-            raise TemplateError(f"File template {self.text!r} gave an unsafe path {path!r} for {ref}")
+            raise TemplateError(f"File template {self.text!r} gave an unsafe path {path!r} for {str(ref)!r}")
         for s in segments:
             # At most 4 bytes per character: short segments need no encoding to check.
             if len(s) * 4 > _MAX_SEGMENT_BYTES and len(s.encode("utf-8")) > _MAX_SEGMENT_BYTES:
                 raise TemplateError(
                     f"File template {self.text!r} gave a path segment longer than {_MAX_SEGMENT_BYTES} "
-                    f"bytes for {ref}: {s[:40]!r}..."
+                    f"bytes for {str(ref)!r}: {s[:40]!r}..."
                 )
 
 

@@ -233,14 +233,20 @@ class DimensionUniverse:
         if key_type == "int":
             if isinstance(value, bool):
                 raise DataIdError(f"Data id value {dimension}={value!r} must be an integer")
-            if isinstance(value, int):
-                return int(value)
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                return int(value)
-            if hasattr(value, "__index__"):  # numpy integers
-                return int(value)
-            raise DataIdError(f"Data id value {dimension}={value!r} must be an integer, not {type(value).__name__}")
+            numeric_text = isinstance(value, str) and value.strip().lstrip("-").isdigit()
+            if not (numeric_text or isinstance(value, int) or hasattr(value, "__index__")):  # numpy integers too
+                raise DataIdError(
+                    f"Data id value {dimension}={value!r} must be an integer, not {type(value).__name__}")
+            number = int(value)
+            if not -(2**63) <= number < 2**63:  # the registry's BIGINT columns hold no more
+                raise DataIdError(f"Data id value {dimension}={value!r} does not fit in a 64-bit integer")
+            return number
         if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate: no database or file name can hold it
+                    raise DataIdError(f"Data id value {dimension}={value!r} is not valid Unicode text") from None
             return value
         raise DataIdError(f"Data id value {dimension}={value!r} must be a string, not {type(value).__name__}")
 

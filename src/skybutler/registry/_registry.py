@@ -515,7 +515,8 @@ class Registry:
     def register_collection(self, name: str, type: CollectionType = CollectionType.RUN, *,
                             doc: str | None = None) -> bool:
         """Register a collection; an existing one of the same type is a no-op (returns False)."""
-        if not name or any(c in name for c in "\0\n\r\t") or name.startswith("/") or ".." in name.split("/"):
+        if not name or any(c in name for c in "\0\n\r\t") or name.startswith("/") or ".." in name.split("/") \
+                or any("\ud800" <= c <= "\udfff" for c in name):  # lone surrogates: no database holds them
             raise CollectionError(f"Invalid collection name {name!r}")
         existing = self._collection_row(name, required=False)
         if existing is not None:
