@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from skybutler import Butler, SkyButlerError
@@ -85,8 +85,10 @@ def test_data_id_values_and_runs_round_trip_under_the_root_or_are_refused(
                 raise
         assert writer.get(ref) == obj
         assert_under_root(butler, ref, root)
+        event("stored and read back")
     except SkyButlerError as error:
         assert_one_line(error)
+        event(f"refused: {type(error).__name__}")
     outside_after = files_under(directory) - {f"repo/{p}" for p in files_under(root)}
     assert outside_after == outside_before
 
@@ -96,11 +98,22 @@ template_pieces = st.sampled_from([
     "{reqnum}", "{instrument:.2}", "{detector:/>8}", "{run!r}", "{0}", "{", "}", "{{", "/", "_", "-", ".", "..",
     "\\", "\0", "%", "x", "~", "/..", "../", "//",
 ])
-templates = st.lists(template_pieces, min_size=1, max_size=8).map("".join)
+PLAUSIBLE = [
+    "{run}/{dataset_type}/{instrument}/{detector}", "{run}/{instrument}_{detector:03d}", "{id}",
+    "{run}/{dataset_type}_{data_id}", "{run}/{reqnum}/{band?}/{dataset_type}_{instrument}-{detector}",
+    "{run}/{instrument}.{detector}", "{run}/{instrument}{detector}", "{run}/{detector:/>8}_{instrument}",
+    "{run}/{detector:.>8}/{instrument}", "{run}/{instrument:.2}_{detector}", "{run}/{instrument:%>300}{detector}",
+]
+templates = st.one_of(
+    st.sampled_from(PLAUSIBLE),
+    st.tuples(st.sampled_from(PLAUSIBLE), template_pieces).map("".join),
+    st.lists(template_pieces, min_size=1, max_size=8).map("".join),
+)
 
 
 @bounded(40)
-@given(template=templates, instrument=st.sampled_from(["HSC", "a/b", "..", "%2F", "é"]), detector=hostile_int)
+@given(template=templates, instrument=st.sampled_from(["HSC", "a/b", "..", "%2F", "é"]) | hostile_text,
+       detector=hostile_int)
 def test_any_template_either_names_files_under_the_root_or_is_refused(tmp_path_factory, template, instrument,
                                                                      detector):
     directory = tmp_path_factory.mktemp("fuzz_template")
@@ -109,6 +122,7 @@ def test_any_template_either_names_files_under_the_root_or_is_refused(tmp_path_f
         butler = Butler.create(root, run="u/me/run", config={"templates": {"default": template}})
     except SkyButlerError as error:
         assert_one_line(error)
+        event(f"refused at create: {type(error).__name__}")
         assert not any(p.is_file() for p in directory.rglob("*") if "repo" not in p.parts)
         return
     with butler.with_run("u/me/run", template_variables={"reqnum": 7}) as butler:
@@ -124,7 +138,9 @@ def test_any_template_either_names_files_under_the_root_or_is_refused(tmp_path_f
                 second = butler.put({"n": 2}, "fuzz", instrument=instrument, detector=detector + 1)
                 assert butler.get(first) == {"n": 1} and butler.get(second) == {"n": 2}
                 assert_under_root(butler, second, root)
+            event("stored and read back")
         except SkyButlerError as error:
             assert_one_line(error)
+            event(f"refused: {type(error).__name__}")
     assert {p.name for p in directory.iterdir()} <= {"repo"}
     assert not [p for p in directory.rglob("*") if os.path.islink(p)]
