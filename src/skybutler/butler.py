@@ -499,9 +499,9 @@ class Butler:
     def _ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
         """The formatter of a file to ingest, once its content is checked against the storage class."""
         formatter = self._guess_ingest_formatter(dt, f)
-        source = f.path if "://" in f.path else "file://" + os.path.abspath(f.path)
         try:
-            with self.datastore.open(source) as fileobj:
+            # Local files are opened directly: bulk ingest of local files goes without fsspec.
+            with self.datastore.open(f.path) if "://" in f.path else open(f.path, "rb") as fileobj:
                 formatter.check_file(fileobj, dt.storage_class)  # type: ignore[arg-type]
         except (FormatError, StorageClassError) as exc:
             raise type(exc)(f"Cannot ingest {f.path} as {dt.name} ({formatter.name}, storage class "
