@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-PG_URL = os.environ.get("SKYBUTLER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+from support.services import PG_URL, RELEASE_FIXTURES  # noqa: F401  (re-exported for fixtures)
+
 REQUIRE_SERVICES = os.environ.get("SKYBUTLER_REQUIRE_SERVICES") == "1"
 
 
@@ -92,7 +93,6 @@ def backend(request):
     return request.param
 
 
-RELEASE_FIXTURES = Path(__file__).parent / "fixtures" / "release_0_1_0"
 """Repositories written by the previous release (see fixtures/make_release_fixture.py)."""
 
 

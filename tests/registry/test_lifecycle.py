@@ -8,11 +8,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from conftest import PG_URL
 from skybutler import Butler, ConfigError, RepositoryNotFoundError, SkyButlerError
 from skybutler.cli import main
 from skybutler.registry import Registry
 from support.records import insert_records
+from support.services import PG_URL
 
 
 @pytest.fixture

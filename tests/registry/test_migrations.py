@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from conftest import PG_URL, RELEASE_FIXTURES
 from skybutler import Butler, CollectionType, SkyButlerError
 from skybutler.cli import main
 from skybutler.dimensions import DimensionUniverse
@@ -24,6 +23,7 @@ from skybutler.provenance import provenance_of
 from skybutler.registry import Registry, _migrate, upgrade
 from skybutler.registry._db import make_engine, normalise_url
 from skybutler.registry.schema import SCHEMA_VERSION
+from support.services import PG_URL, RELEASE_FIXTURES
 
 HEAD = _migrate.head_revision()
 

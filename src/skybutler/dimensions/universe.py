@@ -114,10 +114,34 @@ class DimensionUniverse:
                 if x not in self.elements or not self.elements[x].region:
                     raise ConfigError(f"Overlap pair {pair}: {x!r} is not an element with a region")
             self.overlaps.append((a, b))
+        self.declared_overlaps = list(self.overlaps)
+        self.overlaps = self._complete_overlaps(self.overlaps)
         self.dimensions: tuple[str, ...] = self._ordered([n for n, e in self.elements.items() if e.is_dimension])
         # The universe never changes once built, so relations are computed once per argument.
         self._closures: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._implied: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def _complete_overlaps(self, declared: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The declared pairs plus the pairs of their coarser and finer relatives.
+
+        A query joins exactly the finest region-bearing elements its dimensions allow, so
+        declaring ``[visit_detector_region, patch]`` also needs visit x patch, visit x
+        tract and visit_detector_region x tract (an element's relatives are the region
+        elements whose keys contain, or are contained in, its own).
+        """
+        keys = {n: set(e.primary_key) for n, e in self.elements.items() if e.region}
+
+        def relatives(x: str) -> list[str]:
+            return [y for y in keys if keys[y] <= keys[x] or keys[x] <= keys[y]]
+
+        out = list(declared)
+        for a, b in declared:
+            for a2 in relatives(a):
+                for b2 in relatives(b):
+                    if a2 == b2 or b2 in relatives(a2) or (a2, b2) in out or (b2, a2) in out:
+                        continue
+                    out.append((a2, b2))
+        return out
 
     # -- construction ------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from ._db import (
     sqlite_file,
 )
 from .schema import SCHEMA_VERSION, Tables, build_tables, overlap_columns
+from .search import SearchStep
 
 _CHUNK = 500
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -571,7 +572,11 @@ class Registry:
         ]
 
     def set_chain(self, name: str, children: Sequence[str]) -> None:
-        """Define (or redefine) a CHAINED collection as an ordered list of collections."""
+        """Define (or redefine) a CHAINED collection as an ordered list of collections.
+
+        A chain that would contain itself, directly or through nested chains, is refused
+        with the cycle named.
+        """
         self.register_collection(name, CollectionType.CHAINED)
         row = self._collection_row(name)
         assert row is not None
@@ -579,8 +584,10 @@ class Registry:
         for child in children:
             crow = self._collection_row(child)
             assert crow is not None
-            if child == name or name in self.resolve_collections([child]):
-                raise CollectionError(f"Chain {name!r} cannot contain itself (through {child!r})")
+            cycle = self._chain_path(child, name)
+            if cycle is not None:
+                raise CollectionError(
+                    f"Chain {name!r} cannot contain {child!r}: that makes a cycle {' -> '.join([name, *cycle])}")
             child_ids.append(crow["id"])
         ch = self.tables.collection_chain
         with self.transaction() as conn:
@@ -589,17 +596,44 @@ class Registry:
                 conn.execute(sa.insert(ch), [
                     {"parent_id": row["id"], "position": i, "child_id": c} for i, c in enumerate(child_ids)])
 
+    def _chain_path(self, start: str, target: str) -> list[str] | None:
+        """The chain of collection names from ``start`` down to ``target``, or None when it does not reach it."""
+        t, ch = self.tables.collection, self.tables.collection_chain
+        parent, child = t.alias("parent"), t.alias("child")
+        stmt = (sa.select(child.c.name).select_from(ch.join(parent, parent.c.id == ch.c.parent_id)
+                                                    .join(child, child.c.id == ch.c.child_id))
+                .where(parent.c.name == sa.bindparam("name")).order_by(ch.c.position))
+        seen: set[str] = set()
+        with self._read() as conn:
+            def walk(name: str) -> list[str] | None:
+                if name == target:
+                    return [name]
+                if name in seen:
+                    return None
+                seen.add(name)
+                for sub in conn.execute(stmt, {"name": name}).scalars():
+                    path = walk(sub)
+                    if path is not None:
+                        return [name, *path]
+                return None
+
+            return walk(start)
+
     def resolve_collections(self, names: Sequence[str]) -> list[str]:
         """Flatten chains into the ordered list of non-chained collections (duplicates dropped)."""
-        out: list[str] = []
-        for name, _id, _type in self._flatten(names):
-            out.append(name)
-        return out
+        return [step.name for step in self._flatten(names)]
+
+    def search_path(self, names: Sequence[str], *, conn: sa.Connection | None = None) -> list[SearchStep]:
+        """The non-chained collections searched for ``names``, in order (each once).
+
+        Chains are expanded depth first; a collection met a second time is skipped.
+        """
+        return self._flatten(names, conn=conn)
 
     def _flatten(self, names: Sequence[str], *, conn: sa.Connection | None = None,
-                 ) -> list[tuple[str, int, CollectionType]]:
+                 ) -> list[SearchStep]:
         t, ch = self.tables.collection, self.tables.collection_chain
-        out: list[tuple[str, int, CollectionType]] = []
+        out: list[SearchStep] = []
         seen: set[int] = set()
         by_name = self._statement("collection_by_name",
                                   lambda: sa.select(t).where(t.c.name == sa.bindparam("name")))
@@ -619,38 +653,60 @@ class Registry:
                         walk(child, depth + 1)
                 elif row["id"] not in seen:
                     seen.add(row["id"])
-                    out.append((name, row["id"], ctype))
+                    out.append(SearchStep(name, row["id"], ctype))
             for n in names:
                 walk(n, 0)
         return out
 
-    def associate(self, collection: str, refs: Iterable[DatasetRef]) -> None:
-        """Add datasets to a TAGGED collection (replacing one with the same type and data id)."""
+    def _collection_of_type(self, collection: str, ctype: CollectionType) -> Any:
         row = self._collection_row(collection)
         assert row is not None
-        if row["type"] != CollectionType.TAGGED.value:
-            raise CollectionError(f"Collection {collection!r} is {row['type']}, not TAGGED")
+        if row["type"] != ctype.value:
+            raise CollectionError(f"Collection {collection!r} is {row['type']}, not {ctype.value}")
+        return row
+
+    def associate(self, collection: str, refs: Iterable[DatasetRef]) -> None:
+        """Add datasets to a TAGGED collection (replacing one with the same type and data id).
+
+        Two of ``refs`` with the same type and data id are an error (a TAGGED collection
+        holds one dataset per type and data id).
+        """
+        row = self._collection_of_type(collection, CollectionType.TAGGED)
         tg = self.tables.tagged
-        refs = list(refs)
+        rows: dict[tuple[int, str], dict[str, Any]] = {}
+        for ref in refs:
+            type_id, _ = self._dataset_type_id(ref.dataset_type.name)
+            key = (type_id, ref.data_id.key())
+            other = rows.get(key)
+            if other is not None and other["dataset_id"] != ref.id:
+                raise CollectionError(
+                    f"Cannot tag both {other['dataset_id']} and {ref.id} ({ref.dataset_type.name} "
+                    f"{{{ref.data_id}}}) in {collection!r}: a TAGGED collection holds one dataset per type and "
+                    "data id")
+            rows[key] = {"collection_id": row["id"], "dataset_id": ref.id, "dataset_type_id": type_id,
+                         "data_id_key": key[1]}
         with self.transaction() as conn:
-            rows = []
-            for ref in refs:
-                type_id, _ = self._dataset_type_id(ref.dataset_type.name)
-                rows.append({"collection_id": row["id"], "dataset_id": ref.id,
-                             "dataset_type_id": type_id, "data_id_key": ref.data_id.key()})
-            for chunk in _chunks(rows):
+            for chunk in _chunks(list(rows.values())):
                 conn.execute(sa.delete(tg).where(
                     tg.c.collection_id == row["id"],
                     sa.tuple_(tg.c.dataset_type_id, tg.c.data_id_key).in_(
                         [(r["dataset_type_id"], r["data_id_key"]) for r in chunk])))
                 conn.execute(sa.insert(tg), list(chunk))
 
+    def disassociate(self, collection: str, refs: Iterable[DatasetRef]) -> int:
+        """Remove datasets from a TAGGED collection; returns how many were tagged there."""
+        row = self._collection_of_type(collection, CollectionType.TAGGED)
+        tg = self.tables.tagged
+        removed = 0
+        with self.transaction() as conn:
+            for chunk in _chunks([ref.id for ref in refs]):
+                removed += conn.execute(sa.delete(tg).where(
+                    tg.c.collection_id == row["id"], tg.c.dataset_id.in_(list(chunk)))).rowcount
+        return removed
+
     def certify(self, collection: str, refs: Iterable[DatasetRef], begin: Any, end: Any) -> None:
         """Certify calibration datasets as valid over ``[begin, end)`` in a CALIBRATION collection."""
-        row = self._collection_row(collection)
-        assert row is not None
-        if row["type"] != CollectionType.CALIBRATION.value:
-            raise CollectionError(f"Collection {collection!r} is {row['type']}, not CALIBRATION")
+        row = self._collection_of_type(collection, CollectionType.CALIBRATION)
         begin, end = _to_datetime(begin), _to_datetime(end)
         if not begin < end:
             raise CollectionError(f"Validity range must have begin < end, got {begin} .. {end}")
@@ -663,18 +719,77 @@ class Registry:
                     raise CollectionError(
                         f"Dataset type {dt.name!r} is not a calibration type; register it with is_calibration=True"
                     )
-                clash = conn.execute(sa.select(cal.c.dataset_id).where(
+                clash = conn.execute(sa.select(cal.c.dataset_id, cal.c.valid_begin, cal.c.valid_end).where(
                     cal.c.collection_id == row["id"], cal.c.dataset_type_id == type_id,
                     cal.c.data_id_key == ref.data_id.key(), cal.c.valid_begin < end, cal.c.valid_end > begin,
                 )).first()
                 if clash is not None:
                     raise CollectionError(
-                        f"{dt.name} {{{ref.data_id}}} is already certified in {collection!r} over part of "
-                        f"{begin} .. {end} (dataset {clash[0]}); decertify it first"
+                        f"{dt.name} {{{ref.data_id}}} is already certified in {collection!r} over "
+                        f"{clash[1]} .. {clash[2]} (dataset {clash[0]}), which overlaps {begin} .. {end}; "
+                        "decertify that range first"
                     )
                 conn.execute(sa.insert(cal).values(
                     collection_id=row["id"], dataset_id=ref.id, dataset_type_id=type_id,
                     data_id_key=ref.data_id.key(), valid_begin=begin, valid_end=end))
+
+    def decertify(self, collection: str, dataset_type: str, begin: Any = None, end: Any = None, *,
+                  data_ids: Iterable[DataId] | None = None, refs: Iterable[DatasetRef] | None = None) -> int:
+        """Remove certifications of a type from a CALIBRATION collection over ``[begin, end)``.
+
+        A certification that reaches outside the range keeps the parts outside it (one
+        range may become two). ``begin``/``end`` of None mean unbounded; ``data_ids`` or
+        ``refs`` limit it to those data ids or datasets. Returns how many certifications
+        were changed or removed.
+
+        Examples
+        --------
+        >>> registry.decertify("HSC/calib", "bias", "2026-03-01", "2026-04-01")  # doctest: +SKIP
+        """
+        row = self._collection_of_type(collection, CollectionType.CALIBRATION)
+        type_id, _ = self._dataset_type_id(dataset_type)
+        lo = _to_datetime(begin) if begin is not None else None
+        hi = _to_datetime(end) if end is not None else None
+        if lo is not None and hi is not None and not lo < hi:
+            raise CollectionError(f"Validity range must have begin < end, got {lo} .. {hi}")
+        cal = self.tables.calibration
+        conds = [cal.c.collection_id == row["id"], cal.c.dataset_type_id == type_id]
+        if hi is not None:
+            conds.append(cal.c.valid_begin < hi)
+        if lo is not None:
+            conds.append(cal.c.valid_end > lo)
+        keys = [di.key() for di in data_ids] if data_ids is not None else None
+        ids = [ref.id for ref in refs] if refs is not None else None
+        changed = 0
+        with self.transaction() as conn:
+            found = conn.execute(sa.select(cal).where(*conds)).mappings().all()
+            for cert in found:
+                if keys is not None and cert["data_id_key"] not in keys:
+                    continue
+                if ids is not None and cert["dataset_id"] not in ids:
+                    continue
+                changed += 1
+                conn.execute(sa.delete(cal).where(cal.c.id == cert["id"]))
+                keep = {k: cert[k] for k in ("collection_id", "dataset_id", "dataset_type_id", "data_id_key")}
+                if lo is not None and cert["valid_begin"] < lo:
+                    conn.execute(sa.insert(cal).values(**keep, valid_begin=cert["valid_begin"], valid_end=lo))
+                if hi is not None and cert["valid_end"] > hi:
+                    conn.execute(sa.insert(cal).values(**keep, valid_begin=hi, valid_end=cert["valid_end"]))
+        return changed
+
+    def certifications(self, collection: str, dataset_type: str | None = None) -> list[dict[str, Any]]:
+        """The certifications of a CALIBRATION collection: ``{dataset_id, dataset_type, data_id_key, begin, end}``."""
+        row = self._collection_of_type(collection, CollectionType.CALIBRATION)
+        cal = self.tables.calibration
+        stmt = sa.select(cal).where(cal.c.collection_id == row["id"])
+        if dataset_type is not None:
+            stmt = stmt.where(cal.c.dataset_type_id == self._dataset_type_id(dataset_type)[0])
+        if not self._dataset_types_by_id:
+            self._load_dataset_types()
+        with self._read() as conn:
+            rows = conn.execute(stmt.order_by(cal.c.dataset_type_id, cal.c.data_id_key, cal.c.valid_begin)).mappings()
+            return [{"dataset_id": r["dataset_id"], "dataset_type": self._dataset_types_by_id[r["dataset_type_id"]].name,
+                     "data_id_key": r["data_id_key"], "begin": r["valid_begin"], "end": r["valid_end"]} for r in rows]
 
     def remove_collection(self, name: str) -> None:
         """Remove a non-RUN collection (runs are removed with their datasets by `remove_run`)."""

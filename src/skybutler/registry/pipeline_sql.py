@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..model import CollectionType, DataId, DatasetRef
+from ..model import DatasetRef
+from ._registry import tuple_getter
 from .queries import data_id_query, query_datasets, refs_from_rows
+from .search import dataset_branches
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -74,48 +76,16 @@ def dataset_refs_by_key(registry: Registry, dataset_type: str, collections: Sequ
                         ) -> dict[tuple[Any, ...], DatasetRef]:
     """Datasets of one type found first in ``collections``, keyed by their data id values.
 
-    The key is the tuple of values in the order of the dataset type's dimensions. One
-    query per collection in search order (RUN and TAGGED; CALIBRATION collections need a
-    time and are looked up with `calibration_candidates`); the first found wins. A
-    ``where`` (over the dataset type's dimensions only) narrows the search in SQL.
+    The key is the tuple of values in the order of the dataset type's dimensions. This is
+    `query_datasets` with ``find_first`` (one meaning of a collection search everywhere:
+    see `skybutler.registry.search`); a ``where`` narrows the search in SQL.
     """
     if not collections:
         return {}
-    type_id, dt = registry._dataset_type_id(dataset_type)
-    if where:
-        flat = registry._flatten(collections)
-        searchable = [name for name, _cid, ctype in flat if ctype is not CollectionType.CALIBRATION]
-        found: dict[tuple[Any, ...], DatasetRef] = {}
-        if searchable:
-            for ref in query_datasets(registry, dataset_type, searchable, where=where, bind=bind):
-                found.setdefault(tuple(ref.data_id[d] for d in dt.dimensions), ref)
-        return found
-    d, tg = registry.tables.dataset, registry.tables.tagged
-    cols = [d.c.id, *[d.c[k] for k in dt.dimensions]]
-    out: dict[tuple[Any, ...], DatasetRef] = {}
-    dims = dt.dimensions
-    n = len(dims)
-    with registry._read() as conn:
-        for name, cid, ctype in registry._flatten(collections):
-            if ctype is CollectionType.RUN:
-                stmt = sa.select(*cols).where(d.c.dataset_type_id == type_id, d.c.run_id == cid)
-                run = name
-            elif ctype is CollectionType.TAGGED:
-                c = registry.tables.collection
-                stmt = (sa.select(*cols, c.c.name).join(tg, sa.and_(tg.c.dataset_id == d.c.id,
-                                                                     tg.c.collection_id == cid))
-                        .join(c, c.c.id == d.c.run_id).where(d.c.dataset_type_id == type_id))
-                run = None
-            else:
-                continue
-            result = conn.execution_options(yield_per=_STREAM).execute(stmt)
-            for part in result.partitions():
-                for row in part:
-                    key = tuple(row[1:n + 1])
-                    if key not in out:
-                        out[key] = DatasetRef(row[0], dt, DataId(dict(zip(dims, key, strict=True))),
-                                              run if run is not None else row[n + 1])
-    return out
+    _type_id, dt = registry._dataset_type_id(dataset_type)
+    key_of = tuple_getter(dt.dimensions)
+    return {key_of(ref.data_id): ref
+            for ref in query_datasets(registry, dataset_type, collections, where=where, bind=bind)}
 
 
 def calibration_candidates(registry: Registry, dataset_type: str, collections: Sequence[str],
@@ -125,24 +95,17 @@ def calibration_candidates(registry: Registry, dataset_type: str, collections: S
 
     Datasets in RUN and TAGGED collections have no validity range (``None, None``: valid
     at any time); those certified in CALIBRATION collections have one row per range.
-    Each key's list is sorted by rank (search order), then by range start.
+    Each key's list is sorted by rank (search order), then by range start. Built on the
+    same collection search as every other lookup (`skybutler.registry.search`).
     """
     type_id, dt = registry._dataset_type_id(dataset_type)
-    d, tg, cal = registry.tables.dataset, registry.tables.tagged, registry.tables.calibration
+    d = registry.tables.dataset
     out: dict[tuple[Any, ...], list[tuple[int, Any, Any, DatasetRef]]] = {}
     with registry._read() as conn:
-        for rank, (_name, cid, ctype) in enumerate(registry._flatten(collections)):
-            if ctype is CollectionType.RUN:
-                stmt = sa.select(d, sa.null().label("valid_begin"), sa.null().label("valid_end")).where(
-                    d.c.dataset_type_id == type_id, d.c.run_id == cid)
-            elif ctype is CollectionType.TAGGED:
-                stmt = (sa.select(d, sa.null().label("valid_begin"), sa.null().label("valid_end"))
-                        .join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == cid))
-                        .where(d.c.dataset_type_id == type_id))
-            else:
-                stmt = (sa.select(d, cal.c.valid_begin, cal.c.valid_end)
-                        .join(cal, sa.and_(cal.c.dataset_id == d.c.id, cal.c.collection_id == cid))
-                        .where(d.c.dataset_type_id == type_id))
+        for rank, branch in dataset_branches(registry, registry.search_path(collections, conn=conn), type_id, dt):
+            begin, end = branch.validity
+            stmt = sa.select(d, begin.label("valid_begin"), end.label("valid_end")).select_from(branch.from_) \
+                .where(*branch.conditions)
             rows = conn.execute(stmt).mappings().all()
             for row, ref in zip(rows, refs_from_rows(registry, conn, rows), strict=True):
                 key = tuple(ref.data_id[k] for k in dt.dimensions)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -18,7 +18,10 @@ import sqlalchemy as sa
 
 from ..errors import CollectionError, QueryError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
-from .expr import compile_where
+from .expr import compile_where, identifiers
+from .expr import parse as parse_expression
+from .schema import overlap_columns
+from .search import SearchStep, ambiguity_error, dataset_branch, dataset_branches, in_any_collection
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -30,8 +33,9 @@ class _Resolver:
     """Maps identifiers to columns for one SELECT, remembering the dimension tables it must join."""
 
     def __init__(self, registry: Registry, dimensions: Sequence[str], canonical: Mapping[str, sa.ColumnElement],
-                 joined: dict[str, Any] | None = None):
+                 joined: dict[str, Any] | None = None, fields: Mapping[str, sa.ColumnElement] | None = None):
         self.registry = registry
+        self.fields = dict(fields or {})
         self.universe = registry.universe
         self.dimensions = tuple(dimensions)
         self.canonical = dict(canonical)
@@ -50,11 +54,13 @@ class _Resolver:
         names = list(self.dimensions) + list(self.implied)
         for d in self.dimensions:
             names += [f"{d}.{c}" for c in self.universe.elements[d].metadata]
-        return names
+        return names + list(self.fields)
 
     def __call__(self, name: str) -> sa.ColumnElement:
         if name in self.canonical:
             return self.canonical[name]
+        if name in self.fields:
+            return self.fields[name]
         if name in self.implied:
             return self._table(self.implied[name]).c[name]
         if "." in name:
@@ -66,6 +72,34 @@ class _Resolver:
         raise QueryError(
             f"Unknown name {name!r} in query expression; allowed here: {', '.join(self.allowed())}"
         )
+
+    def region_overlaps(self, element: str, region: Any) -> sa.ColumnElement[bool]:
+        """``<element>.region OVERLAPS <region>``: the keys of the element's records that overlap it.
+
+        Answered in Python with the same geometry as the stored overlaps (a bounding-cone
+        filter, then the exact test), and turned into an ``IN`` over the element's keys.
+        """
+        from ..dimensions import Region, overlapping_pairs
+
+        el = self.universe.elements.get(element)
+        if el is None or not el.region:
+            with_regions = [n for n, e in self.universe.elements.items() if e.region]
+            raise QueryError(f"{element!r} has no region; elements with regions: {', '.join(with_regions)}")
+        pk = el.primary_key
+        missing = [k for k in pk if k not in self.canonical]
+        if missing:
+            raise QueryError(f"{element}.region needs {', '.join(missing)} in the query")
+        table = self.registry.tables.dimensions[element]
+        with self.registry._read() as conn:
+            rows = conn.execute(sa.select(*[table.c[k] for k in pk], table.c.region)
+                                .where(table.c.region.is_not(None))).all()
+        regions = [Region.from_json(r[-1]) for r in rows]
+        keys = [tuple(rows[j][:-1]) for _i, j in overlapping_pairs([region], regions)]
+        if not keys:
+            return sa.false()
+        if len(pk) == 1:
+            return self.canonical[pk[0]].in_([k[0] for k in keys])
+        return sa.tuple_(*[self.canonical[k] for k in pk]).in_(keys)
 
     def join_conditions(self) -> list[tuple[sa.Table, sa.ColumnElement]]:
         out = []
@@ -167,62 +201,86 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
     # One connection for the collection lookup and the query (on PostgreSQL each checkout
     # costs round trips).
     with registry._read() as conn:
-        yield from _query_datasets(registry, conn, type_id, dt, registry._flatten(collections, conn=conn),
+        yield from _query_datasets(registry, conn, type_id, dt, registry.search_path(collections, conn=conn),
                                    where=where, bind=bind, data_id=data_id, find_first=find_first,
                                    time=_to_datetime(time) if time is not None else None)
 
 
 def _query_datasets(registry: Registry, conn: sa.Connection, type_id: int, dt: DatasetType,
-                    flat: list[tuple[str, int, CollectionType]], *, where: str | None,
+                    flat: list[SearchStep], *, where: str | None,
                     bind: Mapping[str, Any] | None, data_id: Mapping[str, Any] | None, find_first: bool,
                     time: Any) -> Iterator[DatasetRef]:
     d = registry.tables.dataset
     # SQLite keeps UUIDs as hex text; converting them ourselves skips a per-row result processor.
     id_column = sa.type_coerce(d.c.id, sa.String).label("id") if registry.dialect == "sqlite" else d.c.id
     columns = [id_column, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key, *[d.c[k] for k in dt.dimensions]]
-    branches = []
-    for rank, (_name, cid, ctype) in enumerate(flat):
-        resolver = _Resolver(registry, dt.dimensions, {k: d.c[k] for k in dt.dimensions})
-        conds = [d.c.dataset_type_id == type_id]
+    branches = dataset_branches(registry, flat, type_id, dt, time=time)
+    if not branches:
+        return
+    # Constraints on dimensions the dataset type lacks (calexps overlapping `tract = 0`)
+    # join those dimensions' records and overlaps to each collection's datasets.
+    extra = referenced_dimensions(registry, dt.dimensions, where=where, data_id=data_id, bind=bind)
+    query_dims = registry.universe.closure([*dt.dimensions, *extra]) if extra else dt.dimensions
+    c = registry.tables.collection
+    run_name = sa.select(c.c.name).where(c.c.id == d.c.run_id).scalar_subquery()
+    selects = []
+    for rank, branch in branches:
+        fields = {"id": d.c.id, "ingest_date": d.c.ingest_date, "run": run_name,
+                  "collection": sa.literal(branch.step.name)}
+        fields.update({f"{dt.name}.{k}": v for k, v in list(fields.items())})
+        fields[f"{dt.name}.dataset_id"] = d.c.id
+        from_ = branch.from_
+        conds = list(branch.conditions)
+        if extra:
+            from_, canonical, tables, dim_conds = _join_dimensions(
+                registry, query_dims, start=from_, given={k: d.c[k] for k in dt.dimensions})
+            resolver = _Resolver(registry, query_dims, canonical, joined=dict(tables), fields=fields)
+            conds += dim_conds
+        else:
+            resolver = _Resolver(registry, dt.dimensions, {k: d.c[k] for k in dt.dimensions}, fields=fields)
         conds += _data_id_conditions(resolver, data_id)
         cond = compile_where(where, resolver, bind)
         if cond is not None:
             conds.append(cond)
-        base: sa.FromClause = d
-        if ctype is CollectionType.RUN:
-            conds.append(d.c.run_id == cid)
-        elif ctype is CollectionType.TAGGED:
-            tg = registry.tables.tagged
-            base = d.join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == cid))
-        elif ctype is CollectionType.CALIBRATION:
-            cal = registry.tables.calibration
-            on = [cal.c.dataset_id == d.c.id, cal.c.collection_id == cid]
-            if time is not None:
-                on += [cal.c.valid_begin <= time, cal.c.valid_end > time]
-            base = d.join(cal, sa.and_(*on))
         # Only the columns a ref needs: the others (ingest_date) cost a conversion per row.
         stmt = sa.select(*columns, sa.literal(rank).label("rank"))
-        branches.append(_apply(stmt, base, resolver, sa.and_(*conds)))
-    if len(branches) == 1 or not find_first:
-        stmt = branches[0] if len(branches) == 1 else sa.union_all(*branches)  # type: ignore[assignment]
-        if len(branches) > 1:
-            stmt = sa.select(stmt.subquery())
+        stmt = _apply(stmt, from_, resolver, sa.and_(*conds))
+        selects.append(stmt.distinct() if branch.distinct or extra else stmt)
+    ambiguous = find_first and any(b.ambiguous for _, b in branches)
+    check = None
+    if len(selects) == 1 and not ambiguous:
+        stmt = selects[0]
+    elif not find_first:
+        stmt = sa.select(sa.union_all(*selects).subquery())
     else:
-        union = sa.union_all(*branches).subquery()
-        ranked = sa.select(
-            union,
-            sa.func.row_number().over(partition_by=union.c.data_id_key, order_by=union.c["rank"]).label("rn"),
-        ).subquery()
+        union = (selects[0] if len(selects) == 1 else sa.union_all(*selects)).subquery()
+        window = [sa.func.row_number().over(partition_by=union.c.data_id_key, order_by=union.c["rank"]).label("rn")]
+        if ambiguous:
+            # Rows are distinct per dataset within a collection, so more than one row for a
+            # data id at its first rank means several candidates: an error, not a pick.
+            window.append(sa.func.count().over(partition_by=[union.c.data_id_key, union.c["rank"]]).label("n"))
+        ranked = sa.select(union, *window).subquery()
         stmt = sa.select(ranked).where(ranked.c.rn == 1)
-    runs = {cid: name for name, cid, ctype in flat if ctype is CollectionType.RUN}
-    yield from _stream_refs_of_type(registry, conn, stmt, dt, runs=runs, dedupe=len(branches) > 1 and not find_first)
+        if ambiguous:
+            check = len(columns) + 2  # position of "n"
+
+    def ambiguity(row: Any) -> Exception:
+        step = flat[row[len(columns)]]
+        return ambiguity_error(registry, conn, step, type_id, dt, row[3],
+                               DataId(dict(zip(dt.dimensions, row[4:len(columns)], strict=True))))
+
+    runs = {step.id: step.name for step in flat if step.type is CollectionType.RUN}
+    yield from _stream_refs_of_type(registry, conn, stmt, dt, runs=runs,
+                                    dedupe=len(selects) > 1 and not find_first, check=check, ambiguity=ambiguity)
 
 
 def _stream_refs_of_type(registry: Registry, conn: sa.Connection, stmt: sa.Select, dt: DatasetType, *,
-                         runs: dict[int, str], dedupe: bool) -> Iterator[DatasetRef]:
+                         runs: dict[int, str], dedupe: bool, check: int | None = None,
+                         ambiguity: Callable[[Any], Exception] | None = None) -> Iterator[DatasetRef]:
     """Refs of one dataset type from rows ``(id, type, run, key, *dimensions, ...)`` (the hot path).
 
     Positional rows and one shared `DatasetType` keep this to a few microseconds per ref.
+    ``check``: the position of a count that must be 1 (else ``ambiguity(row)`` is raised).
     """
     result = conn.execution_options(yield_per=_STREAM).execute(stmt)
     dims = dt.dimensions
@@ -232,6 +290,10 @@ def _stream_refs_of_type(registry: Registry, conn: sa.Connection, stmt: sa.Selec
         missing = {row[2] for row in rows} - runs.keys()
         if missing:
             _run_names(registry, conn, missing, runs)
+        if check is not None and ambiguity is not None:
+            for row in rows:
+                if row[check] > 1:
+                    raise ambiguity(row)
         # Each ref is a few small objects; letting the cyclic collector run every few
         # hundred of them (it cannot free any: they are all referenced) costs more than
         # building them, so a batch is built with it paused and handed out afterwards.
@@ -252,55 +314,142 @@ def _stream_refs_of_type(registry: Registry, conn: sa.Connection, stmt: sa.Selec
 
 def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collections: Sequence[str], *,
                  time: Any = None) -> DatasetRef | None:
-    """The first dataset with exactly this data id in the collections, searched in order."""
+    """The first dataset with exactly this data id in the collections, searched in order.
+
+    See `skybutler.registry.search` for what each kind of collection holds; without a
+    time, several datasets certified for the data id in one CALIBRATION collection are
+    an error.
+    """
     type_id, dt = registry._dataset_type_id(dataset_type)
     d = registry.tables.dataset
     key = data_id.key()
     from ._registry import _to_datetime
 
     with registry._read(lookup=True) as conn:
-        flat = registry._flatten(collections, conn=conn)
+        flat = registry.search_path(collections, conn=conn)
         time = _to_datetime(time) if time is not None else None
-        for _name, cid, ctype in flat:
-            stmt = sa.select(d).where(d.c.dataset_type_id == type_id, d.c.data_id_key == key)
-            if ctype is CollectionType.RUN:
+        for step in flat:
+            if step.type is CollectionType.RUN:
                 # The common case, once per get by data id: a prebuilt statement, and the run's
                 # name is known.
                 stmt = registry._statement("find_in_run", lambda: sa.select(d).where(
                     d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key == sa.bindparam("key"),
                     d.c.run_id == sa.bindparam("run_id")))
-                row = conn.execute(stmt, {"type_id": type_id, "key": key, "run_id": cid}).mappings().first()
+                row = conn.execute(stmt, {"type_id": type_id, "key": key, "run_id": step.id}).mappings().first()
                 if row is not None:
-                    return refs_from_rows(registry, conn, [row], runs={cid: _name})[0]
+                    return refs_from_rows(registry, conn, [row], runs={step.id: step.name})[0]
                 continue
-            if ctype is CollectionType.TAGGED:
-                tg = registry.tables.tagged
-                stmt = stmt.join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == cid))
-            else:
-                cal = registry.tables.calibration
-                on = [cal.c.dataset_id == d.c.id, cal.c.collection_id == cid]
-                if time is None:
-                    raise CollectionError(
-                        f"Looking up {dataset_type} in CALIBRATION collection {_name!r} needs a time "
-                        "(the observation time of the data being processed)"
-                    )
-                on += [cal.c.valid_begin <= time, cal.c.valid_end > time]
-                stmt = stmt.join(cal, sa.and_(*on))
-            row = conn.execute(stmt).mappings().first()
-            if row is not None:
-                return refs_from_rows(registry, conn, [row])[0]
+            branch = dataset_branch(registry, step, type_id, dt, time=time)
+            if branch is None:
+                continue
+            stmt = (sa.select(d).select_from(branch.from_).where(*branch.conditions, d.c.data_id_key == key)
+                    .distinct().limit(2))
+            rows = conn.execute(stmt).mappings().all()
+            if len(rows) > 1:
+                raise ambiguity_error(registry, conn, step, type_id, dt, key, data_id)
+            if rows:
+                return refs_from_rows(registry, conn, rows)[0]
     return None
 
 
-def _applicable_overlaps(registry: Registry, dims: set[str]) -> list[tuple[str, str]]:
+def spatial_pairs(registry: Registry, dims: Iterable[str]) -> list[tuple[str, str]]:
+    """The overlap tables that join ``dims`` by sky position, exactly.
+
+    Of the region-bearing elements whose keys are all among ``dims``, the finest of each
+    family is used (``visit_detector_region`` rather than ``visit`` when ``detector`` is
+    there; ``patch`` rather than ``tract``), and every pair of those is joined through
+    the overlaps stored for exactly that pair — never through a coarser pair, which would
+    pair a visit with every patch of every tract it touches.
+    """
     universe = registry.universe
+    dims = set(dims)
+    keys = {name: set(el.primary_key) for name, el in universe.elements.items() if el.region}
+    present = [name for name, k in keys.items() if k <= dims]
+    finest = [a for a in present if not any(keys[a] < keys[b] for b in present)]
     pairs = []
-    for a, b in universe.overlaps:
-        keys = set(universe.elements[a].primary_key) | set(universe.elements[b].primary_key)
-        if keys <= dims:
-            pairs.append((a, b, keys))
-    # Keep only the most specific: a pair whose keys are a strict subset of another's is implied.
-    return [(a, b) for a, b, k in pairs if not any(k < k2 for _, _, k2 in pairs)]
+    for i, a in enumerate(finest):
+        for b in finest[i + 1:]:
+            if (a, b) in universe.overlaps:
+                pairs.append((a, b))
+            elif (b, a) in universe.overlaps:
+                pairs.append((b, a))
+            else:
+                raise QueryError(
+                    f"This repository stores no overlaps between {a} and {b}, so a query over "
+                    f"{', '.join(sorted(dims))} cannot pair them by sky position; if the repository was made by an "
+                    "older skybutler, run `skybutler migrate REPO`")
+    return pairs
+
+
+def _join_dimensions(registry: Registry, dims: Sequence[str], start: sa.FromClause | None = None,
+                     given: Mapping[str, sa.ColumnElement] | None = None,
+                     ) -> tuple[sa.FromClause, dict[str, sa.ColumnElement], dict[str, Any], list[sa.ColumnElement]]:
+    """Join the records of ``dims`` (closed), their relationships and their sky overlaps.
+
+    ``start``/``given``: an existing FROM clause (a dataset table) whose columns already
+    hold some dimensions' values; their records are joined on those columns.
+
+    Returns
+    -------
+    from, canonical, tables, conditions
+        The FROM clause, the column holding each dimension's value, the alias of each
+        dimension's table, and WHERE conditions that keep implied values consistent.
+    """
+    universe = registry.universe
+    given = dict(given or {})
+    tables = {k: registry.tables.dimensions[k].alias(f"j_{k}") for k in dims}
+    canonical = {k: given.get(k, tables[k].c[k]) for k in dims}
+    joined = start
+    for k in dims:
+        conds = [tables[k].c[r] == canonical[r] for r in universe.elements[k].requires]
+        if k in given:
+            conds.append(tables[k].c[k] == given[k])
+        if joined is None:
+            joined = tables[k]
+        else:
+            joined = joined.join(tables[k], sa.and_(*conds) if conds else sa.true())
+    assert joined is not None
+    # Relationship elements (visit_definition: which exposures make a visit) relate dimensions
+    # that share no key; join them when all their keys are in the query.
+    for name, el in universe.elements.items():
+        if not el.is_dimension and not el.region and el.requires and set(el.requires) <= set(dims):
+            rel = registry.tables.dimensions[name].alias(f"r_{name}")
+            joined = joined.join(rel, sa.and_(*[rel.c[k] == canonical[k] for k in el.requires]))
+    for a, b in spatial_pairs(registry, dims):
+        ov = registry.tables.overlaps[(a, b)]
+        ca, cb = overlap_columns(universe, a, b)
+        on = [ov.c[col] == canonical[k] for k, col in (*ca.items(), *cb.items())]
+        joined = joined.join(ov, sa.and_(*on))
+    # A dimension that another one implies (band of a visit) must agree with that record,
+    # or the query would pair every visit with every band.
+    conditions = [tables[g].c[k] == canonical[k] for k in dims for g in dims
+                  if g != k and k in universe.implied_closure(g)]
+    return joined, canonical, tables, conditions
+
+
+def referenced_dimensions(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
+                          data_id: Mapping[str, Any] | None = None, bind: Mapping[str, Any] | None = None,
+                          ) -> tuple[str, ...]:
+    """Dimensions named by ``where`` or ``data_id`` that ``dimensions`` neither hold nor imply.
+
+    A constraint on such a dimension joins it (spatially where needed): tracts
+    ``where visit = 903334`` are the tracts that visit overlaps. A region-bearing
+    record element (``visit_detector_region.region``) brings its keys.
+    """
+    universe = registry.universe
+    dims = universe.closure(dimensions)
+    known = set(dims) | set(universe.implied_by(dims))
+    names = set(data_id or ()) | (identifiers(parse_expression(where)) if where else set())
+    extra: list[str] = []
+    for name in names:
+        head = name.split(".", 1)[0]
+        if head in known or (bind is not None and name in bind and head not in universe.elements):
+            continue
+        if head in universe.dimensions:
+            extra.append(head)
+        elif head in universe.elements and "." in name:
+            extra.extend(universe.elements[head].primary_key)
+    return tuple(d for d in universe.closure(extra) if d not in known) if extra else ()
 
 
 def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
@@ -325,6 +474,10 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
                   with_implied: bool = False) -> tuple[sa.Select, tuple[str, ...], tuple[str, ...]]:
     """The SELECT behind `query_data_ids`: its rows are the values of ``dims`` then of ``implied``.
 
+    Dimensions that ``where``, ``data_id`` or the dataset types of ``datasets`` name but
+    ``dimensions`` lack are joined too (spatially when they are on the sky), and the
+    result is projected back onto ``dims``.
+
     Returns
     -------
     stmt, dims, implied
@@ -333,62 +486,40 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
     """
     universe = registry.universe
     dims = universe.closure(dimensions)
-    tables = {k: registry.tables.dimensions[k].alias(f"j_{k}") for k in dims}
-    canonical = {k: tables[k].c[k] for k in dims}
-    joined: sa.FromClause = tables[dims[0]]
-    for k in dims[1:]:
-        conds = [tables[k].c[r] == canonical[r] for r in universe.elements[k].requires]
-        joined = joined.join(tables[k], sa.and_(*conds)) if conds else joined.join(tables[k], sa.true())
-    # Relationship elements (visit_definition: which exposures make a visit) relate dimensions
-    # that share no key; join them when all their keys are in the query.
-    for name, el in universe.elements.items():
-        if not el.is_dimension and not el.region and el.requires and set(el.requires) <= set(dims):
-            rel = registry.tables.dimensions[name].alias(f"r_{name}")
-            joined = joined.join(rel, sa.and_(*[rel.c[k] == canonical[k] for k in el.requires]))
-    for a, b in _applicable_overlaps(registry, set(dims)):
-        from .schema import overlap_columns
-
-        ov = registry.tables.overlaps[(a, b)]
-        ca, cb = overlap_columns(universe, a, b)
-        on = [ov.c[col] == canonical[k] for k, col in (*ca.items(), *cb.items())]
-        joined = joined.join(ov, sa.and_(*on))
-    resolver = _Resolver(registry, dims, canonical, joined=dict(tables))
-    conds = _data_id_conditions(resolver, data_id)
-    # A dimension that another one implies (band of a visit) must agree with that record,
-    # or the query would pair every visit with every band.
-    conds += [tables[g].c[k] == canonical[k] for k in dims for g in dims
-              if g != k and k in universe.implied_closure(g)]
+    found_types = [registry._dataset_type_id(name) for name in datasets]
+    wanted = [*dims, *referenced_dimensions(registry, dims, where=where, data_id=data_id, bind=bind)]
+    for _, dt in found_types:
+        wanted += dt.dimensions
+    query_dims = universe.closure(wanted)
+    joined, canonical, tables, conds = _join_dimensions(registry, query_dims)
+    resolver = _Resolver(registry, query_dims, canonical, joined=dict(tables))
+    conds += _data_id_conditions(resolver, data_id)
     cond = compile_where(where, resolver, bind)
     if cond is not None:
         conds.append(cond)
-    if datasets:
+    if found_types:
         if not collections:
             raise CollectionError("Constraining data ids by datasets needs collections to search")
-        flat = registry._flatten(collections)
-        run_ids = [cid for _, cid, t in flat if t is CollectionType.RUN]
-        other_ids = [cid for _, cid, t in flat if t is not CollectionType.RUN]
+        steps = registry.search_path(collections)
         d = registry.tables.dataset.alias("qd")
-        for name in datasets:
-            type_id, dt = registry._dataset_type_id(name)
-            shared = [k for k in dt.dimensions if k in canonical]
-            in_collection = [d.c.run_id.in_(run_ids)] if run_ids else []
-            if other_ids:
-                tg, cal = registry.tables.tagged, registry.tables.calibration
-                in_collection.append(d.c.id.in_(sa.select(tg.c.dataset_id).where(tg.c.collection_id.in_(other_ids))))
-                in_collection.append(d.c.id.in_(sa.select(cal.c.dataset_id).where(cal.c.collection_id.in_(other_ids))))
-            found = sa.select(*[d.c[k] for k in shared]).where(d.c.dataset_type_id == type_id, sa.or_(*in_collection))
-            if not shared:
+        for type_id, dt in found_types:
+            membership = in_any_collection(registry, steps, type_id, dt, d)
+            if membership is None:
+                conds.append(sa.false())
+                continue
+            _from, in_collections = membership
+            found = sa.select(*[d.c[k] for k in dt.dimensions]).where(in_collections)
+            if not dt.dimensions:
                 conds.append(sa.exists(found.add_columns(d.c.id)))
-            elif len(shared) == 1:
-                conds.append(canonical[shared[0]].in_(found))
+            elif len(dt.dimensions) == 1:
+                conds.append(canonical[dt.dimensions[0]].in_(found))
             else:
                 # A row-value IN is planned as one pass over the datasets (an ephemeral index
                 # in SQLite), where a correlated EXISTS may probe a poorly selective index per row.
-                conds.append(sa.tuple_(*[canonical[k] for k in shared]).in_(found))
-    implied_cols = []
-    if with_implied:
-        implied_cols = [resolver(name).label(f"implied_{name}") for name in resolver.implied]
+                conds.append(sa.tuple_(*[canonical[k] for k in dt.dimensions]).in_(found))
+    implied_names = tuple(universe.implied_by(dims)) if with_implied else ()
+    implied_cols = [resolver(name).label(f"implied_{name}") for name in implied_names]
     stmt = sa.select(*[canonical[k] for k in dims], *implied_cols).distinct()
     stmt = _apply(stmt, joined, resolver, sa.and_(*conds) if conds else None)
     stmt = stmt.order_by(*[canonical[k] for k in dims])
-    return stmt, dims, tuple(resolver.implied) if with_implied else ()
+    return stmt, dims, implied_names

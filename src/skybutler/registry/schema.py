@@ -23,7 +23,7 @@ from sqlalchemy.schema import CreateView, DropView
 
 from ..dimensions import DimensionUniverse
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the schema this code writes (``meta.schema_version``); each Alembic revision sets one."""
 
 VIEWS = ("datasets_view",)

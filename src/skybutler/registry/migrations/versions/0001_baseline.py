@@ -99,7 +99,8 @@ def baseline_tables(universe: DimensionUniverse) -> sa.MetaData:
         dimensions[name] = sa.Table(el.table_name, md, *cols, *parent_fks)
 
     overlaps: dict[tuple[str, str], sa.Table] = {}
-    for a, b in universe.overlaps:
+    # Release 0.1.0 made tables for the declared pairs only (revision 0003 adds their relatives).
+    for a, b in universe.declared_overlaps:
         ca, cb = _overlap_columns(universe, a, b)
         cols = []
         for mapping in (ca, cb):
