@@ -238,6 +238,40 @@ def collection_tag(repo: str, tagged_collection: str, dataset_type: str, collect
     console.print(f"Tagged {len(refs)} dataset(s) in {tagged_collection}")
 
 
+@collection.command("untag")
+@REPO
+@click.argument("tagged_collection")
+@click.argument("dataset_type")
+@click.option("--where", help="Query expression selecting the datasets (default: every one of the type).")
+def collection_untag(repo: str, tagged_collection: str, dataset_type: str, where: str | None) -> None:
+    """Remove DATASET_TYPE datasets from a TAGGED collection (the datasets themselves stay)."""
+    butler = Butler(repo)
+    refs = list(butler.query_datasets(dataset_type, collections=[tagged_collection], where=where))
+    n = butler.registry.disassociate(tagged_collection, refs)
+    console.print(f"Untagged {n} dataset(s) from {tagged_collection}")
+
+
+@collection.command("decertify")
+@REPO
+@click.argument("calibration_collection")
+@click.argument("dataset_type")
+@click.option("--begin", help="Start of the range to remove (ISO time, UTC); default: unbounded.")
+@click.option("--end", help="End of the range to remove (ISO time, UTC, exclusive); default: unbounded.")
+@click.option("--where", help="Query expression selecting the datasets whose certifications to change.")
+def collection_decertify(repo: str, calibration_collection: str, dataset_type: str, begin: str | None,
+                         end: str | None, where: str | None) -> None:
+    """Remove certifications of DATASET_TYPE over [begin, end) from CALIBRATION_COLLECTION.
+
+    A certification reaching outside the range keeps the parts outside it (one range may
+    become two). Without --begin/--end every certification of the type is removed.
+    """
+    butler = Butler(repo)
+    refs = (list(butler.query_datasets(dataset_type, collections=[calibration_collection], where=where,
+                                       find_first=False)) if where else None)
+    n = butler.registry.decertify(calibration_collection, dataset_type, begin, end, refs=refs)
+    console.print(f"Changed {n} certification(s) of {dataset_type} in {calibration_collection}")
+
+
 def _ingest_table(path: str) -> list[FileDataset]:
     """Rows of ``file, dataset_type, <data id keys...>`` from CSV, or a YAML list of mappings."""
     p = Path(path)
