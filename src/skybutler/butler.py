@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from .config import CONFIG_FILE, RepositoryConfig
 from .datastore import Datastore, FileTemplates, PendingFile
@@ -17,6 +20,7 @@ from .dimensions import DimensionUniverse
 from .errors import (
     CollectionError,
     ConfigError,
+    DatabaseConnectionError,
     DatasetExistsError,
     DatasetNotFoundError,
     FileAccessError,
@@ -77,6 +81,13 @@ def _suffixes(path: str) -> str:
     """All extensions of a file name (``.fits.fz``), like `pathlib.PurePath.suffixes` joined."""
     name = os.path.basename(path).lstrip(".")
     return "." + name.split(".", 1)[1] if "." in name else ""
+
+
+def _lost_connection(exc: BaseException) -> sa.exc.DBAPIError | None:
+    """The database error in ``exc`` if it means the connection to the server was lost."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return exc
+    return None
 
 
 def _writer(formatter: Formatter, obj: Any, identity: Mapping[str, str]) -> Any:
@@ -407,10 +418,34 @@ class Butler:
                     self.datastore.commit(pf)
                     committed.append(pf)
                 self._record_manifest(refs, records)
-        except BaseException:
+        except BaseException as exc:
+            lost = _lost_connection(exc)
+            if lost is not None:
+                # The connection dropped: perhaps before the commit, perhaps while the server
+                # was acknowledging it. Ask again on a fresh connection before removing anything.
+                try:
+                    stored = bool(refs) and bool(self.registry.get_datasets([refs[0].id]))
+                except Exception:
+                    # Cannot tell: keep every file (a file without a row is harmless and found
+                    # by verify; a row without its file is not). The caller must not abort them.
+                    pending.clear()
+                    raise self._connection_error(lost, len(refs), "it may or may not be stored") from None
+                if stored:
+                    return
             # The transaction rolled back: files already moved into place have no row now.
-            self.datastore.remove([pf.path for pf in committed if pf.transfer not in ("direct", "in_place")])
+            try:
+                self.datastore.remove([pf.path for pf in committed if pf.transfer not in ("direct", "in_place")])
+            except SkyButlerError as err:  # never mask the error that made us clean up
+                logging.getLogger(__name__).warning("%s", err)
+            if lost is not None:
+                raise self._connection_error(lost, len(refs), "nothing of it was stored") from None
             raise
+
+    def _connection_error(self, exc: Exception, n: int, outcome: str) -> DatabaseConnectionError:
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        url = sa.make_url(self.registry.url).render_as_string(hide_password=True)
+        return DatabaseConnectionError(
+            f"Lost the connection to registry database {url} while storing {n} dataset(s): {reason}; {outcome}")
 
     def _record_manifest(self, refs: list[DatasetRef], records: list[FileRecord]) -> None:
         """Write the identity of files whose format has no room for it to the run manifests.
@@ -658,10 +693,19 @@ class Butler:
         deleted. Once committed, the files are deleted and the list dropped; if that is
         interrupted, `finish_removals` (run by the next removal) deletes the rest.
         """
-        with self.registry.transaction():
-            records = remove_rows()
-            paths = self._owned_paths(records) if purge else []
-            pending = self.datastore.record_removal(paths, label=label) if paths else None
+        try:
+            with self.registry.transaction():
+                records = remove_rows()
+                paths = self._owned_paths(records) if purge else []
+                pending = self.datastore.record_removal(paths, label=label) if paths else None
+        except sa.exc.DBAPIError as exc:
+            if _lost_connection(exc) is None:
+                raise
+            reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+            url = sa.make_url(self.registry.url).render_as_string(hide_password=True)
+            raise DatabaseConnectionError(
+                f"Lost the connection to registry database {url} while removing {label}: {reason}; "
+                "repeat the removal to finish it") from None
         if pending is not None:
             self.datastore.remove(paths)
             self.datastore.forget_removal(pending)

@@ -216,6 +216,43 @@ class _HashingWriter(io.RawIOBase):
         return None if self._hash is None else self._hash.hexdigest()
 
 
+class _GuardedFile:
+    """A remote file whose read errors become one `FileAccessError` line (see `Datastore._errors`)."""
+
+    def __init__(self, stream: Any, guard: Callable[[], contextlib.AbstractContextManager[None]]):
+        self._stream = stream
+        self._guard = guard
+
+    def read(self, *args: Any) -> Any:
+        with self._guard():
+            return self._stream.read(*args)
+
+    def readinto(self, buffer: Any) -> Any:
+        with self._guard():
+            return self._stream.readinto(buffer)
+
+    def readline(self, *args: Any) -> Any:
+        with self._guard():
+            return self._stream.readline(*args)
+
+    def seek(self, *args: Any) -> Any:
+        with self._guard():
+            return self._stream.seek(*args)
+
+    def __iter__(self) -> Iterator[Any]:
+        while line := self.readline():
+            yield line
+
+    def __enter__(self) -> _GuardedFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stream.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class Datastore:
     """The files of one repository, under one root on local disk, in memory or on S3.
 
@@ -839,7 +876,14 @@ class Datastore:
         """Whether a file exists at ``path`` (a broken symlink does not count)."""
         fs, full = self._locate(path)
         with self._errors("check", path):
-            return bool(fs.isfile(full))
+            if isinstance(fs, (LocalFileSystem, MemoryFileSystem)):
+                return bool(fs.isfile(full))
+            # Remote filesystems' isfile() answers False when the store cannot be reached;
+            # a verify would then call every file missing.
+            try:
+                return bool(fs.info(full).get("type") == "file")
+            except FileNotFoundError:
+                return False
 
     def open(self, path: str, mode: str = "rb") -> IO[Any]:
         """Open a file for reading (``"rb"`` or ``"r"``); use it as a context manager.
@@ -858,9 +902,13 @@ class Datastore:
                     # The memory filesystem hands out its one shared buffer; give each reader its own.
                     data: IO[Any] = io.BytesIO(fs.cat_file(full))
                     return io.TextIOWrapper(data, encoding="utf-8") if mode == "r" else data
-                return cast(IO[Any], fs.open(full, mode))
+                stream = fs.open(full, mode)
         except (FileNotFoundError, IsADirectoryError):
             raise self._missing(path) from None
+        if isinstance(fs, LocalFileSystem):
+            return cast(IO[Any], stream)
+        # A remote file reads lazily: the store can fail on any read, long after open.
+        return cast(IO[Any], _GuardedFile(stream, lambda: self._errors("read", path)))
 
     def size(self, path: str) -> int:
         """Size of a file in bytes; `FileAccessError` if it is missing."""
