@@ -128,7 +128,7 @@ class Butler:
         cfg = self.config
         self.registry = _registry or Registry.open(
             cfg.registry.db, namespace=cfg.registry.namespace, root=self.root,
-            sync_every_commit=cfg.registry.sync_every_commit)
+            sync_every_commit=cfg.registry.sync_every_commit, writeable=writeable)
         self.universe: DimensionUniverse = self.registry.universe
         self.datastore = Datastore(self._datastore_root(cfg), storage_options=cfg.datastore.storage_options,
                                    checksum=cfg.datastore.checksum)

@@ -98,8 +98,14 @@ def database_errors(url: str) -> Iterator[None]:
         raise SkyButlerError(f"Registry database {where} cannot be read: {reason}") from None
 
 
-def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bool = False) -> sa.Engine:
-    """Create an engine; SQLite gets WAL mode, foreign keys and a busy timeout."""
+def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bool = False,
+                read_only: bool = False) -> sa.Engine:
+    """Create an engine; SQLite gets WAL mode, foreign keys and a busy timeout.
+
+    ``read_only`` makes the database itself refuse writes on every connection (SQLite's
+    ``query_only``, PostgreSQL's ``default_transaction_read_only``), below any check in
+    Python.
+    """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -118,6 +124,8 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
             cur.execute(f"PRAGMA synchronous={'FULL' if sync_every_commit else 'NORMAL'}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -133,6 +141,8 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
     # No pre-ping: it costs a round trip on every checkout (a put or get makes one or two).
     # A connection the server dropped fails one call, is invalidated with its pool, and
     # the next call reconnects; connections are also recycled hourly before servers time out.
+    if read_only:
+        kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
     engine = sa.create_engine(url, pool_pre_ping=False, pool_recycle=3600, **kwargs)
     if namespace:
         engine = engine.execution_options(schema_translate_map={None: namespace})

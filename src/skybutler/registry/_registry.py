@@ -20,6 +20,7 @@ from ..errors import (
     DatasetExistsError,
     DatasetTypeError,
     DimensionError,
+    ReadOnlyError,
     RepositoryNotFoundError,
     SkyButlerError,
 )
@@ -90,6 +91,7 @@ class Registry:
         self.engine = engine
         self.universe = universe
         self.url = url
+        self.writeable = True
         self.tables: Tables = build_tables(universe)
         self._local = threading.local()
         # Caches of immutable facts only: dataset types and dimension records are
@@ -145,8 +147,12 @@ class Registry:
 
     @classmethod
     def open(cls, url: str, *, namespace: str | None = None, root: str | None = None,
-             sync_every_commit: bool = False) -> Registry:
+             sync_every_commit: bool = False, writeable: bool = True) -> Registry:
         """Open the registry of an existing repository.
+
+        With ``writeable=False`` every write raises `ReadOnlyError`, and the database
+        connections themselves are read-only (a write that bypasses the registry's own
+        methods is refused by the database).
 
         Raises `RepositoryNotFoundError` for a missing SQLite file (never creating
         one), `SkyButlerError` for a damaged one, and for a schema older or newer
@@ -156,7 +162,8 @@ class Registry:
         path = sqlite_file(sa_url)
         if path is not None:
             check_sqlite_file(path)
-        engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit)
+        engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit,
+                             read_only=not writeable)
         try:
             check_connection(engine, sa_url)
             with database_errors(sa_url), engine.connect() as conn:
@@ -180,7 +187,9 @@ class Registry:
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, universe, url=sa_url)
+        registry = cls(engine, universe, url=sa_url)
+        registry.writeable = writeable
+        return registry
 
     def close(self) -> None:
         self.engine.dispose()
@@ -191,7 +200,12 @@ class Registry:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
-        """One write transaction; nested calls join the outer one."""
+        """One write transaction; nested calls join the outer one.
+
+        Raises `ReadOnlyError` on a registry opened read-only: every write goes through here.
+        """
+        if not self.writeable:
+            raise ReadOnlyError(f"Registry {redact(self.url)} was opened read-only")
         active = getattr(self._local, "conn", None)
         if active is not None:
             yield active
@@ -298,11 +312,42 @@ class Registry:
                 seen.add(key)
                 new_rows.append(r)
             columns = [c.name for c in table.columns]
+            if new_rows and el.region:
+                self._lock_overlaps(conn, element)
             if new_rows:
-                conn.execute(sa.insert(table), [{c: r.get(c) for c in columns} for r in new_rows])
-                if el.region:
+                # Another writer may insert the same records between the check above and here
+                # (PostgreSQL runs transactions side by side): its rows are left alone, and only
+                # the rows this call really inserted get overlaps.
+                stmt = self._insert_new(table).returning(*[table.c[k] for k in pk])
+                done = {tuple(row) for row in conn.execute(
+                    stmt, [{c: r.get(c) for c in columns} for r in new_rows])}
+                if len(done) < len(new_rows):
+                    late = [tuple(r[k] for k in pk) for r in new_rows if tuple(r[k] for k in pk) not in done]
+                    if not skip_existing:
+                        raise DimensionError(
+                            f"A {element} record for {dict(zip(pk, late[0], strict=True))} already exists "
+                            "(use skip_existing / --skip-existing to insert only new records)"
+                        )
+                    new_rows = [r for r in new_rows if tuple(r[k] for k in pk) in done]
+                if el.region and new_rows:
                     self._insert_overlaps(conn, element, new_rows)
         return len(new_rows)
+
+    def _lock_overlaps(self, conn: sa.Connection, element: str) -> None:
+        """Serialise writers of region-bearing records of related elements (PostgreSQL).
+
+        Overlaps are computed against the other element's rows as this transaction sees
+        them; two transactions inserting a visit and a patch side by side would each miss
+        the other's row. SQLite needs nothing: its writers already take turns.
+        """
+        if self.dialect != "postgresql":
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        prefix = f"{quote(namespace)}." if namespace else ""
+        names = sorted(self.tables.overlaps[pair].name for pair in self.universe.overlaps if element in pair)
+        for name in names:  # one order everywhere: no deadlocks
+            conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(name)} IN SHARE ROW EXCLUSIVE MODE"))
 
     def _check_parents(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:
         el = self.universe.elements[element]
@@ -385,7 +430,7 @@ class Registry:
                 left, right = (mine[i], other_rows[j]) if element == a else (other_rows[j], mine[i])
                 out.append({**{col: left[k] for k, col in ca.items()}, **{col: right[k] for k, col in cb.items()}})
             if out:
-                conn.execute(sa.insert(self.tables.overlaps[(a, b)]), out)
+                conn.execute(self._insert_new(self.tables.overlaps[(a, b)]), out)
 
     def fetch_dimension_records(self, element: str, *, where: str | None = None,
                                 bind: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -480,10 +525,18 @@ class Registry:
                 )
             return False
         with self.transaction() as conn:
-            conn.execute(sa.insert(self.tables.dataset_type).values(
+            inserted = conn.execute(self._insert_new(self.tables.dataset_type).values(
                 name=name, dimensions=",".join(dims), storage_class=normalised.storage_class,
-                is_calibration=normalised.is_calibration))
-        return True
+                is_calibration=normalised.is_calibration)).rowcount == 1
+        if not inserted:  # registered by another process meanwhile: it must be the same
+            self._load_dataset_types()
+            existing = self.get_dataset_type(name)
+            if existing != normalised:
+                raise DatasetTypeError(
+                    f"Dataset type {name!r} is already registered as {existing}; "
+                    f"cannot register it again as {normalised}"
+                )
+        return inserted
 
     def _load_dataset_types(self) -> None:
         t = self.tables.dataset_type
@@ -528,8 +581,25 @@ class Registry:
             return False
         with self.transaction() as conn:
             self._forget_collections()
-            conn.execute(sa.insert(self.tables.collection).values(name=name, type=type.value, doc=doc))
-        return True
+            # Race-free: another process may register the same name between the check above
+            # and this insert; then nothing is inserted and its row is checked below.
+            inserted = conn.execute(self._insert_new(self.tables.collection).values(
+                name=name, type=type.value, doc=doc)).rowcount == 1
+        if not inserted:
+            row = self._collection_row(name)
+            if row["type"] != type.value:
+                raise CollectionError(f"Collection {name!r} already exists with type {row['type']}, not {type.value}")
+        return inserted
+
+    def _insert_new(self, table: sa.Table) -> Any:
+        """``INSERT ... ON CONFLICT DO NOTHING``: rows whose unique keys exist are left out, never an error."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
 
     def _forget_collections(self) -> None:
         cache = getattr(self._local, "collections", None)
