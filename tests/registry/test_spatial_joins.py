@@ -7,6 +7,7 @@ compared with `Region.overlaps` pair by pair, on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 
 import pytest
@@ -95,13 +96,13 @@ def check(butler: Butler, sky: dict) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sky=skies())
 def test_every_spatial_join_matches_brute_force_on_sqlite(sky):
-    butler = Butler.create(f"memory://spatial-{uuid.uuid4().hex}", registry="sqlite://",
-                           datastore=f"memory://spatial-{uuid.uuid4().hex}/store")
-    try:
-        load(butler, sky)
-        check(butler, sky)
-    finally:
-        butler.close()
+    with tempfile.TemporaryDirectory() as root:
+        butler = Butler.create(root, registry="sqlite://", datastore=f"memory://spatial-{uuid.uuid4().hex}")
+        try:
+            load(butler, sky)
+            check(butler, sky)
+        finally:
+            butler.close()
 
 
 @pytest.mark.postgresql
