@@ -526,3 +526,22 @@ def test_a_removal_list_whose_transaction_never_committed_deletes_nothing(butler
 
     assert butler.get(ref) == {"a": 1}
     assert list(butler.datastore.pending_removals()) == []
+
+
+def test_a_failed_ingest_command_leaves_no_empty_run(tmp_path):
+    from click.testing import CliRunner
+
+    from skybutler.cli import main
+
+    butler = Butler.create(tmp_path / "repo")
+    insert_records(butler)
+    butler.register_dataset_type("metadata", ["visit", "detector"], "dict")
+    source = tmp_path / "in.json"
+    source.write_text("{}")
+    before = repository_dump(butler)
+
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "repo"), str(source), "--run", "new/run",
+                                       "-t", "metadata", "-d", "instrument=HSC,visit=903334,detector=99999"])
+
+    assert result.exit_code != 0
+    assert repository_dump(butler) == before
