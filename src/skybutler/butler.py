@@ -130,8 +130,10 @@ class Butler:
             cfg.registry.db, namespace=cfg.registry.namespace, root=self.root,
             sync_every_commit=cfg.registry.sync_every_commit, writeable=writeable)
         self.universe: DimensionUniverse = self.registry.universe
+        # A registry that syncs every commit gets files synced before it: a stored row's file
+        # then survives a power loss as the row does.
         self.datastore = Datastore(self._datastore_root(cfg), storage_options=cfg.datastore.storage_options,
-                                   checksum=cfg.datastore.checksum)
+                                   checksum=cfg.datastore.checksum, sync=cfg.registry.sync_every_commit)
         self.templates = FileTemplates(cfg.templates.default, cfg.templates.dataset_types, cfg.templates.runs)
         self.run = run
         self.collections = list(collections) if collections is not None else ([run] if run else [])

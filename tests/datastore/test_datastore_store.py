@@ -584,3 +584,15 @@ def test_a_copy_that_hits_a_full_disk_leaves_nothing_and_keeps_the_source(store,
     assert caught.value.errno == errno.ENOSPC
     assert list(store.walk()) == []
     assert source.exists()
+
+
+def test_with_sync_a_written_file_and_its_directory_reach_the_device_before_commit_returns(tmp_path, monkeypatch):
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+
+    put(Datastore(str(tmp_path / "plain")), "run/a.txt", b"x")
+    assert synced == []  # off by default: a killed process loses nothing the kernel accepted
+
+    put(Datastore(str(tmp_path / "synced"), sync=True), "run/a.txt", b"x")
+    assert len(synced) == 2  # the file's bytes, then the directory holding its new name

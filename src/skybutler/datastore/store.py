@@ -275,6 +275,11 @@ class Datastore:
     disk_full_after
         For tests: every write raises ``OSError(ENOSPC)`` once one file would exceed this
         many bytes, as a full disk would. Also settable as an attribute.
+    sync
+        On local disk, flush every written file to the device (``fsync``) before it is
+        renamed into place, and its directory after, so that a file whose registry row has
+        committed survives a power loss too. Off by default: a killed process never loses
+        a file the kernel has accepted; only a power loss or kernel crash can.
 
     Examples
     --------
@@ -292,6 +297,7 @@ class Datastore:
         storage_options: Mapping[str, Any] | None = None,
         checksum: str = "md5",
         disk_full_after: int | None = None,
+        sync: bool = False,
     ):
         if checksum != "none":
             try:
@@ -304,6 +310,7 @@ class Datastore:
         self.root = root
         self.checksum_algorithm = None if checksum == "none" else checksum
         self.disk_full_after = disk_full_after
+        self.sync = sync
         self._storage_options = dict(storage_options or {})
         fs, root_path = filesystem(root, self._storage_options)
         self._fs: AbstractFileSystem = fs
@@ -480,6 +487,9 @@ class Datastore:
             with self._errors("write", rel):
                 try:
                     writer(cast(BinaryIO, sink))
+                    if self.sync and self._local:
+                        raw.flush()
+                        os.fsync(raw.fileno())
                 finally:
                     raw.close()
         except BaseException as err:
@@ -644,8 +654,20 @@ class Datastore:
             if os.path.lexists(final):
                 raise self._exists_error(rel) from None
             os.replace(temp, final)
+            self._sync_directory(final)
             return
         self._discard(temp)
+        self._sync_directory(final)
+
+    def _sync_directory(self, full: str) -> None:
+        """Make a new directory entry durable (``sync``): the rename is on the device before the commit."""
+        if not (self.sync and self._local):
+            return
+        fd = os.open(posixpath.dirname(full), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _replace_leftover(self, temp_rel: str, rel: str) -> None:
         temp, final = self._full(self._relative(temp_rel)), self._full(self._relative(rel))
@@ -654,6 +676,7 @@ class Datastore:
             with self._errors("commit", rel):
                 if self._local:
                     os.replace(temp, final)  # atomic: readers see the old file or the new one
+                    self._sync_directory(final)
                     return
                 # An object store has no rename: copy over the leftover, then drop the temporary.
                 self._fs.copy(temp, final)
