@@ -732,7 +732,7 @@ class Butler:
     def clean_temporaries(self) -> int:
         """Remove what interrupted writes left in the datastore; returns how many files.
 
-        Temporary files whose writer is gone (see `skybutler.datastore.TEMPORARY_MAX_AGE`)
+        Temporary files whose writer is gone (see `skybutler.datastore.store.TEMPORARY_MAX_AGE`)
         and files of interrupted removals. Writes do this for the directories they write
         into (once per butler), so a call is needed only to clean the whole datastore; it
         lists every file, so it is not cheap on a large one.
