@@ -63,9 +63,9 @@ def put(root: str) -> None:
             butler.put(obj, dataset_type, data_id, run=PUT_RUN)
 
 
-def put_many(root: str) -> None:
+def put_many(root: str, runs: list[str] = MANY_RUNS) -> None:  # noqa: B006 - never mutated
     butler = Butler(root)
-    for k, run in enumerate(MANY_RUNS):
+    for k, run in enumerate(runs):
         have = existing(butler, "meta", run)
         todo = [({"k": k, "i": i}, "meta", d) for i, d in enumerate(DATA_IDS) if _key(d) not in have]
         if todo:
@@ -108,14 +108,14 @@ def pipeline(root: str) -> None:
             raise
 
 
-WORK = {"put": put, "put_many": put_many, "ingest": ingest, "remove_runs": remove_runs, "pipeline": pipeline}
+WORK: dict[str, Any] = {"put": put, "put_many": put_many, "ingest": ingest, "remove_runs": remove_runs, "pipeline": pipeline}
 
 
-def child(op: str, root: str, started: Any, sys_path: list[str]) -> None:
+def child(op: str, root: str, started: Any, sys_path: list[str], *args: Any) -> None:
     """Entry point of the killed process: signal, then work until killed (or done)."""
     import sys
 
     sys.path[:0] = [p for p in sys_path if p not in sys.path]
     os.environ["SKYBUTLER_CRASH_CHILD"] = "1"
     started.set()
-    WORK[op](root)
+    WORK[op](root, *args)

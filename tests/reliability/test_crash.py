@@ -75,15 +75,15 @@ def _copy(template: Path, dest: Path) -> str:
     return str(dest / "repo")
 
 
-def _start(context, op: str, root: str):
+def _start(context, op: str, root: str, *args):
     started = context.Event()
-    proc = context.Process(target=work.child, args=(op, root, started, sys.path), daemon=True)
+    proc = context.Process(target=work.child, args=(op, root, started, sys.path, *args), daemon=True)
     proc.start()
     assert started.wait(60), f"{op} worker did not start"
     return proc
 
 
-def _check_consistent(root: str, op: str, trial_dir: Path, *, complete: bool) -> int:
+def _check_consistent(root: str, op: str, trial_dir: Path, *, complete: bool, runs: list[str] | None = None) -> int:
     """Every row has its file; after a completed retry, every file has its row. Returns datasets checked."""
     butler = Butler(root)
     try:
@@ -93,7 +93,7 @@ def _check_consistent(root: str, op: str, trial_dir: Path, *, complete: bool) ->
             recorded.add(record.path)
             assert butler.datastore.exists(record.path), f"{op}: row {ref} has no file {record.path}"
             assert butler.datastore.size(record.path) == record.size, f"{op}: {record.path} is not whole"
-        written_runs = set(work.expected(op, trial_dir)) | {work.PIPELINE_RUN}
+        written_runs = set(runs or work.expected(op, trial_dir)) | {work.PIPELINE_RUN}
         for _, ref in records:
             if ref.run in written_runs:
                 butler.get(ref)  # a torn or foreign file fails to read
@@ -102,14 +102,16 @@ def _check_consistent(root: str, op: str, trial_dir: Path, *, complete: bool) ->
             temporaries = sorted(p for p in stored if is_temporary(p))
             assert not temporaries, f"{op}: temporaries left after the retry: {temporaries[:3]}"
             assert stored == recorded, f"{op}: files without rows after the retry: {sorted(stored - recorded)[:3]}"
-            _check_complete(butler, op, trial_dir)
+            _check_complete(butler, op, trial_dir, runs)
         return len(records)
     finally:
         butler.close()
 
 
-def _check_complete(butler: Butler, op: str, trial_dir: Path) -> None:
-    for run, types in work.expected(op, trial_dir).items():
+def _check_complete(butler: Butler, op: str, trial_dir: Path, runs: list[str] | None = None) -> None:
+    every = {work._key(d) for d in work.DATA_IDS}
+    expected = {run: {"meta": every} for run in runs} if runs else work.expected(op, trial_dir)
+    for run, types in expected.items():
         for dataset_type, data_ids in types.items():
             found = Counter(work._key(r.data_id)
                             for r in butler.query_datasets(dataset_type, collections=[run], find_first=False))
@@ -166,3 +168,39 @@ def test_a_writer_killed_at_random_moments_leaves_a_repository_the_retry_complet
     print(summary)
     record_property("crash_summary", summary)
     assert kills >= KILLS_PER_OP, f"only {kills} of {trials} kills landed while {op} ran: {summary}"
+
+
+def test_put_many_on_postgresql_killed_at_random_moments_leaves_a_repository_the_retry_completes(
+        context, seed, tmp_path, pg_engine, pg_namespace):
+    """A smaller variant on the shared-server registry (files on local disk)."""
+    from support.records import insert_records
+
+    root = str(tmp_path / "repo")
+    butler = Butler.create(root, registry=pg_engine.url.render_as_string(hide_password=False), namespace=pg_namespace)
+    insert_records(butler)
+    butler.register_dataset_type("meta", ("visit", "detector"), "dict")
+    butler.close()
+    rng = random.Random(f"{seed}-postgresql")
+    calibration = [f"pg/calibrate/{k}" for k in range(4)]
+    proc = _start(context, "put_many", root, calibration)
+    t0 = time.perf_counter()
+    proc.join(120)
+    duration = time.perf_counter() - t0
+    assert proc.exitcode == 0
+    kills = trials = checked = 0
+    while kills < 5 and trials < 15:
+        trials += 1
+        runs = [f"pg/{trials}/{k}" for k in range(4)]
+        proc = _start(context, "put_many", root, runs)
+        time.sleep(rng.uniform(0, duration))
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(60)
+        kills += proc.exitcode == -signal.SIGKILL
+        checked += _check_consistent(root, "put_many", tmp_path, complete=False, runs=runs)
+        work.put_many(root, runs)
+        checked += _check_consistent(root, "put_many", tmp_path, complete=True, runs=runs)
+    summary = (f"crash suite put_many on PostgreSQL: seed {seed}, {trials} trials, {kills} killed mid-work "
+               f"(work takes {duration:.2f} s unkilled), {checked} dataset rows checked, 0 lost")
+    print(summary)
+    assert kills >= 5, summary
