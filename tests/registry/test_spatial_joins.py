@@ -155,3 +155,24 @@ def test_a_task_over_visit_tract_patch_gets_a_quantum_per_overlapping_pair_only(
     pairs = {(r[pos["visit"]], r[pos["patch"]]) for r in rows}
     assert pairs == {(900, 0), (901, 1)} == {(v, p) for v in sky["visits"] for (_t, p) in sky["patches"]
                                              if overlap(sky["visits"][v], sky["patches"][0, p])}
+
+
+def test_a_quantum_graph_over_visit_tract_patch_has_one_quantum_per_overlapping_pair(tmp_path):
+    from skybutler.pipeline import Pipeline, build_quantum_graph
+
+    sky = {"visits": {900: (10.0, 0.0, 0.3), 901: (11.0, 0.0, 0.3), 902: (10.5, 0.0, 0.35)}, "detectors": 1,
+           "vdr": {}, "tracts": {0: (10.5, 0.0, 1.0), 1: (20.0, 0.0, 1.0)},
+           "patches": {(0, 0): (10.0, 0.0, 0.2), (0, 1): (11.0, 0.0, 0.2), (0, 2): (10.5, 0.8, 0.1),
+                       (1, 0): (20.0, 0.0, 0.2)}}
+    butler = Butler.create(tmp_path / "repo", run="in")
+    load(butler, sky)
+    butler.register_dataset_type("visit_summary", ["visit"], "dict")
+    for v in sky["visits"]:
+        butler.put({"v": v}, "visit_summary", instrument="HSC", visit=v)
+    pipeline = Pipeline.from_mapping({"tasks": {"patch_summary": "support.toy_tasks:PatchSummary"}})
+    graph = build_quantum_graph(butler, pipeline, input_collections=["in"], output_run="out")
+    got = {(q.data_id["visit"], q.data_id["tract"], q.data_id["patch"]) for q in graph.quanta.values()}
+    want = {(v, t, p) for v in sky["visits"] for (t, p) in sky["patches"]
+            if overlap(sky["visits"][v], sky["patches"][t, p])}
+    assert got == want and len(graph.quanta) == len(want)
+    assert (902, 0, 2) not in got  # same tract, but that patch lies outside the visit

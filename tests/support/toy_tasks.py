@@ -75,6 +75,17 @@ class MakeWarp(Task):
         return {"warp": np.mean(data, axis=0) + context.data_id["visit"] % 10}
 
 
+class PatchSummary(Task):
+    """One output per (visit, patch) from a visit-level input: quanta only where they overlap."""
+
+    dimensions = ("visit", "tract", "patch")
+    summary = Input("visit_summary", ("visit",), "dict")
+    patch_summary = Output("patch_summary", ("visit", "tract", "patch"), "dict")
+
+    def run(self, summary):
+        return {"patch_summary": dict(summary)}
+
+
 class CoaddConfig(TaskConfig):
     drop_brightest: bool = True
 

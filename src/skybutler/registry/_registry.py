@@ -434,14 +434,19 @@ class Registry:
 
     def fetch_dimension_records(self, element: str, *, where: str | None = None,
                                 bind: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        """Records of one element, optionally filtered by a where expression over its columns."""
-        from .queries import compile_element_where
+        """Records of one element, optionally filtered by a where expression.
+
+        The expression may name the element's own columns (``exposure_time``) and also
+        other dimensions and their metadata (``tract = 0``, ``visit.region OVERLAPS
+        POINT(150, 2)``), which are joined as in `query_data_ids`.
+        """
+        from .queries import dimension_records_condition
 
         if element not in self.universe.elements:
             raise DimensionError(f"Unknown dimension element {element!r}; known: {', '.join(self.universe.elements)}")
         table = self.tables.dimensions[element]
         stmt = sa.select(table)
-        cond = compile_element_where(self, element, where, bind)
+        cond = dimension_records_condition(self, element, where, bind)
         if cond is not None:
             stmt = stmt.where(cond)
         stmt = stmt.order_by(*[table.c[k] for k in self.universe.elements[element].primary_key])
@@ -926,7 +931,16 @@ class Registry:
             except sa.exc.IntegrityError as exc:
                 if check_after:
                     self._check_not_existing(conn, keys_by_type)
-                raise DatasetExistsError(f"Cannot insert datasets: {str(exc.orig).splitlines()[0]}") from None
+                detail = str(exc.orig).splitlines()[0]
+                if len(refs) == 1 and ("unique" in detail.lower() or "duplicate" in detail.lower()):
+                    # Checked above and absent, so another writer stored it meanwhile (PostgreSQL
+                    # runs transactions side by side and cannot look again after the error).
+                    ref = refs[0]
+                    raise DatasetExistsError(
+                        f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+                        "(another writer stored it at the same time); no put ever overwrites a stored dataset"
+                    ) from None
+                raise DatasetExistsError(f"Cannot insert datasets: {detail}") from None
 
     def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
         d = self.tables.dataset

@@ -176,6 +176,35 @@ def compile_element_where(registry: Registry, element: str, where: str | None,
     return compile_where(where, resolve, bind)
 
 
+def dimension_records_condition(registry: Registry, element: str, where: str | None,
+                                bind: Mapping[str, Any] | None) -> sa.ColumnElement | None:
+    """The WHERE condition on an element's records for `Registry.fetch_dimension_records`.
+
+    An expression over the element's own columns is compiled on its table; one that
+    names other dimensions (``tract = 0`` for visits), regions or their metadata selects
+    the records whose keys a data id query over the element's keys returns, with those
+    dimensions joined (spatially where needed).
+    """
+    if not where:
+        return None
+    table = registry.tables.dimensions[element]
+    own = {c.name for c in table.c if c.name != "region"}
+    names = identifiers(parse_expression(where))
+
+    def is_own(name: str) -> bool:
+        column = name.split(".", 1)[1] if name.startswith(element + ".") else name
+        return column in own or (bind is not None and name in bind and "." not in name)
+
+    if all(is_own(n) for n in names):
+        return compile_element_where(registry, element, where, bind)
+    pk = registry.universe.elements[element].primary_key
+    stmt, _dims, _ = data_id_query(registry, pk, where=where, bind=bind, bare_columns_of=element)
+    keys = stmt.order_by(None).with_only_columns(*[c for c in stmt.selected_columns if c.name in pk])
+    if len(pk) == 1:
+        return table.c[pk[0]].in_(keys)
+    return sa.tuple_(*[table.c[k] for k in pk]).in_(keys)
+
+
 def _data_id_conditions(resolver: _Resolver, data_id: Mapping[str, Any] | None) -> list[sa.ColumnElement]:
     if not data_id:
         return []
@@ -471,8 +500,12 @@ def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str 
 def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
                   bind: Mapping[str, Any] | None = None, datasets: Sequence[str] = (),
                   collections: Sequence[str] = (), data_id: Mapping[str, Any] | None = None,
-                  with_implied: bool = False) -> tuple[sa.Select, tuple[str, ...], tuple[str, ...]]:
+                  with_implied: bool = False, bare_columns_of: str | None = None,
+                  ) -> tuple[sa.Select, tuple[str, ...], tuple[str, ...]]:
     """The SELECT behind `query_data_ids`: its rows are the values of ``dims`` then of ``implied``.
+
+    ``bare_columns_of`` names a dimension whose metadata columns may be written without
+    its name (``exposure_time`` for ``visit.exposure_time``), as in a records query.
 
     Dimensions that ``where``, ``data_id`` or the dataset types of ``datasets`` name but
     ``dimensions`` lack are joined too (spatially when they are on the sky), and the
@@ -492,7 +525,10 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
         wanted += dt.dimensions
     query_dims = universe.closure(wanted)
     joined, canonical, tables, conds = _join_dimensions(registry, query_dims)
-    resolver = _Resolver(registry, query_dims, canonical, joined=dict(tables))
+    fields = {}
+    if bare_columns_of in tables:
+        fields = {c.name: c for c in tables[bare_columns_of].c if c.name != "region" and c.name not in canonical}
+    resolver = _Resolver(registry, query_dims, canonical, joined=dict(tables), fields=fields)
     conds += _data_id_conditions(resolver, data_id)
     cond = compile_where(where, resolver, bind)
     if cond is not None:
