@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -130,3 +131,25 @@ def test_circle_polygon_overlaps_agree_with_octagons_inside_and_around_the_circl
     else:  # and the octagon inside it must not
         inside = SphericalPolygon.from_cone(ra, dec, radius, degrees=True, steps=STEPS)
         assert inside.overlap(polygon_of(region)) < 1e-6
+
+
+def test_the_fast_polygon_test_agrees_with_spherical_geometry_areas():
+    # Region.overlaps decides polygon pairs with separating edges (no areas); spherical_geometry's
+    # intersection area is the independent answer. Random convex polygons near the equator
+    # and at dec 70 (where RA is stretched), many of them overlapping.
+    rng = random.Random(3)
+
+    def polygon():
+        ra, dec = rng.uniform(0, 4), rng.choice([0.0, 70.0]) + rng.uniform(-2, 2)
+        radius = rng.uniform(0.1, 3)
+        angles = sorted(rng.uniform(0, 2 * math.pi) for _ in range(rng.randint(3, 7)))
+        return Region.from_vertices([(ra + radius * math.cos(a) / math.cos(math.radians(dec)),
+                                      dec + radius * math.sin(a)) for a in angles])
+
+    pairs = [(polygon(), polygon()) for _ in range(600)]
+    overlapping = 0
+    for a, b in pairs:
+        by_area = a._polygon.overlap(b._polygon) > 1e-9
+        assert a.overlaps(b) == by_area == b.overlaps(a)
+        overlapping += by_area
+    assert 100 < overlapping < 500  # both answers are well represented

@@ -254,7 +254,25 @@ class Region:
             return self._contains_strictly(other._vector)
         if isinstance(other, Circle):
             return self._contains_strictly(c2) or self._distance_to_boundary(c2) < r2 - _EPSILON
+        if r1 + r2 < math.pi / 2:
+            return self._shares_area(other)
+        # Very large polygons may not lie in one common hemisphere, where the test above
+        # holds; spherical_geometry computes their intersection's area instead.
         return bool(self._polygon.overlap(other._polygon) > 1e-9)
+
+    def _shares_area(self, other: Region) -> bool:
+        """Separating-edge test for two convex polygons within one hemisphere.
+
+        Seen from the sphere's centre (the gnomonic projection) great circles are straight
+        lines and both polygons convex, so they share no area exactly when one polygon
+        lies wholly on the outer side of (or on) the great circle of some edge of either.
+        A few dot products instead of an intersection's area: about a thousand times
+        faster, which is what makes overlaps of 10^4 visits with 10^3 patches cheap to
+        compute at insert.
+        """
+        if np.any(np.max(other._vectors @ self._edge_normals.T, axis=0) <= _EPSILON):
+            return False
+        return not np.any(np.max(self._vectors @ other._edge_normals.T, axis=0) <= _EPSILON)
 
 
 Shape = Region | Circle | Point
