@@ -66,3 +66,38 @@ def test_config_show_prints_the_configuration_in_force(tmp_path, monkeypatch):
     monkeypatch.setenv("SKYBUTLER_DATASTORE_CHECKSUM", "sha256")
     result = run("config", "show", repo)
     assert "checksum: sha256" in result.output
+
+
+def test_certify_decertify_tag_and_untag_from_the_command_line(tmp_path):
+    repo = tmp_path / "repo"
+    assert run("create", repo).exit_code == 0
+    (tmp_path / "records.yaml").write_text(RECORDS)
+    assert run("insert-dimensions", repo, tmp_path / "records.yaml").exit_code == 0
+    assert run("register-dataset-type", repo, "bias", "detector", "-s", "dict", "--calibration").exit_code == 0
+    for det in (0, 1):
+        (tmp_path / f"bias{det}.json").write_text(json.dumps({"det": det}))
+    (tmp_path / "files.csv").write_text("file,dataset_type,instrument,detector\n"
+                                        "bias0.json,bias,HSC,0\nbias1.json,bias,HSC,1\n")
+    assert run("ingest", repo, "--run", "calib/run1", "--table", tmp_path / "files.csv").exit_code == 0
+    result = run("collection", "certify", repo, "calib", "bias", "-c", "calib/run1",
+                 "--begin", "2026-01-01T00:00:00", "--end", "2026-03-01T00:00:00")
+    assert result.exit_code == 0, result.output
+    result = run("collection", "decertify", repo, "calib", "bias", "--where", "detector = 0",
+                 "--begin", "2026-01-10T00:00:00", "--end", "2026-01-20T00:00:00")
+    assert result.exit_code == 0 and "Changed 1 certification" in result.output, result.output
+
+    from skybutler import Butler
+
+    butler = Butler(repo, writeable=False)
+    (bias0,) = butler.query_datasets("bias", collections=["calib/run1"], where="detector = 0")
+    ranges = sorted((c["begin"].isoformat(), c["end"].isoformat()) for c in butler.registry.certifications("calib")
+                    if c["dataset_id"] == bias0.id)
+    assert ranges == [("2026-01-01T00:00:00", "2026-01-10T00:00:00"), ("2026-01-20T00:00:00", "2026-03-01T00:00:00")]
+    assert butler.find_dataset("bias", instrument="HSC", detector=0, collections=["calib"], time="2026-01-15") is None
+
+    assert run("collection", "tag", repo, "best", "bias", "-c", "calib/run1").exit_code == 0
+    result = run("collection", "untag", repo, "best", "bias", "--where", "detector = 1")
+    assert result.exit_code == 0 and "Untagged 1" in result.output, result.output
+    assert [r.data_id["detector"] for r in butler.query_datasets("bias", collections=["best"])] == [0]
+    result = CliRunner().invoke(main, ["collection", "decertify", str(repo), "best", "bias"])
+    assert result.exit_code == 1 and "is TAGGED, not CALIBRATION" in result.output
