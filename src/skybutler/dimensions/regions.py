@@ -290,3 +290,28 @@ def overlapping_pairs(left: Sequence[Shape], right: Sequence[Shape]) -> list[tup
     sep = np.arccos(np.clip(lc @ rc.T, -1.0, 1.0))
     candidates = np.argwhere(sep <= lr[:, None] + rr[None, :] + 1e-12)
     return [(int(i), int(j)) for i, j in candidates if left[i].overlaps(right[j])]
+
+
+def overlapping_records(shape: Shape, regions_json: Sequence[str]) -> list[int]:
+    """Indices of the stored regions (JSON vertex lists) that overlap ``shape``.
+
+    The bounding-cone filter runs on all of them at once with numpy, so only the few
+    near ``shape`` are built as `Region` objects and tested exactly (a query over 10^4
+    visit regions costs about the time to parse their JSON).
+    """
+    vertex_lists = [json.loads(text) for text in regions_json]
+    center, radius = shape._cone
+    by_count: dict[int, list[int]] = {}
+    for i, vertices in enumerate(vertex_lists):
+        by_count.setdefault(len(vertices), []).append(i)
+    near: list[int] = []
+    for indices in by_count.values():
+        degrees = np.radians(np.asarray([vertex_lists[i] for i in indices], dtype=float))  # (k, n, 2)
+        ra, dec = degrees[..., 0], degrees[..., 1]
+        vectors = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+        centers = vectors.sum(axis=1)
+        centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+        radii = np.max(np.arccos(np.clip(np.einsum("knd,kd->kn", vectors, centers), -1.0, 1.0)), axis=1)
+        separation = np.arccos(np.clip(centers @ center, -1.0, 1.0))
+        near.extend(indices[k] for k in np.flatnonzero(separation <= radii + radius + 1e-12))
+    return sorted(i for i in near if shape.overlaps(Region.from_vertices(vertex_lists[i])))

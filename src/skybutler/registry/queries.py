@@ -79,7 +79,7 @@ class _Resolver:
         Answered in Python with the same geometry as the stored overlaps (a bounding-cone
         filter, then the exact test), and turned into an ``IN`` over the element's keys.
         """
-        from ..dimensions import Region, overlapping_pairs
+        from ..dimensions.regions import overlapping_records
 
         el = self.universe.elements.get(element)
         if el is None or not el.region:
@@ -93,8 +93,7 @@ class _Resolver:
         with self.registry._read() as conn:
             rows = conn.execute(sa.select(*[table.c[k] for k in pk], table.c.region)
                                 .where(table.c.region.is_not(None))).all()
-        regions = [Region.from_json(r[-1]) for r in rows]
-        keys = [tuple(rows[j][:-1]) for _i, j in overlapping_pairs([region], regions)]
+        keys = [tuple(rows[i][:-1]) for i in overlapping_records(region, [r[-1] for r in rows])]
         if not keys:
             return sa.false()
         if len(pk) == 1:
