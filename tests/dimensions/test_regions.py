@@ -146,10 +146,10 @@ def test_the_fast_polygon_test_agrees_with_spherical_geometry_areas():
         return Region.from_vertices([(ra + radius * math.cos(a) / math.cos(math.radians(dec)),
                                       dec + radius * math.sin(a)) for a in angles])
 
-    pairs = [(polygon(), polygon()) for _ in range(600)]
+    pairs = [(polygon(), polygon()) for _ in range(300)]
     overlapping = 0
     for a, b in pairs:
         by_area = a._polygon.overlap(b._polygon) > 1e-9
         assert a.overlaps(b) == by_area == b.overlaps(a)
         overlapping += by_area
-    assert 100 < overlapping < 500  # both answers are well represented
+    assert 50 < overlapping < 250  # both answers are well represented
