@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from ._butler_collections import ButlerCollections
 from .config import CONFIG_FILE, RepositoryConfig
-from .datastore import Datastore, FileTemplates, PendingFile
+from .datastore import TRANSFER_MODES, Datastore, FileTemplates, PendingFile
 from .dimensions import DimensionUniverse
 from .errors import (
     CollectionError,
@@ -26,6 +28,7 @@ from .errors import (
     FileAccessError,
     FormatError,
     ReadOnlyError,
+    RepositoryExistsError,
     SkyButlerError,
     StorageClassError,
 )
@@ -40,8 +43,6 @@ from .model import (
     new_dataset_id,
 )
 from .registry import FileRecord, Registry, find_dataset, pipeline_sql, query_data_ids, query_datasets
-
-TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,6 @@ class Cutouts:
     bytes_read: int
     file_size: int
     path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _suffixes(path: str) -> str:
@@ -136,7 +136,8 @@ class Butler:
                                    checksum=cfg.datastore.checksum, sync=cfg.registry.sync_every_commit)
         self.templates = FileTemplates(cfg.templates.default, cfg.templates.dataset_types, cfg.templates.runs)
         self.run = run
-        self.collections = list(collections) if collections is not None else ([run] if run else [])
+        self.collections = ButlerCollections(self, list(collections) if collections is not None
+                                             else ([run] if run else []))
         self.writeable = writeable
         self.template_variables = dict(template_variables or {})
         if run is not None and writeable:
@@ -174,16 +175,11 @@ class Butler:
         """
         root_path = Path(root)
         if (root_path / CONFIG_FILE).exists():
-            raise SkyButlerError(f"{root} already holds a skybutler repository")
+            raise RepositoryExistsError(f"{root} already holds a skybutler repository")
         if isinstance(config, RepositoryConfig):
             cfg = config.model_copy(deep=True)
         elif isinstance(config, (str, Path)):
-            import yaml
-
-            try:
-                cfg = RepositoryConfig.from_mapping(yaml.safe_load(Path(config).read_text()) or {}, source=str(config))
-            except OSError as exc:
-                raise ConfigError(f"Cannot read configuration file {config}: {exc.strerror}") from None
+            cfg = RepositoryConfig.from_file(config)
         else:
             cfg = RepositoryConfig.from_mapping(dict(config or {}))
         if registry is not None:
@@ -235,7 +231,7 @@ class Butler:
         text = self.config.to_yaml()
         extra = {
             "universe": self.universe.document,
-            "session": {"run": self.run, "collections": self.collections,
+            "session": {"run": self.run, "collections": self.collections.defaults,
                         "template_variables": self.template_variables},
         }
         return text + yaml.safe_dump(extra, sort_keys=False)
@@ -284,7 +280,7 @@ class Butler:
                   ) -> list[DatasetRef]:
         run = run or self.run
         if run is None:
-            raise SkyButlerError("No run to write to: pass run=... or open the butler with run=...")
+            raise CollectionError("No run to write to: pass run=... or open the butler with run=...")
         dts: list[DatasetType] = []
         data_ids: list[DataId] = []
         for dt_or_name, data_id in items:
@@ -497,10 +493,10 @@ class Butler:
         missing = [f.path for f in files if "://" not in f.path and not os.path.isfile(f.path)]
         if missing:
             raise FileAccessError(
-                2, f"Cannot ingest: {len(missing)} file(s) do not exist or are not files, e.g. {missing[0]}")
+                errno.ENOENT, f"Cannot ingest: {len(missing)} file(s) do not exist or are not files, e.g. {missing[0]}")
         unreadable = [f.path for f in files if "://" not in f.path and not os.access(f.path, os.R_OK)]
         if unreadable:
-            raise FileAccessError(13, f"Cannot ingest: file {unreadable[0]} is not readable")
+            raise FileAccessError(errno.EACCES, f"Cannot ingest: file {unreadable[0]} is not readable")
         refs = self._new_refs([(f.dataset_type, f.data_id) for f in files], run)
         refs = [DatasetRef(dataset_id_for_ingest(r.dataset_type.name, r.data_id, r.run), r.dataset_type,
                            r.data_id, r.run) for r in refs]
@@ -566,7 +562,7 @@ class Butler:
         name = ref_or_type.name if isinstance(ref_or_type, DatasetType) else ref_or_type
         dt = self.registry.get_dataset_type(name)
         di = self._data_id(dt, data_id, kwargs)
-        colls = list(collections) if collections is not None else self.collections
+        colls = list(collections) if collections is not None else self.collections.defaults
         ref = find_dataset(self.registry, name, di, colls, time=time) if colls else None
         if ref is None:
             where = ", ".join(colls) if colls else "no collections given"
@@ -638,6 +634,51 @@ class Butler:
             raise FormatError(f"Cannot cut out of {ref.dataset_type.name} {{{ref.data_id}}} ({record.path}): {exc}") from None
         return Cutouts(images, nbytes, record.size, record.path)
 
+    def retrieve(self, refs: Iterable[DatasetRef], destination: str | Path, *, overwrite: bool = False) -> list[Path]:
+        """Copy the files of datasets out of the repository into a local directory.
+
+        Each file keeps its path relative to the datastore root (files ingested in place by
+        absolute path keep their name only), so the copies never collide. An existing file
+        at a destination is an error unless ``overwrite``. Returns the written paths.
+
+        Examples
+        --------
+        >>> butler.retrieve(butler.query_datasets("calexp", where="visit = 903334"), "out/")  # doctest: +SKIP
+        """
+        refs = list(refs)
+        files = self.registry.get_files([r.id for r in refs])
+        root = Path(destination)
+        written = []
+        for ref in refs:
+            record = files.get(ref.id)
+            if record is None:
+                raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+            relative = record.path.rsplit("/", 1)[-1] if "://" in record.path or record.path.startswith("/") \
+                else record.path
+            written.append(self._copy_out(ref, record, root / relative, overwrite))
+        return written
+
+    def retrieve_file(self, ref_or_type: DatasetRef | str, path: str | Path, data_id: Mapping[str, Any] | None = None,
+                      *, collections: Sequence[str] | None = None, overwrite: bool = False, **kwargs: Any) -> Path:
+        """Copy one dataset's file (by ref, or by type and data id searched in collections) to ``path``."""
+        ref = self._resolve(ref_or_type, data_id, kwargs, collections)
+        record = self.registry.get_files([ref.id]).get(ref.id)
+        if record is None:
+            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+        return self._copy_out(ref, record, Path(path), overwrite)
+
+    def _copy_out(self, ref: DatasetRef, record: FileRecord, target: Path, overwrite: bool) -> Path:
+        if target.exists() and not overwrite:
+            raise FileAccessError(f"Cannot copy {ref.dataset_type.name} {{{ref.data_id}}} to {target}: "
+                                  "the file exists (pass overwrite to replace it)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        with self.datastore.open(record.path) as src, open(partial, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        os.replace(partial, target)  # never a half-copied file under the final name
+        return target
+
     def uri(self, ref: DatasetRef) -> str:
         """The full location of a dataset's file."""
         record = self.registry.get_files([ref.id]).get(ref.id)
@@ -652,7 +693,7 @@ class Butler:
                        data_id: Mapping[str, Any] | None = None, find_first: bool = True,
                        time: Any = None) -> Iterator[DatasetRef]:
         """Stream datasets of a type in collections (searched in order; first match wins)."""
-        colls = list(collections) if collections is not None else self.collections
+        colls = list(collections) if collections is not None else self.collections.defaults
         return query_datasets(self.registry, dataset_type, colls, where=where, bind=bind, data_id=data_id,
                               find_first=find_first, time=time)
 
@@ -661,7 +702,7 @@ class Butler:
                        collections: Sequence[str] | None = None, data_id: Mapping[str, Any] | None = None,
                        ) -> Iterator[DataId]:
         """Stream data ids over dimensions (joined through dataset existence when ``datasets`` given)."""
-        colls = list(collections) if collections is not None else self.collections
+        colls = list(collections) if collections is not None else self.collections.defaults
         return query_data_ids(self.registry, dimensions, where=where, bind=bind, datasets=datasets,
                               collections=colls, data_id=data_id)
 

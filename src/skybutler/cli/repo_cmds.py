@@ -181,7 +181,7 @@ def collection() -> None:
 @FORMAT
 def collection_list(repo: str, fmt: str) -> None:
     """List every collection with its type (and the members of chains)."""
-    rows = [{**c, "children": ", ".join(c["children"])} for c in Butler(repo, writeable=False).registry.collections()]
+    rows = [{**c, "children": ", ".join(c["children"])} for c in Butler(repo, writeable=False).collections.query()]
     _print_rows(rows, ["name", "type", "children", "doc"], fmt, title="Collections")
 
 
@@ -196,11 +196,11 @@ def collection_create(repo: str, name: str, ctype: str, children: tuple[str, ...
     butler = Butler(repo)
     kind = CollectionType(ctype)
     if kind is CollectionType.CHAINED:
-        butler.registry.set_chain(name, list(children))
+        butler.collections.set_chain(name, list(children))
     else:
         if children:
             raise ConfigError("--child is only for CHAINED collections")
-        butler.registry.register_collection(name, kind, doc=doc)
+        butler.collections.register(name, kind, doc=doc)
     console.print(f"Collection {name} ({kind.value}) ready")
 
 
@@ -217,8 +217,7 @@ def collection_certify(repo: str, calibration_collection: str, dataset_type: str
     """Certify DATASET_TYPE datasets into CALIBRATION_COLLECTION over [begin, end)."""
     butler = Butler(repo)
     refs = list(butler.query_datasets(dataset_type, collections=_collections(collections), where=where))
-    butler.registry.register_collection(calibration_collection, CollectionType.CALIBRATION)
-    butler.registry.certify(calibration_collection, refs, begin, end)
+    butler.collections.certify(calibration_collection, refs, begin, end)
     console.print(f"Certified {len(refs)} {dataset_type} dataset(s) in {calibration_collection}")
 
 
@@ -233,8 +232,7 @@ def collection_tag(repo: str, tagged_collection: str, dataset_type: str, collect
     """Add datasets to a TAGGED collection (created if missing)."""
     butler = Butler(repo)
     refs = list(butler.query_datasets(dataset_type, collections=_collections(collections), where=where))
-    butler.registry.register_collection(tagged_collection, CollectionType.TAGGED)
-    butler.registry.associate(tagged_collection, refs)
+    butler.collections.tag(tagged_collection, refs)
     console.print(f"Tagged {len(refs)} dataset(s) in {tagged_collection}")
 
 
@@ -247,7 +245,7 @@ def collection_untag(repo: str, tagged_collection: str, dataset_type: str, where
     """Remove DATASET_TYPE datasets from a TAGGED collection (the datasets themselves stay)."""
     butler = Butler(repo)
     refs = list(butler.query_datasets(dataset_type, collections=[tagged_collection], where=where))
-    n = butler.registry.disassociate(tagged_collection, refs)
+    n = butler.collections.untag(tagged_collection, refs)
     console.print(f"Untagged {n} dataset(s) from {tagged_collection}")
 
 
@@ -268,7 +266,7 @@ def collection_decertify(repo: str, calibration_collection: str, dataset_type: s
     butler = Butler(repo)
     refs = (list(butler.query_datasets(dataset_type, collections=[calibration_collection], where=where,
                                        find_first=False)) if where else None)
-    n = butler.registry.decertify(calibration_collection, dataset_type, begin, end, refs=refs)
+    n = butler.collections.decertify(calibration_collection, dataset_type, begin, end, refs=refs)
     console.print(f"Changed {n} certification(s) of {dataset_type} in {calibration_collection}")
 
 
@@ -361,7 +359,7 @@ def query_datasets_cmd(repo: str, dataset_type: str, collections: tuple[str, ...
                        bind: tuple[str, ...], find_all: bool, fmt: str, limit: int | None) -> None:
     """List datasets of DATASET_TYPE in --collections (searched in order)."""
     butler = Butler(repo, writeable=False)
-    colls = _collections(collections) or [c["name"] for c in butler.registry.collections(types=[CollectionType.RUN])]
+    colls = _collections(collections) or butler.collections.runs()
     refs = butler.query_datasets(dataset_type, collections=colls, where=where, bind=parse_bind(bind),
                                  find_first=not find_all)
     dt = butler.registry.get_dataset_type(dataset_type)
@@ -427,13 +425,9 @@ def query_records_cmd(repo: str, element: str, where: str | None, bind: tuple[st
 def get(repo: str, dataset_type: str, output: str, data_id: tuple[str, ...], collections: tuple[str, ...]) -> None:
     """Copy one dataset's file to OUTPUT."""
     butler = Butler(repo, writeable=False)
-    colls = _collections(collections) or [c["name"] for c in butler.registry.collections(types=[CollectionType.RUN])]
-    ref = butler._resolve(dataset_type, _parse_data_id(data_id), {}, colls)
-    record = butler.registry.get_files([ref.id])[ref.id]
-    with butler.datastore.open(record.path) as src, open(output, "wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-    click.echo(f"Wrote {ref} to {output}")
+    colls = _collections(collections) or butler.collections.runs()
+    written = butler.retrieve_file(dataset_type, output, _parse_data_id(data_id), collections=colls, overwrite=True)
+    click.echo(f"Wrote {dataset_type} {{{', '.join(data_id)}}} to {written}")
 
 
 @click.command("remove-runs")

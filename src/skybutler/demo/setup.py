@@ -16,7 +16,6 @@ from typing import Any
 
 from ..butler import Butler
 from ..formats import get_formatter
-from ..model import CollectionType
 from ..ops.ingest import plugin_datasets
 from . import algorithms as alg
 from . import synthetic as syn
@@ -108,13 +107,13 @@ def create_demo_repository(root: str | Path, *, visits: int | None = None, seed:
     bias_refs = [calib.put(syn.make_bias(d), "bias", instrument=syn.INSTRUMENT, detector=d) for d in syn.DETECTORS]
     flat_refs = [calib.put(syn.make_flat(d, pf), "flat", instrument=syn.INSTRUMENT, detector=d, physical_filter=pf)
                  for d in syn.DETECTORS for pf in syn.PHYSICAL_FILTER_BANDS]
-    butler.registry.register_collection(CALIB, CollectionType.CALIBRATION)
-    butler.registry.certify(CALIB, bias_refs + flat_refs, datetime.datetime(2000, 1, 1), datetime.datetime(2100, 1, 1))
+    butler.collections.certify(CALIB, bias_refs + flat_refs, datetime.datetime(2000, 1, 1),
+                               datetime.datetime(2100, 1, 1))
 
     say("reference catalogue and skymap geometry")
     butler.with_run(REFCATS).put(sky, "ref_cat", skymap=SKYMAP)
     patches = {f"{tract.id},{p.id}": {"wcs": alg.wcs_to_header(p.wcs), "shape": list(p.shape),
                                       "cell": [p.cell_x, p.cell_y]} for p in tract.patches}
     butler.with_run(SKYMAPS).put({"name": SKYMAP, "patches": patches}, "skyMap", skymap=SKYMAP)
-    butler.registry.set_chain(DEFAULTS, [RAW_RUN, CALIB, REFCATS, SKYMAPS])
+    butler.collections.set_chain(DEFAULTS, [RAW_RUN, CALIB, REFCATS, SKYMAPS])
     return butler
