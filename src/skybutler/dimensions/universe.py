@@ -18,6 +18,10 @@ _METADATA_TYPES = {"int": int, "float": float, "str": str, "datetime": datetime.
 _KEY_TYPES = {"int": int, "str": str}
 
 
+MAX_KEY_LENGTH = 128
+"""Longest string value of a dimension (the registry's column width)."""
+
+
 @dataclass(frozen=True)
 class Element:
     """One element of the universe: a dimension, or a record-only element.
@@ -271,6 +275,12 @@ class DimensionUniverse:
                     value.encode("utf-8")
                 except UnicodeEncodeError:  # a lone surrogate: no database or file name can hold it
                     raise DataIdError(f"Data id value {dimension}={value!r} is not valid Unicode text") from None
+            # What SQLite would store but PostgreSQL cannot: refused alike on both, before either sees it.
+            if "\0" in value:
+                raise DataIdError(f"Data id value {dimension}={value!r} contains a NUL character")
+            if len(value) > MAX_KEY_LENGTH:
+                raise DataIdError(f"Data id value {dimension}={value[:40]!r}... is {len(value)} characters long; "
+                                  f"dimension values hold at most {MAX_KEY_LENGTH}")
             return value
         raise DataIdError(f"Data id value {dimension}={value!r} must be a string, not {type(value).__name__}")
 
