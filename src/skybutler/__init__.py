@@ -3,6 +3,7 @@
 The names below are the public API; everything else is an implementation detail.
 """
 
+from ._version import __version__ as __version__
 from .butler import Butler, Cutouts, FileDataset
 from .config import RepositoryConfig
 from .dimensions import DimensionUniverse, Region
@@ -19,10 +20,14 @@ from .errors import (
     FileAccessError,
     FormatError,
     GraphError,
+    MissingDependencyError,
     PipelineError,
     QueryError,
     ReadOnlyError,
+    RepositoryDamagedError,
+    RepositoryExistsError,
     RepositoryNotFoundError,
+    SchemaVersionError,
     SkyButlerError,
     StorageClassError,
     TemplateError,
@@ -41,8 +46,6 @@ from .pipeline import (
     execute_graph,
 )
 from .provenance import ExecutionStatus, export_provenance, lineage, provenance_of
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Butler",
@@ -68,6 +71,7 @@ __all__ = [
     "GraphError",
     "Image",
     "Input",
+    "MissingDependencyError",
     "Output",
     "Pipeline",
     "PipelineError",
@@ -78,7 +82,10 @@ __all__ = [
     "ReadOnlyError",
     "Region",
     "RepositoryConfig",
+    "RepositoryDamagedError",
+    "RepositoryExistsError",
     "RepositoryNotFoundError",
+    "SchemaVersionError",
     "SkyButlerError",
     "StorageClassError",
     "Task",

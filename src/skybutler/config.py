@@ -15,6 +15,7 @@ messages); only `RepositoryConfig.write` keeps them, in a file readable by its o
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
@@ -30,6 +31,14 @@ from .errors import ConfigError, FileAccessError, RepositoryNotFoundError
 CONFIG_FILE = "skybutler.yaml"
 
 DEFAULT_TEMPLATE = "{run}/{dataset_type}/{dataset_type}_{data_id}"
+"""The template used when an operator sets none.
+
+One directory per run and dataset type, and a file name that repeats the dataset type
+and lists the data id values in dimension order, e.g.
+``HSC_runs_RC2/calexp/calexp_HSC_903334_16.fits``. It gives unique names for every
+dataset type (``{data_id}`` covers all its dimensions) and needs no knowledge of the
+dimension universe, so it is valid for any dataset type.
+"""
 
 #: Option names whose values are secrets (also with a prefix: ``aws_secret_access_key``).
 SECRET_NAMES = ("key", "secret", "password", "token", "access_key_id", "secret_access_key", "session_token")
@@ -191,12 +200,38 @@ class RepositoryConfig(_Section):
             raise RepositoryNotFoundError(
                 f"{root} is not a skybutler repository (no {CONFIG_FILE}); create one with `skybutler create {root}`"
             )
+        return cls.from_file(path, environ=os.environ if environ is None else environ)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, environ: Mapping[str, str] | None = None) -> RepositoryConfig:
+        """Read a configuration file (``skybutler.yaml``, or any YAML with some of its sections).
+
+        The one reader of configuration files: a repository's own file and the file given
+        to `skybutler.Butler.create` (``skybutler create --config``) are read alike, and
+        the output of ``skybutler config show`` is such a file.
+
+        Parameters
+        ----------
+        path
+            The YAML file; an empty file is the default configuration.
+        environ
+            Environment whose ``SKYBUTLER_<SECTION>_<KEY>`` overrides are applied; none by default.
+
+        Raises
+        ------
+        ConfigError
+            If the file is not YAML, not a mapping of sections, or holds an unknown or invalid
+            setting (one line naming the file and the keys).
+        FileAccessError
+            If the file cannot be read.
+        """
+        path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path} is not valid YAML: not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
-            raise FileAccessError(exc.errno or 0, f"Cannot read {path}: {exc.strerror or exc}") from None
+            raise FileAccessError(exc.errno or errno.EIO, f"Cannot read {path}: {exc.strerror or exc}") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -208,7 +243,8 @@ class RepositoryConfig(_Section):
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(cls.model_fields)}), "
                               f"got {_kind(data)}")
-        data = apply_environment(data, os.environ if environ is None else environ)
+        if environ:
+            data = apply_environment(data, environ)
         return cls.from_mapping(data, source=str(path))
 
     def write(self, root: str | Path) -> None:

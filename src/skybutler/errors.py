@@ -4,9 +4,13 @@ All of them derive from `SkyButlerError`; those caused by user input also
 derive from the matching builtin so ``except KeyError`` style code works::
 
     SkyButlerError
-    ├── ConfigError(ValueError)               bad or missing configuration
-    │   └── TemplateError                      a file template that is invalid or not unique
+    ├── ConfigError(ValueError)               bad or missing configuration, an unknown option value
+    │   ├── TemplateError                      a file template that is invalid or not unique
+    │   └── MissingDependencyError(ImportError)  an optional dependency (a skybutler extra) not installed
     ├── RepositoryNotFoundError(FileNotFoundError)  a path or URL that is not a repository
+    ├── RepositoryExistsError(FileExistsError)      a place that already holds a repository (or a demo)
+    ├── RepositoryDamagedError(OSError)             a registry database that is damaged or unreadable
+    ├── SchemaVersionError(RuntimeError)            a registry schema older or newer than this skybutler's
     ├── DatabaseConnectionError(ConnectionError)    a database server that cannot be reached
     ├── DimensionError(ValueError)             unknown dimension, bad data id, missing record
     │   └── DataIdError(KeyError)              a data id with missing, extra or mistyped keys
@@ -18,7 +22,7 @@ derive from the matching builtin so ``except KeyError`` style code works::
     ├── FormatError(ValueError)                a file that cannot be read or written in its format
     ├── FileAccessError(OSError)               a file that is missing, unreadable or outside the root
     ├── QueryError(ValueError)                 an invalid query expression
-    ├── ReadOnlyError(PermissionError)         a write through a read-only butler
+    ├── ReadOnlyError(PermissionError)         a write through a read-only butler, or to a read-only file
     ├── PipelineError(ValueError)              an invalid pipeline, task or connection
     ├── GraphError(ValueError)                 a quantum graph that cannot be built or read
     └── ExecutionError(RuntimeError)           a quantum or job that failed
@@ -39,10 +43,14 @@ __all__ = [
     "FileAccessError",
     "FormatError",
     "GraphError",
+    "MissingDependencyError",
     "PipelineError",
     "QueryError",
     "ReadOnlyError",
+    "RepositoryDamagedError",
+    "RepositoryExistsError",
     "RepositoryNotFoundError",
+    "SchemaVersionError",
     "SkyButlerError",
     "StorageClassError",
     "TemplateError",
@@ -61,8 +69,27 @@ class TemplateError(ConfigError):
     """A file template is invalid, unsafe, or cannot give unique names."""
 
 
+class MissingDependencyError(ImportError, ConfigError):
+    """An optional dependency is not installed; the message gives the ``pip install`` line.
+
+    Also a `ConfigError`: the configuration asked for a backend this installation lacks.
+    """
+
+
 class RepositoryNotFoundError(FileNotFoundError, SkyButlerError):
     """A path or URL does not hold a skybutler repository."""
+
+
+class RepositoryExistsError(FileExistsError, SkyButlerError):
+    """A repository (or another thing skybutler would create, e.g. a demo) is already there."""
+
+
+class RepositoryDamagedError(OSError, SkyButlerError):
+    """A registry database is damaged, truncated, not a database, or cannot be read."""
+
+
+class SchemaVersionError(RuntimeError, SkyButlerError):
+    """A registry's schema is older (migrate it) or newer (upgrade skybutler) than this skybutler's."""
 
 
 class DatabaseConnectionError(ConnectionError, SkyButlerError):
@@ -116,7 +143,7 @@ class QueryError(ValueError, SkyButlerError):
 
 
 class ReadOnlyError(PermissionError, SkyButlerError):
-    """A write was attempted through a butler opened read-only."""
+    """A write was attempted through a butler opened read-only, or to a file opened for reading."""
 
 
 class PipelineError(ValueError, SkyButlerError):

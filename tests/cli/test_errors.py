@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from skybutler import Butler
 from skybutler.cli import main
-from skybutler.config import CONFIG_FILE
+from skybutler.config import CONFIG_FILE, RepositoryConfig
 
 SKYBUTLER = str(Path(sys.executable).with_name("skybutler"))
 
@@ -84,7 +84,7 @@ def test_ctrl_c_exits_with_130(repo, monkeypatch):
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Butler, "dump_config", interrupted)
+    monkeypatch.setattr(RepositoryConfig, "to_yaml", interrupted)
     result = invoke("config", "show", repo)
     assert result.exit_code == 130 and result.stderr == "Interrupted\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from skybutler.datastore import Datastore, PendingFile, is_temporary
-from skybutler.errors import ConfigError, DatasetExistsError, FileAccessError
+from skybutler.errors import ConfigError, DatasetExistsError, FileAccessError, ReadOnlyError
 
 MD5_HELLO = "md5:" + hashlib.md5(b"hello").hexdigest()
 
@@ -364,7 +364,7 @@ def test_files_open_in_text_mode_and_for_reading_only(store):
 
     with store.open("log.txt", "r") as f:
         assert f.read() == "héllo\n"
-    with pytest.raises(ValueError, match="reading only"):
+    with pytest.raises(ReadOnlyError, match="'log.txt' is opened for reading only"):
         store.open("log.txt", "wb")
 
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from prov.model import ProvDocument
 
-from skybutler import DatasetNotFoundError
+from skybutler import ConfigError, DatasetNotFoundError
 from skybutler.pipeline import build_quantum_graph, execute_graph
 from skybutler.provenance import (
     config_hash,
@@ -143,7 +143,7 @@ def test_w3c_prov_export_parses_and_holds_the_lineage(done):
     assert doc == to_prov_document(repo, coadd)
     provn = export_provenance(repo, coadd, format="provn")
     assert provn.startswith("document") and "wasGeneratedBy(" in provn and "used(" in provn
-    with pytest.raises(ValueError, match="format"):
+    with pytest.raises(ConfigError, match="Unknown PROV format 'xml'"):
         export_provenance(repo, coadd, format="xml")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..errors import SkyButlerError
+from ..errors import ExecutionError, RepositoryExistsError
 
 
 @click.command()
@@ -27,11 +27,11 @@ def demo(directory: str, jobs: int, visits: int | None) -> None:
     from ..demo.run import format_report, median_ratio_ok, run_demo
 
     if (Path(directory) / "repo").exists():
-        raise SkyButlerError(f"{directory} already holds a demo; remove it or pick another directory")
+        raise RepositoryExistsError(f"{directory} already holds a demo; remove it or pick another directory")
     console = Console()
     with console.status("demo") as status:
         report = run_demo(directory, jobs=jobs, visits=visits, progress=lambda msg: status.update(f"demo: {msg}"))
     console.print(format_report(report))
     failed = sum(n for per in report.executions.values() for s, n in per.items() if s != "succeeded")
     if failed or not median_ratio_ok(report):
-        raise SkyButlerError(f"The demo did not succeed: {failed} execution(s) failed or fluxes were not recovered")
+        raise ExecutionError(f"The demo did not succeed: {failed} execution(s) failed or fluxes were not recovered")

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..butler import TRANSFER_MODES, Butler, FileDataset
+from ..butler import Butler, FileDataset
+from ..datastore import TRANSFER_MODES, is_url
 from ..errors import ConfigError
 from ..model import STORAGE_CLASSES, CollectionType
 
@@ -117,8 +118,15 @@ def config() -> None:
 @config.command("show")
 @REPO
 def config_show(repo: str) -> None:
-    """Print the whole configuration of REPO (environment overrides applied) and its dimension universe."""
-    click.echo(Butler(repo, writeable=False).dump_config())
+    """Print the whole configuration of REPO (environment overrides applied) and its dimension universe.
+
+    The output is a configuration file: `skybutler create NEW --config FILE` makes a
+    repository configured alike (secrets print as ***). The dimension universe follows
+    as YAML comments (without the leading "# " it is a file for `create --universe`).
+    """
+    butler = Butler(repo, writeable=False)
+    universe = "".join(f"# {line}\n" for line in butler.universe.to_yaml().splitlines())
+    click.echo(f"{butler.config.to_yaml()}# dimension universe:\n{universe}", nl=False)
 
 
 @click.command("register-dataset-type")
@@ -286,7 +294,7 @@ def _ingest_table(path: str) -> list[FileDataset]:
         except KeyError as exc:
             raise ConfigError(f"{path} row {i}: missing column {exc.args[0]!r} (need file, dataset_type, data id keys)") from None
         fmt = row.pop("format", None)
-        if not Path(file).is_absolute() and "://" not in file:
+        if not Path(file).is_absolute() and not is_url(file):
             file = str((p.parent / file).resolve())
         out.append(FileDataset(file, dataset_type, row, fmt))
     return out

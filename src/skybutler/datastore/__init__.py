@@ -1,5 +1,6 @@
 """Where bytes live: the fsspec-backed `Datastore` and the `FileTemplates` that name its files."""
 
+from .backends import is_in_memory, is_url
 from .store import MANIFEST_DIR, TRANSFER_MODES, Datastore, PendingFile, is_temporary
 from .templates import DEFAULT_TEMPLATE, FileTemplate, FileTemplates, sanitize
 
@@ -11,6 +12,8 @@ __all__ = [
     "FileTemplate",
     "FileTemplates",
     "PendingFile",
+    "is_in_memory",
     "is_temporary",
+    "is_url",
     "sanitize",
 ]

@@ -18,11 +18,37 @@ from typing import Any
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependencyError
 
-__all__ = ["BACKENDS", "Backend", "backend_of", "filesystem"]
+__all__ = ["BACKENDS", "Backend", "backend_of", "filesystem", "is_in_memory", "is_url", "scheme_of"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def scheme_of(url: str) -> str | None:
+    """The URL scheme of ``url`` in lower case (``"s3"``), or None for a local path.
+
+    The one test of "is this a URL?" in skybutler: a scheme followed by ``://``
+    (``C:/data`` or ``raw/file.fits`` are paths).
+
+    Examples
+    --------
+    >>> scheme_of("S3://bucket/key"), scheme_of("/data/raw.fits")
+    ('s3', None)
+    """
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else None
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is a URL (``s3://...``, ``file://...``) rather than a local path."""
+    return scheme_of(path) is not None
+
+
+def is_in_memory(url: str) -> bool:
+    """Whether ``url`` names fsspec's memory filesystem (one per process: never shared with workers)."""
+    scheme = scheme_of(url)
+    return scheme is not None and BACKENDS.get(scheme, _NO_BACKEND).name == "memory"
 
 
 @dataclass(frozen=True)
@@ -44,9 +70,9 @@ class Backend:
     extra: str | None = None
 
     def require(self) -> None:
-        """Raise `ConfigError` with the install command when the backend's module is missing."""
+        """Raise `MissingDependencyError` with the install command when the backend's module is missing."""
         if self.module is not None and importlib.util.find_spec(self.module) is None:
-            raise ConfigError(f"the {self.name} datastore needs {self.module}: pip install 'skybutler[{self.extra}]'")
+            raise MissingDependencyError(f"the {self.name} datastore needs {self.module}: pip install 'skybutler[{self.extra}]'")
 
 
 #: URL scheme -> backend (aliases share one entry).
@@ -57,12 +83,12 @@ BACKENDS: dict[str, Backend] = {
     "s3": Backend("s3", module="s3fs", extra="s3"),
     "s3a": Backend("s3", module="s3fs", extra="s3"),
 }
+_NO_BACKEND = Backend("")
 
 
 def backend_of(url: str) -> Backend:
     """The backend of a path (``file``) or URL; `ConfigError` for a scheme the datastore does not support."""
-    match = _SCHEME.match(url)
-    scheme = match.group(1).lower() if match else "file"
+    scheme = scheme_of(url) or "file"
     try:
         return BACKENDS[scheme]
     except KeyError:
@@ -85,7 +111,7 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     try:
         return url_to_fs(url, **dict(storage_options or {}))
     except ImportError as exc:  # a dependency of the backend's own module
-        raise ConfigError(f"the {backend.name} datastore cannot be loaded ({exc}): "
+        raise MissingDependencyError(f"the {backend.name} datastore cannot be loaded ({exc}): "
                           f"pip install 'skybutler[{backend.extra or backend.name}]'") from None
     except TypeError as exc:  # an option the filesystem does not take
         raise ConfigError(f"datastore.storage_options are not accepted by the {backend.name} datastore: {exc}"

@@ -45,8 +45,8 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from ..errors import ConfigError, DatasetExistsError, FileAccessError, SkyButlerError
-from .backends import filesystem
+from ..errors import ConfigError, DatasetExistsError, FileAccessError, ReadOnlyError, SkyButlerError
+from .backends import filesystem, is_in_memory, is_url, scheme_of
 from .templates import sanitize
 
 __all__ = ["TEMPORARY_MAX_AGE", "TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
@@ -57,7 +57,6 @@ TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
 """How `Datastore.ingest` may bring a file in."""
 
 _CHUNK = 1 << 20
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # ``.{name}.tmp-{host tag}-{pid}-{random}``; names without host and pid (older releases) too.
 _TEMPORARY = re.compile(r"^\..*\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-)?[0-9a-f]{32}$", re.DOTALL)
 _HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
@@ -328,6 +327,11 @@ class Datastore:
         """Whether the root is on local disk (temporary names and renames are used)."""
         return self._local
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the root is in this process's memory (other processes cannot see its files)."""
+        return is_in_memory(self.root)
+
     # -- paths ---------------------------------------------------------------------------
 
     def _relative(self, path: str) -> str:
@@ -337,7 +341,7 @@ class Datastore:
             or "\0" in path
             or "\\" in path
             or path.startswith("/")
-            or _URL.match(path) is not None
+            or is_url(path)
             or ".." in path.split("/")
         )
         norm = "" if bad else posixpath.normpath(path)
@@ -353,17 +357,17 @@ class Datastore:
 
     def _filesystem_of(self, url: str) -> tuple[AbstractFileSystem, str]:
         """The filesystem and path of a URL or local path outside the root."""
-        if not _URL.match(url):
+        if not is_url(url):
             url = os.path.abspath(url)
         protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
-        if url.split("://", 1)[0] in protocols or (self._local and not _URL.match(url)):
+        if scheme_of(url) in protocols or (self._local and not is_url(url)):
             return self._fs, self._fs._strip_protocol(url)
         fs, path = filesystem(url)
         return fs, path
 
     def _locate(self, path: str) -> tuple[AbstractFileSystem, str]:
         """Filesystem and full path for a read: a path under the root, or a ``direct`` URL."""
-        if isinstance(path, str) and _URL.match(path):
+        if isinstance(path, str) and is_url(path):
             return self._filesystem_of(path)
         return self._fs, self._full(self._relative(path))
 
@@ -790,7 +794,7 @@ class Datastore:
         if transfer not in TRANSFER_MODES:
             raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
         algorithm = self.checksum_algorithm if checksum else None
-        if transfer == "direct" and "://" not in source:
+        if transfer == "direct" and not is_url(source):
             return self._direct_local(source, algorithm)
         src_fs, src = self._filesystem_of(source)
         src_local = isinstance(src_fs, LocalFileSystem)
@@ -915,9 +919,12 @@ class Datastore:
         ------
         FileAccessError
             If there is no such file (the message names the path and the root).
+        ReadOnlyError
+            If ``mode`` would write: datastore files are written only through `write_temporary`.
         """
         if mode not in ("rb", "r"):
-            raise ValueError(f"Datastore files are opened for reading only, not {mode!r}; use write_temporary")
+            raise ReadOnlyError(f"Datastore file {path!r} is opened for reading only, not {mode!r}; "
+                                "use write_temporary")
         fs, full = self._locate(path)
         try:
             with self._errors("read", path):

@@ -37,20 +37,11 @@ import string
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
+from ..config import DEFAULT_TEMPLATE  # the configuration's default; one definition
 from ..errors import TemplateError
 from ..model import DatasetRef, DatasetType
 
 __all__ = ["DEFAULT_TEMPLATE", "KNOWN_VARIABLES", "SPECIAL_FIELDS", "FileTemplate", "FileTemplates", "sanitize"]
-
-DEFAULT_TEMPLATE = "{run}/{dataset_type}/{dataset_type}_{data_id}"
-"""The template used when an operator sets none.
-
-One directory per run and dataset type, and a file name that repeats the dataset type
-and lists the data id values in dimension order, e.g.
-``HSC_runs_RC2/calexp/calexp_HSC_903334_16.fits``. It gives unique names for every
-dataset type (``{data_id}`` covers all its dimensions) and needs no knowledge of the
-dimension universe, so it is valid for any dataset type.
-"""
 
 SPECIAL_FIELDS = frozenset({"run", "dataset_type", "id", "data_id"})
 """Field names filled from the dataset ref itself rather than from its data id."""

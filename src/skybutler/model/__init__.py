@@ -2,7 +2,7 @@
 
 from ._collection import CollectionType
 from ._data_id import DataId, DataIdValue
-from ._dataset import DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id
+from ._dataset import DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id, new_id
 from ._image import Image
 from ._storage_class import STORAGE_CLASSES, StorageClass, storage_class
 
@@ -17,5 +17,6 @@ __all__ = [
     "StorageClass",
     "dataset_id_for_ingest",
     "new_dataset_id",
+    "new_id",
     "storage_class",
 ]

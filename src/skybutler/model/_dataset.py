@@ -61,16 +61,22 @@ class DatasetRef:
         return f"{self.dataset_type.name}@{{{self.data_id}}} [{self.run}] ({self.id})"
 
 
-def new_dataset_id() -> uuid.UUID:
+def new_id() -> uuid.UUID:
     """Return a new time-ordered UUIDv7 (RFC 9562; append-friendly in database indexes).
 
     48 bits of Unix milliseconds, then 74 random bits: ids made later sort later
-    (to the millisecond), and two processes never need to coordinate.
+    (to the millisecond), and two processes never need to coordinate. Output
+    datasets (`new_dataset_id`), quanta and executions all take their ids from here.
     """
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
     return uuid.UUID(int=value)
+
+
+def new_dataset_id() -> uuid.UUID:
+    """Return the id of a new output dataset: a `new_id` (ingested raws use `dataset_id_for_ingest`)."""
+    return new_id()
 
 
 def dataset_id_for_ingest(dataset_type: str, data_id: DataId, run: str) -> uuid.UUID:

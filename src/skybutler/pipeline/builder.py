@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
 from ..errors import DatasetTypeError, GraphError, PipelineError
-from ..model import DataId, DatasetRef, DatasetType, new_dataset_id
+from ..model import DataId, DatasetRef, DatasetType, new_dataset_id, new_id
 from ..registry import pipeline_sql, tuple_getter
 from ..registry.expr import identifiers
 from ..registry.expr import parse as parse_where
@@ -345,7 +346,7 @@ class QuantumGraphBuilder:
                 continue
             for name, lookup in prerequisites.items():
                 in_refs[name] = (lookup(tkey, data_id),)
-            qid = new_dataset_id()
+            qid = new_id()
             out_refs: dict[str, list[DatasetRef]] = {name: [] for name, *_ in outputs}
             for name, dt, okey, odi in planned:
                 if existing and okey in existing[dt.name]:
@@ -416,8 +417,6 @@ class QuantumGraphBuilder:
         return find
 
     def _header(self) -> dict[str, Any]:
-        from .. import __version__
-
         paths = _PathMaker(self.butler)
         init_outputs = {}
         for task in self.pipeline.tasks.values():

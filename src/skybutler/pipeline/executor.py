@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DatasetExistsError, DatasetTypeError, ExecutionError
-from ..model import DataId, DatasetRef, new_dataset_id
+from ..model import DataId, DatasetRef, new_id
 from ..provenance import (
     ExecutionRecord,
     ExecutionStatus,
@@ -233,7 +233,7 @@ class QuantumRunner:
         if config_ref is not None:
             used.append((config_ref.id, config_ref.extra.get("path")))
         return ExecutionRecord(
-            id=execution_id or new_dataset_id(), run=self.graph.run, task_label=quantum.task_label,
+            id=execution_id or new_id(), run=self.graph.run, task_label=quantum.task_label,
             data_id=quantum.data_id, status=status, quantum_id=quantum.id, reason=reason,
             host=ResourceUsage.host, start_time=usage.start_time, end_time=usage.end_time,
             cpu_time=usage.cpu_time, peak_memory=usage.peak_memory,
@@ -252,7 +252,7 @@ class QuantumRunner:
         usage = ResourceUsage()
         task: Task | None = None
         used: list[tuple[uuid.UUID, str | None]] = []
-        execution_id = new_dataset_id()
+        execution_id = new_id()
         try:
             task = self.task(quantum.task_label)
             paths = self.input_paths(quantum)
@@ -489,7 +489,7 @@ class GraphExecutor:
         self.start_method = start_method or _default_start_method()
         self.progress = progress
         if self.processes > 1 and (self.butler.registry.url in ("sqlite://", "sqlite:///:memory:")
-                                   or self.butler.datastore.root.startswith("memory://")):
+                                   or self.butler.datastore.in_memory):
             raise ExecutionError("Worker processes cannot share an in-memory repository; use processes=1")
         self.runner = QuantumRunner(self.butler, header, memory_limit=memory_limit)
 
@@ -711,7 +711,7 @@ class GraphExecutor:
     def _failed_in_parent(self, qid: uuid.UUID, reason: str) -> QuantumOutcome:
         """Record a failure the worker could not record itself."""
         quantum = self.graph[qid]
-        execution_id = new_dataset_id()
+        execution_id = new_id()
         task = None
         with contextlib.suppress(Exception):
             task = self.runner.task(quantum.task_label)

@@ -17,6 +17,7 @@ from typing import Any
 from prov.constants import PROV_TYPE
 from prov.model import PROV, ProvDocument
 
+from ..errors import ConfigError
 from ..model import DatasetRef
 from ..registry import provenance_sql
 from .query import _as_id, _registry
@@ -113,9 +114,15 @@ def to_prov_document(butler: Any, refs_or_ids: Iterable[DatasetRef | uuid.UUID |
 
 def export_provenance(butler: Any, ref_or_id: DatasetRef | uuid.UUID | str, *, format: str = "json",
                       direction: str = "up") -> str:
-    """The PROV document of a dataset and its lineage as PROV-JSON (``"json"``) or PROV-N (``"provn"``)."""
+    """The PROV document of a dataset and its lineage as PROV-JSON (``"json"``) or PROV-N (``"provn"``).
+
+    Raises
+    ------
+    ConfigError
+        If ``format`` is not one of `FORMATS`.
+    """
     if format not in FORMATS:
-        raise ValueError(f"Unknown PROV format {format!r}; use one of {', '.join(FORMATS)}")
+        raise ConfigError(f"Unknown PROV format {format!r}; use one of {', '.join(FORMATS)}")
     doc = to_prov_document(butler, ref_or_id, direction=direction)
     if format == "json":
         return str(doc.serialize(format="json", indent=2))
