@@ -28,7 +28,6 @@ Examples
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 
 from ..model import Image
+from ..ops.hsc import INSTRUMENT, PHYSICAL_FILTER_BANDS, day_obs, header_to_data_id
 from .algorithms import wcs_to_header
 
 __all__ = [
@@ -64,9 +64,7 @@ __all__ = [
     "true_photo_calib",
 ]
 
-INSTRUMENT = "HSC"
 PIXEL_SCALE_ARCSEC = 0.2
-PHYSICAL_FILTER_BANDS: dict[str, str] = {"HSC-R": "r", "HSC-I": "i"}
 BAD_SEEING_VISIT = 903338
 
 Region = tuple[tuple[float, float], ...]
@@ -374,10 +372,6 @@ def make_sky(seed: int = 0) -> pa.Table:
     })
 
 
-def _day_obs(when: datetime) -> int:
-    return int((when - timedelta(hours=12)).strftime("%Y%m%d"))
-
-
 def make_visits() -> list[VisitDef]:
     """The 8 visits of the demo, 4 in ``HSC-R`` and 4 in ``HSC-I``, each with 2 detectors.
 
@@ -407,7 +401,7 @@ def make_visits() -> list[VisitDef]:
         region = _box_region(wcs[0], 0, x_right, 0, ny - 1)
         visits.append(VisitDef(
             id=vid, physical_filter=physical_filter, band=band, exposure_time=exposure_time,
-            begin=begin, end=end, day_obs=_day_obs(begin), ra=float(ra), dec=float(dec),
+            begin=begin, end=end, day_obs=day_obs(begin), ra=float(ra), dec=float(dec),
             rotation=rotation, seeing=seeing, sky_level=sky_rate * exposure_time,
             transparency=transparency, pointing_error=pointing_error, wcs=wcs, regions=regions,
             region=region,
@@ -570,77 +564,3 @@ def _add_cosmic_rays(electrons: np.ndarray, rng: np.random.Generator) -> None:
         energy = rng.uniform(2000.0, 15000.0)
         for k in range(int(rng.integers(1, 5))):
             electrons[y + k * dy, x + k * dx] += energy
-
-
-_OBSERVATION_TYPES = {"OBJECT": "science", "BIAS": "bias", "DOMEFLAT": "flat", "DARK": "dark"}
-_EXP_ID = re.compile(r"^HSCE(\d{8})$")
-_FRAME_ID = re.compile(r"^HSCA(\d{8})$")
-
-
-def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
-    """Read a raw header into the metadata a raw ingest records.
-
-    This is the logic of the HSC raw-ingest plugin: one header in, the data id and
-    exposure metadata out. ``EXP-ID`` (``HSCE00903334``) gives the exposure id; an
-    old-style ``FRAMEID`` (``HSCA90333400``: exposure id times 100 plus a detector
-    digit) is accepted when ``EXP-ID`` is missing.
-
-    Parameters
-    ----------
-    header
-        The raw's primary header.
-
-    Returns
-    -------
-    dict
-        ``instrument``, ``exposure``, ``visit``, ``detector``, ``detector_name``,
-        ``physical_filter``, ``band``, ``day_obs``, ``exposure_time``,
-        ``timespan_begin``, ``timespan_end`` (timezone-aware UTC datetimes),
-        ``observation_type``, ``target_name``, ``tracking_ra``, ``tracking_dec``.
-
-    Raises
-    ------
-    ValueError
-        If the header is not an HSC raw or lacks a key the data id needs.
-    """
-    try:
-        instrument = str(header["INSTRUME"]).strip()
-        if instrument not in (INSTRUMENT, "Hyper Suprime-Cam"):
-            raise ValueError(f"not an HSC raw: INSTRUME={instrument!r}")
-        if "EXP-ID" in header:
-            key, pattern, divisor = "EXP-ID", _EXP_ID, 1
-        else:
-            key, pattern, divisor = "FRAMEID", _FRAME_ID, 100
-        value = str(header[key]).strip()
-        if not (match := pattern.match(value)):
-            raise ValueError(f"cannot read an exposure id from {key}={value!r}")
-        exposure = int(match.group(1)) // divisor
-        physical_filter = str(header["FILTER01"]).strip()
-        begin = datetime.fromisoformat(str(header["DATE-OBS"])).replace(tzinfo=UTC)
-        exposure_time = float(header["EXPTIME"])
-        detector = int(header["DET-ID"])
-    except KeyError as err:
-        raise ValueError(f"raw header lacks {err.args[0]!r}") from None
-    if physical_filter not in PHYSICAL_FILTER_BANDS:
-        raise ValueError(f"unknown HSC filter {physical_filter!r}")
-    tracking_ra = tracking_dec = None
-    if "RA2000" in header and "DEC2000" in header:
-        tracking_ra = float(Angle(header["RA2000"], unit="hourangle").deg)
-        tracking_dec = float(Angle(header["DEC2000"], unit="deg").deg)
-    return {
-        "instrument": INSTRUMENT,
-        "exposure": exposure,
-        "visit": exposure,
-        "detector": detector,
-        "detector_name": str(header.get("DETNAME", "")),
-        "physical_filter": physical_filter,
-        "band": PHYSICAL_FILTER_BANDS[physical_filter],
-        "day_obs": _day_obs(begin),
-        "exposure_time": exposure_time,
-        "timespan_begin": begin,
-        "timespan_end": begin + timedelta(seconds=exposure_time),
-        "observation_type": _OBSERVATION_TYPES.get(str(header.get("DATA-TYP", "OBJECT")).strip(), "unknown"),
-        "target_name": str(header.get("OBJECT", "")).strip(),
-        "tracking_ra": tracking_ra,
-        "tracking_dec": tracking_dec,
-    }

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from ..butler import Butler, FileDataset
 
 PLUGINS: dict[str, str] = {
-    "hsc-raw": "skybutler.demo.synthetic:header_to_data_id",
+    "hsc-raw": ".hsc:header_to_data_id",
 }
-"""Short name -> ``module:function`` of a header translator."""
+"""Short name -> ``module:function`` of a header translator; a module of `skybutler.ops`, imported on first use."""
 
 
 def translator(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
@@ -36,7 +36,7 @@ def translator(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
     except KeyError:
         raise ConfigError(f"Unknown ingest plugin {name!r}; known: {', '.join(sorted(PLUGINS))}") from None
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module, __package__), attr)  # type: ignore[no-any-return]
 
 
 def read_header(path: str) -> dict[str, Any]:

@@ -21,13 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._gc import paused_gc
 from .._version import __version__
 from ..errors import DatasetTypeError, GraphError, PipelineError
 from ..model import DataId, DatasetRef, DatasetType, new_dataset_id, new_id
 from ..registry import pipeline_sql, tuple_getter
 from ..registry.expr import identifiers
 from ..registry.expr import parse as parse_where
-from .graph import Quantum, QuantumGraph, dataset_type_to_dict, no_gc, ref_to_dict
+from .graph import Quantum, QuantumGraph, dataset_type_to_dict, ref_to_dict
 from .pipeline import Pipeline
 from .task import PrerequisiteInput, Task
 
@@ -192,7 +193,7 @@ class QuantumGraphBuilder:
             is missing; outputs already exist in the output run.
         """
         self._check_size(force)
-        with no_gc():
+        with paused_gc():
             return self._build()
 
     def _build(self) -> QuantumGraph:

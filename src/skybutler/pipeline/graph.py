@@ -25,9 +25,7 @@ the graph's output run.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import gc
 import json
 import os
 import tempfile
@@ -39,30 +37,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .._gc import paused_gc
 from ..errors import GraphError
 from ..model import DataId, DatasetRef, DatasetType
 
-__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "Quantum", "QuantumGraph", "no_gc"]
+__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "Quantum", "QuantumGraph"]
 
 GRAPH_FORMAT = "skybutler-quantum-graph"
 GRAPH_VERSION = 1
 """Version of the graph file layout written here; readers refuse newer ones."""
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building or reading many small objects.
-
-    A graph is 10^5-10^6 small acyclic objects; each collection pass would walk all of
-    them again, which made building and reading several times slower.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
 
 _FOOTER_PREFIX = b"#skybutler-qg-index "
 _FOOTER_SIZE = len(_FOOTER_PREFIX) + 20 + 1 + 20 + 1 + 10 + 1
@@ -281,7 +264,7 @@ class QuantumGraph:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f, no_gc():
+            with os.fdopen(fd, "wb") as f, paused_gc():
                 f.write(_dumps(header) + b"\n")
                 offset = f.tell()
                 entries = []
@@ -333,7 +316,7 @@ class QuantumGraph:
             Not a graph file, a newer format version, a truncated or damaged file, or an
             unknown quantum id or task label.
         """
-        with _open(path) as f, no_gc():
+        with _open(path) as f, paused_gc():
             header = _read_header(f, path)
             trailer = _read_trailer(f, path)
             dts = _dataset_types(header)

@@ -1,0 +1,105 @@
+"""The HSC raw-ingest plugin (``hsc-raw``): a raw's primary header in, its data id and exposure metadata out.
+
+It lives in ``ops`` because ingest names it (`skybutler.ops.ingest.PLUGINS`); the
+demo's synthetic raws (`skybutler.demo.synthetic`) are written to be read by it.
+
+Examples
+--------
+>>> header_to_data_id({"INSTRUME": "HSC", "EXP-ID": "HSCE00903334", "FILTER01": "HSC-R", "DET-ID": 16,
+...                    "DATE-OBS": "2024-03-10T08:00:00", "EXPTIME": 150.0})["visit"]
+903334
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from astropy.coordinates import Angle
+
+__all__ = ["INSTRUMENT", "PHYSICAL_FILTER_BANDS", "day_obs", "header_to_data_id"]
+
+INSTRUMENT = "HSC"
+PHYSICAL_FILTER_BANDS: dict[str, str] = {"HSC-R": "r", "HSC-I": "i"}
+"""Physical filter -> band, for the filters this plugin knows."""
+
+
+def day_obs(when: datetime) -> int:
+    """The observing day of ``when`` as ``YYYYMMDD``; it rolls over at 12:00 UTC-12h (the Rubin rule)."""
+    return int((when - timedelta(hours=12)).strftime("%Y%m%d"))
+
+
+_OBSERVATION_TYPES = {"OBJECT": "science", "BIAS": "bias", "DOMEFLAT": "flat", "DARK": "dark"}
+_EXP_ID = re.compile(r"^HSCE(\d{8})$")
+_FRAME_ID = re.compile(r"^HSCA(\d{8})$")
+
+
+def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
+    """Read a raw header into the metadata a raw ingest records.
+
+    This is the logic of the HSC raw-ingest plugin: one header in, the data id and
+    exposure metadata out. ``EXP-ID`` (``HSCE00903334``) gives the exposure id; an
+    old-style ``FRAMEID`` (``HSCA90333400``: exposure id times 100 plus a detector
+    digit) is accepted when ``EXP-ID`` is missing.
+
+    Parameters
+    ----------
+    header
+        The raw's primary header.
+
+    Returns
+    -------
+    dict
+        ``instrument``, ``exposure``, ``visit``, ``detector``, ``detector_name``,
+        ``physical_filter``, ``band``, ``day_obs``, ``exposure_time``,
+        ``timespan_begin``, ``timespan_end`` (timezone-aware UTC datetimes),
+        ``observation_type``, ``target_name``, ``tracking_ra``, ``tracking_dec``.
+
+    Raises
+    ------
+    ValueError
+        If the header is not an HSC raw or lacks a key the data id needs.
+    """
+    try:
+        instrument = str(header["INSTRUME"]).strip()
+        if instrument not in (INSTRUMENT, "Hyper Suprime-Cam"):
+            raise ValueError(f"not an HSC raw: INSTRUME={instrument!r}")
+        if "EXP-ID" in header:
+            key, pattern, divisor = "EXP-ID", _EXP_ID, 1
+        else:
+            key, pattern, divisor = "FRAMEID", _FRAME_ID, 100
+        value = str(header[key]).strip()
+        if not (match := pattern.match(value)):
+            raise ValueError(f"cannot read an exposure id from {key}={value!r}")
+        exposure = int(match.group(1)) // divisor
+        physical_filter = str(header["FILTER01"]).strip()
+        begin = datetime.fromisoformat(str(header["DATE-OBS"])).replace(tzinfo=UTC)
+        exposure_time = float(header["EXPTIME"])
+        detector = int(header["DET-ID"])
+    except KeyError as err:
+        raise ValueError(f"raw header lacks {err.args[0]!r}") from None
+    if physical_filter not in PHYSICAL_FILTER_BANDS:
+        raise ValueError(f"unknown HSC filter {physical_filter!r}")
+    tracking_ra = tracking_dec = None
+    if "RA2000" in header and "DEC2000" in header:
+        tracking_ra = float(Angle(header["RA2000"], unit="hourangle").deg)
+        tracking_dec = float(Angle(header["DEC2000"], unit="deg").deg)
+    return {
+        "instrument": INSTRUMENT,
+        "exposure": exposure,
+        "visit": exposure,
+        "detector": detector,
+        "detector_name": str(header.get("DETNAME", "")),
+        "physical_filter": physical_filter,
+        "band": PHYSICAL_FILTER_BANDS[physical_filter],
+        "day_obs": day_obs(begin),
+        "exposure_time": exposure_time,
+        "timespan_begin": begin,
+        "timespan_end": begin + timedelta(seconds=exposure_time),
+        "observation_type": _OBSERVATION_TYPES.get(str(header.get("DATA-TYP", "OBJECT")).strip(), "unknown"),
+        "target_name": str(header.get("OBJECT", "")).strip(),
+        "tracking_ra": tracking_ra,
+        "tracking_dec": tracking_dec,
+    }
