@@ -1,7 +1,9 @@
 """The registry: SQL on SQLite or PostgreSQL (the only layer that runs SQL)."""
 
+from ._datasets import FileRecord
 from ._migrate import MigrationStep, upgrade
-from ._registry import FileRecord, Registry, tuple_getter
+from ._registry import Registry
+from ._values import tuple_getter
 from .expr import parse as parse_expression
 from .queries import find_dataset, query_data_ids, query_datasets
 

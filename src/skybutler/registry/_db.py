@@ -133,8 +133,8 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
             # Writers take the write lock up front (waiting on busy_timeout) instead of
             # failing when a deferred read transaction tries to upgrade.
             options = conn.get_execution_options()
-            if options.get("lookup"):
-                return  # one small read: SQLite's own statement-level transaction is enough
+            if options.get("autocommit"):
+                return  # a few small reads: SQLite's own statement-level transactions are enough
             conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
 
         return engine

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..model import DatasetRef
-from ._registry import tuple_getter
+from ._values import tuple_getter
 from .queries import data_id_query, query_datasets, refs_from_rows
 from .search import dataset_branches
 
@@ -51,7 +51,7 @@ def data_id_rows(registry: Registry, dimensions: Iterable[str], *, where: str | 
                                         collections=collections, with_implied=True)
 
     def rows() -> Iterator[tuple[Any, ...]]:
-        with registry._read() as conn:
+        with registry.database.read() as conn:
             result = conn.execution_options(yield_per=_STREAM).execute(stmt)
             for part in result.partitions():
                 yield from (tuple(r) for r in part)
@@ -67,7 +67,7 @@ def count_distinct(registry: Registry, dimensions: Iterable[str], keep: Sequence
                                    collections=collections)
     sub = stmt.order_by(None).subquery()
     inner = sa.select(*[sub.c[k] for k in keep]).distinct().subquery()
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
 
 
@@ -82,7 +82,7 @@ def dataset_refs_by_key(registry: Registry, dataset_type: str, collections: Sequ
     """
     if not collections:
         return {}
-    _type_id, dt = registry._dataset_type_id(dataset_type)
+    _type_id, dt = registry.dataset_type_records.find(dataset_type)
     key_of = tuple_getter(dt.dimensions)
     return {key_of(ref.data_id): ref
             for ref in query_datasets(registry, dataset_type, collections, where=where, bind=bind)}
@@ -98,10 +98,10 @@ def calibration_candidates(registry: Registry, dataset_type: str, collections: S
     Each key's list is sorted by rank (search order), then by range start. Built on the
     same collection search as every other lookup (`skybutler.registry.search`).
     """
-    type_id, dt = registry._dataset_type_id(dataset_type)
+    type_id, dt = registry.dataset_type_records.find(dataset_type)
     d = registry.tables.dataset
     out: dict[tuple[Any, ...], list[tuple[int, Any, Any, DatasetRef]]] = {}
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         for rank, branch in dataset_branches(registry, registry.search_path(collections, conn=conn), type_id, dt):
             begin, end = branch.validity
             stmt = sa.select(d, begin.label("valid_begin"), end.label("valid_end")).select_from(branch.from_) \
@@ -120,7 +120,7 @@ def existing_dataset_ids(registry: Registry, ids: Iterable[uuid.UUID]) -> set[uu
     d = registry.tables.dataset
     ids = list(ids)
     found: set[uuid.UUID] = set()
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         for i in range(0, len(ids), _CHUNK):
             found.update(conn.execute(sa.select(d.c.id).where(d.c.id.in_(ids[i:i + _CHUNK]))).scalars())
     return found
@@ -131,7 +131,7 @@ def known_paths(registry: Registry, paths: Iterable[str]) -> set[str]:
     f = registry.tables.file
     paths = list(paths)
     found: set[str] = set()
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         for i in range(0, len(paths), _CHUNK):
             found.update(conn.execute(sa.select(f.c.path).where(f.c.path.in_(paths[i:i + _CHUNK]))).scalars())
     return found
@@ -140,5 +140,5 @@ def known_paths(registry: Registry, paths: Iterable[str]) -> set[str]:
 def dimension_records(registry: Registry, element: str, keys: Iterable[tuple[Any, ...]],
                       ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Records of one element by primary key tuple (missing keys are left out)."""
-    with registry._read() as conn:
-        return registry._fetch_records(conn, element, list(set(keys)))
+    with registry.database.read() as conn:
+        return registry.dimension_records.fetch(conn, element, list(set(keys)))

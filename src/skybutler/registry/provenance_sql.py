@@ -15,8 +15,10 @@ import sqlalchemy as sa
 
 if TYPE_CHECKING:
     from ._registry import Registry
+    from .schema import Tables
 
 __all__ = [
+    "delete_run_provenance",
     "execution_counts",
     "execution_edges",
     "executions",
@@ -63,6 +65,20 @@ def insert_executions(registry: Registry, executions: Sequence[Mapping[str, Any]
                 conn.execute(sa.insert(table), data[i:i + _CHUNK])
 
 
+def delete_run_provenance(conn: sa.Connection, tables: Tables, run_id: int, datasets: sa.Select) -> None:
+    """Delete a run's executions with their used / wasGeneratedBy edges, and the wasDerivedFrom edges of ``datasets``.
+
+    Part of removing a run (`skybutler.registry.Registry.remove_run`), in its transaction;
+    ``datasets`` selects the ids of the run's datasets.
+    """
+    ex = tables.execution
+    run_execs = sa.select(ex.c.id).where(ex.c.run_id == run_id)
+    conn.execute(sa.delete(tables.used).where(tables.used.c.execution_id.in_(run_execs)))
+    conn.execute(sa.delete(tables.generated).where(tables.generated.c.execution_id.in_(run_execs)))
+    conn.execute(sa.delete(tables.derived).where(tables.derived.c.dataset_id.in_(datasets)))
+    conn.execute(sa.delete(ex).where(ex.c.run_id == run_id))
+
+
 def _execution_select(registry: Registry) -> sa.Select:
     ex, c = registry.tables.execution, registry.tables.collection
     return sa.select(ex, c.c.name.label("run")).select_from(ex.outerjoin(c, c.c.id == ex.c.run_id))
@@ -71,7 +87,7 @@ def _execution_select(registry: Registry) -> sa.Select:
 def get_execution(registry: Registry, execution_id: uuid.UUID) -> dict[str, Any] | None:
     """One execution row (with its run name) or None."""
     ex = registry.tables.execution
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         row = conn.execute(_execution_select(registry).where(ex.c.id == execution_id)).mappings().first()
     return dict(row) if row is not None else None
 
@@ -82,7 +98,7 @@ def generating_executions(registry: Registry, dataset_ids: Sequence[uuid.UUID],
     ex, gen = registry.tables.execution, registry.tables.generated
     out: dict[uuid.UUID, tuple[dict[str, Any], str | None]] = {}
     ids = list(dataset_ids)
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         for i in range(0, len(ids), _CHUNK):
             stmt = (_execution_select(registry).add_columns(gen.c.dataset_id.label("generated_dataset_id"),
                                                             gen.c.path.label("generated_path"))
@@ -97,7 +113,7 @@ def generating_executions(registry: Registry, dataset_ids: Sequence[uuid.UUID],
 def execution_edges(registry: Registry, execution_id: uuid.UUID) -> dict[str, list[tuple[uuid.UUID, str | None]]]:
     """What one execution used and generated: ``{"used": [(id, path)], "generated": [(id, path)]}``."""
     t = registry.tables
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         used = conn.execute(sa.select(t.used.c.dataset_id, t.used.c.path)
                             .where(t.used.c.execution_id == execution_id).order_by(t.used.c.dataset_id)).all()
         gen = conn.execute(sa.select(t.generated.c.dataset_id, t.generated.c.path)
@@ -111,7 +127,7 @@ def derived_edges(registry: Registry, dataset_ids: Sequence[uuid.UUID]) -> list[
     dv = registry.tables.derived
     ids = list(dataset_ids)
     out: list[tuple[uuid.UUID, uuid.UUID]] = []
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         for i in range(0, len(ids), _CHUNK):
             out += [tuple(r) for r in conn.execute(  # type: ignore[misc]
                 sa.select(dv.c.dataset_id, dv.c.source_id).where(dv.c.dataset_id.in_(ids[i:i + _CHUNK]))).all()]
@@ -136,7 +152,7 @@ def lineage(registry: Registry, dataset_id: uuid.UUID, *, direction: str = "up",
     walk = walk.union_all(step)
     stmt = (sa.select(walk.c.node, sa.func.min(walk.c.depth).label("depth"))
             .group_by(walk.c.node).order_by(sa.func.min(walk.c.depth), walk.c.node))
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         return [(r[0], int(r[1])) for r in conn.execute(stmt).all()]
 
 
@@ -155,7 +171,7 @@ def executions(registry: Registry, *, run: str | None = None, task_label: str | 
     if quantum_ids is not None:
         stmt = stmt.where(ex.c.quantum_id.in_(list(quantum_ids)))
     stmt = stmt.order_by(ex.c.start_time, ex.c.id)
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
@@ -166,7 +182,7 @@ def execution_counts(registry: Registry, *, run: str | None = None) -> list[tupl
     if run is not None:
         stmt = stmt.where(ex.c.run_id == registry.run_id(run))
     stmt = stmt.group_by(ex.c.task_label, ex.c.status)
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         rows = [tuple(r) for r in conn.execute(stmt).all()]
     first: dict[str, Any] = {}
     for label, _status, _n, start in rows:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from ..errors import CollectionError, QueryError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
+from ._values import to_datetime
 from .expr import compile_where, identifiers
 from .expr import parse as parse_expression
 from .schema import overlap_columns
@@ -90,7 +91,7 @@ class _Resolver:
         if missing:
             raise QueryError(f"{element}.region needs {', '.join(missing)} in the query")
         table = self.registry.tables.dimensions[element]
-        with self.registry._read() as conn:
+        with self.registry.database.read() as conn:
             rows = conn.execute(sa.select(*[table.c[k] for k in pk], table.c.region)
                                 .where(table.c.region.is_not(None))).all()
         keys = [tuple(rows[i][:-1]) for i in overlapping_records(region, [r[-1] for r in rows])]
@@ -131,34 +132,13 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _run_names(registry: Registry, conn: sa.Connection, run_ids: set[int], known: dict[int, str]) -> dict[int, str]:
-    """Add the names of ``run_ids`` not yet in ``known`` to it (one query) and return it."""
-    missing = [i for i in run_ids if i not in known]
-    if missing:
-        c = registry.tables.collection
-        stmt = registry._statement("collection_names", lambda: sa.select(c.c.id, c.c.name).where(
-            c.c.id.in_(sa.bindparam("ids", expanding=True))))
-        known.update((i, name) for i, name in conn.execute(stmt, {"ids": missing}))
-    return known
-
-
 def refs_from_rows(registry: Registry, conn: sa.Connection, rows: Sequence[Any], *,
                    runs: dict[int, str] | None = None) -> list[DatasetRef]:
     """Build DatasetRefs from ``dataset`` table rows (run names looked up once per batch).
 
     ``runs`` may give run names already known by id (it is filled with those looked up).
     """
-    if not rows:
-        return []
-    runs = _run_names(registry, conn, {r["run_id"] for r in rows}, {} if runs is None else runs)
-    types = registry._dataset_types_by_id
-    if any(r["dataset_type_id"] not in types for r in rows):
-        registry._load_dataset_types()
-    out = []
-    for r in rows:
-        dt = types[r["dataset_type_id"]]
-        out.append(DatasetRef(r["id"], dt, DataId({d: r[d] for d in dt.dimensions}), runs[r["run_id"]]))
-    return out
+    return registry.dataset_records.refs_from_rows(conn, rows, runs=runs)
 
 
 def compile_element_where(registry: Registry, element: str, where: str | None,
@@ -221,17 +201,15 @@ def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[
                    data_id: Mapping[str, Any] | None = None, find_first: bool = True,
                    time: Any = None) -> Iterator[DatasetRef]:
     """Stream datasets of one type in the given collections (searched in order)."""
-    from ._registry import _to_datetime
-
-    type_id, dt = registry._dataset_type_id(dataset_type)
+    type_id, dt = registry.dataset_type_records.find(dataset_type)
     if not collections:
         raise CollectionError("No collections to search; pass collections=[...] or set the butler's collections")
     # One connection for the collection lookup and the query (on PostgreSQL each checkout
     # costs round trips).
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         yield from _query_datasets(registry, conn, type_id, dt, registry.search_path(collections, conn=conn),
                                    where=where, bind=bind, data_id=data_id, find_first=find_first,
-                                   time=_to_datetime(time) if time is not None else None)
+                                   time=to_datetime(time) if time is not None else None)
 
 
 def _query_datasets(registry: Registry, conn: sa.Connection, type_id: int, dt: DatasetType,
@@ -317,7 +295,7 @@ def _stream_refs_of_type(registry: Registry, conn: sa.Connection, stmt: sa.Selec
     for rows in result.partitions():
         missing = {row[2] for row in rows} - runs.keys()
         if missing:
-            _run_names(registry, conn, missing, runs)
+            registry.collection_records.run_names(conn, missing, runs)
         if check is not None and ambiguity is not None:
             for row in rows:
                 if row[check] > 1:
@@ -348,19 +326,17 @@ def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collect
     time, several datasets certified for the data id in one CALIBRATION collection are
     an error.
     """
-    type_id, dt = registry._dataset_type_id(dataset_type)
+    type_id, dt = registry.dataset_type_records.find(dataset_type)
     d = registry.tables.dataset
     key = data_id.key()
-    from ._registry import _to_datetime
-
-    with registry._read(lookup=True) as conn:
+    with registry.database.read(autocommit=True) as conn:
         flat = registry.search_path(collections, conn=conn)
-        time = _to_datetime(time) if time is not None else None
+        time = to_datetime(time) if time is not None else None
         for step in flat:
             if step.type is CollectionType.RUN:
                 # The common case, once per get by data id: a prebuilt statement, and the run's
                 # name is known.
-                stmt = registry._statement("find_in_run", lambda: sa.select(d).where(
+                stmt = registry.database.statement("find_in_run", lambda: sa.select(d).where(
                     d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key == sa.bindparam("key"),
                     d.c.run_id == sa.bindparam("run_id")))
                 row = conn.execute(stmt, {"type_id": type_id, "key": key, "run_id": step.id}).mappings().first()
@@ -487,7 +463,7 @@ def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str 
     """Stream the distinct data ids over ``dimensions`` that have records (and overlap, and datasets)."""
     stmt, dims, implied_names = data_id_query(registry, dimensions, where=where, bind=bind, datasets=datasets,
                                               collections=collections, data_id=data_id, with_implied=with_implied)
-    with registry._read() as conn:
+    with registry.database.read() as conn:
         result = conn.execution_options(yield_per=_STREAM).execute(stmt)
         for rows in result.partitions():
             for row in rows:
@@ -518,7 +494,7 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
     """
     universe = registry.universe
     dims = universe.closure(dimensions)
-    found_types = [registry._dataset_type_id(name) for name in datasets]
+    found_types = [registry.dataset_type_records.find(name) for name in datasets]
     wanted = [*dims, *referenced_dimensions(registry, dims, where=where, data_id=data_id, bind=bind)]
     for _, dt in found_types:
         wanted += dt.dimensions

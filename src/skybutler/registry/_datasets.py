@@ -1,0 +1,225 @@
+"""Datasets and their file records: inserts with clash checks, lookups by id, removal of datasets and runs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..dimensions import DimensionUniverse
+from ..errors import CollectionError, DatasetExistsError
+from ..model import DataId, DatasetRef
+from . import provenance_sql
+from ._collections import CollectionRecords
+from ._database import Database
+from ._dataset_types import DatasetTypeRecords
+from ._values import chunks
+from .schema import Tables
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """Where a dataset's bytes are and what they were when written."""
+
+    dataset_id: uuid.UUID
+    path: str
+    size: int
+    checksum: str | None
+    checksum_algorithm: str | None
+    format: str
+
+
+class DatasetRecords:
+    """The ``dataset`` and ``file`` tables: what was stored, in which run, in which file."""
+
+    def __init__(self, db: Database, tables: Tables, universe: DimensionUniverse,
+                 dataset_types: DatasetTypeRecords, collections: CollectionRecords):
+        self.db = db
+        self.tables = tables
+        self.universe = universe
+        self.dataset_types = dataset_types
+        self.collections = collections
+
+    def refs_from_rows(self, conn: sa.Connection, rows: Sequence[Any], *,
+                       runs: dict[int, str] | None = None) -> list[DatasetRef]:
+        """Build DatasetRefs from ``dataset`` table rows (run names looked up once per batch).
+
+        ``runs`` may give run names already known by id (it is filled with those looked up).
+        """
+        if not rows:
+            return []
+        runs = self.collections.run_names(conn, {r["run_id"] for r in rows}, {} if runs is None else runs)
+        out = []
+        for r in rows:
+            dt = self.dataset_types.by_id(r["dataset_type_id"])
+            out.append(DatasetRef(r["id"], dt, DataId({d: r[d] for d in dt.dimensions}), runs[r["run_id"]]))
+        return out
+
+    def insert(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord] = ()) -> None:
+        """Insert datasets (already validated and expanded) and their file records in one transaction.
+
+        A dataset that already exists for its type, data id and run raises
+        `DatasetExistsError` naming it; nothing is inserted then.
+        """
+        if not refs:
+            return
+        d = self.tables.dataset
+        run_ids: dict[str, int] = {}
+        rows = []
+        keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]] = {}
+        for ref in refs:
+            type_id, _ = self.dataset_types.find(ref.dataset_type.name)
+            if ref.run not in run_ids:
+                run_ids[ref.run] = self.collections.run_id(ref.run)
+            key = ref.data_id.key()
+            row = {"id": ref.id, "dataset_type_id": type_id, "run_id": run_ids[ref.run], "data_id_key": key}
+            row.update(ref.data_id.required_items)
+            rows.append(row)
+            keys_by_type.setdefault(type_id, []).append((key, run_ids[ref.run], ref))
+        columns = ["id", "dataset_type_id", "run_id", "data_id_key", *self.universe.dimensions]
+        rows = [{c: r.get(c) for c in columns} for r in rows]
+        # SQLite undoes only the failed statement on a constraint error, so a single put can
+        # let the unique constraint find a clash and look for the reason afterwards (one
+        # statement fewer per put); PostgreSQL aborts the whole transaction, so check first.
+        check_after = len(rows) == 1 and self.db.dialect == "sqlite"
+        with self.db.transaction() as conn:
+            if not check_after:
+                self._check_not_existing(conn, keys_by_type)
+            try:
+                conn.execute(self.db.statement("insert_dataset", lambda: sa.insert(d)), rows)
+                if files:
+                    conn.execute(self.db.statement("insert_file", lambda: sa.insert(self.tables.file)),
+                                 [f.__dict__ for f in files])
+            except sa.exc.IntegrityError as exc:
+                if check_after:
+                    self._check_not_existing(conn, keys_by_type)
+                detail = str(exc.orig).splitlines()[0]
+                if len(refs) == 1 and ("unique" in detail.lower() or "duplicate" in detail.lower()):
+                    # Checked above and absent, so another writer stored it meanwhile (PostgreSQL
+                    # runs transactions side by side and cannot look again after the error).
+                    ref = refs[0]
+                    raise DatasetExistsError(
+                        f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+                        "(another writer stored it at the same time); no put ever overwrites a stored dataset"
+                    ) from None
+                raise DatasetExistsError(f"Cannot insert datasets: {detail}") from None
+
+    def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
+        d = self.tables.dataset
+        by_key = self.db.statement("dataset_by_key", lambda: sa.select(d.c.data_id_key, d.c.run_id, d.c.id).where(
+            d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key.in_(sa.bindparam("keys", expanding=True))))
+        by_id = self.db.statement("dataset_id_in", lambda: sa.select(d.c.id).where(
+            d.c.id.in_(sa.bindparam("ids", expanding=True))))
+        by_one = self.db.statement("dataset_clash", lambda: sa.select(
+            d.c.dataset_type_id, d.c.data_id_key, d.c.run_id, d.c.id).where(sa.or_(
+                sa.and_(d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key == sa.bindparam("key")),
+                d.c.id == sa.bindparam("id"))))
+        for type_id, items in keys_by_type.items():
+            seen: dict[tuple[str, int], DatasetRef] = {}
+            for key, run_id, ref in items:
+                if (key, run_id) in seen:
+                    raise DatasetExistsError(
+                        f"{ref.dataset_type.name} {{{ref.data_id}}} appears twice in one put to run {ref.run!r}"
+                    )
+                seen[(key, run_id)] = ref
+            if len(items) == 1:
+                # One dataset (a put): both checks below in one statement, one round trip.
+                key, run_id, ref = items[0]
+                rows = conn.execute(by_one, {"type_id": type_id, "key": key, "id": ref.id}).all()
+                for row_type, row_key, row_run, existing_id in rows:
+                    if row_type == type_id and row_key == key and row_run == run_id:
+                        raise DatasetExistsError(
+                            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run "
+                            f"{ref.run!r} (id {existing_id}); no put ever overwrites a stored dataset"
+                        )
+                if any(row[3] == ref.id for row in rows):
+                    raise DatasetExistsError(f"A dataset with id {ref.id} already exists")
+                continue
+            for chunk in chunks(items):
+                found = conn.execute(by_key, {"type_id": type_id, "keys": [k for k, _, _ in chunk]}).all()
+                for key, run_id, existing_id in found:
+                    clash = seen.get((key, run_id))
+                    if clash is not None:
+                        raise DatasetExistsError(
+                            f"Dataset {clash.dataset_type.name} {{{clash.data_id}}} already exists in run "
+                            f"{clash.run!r} (id {existing_id}); no put ever overwrites a stored dataset"
+                        )
+            ids = [ref.id for _, _, ref in items]
+            for chunk in chunks(ids):
+                dup = conn.execute(by_id, {"ids": list(chunk)}).first()
+                if dup is not None:
+                    raise DatasetExistsError(f"A dataset with id {dup[0]} already exists")
+
+    def get_files(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, FileRecord]:
+        f = self.tables.file
+        stmt = self.db.statement("files_by_id", lambda: sa.select(f).where(
+            f.c.dataset_id.in_(sa.bindparam("ids", expanding=True))))
+        one = self.db.statement("files_by_one_id", lambda: sa.select(f).where(f.c.dataset_id == sa.bindparam("id")))
+        out: dict[uuid.UUID, FileRecord] = {}
+        with self.db.read(autocommit=True) as conn:
+            for chunk in chunks(list(ids)):
+                # One id (a get): equality, which needs no re-rendering of an IN list.
+                result = (conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1
+                          else conn.execute(stmt, {"ids": list(chunk)}))
+                for row in result.mappings():
+                    out[row["dataset_id"]] = FileRecord(**row)
+        return out
+
+    def all_files(self) -> Iterator[tuple[FileRecord, DatasetRef]]:
+        """Every file record with its dataset (for verify), streamed."""
+        f, d = self.tables.file, self.tables.dataset
+        stmt = sa.select(d, *[c.label(f"file_{c.name}") for c in f.c]).join(f, f.c.dataset_id == d.c.id)
+        with self.db.read() as conn:
+            result = conn.execution_options(yield_per=2000).execute(stmt).mappings()
+            for rows in result.partitions():
+                refs = self.refs_from_rows(conn, rows)
+                for row, ref in zip(rows, refs, strict=True):
+                    yield FileRecord(**{c.name: row[f"file_{c.name}"] for c in f.c}), ref
+
+    def get(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, DatasetRef]:
+        """The datasets of those ids that exist."""
+        d = self.tables.dataset
+        out: dict[uuid.UUID, DatasetRef] = {}
+        with self.db.read() as conn:
+            for chunk in chunks(list(ids)):
+                rows = conn.execute(sa.select(d).where(d.c.id.in_(list(chunk)))).mappings().all()
+                for ref in self.refs_from_rows(conn, rows):
+                    out[ref.id] = ref
+        return out
+
+    def remove(self, ids: Sequence[uuid.UUID]) -> list[FileRecord]:
+        """Delete datasets and their file records; returns the file records (the caller deletes files)."""
+        files = self.get_files(ids)
+        d, f = self.tables.dataset, self.tables.file
+        with self.db.transaction() as conn:
+            for chunk in chunks(list(ids)):
+                conn.execute(sa.delete(self.tables.tagged).where(self.tables.tagged.c.dataset_id.in_(chunk)))
+                conn.execute(sa.delete(self.tables.calibration).where(self.tables.calibration.c.dataset_id.in_(chunk)))
+                conn.execute(sa.delete(f).where(f.c.dataset_id.in_(chunk)))
+                conn.execute(sa.delete(d).where(d.c.id.in_(chunk)))
+        return list(files.values())
+
+    def remove_run(self, run: str) -> list[FileRecord]:
+        """Delete a run with all its datasets, file records and executions; returns the file records."""
+        run_id = self.collections.run_id(run)
+        d, f, c = self.tables.dataset, self.tables.file, self.tables.collection
+        with self.db.transaction() as conn:
+            parents = conn.execute(sa.select(c.c.name).join(
+                self.tables.collection_chain, self.tables.collection_chain.c.parent_id == c.c.id)
+                .where(self.tables.collection_chain.c.child_id == run_id)).scalars().all()
+            if parents:
+                raise CollectionError(f"Run {run!r} is in chain(s) {', '.join(parents)}; remove it there first")
+            files = [FileRecord(**r) for r in conn.execute(
+                sa.select(f).join(d, d.c.id == f.c.dataset_id).where(d.c.run_id == run_id)).mappings()]
+            in_run = sa.select(d.c.id).where(d.c.run_id == run_id)
+            conn.execute(sa.delete(self.tables.tagged).where(self.tables.tagged.c.dataset_id.in_(in_run)))
+            conn.execute(sa.delete(self.tables.calibration).where(self.tables.calibration.c.dataset_id.in_(in_run)))
+            conn.execute(sa.delete(f).where(f.c.dataset_id.in_(in_run)))
+            provenance_sql.delete_run_provenance(conn, self.tables, run_id, in_run)
+            conn.execute(sa.delete(d).where(d.c.run_id == run_id))
+            self.db.forget_collections()
+            conn.execute(sa.delete(c).where(c.c.id == run_id))
+        return files

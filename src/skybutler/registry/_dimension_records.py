@@ -1,0 +1,286 @@
+"""Dimension records: inserts (with implied values and sky overlaps), lookups, data id expansion."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..dimensions import DimensionUniverse, Region, overlapping_pairs
+from ..errors import DimensionError
+from ..model import DataId
+from ._database import Database
+from ._values import chunks, to_datetime, tuple_getter
+from .schema import Tables, overlap_columns
+
+
+class DimensionRecords:
+    """The records of every dimension element, and the overlaps of those with sky regions.
+
+    Records are never changed once written, so those read are cached for the life of
+    the registry.
+    """
+
+    def __init__(self, db: Database, tables: Tables, universe: DimensionUniverse):
+        self.db = db
+        self.tables = tables
+        self.universe = universe
+        self._cache: dict[str, dict[tuple, dict[str, Any]]] = {}
+
+    def _normalise_record(self, element: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        el = self.universe.elements[element]
+        allowed = {*el.primary_key, *self.universe.record_columns(element)}
+        if el.region:
+            allowed.add("region")
+        unknown = set(record) - allowed
+        if unknown:
+            raise DimensionError(
+                f"Record for {element!r} has unknown field(s) {', '.join(sorted(unknown))}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        missing = [k for k in el.primary_key if record.get(k) is None]
+        if missing:
+            raise DimensionError(f"Record {dict(record)} for {element!r} is missing {', '.join(missing)}")
+        out: dict[str, Any] = {}
+        types = self.universe.record_columns(element)
+        for key, value in record.items():
+            if key in el.primary_key:
+                out[key] = self.universe.coerce(key, value)
+            elif key == "region":
+                if value is None:
+                    out[key] = None
+                else:
+                    region = value if isinstance(value, Region) else Region.from_vertices(value)
+                    out[key] = region.to_json()
+            elif types[key] == "datetime":
+                out[key] = to_datetime(value)
+            elif key in self.universe.elements:
+                out[key] = self.universe.coerce(key, value) if value is not None else None
+            else:
+                out[key] = value
+        return out
+
+    def insert(self, element: str, records: Iterable[Mapping[str, Any]], *,
+                                 skip_existing: bool = False) -> int:
+        """Insert records of one element in bulk; returns how many were new.
+
+        Implied values not given (``band`` of a visit given its ``physical_filter``)
+        are filled from the implying records. Overlaps with other region-bearing
+        elements are computed here, once. With ``skip_existing`` records that
+        already exist are left alone (sync-if-absent); otherwise they are an error.
+        """
+        if element not in self.universe.elements:
+            raise DimensionError(
+                f"Unknown dimension element {element!r}; known: {', '.join(self.universe.elements)}"
+            )
+        el = self.universe.elements[element]
+        rows = [self._normalise_record(element, r) for r in records]
+        if not rows:
+            return 0
+        table = self.tables.dimensions[element]
+        pk = el.primary_key
+        with self.db.transaction() as conn:
+            self._check_parents(conn, element, rows)
+            self._fill_implied(conn, element, rows)
+            existing = self._existing_keys(conn, element, [tuple(r[k] for k in pk) for r in rows])
+            seen: set[tuple] = set()
+            new_rows = []
+            for r in rows:
+                key = tuple(r[k] for k in pk)
+                if key in existing or key in seen:
+                    if not skip_existing:
+                        raise DimensionError(
+                            f"A {element} record for {dict(zip(pk, key, strict=True))} already exists "
+                            "(use skip_existing / --skip-existing to insert only new records)"
+                        )
+                    continue
+                seen.add(key)
+                new_rows.append(r)
+            columns = [c.name for c in table.columns]
+            if new_rows and el.region:
+                self._lock_overlaps(conn, element)
+            if new_rows:
+                # Another writer may insert the same records between the check above and here
+                # (PostgreSQL runs transactions side by side): its rows are left alone, and only
+                # the rows this call really inserted get overlaps.
+                stmt = self.db.insert_new(table).returning(*[table.c[k] for k in pk])
+                done = {tuple(row) for row in conn.execute(
+                    stmt, [{c: r.get(c) for c in columns} for r in new_rows])}
+                if len(done) < len(new_rows):
+                    late = [tuple(r[k] for k in pk) for r in new_rows if tuple(r[k] for k in pk) not in done]
+                    if not skip_existing:
+                        raise DimensionError(
+                            f"A {element} record for {dict(zip(pk, late[0], strict=True))} already exists "
+                            "(use skip_existing / --skip-existing to insert only new records)"
+                        )
+                    new_rows = [r for r in new_rows if tuple(r[k] for k in pk) in done]
+                if el.region and new_rows:
+                    self._insert_overlaps(conn, element, new_rows)
+        return len(new_rows)
+
+    def _lock_overlaps(self, conn: sa.Connection, element: str) -> None:
+        """Serialise writers of region-bearing records of related elements (PostgreSQL).
+
+        Overlaps are computed against the other element's rows as this transaction sees
+        them; two transactions inserting a visit and a patch side by side would each miss
+        the other's row. SQLite needs nothing: its writers already take turns.
+        """
+        if self.db.dialect != "postgresql":
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        prefix = f"{quote(namespace)}." if namespace else ""
+        names = sorted(self.tables.overlaps[pair].name for pair in self.universe.overlaps if element in pair)
+        for name in names:  # one order everywhere: no deadlocks
+            conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(name)} IN SHARE ROW EXCLUSIVE MODE"))
+
+    def _check_parents(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:
+        el = self.universe.elements[element]
+        for dep in (*el.requires, *el.implies):
+            dep_pk = self.universe.elements[dep].primary_key
+            keys = {tuple(r[k] for k in dep_pk) for r in rows if all(r.get(k) is not None for k in dep_pk)}
+            missing = keys - self._existing_keys(conn, dep, list(keys))
+            if missing:
+                example = dict(zip(dep_pk, sorted(missing)[0], strict=True))
+                raise DimensionError(
+                    f"Cannot insert {element} records: no {dep} record for {example} "
+                    f"({len(missing)} missing); insert the {dep} records first"
+                )
+
+    def _fill_implied(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:
+        el = self.universe.elements[element]
+        for via in el.implies:
+            deeper = self.universe.implied_closure(via)
+            if not deeper:
+                continue
+            via_pk = self.universe.elements[via].primary_key
+            keys = {tuple(r[k] for k in via_pk) for r in rows if all(r.get(k) is not None for k in via_pk)}
+            records = self.fetch(conn, via, list(keys))
+            for r in rows:
+                key = tuple(r.get(k) for k in via_pk)
+                rec = records.get(key)
+                if rec is None:
+                    continue
+                for d in deeper:
+                    if r.get(d) is None:
+                        r[d] = rec.get(d)
+                    elif rec.get(d) is not None and r[d] != rec[d]:
+                        raise DimensionError(
+                            f"{element} record {({k: r[k] for k in el.primary_key})} says {d}={r[d]!r} "
+                            f"but its {via} {key[-1]!r} implies {d}={rec[d]!r}"
+                        )
+
+    def _existing_keys(self, conn: sa.Connection, element: str, keys: list[tuple]) -> set[tuple]:
+        return set(self.fetch(conn, element, keys, columns_only_key=True))
+
+    def fetch(self, conn: sa.Connection, element: str, keys: list[tuple], *,
+                       columns_only_key: bool = False) -> dict[tuple, dict[str, Any]]:
+        """Records of ``element`` by primary key tuple (cached; records never change); missing keys are left out."""
+        cache = self._cache.setdefault(element, {})
+        out = {k: cache[k] for k in keys if k in cache}
+        todo = [k for k in keys if k not in cache]
+        if not todo:
+            return out
+        table = self.tables.dimensions[element]
+        pk = self.universe.elements[element].primary_key
+        cols = [table.c[k] for k in pk] + [table.c[c] for c in self.universe.record_columns(element)]
+        for chunk in chunks(todo):
+            if len(pk) == 1:
+                cond = table.c[pk[0]].in_([k[0] for k in chunk])
+            else:
+                cond = sa.tuple_(*[table.c[k] for k in pk]).in_(list(chunk))
+            for row in conn.execute(sa.select(*cols).where(cond)).mappings():
+                rec = dict(row)
+                key = tuple(rec[k] for k in pk)
+                cache[key] = rec
+                out[key] = rec
+        return out
+
+    def _insert_overlaps(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:
+        for a, b in self.universe.overlaps:
+            if element not in (a, b):
+                continue
+            other = b if element == a else a
+            other_table = self.tables.dimensions[other]
+            other_rows = [dict(r) for r in conn.execute(
+                sa.select(other_table).where(other_table.c.region.is_not(None))).mappings()]
+            mine = [r for r in rows if r.get("region")]
+            if not mine or not other_rows:
+                continue
+            pairs = overlapping_pairs([Region.from_json(r["region"]) for r in mine],
+                                      [Region.from_json(r["region"]) for r in other_rows])
+            ca, cb = overlap_columns(self.universe, a, b)
+            out = []
+            for i, j in pairs:
+                left, right = (mine[i], other_rows[j]) if element == a else (other_rows[j], mine[i])
+                out.append({**{col: left[k] for k, col in ca.items()}, **{col: right[k] for k, col in cb.items()}})
+            if out:
+                conn.execute(self.db.insert_new(self.tables.overlaps[(a, b)]), out)
+
+    def select(self, element: str, condition: sa.ColumnElement[bool] | None = None) -> Iterator[dict[str, Any]]:
+        """Records of one element in key order, optionally those meeting ``condition`` (regions as vertices)."""
+        if element not in self.universe.elements:
+            raise DimensionError(f"Unknown dimension element {element!r}; known: {', '.join(self.universe.elements)}")
+        table = self.tables.dimensions[element]
+        stmt = sa.select(table)
+        if condition is not None:
+            stmt = stmt.where(condition)
+        stmt = stmt.order_by(*[table.c[k] for k in self.universe.elements[element].primary_key])
+        with self.db.read() as conn:
+            for row in conn.execute(stmt).mappings():
+                rec = dict(row)
+                if "region" in rec and rec["region"] is not None:
+                    rec["region"] = json.loads(rec["region"])
+                yield rec
+
+    def expand_data_ids(self, dimensions: Sequence[str], data_ids: Sequence[DataId], *,
+                        context: str = "") -> list[DataId]:
+        """Check that every value has a record and attach implied values (``band`` of a visit)."""
+        if not data_ids:
+            return []
+        implied_by = self.universe.implied_by(dimensions)
+        givers = {giver for giver in implied_by.values()}
+        per_element: dict[str, dict[tuple, dict[str, Any]]] = {}
+        with contextlib.ExitStack() as stack:
+            conn = None
+            for d in dimensions:
+                pk = self.universe.elements[d].primary_key
+                key_of = tuple_getter(pk)
+                keys = list({key_of(di.required_items) for di in data_ids})
+                cache = self._cache.get(d, {})
+                if all(k in cache for k in keys):  # records never change: no query needed
+                    found = {k: cache[k] for k in keys}
+                else:
+                    if conn is None:
+                        conn = stack.enter_context(self.db.read(autocommit=True))
+                    found = self.fetch(conn, d, keys)
+                if len(found) != len(keys):
+                    missing = [k for k in keys if k not in found]
+                    example = dict(zip(pk, missing[0], strict=True))
+                    raise DimensionError(
+                        f"No {d} record for {example}{' (' + context + ')' if context else ''}; "
+                        f"{len(missing)} value(s) of {d} have no record. Insert dimension records first."
+                    )
+                if d in givers:
+                    per_element[d] = found
+        if not implied_by:
+            return list(data_ids)
+        out = []
+        getters = {giver: tuple_getter(self.universe.elements[giver].primary_key) for giver in givers}
+        for di in data_ids:
+            implied: dict[str, Any] = {}
+            items = di.required_items
+            for name, giver in implied_by.items():
+                value = per_element[giver][getters[giver](items)].get(name)
+                given = di.implied.get(name)
+                if given is not None and value is not None and given != value:
+                    raise DimensionError(
+                        f"Data id {di}{' (' + context + ')' if context else ''} gives {name}={given!r} "
+                        f"but its {giver} record says {name}={value!r}"
+                    )
+                implied[name] = value
+            out.append(di.with_implied(implied))
+        return out
