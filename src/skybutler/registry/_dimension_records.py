@@ -221,7 +221,7 @@ class DimensionRecords:
                 conn.execute(self.db.insert_new(self.tables.overlaps[(a, b)]), out)
 
     def select(self, element: str, condition: sa.ColumnElement[bool] | None = None) -> Iterator[dict[str, Any]]:
-        """Records of one element in key order, optionally those meeting ``condition`` (regions as vertices)."""
+        """Records of one element in key order, optionally those meeting ``condition`` (regions decoded from JSON)."""
         if element not in self.universe.elements:
             raise DimensionError(f"Unknown dimension element {element!r}; known: {', '.join(self.universe.elements)}")
         table = self.tables.dimensions[element]
