@@ -168,3 +168,80 @@ def _s3_keys(bucket, options):
     client = boto3.client("s3", endpoint_url=options["endpoint_url"], aws_access_key_id="testing",
                           aws_secret_access_key="testing", region_name="us-east-1")
     return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+BAD_FILES = [
+    ("registry: {db: [1,\n", "is not valid YAML: line 2 column 1"),
+    ("templates: {colour: blue}\n", "templates.colour: unknown key"),
+    ("- a list\n", "expected a mapping of sections"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_FILES)
+def test_create_reads_its_config_file_as_a_repository_reads_its_own(tmp_path, text, message):
+    """One reader: the file given to create fails exactly as the same text in skybutler.yaml does."""
+    given = tmp_path / "bad.yaml"
+    given.write_text(text)
+    with pytest.raises(ConfigError) as from_create:
+        Butler.create(tmp_path / "repo", config=given)
+    with pytest.raises(ConfigError) as from_repository:
+        _read(tmp_path, text)
+    assert message in str(from_create.value) and str(given) in str(from_create.value)
+    assert str(from_create.value).replace(str(given), "FILE") == str(from_repository.value).replace(
+        str(tmp_path / CONFIG_FILE), "FILE")
+    assert not (tmp_path / "repo").exists()  # nothing half-made
+
+
+@pytest.mark.parametrize("text, message", BAD_FILES)
+def test_create_with_a_bad_config_file_is_one_line_and_leaves_nothing(tmp_path, text, message):
+    (tmp_path / "bad.yaml").write_text(text)
+    result = CliRunner().invoke(main, ["create", str(tmp_path / "repo"), "--config", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [result.output.strip()] and message in result.output
+    assert "Traceback" not in result.output and str(tmp_path / "bad.yaml") in result.output
+    assert not (tmp_path / "repo").exists()
+
+
+def test_config_show_output_creates_a_repository_configured_alike(tmp_path):
+    """`config show`'s output is a configuration file: create --config with it reproduces the configuration."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    Butler.create(first, config={
+        "templates": {"default": "{run}/{dataset_type}/{dataset_type}_{data_id}_v2",
+                      "dataset_types": {"calexp": "{run}/cal/{visit:08d}_{detector:03d}"}},
+        "formats": {"storage_classes": {"table": "fits"}},
+        "pipelines": {"max_quanta": 5000},
+        "datastore": {"checksum": "sha256"},
+    }).close()
+    runner = CliRunner()
+    shown = runner.invoke(main, ["config", "show", str(first)], catch_exceptions=False)
+    assert shown.exit_code == 0 and "# dimension universe:" in shown.output
+    (tmp_path / "shown.yaml").write_text(shown.output)
+    assert RepositoryConfig.from_file(tmp_path / "shown.yaml") == RepositoryConfig.read(first, environ={})
+    created = runner.invoke(main, ["create", str(second), "--config", str(tmp_path / "shown.yaml")],
+                            catch_exceptions=False)
+    assert created.exit_code == 0, created.output
+    assert RepositoryConfig.read(second, environ={}) == RepositoryConfig.read(first, environ={})
+    again = runner.invoke(main, ["config", "show", str(second)], catch_exceptions=False)
+    assert again.output == shown.output
+
+
+def test_the_universe_in_config_show_is_the_repository_universe(tmp_path):
+    import yaml
+
+    Butler.create(tmp_path / "repo").close()
+    shown = CliRunner().invoke(main, ["config", "show", str(tmp_path / "repo")], catch_exceptions=False).output
+    commented = shown.split("# dimension universe:\n", 1)[1]
+    universe = yaml.safe_load("".join(line.removeprefix("# ") + "\n" for line in commented.splitlines()))
+    assert universe == Butler(tmp_path / "repo", writeable=False).universe.document
+
+
+def test_an_empty_config_file_is_the_default_configuration(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    assert RepositoryConfig.from_file(tmp_path / "empty.yaml") == RepositoryConfig()
+
+
+def test_from_file_applies_environment_overrides_only_when_given(tmp_path):
+    (tmp_path / "c.yaml").write_text("datastore: {checksum: md5}\n")
+    env = {"SKYBUTLER_DATASTORE_CHECKSUM": "sha256"}
+    assert RepositoryConfig.from_file(tmp_path / "c.yaml").datastore.checksum == "md5"
+    assert RepositoryConfig.from_file(tmp_path / "c.yaml", environ=env).datastore.checksum == "sha256"

@@ -104,3 +104,10 @@ def test_error_messages_never_show_a_password(repo):
     result = invoke("config", "show", repo)
     assert result.exit_code == 1 and "hunter2secret" not in result.output
     assert "me:***@" in result.output
+
+
+def test_a_demo_over_a_demo_is_one_line_and_changes_nothing(tmp_path):
+    (tmp_path / "demo" / "repo").mkdir(parents=True)
+    lines = one_line_error(invoke("demo", tmp_path / "demo"))
+    assert lines == [f"Error: {tmp_path / 'demo'} already holds a demo; remove it or pick another directory"]
+    assert [p.name for p in (tmp_path / "demo").iterdir()] == ["repo"]

@@ -596,3 +596,30 @@ def test_with_sync_a_written_file_and_its_directory_reach_the_device_before_comm
 
     put(Datastore(str(tmp_path / "synced"), sync=True), "run/a.txt", b"x")
     assert len(synced) == 2  # the file's bytes, then the directory holding its new name
+
+
+def test_one_url_test_for_every_layer():
+    from skybutler.datastore import is_in_memory, is_url
+    from skybutler.datastore.backends import scheme_of
+
+    assert [scheme_of(u) for u in ("S3://b/k", "memory://x", "file:///d", "/data/a.fits", "raw/a.fits", "C:/x")] == [
+        "s3", "memory", "file", None, None, None]
+    assert is_url("s3://b/k") and not is_url("raw/a://b") and not is_url("/abs/path")
+    assert is_in_memory("memory://repo") and not is_in_memory("s3://memory/x") and not is_in_memory("memory")
+
+
+def test_a_store_knows_whether_it_is_in_memory(tmp_path):
+    assert Datastore("memory://in-memory-check").in_memory
+    assert not Datastore(str(tmp_path)).in_memory
+
+
+def test_a_missing_extra_is_a_missing_dependency_error_with_the_install_line(monkeypatch):
+    import sys
+
+    from skybutler.datastore.backends import filesystem
+    from skybutler.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if s3fs were not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'skybutler\[s3\]'") as info:
+        filesystem("s3://bucket/repo")
+    assert isinstance(info.value, ImportError) and isinstance(info.value, ConfigError)
