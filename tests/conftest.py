@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,21 @@ def conformance_backend(request):
     return request.param
 
 
+def _default_registry(config) -> bool:
+    """Whether a ``make_butler`` configuration leaves the registry at the root's own SQLite file."""
+    from skybutler import RepositoryConfig
+
+    if config is None:
+        return True
+    if isinstance(config, RepositoryConfig):
+        db = config.registry.db
+    elif isinstance(config, Mapping):
+        db = config.get("registry", {}).get("db")
+    else:  # a configuration file: created as usual
+        return False
+    return db in (None, RepositoryConfig().registry.db)
+
+
 def _upgraded_repository(root: Path, kwargs: dict):
     """A butler on a copy of the previous release's empty repository, upgraded to this one's schema."""
     from skybutler import Butler, RepositoryConfig
@@ -122,15 +138,47 @@ def _upgraded_repository(root: Path, kwargs: dict):
     return Butler(root, **kwargs)
 
 
+@pytest.fixture(scope="session")
+def standard_records(tmp_path_factory):
+    """The records of ``support.records.insert_records``, built once per test run (per xdist worker)."""
+    from support.records import RecordsTemplate
+
+    return RecordsTemplate.build(tmp_path_factory.mktemp("standard-records"))
+
+
+def _repository_from_template(root: Path, kwargs: dict, template):
+    """A butler on a new repository whose SQLite registry file is a copy of the records template."""
+    from skybutler import Butler, RepositoryConfig
+
+    config = kwargs.pop("config", None)
+    cfg = config.model_copy(deep=True) if isinstance(config, RepositoryConfig) else \
+        RepositoryConfig.from_mapping(dict(config or {}))
+    if "datastore" in kwargs:
+        cfg.datastore.root = kwargs.pop("datastore")
+    root.mkdir(parents=True)
+    shutil.copyfile(template.sqlite_file, root / "registry.sqlite3")
+    cfg.write(root)
+    return Butler(root, **kwargs)
+
+
 @pytest.fixture
 def make_butler(request, tmp_path, backend):
-    """Factory: ``make_butler(**create_kwargs)`` creates a repository on this test's backend."""
+    """Factory: ``make_butler(**create_kwargs)`` creates a repository on this test's backend.
+
+    ``make_butler(records=True, ...)`` gives one that already holds the records of
+    ``support.records.insert_records`` (default arguments), copied from a template built
+    once per test run instead of inserted again; tests that need other records call
+    ``insert_records`` themselves.
+    """
     from skybutler import Butler
 
     made = []
     counter = iter(range(1000))
 
-    def make(**kwargs):
+    def make(*, records: bool = False, **kwargs):
+        if records and "universe" in kwargs:
+            raise TypeError("make_butler(records=True) copies records of the default universe; "
+                            "insert records of a custom universe with insert_records")
         root = tmp_path / f"repo{next(counter)}"
         if backend == "sqlite-memory":
             kwargs.setdefault("registry", "sqlite://")
@@ -147,10 +195,16 @@ def make_butler(request, tmp_path, backend):
             kwargs.setdefault("namespace", request.getfixturevalue("pg_namespace") + f"_{len(made)}")
         if backend == "sqlite-upgraded" and not {"universe", "registry", "namespace"} & kwargs.keys():
             butler = _upgraded_repository(root, kwargs)
+            if records:
+                request.getfixturevalue("standard_records").fill(butler)
+        elif records and "registry" not in kwargs and _default_registry(kwargs.get("config")):
+            butler = _repository_from_template(root, kwargs, request.getfixturevalue("standard_records"))
         else:
             # A custom universe (or database) cannot come from the fixture, which has the
             # default universe in SQLite: those calls create a repository as usual.
             butler = Butler.create(root, **kwargs)
+            if records:
+                request.getfixturevalue("standard_records").fill(butler)
         made.append(butler)
         return butler
 

@@ -1,4 +1,8 @@
-"""Butler conformance suite: runs on every registry x datastore backend (see conftest.BACKENDS)."""
+"""Butler conformance suite: runs on every registry x datastore backend (see conftest.BACKENDS).
+
+Repositories come with the standard records (`make_butler(records=True)`), copied from a
+template built once per test run; `insert_records` is for the tests that compare against it.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +42,7 @@ def backend(conformance_backend):
 
 @pytest.fixture
 def butler(make_butler):
-    b = make_butler(run="run1")
-    insert_records(b)
+    b = make_butler(run="run1", records=True)
     b.register_dataset_type("calexp", ["visit", "detector"], "image")
     b.register_dataset_type("src", ["visit", "detector"], "table")
     b.register_dataset_type("metadata", ["visit", "detector"], "dict")
@@ -50,6 +53,31 @@ def snapshot(butler: Butler) -> tuple[int, list[str]]:
     """Rows in the dataset table and files in the store: what 'exactly as before' compares."""
     n = sum(1 for _ in butler.registry.all_files())
     return n, sorted(butler.stored_files())
+
+
+def test_a_repository_made_with_the_standard_records_holds_what_inserting_them_gives(make_butler):
+    # The fixture copies records built once per run; on every backend the copy must be what
+    # inserting them gives, overlaps included, and later inserts must join them as usual.
+    copied = make_butler(records=True)
+    inserted = make_butler()
+    insert_records(inserted)
+
+    def content(butler: Butler) -> dict:
+        elements = ["instrument", "band", "physical_filter", "detector", "day_obs", "visit",
+                    "visit_detector_region", "skymap", "tract", "patch"]
+        records = {e: sorted(map(repr, butler.query_dimension_records(e))) for e in elements}
+        pairs = sorted(map(repr, butler.query_data_ids(["visit", "detector", "patch"])))
+        return {"records": records, "pairs": pairs}
+
+    assert content(copied) == content(inserted)
+    assert len(content(copied)["pairs"]) > 0
+    for butler in (copied, inserted):
+        butler.insert_dimension_records("visit", [{
+            "instrument": "HSC", "visit": 903342, "physical_filter": "HSC-R", "day_obs": 20260315,
+            "region": [(150.05, 2.05), (150.35, 2.05), (150.35, 2.35), (150.05, 2.35)]}])
+    assert content(copied) == content(inserted)
+    assert list(copied.query_data_ids(["visit", "patch"], where="visit = 903342")) == \
+        list(inserted.query_data_ids(["visit", "patch"], where="visit = 903342")) != []
 
 
 def test_put_then_get_returns_equal_objects_for_every_storage_class(butler):
@@ -128,8 +156,7 @@ def test_ingest_registers_files_with_deterministic_ids(butler, tmp_path):
 
 @pytest.mark.parametrize("transfer", ["copy", "move", "symlink", "hardlink", "direct"])
 def test_ingest_transfer_modes(make_butler, backend, tmp_path, transfer):
-    butler = make_butler(run="r")
-    insert_records(butler, skymap=False)
+    butler = make_butler(run="r", records=True)
     butler.register_dataset_type("metadata", ["visit", "detector"], "dict")
     src = tmp_path / "in.json"
     src.write_text('{"k": 1}')
@@ -352,8 +379,8 @@ def test_a_literal_that_looks_like_sql_is_just_a_value(butler):
 
 
 def test_templates_that_cannot_be_unique_are_rejected_when_configured(make_butler):
-    butler = make_butler(config={"templates": {"dataset_types": {"calexp": "{run}/{instrument}/calexp/{visit}"}}})
-    insert_records(butler, skymap=False)
+    butler = make_butler(config={"templates": {"dataset_types": {"calexp": "{run}/{instrument}/calexp/{visit}"}}},
+                         records=True)
     with pytest.raises(TemplateError, match="detector"):
         butler.register_dataset_type("calexp", ["visit", "detector"], "image")
     with pytest.raises(DatasetTypeError):
@@ -362,8 +389,7 @@ def test_templates_that_cannot_be_unique_are_rejected_when_configured(make_butle
 
 def test_operator_templates_and_variables_name_the_files(make_butler):
     template = "{run}/r{reqnum}/a{attnum:02d}/{band}/{dataset_type}_{instrument}_{visit:08d}_{detector:03d}"
-    butler = make_butler(config={"templates": {"dataset_types": {"metadata": template}}})
-    insert_records(butler, skymap=False)
+    butler = make_butler(config={"templates": {"dataset_types": {"metadata": template}}}, records=True)
     butler = butler.with_run("prod", template_variables={"reqnum": 11, "attnum": 95})
     butler.register_dataset_type("metadata", ["visit", "detector"], "dict")
     ref = butler.put({}, "metadata", DATA_ID)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 
 def square(ra: float, dec: float, half: float) -> list[tuple[float, float]]:
@@ -44,3 +50,55 @@ def insert_records(butler, *, visits=VISITS, detectors=DETECTORS, skymap=True) -
             {"skymap": "rings", "tract": 0, "patch": p, "cell_x": p % 2, "cell_y": p // 2,
              "region": square(149.85 + 0.3 * (p % 2), 1.85 + 0.3 * (p // 2), 0.15)}
             for p in range(4)])
+
+
+class RecordsTemplate:
+    """The records of `insert_records`, inserted once per test run and copied into each test's repository.
+
+    Inserting them computes sky overlaps and runs dozens of statements; copying is a file copy
+    (a SQLite registry in the repository root) or one bulk insert per table (any other registry).
+    Built by the session fixture ``standard_records`` in tests/conftest.py.
+
+    Attributes
+    ----------
+    sqlite_file
+        A closed SQLite registry of the default universe holding only these records (no
+        collections, no dataset types), its WAL checkpointed into the file.
+    rows
+        Table name -> rows, for the tables `insert_records` writes, in dependency order.
+    """
+
+    def __init__(self, sqlite_file: Path, rows: dict[str, list[dict[str, Any]]]):
+        self.sqlite_file = sqlite_file
+        self.rows = rows
+
+    @classmethod
+    def build(cls, directory: Path) -> RecordsTemplate:
+        """Create a repository under ``directory``, insert the records and keep its registry file and rows."""
+        from skybutler import Butler
+
+        butler = Butler.create(directory / "template")
+        try:
+            tables = butler.registry.tables.metadata.sorted_tables
+            engine = butler.registry.engine
+            with engine.connect() as conn:
+                filled_by_create = {t.name for t in tables if conn.execute(sa.select(t).limit(1)).first()}
+            insert_records(butler)
+            with engine.connect() as conn:
+                rows = {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))]
+                        for t in tables if t.name not in filled_by_create}
+            sqlite_file = Path(engine.url.database)
+        finally:
+            butler.close()
+        # Everything into the file itself, so that a copy of the file alone is the whole registry.
+        with contextlib.closing(sqlite3.connect(sqlite_file, isolation_level=None)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return cls(sqlite_file, {name: table_rows for name, table_rows in rows.items() if table_rows})
+
+    def fill(self, butler) -> None:
+        """Copy the records into ``butler``'s registry, which must be new (default universe, no records)."""
+        tables = butler.registry.tables.metadata.sorted_tables
+        with butler.registry.engine.connect().execution_options(write=True) as conn, conn.begin():
+            for table in tables:
+                if table.name in self.rows:
+                    conn.execute(sa.insert(table), self.rows[table.name])
