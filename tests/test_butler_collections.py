@@ -7,7 +7,6 @@ import json
 import pytest
 
 from skybutler import Butler, CollectionError, CollectionType, FileAccessError, ReadOnlyError
-from support.records import insert_records
 
 
 @pytest.fixture(params=["sqlite-local", "sqlite-s3"])
@@ -17,8 +16,7 @@ def backend(request):
 
 @pytest.fixture
 def butler(make_butler):
-    butler = make_butler(run="u/me/run")
-    insert_records(butler)
+    butler = make_butler(run="u/me/run", records=True)
     butler.register_dataset_type("bias", ["detector"], "dict", is_calibration=True)
     butler.register_dataset_type("metadata", ["visit", "detector"], "dict")
     return butler

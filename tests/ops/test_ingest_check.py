@@ -9,15 +9,13 @@ from astropy.io import fits
 
 from skybutler import Butler, FileDataset, FormatError, Image, StorageClassError
 from skybutler.formats import get_formatter
-from support.records import insert_records
 
 DATA_ID = {"instrument": "HSC", "visit": 903334, "detector": 1}
 
 
 @pytest.fixture
 def butler(make_butler):
-    b = make_butler(run="run1")
-    insert_records(b, skymap=False)
+    b = make_butler(run="run1", records=True)
     b.register_dataset_type("calexp", ["visit", "detector"], "image")
     b.register_dataset_type("src", ["visit", "detector"], "table")
     return b

@@ -15,7 +15,6 @@ import pytest
 
 from skybutler import CollectionError, CollectionType
 from skybutler.registry import pipeline_sql
-from support.records import insert_records
 
 T0 = datetime.datetime(2026, 3, 1)
 T1 = datetime.datetime(2026, 3, 15, 6, 5)
@@ -36,8 +35,7 @@ def repo(make_butler):
     Detector 0: A over [T0, T1), B over [T1, T2). Detector 1: A over [T0, T1) and again
     over [T1, T2) (one dataset, two ranges). Calexps in run ``out``.
     """
-    butler = make_butler()
-    insert_records(butler)
+    butler = make_butler(records=True)
     butler.register_dataset_type("bias", ["detector"], "dict", is_calibration=True)
     butler.register_dataset_type("calexp", ["visit", "detector"], "dict")
     a = {d: butler.put({"bias": "A", "d": d}, "bias", instrument="HSC", detector=d, run="calib/1") for d in (0, 1)}

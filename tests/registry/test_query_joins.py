@@ -12,7 +12,7 @@ import pytest
 
 from skybutler import QueryError
 from skybutler.dimensions import Region
-from support.records import DETECTORS, insert_records, square
+from support.records import DETECTORS, square
 
 
 @pytest.fixture(params=["sqlite-memory", "postgresql-local"])
@@ -22,8 +22,7 @@ def backend(request):
 
 @pytest.fixture
 def repo(make_butler):
-    butler = make_butler(run="r")
-    insert_records(butler)
+    butler = make_butler(run="r", records=True)
     # A second tract far away: nothing overlaps it.
     butler.insert_dimension_records("tract", [{"skymap": "rings", "tract": 1, "region": square(160.0, 2.0, 0.3)}])
     butler.register_dataset_type("calexp", ["visit", "detector"], "dict")

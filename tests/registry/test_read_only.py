@@ -6,7 +6,6 @@ import pytest
 import sqlalchemy as sa
 
 from skybutler import Butler, CollectionType, ReadOnlyError
-from support.records import insert_records
 
 
 @pytest.fixture(params=["sqlite-local", "postgresql-local"])
@@ -15,8 +14,7 @@ def backend(request):
 
 
 def test_a_read_only_butler_refuses_writes_below_the_facade(make_butler):
-    butler = make_butler(run="run")
-    insert_records(butler)
+    butler = make_butler(run="run", records=True)
     butler.register_dataset_type("metadata", ["instrument"], "dict")
     ref = butler.put({"a": 1}, "metadata", instrument="HSC")
     ro = Butler(butler.root, writeable=False)

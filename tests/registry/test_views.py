@@ -6,7 +6,6 @@ import pytest
 import sqlalchemy as sa
 
 from skybutler import DimensionUniverse
-from support.records import insert_records
 
 
 @pytest.fixture(params=["sqlite-local", "postgresql-local"])
@@ -25,8 +24,7 @@ def sql(butler, text: str, **params) -> list[sa.Row]:
 
 
 def test_datasets_view_fills_band_filter_and_day_from_the_visit(make_butler):
-    butler = make_butler(run="run1")
-    insert_records(butler, skymap=False)
+    butler = make_butler(run="run1", records=True)
     butler.register_dataset_type("metadata", ["visit", "detector"], "dict")
     butler.register_dataset_type("bias", ["detector"], "dict")
     refs = {(v, d): butler.put({}, "metadata", instrument="HSC", visit=v, detector=d)
