@@ -141,9 +141,18 @@ def _upgraded_repository(root: Path, kwargs: dict):
 @pytest.fixture(scope="session")
 def standard_records(tmp_path_factory):
     """The records of ``support.records.insert_records``, built once per test run (per xdist worker)."""
+    from skybutler import Butler
     from support.records import RecordsTemplate
 
-    return RecordsTemplate.build(tmp_path_factory.mktemp("standard-records"))
+    return RecordsTemplate.build(Butler.create(tmp_path_factory.mktemp("standard-records") / "template"))
+
+
+@pytest.fixture(scope="session")
+def upgraded_standard_records(tmp_path_factory):
+    """`standard_records` in the previous release's empty repository, upgraded once per test run."""
+    from support.records import RecordsTemplate
+
+    return RecordsTemplate.build(_upgraded_repository(tmp_path_factory.mktemp("upgraded-records") / "template", {}))
 
 
 def _repository_from_template(root: Path, kwargs: dict, template):
@@ -194,9 +203,12 @@ def make_butler(request, tmp_path, backend):
             kwargs.setdefault("registry", PG_URL)
             kwargs.setdefault("namespace", request.getfixturevalue("pg_namespace") + f"_{len(made)}")
         if backend == "sqlite-upgraded" and not {"universe", "registry", "namespace"} & kwargs.keys():
-            butler = _upgraded_repository(root, kwargs)
-            if records:
-                request.getfixturevalue("standard_records").fill(butler)
+            if records and _default_registry(kwargs.get("config")):
+                butler = _repository_from_template(root, kwargs, request.getfixturevalue("upgraded_standard_records"))
+            else:
+                butler = _upgraded_repository(root, kwargs)
+                if records:
+                    request.getfixturevalue("standard_records").fill(butler)
         elif records and "registry" not in kwargs and _default_registry(kwargs.get("config")):
             butler = _repository_from_template(root, kwargs, request.getfixturevalue("standard_records"))
         else:

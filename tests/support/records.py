@@ -73,11 +73,11 @@ class RecordsTemplate:
         self.rows = rows
 
     @classmethod
-    def build(cls, directory: Path) -> RecordsTemplate:
-        """Create a repository under ``directory``, insert the records and keep its registry file and rows."""
-        from skybutler import Butler
+    def build(cls, butler) -> RecordsTemplate:
+        """Insert the records into ``butler``, a new repository with its registry in a SQLite file; close it.
 
-        butler = Butler.create(directory / "template")
+        Keeps its registry file and the rows the records added.
+        """
         try:
             tables = butler.registry.tables.metadata.sorted_tables
             engine = butler.registry.engine
