@@ -86,7 +86,23 @@ def s3_bucket(s3_server):
     bucket.delete()
 
 
+# A backend is "<registry>-<datastore>": the registry axis (sqlite: a file in the root,
+# postgresql: a schema on the test server) crossed with the datastore axis (local: files in the
+# root, s3: a bucket on moto's server, memory: the all-in-memory fake, whose registry is
+# in-memory SQLite too). "sqlite-upgraded" is the previous release's repository, upgraded.
+REGISTRIES = ("sqlite", "postgresql")
+DATASTORES = ("local", "memory", "s3")
 BACKENDS = ["sqlite-local", "sqlite-memory", "postgresql-local", "sqlite-s3"]
+
+
+def backend_axes(backend: str) -> tuple[str, str]:
+    """``(registry, datastore)`` of a backend name; e.g. ``"postgresql-s3"`` -> ``("postgresql", "s3")``."""
+    if backend == "sqlite-upgraded":
+        return "sqlite-upgraded", "local"
+    registry, _, datastore = backend.partition("-")
+    if registry not in REGISTRIES or datastore not in DATASTORES or backend == "postgresql-memory":
+        raise ValueError(f"unknown test backend {backend!r}")
+    return registry, datastore
 
 
 @pytest.fixture(params=BACKENDS)
@@ -94,12 +110,10 @@ def backend(request):
     return request.param
 
 
-"""Repositories written by the previous release (see fixtures/make_release_fixture.py)."""
-
-
-@pytest.fixture(params=[*BACKENDS, "sqlite-upgraded"])
+@pytest.fixture(params=[*BACKENDS, "postgresql-s3", "sqlite-upgraded"])
 def conformance_backend(request):
-    """Every backend plus ``sqlite-upgraded``: an empty repository of the previous release, upgraded.
+    """Every backend plus ``postgresql-s3`` (the shared central repository's combination) and
+    ``sqlite-upgraded``: an empty repository of the previous release, upgraded.
 
     The conformance suite (tests/test_butler.py) opts in by overriding ``backend``
     with this; other modules keep to `BACKENDS` so the suite's time stays down.
@@ -189,16 +203,17 @@ def make_butler(request, tmp_path, backend):
             raise TypeError("make_butler(records=True) copies records of the default universe; "
                             "insert records of a custom universe with insert_records")
         root = tmp_path / f"repo{next(counter)}"
-        if backend == "sqlite-memory":
+        registry, datastore = backend_axes(backend)
+        if datastore == "memory":
             kwargs.setdefault("registry", "sqlite://")
             kwargs.setdefault("datastore", f"memory://skybutler-test-{uuid.uuid4().hex}")
-        elif backend == "sqlite-s3":
+        elif datastore == "s3":
             bucket, options = request.getfixturevalue("s3_bucket")
             kwargs.setdefault("datastore", f"s3://{bucket}/repo{len(made)}")
             config = dict(kwargs.pop("config", None) or {})
             config["datastore"] = {**config.get("datastore", {}), "storage_options": options}
             kwargs["config"] = config
-        elif backend == "postgresql-local":
+        if registry == "postgresql":
             request.getfixturevalue("pg_engine")
             kwargs.setdefault("registry", PG_URL)
             kwargs.setdefault("namespace", request.getfixturevalue("pg_namespace") + f"_{len(made)}")
