@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from ._butler_collections import ButlerCollections
 from .config import CONFIG_FILE, RepositoryConfig
 from .datastore import TRANSFER_MODES, Datastore, FileTemplates, PendingFile
+from .datastore.backends import is_url
 from .dimensions import DimensionUniverse
 from .errors import (
     CollectionError,
@@ -32,7 +33,7 @@ from .errors import (
     SkyButlerError,
     StorageClassError,
 )
-from .formats import FORMATS, Formatter, formatter_for, get_formatter
+from .formats import FORMATS, Formatter, file_suffixes, formatter_for, get_formatter, guess_format
 from .model import (
     CollectionType,
     DataId,
@@ -75,12 +76,6 @@ class Cutouts:
     bytes_read: int
     file_size: int
     path: str = ""
-
-
-def _suffixes(path: str) -> str:
-    """All extensions of a file name (``.fits.fz``), like `pathlib.PurePath.suffixes` joined."""
-    name = os.path.basename(path).lstrip(".")
-    return "." + name.split(".", 1)[1] if "." in name else ""
 
 
 def _lost_connection(exc: BaseException) -> sa.exc.DBAPIError | None:
@@ -145,7 +140,7 @@ class Butler:
 
     def _datastore_root(self, cfg: RepositoryConfig) -> str:
         root = cfg.datastore.root
-        if "://" in root or os.path.isabs(root):
+        if is_url(root) or os.path.isabs(root):
             return root
         return str((Path(self.root) / root).resolve())
 
@@ -490,11 +485,11 @@ class Butler:
         if transfer not in TRANSFER_MODES:
             raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
         files = list(files)
-        missing = [f.path for f in files if "://" not in f.path and not os.path.isfile(f.path)]
+        missing = [f.path for f in files if not is_url(f.path) and not os.path.isfile(f.path)]
         if missing:
             raise FileAccessError(
                 errno.ENOENT, f"Cannot ingest: {len(missing)} file(s) do not exist or are not files, e.g. {missing[0]}")
-        unreadable = [f.path for f in files if "://" not in f.path and not os.access(f.path, os.R_OK)]
+        unreadable = [f.path for f in files if not is_url(f.path) and not os.access(f.path, os.R_OK)]
         if unreadable:
             raise FileAccessError(errno.EACCES, f"Cannot ingest: file {unreadable[0]} is not readable")
         refs = self._new_refs([(f.dataset_type, f.data_id) for f in files], run)
@@ -510,7 +505,7 @@ class Butler:
             for (f, ref), formatter in zip(todo, formatters, strict=True):
                 path = ""  # a direct ingest keeps the file where it is: no name to make
                 if transfer != "direct":
-                    suffix = _suffixes(f.path) or formatter.extension
+                    suffix = file_suffixes(f.path) or formatter.extension
                     path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
                         ref, values=ref.data_id.full, variables=self.template_variables, extension=suffix)
                 try:
@@ -534,7 +529,7 @@ class Butler:
         formatter = self._guess_ingest_formatter(dt, f)
         try:
             # Local files are opened directly: bulk ingest of local files goes without fsspec.
-            with self.datastore.open(f.path) if "://" in f.path else open(f.path, "rb") as fileobj:
+            with self.datastore.open(f.path) if is_url(f.path) else open(f.path, "rb") as fileobj:
                 formatter.check_file(fileobj, dt.storage_class)  # type: ignore[arg-type]
         except (FormatError, StorageClassError) as exc:
             raise type(exc)(f"Cannot ingest {f.path} as {dt.name} ({formatter.name}, storage class "
@@ -544,10 +539,7 @@ class Butler:
     def _guess_ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
         if f.format:
             return self._formatter(dt, f.format)
-        suffix = os.path.splitext(f.path)[1].lower().lstrip(".")
-        guesses = {"fits": "fits", "fit": "fits", "fz": "fits", "parquet": "parquet", "pq": "parquet",
-                   "json": "json", "yaml": "yaml", "yml": "yaml", "npy": "npy", "txt": "txt", "log": "txt"}
-        guess = guesses.get(suffix)
+        guess = guess_format(f.path)
         try:
             return self._formatter(dt, guess) if guess else self._formatter(dt)
         except FormatError:
@@ -653,8 +645,7 @@ class Butler:
             record = files.get(ref.id)
             if record is None:
                 raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
-            relative = record.path.rsplit("/", 1)[-1] if "://" in record.path or record.path.startswith("/") \
-                else record.path
+            relative = record.path if self.datastore.owns(record.path) else record.path.rsplit("/", 1)[-1]
             written.append(self._copy_out(ref, record, root / relative, overwrite))
         return written
 
@@ -726,7 +717,7 @@ class Butler:
     @staticmethod
     def _owned_paths(records: Sequence[FileRecord]) -> list[str]:
         # Files recorded by absolute location were ingested "direct": they are not ours to delete.
-        return [r.path for r in records if "://" not in r.path and not r.path.startswith("/")]
+        return [r.path for r in records if Datastore.owns(r.path)]
 
     def _remove(self, remove_rows: Callable[[], list[FileRecord]], label: str, purge: bool = True) -> int:
         """Delete rows, then their files, so that an interruption at any point is finished later.

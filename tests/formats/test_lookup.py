@@ -77,3 +77,23 @@ def test_importing_formats_imports_neither_astropy_nor_pyarrow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("path", "format"), [
+    ("raw/HSC-903334-016.fits", "fits"), ("a/b.fit", "fits"), ("x.fits.fz", "fits"), ("T.PARQUET", "parquet"),
+    ("t.pq", "parquet"), ("m.json", "json"), ("m.yml", "yaml"), ("m.yaml", "yaml"), ("a.npy", "npy"),
+    ("run.log", "txt"), ("notes.txt", "txt"), ("data.bin", None), ("noext", None), ("dir.v2/noext", None),
+    ("obj.pickle", None),  # never guessed: reading a pickle runs code
+])
+def test_a_file_name_suggests_its_format_from_the_formats_own_extensions(path, format):
+    from skybutler.formats import guess_format
+
+    assert guess_format(path) == format
+
+
+def test_file_suffixes_keep_every_extension():
+    from skybutler.formats import file_suffixes
+
+    assert file_suffixes("raw/x.fits.fz") == ".fits.fz"
+    assert file_suffixes("dir.v2/noext") == ""
+    assert file_suffixes(".hidden.json") == ".json"

@@ -327,6 +327,15 @@ class Datastore:
         """Whether the root is on local disk (temporary names and renames are used)."""
         return self._local
 
+    @staticmethod
+    def owns(path: str) -> bool:
+        """Whether a recorded file path is the datastore's own (relative to its root).
+
+        Files ingested in place ("direct") are recorded by absolute path or URL: they
+        belong to whoever put them there, and removing a dataset never deletes them.
+        """
+        return not is_url(path) and not path.startswith("/")
+
     @property
     def in_memory(self) -> bool:
         """Whether the root is in this process's memory (other processes cannot see its files)."""

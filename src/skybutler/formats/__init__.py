@@ -36,8 +36,10 @@ __all__ = [
     "RawFormatter",
     "TextFormatter",
     "YamlFormatter",
+    "file_suffixes",
     "formatter_for",
     "get_formatter",
+    "guess_format",
 ]
 
 FORMATS: dict[str, type[Formatter]] = {
@@ -110,3 +112,24 @@ def formatter_for(storage_class: str, format: str | None = None, *, allow_pickle
             "so a repository must opt in with `formats.allow_pickle: true` in its configuration"
         )
     return formatter
+
+
+def file_suffixes(path: str) -> str:
+    """All extensions of a file name (``".fits.fz"``), like `pathlib.PurePath.suffixes` joined."""
+    name = path.rsplit("/", 1)[-1].lstrip(".")
+    return "." + name.split(".", 1)[1] if "." in name else ""
+
+
+def guess_format(path: str) -> str | None:
+    """The short name of the format a file name suggests (``"fits"`` for ``x.fits.fz``), or None.
+
+    The last extension decides; the formats' own ``extension`` and ``recognised`` ones
+    are the only table of them.
+    """
+    last = "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    for name, cls in FORMATS.items():
+        if cls.executes_code or name == "raw":
+            continue
+        if last == cls.extension or last in cls.recognised:
+            return name
+    return None

@@ -59,6 +59,7 @@ class YamlFormatter(Formatter):
 
     name = "yaml"
     extension = ".yaml"
+    recognised = (".yml",)
     storage_classes = ("dict",)
 
     _FIRST_LINE = "# skybutler dict; a complete file ends with '...'\n"

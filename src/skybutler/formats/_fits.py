@@ -99,6 +99,7 @@ class FitsFormatter(Formatter):
 
     name = "fits"
     extension = ".fits"
+    recognised = (".fit", ".fz", ".fts")
     storage_classes = ("image", "table")
     stores_identity = True
 

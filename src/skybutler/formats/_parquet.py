@@ -32,6 +32,7 @@ class ParquetFormatter(Formatter):
 
     name = "parquet"
     extension = ".parquet"
+    recognised = (".pq",)
     storage_classes = ("table",)
     stores_identity = True
 

@@ -34,6 +34,7 @@ class TextFormatter(Formatter):
 
     name = "txt"
     extension = ".txt"
+    recognised = (".log",)
     storage_classes = ("text",)
 
     def write(self, obj: Any, fileobj: BinaryIO, *, identity: Mapping[str, str]) -> None:

@@ -52,6 +52,10 @@ class Formatter(abc.ABC):
     extension: ClassVar[str]
     """File name extension, with its dot (``".fits"``)."""
 
+    recognised: ClassVar[tuple[str, ...]] = ()
+    """Other extensions of files in this format, as others name them (``".fit"``, ``".fz"``);
+    `guess_format` reads a file's format from ``extension`` and these."""
+
     storage_classes: ClassVar[tuple[str, ...]]
     """Names of the storage classes this format can store."""
 

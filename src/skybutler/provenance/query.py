@@ -15,11 +15,13 @@ from ..registry import provenance_sql
 __all__ = ["DatasetEntry", "LineageEntry", "Provenance", "execution_summary", "lineage", "provenance_of"]
 
 
-def _registry(butler_or_registry: Any) -> Any:
+def registry_of(butler_or_registry: Any) -> Any:
+    """The registry of a butler, or the registry itself."""
     return getattr(butler_or_registry, "registry", butler_or_registry)
 
 
-def _as_id(ref_or_id: DatasetRef | uuid.UUID | str) -> uuid.UUID:
+def as_dataset_id(ref_or_id: DatasetRef | uuid.UUID | str) -> uuid.UUID:
+    """The dataset id of a ref, a UUID or its text (DatasetNotFoundError for anything else)."""
     if isinstance(ref_or_id, DatasetRef):
         return ref_or_id.id
     if isinstance(ref_or_id, uuid.UUID):
@@ -126,8 +128,8 @@ def provenance_of(butler: Any, ref_or_id: DatasetRef | uuid.UUID | str) -> Prove
     DatasetNotFoundError
         If neither a dataset nor any provenance has that id.
     """
-    registry = _registry(butler)
-    did = _as_id(ref_or_id)
+    registry = registry_of(butler)
+    did = as_dataset_id(ref_or_id)
     ref = registry.get_datasets([did]).get(did)
     generated = provenance_sql.generating_executions(registry, [did]).get(did)
     sources = [s for _, s in provenance_sql.derived_edges(registry, [did])]
@@ -179,8 +181,8 @@ def lineage(butler: Any, ref_or_id: DatasetRef | uuid.UUID | str, *, direction: 
     >>> for entry in lineage(butler, coadd_ref, direction="up"):   # doctest: +SKIP
     ...     print(entry.depth, entry.dataset.ref)
     """
-    registry = _registry(butler)
-    did = _as_id(ref_or_id)
+    registry = registry_of(butler)
+    did = as_dataset_id(ref_or_id)
     nodes = provenance_sql.lineage(registry, did, direction=direction, max_depth=max_depth)
     ids = [n for n, _ in nodes]
     refs = registry.get_datasets(ids)
@@ -200,4 +202,4 @@ def execution_summary(butler: Any, *, run: str | None = None) -> list[tuple[str,
 
     The DMTN-059 report "how many executions of each step".
     """
-    return provenance_sql.execution_counts(_registry(butler), run=run)
+    return provenance_sql.execution_counts(registry_of(butler), run=run)

@@ -20,7 +20,7 @@ from prov.model import PROV, ProvDocument
 from ..errors import ConfigError
 from ..model import DatasetRef
 from ..registry import provenance_sql
-from .query import _as_id, _registry
+from .query import as_dataset_id, registry_of
 
 __all__ = ["NAMESPACE", "export_provenance", "to_prov_document"]
 
@@ -50,10 +50,10 @@ def to_prov_document(butler: Any, refs_or_ids: Iterable[DatasetRef | uuid.UUID |
     >>> doc = to_prov_document(butler, coadd_ref)                  # doctest: +SKIP
     >>> print(doc.get_provn())                                     # doctest: +SKIP
     """
-    registry = _registry(butler)
+    registry = registry_of(butler)
     if isinstance(refs_or_ids, (DatasetRef, uuid.UUID, str)):
         refs_or_ids = [refs_or_ids]
-    wanted = list(dict.fromkeys(_as_id(r) for r in refs_or_ids))
+    wanted = list(dict.fromkeys(as_dataset_id(r) for r in refs_or_ids))
     directions = {"up": ("up",), "down": ("down",), "both": ("up", "down"), "none": ()}[direction]
     ids = dict.fromkeys(wanted)
     for did in wanted:

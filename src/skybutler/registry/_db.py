@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import ConfigError, DatabaseConnectionError, RepositoryNotFoundError, SkyButlerError
+from ..errors import ConfigError, DatabaseConnectionError, RepositoryDamagedError, RepositoryNotFoundError
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql")
 """Database kinds a registry runs on (a URL may name a driver: ``postgresql+psycopg://``)."""
@@ -68,11 +68,11 @@ def check_sqlite_file(path: Path) -> None:
     except FileNotFoundError:
         raise RepositoryNotFoundError(f"Registry database file {path} does not exist") from None
     except OSError as exc:
-        raise SkyButlerError(f"Cannot read registry database file {path}: {exc.strerror}") from None
+        raise RepositoryDamagedError(f"Cannot read registry database file {path}: {exc.strerror}") from None
     if size == 0:
         raise RepositoryNotFoundError(f"Registry database file {path} is empty")
     if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise SkyButlerError(f"Registry database file {path} is not a SQLite database (damaged or another file)")
+        raise RepositoryDamagedError(f"Registry database file {path} is not a SQLite database (damaged or another file)")
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
@@ -81,7 +81,7 @@ def check_sqlite_file(path: Path) -> None:
     # pages and SQLite replays it on open, so only a file without a WAL is judged.
     wal = Path(f"{path}-wal")
     if header_valid and size < pages * page_size and not (wal.exists() and wal.stat().st_size > 0):
-        raise SkyButlerError(
+        raise RepositoryDamagedError(
             f"Registry database file {path} is truncated: {size} bytes, its header says {pages * page_size}")
 
 
@@ -95,7 +95,7 @@ def database_errors(url: str) -> Iterator[None]:
     except sa.exc.DatabaseError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         where = sqlite_file(url) or redact(url)
-        raise SkyButlerError(f"Registry database {where} cannot be read: {reason}") from None
+        raise RepositoryDamagedError(f"Registry database {where} cannot be read: {reason}") from None
 
 
 def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bool = False,

@@ -25,9 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 
-from skybutler.dimensions.regions import Circle, Point, Region, Shape
-from skybutler.errors import DimensionError, QueryError
-
+from ..dimensions.regions import Circle, Point, Region, Shape
+from ..errors import DimensionError, QueryError
 from .expr import (
     INT64_MAX,
     INT64_MIN,

@@ -28,7 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from ..dimensions import DimensionUniverse
-from ..errors import RepositoryNotFoundError, SkyButlerError
+from ..errors import RepositoryNotFoundError, SchemaVersionError
 from ._db import (
     check_connection,
     check_sqlite_file,
@@ -182,12 +182,12 @@ def upgrade(url: str, *, namespace: str | None = None, root: str | None = None,
                 meta = meta_table()
                 version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
                 if version != "1":
-                    raise SkyButlerError(
+                    raise SchemaVersionError(
                         f"Registry {redact(sa_url)} has schema version {version} but no migration history; "
                         "only repositories of release 0.1.0 (schema version 1) can be upgraded from that state")
                 steps.append(MigrationStep(BASELINE, "stamp (unversioned repository of release 0.1.0)"))
             elif current not in {r.revision for r in script_directory().walk_revisions()}:
-                raise SkyButlerError(
+                raise SchemaVersionError(
                     f"Registry {redact(sa_url)} is at revision {current}, newer than this skybutler's "
                     f"{head_revision()}; upgrade skybutler instead")
             steps.extend(_pending(current))

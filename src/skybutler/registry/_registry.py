@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..dimensions import DimensionUniverse
-from ..errors import DimensionError, RepositoryNotFoundError, SkyButlerError
+from ..errors import DimensionError, RepositoryExistsError, RepositoryNotFoundError, SchemaVersionError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
 from . import _migrate, schema
 from ._collections import CollectionRecords
@@ -86,7 +86,7 @@ class Registry:
                 if namespace and registry.dialect == "postgresql":
                     conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
                 if sa.inspect(conn).has_table("meta", schema=namespace):
-                    raise SkyButlerError(f"Registry database {redact(sa_url)} already holds a repository")
+                    raise RepositoryExistsError(f"Registry database {redact(sa_url)} already holds a repository")
                 registry.tables.metadata.create_all(conn)
                 schema.create_views(conn, registry.tables, universe)
                 conn.execute(sa.insert(registry.tables.meta), [
@@ -110,7 +110,7 @@ class Registry:
         methods is refused by the database).
 
         Raises `RepositoryNotFoundError` for a missing SQLite file (never creating
-        one), `SkyButlerError` for a damaged one, and for a schema older or newer
+        one), `RepositoryDamagedError` for a damaged one, `SchemaVersionError` for a schema older or newer
         than this skybutler's (naming both versions, and the upgrade command).
         """
         sa_url = normalise_url(url, root)
@@ -129,12 +129,12 @@ class Registry:
                 values = dict(conn.execute(sa.select(meta.c.key, meta.c.value)).all())
             version = int(values.get("schema_version", 0))
             if version > SCHEMA_VERSION:
-                raise SkyButlerError(
+                raise SchemaVersionError(
                     f"Registry {redact(sa_url)} has schema version {version}; this skybutler reads up to "
                     f"{SCHEMA_VERSION}. Upgrade skybutler."
                 )
             if version < SCHEMA_VERSION:
-                raise SkyButlerError(
+                raise SchemaVersionError(
                     f"Registry {redact(sa_url)} has schema version {version}; this skybutler needs "
                     f"{SCHEMA_VERSION}. Upgrade the repository with: skybutler migrate {root or 'REPO'}"
                 )

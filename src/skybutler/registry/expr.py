@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from skybutler.errors import QueryError
+from ..errors import QueryError
 
 __all__ = [
     "And",

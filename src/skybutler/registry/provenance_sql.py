@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from ..errors import QueryError
+
 if TYPE_CHECKING:
     from ._registry import Registry
     from .schema import Tables
@@ -142,7 +144,7 @@ def lineage(registry: Registry, dataset_id: uuid.UUID, *, direction: str = "up",
     appears once, at its smallest depth (1 = a direct parent or child).
     """
     if direction not in ("up", "down"):
-        raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
+        raise QueryError(f"direction must be 'up' or 'down', not {direction!r}")
     dv = registry.tables.derived
     start, nxt = (dv.c.dataset_id, dv.c.source_id) if direction == "up" else (dv.c.source_id, dv.c.dataset_id)
     walk = sa.select(nxt.label("node"), sa.literal(1, sa.Integer).label("depth")).where(

@@ -7,8 +7,6 @@ A ``where`` expression (see `skybutler.registry.expr`) names dimensions
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -16,6 +14,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from .._gc import paused_gc
 from ..errors import CollectionError, QueryError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
 from ._values import to_datetime
@@ -118,18 +117,6 @@ def _apply(stmt: sa.Select, base: sa.FromClause, resolver: _Resolver, condition:
     if condition is not None:
         stmt = stmt.where(condition)
     return stmt
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (if running) for a bulk allocation of acyclic objects."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def refs_from_rows(registry: Registry, conn: sa.Connection, rows: Sequence[Any], *,
@@ -303,7 +290,7 @@ def _stream_refs_of_type(registry: Registry, conn: sa.Connection, stmt: sa.Selec
         # Each ref is a few small objects; letting the cyclic collector run every few
         # hundred of them (it cannot free any: they are all referenced) costs more than
         # building them, so a batch is built with it paused and handed out afterwards.
-        with _gc_paused():
+        with paused_gc():
             batch = []
             for row in rows:
                 dataset_id = row[0]
