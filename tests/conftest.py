@@ -162,6 +162,17 @@ def standard_records(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pg_template(pg_engine, tmp_path_factory):
+    """A PostgreSQL repository schema (with the standard records) copied into each test's schema."""
+    from support.pg_schema import PostgresSchemaTemplate
+
+    template = PostgresSchemaTemplate.build(PG_URL, tmp_path_factory.mktemp("pg-template"))
+    yield template
+    with pg_engine.begin() as conn:
+        template.drop(conn)
+
+
+@pytest.fixture(scope="session")
 def upgraded_standard_records(tmp_path_factory):
     """`standard_records` in the previous release's empty repository, upgraded once per test run."""
     from support.records import RecordsTemplate
@@ -169,8 +180,12 @@ def upgraded_standard_records(tmp_path_factory):
     return RecordsTemplate.build(_upgraded_repository(tmp_path_factory.mktemp("upgraded-records") / "template", {}))
 
 
-def _repository_from_template(root: Path, kwargs: dict, template):
-    """A butler on a new repository whose SQLite registry file is a copy of the records template."""
+def _repository_from_template(root: Path, kwargs: dict, copy_registry):
+    """A butler on a new repository whose registry ``copy_registry(config)`` copies from a template.
+
+    What `Butler.create` does but for making the registry: ``kwargs`` are its arguments
+    (``registry`` and ``namespace`` go to the configuration).
+    """
     from skybutler import Butler, RepositoryConfig
 
     config = kwargs.pop("config", None)
@@ -178,10 +193,20 @@ def _repository_from_template(root: Path, kwargs: dict, template):
         RepositoryConfig.from_mapping(dict(config or {}))
     if "datastore" in kwargs:
         cfg.datastore.root = kwargs.pop("datastore")
+    if "registry" in kwargs:
+        cfg.registry.db = kwargs.pop("registry")
+    if "namespace" in kwargs:
+        cfg.registry.namespace = kwargs.pop("namespace")
     root.mkdir(parents=True)
-    shutil.copyfile(template.sqlite_file, root / "registry.sqlite3")
+    copy_registry(cfg)
     cfg.write(root)
     return Butler(root, **kwargs)
+
+
+def _copy_file(template, root: Path):
+    def copy_registry(cfg) -> None:
+        shutil.copyfile(template.sqlite_file, root / "registry.sqlite3")
+    return copy_registry
 
 
 @pytest.fixture
@@ -213,22 +238,30 @@ def make_butler(request, tmp_path, backend):
             config = dict(kwargs.pop("config", None) or {})
             config["datastore"] = {**config.get("datastore", {}), "storage_options": options}
             kwargs["config"] = config
+        # Tests that choose the database, schema or universe get a repository made as usual.
+        own_registry = bool({"universe", "registry", "namespace"} & kwargs.keys()) or \
+            not _default_registry(kwargs.get("config"))
         if registry == "postgresql":
             request.getfixturevalue("pg_engine")
             kwargs.setdefault("registry", PG_URL)
             kwargs.setdefault("namespace", request.getfixturevalue("pg_namespace") + f"_{len(made)}")
-        if backend == "sqlite-upgraded" and not {"universe", "registry", "namespace"} & kwargs.keys():
-            if records and _default_registry(kwargs.get("config")):
-                butler = _repository_from_template(root, kwargs, request.getfixturevalue("upgraded_standard_records"))
+        if backend == "sqlite-upgraded" and not own_registry:
+            if records:
+                template = request.getfixturevalue("upgraded_standard_records")
+                butler = _repository_from_template(root, kwargs, _copy_file(template, root))
             else:
                 butler = _upgraded_repository(root, kwargs)
-                if records:
-                    request.getfixturevalue("standard_records").fill(butler)
-        elif records and "registry" not in kwargs and _default_registry(kwargs.get("config")):
-            butler = _repository_from_template(root, kwargs, request.getfixturevalue("standard_records"))
+        elif registry == "postgresql" and not own_registry:
+            template, engine = request.getfixturevalue("pg_template"), request.getfixturevalue("pg_engine")
+
+            def copy_schema(cfg) -> None:
+                with engine.begin() as conn:
+                    template.copy_into(conn, cfg.registry.namespace, records=records)
+
+            butler = _repository_from_template(root, kwargs, copy_schema)
+        elif records and not own_registry and "registry" not in kwargs:
+            butler = _repository_from_template(root, kwargs, _copy_file(request.getfixturevalue("standard_records"), root))
         else:
-            # A custom universe (or database) cannot come from the fixture, which has the
-            # default universe in SQLite: those calls create a repository as usual.
             butler = Butler.create(root, **kwargs)
             if records:
                 request.getfixturevalue("standard_records").fill(butler)

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
 from skybutler import (
     Butler,
@@ -55,12 +56,31 @@ def snapshot(butler: Butler) -> tuple[int, list[str]]:
     return n, sorted(butler.stored_files())
 
 
-def test_a_repository_made_with_the_standard_records_holds_what_inserting_them_gives(make_butler):
-    # The fixture copies records built once per run; on every backend the copy must be what
-    # inserting them gives, overlaps included, and later inserts must join them as usual.
+def test_a_repository_made_with_the_standard_records_holds_what_creating_and_inserting_gives(make_butler):
+    # The fixture copies a registry (schema and records) built once per run; on every backend
+    # the copy must be what Butler.create and insert_records give, overlaps included, and later
+    # inserts must join the copied records as usual. (Naming the universe makes the fixture create.)
+    from skybutler import DimensionUniverse
+
     copied = make_butler(records=True)
-    inserted = make_butler()
+    inserted = make_butler(universe=DimensionUniverse.default())
     insert_records(inserted)
+
+    def schema(butler: Butler) -> dict:
+        inspector = sa.inspect(butler.registry.engine)
+        namespace = butler.config.registry.namespace if butler.registry.dialect == "postgresql" else None
+
+        def plain(described: dict) -> str:  # SQL objects as text, without the schema's own name
+            text = str(sorted((k, plain(v) if isinstance(v, dict) else str(v)) for k, v in described.items()
+                              if k != "referred_schema"))
+            return text.replace(namespace, "<schema>") if namespace else text
+
+        return {t: (sorted(map(plain, inspector.get_columns(t, namespace))),
+                    sorted(map(plain, inspector.get_indexes(t, namespace))),
+                    sorted(map(plain, inspector.get_foreign_keys(t, namespace))))
+                for t in inspector.get_table_names(namespace)}
+
+    assert schema(copied) == schema(inserted)
 
     def content(butler: Butler) -> dict:
         elements = ["instrument", "band", "physical_filter", "detector", "day_obs", "visit",
