@@ -92,6 +92,24 @@ def s3_bucket(s3_server):
 # in-memory SQLite too). "sqlite-upgraded" is the previous release's repository, upgraded.
 REGISTRIES = ("sqlite", "postgresql")
 DATASTORES = ("local", "memory", "s3")
+@pytest.fixture(scope="session")
+def s3_shared_bucket(s3_server):
+    """One bucket for the session's `make_butler` repositories, each under its own prefix.
+
+    Making and emptying a bucket per test costs more than many of the tests themselves.
+    """
+    import boto3
+
+    name = f"sb-shared-{uuid.uuid4().hex[:12]}"
+    options = {"endpoint_url": s3_server["endpoint_url"], "aws_access_key_id": "testing",
+               "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+    boto3.client("s3", **options).create_bucket(Bucket=name)
+    yield name, s3_server
+    bucket = boto3.resource("s3", **options).Bucket(name)
+    bucket.objects.all().delete()
+    bucket.delete()
+
+
 BACKENDS = ["sqlite-local", "sqlite-memory", "postgresql-local", "sqlite-s3"]
 
 
@@ -203,9 +221,9 @@ def _repository_from_template(root: Path, kwargs: dict, copy_registry):
     return Butler(root, **kwargs)
 
 
-def _copy_file(template, root: Path):
+def _copy_file(template, root: Path, *, records: bool = True):
     def copy_registry(cfg) -> None:
-        shutil.copyfile(template.sqlite_file, root / "registry.sqlite3")
+        shutil.copyfile(template.sqlite_file if records else template.empty_sqlite_file, root / "registry.sqlite3")
     return copy_registry
 
 
@@ -222,6 +240,7 @@ def make_butler(request, tmp_path, backend):
 
     made = []
     counter = iter(range(1000))
+    prefix = uuid.uuid4().hex
 
     def make(*, records: bool = False, **kwargs):
         if records and "universe" in kwargs:
@@ -233,8 +252,8 @@ def make_butler(request, tmp_path, backend):
             kwargs.setdefault("registry", "sqlite://")
             kwargs.setdefault("datastore", f"memory://skybutler-test-{uuid.uuid4().hex}")
         elif datastore == "s3":
-            bucket, options = request.getfixturevalue("s3_bucket")
-            kwargs.setdefault("datastore", f"s3://{bucket}/repo{len(made)}")
+            bucket, options = request.getfixturevalue("s3_shared_bucket")
+            kwargs.setdefault("datastore", f"s3://{bucket}/{prefix}/repo{len(made)}")
             config = dict(kwargs.pop("config", None) or {})
             config["datastore"] = {**config.get("datastore", {}), "storage_options": options}
             kwargs["config"] = config
@@ -259,8 +278,9 @@ def make_butler(request, tmp_path, backend):
                     template.copy_into(conn, cfg.registry.namespace, records=records)
 
             butler = _repository_from_template(root, kwargs, copy_schema)
-        elif records and not own_registry and "registry" not in kwargs:
-            butler = _repository_from_template(root, kwargs, _copy_file(request.getfixturevalue("standard_records"), root))
+        elif not own_registry and "registry" not in kwargs:
+            template = request.getfixturevalue("standard_records")
+            butler = _repository_from_template(root, kwargs, _copy_file(template, root, records=records))
         else:
             butler = Butler.create(root, **kwargs)
             if records:

@@ -81,6 +81,9 @@ def test_a_repository_made_with_the_standard_records_holds_what_creating_and_ins
                 for t in inspector.get_table_names(namespace)}
 
     assert schema(copied) == schema(inserted)
+    empty = make_butler()  # copied too, without the records
+    assert schema(empty) == schema(inserted)
+    assert list(empty.query_dimension_records("instrument")) == []
 
     def content(butler: Butler) -> dict:
         elements = ["instrument", "band", "physical_filter", "detector", "day_obs", "visit",

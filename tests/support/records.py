@@ -64,12 +64,15 @@ class RecordsTemplate:
     sqlite_file
         A closed SQLite registry of the default universe holding only these records (no
         collections, no dataset types), its WAL checkpointed into the file.
+    empty_sqlite_file
+        The same registry before the records went in: what `Butler.create` makes.
     rows
         Table name -> rows, for the tables `insert_records` writes, in dependency order.
     """
 
-    def __init__(self, sqlite_file: Path, rows: dict[str, list[dict[str, Any]]]):
+    def __init__(self, sqlite_file: Path, empty_sqlite_file: Path, rows: dict[str, list[dict[str, Any]]]):
         self.sqlite_file = sqlite_file
+        self.empty_sqlite_file = empty_sqlite_file
         self.rows = rows
 
     @classmethod
@@ -83,17 +86,22 @@ class RecordsTemplate:
             engine = butler.registry.engine
             with engine.connect() as conn:
                 filled_by_create = {t.name for t in tables if conn.execute(sa.select(t).limit(1)).first()}
+            sqlite_file = Path(engine.url.database)
+            empty_sqlite_file = sqlite_file.with_name("empty.sqlite3")
+            # A consistent copy of the database with its WAL, as one file.
+            with contextlib.closing(sqlite3.connect(sqlite_file)) as source, \
+                    contextlib.closing(sqlite3.connect(empty_sqlite_file)) as target:
+                source.backup(target)
             insert_records(butler)
             with engine.connect() as conn:
                 rows = {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))]
                         for t in tables if t.name not in filled_by_create}
-            sqlite_file = Path(engine.url.database)
         finally:
             butler.close()
         # Everything into the file itself, so that a copy of the file alone is the whole registry.
         with contextlib.closing(sqlite3.connect(sqlite_file, isolation_level=None)) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return cls(sqlite_file, {name: table_rows for name, table_rows in rows.items() if table_rows})
+        return cls(sqlite_file, empty_sqlite_file, {name: table_rows for name, table_rows in rows.items() if table_rows})
 
     def fill(self, butler) -> None:
         """Copy the records into ``butler``'s registry, which must be new (default universe, no records)."""
