@@ -153,3 +153,19 @@ def test_the_fast_polygon_test_agrees_with_spherical_geometry_areas():
         assert a.overlaps(b) == by_area == b.overlaps(a)
         overlapping += by_area
     assert 50 < overlapping < 250  # both answers are well represented
+
+
+def test_overlapping_records_agrees_with_overlaps_for_every_shape():
+    # The bulk filter (numpy cones, and circles accepting regions wholly inside them) must
+    # give exactly what testing each stored region one by one gives.
+    from skybutler.dimensions.regions import overlapping_records
+
+    rng = random.Random(11)
+    regions = [Region.from_box(rng.uniform(9, 11), rng.uniform(-1, 1), rng.uniform(0.01, 0.5), rng.uniform(0.01, 0.5))
+               for _ in range(400)]
+    texts = [r.to_json() for r in regions]
+    shapes = [Circle.from_degrees(10, 0, radius) for radius in (0.05, 0.4, 1.0, 3.0)]
+    shapes += [Point.from_degrees(rng.uniform(9, 11), rng.uniform(-1, 1)) for _ in range(5)]
+    shapes += [Region.from_box(10, 0, 0.3, 0.2), Region.from_box(10.8, 0.8, 1.0, 0.1)]
+    for shape in shapes:
+        assert overlapping_records(shape, texts) == [i for i, r in enumerate(regions) if shape.overlaps(r)]

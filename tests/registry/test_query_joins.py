@@ -85,3 +85,23 @@ def test_dataset_fields_run_collection_id_and_ingest_date(repo):
     assert list(butler.query_datasets("calexp", collections=both, where="ingest_date < T'2020-01-01T00:00:00'")) == []
     with pytest.raises(QueryError, match="Unknown name 'run'"):
         list(butler.query_data_ids(["visit"], where="run = 'r'"))
+
+
+def test_a_region_matching_more_records_than_a_statement_takes_parameters(make_butler):
+    # 12,000 (visit, detector) regions inside one circle: 36,000 key values, more than
+    # SQLite accepts as parameters in one statement.
+    butler = make_butler()
+    butler.insert_dimension_records("instrument", [{"instrument": "HSC"}])
+    butler.insert_dimension_records("detector", [{"instrument": "HSC", "detector": d} for d in range(100)])
+    butler.insert_dimension_records("visit", [{"instrument": "HSC", "visit": v, "region": square(10, 0, 1)}
+                                              for v in range(120)])
+    butler.insert_dimension_records("visit_detector_region", [
+        {"instrument": "HSC", "visit": v, "detector": d, "region": square(9.5 + (d % 10) * 0.1, -0.5 + (d // 10) * 0.1,
+                                                                             0.04)}
+        for v in range(120) for d in range(100)])
+    found = list(butler.query_data_ids(["visit", "detector"],
+                                       where="visit_detector_region.region OVERLAPS CIRCLE(10, 0, 3)"))
+    assert len(found) == 12_000
+    some = list(butler.query_data_ids(["visit", "detector"],
+                                      where="visit_detector_region.region OVERLAPS POINT(9.5, -0.5) AND visit < 3"))
+    assert sorted((di["visit"], di["detector"]) for di in some) == [(0, 0), (1, 0), (2, 0)]

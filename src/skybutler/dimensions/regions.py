@@ -305,6 +305,7 @@ def overlapping_records(shape: Shape, regions_json: Sequence[str]) -> list[int]:
     for i, vertices in enumerate(vertex_lists):
         by_count.setdefault(len(vertices), []).append(i)
     near: list[int] = []
+    inside: list[int] = []  # wholly within a circle: no exact test needed
     for indices in by_count.values():
         degrees = np.radians(np.asarray([vertex_lists[i] for i in indices], dtype=float))  # (k, n, 2)
         ra, dec = degrees[..., 0], degrees[..., 1]
@@ -313,5 +314,11 @@ def overlapping_records(shape: Shape, regions_json: Sequence[str]) -> list[int]:
         centers /= np.linalg.norm(centers, axis=1, keepdims=True)
         radii = np.max(np.arccos(np.clip(np.einsum("knd,kd->kn", vectors, centers), -1.0, 1.0)), axis=1)
         separation = np.arccos(np.clip(centers @ center, -1.0, 1.0))
-        near.extend(indices[k] for k in np.flatnonzero(separation <= radii + radius + 1e-12))
-    return sorted(i for i in near if shape.overlaps(Region.from_vertices(vertex_lists[i])))
+        candidate = separation <= radii + radius + 1e-12
+        if isinstance(shape, Circle):
+            # A circle is its own cone: a region whose bounding cone lies inside it overlaps it.
+            within = separation + radii < radius - 1e-12
+            inside.extend(indices[k] for k in np.flatnonzero(within))
+            candidate &= ~within
+        near.extend(indices[k] for k in np.flatnonzero(candidate))
+    return sorted(inside + [i for i in near if shape.overlaps(Region.from_vertices(vertex_lists[i]))])

@@ -96,9 +96,25 @@ class _Resolver:
         keys = [tuple(rows[i][:-1]) for i in overlapping_records(region, [r[-1] for r in rows])]
         if not keys:
             return sa.false()
+        # The keys go in as a literal VALUES list, not one bound parameter each: a large
+        # region may match more records than either database takes parameters in one
+        # statement (SQLite 32,766, PostgreSQL 65,535), most easily with 3-key elements.
+        columns = [self.canonical[k] for k in pk]
+        if self.registry.dialect == "postgresql":
+            # One array parameter per key column, unnested into rows: any number of keys in
+            # a few parameters (a long IN list of rows overflows PostgreSQL's parser stack).
+            from sqlalchemy.dialects import postgresql
+
+            arrays = [sa.bindparam(f"region_{k}", list(values), type_=postgresql.ARRAY(table.c[k].type), unique=True)
+                      for k, values in zip(pk, zip(*keys, strict=True), strict=True)]
+            rows = sa.func.unnest(*arrays).table_valued(*pk).render_derived()
+            return sa.tuple_(*columns).in_(sa.select(*[rows.c[k] for k in pk]))
+        # SQLite: the keys written into the statement (it takes at most 32,766 parameters).
         if len(pk) == 1:
-            return self.canonical[pk[0]].in_([k[0] for k in keys])
-        return sa.tuple_(*[self.canonical[k] for k in pk]).in_(keys)
+            return columns[0].in_(sa.bindparam("region_keys", [k[0] for k in keys], expanding=True,
+                                               literal_execute=True, unique=True))
+        return sa.tuple_(*columns).in_(sa.bindparam("region_keys", keys, expanding=True, literal_execute=True,
+                                                    unique=True))
 
     def join_conditions(self) -> list[tuple[sa.Table, sa.ColumnElement]]:
         out = []
