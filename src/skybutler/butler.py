@@ -264,6 +264,20 @@ class Butler:
                or self.config.formats.storage_classes.get(dt.storage_class))
         return formatter_for(dt.storage_class, fmt, allow_pickle=self.config.formats.allow_pickle)
 
+    def file_namer(self, dataset_type: DatasetType, run: str) -> Callable[[DatasetRef], str]:
+        """The function that names the files of ``dataset_type`` written to ``run``.
+
+        One place for "which file will this dataset get": `put_many` and the quantum graph
+        builder (which plans output file names before anything runs) both call it. The
+        name is the run's (or the dataset type's, or the default) template filled with the
+        ref's data id and the operator variables, plus the format's extension; paths are
+        relative to the datastore root.
+        """
+        template = self.templates.template_for(dataset_type.name, run)
+        extension = self._formatter(dataset_type).extension
+        variables = self.template_variables
+        return lambda ref: template.format(ref, variables=variables, extension=extension)
+
     # -- refs --------------------------------------------------------------------------
 
     def _data_id(self, dt: DatasetType, data_id: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> DataId:
@@ -337,6 +351,7 @@ class Butler:
             new_refs = [DatasetRef(r.id, dt, di, r.run) for r, dt, di in zip(refs, dts, expanded, strict=True)]
         pending: list[PendingFile] = []
         records: list[FileRecord] = []
+        namers: dict[tuple[str, str], Callable[[DatasetRef], str]] = {}
         try:
             for (obj, _, _), ref in zip(items, new_refs, strict=True):
                 formatter = self._formatter(ref.dataset_type)
@@ -344,8 +359,11 @@ class Butler:
                     formatter.check(obj, ref.dataset_type.storage_class)
                 except StorageClassError as exc:
                     raise StorageClassError(f"Cannot put {ref.dataset_type.name} {{{ref.data_id}}}: {exc}") from None
-                path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
-                    ref, values=ref.data_id.full, variables=self.template_variables, extension=formatter.extension)
+                key = (ref.dataset_type.name, ref.run)
+                namer = namers.get(key)
+                if namer is None:
+                    namer = namers[key] = self.file_namer(ref.dataset_type, ref.run)
+                path = namer(ref)
                 identity = {"dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
                             "data_id": str(ref.data_id), "run": ref.run}
                 write = _writer(formatter, obj, identity)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -475,17 +475,14 @@ class _PathMaker:
 
     def __init__(self, butler: Butler):
         self.butler = butler
-        self.variables = butler.template_variables
-        self._cache: dict[str, tuple[Any, str]] = {}
+        self._namers: dict[str, Callable[[DatasetRef], str]] = {}
 
     def ref(self, dt: DatasetType, data_id: DataId, run: str) -> DatasetRef:
-        cached = self._cache.get(dt.name)
-        if cached is None:
-            cached = self._cache[dt.name] = (self.butler.templates.template_for(dt.name, run),
-                                             self.butler._formatter(dt).extension)
-        template, extension = cached
+        namer = self._namers.get(dt.name)
+        if namer is None:
+            namer = self._namers[dt.name] = self.butler.file_namer(dt, run)
         ref = DatasetRef(new_dataset_id(), dt, data_id, run, extra={})
-        ref.extra["path"] = template.format(ref, variables=self.variables, extension=extension)
+        ref.extra["path"] = namer(ref)
         return ref
 
 

@@ -107,8 +107,8 @@ class _Resolver:
 
             arrays = [sa.bindparam(f"region_{k}", list(values), type_=postgresql.ARRAY(table.c[k].type), unique=True)
                       for k, values in zip(pk, zip(*keys, strict=True), strict=True)]
-            rows = sa.func.unnest(*arrays).table_valued(*pk).render_derived()
-            return sa.tuple_(*columns).in_(sa.select(*[rows.c[k] for k in pk]))
+            unnested = sa.func.unnest(*arrays).table_valued(*pk).render_derived()
+            return sa.tuple_(*columns).in_(sa.select(*[unnested.c[k] for k in pk]))
         # SQLite: the keys written into the statement (it takes at most 32,766 parameters).
         if len(pk) == 1:
             return columns[0].in_(sa.bindparam("region_keys", [k[0] for k in keys], expanding=True,
