@@ -75,3 +75,19 @@ def test_retrieve_copies_files_out_keeping_their_relative_paths(butler, tmp_path
     one = butler.retrieve_file("metadata", tmp_path / "one.json", instrument="HSC", visit=903334, detector=2)
     assert one.read_bytes() == written[2].read_bytes()
     assert not list((tmp_path).glob("**/.*.part"))
+
+
+def test_put_many_with_refs_refuses_items_that_disagree_with_them(butler):
+    from skybutler import DatasetRef, DatasetTypeError
+    from skybutler.model import new_dataset_id
+
+    dt = butler.registry.get_dataset_type("metadata")
+    ref = DatasetRef(new_dataset_id(), dt, butler.universe.data_id(dt.dimensions, instrument="HSC", visit=903334,
+                                                                    detector=0), "u/me/run")
+    with pytest.raises(DatasetTypeError, match="does not match its ref"):
+        butler.put_many([({"m": 1}, "metadata", {"instrument": "HSC", "visit": 903334, "detector": 1})], refs=[ref])
+    with pytest.raises(DatasetTypeError, match="1 ref"):
+        butler.put_many([({"m": 1}, "metadata", None), ({"m": 2}, "metadata", None)], refs=[ref])
+    assert list(butler.query_datasets("metadata")) == []
+    (stored,) = butler.put_many([({"m": 1}, "metadata", None)], refs=[ref])
+    assert stored.id == ref.id and butler.get(stored) == {"m": 1}

@@ -26,6 +26,7 @@ from .errors import (
     DatabaseConnectionError,
     DatasetExistsError,
     DatasetNotFoundError,
+    DatasetTypeError,
     FileAccessError,
     FormatError,
     ReadOnlyError,
@@ -336,8 +337,9 @@ class Butler:
         """Store many datasets with one registry transaction and one bulk insert.
 
         All or nothing: if any dataset fails, no file and no row of this call remains.
-        ``refs`` may give pre-assigned refs (ids chosen when a quantum graph was built).
-        ``before_commit(refs, file_records)`` runs inside the transaction, after the
+        ``refs`` may give pre-assigned refs (ids chosen when a quantum graph was built),
+        one per item; an item's dataset type (and data id, when given) must then be its
+        ref's, or nothing is stored. ``before_commit(refs, file_records)`` runs inside the transaction, after the
         dataset rows are inserted and before any file is moved into place: rows it adds
         (provenance) commit or roll back with the datasets.
         """
@@ -346,6 +348,14 @@ class Butler:
         if refs is None:
             new_refs = self._new_refs([(dt, di) for _, dt, di in items], run)
         else:
+            if len(refs) != len(items):
+                raise DatasetTypeError(f"put_many got {len(items)} item(s) but {len(refs)} ref(s); give one ref per item")
+            for (_, dt, di), ref in zip(items, refs, strict=True):
+                name = dt.name if isinstance(dt, DatasetType) else dt
+                if name != ref.dataset_type.name or (di and any(ref.data_id.get(k) != v for k, v in di.items())):
+                    raise DatasetTypeError(
+                        f"put_many item ({name}, {dict(di or {})}) does not match its ref {ref.dataset_type.name} "
+                        f"{{{ref.data_id}}}; the ref's type and data id are what is stored")
             dts = [self.registry.get_dataset_type(r.dataset_type.name) for r in refs]
             expanded = self._expand(dts, [r.data_id for r in refs])
             new_refs = [DatasetRef(r.id, dt, di, r.run) for r, dt, di in zip(refs, dts, expanded, strict=True)]
