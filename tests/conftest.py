@@ -86,12 +86,6 @@ def s3_bucket(s3_server):
     bucket.delete()
 
 
-# A backend is "<registry>-<datastore>": the registry axis (sqlite: a file in the root,
-# postgresql: a schema on the test server) crossed with the datastore axis (local: files in the
-# root, s3: a bucket on moto's server, memory: the all-in-memory fake, whose registry is
-# in-memory SQLite too). "sqlite-upgraded" is the previous release's repository, upgraded.
-REGISTRIES = ("sqlite", "postgresql")
-DATASTORES = ("local", "memory", "s3")
 @pytest.fixture(scope="session")
 def s3_shared_bucket(s3_server):
     """One bucket for the session's `make_butler` repositories, each under its own prefix.
@@ -110,6 +104,12 @@ def s3_shared_bucket(s3_server):
     bucket.delete()
 
 
+# A backend is "<registry>-<datastore>": the registry axis (sqlite: a file in the root,
+# postgresql: a schema on the test server) crossed with the datastore axis (local: files in the
+# root, s3: a bucket on moto's server, memory: the all-in-memory fake, whose registry is
+# in-memory SQLite too). "sqlite-upgraded" is the previous release's repository, upgraded.
+REGISTRIES = ("sqlite", "postgresql")
+DATASTORES = ("local", "memory", "s3")
 BACKENDS = ["sqlite-local", "sqlite-memory", "postgresql-local", "sqlite-s3"]
 
 
@@ -229,12 +229,14 @@ def _copy_file(template, root: Path, *, records: bool = True):
 
 @pytest.fixture
 def make_butler(request, tmp_path, backend):
-    """Factory: ``make_butler(**create_kwargs)`` creates a repository on this test's backend.
+    """Factory: ``make_butler(**create_kwargs)`` makes a new repository on this test's backend.
 
-    ``make_butler(records=True, ...)`` gives one that already holds the records of
-    ``support.records.insert_records`` (default arguments), copied from a template built
-    once per test run instead of inserted again; tests that need other records call
-    ``insert_records`` themselves.
+    The registry is a copy of one made once per test run (a SQLite file, or a PostgreSQL
+    schema's DDL and rows) unless the test names a database, schema or universe, or the
+    registry is in memory: those are made by `Butler.create`. ``make_butler(records=True)``
+    gives one that already holds the records of ``support.records.insert_records`` (default
+    arguments); tests that need other records call ``insert_records`` themselves.
+    tests/test_butler.py checks that a copy is what `Butler.create` makes.
     """
     from skybutler import Butler
 
@@ -248,6 +250,9 @@ def make_butler(request, tmp_path, backend):
                             "insert records of a custom universe with insert_records")
         root = tmp_path / f"repo{next(counter)}"
         registry, datastore = backend_axes(backend)
+        # A test that chooses the database, schema or universe gets a repository made as usual.
+        own_registry = bool({"universe", "registry", "namespace"} & kwargs.keys()) or \
+            not _default_registry(kwargs.get("config"))
         if datastore == "memory":
             kwargs.setdefault("registry", "sqlite://")
             kwargs.setdefault("datastore", f"memory://skybutler-test-{uuid.uuid4().hex}")
@@ -257,20 +262,21 @@ def make_butler(request, tmp_path, backend):
             config = dict(kwargs.pop("config", None) or {})
             config["datastore"] = {**config.get("datastore", {}), "storage_options": options}
             kwargs["config"] = config
-        # Tests that choose the database, schema or universe get a repository made as usual.
-        own_registry = bool({"universe", "registry", "namespace"} & kwargs.keys()) or \
-            not _default_registry(kwargs.get("config"))
         if registry == "postgresql":
             request.getfixturevalue("pg_engine")
             kwargs.setdefault("registry", PG_URL)
             kwargs.setdefault("namespace", request.getfixturevalue("pg_namespace") + f"_{len(made)}")
-        if backend == "sqlite-upgraded" and not own_registry:
+        if own_registry or datastore == "memory":  # an in-memory registry has no file to copy
+            butler = Butler.create(root, **kwargs)
+            if records:
+                request.getfixturevalue("standard_records").fill(butler)
+        elif registry == "sqlite-upgraded":
             if records:
                 template = request.getfixturevalue("upgraded_standard_records")
                 butler = _repository_from_template(root, kwargs, _copy_file(template, root))
             else:
                 butler = _upgraded_repository(root, kwargs)
-        elif registry == "postgresql" and not own_registry:
+        elif registry == "postgresql":
             template, engine = request.getfixturevalue("pg_template"), request.getfixturevalue("pg_engine")
 
             def copy_schema(cfg) -> None:
@@ -278,13 +284,9 @@ def make_butler(request, tmp_path, backend):
                     template.copy_into(conn, cfg.registry.namespace, records=records)
 
             butler = _repository_from_template(root, kwargs, copy_schema)
-        elif not own_registry and "registry" not in kwargs:
+        else:
             template = request.getfixturevalue("standard_records")
             butler = _repository_from_template(root, kwargs, _copy_file(template, root, records=records))
-        else:
-            butler = Butler.create(root, **kwargs)
-            if records:
-                request.getfixturevalue("standard_records").fill(butler)
         made.append(butler)
         return butler
 
