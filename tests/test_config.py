@@ -37,6 +37,7 @@ def _read(tmp_path, text: str) -> RepositoryConfig:
     ("datastore: s3://bucket\n", "datastore: expected a mapping, got a string"),
     ("datastore: {storage_options: [a, b]}\n", "datastore.storage_options: expected a mapping, got a list"),
     ("1: 2\n", "1: keys must be strings"),
+    ('"a\\nb": 1\n', "skybutler.yaml: 'a\\nb': unknown key"),  # a key with a line break stays on one line
     ("\xff\xfe", None),
 ])
 def test_a_bad_file_is_one_config_error_naming_the_file_and_key(tmp_path, text, message):

@@ -273,7 +273,10 @@ def _kind(value: Any) -> str:
 def _problem(err: Mapping[str, Any]) -> str:
     """One pydantic error as ``key.path: problem`` (values of secret keys never shown)."""
     loc = [str(p) for p in err["loc"]]
-    where = ".".join(loc) or "(top level)"
+    # A key that is not a plain word is shown quoted, so that one holding a line break or
+    # dots cannot split the message or pass for a path.
+    where = ".".join(p if p and p.isprintable() and not any(c in p for c in ". ") else repr(p) for p in loc) \
+        or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"{where}: unknown key"

@@ -191,12 +191,12 @@ def _abandoned_temporary(store: Datastore, final: str, pid: int) -> str:
 
 
 def test_temporary_names_carry_host_and_process_and_older_names_are_still_recognised():
-    import skybutler.datastore.store as store_module
+    from skybutler.datastore._files import temporary_name
 
-    name = store_module._temporary_name("run/a/calexp_1.fits")
+    name = temporary_name("run/a/calexp_1.fits")
     assert f"-{os.getpid()}-" in name and is_temporary(name)
     assert is_temporary("run/.x.fits.tmp-0123456789abcdef0123456789abcdef")  # written by 0.1
-    assert len(os.path.basename(store_module._temporary_name("r/" + "n" * 300))) <= 255
+    assert len(os.path.basename(temporary_name("r/" + "n" * 300))) <= 255
 
 
 def test_the_next_write_into_a_directory_removes_temporaries_of_dead_writers_only(store):
@@ -211,7 +211,7 @@ def test_the_next_write_into_a_directory_removes_temporaries_of_dead_writers_onl
 
 
 def test_clean_temporaries_removes_abandoned_files_everywhere_and_old_ones_from_any_host(store, monkeypatch):
-    import skybutler.datastore.store as store_module
+    import skybutler.datastore._files as files_module
 
     dead = _abandoned_temporary(store, "run/x/a.txt", _dead_pid())
     live = _abandoned_temporary(store, "run/y/b.txt", os.getppid())
@@ -220,7 +220,7 @@ def test_clean_temporaries_removes_abandoned_files_everywhere_and_old_ones_from_
     assert store.clean_temporaries() == 1
     assert dead not in set(store.walk()) and live in set(store.walk())
 
-    monkeypatch.setattr(store_module, "TEMPORARY_MAX_AGE", -1)  # everything is "old" now
+    monkeypatch.setattr(files_module, "TEMPORARY_MAX_AGE", -1)  # everything is "old" now
     assert store.clean_temporaries(["run/y"]) == 1
     assert list(store.walk()) == ["run/y/kept.txt"]
 

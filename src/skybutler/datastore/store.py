@@ -34,11 +34,9 @@ import os
 import posixpath
 import re
 import shutil
-import socket
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
 from fsspec import AbstractFileSystem
@@ -46,6 +44,18 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from ..errors import ConfigError, DatasetExistsError, FileAccessError, ReadOnlyError, SkyButlerError
+from ._files import (
+    CHUNK,
+    HOST_TAG,
+    TEMPORARY_MAX_AGE,
+    GuardedFile,
+    HashingWriter,
+    PendingFile,
+    is_temporary,
+    owner_gone,
+    temporary_name,
+    writer_gone,
+)
 from .backends import filesystem, is_in_memory, is_url, scheme_of
 from .templates import sanitize
 
@@ -55,17 +65,6 @@ _log = logging.getLogger(__name__)
 
 TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
 """How `Datastore.ingest` may bring a file in."""
-
-_CHUNK = 1 << 20
-# ``.{name}.tmp-{host tag}-{pid}-{random}``; names without host and pid (older releases) too.
-_TEMPORARY = re.compile(r"^\..*\.tmp-(?:(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-)?[0-9a-f]{32}$", re.DOTALL)
-_HOST = hashlib.blake2s(socket.gethostname().encode(), digest_size=4).hexdigest()
-
-TEMPORARY_MAX_AGE = 3600
-"""Seconds after which a temporary file whose writer cannot be checked (another host, or a
-process id now reused) counts as abandoned. A writer touches its file while it writes and
-commits within seconds after, so an hour untouched is far beyond any live put, while short
-enough that a crashed batch does not fill a disk for days."""
 
 # Errors of remote filesystem libraries (s3fs and what it builds on) that mean "cannot reach
 # or use the store": turned into one FileAccessError line naming the endpoint and the path.
@@ -80,176 +79,6 @@ MANIFEST_DIR = ".skybutler/manifests"
 REMOVALS_DIR = ".skybutler/removals"
 """Where lists of files to delete wait until they are deleted (see `Datastore.record_removal`)."""
 _REMOVAL = re.compile(r"^(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9a-f]{32}\.json$")
-
-
-def is_temporary(path: str) -> bool:
-    """Whether ``path`` names a temporary file left by an unfinished put (``.{name}.tmp-{hex}``).
-
-    Examples
-    --------
-    >>> is_temporary("run/calexp/.calexp_1.fits.tmp-0123456789abcdef0123456789abcdef")
-    True
-    >>> is_temporary("run/calexp/calexp_1.fits")
-    False
-    """
-    return bool(_TEMPORARY.match(posixpath.basename(path)))
-
-
-def _temporary_name(path: str) -> str:
-    head, name = posixpath.split(path)
-    # Keep the temporary name within the 255-byte limit of most filesystems.
-    return posixpath.join(head, f".{name[:190]}.tmp-{_HOST}-{os.getpid()}-{os.urandom(16).hex()}")
-
-
-def _writer_gone(name: str, changed: float, now: float) -> bool:
-    """Whether the writer of temporary file ``name`` (last changed at ``changed``) is gone."""
-    match = _TEMPORARY.match(name)
-    if match is None:
-        return False
-    return _owner_gone(match["host"], match["pid"], changed, now)
-
-
-def _owner_gone(host: str | None, pid_text: str | None, changed: float, now: float) -> bool:
-    if now - changed > TEMPORARY_MAX_AGE:
-        return True
-    if host != _HOST or pid_text is None:
-        return False  # another host's writer: only age tells
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, but is another user's process
-        return False
-    return False
-
-
-@dataclass(frozen=True)
-class PendingFile:
-    """A file written or ingested but not yet committed.
-
-    Attributes
-    ----------
-    path
-        Final path relative to the root; for a ``direct`` ingest, the absolute URL of
-        the file where it stays.
-    temp_path
-        Where the bytes are now (relative to the root); equal to ``path`` when they were
-        written in place (object stores, ``direct`` and in-place ingests).
-    size
-        Size in bytes.
-    checksum
-        ``"<algorithm>:<hex digest>"`` (``"md5:9e10..."``), or None when checksums are
-        disabled or were skipped.
-    transfer
-        What was done: ``"write"``, ``"copy"``, ``"move"``, ``"hardlink"``, ``"symlink"``,
-        ``"direct"`` or ``"in_place"`` (an ``auto`` ingest of a file already under the root).
-    source
-        For ``"move"``: the URL of the source file, deleted by `Datastore.commit`.
-    replaces
-        The final path holds a file no registry row names (left by a crashed write), which
-        `Datastore.commit` replaces; the bytes wait under a temporary name until then.
-    """
-
-    path: str
-    temp_path: str
-    size: int
-    checksum: str | None
-    transfer: str = "write"
-    source: str | None = None
-    replaces: bool = False
-
-
-class _HashingWriter(io.RawIOBase):
-    """A write-only file that hashes and counts what passes through to ``raw``.
-
-    A writer that seeks back and rewrites (some formats patch a header at the end) makes
-    the running hash invalid; ``rewritten`` tells the store to hash the file again.
-    """
-
-    def __init__(self, raw: IO[bytes], algorithm: str | None, limit: int | None):
-        super().__init__()
-        self._raw = raw
-        self._hash = hashlib.new(algorithm, usedforsecurity=False) if algorithm else None
-        self._limit = limit
-        self._pos = 0
-        self.size = 0
-        self.rewritten = False
-
-    mode = "wb"
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return bool(self._raw.seekable())
-
-    def write(self, b: Any) -> int:
-        data = memoryview(b).cast("B")
-        n = len(data)
-        if self._limit is not None and self._pos + n > self._limit:
-            raise OSError(errno.ENOSPC, "No space left on device (simulated by disk_full_after)")
-        self._raw.write(data)
-        if self._pos == self.size and self._hash is not None:
-            self._hash.update(data)
-        elif self._pos != self.size:
-            self.rewritten = True
-        self._pos += n
-        self.size = max(self.size, self._pos)
-        return n
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._pos = self._raw.seek(offset, whence)
-        return self._pos
-
-    def flush(self) -> None:
-        if not self.closed and not getattr(self._raw, "closed", False):
-            self._raw.flush()
-
-    def hexdigest(self) -> str | None:
-        return None if self._hash is None else self._hash.hexdigest()
-
-
-class _GuardedFile:
-    """A remote file whose read errors become one `FileAccessError` line (see `Datastore._errors`)."""
-
-    def __init__(self, stream: Any, guard: Callable[[], contextlib.AbstractContextManager[None]]):
-        self._stream = stream
-        self._guard = guard
-
-    def read(self, *args: Any) -> Any:
-        with self._guard():
-            return self._stream.read(*args)
-
-    def readinto(self, buffer: Any) -> Any:
-        with self._guard():
-            return self._stream.readinto(buffer)
-
-    def readline(self, *args: Any) -> Any:
-        with self._guard():
-            return self._stream.readline(*args)
-
-    def seek(self, *args: Any) -> Any:
-        with self._guard():
-            return self._stream.seek(*args)
-
-    def __iter__(self) -> Iterator[Any]:
-        while line := self.readline():
-            yield line
-
-    def __enter__(self) -> _GuardedFile:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stream.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 class Datastore:
@@ -469,7 +298,7 @@ class Datastore:
         self._sweep(posixpath.dirname(rel))
         to_temporary = self._local or replace
         if to_temporary:
-            temp_rel = _temporary_name(rel)
+            temp_rel = temporary_name(rel)
             temp = self._full(temp_rel)
             try:
                 with self._errors("write", rel):
@@ -495,7 +324,7 @@ class Datastore:
                 if isinstance(err, SkyButlerError):
                     raise
                 raise FileAccessError(err.errno, f"Cannot write {rel!r} under {self.root}: {err}") from err
-        sink = _HashingWriter(raw, algorithm, self.disk_full_after)
+        sink = HashingWriter(raw, algorithm, self.disk_full_after)
         try:
             with self._errors("write", rel):
                 try:
@@ -568,7 +397,7 @@ class Datastore:
                         changed = entry.stat(follow_symlinks=False).st_ctime
                     except FileNotFoundError:
                         continue
-                    if _writer_gone(entry.name, changed, now):
+                    if writer_gone(entry.name, changed, now):
                         stale.append(entry.path)
         else:
             with self._errors("list", directory or "/"):
@@ -582,7 +411,7 @@ class Datastore:
                     continue
                 modified = info.get("LastModified") or info.get("created") or info.get("mtime")
                 changed = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
-                if _writer_gone(name, changed, now):
+                if writer_gone(name, changed, now):
                     stale.append(str(info["name"]))
         for path in stale:
             self._discard(path)
@@ -841,7 +670,7 @@ class Datastore:
             except OSError as err:
                 raise FileAccessError(err.errno, f"Cannot ingest {source!r}: {err}") from err
             with stream:
-                shutil.copyfileobj(stream, sink, _CHUNK)
+                shutil.copyfileobj(stream, sink, CHUNK)
 
         return self._write(
             rel,
@@ -885,7 +714,7 @@ class Datastore:
         if not replace:
             self._refuse_existing(rel, final)
         self._sweep(posixpath.dirname(rel))
-        temp_rel = _temporary_name(rel)
+        temp_rel = temporary_name(rel)
         temp = self._full(temp_rel)
         try:
             os.makedirs(posixpath.dirname(temp), exist_ok=True)
@@ -947,7 +776,7 @@ class Datastore:
         if isinstance(fs, LocalFileSystem):
             return cast(IO[Any], stream)
         # A remote file reads lazily: the store can fail on any read, long after open.
-        return cast(IO[Any], _GuardedFile(stream, lambda: self._errors("read", path)))
+        return cast(IO[Any], GuardedFile(stream, lambda: self._errors("read", path)))
 
     def size(self, path: str) -> int:
         """Size of a file in bytes; `FileAccessError` if it is missing."""
@@ -989,7 +818,7 @@ class Datastore:
     def _hash(fs: AbstractFileSystem, full: str, algorithm: str) -> str:
         digest = hashlib.new(algorithm, usedforsecurity=False)
         with fs.open(full, "rb") as stream:
-            while chunk := stream.read(_CHUNK):
+            while chunk := stream.read(CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
 
@@ -1008,7 +837,7 @@ class Datastore:
         str
             The list's path relative to the root, for `forget_removal`.
         """
-        rel = f"{REMOVALS_DIR}/{_HOST}-{os.getpid()}-{os.urandom(16).hex()}.json"
+        rel = f"{REMOVALS_DIR}/{HOST_TAG}-{os.getpid()}-{os.urandom(16).hex()}.json"
         text = json.dumps({"label": label, "paths": sorted(self._relative(p) for p in paths)})
         full = self._full(rel)
         with self._errors("write", rel):
@@ -1039,8 +868,8 @@ class Datastore:
                 continue
             changed = info.get("ctime") or info.get("LastModified") or info.get("created") or now
             changed = changed.timestamp() if hasattr(changed, "timestamp") else float(changed)
-            mine = match["host"] == _HOST and int(match["pid"]) == os.getpid()
-            if not mine and not _owner_gone(match["host"], match["pid"], changed, now):
+            mine = match["host"] == HOST_TAG and int(match["pid"]) == os.getpid()
+            if not mine and not owner_gone(match["host"], match["pid"], changed, now):
                 continue
             rel = f"{REMOVALS_DIR}/{name}"
             try:
