@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from spherical_geometry.polygon import SphericalPolygon
 
@@ -125,6 +125,11 @@ def test_circle_polygon_overlaps_agree_with_octagons_inside_and_around_the_circl
     circle = Circle.from_degrees(ra, dec, radius)
     answer = circle.overlaps(region)
     assert answer == region.overlaps(circle)
+    # Within 0.1 degree of tangency spherical_geometry's overlap areas of thin slivers are
+    # not reliable (seen: 0.0 for a 0.05-degree-deep overlap), so the reference cannot judge.
+    if not region._contains_strictly(circle._cone[0]):
+        gap = math.degrees(region._distance_to_boundary(circle._cone[0])) - radius
+        assume(abs(gap) > 0.1)
     if answer:  # then the octagon around the circle must reach the box
         around = math.degrees(math.atan(math.tan(math.radians(radius)) / math.cos(math.pi / STEPS)))
         assert SphericalPolygon.from_cone(ra, dec, around, degrees=True, steps=STEPS).overlap(polygon_of(region)) > 0
