@@ -24,3 +24,28 @@ def test_a_dimension_value_postgresql_cannot_hold_is_refused_on_both(make_butler
     assert list(butler.query_dimension_records("band")) == []
     butler.insert_dimension_records("band", [{"band": "x" * 128}])  # the longest that fits
     assert [r["band"] for r in butler.query_dimension_records("band")] == ["x" * 128]
+
+
+@pytest.mark.parametrize(("value", "reason"), [("t\0x", "NUL character"), ("t" * 129, "at most 128")])
+def test_a_metadata_text_postgresql_cannot_hold_is_refused_on_both(make_butler, value, reason):
+    from skybutler import DimensionError
+
+    butler = make_butler()
+    butler.insert_dimension_records("instrument", [{"instrument": "HSC"}])
+    with pytest.raises(DimensionError, match=reason) as info:
+        butler.insert_dimension_records("visit", [{"instrument": "HSC", "visit": 1, "target_name": value}])
+    assert "target_name" in str(info.value) and "\n" not in str(info.value)
+    assert list(butler.query_dimension_records("visit")) == []
+
+
+def test_names_longer_than_their_columns_are_refused_on_both(make_butler):
+    from skybutler import CollectionError, DatasetTypeError
+
+    butler = make_butler()
+    with pytest.raises(CollectionError, match="at most 256"):
+        butler.collections.register("r" * 257)
+    butler.collections.register("r" * 256)
+    with pytest.raises(DatasetTypeError, match="at most 128"):
+        butler.register_dataset_type("t" * 129, ["instrument"], "dict")
+    butler.register_dataset_type("t" * 128, ["instrument"], "dict")
+    assert [c["name"] for c in butler.collections.query()] == ["r" * 256]

@@ -13,7 +13,7 @@ from ..model import CollectionType, DataId, DatasetRef
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
 from ._values import chunks, to_datetime
-from .schema import Tables
+from .schema import MAX_COLLECTION_NAME, Tables
 from .search import SearchStep
 
 
@@ -35,6 +35,9 @@ class CollectionRecords:
         if not name or any(c in name for c in "\0\n\r\t") or name.startswith("/") or ".." in name.split("/") \
                 or any("\ud800" <= c <= "\udfff" for c in name):  # lone surrogates: no database holds them
             raise CollectionError(f"Invalid collection name {name!r}")
+        if len(name) > MAX_COLLECTION_NAME:
+            raise CollectionError(f"Collection name {name[:40]!r}... is {len(name)} characters long; "
+                                  f"names hold at most {MAX_COLLECTION_NAME}")
         existing = self.row(name, required=False)
         if existing is not None:
             if existing["type"] != type.value:

@@ -33,6 +33,8 @@ class DatasetTypeRecords:
             raise DatasetTypeError(
                 f"Dataset type name {name!r} must start with a letter and hold only letters, digits and '_'"
             )
+        if len(name) > 128:  # the width of the name column
+            raise DatasetTypeError(f"Dataset type name {name[:40]!r}... is {len(name)} characters long; at most 128")
         storage_class(dataset_type.storage_class)
         dims = self.universe.closure(dataset_type.dimensions)
         normalised = DatasetType(name, dims, dataset_type.storage_class, dataset_type.is_calibration)

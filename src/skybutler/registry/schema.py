@@ -24,6 +24,9 @@ from sqlalchemy.schema import CreateView, DropView
 from ..dimensions import DimensionUniverse
 
 SCHEMA_VERSION = 3
+
+MAX_COLLECTION_NAME = 256
+"""Longest collection name (the width of ``collection.name``)."""
 """Version of the schema this code writes (``meta.schema_version``); each Alembic revision sets one."""
 
 VIEWS = ("datasets_view",)
@@ -88,7 +91,7 @@ def build_tables(universe: DimensionUniverse) -> Tables:
     collection = sa.Table(
         "collection", md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("name", sa.String(256), nullable=False, unique=True),
+        sa.Column("name", sa.String(MAX_COLLECTION_NAME), nullable=False, unique=True),
         sa.Column("type", sa.String(16), nullable=False),
         sa.Column("doc", sa.Text),
     )
