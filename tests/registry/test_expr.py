@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from skybutler.dimensions.regions import Circle, Region
 from skybutler.errors import QueryError
+from skybutler.registry import compile_expression, compile_where
 from skybutler.registry.expr import (
     And,
     Arithmetic,
@@ -33,8 +34,6 @@ from skybutler.registry.expr import (
     Range,
     ShapeCall,
     TimeRange,
-    compile_expression,
-    compile_where,
     identifiers,
     parse,
 )

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from skybutler.dimensions.regions import Circle, Point, Region
 from skybutler.errors import QueryError
-from skybutler.registry.expr import compile_where
+from skybutler.registry import compile_where
 
 metadata = sa.MetaData()
 visits = sa.Table(

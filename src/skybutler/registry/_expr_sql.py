@@ -49,6 +49,7 @@ from .expr import (
     ShapeCall,
     TimeRange,
     Value,
+    parse,
     with_caret,
 )
 
@@ -738,3 +739,84 @@ def _check_type(column: sa.ColumnElement[Any], name: str, value: Any, shown: str
     if not fits:
         raise QueryError(f"Invalid query expression: {name} holds {expected}, but it is compared with {shown}")
     return value
+
+
+def compile_expression(
+    node: Node,
+    resolve: Callable[[str], sa.ColumnElement[Any]],
+    bind: Mapping[str, Any] | None = None,
+    *,
+    text: str | None = None,
+) -> sa.ColumnElement[bool]:
+    """Turn a parsed expression into a SQLAlchemy boolean expression.
+
+    Parameters
+    ----------
+    node : `Node`
+        A tree from `parse`.
+    resolve : `~collections.abc.Callable` [[`str`], `sqlalchemy.ColumnElement`]
+        Returns the column for a name; raises `QueryError` itself for an unknown name.
+        ``X.timespan`` is asked for as ``X.timespan_begin`` and ``X.timespan_end``.
+        For ``X.region OVERLAPS <shape>`` the callable must also have a method
+        ``region_overlaps(element, shape)`` returning the condition (``shape`` a
+        `~skybutler.dimensions.regions.Region`, ``Circle`` or ``Point``).
+    bind : `~collections.abc.Mapping` [`str`, `~typing.Any`], optional
+        Values of bind parameters, by name without the colon.  After ``IN`` a
+        value may be a collection (list, tuple, set, range, array), which is expanded.
+    text : `str`, optional
+        The text ``node`` was parsed from, so errors can point at the problem.
+
+    Returns
+    -------
+    clause : `sqlalchemy.ColumnElement` [`bool`]
+        An expression in which every value is a bound parameter.
+
+    Raises
+    ------
+    QueryError
+        A bind parameter is missing or of the wrong kind, or a value cannot
+        match the type of the column it is compared with.
+
+    Examples
+    --------
+    >>> table = sa.table("visit", sa.column("visit", sa.Integer))
+    >>> print(compile_expression(parse("visit IN (1..5)"), lambda name: table.c[name]))
+    visit.visit BETWEEN :visit_1 AND :visit_2
+    """
+    return Compiler(resolve, bind or {}, text).compile(node)
+
+
+def compile_where(
+    text: str | None,
+    resolve: Callable[[str], sa.ColumnElement[Any]],
+    bind: Mapping[str, Any] | None = None,
+) -> sa.ColumnElement[bool] | None:
+    """Parse and compile a ``where`` expression in one step.
+
+    Parameters
+    ----------
+    text : `str` or `None`
+        The expression.
+    resolve : `~collections.abc.Callable` [[`str`], `sqlalchemy.ColumnElement`]
+        Returns the column for a name, as for `compile_expression`.
+    bind : `~collections.abc.Mapping` [`str`, `~typing.Any`], optional
+        Values of bind parameters.
+
+    Returns
+    -------
+    clause : `sqlalchemy.ColumnElement` [`bool`] or `None`
+        The expression, or `None` when ``text`` is empty (no constraint).
+
+    Raises
+    ------
+    QueryError
+        The expression is invalid; see `parse` and `compile_expression`.
+
+    Examples
+    --------
+    >>> table = sa.table("visit", sa.column("visit", sa.Integer), sa.column("band", sa.String))
+    >>> clause = compile_where("visit > :v AND band = 'r'", lambda name: table.c[name], {"v": 903000})
+    >>> query = sa.select(table).where(clause) if clause is not None else sa.select(table)
+    """
+    node = parse(text)
+    return None if node is None else compile_expression(node, resolve, bind, text=text)

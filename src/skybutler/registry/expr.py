@@ -42,7 +42,8 @@ bound parameter (or, for lists too long for SQLite's parameter limit, a
 literal rendered by SQLAlchemy's own type processors), so no text of the
 expression ever reaches SQL.  On PostgreSQL a value list is one array
 parameter (``column = ANY(:values)``), so 100,000 visit ids are no problem.
-The compiler lives in `skybutler.registry._expr_sql`.
+The compiler (`compile_expression`, `compile_where`) lives in `skybutler.registry._expr_sql` and is
+exported by `skybutler.registry`; this module only reads text into a tree.
 """
 
 from __future__ import annotations
@@ -52,11 +53,8 @@ import math
 import re
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
-
-import sqlalchemy as sa
 
 from ..errors import QueryError
 
@@ -78,8 +76,6 @@ __all__ = [
     "Range",
     "ShapeCall",
     "TimeRange",
-    "compile_expression",
-    "compile_where",
     "identifiers",
     "parse",
 ]
@@ -825,86 +821,3 @@ def identifiers(node: Node | None) -> set[str]:
     if isinstance(node, ShapeCall):
         return set()  # shape arguments are numbers or binds, never columns
     return set().union(*(identifiers(child) for child in _children(node)))
-
-
-def compile_expression(
-    node: Node,
-    resolve: Callable[[str], sa.ColumnElement[Any]],
-    bind: Mapping[str, Any] | None = None,
-    *,
-    text: str | None = None,
-) -> sa.ColumnElement[bool]:
-    """Turn a parsed expression into a SQLAlchemy boolean expression.
-
-    Parameters
-    ----------
-    node : `Node`
-        A tree from `parse`.
-    resolve : `~collections.abc.Callable` [[`str`], `sqlalchemy.ColumnElement`]
-        Returns the column for a name; raises `QueryError` itself for an unknown name.
-        ``X.timespan`` is asked for as ``X.timespan_begin`` and ``X.timespan_end``.
-        For ``X.region OVERLAPS <shape>`` the callable must also have a method
-        ``region_overlaps(element, shape)`` returning the condition (``shape`` a
-        `~skybutler.dimensions.regions.Region`, ``Circle`` or ``Point``).
-    bind : `~collections.abc.Mapping` [`str`, `~typing.Any`], optional
-        Values of bind parameters, by name without the colon.  After ``IN`` a
-        value may be a collection (list, tuple, set, range, array), which is expanded.
-    text : `str`, optional
-        The text ``node`` was parsed from, so errors can point at the problem.
-
-    Returns
-    -------
-    clause : `sqlalchemy.ColumnElement` [`bool`]
-        An expression in which every value is a bound parameter.
-
-    Raises
-    ------
-    QueryError
-        A bind parameter is missing or of the wrong kind, or a value cannot
-        match the type of the column it is compared with.
-
-    Examples
-    --------
-    >>> table = sa.table("visit", sa.column("visit", sa.Integer))
-    >>> print(compile_expression(parse("visit IN (1..5)"), lambda name: table.c[name]))
-    visit.visit BETWEEN :visit_1 AND :visit_2
-    """
-    from ._expr_sql import Compiler  # the compiler imports the tree from here
-
-    return Compiler(resolve, bind or {}, text).compile(node)
-
-
-def compile_where(
-    text: str | None,
-    resolve: Callable[[str], sa.ColumnElement[Any]],
-    bind: Mapping[str, Any] | None = None,
-) -> sa.ColumnElement[bool] | None:
-    """Parse and compile a ``where`` expression in one step.
-
-    Parameters
-    ----------
-    text : `str` or `None`
-        The expression.
-    resolve : `~collections.abc.Callable` [[`str`], `sqlalchemy.ColumnElement`]
-        Returns the column for a name, as for `compile_expression`.
-    bind : `~collections.abc.Mapping` [`str`, `~typing.Any`], optional
-        Values of bind parameters.
-
-    Returns
-    -------
-    clause : `sqlalchemy.ColumnElement` [`bool`] or `None`
-        The expression, or `None` when ``text`` is empty (no constraint).
-
-    Raises
-    ------
-    QueryError
-        The expression is invalid; see `parse` and `compile_expression`.
-
-    Examples
-    --------
-    >>> table = sa.table("visit", sa.column("visit", sa.Integer), sa.column("band", sa.String))
-    >>> clause = compile_where("visit > :v AND band = 'r'", lambda name: table.c[name], {"v": 903000})
-    >>> query = sa.select(table).where(clause) if clause is not None else sa.select(table)
-    """
-    node = parse(text)
-    return None if node is None else compile_expression(node, resolve, bind, text=text)

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from .._gc import paused_gc
 from ..errors import CollectionError, QueryError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
+from ._expr_sql import compile_where
 from ._values import to_datetime
-from .expr import compile_where, identifiers
+from .expr import identifiers
 from .expr import parse as parse_expression
 from .schema import overlap_columns
 from .search import SearchStep, ambiguity_error, dataset_branch, dataset_branches, in_any_collection
