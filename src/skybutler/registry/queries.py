@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from .._gc import paused_gc
 from ..errors import CollectionError, QueryError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
-from ._expr_sql import compile_where
+from ._expr_sql import compile_expression, compile_where
 from ._values import to_datetime
 from .expr import identifiers
 from .expr import parse as parse_expression
@@ -34,9 +34,13 @@ class _Resolver:
     """Maps identifiers to columns for one SELECT, remembering the dimension tables it must join."""
 
     def __init__(self, registry: Registry, dimensions: Sequence[str], canonical: Mapping[str, sa.ColumnElement],
-                 joined: dict[str, Any] | None = None, fields: Mapping[str, sa.ColumnElement] | None = None):
+                 joined: dict[str, Any] | None = None, fields: Mapping[str, sa.ColumnElement] | None = None,
+                 region_keys: dict[tuple[str, Any], list[tuple[Any, ...]]] | None = None):
         self.registry = registry
         self.fields = dict(fields or {})
+        # Keys of the records a shape overlaps, by (element, shape): shared by the resolvers
+        # of one query's collections, so each region predicate reads the regions once.
+        self.region_keys = region_keys if region_keys is not None else {}
         self.universe = registry.universe
         self.dimensions = tuple(dimensions)
         self.canonical = dict(canonical)
@@ -91,15 +95,18 @@ class _Resolver:
         if missing:
             raise QueryError(f"{element}.region needs {', '.join(missing)} in the query")
         table = self.registry.tables.dimensions[element]
-        with self.registry.database.read() as conn:
-            rows = conn.execute(sa.select(*[table.c[k] for k in pk], table.c.region)
-                                .where(table.c.region.is_not(None))).all()
-        keys = [tuple(rows[i][:-1]) for i in overlapping_records(region, [r[-1] for r in rows])]
+        keys = self.region_keys.get((element, region))
+        if keys is None:
+            with self.registry.database.read() as conn:
+                rows = conn.execute(sa.select(*[table.c[k] for k in pk], table.c.region)
+                                    .where(table.c.region.is_not(None))).all()
+            keys = [tuple(rows[i][:-1]) for i in overlapping_records(region, [r[-1] for r in rows])]
+            self.region_keys[(element, region)] = keys
         if not keys:
             return sa.false()
-        # The keys go in as a literal VALUES list, not one bound parameter each: a large
-        # region may match more records than either database takes parameters in one
-        # statement (SQLite 32,766, PostgreSQL 65,535), most easily with 3-key elements.
+        # Not one bound parameter per key: a large region may match more records than either
+        # database takes parameters in one statement (SQLite 32,766, PostgreSQL 65,535), most
+        # easily with 3-key elements.
         columns = [self.canonical[k] for k in pk]
         if self.registry.dialect == "postgresql":
             # One array parameter per key column, unnested into rows: any number of keys in
@@ -227,12 +234,15 @@ def _query_datasets(registry: Registry, conn: sa.Connection, type_id: int, dt: D
     branches = dataset_branches(registry, flat, type_id, dt, time=time)
     if not branches:
         return
+    # Parsed once for every collection's SELECT.
+    node = parse_expression(where)
     # Constraints on dimensions the dataset type lacks (calexps overlapping `tract = 0`)
     # join those dimensions' records and overlaps to each collection's datasets.
-    extra = referenced_dimensions(registry, dt.dimensions, where=where, data_id=data_id, bind=bind)
+    extra = referenced_dimensions(registry, dt.dimensions, {*(data_id or ()), *identifiers(node)}, bind=bind)
     query_dims = registry.universe.closure([*dt.dimensions, *extra]) if extra else dt.dimensions
     c = registry.tables.collection
     run_name = sa.select(c.c.name).where(c.c.id == d.c.run_id).scalar_subquery()
+    region_keys: dict[tuple[str, Any], list[tuple[Any, ...]]] = {}
     selects = []
     for rank, branch in branches:
         fields = {"id": d.c.id, "ingest_date": d.c.ingest_date, "run": run_name,
@@ -244,18 +254,19 @@ def _query_datasets(registry: Registry, conn: sa.Connection, type_id: int, dt: D
         if extra:
             from_, canonical, tables, dim_conds = _join_dimensions(
                 registry, query_dims, start=from_, given={k: d.c[k] for k in dt.dimensions})
-            resolver = _Resolver(registry, query_dims, canonical, joined=dict(tables), fields=fields)
+            resolver = _Resolver(registry, query_dims, canonical, joined=dict(tables), fields=fields,
+                                 region_keys=region_keys)
             conds += dim_conds
         else:
-            resolver = _Resolver(registry, dt.dimensions, {k: d.c[k] for k in dt.dimensions}, fields=fields)
+            resolver = _Resolver(registry, dt.dimensions, {k: d.c[k] for k in dt.dimensions}, fields=fields,
+                                 region_keys=region_keys)
         conds += _data_id_conditions(resolver, data_id)
-        cond = compile_where(where, resolver, bind)
-        if cond is not None:
-            conds.append(cond)
+        if node is not None:
+            conds.append(compile_expression(node, resolver, bind, text=where))
         # Only the columns a ref needs: the others (ingest_date) cost a conversion per row.
         stmt = sa.select(*columns, sa.literal(rank).label("rank"))
         stmt = _apply(stmt, from_, resolver, sa.and_(*conds))
-        selects.append(stmt.distinct() if branch.distinct or extra else stmt)
+        selects.append(stmt.distinct() if branch.ambiguous or extra else stmt)
     ambiguous = find_first and any(b.ambiguous for _, b in branches)
     check = None
     if len(selects) == 1 and not ambiguous:
@@ -435,10 +446,9 @@ def _join_dimensions(registry: Registry, dims: Sequence[str], start: sa.FromClau
     return joined, canonical, tables, conditions
 
 
-def referenced_dimensions(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
-                          data_id: Mapping[str, Any] | None = None, bind: Mapping[str, Any] | None = None,
-                          ) -> tuple[str, ...]:
-    """Dimensions named by ``where`` or ``data_id`` that ``dimensions`` neither hold nor imply.
+def referenced_dimensions(registry: Registry, dimensions: Iterable[str], names: Iterable[str], *,
+                          bind: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """Dimensions among ``names`` (of a where expression and a data id) that ``dimensions`` neither hold nor imply.
 
     A constraint on such a dimension joins it (spatially where needed): tracts
     ``where visit = 903334`` are the tracts that visit overlaps. A region-bearing
@@ -447,7 +457,6 @@ def referenced_dimensions(registry: Registry, dimensions: Iterable[str], *, wher
     universe = registry.universe
     dims = universe.closure(dimensions)
     known = set(dims) | set(universe.implied_by(dims))
-    names = set(data_id or ()) | (identifiers(parse_expression(where)) if where else set())
     extra: list[str] = []
     for name in names:
         head = name.split(".", 1)[0]
@@ -499,7 +508,8 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
     universe = registry.universe
     dims = universe.closure(dimensions)
     found_types = [registry.dataset_type_records.find(name) for name in datasets]
-    wanted = [*dims, *referenced_dimensions(registry, dims, where=where, data_id=data_id, bind=bind)]
+    node = parse_expression(where)
+    wanted = [*dims, *referenced_dimensions(registry, dims, {*(data_id or ()), *identifiers(node)}, bind=bind)]
     for _, dt in found_types:
         wanted += dt.dimensions
     query_dims = universe.closure(wanted)
@@ -509,20 +519,18 @@ def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str |
         fields = {c.name: c for c in tables[bare_columns_of].c if c.name != "region" and c.name not in canonical}
     resolver = _Resolver(registry, query_dims, canonical, joined=dict(tables), fields=fields)
     conds += _data_id_conditions(resolver, data_id)
-    cond = compile_where(where, resolver, bind)
-    if cond is not None:
-        conds.append(cond)
+    if node is not None:
+        conds.append(compile_expression(node, resolver, bind, text=where))
     if found_types:
         if not collections:
             raise CollectionError("Constraining data ids by datasets needs collections to search")
         steps = registry.search_path(collections)
         d = registry.tables.dataset.alias("qd")
         for type_id, dt in found_types:
-            membership = in_any_collection(registry, steps, type_id, dt, d)
-            if membership is None:
+            in_collections = in_any_collection(registry, steps, type_id, dt, d)
+            if in_collections is None:
                 conds.append(sa.false())
                 continue
-            _from, in_collections = membership
             found = sa.select(*[d.c[k] for k in dt.dimensions]).where(in_collections)
             if not dt.dimensions:
                 conds.append(sa.exists(found.add_columns(d.c.id)))

@@ -43,29 +43,23 @@ class Branch:
     """Where one collection's datasets of one type are: a FROM clause and its conditions.
 
     ``validity`` holds the ``(valid_begin, valid_end)`` columns of a CALIBRATION
-    collection's certifications (NULL literals elsewhere: valid at any time), and
-    ``distinct`` says the rows must be made distinct (one dataset certified over several
-    ranges, looked up without a time, is one candidate).
+    collection's certifications (NULL literals elsewhere: valid at any time).
+    ``ambiguous`` (a CALIBRATION collection looked up without a time) says the branch
+    may hold several datasets for one data id, and that its rows must be made distinct:
+    one dataset certified over several ranges is one candidate.
     """
 
     step: SearchStep
     from_: sa.FromClause
     conditions: list[sa.ColumnElement[bool]]
     validity: tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]
-    distinct: bool = False
-    ambiguous: bool = False  # may hold several datasets for one data id (calibration without time)
+    ambiguous: bool = False
 
 
 def dataset_branch(registry: Registry, step: SearchStep, type_id: int, dataset_type: DatasetType, *,
-                   time: datetime.datetime | None = None, dataset: sa.FromClause | None = None) -> Branch | None:
-    """The datasets of one type in one (non-chained) collection, or None when it cannot hold any.
-
-    Parameters
-    ----------
-    dataset
-        The ``dataset`` table or an alias of it to select from (default: the table).
-    """
-    d = dataset if dataset is not None else registry.tables.dataset
+                   time: datetime.datetime | None = None) -> Branch | None:
+    """The datasets of one type in one (non-chained) collection, or None when it cannot hold any."""
+    d = registry.tables.dataset
     conditions: list[sa.ColumnElement[bool]] = [d.c.dataset_type_id == type_id]
     nulls = (sa.null().label("valid_begin"), sa.null().label("valid_end"))
     if step.type is CollectionType.RUN:
@@ -83,25 +77,24 @@ def dataset_branch(registry: Registry, step: SearchStep, type_id: int, dataset_t
         if time is not None:
             on += [cal.c.valid_begin <= time, cal.c.valid_end > time]
         return Branch(step, d.join(cal, sa.and_(*on)), conditions, (cal.c.valid_begin, cal.c.valid_end),
-                      distinct=time is None, ambiguous=time is None)
+                      ambiguous=time is None)
     raise CollectionError(f"Collection {step.name!r} of type {step.type.value} cannot be searched directly")
 
 
 def dataset_branches(registry: Registry, steps: Sequence[SearchStep], type_id: int, dataset_type: DatasetType,
-                     *, time: datetime.datetime | None = None, dataset: sa.FromClause | None = None,
-                     ) -> list[tuple[int, Branch]]:
+                     *, time: datetime.datetime | None = None) -> list[tuple[int, Branch]]:
     """`dataset_branch` for each step, with its rank in the search order (skipped ones left out)."""
     out = []
     for rank, step in enumerate(steps):
-        branch = dataset_branch(registry, step, type_id, dataset_type, time=time, dataset=dataset)
+        branch = dataset_branch(registry, step, type_id, dataset_type, time=time)
         if branch is not None:
             out.append((rank, branch))
     return out
 
 
 def in_any_collection(registry: Registry, steps: Sequence[SearchStep], type_id: int, dataset_type: DatasetType,
-                      dataset: sa.FromClause) -> tuple[sa.FromClause, sa.ColumnElement[bool]] | None:
-    """FROM and condition for "a dataset of this type in any of these collections" (no ranking).
+                      dataset: sa.FromClause) -> sa.ColumnElement[bool] | None:
+    """The condition "a row of ``dataset`` (the table or an alias) is of this type in any of these collections".
 
     RUNs are one ``run_id IN (...)`` test, the others one ``EXISTS`` each. Returns None
     when no collection can hold the type.
@@ -120,7 +113,7 @@ def in_any_collection(registry: Registry, steps: Sequence[SearchStep], type_id: 
             alternatives.append(sa.exists().where(cal.c.dataset_id == d.c.id, cal.c.collection_id == step.id))
     if not alternatives:
         return None
-    return d, sa.and_(d.c.dataset_type_id == type_id, sa.or_(*alternatives))
+    return sa.and_(d.c.dataset_type_id == type_id, sa.or_(*alternatives))
 
 
 def ambiguity_error(registry: Registry, conn: sa.Connection, step: SearchStep, type_id: int,
