@@ -157,3 +157,23 @@ def check_connection(engine: sa.Engine, url: str) -> None:
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseConnectionError(f"Cannot connect to registry database {redact(url)}: {reason}") from None
+
+
+def open_existing(url: str, *, root: str | Path | None = None, namespace: str | None = None,
+                  sync_every_commit: bool = False, read_only: bool = False) -> tuple[str, sa.Engine]:
+    """The SQLAlchemy URL and a connected engine for an existing registry database.
+
+    A missing or damaged SQLite file is refused before SQLite could create one, and an
+    unreachable server raises `DatabaseConnectionError`; the engine is disposed of then.
+    """
+    sa_url = normalise_url(url, root)
+    path = sqlite_file(sa_url)
+    if path is not None:
+        check_sqlite_file(path)
+    engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit, read_only=read_only)
+    try:
+        check_connection(engine, sa_url)
+    except BaseException:
+        engine.dispose()
+        raise
+    return sa_url, engine

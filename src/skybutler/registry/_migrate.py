@@ -29,15 +29,7 @@ from alembic.script import ScriptDirectory
 
 from ..dimensions import DimensionUniverse
 from ..errors import RepositoryNotFoundError, SchemaVersionError
-from ._db import (
-    check_connection,
-    check_sqlite_file,
-    database_errors,
-    make_engine,
-    normalise_url,
-    redact,
-    sqlite_file,
-)
+from ._db import database_errors, open_existing, redact
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"
@@ -164,13 +156,8 @@ def upgrade(url: str, *, namespace: str | None = None, root: str | None = None,
     0001: stamp (unversioned repository of release 0.1.0)
     0002: datasets_view: every dataset with its type, run, filled-in dimensions and file.
     """
-    sa_url = normalise_url(url, root)
-    path = sqlite_file(sa_url)
-    if path is not None:
-        check_sqlite_file(path)
-    engine = make_engine(sa_url, namespace=namespace)
+    sa_url, engine = open_existing(url, root=root, namespace=namespace)
     try:
-        check_connection(engine, sa_url)
         with database_errors(sa_url), engine.connect().execution_options(write=not dry_run) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_ID)))

@@ -32,15 +32,7 @@ from ._collections import CollectionRecords
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
 from ._datasets import DatasetRecords, FileRecord
-from ._db import (
-    check_connection,
-    check_sqlite_file,
-    database_errors,
-    make_engine,
-    normalise_url,
-    redact,
-    sqlite_file,
-)
+from ._db import check_connection, database_errors, make_engine, normalise_url, open_existing, redact
 from ._dimension_records import DimensionRecords
 from .queries import dimension_records_condition
 from .schema import SCHEMA_VERSION, Tables, build_tables
@@ -113,14 +105,9 @@ class Registry:
         one), `RepositoryDamagedError` for a damaged one, `SchemaVersionError` for a schema older or newer
         than this skybutler's (naming both versions, and the upgrade command).
         """
-        sa_url = normalise_url(url, root)
-        path = sqlite_file(sa_url)
-        if path is not None:
-            check_sqlite_file(path)
-        engine = make_engine(sa_url, namespace=namespace, sync_every_commit=sync_every_commit,
-                             read_only=not writeable)
+        sa_url, engine = open_existing(url, root=root, namespace=namespace, sync_every_commit=sync_every_commit,
+                                       read_only=not writeable)
         try:
-            check_connection(engine, sa_url)
             with database_errors(sa_url), engine.connect() as conn:
                 if not sa.inspect(conn).has_table("meta", schema=namespace):
                     raise RepositoryNotFoundError(
