@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..config import redact_url
 from ..errors import ReadOnlyError
-from ._db import redact
 
 
 class Database:
@@ -61,7 +61,7 @@ class Database:
         Raises `ReadOnlyError` on a database opened read-only: every write goes through here.
         """
         if not self.writeable:
-            raise ReadOnlyError(f"Registry {redact(self.url)} was opened read-only")
+            raise ReadOnlyError(f"Registry {redact_url(self.url)} was opened read-only")
         active = getattr(self._local, "conn", None)
         if active is not None:
             yield active

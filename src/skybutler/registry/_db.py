@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from ..config import redact_url
 from ..errors import ConfigError, DatabaseConnectionError, RepositoryDamagedError, RepositoryNotFoundError
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql")
@@ -26,7 +26,7 @@ def normalise_url(url: str, root: str | Path | None = None) -> str:
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in (*SUPPORTED_SCHEMES, "postgres"):
         raise ConfigError(
-            f"Registry database URL {redact(url)!r} is not supported; use one of: "
+            f"Registry database URL {redact_url(url)!r} is not supported; use one of: "
             + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
         )
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -36,11 +36,6 @@ def normalise_url(url: str, root: str | Path | None = None) -> str:
         if path and not path.startswith("/") and path != ":memory:":
             return f"sqlite:///{Path(root) / path}"
     return url
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -94,7 +89,7 @@ def database_errors(url: str) -> Iterator[None]:
         raise
     except sa.exc.DatabaseError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        where = sqlite_file(url) or redact(url)
+        where = sqlite_file(url) or redact_url(url)
         raise RepositoryDamagedError(f"Registry database {where} cannot be read: {reason}") from None
 
 
@@ -156,7 +151,7 @@ def check_connection(engine: sa.Engine, url: str) -> None:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseConnectionError(f"Cannot connect to registry database {redact(url)}: {reason}") from None
+        raise DatabaseConnectionError(f"Cannot connect to registry database {redact_url(url)}: {reason}") from None
 
 
 def open_existing(url: str, *, root: str | Path | None = None, namespace: str | None = None,

@@ -27,9 +27,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from ..config import redact_url
 from ..dimensions import DimensionUniverse
 from ..errors import RepositoryNotFoundError, SchemaVersionError
-from ._db import database_errors, open_existing, redact
+from ._db import database_errors, open_existing
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"
@@ -162,7 +163,7 @@ def upgrade(url: str, *, namespace: str | None = None, root: str | None = None,
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_ID)))
             if not sa.inspect(conn).has_table("meta", schema=_version_schema(conn, namespace)):
-                raise RepositoryNotFoundError(f"Registry database {redact(sa_url)} holds no skybutler repository")
+                raise RepositoryNotFoundError(f"Registry database {redact_url(sa_url)} holds no skybutler repository")
             current = current_revision(conn, namespace)
             steps: list[MigrationStep] = []
             if current is None:
@@ -170,12 +171,12 @@ def upgrade(url: str, *, namespace: str | None = None, root: str | None = None,
                 version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
                 if version != "1":
                     raise SchemaVersionError(
-                        f"Registry {redact(sa_url)} has schema version {version} but no migration history; "
+                        f"Registry {redact_url(sa_url)} has schema version {version} but no migration history; "
                         "only repositories of release 0.1.0 (schema version 1) can be upgraded from that state")
                 steps.append(MigrationStep(BASELINE, "stamp (unversioned repository of release 0.1.0)"))
             elif current not in {r.revision for r in script_directory().walk_revisions()}:
                 raise SchemaVersionError(
-                    f"Registry {redact(sa_url)} is at revision {current}, newer than this skybutler's "
+                    f"Registry {redact_url(sa_url)} is at revision {current}, newer than this skybutler's "
                     f"{head_revision()}; upgrade skybutler instead")
             steps.extend(_pending(current))
             if not dry_run and steps:

@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..config import redact_url
 from ..dimensions import DimensionUniverse
 from ..errors import DimensionError, RepositoryExistsError, RepositoryNotFoundError, SchemaVersionError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
@@ -32,7 +33,7 @@ from ._collections import CollectionRecords
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
 from ._datasets import DatasetRecords, FileRecord
-from ._db import check_connection, database_errors, make_engine, normalise_url, open_existing, redact
+from ._db import check_connection, database_errors, make_engine, normalise_url, open_existing
 from ._dimension_records import DimensionRecords
 from .queries import dimension_records_condition
 from .schema import SCHEMA_VERSION, Tables, build_tables
@@ -78,7 +79,7 @@ class Registry:
                 if namespace and registry.dialect == "postgresql":
                     conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
                 if sa.inspect(conn).has_table("meta", schema=namespace):
-                    raise RepositoryExistsError(f"Registry database {redact(sa_url)} already holds a repository")
+                    raise RepositoryExistsError(f"Registry database {redact_url(sa_url)} already holds a repository")
                 registry.tables.metadata.create_all(conn)
                 schema.create_views(conn, registry.tables, universe)
                 conn.execute(sa.insert(registry.tables.meta), [
@@ -111,18 +112,18 @@ class Registry:
             with database_errors(sa_url), engine.connect() as conn:
                 if not sa.inspect(conn).has_table("meta", schema=namespace):
                     raise RepositoryNotFoundError(
-                        f"Registry database {redact(sa_url)} holds no skybutler repository")
+                        f"Registry database {redact_url(sa_url)} holds no skybutler repository")
                 meta = _migrate.meta_table()
                 values = dict(conn.execute(sa.select(meta.c.key, meta.c.value)).all())
             version = int(values.get("schema_version", 0))
             if version > SCHEMA_VERSION:
                 raise SchemaVersionError(
-                    f"Registry {redact(sa_url)} has schema version {version}; this skybutler reads up to "
+                    f"Registry {redact_url(sa_url)} has schema version {version}; this skybutler reads up to "
                     f"{SCHEMA_VERSION}. Upgrade skybutler."
                 )
             if version < SCHEMA_VERSION:
                 raise SchemaVersionError(
-                    f"Registry {redact(sa_url)} has schema version {version}; this skybutler needs "
+                    f"Registry {redact_url(sa_url)} has schema version {version}; this skybutler needs "
                     f"{SCHEMA_VERSION}. Upgrade the repository with: skybutler migrate {root or 'REPO'}"
                 )
             universe = DimensionUniverse(json.loads(values["universe"]))
