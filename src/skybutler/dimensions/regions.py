@@ -32,9 +32,18 @@ _EPSILON = 1e-13
 
 
 def _unit_vectors(vertices: np.ndarray) -> np.ndarray:
-    ra = np.radians(vertices[:, 0])
-    dec = np.radians(vertices[:, 1])
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
+    """Unit vectors of ``(..., 2)`` arrays of (ra, dec) degrees, as ``(..., 3)``."""
+    ra = np.radians(vertices[..., 0])
+    dec = np.radians(vertices[..., 1])
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def _bounding_cones(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres ``(..., 3)`` and radii ``(...)`` of the cones around ``(..., n, 3)`` polygon vertices."""
+    centers = vectors.sum(axis=-2)
+    centers /= np.linalg.norm(centers, axis=-1, keepdims=True)
+    radii = np.max(np.arccos(np.clip(np.einsum("...nd,...d->...n", vectors, centers), -1.0, 1.0)), axis=-1)
+    return centers, radii
 
 
 def _unit_vector(ra: float, dec: float) -> np.ndarray:
@@ -181,11 +190,8 @@ class Region:
 
     @cached_property
     def _cone(self) -> tuple[np.ndarray, float]:
-        vecs = self._vectors
-        center = vecs.sum(axis=0)
-        center /= np.linalg.norm(center)
-        radius = float(np.max(np.arccos(np.clip(vecs @ center, -1.0, 1.0))))
-        return center, radius
+        center, radius = _bounding_cones(self._vectors)
+        return center, float(radius)
 
     @cached_property
     def _edge_normals(self) -> np.ndarray:
@@ -307,12 +313,8 @@ def overlapping_records(shape: Shape, regions_json: Sequence[str]) -> list[int]:
     near: list[int] = []
     inside: list[int] = []  # wholly within a circle: no exact test needed
     for indices in by_count.values():
-        degrees = np.radians(np.asarray([vertex_lists[i] for i in indices], dtype=float))  # (k, n, 2)
-        ra, dec = degrees[..., 0], degrees[..., 1]
-        vectors = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
-        centers = vectors.sum(axis=1)
-        centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-        radii = np.max(np.arccos(np.clip(np.einsum("knd,kd->kn", vectors, centers), -1.0, 1.0)), axis=1)
+        vectors = _unit_vectors(np.asarray([vertex_lists[i] for i in indices], dtype=float))  # (k, n, 3)
+        centers, radii = _bounding_cones(vectors)
         separation = np.arccos(np.clip(centers @ center, -1.0, 1.0))
         candidate = separation <= radii + radius + 1e-12
         if isinstance(shape, Circle):
