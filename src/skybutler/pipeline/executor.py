@@ -281,12 +281,9 @@ class QuantumRunner:
                 record.derived = [(out.id, src.id) for out in outputs for src in sources]
                 record_executions(self.butler.registry, [record])
 
-            try:
-                self.butler.put_many(items, refs=refs, before_commit=provenance)
-            except DatasetExistsError:
-                if not self._remove_orphans(refs):
-                    raise
-                self.butler.put_many(items, refs=refs, before_commit=provenance)
+            # A file left at an output's path by an attempt killed mid-commit (no row names
+            # it) is replaced by put_many itself.
+            self.butler.put_many(items, refs=refs, before_commit=provenance)
             return QuantumOutcome(quantum.id, quantum.task_label, quantum.data_id, ExecutionStatus.SUCCEEDED,
                                   execution_id=execution_id, seconds=time.perf_counter() - t0)
         except Exception as exc:  # MemoryError included: the worker survives it
@@ -300,23 +297,6 @@ class QuantumRunner:
                                 details={"traceback": tb, "log": log_tail}, execution_id=execution_id)
             return QuantumOutcome(quantum.id, quantum.task_label, quantum.data_id, ExecutionStatus.FAILED,
                                   reason=reason, execution_id=execution_id, seconds=time.perf_counter() - t0)
-
-    def _remove_orphans(self, refs: list[DatasetRef]) -> bool:
-        """Remove files left at this quantum's output paths by an attempt killed mid-commit.
-
-        Only when none of the outputs is in the registry and no dataset's file record
-        names those paths: such files belong to nothing (what `verify` would report).
-        """
-        registry = self.butler.registry
-        if pipeline_sql.existing_dataset_ids(registry, [r.id for r in refs]):
-            return False
-        paths = [r.extra["path"] for r in refs if r.extra.get("path") and self.butler.datastore.exists(r.extra["path"])]
-        if not paths or pipeline_sql.known_paths(registry, paths):
-            return False
-        logging.getLogger(__name__).warning("Removing %d file(s) left by an interrupted attempt: %s",
-                                            len(paths), ", ".join(paths))
-        self.butler.datastore.remove(paths)
-        return True
 
     def record_failure(self, quantum: Quantum, task: Task | None, reason: str, usage: ResourceUsage | None = None,
                        *, used: list[tuple[uuid.UUID, str | None]] | None = None,
