@@ -22,6 +22,19 @@ MAX_KEY_LENGTH = 128
 """Longest string value of a dimension (the registry's column width)."""
 
 
+def text_problem(value: str, limit: int = MAX_KEY_LENGTH) -> str | None:
+    """Why a text PostgreSQL cannot store (and SQLite would) is refused, or None when it fits.
+
+    Refused alike on both databases, before either sees it, so a repository means the
+    same on both: a NUL character, or more characters than the registry's column holds.
+    """
+    if "\0" in value:
+        return "contains a NUL character"
+    if len(value) > limit:
+        return f"is {len(value)} characters long; at most {limit} fit"
+    return None
+
+
 @dataclass(frozen=True)
 class Element:
     """One element of the universe: a dimension, or a record-only element.
@@ -275,12 +288,9 @@ class DimensionUniverse:
                     value.encode("utf-8")
                 except UnicodeEncodeError:  # a lone surrogate: no database or file name can hold it
                     raise DataIdError(f"Data id value {dimension}={value!r} is not valid Unicode text") from None
-            # What SQLite would store but PostgreSQL cannot: refused alike on both, before either sees it.
-            if "\0" in value:
-                raise DataIdError(f"Data id value {dimension}={value!r} contains a NUL character")
-            if len(value) > MAX_KEY_LENGTH:
-                raise DataIdError(f"Data id value {dimension}={value[:40]!r}... is {len(value)} characters long; "
-                                  f"dimension values hold at most {MAX_KEY_LENGTH}")
+            problem = text_problem(value)
+            if problem is not None:
+                raise DataIdError(f"Data id value {dimension}={value[:40]!r} {problem}")
             return value
         raise DataIdError(f"Data id value {dimension}={value!r} must be a string, not {type(value).__name__}")
 

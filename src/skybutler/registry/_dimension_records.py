@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..dimensions import DimensionUniverse, Region, overlapping_pairs
-from ..dimensions.universe import MAX_KEY_LENGTH
+from ..dimensions.universe import text_problem
 from ..errors import DimensionError
 from ..model import DataId
 from ._database import Database
@@ -61,10 +61,8 @@ class DimensionRecords:
             elif key in self.universe.elements:
                 out[key] = self.universe.coerce(key, value) if value is not None else None
             else:
-                if types[key] == "str" and isinstance(value, str) and ("\0" in value or len(value) > MAX_KEY_LENGTH):
-                    # What SQLite would store but PostgreSQL cannot: refused alike on both.
-                    problem = "contains a NUL character" if "\0" in value else (
-                        f"is {len(value)} characters long; text columns hold at most {MAX_KEY_LENGTH}")
+                problem = text_problem(value) if types[key] == "str" and isinstance(value, str) else None
+                if problem is not None:
                     raise DimensionError(f"{element} record {({k: record.get(k) for k in el.primary_key})}: "
                                          f"{key}={value[:40]!r} {problem}")
                 out[key] = value
