@@ -8,13 +8,13 @@ same calls, and a read-only butler refuses every change here (and again in the r
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from .model import CollectionType, DataId, DatasetRef
 
 if TYPE_CHECKING:
-    from .butler import Butler
+    from .registry import Registry
 
 
 class ButlerCollections(Sequence[str]):
@@ -32,9 +32,10 @@ class ButlerCollections(Sequence[str]):
     >>> [c["name"] for c in butler.collections.query("HSC/*", types=[CollectionType.RUN])]  # doctest: +SKIP
     """
 
-    def __init__(self, butler: Butler, defaults: Sequence[str]):
-        self._butler = butler
+    def __init__(self, registry: Registry, defaults: Sequence[str], require_writeable: Callable[[], None]):
+        self._registry = registry
         self._defaults = list(defaults)
+        self._require_writeable = require_writeable  # the butler's: raises ReadOnlyError when read-only
 
     # -- the default search path ---------------------------------------------------------
 
@@ -73,7 +74,7 @@ class ButlerCollections(Sequence[str]):
 
     def query(self, pattern: str = "*", *, types: Iterable[CollectionType] | None = None) -> list[dict[str, Any]]:
         """Collections whose names match a glob ``pattern``: ``{name, type, doc, children}``, by name."""
-        found = self._butler.registry.collections(types=types)
+        found = self._registry.collections(types=types)
         return [c for c in found if fnmatch.fnmatchcase(c["name"], pattern)]
 
     def runs(self, pattern: str = "*") -> list[str]:
@@ -82,51 +83,51 @@ class ButlerCollections(Sequence[str]):
 
     def resolve(self, names: Sequence[str] | None = None) -> list[str]:
         """The non-chained collections searched for ``names`` (default: the defaults), in order."""
-        return self._butler.registry.resolve_collections(list(names) if names is not None else self._defaults)
+        return self._registry.resolve_collections(list(names) if names is not None else self._defaults)
 
     def type_of(self, name: str) -> CollectionType:
-        return self._butler.registry.collection_type(name)
+        return self._registry.collection_type(name)
 
     def certifications(self, collection: str, dataset_type: str | None = None) -> list[dict[str, Any]]:
         """Every certification of a CALIBRATION collection (``dataset_id, dataset_type, data_id_key, begin, end``)."""
-        return self._butler.registry.certifications(collection, dataset_type)
+        return self._registry.certifications(collection, dataset_type)
 
     # -- changing ------------------------------------------------------------------------
 
     def register(self, name: str, type: CollectionType = CollectionType.RUN, *, doc: str | None = None) -> bool:
         """Register a collection; an existing one of the same type is left alone (returns False)."""
-        self._butler._require_writeable()
-        return self._butler.registry.register_collection(name, type, doc=doc)
+        self._require_writeable()
+        return self._registry.register_collection(name, type, doc=doc)
 
     def set_chain(self, name: str, children: Sequence[str]) -> None:
         """Define (or redefine) a CHAINED collection; a cycle through nested chains is refused."""
-        self._butler._require_writeable()
-        self._butler.registry.set_chain(name, list(children))
+        self._require_writeable()
+        self._registry.set_chain(name, list(children))
 
     def tag(self, collection: str, refs: Iterable[DatasetRef]) -> None:
         """Add datasets to a TAGGED collection (created if missing), replacing one of the same type and data id."""
-        self._butler._require_writeable()
-        self._butler.registry.register_collection(collection, CollectionType.TAGGED)
-        self._butler.registry.associate(collection, refs)
+        self._require_writeable()
+        self._registry.register_collection(collection, CollectionType.TAGGED)
+        self._registry.associate(collection, refs)
 
     def untag(self, collection: str, refs: Iterable[DatasetRef]) -> int:
         """Remove datasets from a TAGGED collection; returns how many were there."""
-        self._butler._require_writeable()
-        return self._butler.registry.disassociate(collection, refs)
+        self._require_writeable()
+        return self._registry.disassociate(collection, refs)
 
     def certify(self, collection: str, refs: Iterable[DatasetRef], begin: Any, end: Any) -> None:
         """Certify calibrations over ``[begin, end)`` in a CALIBRATION collection (created if missing)."""
-        self._butler._require_writeable()
-        self._butler.registry.register_collection(collection, CollectionType.CALIBRATION)
-        self._butler.registry.certify(collection, refs, begin, end)
+        self._require_writeable()
+        self._registry.register_collection(collection, CollectionType.CALIBRATION)
+        self._registry.certify(collection, refs, begin, end)
 
     def decertify(self, collection: str, dataset_type: str, begin: Any = None, end: Any = None, *,
                   data_ids: Iterable[DataId] | None = None, refs: Iterable[DatasetRef] | None = None) -> int:
         """Remove certifications over ``[begin, end)`` (unbounded by default), splitting ranges that reach outside."""
-        self._butler._require_writeable()
-        return self._butler.registry.decertify(collection, dataset_type, begin, end, data_ids=data_ids, refs=refs)
+        self._require_writeable()
+        return self._registry.decertify(collection, dataset_type, begin, end, data_ids=data_ids, refs=refs)
 
     def remove(self, name: str) -> None:
         """Remove a TAGGED, CHAINED or CALIBRATION collection (not its datasets); runs go with `remove_runs`."""
-        self._butler._require_writeable()
-        self._butler.registry.remove_collection(name)
+        self._require_writeable()
+        self._registry.remove_collection(name)

@@ -132,8 +132,9 @@ class Butler:
                                    checksum=cfg.datastore.checksum, sync=cfg.registry.sync_every_commit)
         self.templates = FileTemplates(cfg.templates.default, cfg.templates.dataset_types, cfg.templates.runs)
         self.run = run
-        self.collections = ButlerCollections(self, list(collections) if collections is not None
-                                             else ([run] if run else []))
+        self.collections = ButlerCollections(
+            self.registry, list(collections) if collections is not None else ([run] if run else []),
+            self._require_writeable)
         self.writeable = writeable
         self.template_variables = dict(template_variables or {})
         if run is not None and writeable:
