@@ -275,3 +275,24 @@ def test_the_migration_chain_runs_on_postgresql_in_a_namespace(pg_engine, pg_nam
     finally:
         with pg_engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{other}" CASCADE'))
+
+
+def test_revision_0003_fills_the_overlaps_it_adds_as_inserting_the_records_would(upgraded_populated):
+    # visit x patch and visit_detector_region x tract did not exist in 0.1.0: the upgrade
+    # computes them from the stored regions, so spatial queries answer as on a new repository.
+    from skybutler.dimensions import Region
+
+    with Butler(upgraded_populated) as butler:
+        def regions(element):
+            keys = butler.universe.elements[element].primary_key
+            return {tuple(r[k] for k in keys): Region.from_vertices(r["region"])
+                    for r in butler.query_dimension_records(element) if r.get("region")}
+
+        visits, vdr = regions("visit"), regions("visit_detector_region")
+        tracts, patches = regions("tract"), regions("patch")
+        want_patches = {(v[1], p[1], p[2]) for v, vr in visits.items() for p, pr in patches.items() if vr.overlaps(pr)}
+        want_tracts = {(k[1], k[2], t[1]) for k, kr in vdr.items() for t, tr in tracts.items() if kr.overlaps(tr)}
+        assert want_patches and want_tracts  # the fixture has overlapping pairs of both kinds
+        assert {(d["visit"], d["tract"], d["patch"]) for d in butler.query_data_ids(["visit", "patch"])} == want_patches
+        assert {(d["visit"], d["detector"], d["tract"])
+                for d in butler.query_data_ids(["visit", "detector", "tract"])} == want_tracts
