@@ -8,6 +8,7 @@ from .butler import Butler, Cutouts, FileDataset
 from .config import RepositoryConfig
 from .dimensions import DimensionUniverse, Region
 from .errors import (
+    BatchError,
     CollectionError,
     ConfigError,
     DatabaseConnectionError,
@@ -20,6 +21,7 @@ from .errors import (
     FileAccessError,
     FormatError,
     GraphError,
+    MergeError,
     MissingDependencyError,
     PipelineError,
     QueryError,
@@ -29,6 +31,7 @@ from .errors import (
     RepositoryNotFoundError,
     SchemaVersionError,
     SkyButlerError,
+    StagingError,
     StorageClassError,
     TemplateError,
 )
@@ -48,6 +51,7 @@ from .pipeline import (
 from .provenance import ExecutionStatus, export_provenance, lineage, provenance_of
 
 __all__ = [
+    "BatchError",
     "Butler",
     "CollectionError",
     "CollectionType",
@@ -71,6 +75,7 @@ __all__ = [
     "GraphError",
     "Image",
     "Input",
+    "MergeError",
     "MissingDependencyError",
     "Output",
     "Pipeline",
@@ -87,6 +92,7 @@ __all__ = [
     "RepositoryNotFoundError",
     "SchemaVersionError",
     "SkyButlerError",
+    "StagingError",
     "StorageClassError",
     "Task",
     "TaskConfig",

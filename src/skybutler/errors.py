@@ -25,12 +25,16 @@ derive from the matching builtin so ``except KeyError`` style code works::
     ├── ReadOnlyError(PermissionError)         a write through a read-only butler, or to a read-only file
     ├── PipelineError(ValueError)              an invalid pipeline, task or connection
     ├── GraphError(ValueError)                 a quantum graph that cannot be built or read
-    └── ExecutionError(RuntimeError)           a quantum or job that failed
+    ├── ExecutionError(RuntimeError)           a quantum or job that failed
+    │   └── StagingError                       a job input that is missing or not what the manifest says
+    ├── MergeError(RuntimeError)               a job outcome that cannot be merged (conflict, damage)
+    └── BatchError(RuntimeError)               a campaign that cannot be submitted, or an unknown submission
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BatchError",
     "CollectionError",
     "ConfigError",
     "DataIdError",
@@ -43,6 +47,7 @@ __all__ = [
     "FileAccessError",
     "FormatError",
     "GraphError",
+    "MergeError",
     "MissingDependencyError",
     "PipelineError",
     "QueryError",
@@ -52,6 +57,7 @@ __all__ = [
     "RepositoryNotFoundError",
     "SchemaVersionError",
     "SkyButlerError",
+    "StagingError",
     "StorageClassError",
     "TemplateError",
 ]
@@ -156,3 +162,15 @@ class GraphError(ValueError, SkyButlerError):
 
 class ExecutionError(RuntimeError, SkyButlerError):
     """A quantum or job failed while running."""
+
+
+class StagingError(ExecutionError):
+    """A job's input could not be staged: missing, or of another size or checksum than its manifest says."""
+
+
+class MergeError(RuntimeError, SkyButlerError):
+    """A job's outcome cannot be merged into the central repository (damaged, or conflicting with what is there)."""
+
+
+class BatchError(RuntimeError, SkyButlerError):
+    """A campaign cannot be submitted as configured, or a submission named does not exist."""
