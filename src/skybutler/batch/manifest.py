@@ -17,7 +17,8 @@ directory unless absolute or URLs)::
         jobs/NAME/subset.sqlite3 its registry subset
         jobs/NAME/attempt_N/     one per attempt: status.jsonl (events, appended by the job),
                                  outcome/ (outcome.json last, registry.sqlite3, logs/, junk.tar.gz),
-                                 scratch/ (the job's working directory, removed on success)
+                                 scratch/ (the job's working directory, removed on success),
+                                 job.pid ("HOST PID" of the runner, for cancelling it)
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class StagedInput(_Model):
     dataset_id: uuid.UUID
     source: str = Field(description="Absolute path or URL of the file as the central datastore holds it")
     path: str = Field(description="Path relative to the scratch datastore root")
-    size: int
+    size: int | None = Field(None, description="None until known (an output of an upstream job not merged yet)")
     checksum: str | None = None
     checksum_algorithm: str | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict,
