@@ -167,7 +167,7 @@ class HashingWriter(io.RawIOBase):
 
 
 class GuardedFile:
-    """A remote file whose read errors become one `FileAccessError` line (see `Datastore._errors`)."""
+    """A remote file whose read errors become one `FileAccessError` line (see `StoreLocation.errors`)."""
 
     def __init__(self, stream: Any, guard: Callable[[], contextlib.AbstractContextManager[None]]):
         self._stream = stream

@@ -1,0 +1,107 @@
+"""What the datastore writes about its own files: lists of files to delete, and run manifests.
+
+Split from `skybutler.datastore.store`, which documents both (`Datastore.record_removal`,
+`Datastore.append_manifest`). Both live under ``.skybutler/`` below the root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, Any
+
+from ._files import HOST_TAG, owner_gone
+from ._location import StoreLocation
+from .templates import sanitize
+
+__all__ = ["MANIFEST_DIR", "REMOVALS_DIR", "append_manifest", "forget_removal", "pending_removals",
+           "record_removal"]
+
+MANIFEST_DIR = ".skybutler/manifests"
+"""Where run manifests live, relative to the datastore root."""
+
+REMOVALS_DIR = ".skybutler/removals"
+"""Where lists of files to delete wait until they are deleted (see `Datastore.record_removal`)."""
+_REMOVAL = re.compile(r"^(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9a-f]{32}\.json$")
+
+
+def record_removal(location: StoreLocation, paths: Iterable[str], *, label: str) -> str:
+    """Write the list of ``paths`` about to be deleted; returns its path relative to the root."""
+    rel = f"{REMOVALS_DIR}/{HOST_TAG}-{os.getpid()}-{os.urandom(16).hex()}.json"
+    text = json.dumps({"label": label, "paths": sorted(location.relative(p) for p in paths)})
+    full = location.full(rel)
+    with location.errors("write", rel):
+        if location.local:
+            os.makedirs(posixpath.dirname(full), exist_ok=True)
+        with location.fs.open(full, "wb") as f:
+            f.write(text.encode("utf-8"))
+    return rel
+
+
+def pending_removals(location: StoreLocation, open_file: Callable[[str], IO[Any]],
+                     ) -> Iterator[tuple[str, str, list[str]]]:
+    """Lists of interrupted removals, ``(list path, label, paths)``, read through ``open_file``.
+
+    Lists of removals still running in another process are left out (same rule as for
+    temporary files); unreadable ones (cut short by a crash) are removed.
+    """
+    base = location.full(REMOVALS_DIR)
+    with location.errors("list", REMOVALS_DIR):
+        try:
+            infos = location.fs.ls(base, detail=True, refresh=True) if not location.local else [
+                {"name": e.path, "ctime": e.stat().st_ctime} for e in os.scandir(base)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+    now = time.time()
+    for info in sorted(infos, key=lambda i: str(i["name"])):
+        name = posixpath.basename(str(info["name"]))
+        match = _REMOVAL.match(name)
+        if match is None:
+            continue
+        changed = info.get("ctime") or info.get("LastModified") or info.get("created") or now
+        changed = changed.timestamp() if hasattr(changed, "timestamp") else float(changed)
+        mine = match["host"] == HOST_TAG and int(match["pid"]) == os.getpid()
+        if not mine and not owner_gone(match["host"], match["pid"], changed, now):
+            continue
+        rel = f"{REMOVALS_DIR}/{name}"
+        try:
+            with open_file(rel) as f:
+                data = json.loads(f.read())
+            yield rel, str(data["label"]), [str(p) for p in data["paths"]]
+        except (ValueError, KeyError, TypeError):
+            forget_removal(location, rel)
+
+
+def forget_removal(location: StoreLocation, rel: str) -> None:
+    """Delete a list written by `record_removal`."""
+    with location.errors("remove", rel):
+        location.discard(location.full(location.relative(rel)))
+
+
+def append_manifest(location: StoreLocation, run: str, entries: Iterable[Mapping[str, str]]) -> str:
+    """Append ``entries`` to the manifest of ``run``; returns its path relative to the root ("" if none)."""
+    text = "".join(json.dumps(dict(e), sort_keys=True) + "\n" for e in entries)
+    if not text:
+        return ""
+    name = sanitize(run)
+    if location.local:
+        rel = f"{MANIFEST_DIR}/{name}.jsonl"
+        full = location.full(rel)
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+        return rel
+    rel = f"{MANIFEST_DIR}/{name}/{os.urandom(16).hex()}.jsonl"
+    with location.errors("write", rel), location.fs.open(location.full(rel), "wb") as f:
+        f.write(text.encode("utf-8"))
+    return rel

@@ -1,0 +1,319 @@
+"""The datastore's half of an atomic put: write to a temporary place, then commit or abort.
+
+Split from `skybutler.datastore.store`, which documents the protocol (`Datastore.write_temporary`,
+`Datastore.commit`, `Datastore.abort`); this module does it: temporary names and exclusive
+creates, the rename that never replaces a stored file, the replacement of a leftover no row
+names, removal, and the sweep of temporaries whose writer is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import time
+from collections.abc import Callable, Iterable
+from typing import IO, BinaryIO, cast
+
+from ..errors import FileAccessError, SkyButlerError
+from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
+from ._location import StoreLocation, file_hash
+
+__all__ = ["NO_LINK", "FileTransactions"]
+
+_log = logging.getLogger(__name__)
+
+NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES})
+"""Errors of a link that can be replaced by a copy (or a check-then-rename)."""
+
+
+class FileTransactions:
+    """Writes, commits, aborts and removals of files under one root.
+
+    ``sync`` and ``disk_full_after`` are given per call: they are the `Datastore`'s
+    attributes, which callers (and tests) may change on a live store.
+
+    Parameters
+    ----------
+    location
+        The root the files are under.
+    """
+
+    def __init__(self, location: StoreLocation):
+        self.location = location
+        # Directories whose abandoned temporaries this store has removed: each is listed
+        # once per store, on the first write into it, not on every write.
+        self.swept: set[str] = set()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        rel: str,
+        writer: Callable[[BinaryIO], object],
+        algorithm: str | None,
+        *,
+        transfer: str,
+        source: str | None = None,
+        replace: bool = False,
+        sync: bool = False,
+        disk_full_after: int | None = None,
+    ) -> PendingFile:
+        """Write a new file at ``rel`` (already checked) through ``writer``; see `Datastore.write_temporary`."""
+        loc = self.location
+        final = loc.full(rel)
+        if not replace:
+            self.refuse_existing(rel, final)
+        self.sweep(posixpath.dirname(rel))
+        to_temporary = loc.local or replace
+        if to_temporary:
+            temp_rel = temporary_name(rel)
+            temp = loc.full(temp_rel)
+            try:
+                with loc.errors("write", rel):
+                    try:
+                        raw: IO[bytes] = self._open_new(temp)
+                    except FileNotFoundError:
+                        # Directories are made only when missing: one syscall fewer per file.
+                        if loc.local:
+                            os.makedirs(posixpath.dirname(temp), exist_ok=True)
+                        raw = self._open_new(temp)
+            except OSError as err:
+                if isinstance(err, SkyButlerError):
+                    raise
+                raise FileAccessError(err.errno, f"Cannot write {rel!r} under {loc.root}: {err}") from err
+        else:
+            temp_rel, temp = rel, final
+            try:
+                with loc.errors("write", rel):
+                    raw = loc.fs.open(final, "xb")
+            except FileExistsError:
+                raise loc.exists_error(rel) from None
+            except OSError as err:
+                if isinstance(err, SkyButlerError):
+                    raise
+                raise FileAccessError(err.errno, f"Cannot write {rel!r} under {loc.root}: {err}") from err
+        sink = HashingWriter(raw, algorithm, disk_full_after)
+        try:
+            with loc.errors("write", rel):
+                try:
+                    writer(cast(BinaryIO, sink))
+                    if sync and loc.local:
+                        raw.flush()
+                        os.fsync(raw.fileno())
+                finally:
+                    raw.close()
+        except BaseException as err:
+            # An exclusive create that lost a race on an object store reports it when the
+            # upload finishes; the key then holds someone else's file, so leave it.
+            if to_temporary or not isinstance(err, FileExistsError):
+                loc.discard(temp)
+            if isinstance(err, FileExistsError) and not to_temporary:
+                raise loc.exists_error(rel) from None
+            if isinstance(err, OSError) and not isinstance(err, SkyButlerError):
+                raise FileAccessError(
+                    err.errno, f"Cannot write {rel!r} under {loc.root}: {err.strerror or err}"
+                ) from err
+            raise
+        size, digest = sink.size, sink.hexdigest()
+        if sink.rewritten:
+            size = int(loc.fs.size(temp))
+            digest = file_hash(loc.fs, temp, algorithm) if algorithm else None
+        checksum = f"{algorithm}:{digest}" if algorithm and digest else None
+        return PendingFile(rel, temp_rel, size, checksum, transfer, source, replaces=replace)
+
+    def _open_new(self, full: str) -> IO[bytes]:
+        if self.location.local:
+            return open(full, "xb")  # noqa: SIM115 - the caller closes it on every path
+        return cast(IO[bytes], self.location.fs.open(full, "xb"))
+
+    def refuse_existing(self, rel: str, full: str) -> None:
+        """Raise `DatasetExistsError` if a file (or a link, even broken) is at ``full``."""
+        loc = self.location
+        with loc.errors("write", rel):
+            taken = os.path.lexists(full) if loc.local else loc.fs.exists(full)
+        if taken:
+            raise loc.exists_error(rel)
+
+    # -- leftovers of crashed writes -------------------------------------------------------
+
+    def sweep(self, directory: str) -> None:
+        """Remove abandoned temporaries from ``directory`` the first time this store writes there."""
+        if directory in self.swept:
+            return
+        self.swept.add(directory)
+        try:
+            self.clean_directory(directory)
+        except (OSError, SkyButlerError) as err:  # cleaning is a courtesy: never fail a write for it
+            _log.warning("Could not clean temporary files in %s under %s: %s", directory, self.location.root, err)
+
+    def clean_directory(self, directory: str) -> int:
+        """Remove the temporaries in ``directory`` (not recursive) whose writer is gone; returns how many."""
+        loc = self.location
+        full_dir = loc.full(directory) if directory else loc.path
+        now = time.time()
+        stale: list[str] = []
+        if loc.local:
+            try:
+                entries = list(os.scandir(full_dir))
+            except (FileNotFoundError, NotADirectoryError):
+                return 0
+            for entry in entries:
+                if entry.name.startswith(".") and ".tmp-" in entry.name:
+                    try:
+                        changed = entry.stat(follow_symlinks=False).st_ctime
+                    except FileNotFoundError:
+                        continue
+                    if writer_gone(entry.name, changed, now):
+                        stale.append(entry.path)
+        else:
+            with loc.errors("list", directory or "/"):
+                try:
+                    infos = loc.fs.ls(full_dir, detail=True, refresh=True)
+                except FileNotFoundError:
+                    return 0
+            for info in infos:
+                name = posixpath.basename(str(info["name"]).rstrip("/"))
+                if info.get("type") != "file" or not (name.startswith(".") and ".tmp-" in name):
+                    continue
+                modified = info.get("LastModified") or info.get("created") or info.get("mtime")
+                changed = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
+                if writer_gone(name, changed, now):
+                    stale.append(str(info["name"]))
+        for path in stale:
+            loc.discard(path)
+        if stale:
+            _log.info("Removed %d abandoned temporary file(s) in %s under %s", len(stale), directory or "/", loc.root)
+        return len(stale)
+
+    def clean(self, directories: Iterable[str]) -> int:
+        """`clean_directory` for each of ``directories``, each then counting as swept; returns how many."""
+        removed = 0
+        for directory in directories:
+            removed += self.clean_directory(directory)
+            self.swept.add(directory)
+        return removed
+
+    # -- commit and abort ------------------------------------------------------------------
+
+    def commit(self, pending: PendingFile, *, sync: bool = False) -> None:
+        """Put a pending file in its final place; see `Datastore.commit`."""
+        if pending.replaces:
+            self._replace_leftover(pending.temp_path, pending.path, sync)
+        elif pending.temp_path != pending.path:
+            self._rename_into_place(pending.temp_path, pending.path, sync)
+        if pending.source is not None:
+            try:
+                fs, src = self.location.filesystem_of(pending.source)
+                fs.rm_file(src)
+            except OSError as err:
+                _log.warning("Stored %s, but could not remove the moved source %s: %s",
+                             pending.path, pending.source, err)
+
+    def _rename_into_place(self, temp_rel: str, rel: str, sync: bool) -> None:
+        loc = self.location
+        temp, final = loc.full(loc.relative(temp_rel)), loc.full(loc.relative(rel))
+        try:
+            # A hard link never replaces an existing file, so no check-then-rename race.
+            os.link(temp, final, follow_symlinks=False)
+        except FileExistsError:
+            raise loc.exists_error(rel) from None
+        except FileNotFoundError as err:
+            raise FileAccessError(err.errno, f"Cannot commit {rel!r}: its temporary file {temp_rel!r} is gone") from err
+        except OSError as err:
+            if err.errno not in NO_LINK:
+                raise FileAccessError(err.errno, f"Cannot commit {rel!r} under {loc.root}: {err}") from err
+            # A filesystem without hard links: check, then rename.
+            if os.path.lexists(final):
+                raise loc.exists_error(rel) from None
+            os.replace(temp, final)
+            self._sync_directory(final, sync)
+            return
+        loc.discard(temp)
+        self._sync_directory(final, sync)
+
+    def _sync_directory(self, full: str, sync: bool) -> None:
+        """Make a new directory entry durable (``sync``): the rename is on the device before the commit."""
+        if not (sync and self.location.local):
+            return
+        fd = os.open(posixpath.dirname(full), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _replace_leftover(self, temp_rel: str, rel: str, sync: bool) -> None:
+        loc = self.location
+        temp, final = loc.full(loc.relative(temp_rel)), loc.full(loc.relative(rel))
+        _log.warning("Replacing %r under %s: no registry row names it (left by an interrupted write)", rel, loc.root)
+        try:
+            with loc.errors("commit", rel):
+                if loc.local:
+                    os.replace(temp, final)  # atomic: readers see the old file or the new one
+                    self._sync_directory(final, sync)
+                    return
+                # An object store has no rename: copy over the leftover, then drop the temporary.
+                loc.fs.copy(temp, final)
+        except FileNotFoundError as err:
+            raise FileAccessError(errno.ENOENT, f"Cannot commit {rel!r}: its temporary file {temp_rel!r} is gone") from err
+        loc.discard(temp)
+
+    def abort(self, pending: PendingFile) -> None:
+        """Discard a pending file that was not committed; see `Datastore.abort`."""
+        if pending.transfer in ("direct", "in_place"):
+            return
+        full = self.location.full(self.location.relative(pending.temp_path))
+        if pending.temp_path == pending.path and not self._holds(full, pending):
+            # Another writer replaced what we wrote (it found no row naming the file and
+            # committed its own): that file is stored now, so it stays.
+            return
+        self.location.discard(full)
+
+    def _holds(self, full: str, pending: PendingFile) -> bool:
+        """Whether the object at ``full`` still holds the bytes of ``pending`` (object stores)."""
+        try:
+            info = self.location.fs.info(full)
+        except FileNotFoundError:
+            return False
+        except Exception:  # cannot tell (store unreachable): deleting is then what fails anyway
+            return True
+        if int(info.get("size", -1)) != pending.size:
+            return False
+        algorithm, _, digest = (pending.checksum or "").partition(":")
+        etag = str(info.get("ETag") or "").strip('"')
+        if algorithm == "md5" and etag and "-" not in etag:
+            return etag == digest
+        return True
+
+    # -- removal ---------------------------------------------------------------------------
+
+    def remove(self, paths: Iterable[str]) -> None:
+        """Delete files under the root, missing ones ignored; see `Datastore.remove`."""
+        loc = self.location
+        for path in paths:
+            rel = loc.relative(path)
+            full = loc.full(rel)
+            try:
+                with loc.errors("remove", rel):
+                    if loc.local:
+                        os.unlink(full)
+                    else:
+                        loc.fs.rm_file(full)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                if isinstance(err, SkyButlerError):
+                    raise
+                raise FileAccessError(err.errno, f"Cannot remove {rel!r} under {loc.root}: {err}") from err
+            if loc.local:
+                self._remove_empty_parents(rel)
+
+    def _remove_empty_parents(self, rel: str) -> None:
+        parent = posixpath.dirname(rel)
+        while parent:
+            try:
+                os.rmdir(self.location.full(parent))
+            except OSError:  # not empty, or already gone
+                return
+            parent = posixpath.dirname(parent)
