@@ -27,7 +27,8 @@ from sqlalchemy.ext.compiler import compiles
 
 from ..dimensions.regions import Circle, Point, Region, Shape
 from ..errors import DimensionError, QueryError
-from .expr import (
+from ._expr_lexer import with_caret
+from ._expr_tree import (
     INT64_MAX,
     INT64_MIN,
     And,
@@ -49,9 +50,8 @@ from .expr import (
     ShapeCall,
     TimeRange,
     Value,
-    parse,
-    with_caret,
 )
+from .expr import parse
 
 # --- SQL constructs that differ by database ---------------------------------------------------------
 

@@ -43,20 +43,39 @@ literal rendered by SQLAlchemy's own type processors), so no text of the
 expression ever reaches SQL.  On PostgreSQL a value list is one array
 parameter (``column = ANY(:values)``), so 100,000 visit ids are no problem.
 The compiler (`compile_expression`, `compile_where`) lives in `skybutler.registry._expr_sql` and is
-exported by `skybutler.registry`; this module only reads text into a tree.
+exported by `skybutler.registry`; this module only reads text into a tree: the tokens
+come from ``_expr_lexer``, the nodes are defined in ``_expr_tree`` and exported here.
 """
 
 from __future__ import annotations
 
-import datetime
-import math
-import re
 import uuid
-import warnings
-from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple
 
 from ..errors import QueryError
+from ._expr_lexer import COMPARISONS, FUNCTIONS, Token, syntax_error, tokenize
+from ._expr_tree import (
+    CONDITIONS,
+    And,
+    Arithmetic,
+    Between,
+    BindParam,
+    Compare,
+    Condition,
+    Glob,
+    Identifier,
+    In,
+    Literal,
+    Negate,
+    Node,
+    Not,
+    Or,
+    Overlaps,
+    Range,
+    ShapeCall,
+    TimeRange,
+    Value,
+    identifiers,
+)
 
 __all__ = [
     "And",
@@ -80,394 +99,7 @@ __all__ = [
     "parse",
 ]
 
-LiteralValue = int | float | str | bool | datetime.datetime | uuid.UUID
-
-INT64_MAX = 2**63 - 1
-INT64_MIN = -(2**63)
-
-
-def _pos() -> Any:
-    """Offset of a node in the expression text, for carets; not part of a node's identity."""
-    return field(default=-1, compare=False, repr=False)
-
-
-# --- The syntax tree ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Literal:
-    """A literal value: number, string, time (naive UTC `datetime`), boolean or `uuid.UUID`."""
-
-    value: LiteralValue
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Identifier:
-    """A name: ``visit``, ``visit.exposure_time``, ``visit.timespan.begin``, or a bare bind."""
-
-    name: str
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class BindParam:
-    """A value supplied by the caller, written ``:name`` in the expression."""
-
-    name: str
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Range:
-    """An inclusive integer range ``start..stop:stride``, allowed only inside ``IN``."""
-
-    start: int
-    stop: int
-    stride: int = 1
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Arithmetic:
-    """``left op right`` with ``op`` one of ``+ - * / %``."""
-
-    op: str
-    left: Value
-    right: Value
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Negate:
-    """Unary minus of anything but a number literal (``-5`` is the literal -5)."""
-
-    operand: Value
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class ShapeCall:
-    """``POINT(ra, dec)``, ``CIRCLE(ra, dec, r)``, ``BOX(ra, dec, w, h)`` or ``POLYGON(ra1, dec1, ...)``."""
-
-    kind: str
-    args: tuple[Value, ...]
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """``(begin, end)``: the half-open time range [begin, end)."""
-
-    begin: Value
-    end: Value
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Compare:
-    """A binary comparison; ``op`` is one of ``=, !=, <, <=, >, >=`` (``<>`` is read as ``!=``)."""
-
-    op: str
-    left: Value
-    right: Value
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Overlaps:
-    """``left OVERLAPS right``: timespans with times or time ranges, regions with shapes."""
-
-    left: Value
-    right: Value
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class In:
-    """``operand [NOT] IN (items)``; an item is a value, a name, a bind parameter or a `Range`."""
-
-    operand: Value
-    items: tuple[Value | Range, ...]
-    negated: bool = False
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Between:
-    """``operand [NOT] BETWEEN low AND high``, both bounds inclusive."""
-
-    operand: Value
-    low: Value
-    high: Value
-    negated: bool = False
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Glob:
-    """``glob(name, pattern)``: ``*`` matches any run of characters, ``?`` any one character."""
-
-    operand: Identifier
-    pattern: Literal | BindParam | Identifier
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Not:
-    """Logical negation."""
-
-    operand: Node
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class And:
-    """Logical conjunction of two or more operands."""
-
-    operands: tuple[Node, ...]
-    pos: int = _pos()
-
-
-@dataclass(frozen=True)
-class Or:
-    """Logical disjunction of two or more operands."""
-
-    operands: tuple[Node, ...]
-    pos: int = _pos()
-
-
-Value = Literal | Identifier | BindParam | Arithmetic | Negate | ShapeCall | TimeRange
-"""A node that stands for a value."""
-Condition = Compare | Overlaps | In | Between | Glob | Not | And | Or
-"""A node that is true or false; `parse` returns one."""
-Node = Value | Condition | Range
-"""Any node of the syntax tree."""
-
-_CONDITIONS = (Compare, Overlaps, In, Between, Glob, Not, And, Or)
-
-
-# --- Tokens ---------------------------------------------------------------------------------------
-
-_KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "BETWEEN", "OVERLAPS"})
-_FUNCTIONS = frozenset({"POINT", "CIRCLE", "BOX", "POLYGON", "GLOB", "UUID"})
-_COMPARISONS = {"=": "=", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_WORD = r"[A-Za-z_][A-Za-z0-9_]*"
-_NAME_RE = re.compile(rf"{_WORD}(?:\.{_WORD}){{0,2}}")
-_BIND_RE = re.compile(rf":({_WORD})")
-# "0..9" is two integers around "..", never the float "0." followed by ".9".
-_NUMBER_RE = re.compile(r"(?:[0-9]+\.(?!\.)[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_GLUED_TO_NUMBER_RE = re.compile(r"[A-Za-z0-9_]|\.(?!\.)")
-_MALFORMED_NUMBER_RE = re.compile(r"[A-Za-z0-9_.]*")
-_MJD_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _MAX_DEPTH = 100
-
-
-class _Token(NamedTuple):
-    kind: str  # "name", "keyword", "bind", "value", a punctuation string, or "end"
-    text: str  # as written, for messages
-    pos: int  # 0-based offset into the expression
-    value: Any = None
-
-    def describe(self) -> str:
-        if self.kind == "end":
-            return "the end of the expression"
-        text = self.text if len(self.text) <= 30 else self.text[:27] + "..."
-        text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")  # messages are one line
-        return text if text[-1:] in "'\"" else f"'{text}'"
-
-
-def _syntax_error(text: str, pos: int, what: str, found: _Token | None = None) -> QueryError:
-    """Build the error for a problem at ``pos``, with the expression and a caret under it."""
-    return QueryError(with_caret(text, pos, f"Invalid query expression: {what}", found))
-
-
-def with_caret(text: str, pos: int, message: str, found: _Token | None = None) -> str:
-    pos = max(0, min(pos, len(text)))
-    line_start = text.rfind("\n", 0, pos) + 1
-    line_end = text.find("\n", pos)
-    line = text[line_start : len(text) if line_end < 0 else line_end].replace("\t", " ").replace("\r", " ")
-    column = pos - line_start + 1
-    where = f"column {column}"
-    if "\n" in text:
-        where = f"line {text.count(chr(10), 0, pos) + 1}, {where}"
-    message = f"{message} at {where}"
-    if found is not None:
-        message += f", found {found.describe()}"
-    return f"{message}\n  {line}\n  {' ' * (column - 1)}^"
-
-
-def _read_string(text: str, start: int) -> tuple[str, int]:
-    """Read a quoted string whose opening quote is at ``start``; return it and the end offset."""
-    quote = text[start]
-    pieces = []
-    i = start + 1
-    while True:
-        end = text.find(quote, i)
-        if end < 0:
-            raise _syntax_error(text, start, f"unterminated string (no closing {quote})")
-        pieces.append(text[i:end])
-        if text.startswith(quote, end + 1):  # a doubled quote stands for one quote
-            pieces.append(quote)
-            i = end + 2
-        else:
-            return "".join(pieces), end + 1
-
-
-# daf_butler's defaults: UTC for calendar formats, TT for Chandra seconds, TAI for the rest (MJD).
-_UTC_FORMATS = frozenset({"iso", "isot", "fits", "yday", "unix", "datetime"})
-
-
-def _parse_time(text: str, start: int, raw: str) -> datetime.datetime:
-    """Read ``T'[format/]value[/scale]'`` as daf_butler does, into a naive UTC `datetime`.
-
-    ISO text without a scale is UTC (an offset such as ``+02:00`` or ``Z`` is
-    honoured); a bare number is an MJD in TAI; ``T'mjd/61000.5/tai'`` names both.
-    """
-    from astropy.time import Time
-
-    def bad(why: str = "") -> QueryError:
-        hint = "write ISO-8601 such as T'2026-01-01T00:00:00' or an MJD such as T'61000.5' (TAI)"
-        return _syntax_error(text, start, f"bad time literal T'{raw}'{why}: {hint}")
-
-    parts = raw.strip().split("/")
-    fmt = scale = None
-    if len(parts) == 3:
-        fmt, value, scale = parts
-    elif len(parts) == 2 and parts[0].lower() in Time.FORMATS:
-        fmt, value = parts
-    elif len(parts) == 2:
-        value, scale = parts
-    elif len(parts) == 1:
-        value = parts[0]
-    else:
-        raise bad()
-    fmt = fmt.lower() if fmt is not None else None
-    scale = scale.lower() if scale is not None else None
-    if fmt is not None and fmt not in Time.FORMATS:
-        raise bad(f" (unknown time format {fmt!r})")
-    if scale is not None and scale not in Time.SCALES:
-        raise bad(f" (unknown time scale {scale!r}; one of {', '.join(Time.SCALES)})")
-    if fmt is None and not _MJD_RE.fullmatch(value):
-        try:  # ISO-8601 read by Python keeps offsets such as +02:00, which astropy refuses
-            parsed = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            raise bad() from None
-        if parsed.tzinfo is not None:
-            if scale not in (None, "utc"):
-                raise bad(" (a UTC offset and a time scale cannot both be given)")
-            return parsed.astimezone(datetime.UTC).replace(tzinfo=None)
-        if scale in (None, "utc"):
-            return parsed
-        fmt, value = "datetime", parsed  # type: ignore[assignment]
-    if fmt is None:
-        fmt = "mjd"
-    if scale is None:
-        scale = "utc" if fmt in _UTC_FORMATS else "tt" if fmt == "cxcsec" else "tai"
-    given: Any = value
-    if isinstance(value, str) and _MJD_RE.fullmatch(value):
-        given = float(value)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "dubious year" for dates beyond the leap-second table
-            result = Time(given, format=fmt, scale=scale).utc.to_datetime()
-    except Exception:  # astropy raises several types, with long messages; ours says what to write
-        raise bad() from None
-    if not isinstance(result, datetime.datetime):
-        raise bad()
-    return result.replace(tzinfo=None)
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    append = tokens.append
-    pos = 0
-    length = len(text)
-    # Checked in order of frequency: a list of 100,000 numbers must tokenize in well under a second.
-    while pos < length:
-        char = text[pos]
-        if char.isspace():
-            pos += 1
-            continue
-        if char in _SINGLE:
-            two = text[pos : pos + 2]
-            if two in _DOUBLE:
-                append(_Token(two, two, pos))
-                pos += 2
-            else:
-                append(_Token(char, char, pos))
-                pos += 1
-            continue
-        if char in "0123456789" or char == "." and text[pos + 1 : pos + 2].isdigit():
-            pos = _read_number(text, pos, tokens)
-            continue
-        if char in "'\"":
-            value, end = _read_string(text, pos)
-            append(_Token("value", text[pos:end], pos, value))
-        elif char in "Tt" and text[pos + 1 : pos + 2] in ("'", '"'):
-            raw, end = _read_string(text, pos + 1)
-            append(_Token("value", text[pos:end], pos, _parse_time(text, pos, raw)))
-        elif match := _NAME_RE.match(text, pos):
-            word = match.group()
-            end = match.end()
-            upper = word.upper()
-            if upper in _KEYWORDS:
-                append(_Token("keyword", word, pos, upper))
-            elif upper in ("TRUE", "FALSE"):
-                append(_Token("value", word, pos, upper == "TRUE"))
-            else:
-                append(_Token("name", word, pos, word))
-        elif match := _BIND_RE.match(text, pos):
-            end = match.end()
-            append(_Token("bind", match.group(), pos, match.group(1)))
-        elif text.startswith("..", pos) or char in "!:":
-            two = text[pos : pos + 2]
-            if two in _DOUBLE:
-                append(_Token(two, two, pos))
-                end = pos + 2
-            elif char == ":":
-                append(_Token(":", ":", pos))
-                end = pos + 1
-            else:
-                raise _syntax_error(text, pos, f"unexpected character {char!r}")
-        else:
-            raise _syntax_error(text, pos, f"unexpected character {char!r}")
-        pos = end
-    tokens.append(_Token("end", "", len(text)))
-    return tokens
-
-
-_SINGLE = frozenset("=<>(),-+*/%")
-_DOUBLE = frozenset({"..", "<=", ">=", "<>", "!="})
-
-
-def _read_number(text: str, pos: int, tokens: list[_Token]) -> int:
-    """Append the number at ``pos`` to ``tokens``; return the offset after it."""
-    match = _NUMBER_RE.match(text, pos)
-    assert match is not None
-    end = match.end()
-    if _GLUED_TO_NUMBER_RE.match(text, end):  # "903000abc", "1.2.3"; but "0..9" is a range
-        glued = _MALFORMED_NUMBER_RE.match(text, pos)
-        raise _syntax_error(text, pos, f"malformed number '{glued.group() if glued else ''}'")
-    number = match.group()
-    numeric: int | float
-    if "." in number or "e" in number or "E" in number:
-        numeric = float(number)
-        if not math.isfinite(numeric):
-            raise _syntax_error(text, pos, f"number {number} is too large")
-    else:
-        numeric = int(number)
-        # Every integer column is 64-bit; a larger literal could only fail in the driver.
-        if numeric > INT64_MAX:
-            raise _syntax_error(
-                text,
-                pos,
-                f"integer {number} does not fit a 64-bit column (largest {INT64_MAX}); "
-                "write it as a float (e.g. 1e20) if you meant one",
-            )
-    tokens.append(_Token("value", number, pos, numeric))
-    return end
-
 
 # --- Parser ---------------------------------------------------------------------------------------
 
@@ -479,32 +111,32 @@ class _Parser:
 
     def __init__(self, text: str):
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = tokenize(text)
         self.index = 0
         self.depth = 0
         # For a value parsed where a condition may stand: the token after it and its first token,
         # so "visit AND ..." can say a comparison was expected after 'visit'.
-        self.value_ends: dict[int, tuple[_Token, _Token]] = {}
+        self.value_ends: dict[int, tuple[Token, Token]] = {}
 
     @property
-    def token(self) -> _Token:
+    def token(self) -> Token:
         return self.tokens[self.index]
 
-    def advance(self) -> _Token:
+    def advance(self) -> Token:
         token = self.tokens[self.index]
         self.index += 1
         return token
 
-    def peek(self, offset: int = 1) -> _Token:
+    def peek(self, offset: int = 1) -> Token:
         return self.tokens[min(self.index + offset, len(self.tokens) - 1)]
 
     def is_keyword(self, *words: str, offset: int = 0) -> bool:
         token = self.peek(offset)
         return token.kind == "keyword" and token.value in words
 
-    def fail(self, what: str, token: _Token | None = None) -> QueryError:
+    def fail(self, what: str, token: Token | None = None) -> QueryError:
         token = token or self.token
-        return _syntax_error(self.text, token.pos, what, token)
+        return syntax_error(self.text, token.pos, what, token)
 
     def enter(self) -> None:
         self.depth += 1
@@ -513,16 +145,16 @@ class _Parser:
 
     def condition(self, node: Node) -> Condition:
         """``node`` itself if it is a condition; otherwise the error a value standing alone deserves."""
-        if isinstance(node, _CONDITIONS):
+        if isinstance(node, CONDITIONS):
             return node
         after, first = self.value_ends.get(id(node), (self.token, self.token))
-        raise _syntax_error(self.text, after.pos, f"expected {_COMPARISON_HINT} after {first.describe()}", after)
+        raise syntax_error(self.text, after.pos, f"expected {_COMPARISON_HINT} after {first.describe()}", after)
 
     def parse(self) -> Condition:
         node = self.condition(self.parse_or())
         token = self.token
         if token.kind == ")":
-            raise _syntax_error(self.text, token.pos, "unbalanced parenthesis: this ')' has no matching '('")
+            raise syntax_error(self.text, token.pos, "unbalanced parenthesis: this ')' has no matching '('")
         if token.kind != "end":
             raise self.fail("expected AND, OR or the end of the expression")
         return node
@@ -560,14 +192,14 @@ class _Parser:
             raise self.fail("expected a condition such as visit = 1")
         left = self.parse_sum()
         token = self.token
-        if token.kind in _COMPARISONS:
+        if token.kind in COMPARISONS:
             self.advance()
             right = self.parse_sum(f"expected a value after '{token.text}'")
-            if not _mentions_name(left) and not _mentions_name(right):
-                raise _syntax_error(
+            if not identifiers(left) and not identifiers(right):
+                raise syntax_error(
                     self.text, first.pos, "a comparison needs a dimension or metadata name on one side"
                 )
-            return Compare(_COMPARISONS[token.kind], left, right, token.pos)
+            return Compare(COMPARISONS[token.kind], left, right, token.pos)
         if self.is_keyword("OVERLAPS"):
             self.advance()
             return Overlaps(left, self.parse_sum("expected a value after OVERLAPS"), token.pos)
@@ -584,7 +216,7 @@ class _Parser:
             self.advance()
             high = self.parse_sum("expected a value after BETWEEN ... AND")
             return Between(left, low, high, negated, keyword.pos)
-        if not isinstance(left, _CONDITIONS):
+        if not isinstance(left, CONDITIONS):
             self.value_ends[id(left)] = (token, first)
         return left
 
@@ -623,7 +255,7 @@ class _Parser:
         if token.kind == "(":
             return self.parse_parenthesis()
         if token.kind == "name":
-            if token.value.upper() in _FUNCTIONS and self.peek().kind == "(":
+            if token.value.upper() in FUNCTIONS and self.peek().kind == "(":
                 return self.parse_call()
             self.advance()
             return Identifier(token.value, token.pos)
@@ -641,7 +273,7 @@ class _Parser:
         opening = self.advance()
         node = self.parse_or()
         if self.token.kind == ",":
-            if isinstance(node, _CONDITIONS):
+            if isinstance(node, CONDITIONS):
                 raise self.fail("expected ')' after the condition")
             self.advance()
             end = self.parse_sum("expected the end of the time range after ','")
@@ -652,12 +284,12 @@ class _Parser:
         self.depth -= 1
         return node  # type: ignore[return-value]  # a condition in parentheses stands for itself
 
-    def close(self, opening: _Token, what: str) -> None:
+    def close(self, opening: Token, what: str) -> None:
         if self.token.kind == ")":
             self.advance()
             return
         if self.token.kind == "end":
-            raise _syntax_error(self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed")
+            raise syntax_error(self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed")
         raise self.fail(what)
 
     def parse_call(self) -> Value:
@@ -678,27 +310,27 @@ class _Parser:
                   "GLOB": (2, "name, 'pattern'"), "UUID": (1, "'uuid-string'")}
         if kind in counts and len(args) != counts[kind][0]:
             count, names = counts[kind]
-            raise _syntax_error(self.text, name.pos, f"{kind}() takes {count} arguments ({names}), got {len(args)}")
+            raise syntax_error(self.text, name.pos, f"{kind}() takes {count} arguments ({names}), got {len(args)}")
         if kind == "POLYGON" and (len(args) < 6 or len(args) % 2):
-            raise _syntax_error(
+            raise syntax_error(
                 self.text, name.pos, f"POLYGON() takes ra, dec pairs of at least 3 vertices, got {len(args)} numbers"
             )
         if kind == "UUID":
             arg = args[0]
             if not (isinstance(arg, Literal) and isinstance(arg.value, str)):
-                raise _syntax_error(self.text, name.pos, "UUID() takes a string literal, e.g. UUID('...')")
+                raise syntax_error(self.text, name.pos, "UUID() takes a string literal, e.g. UUID('...')")
             try:
                 return Literal(uuid.UUID(arg.value), name.pos)
             except ValueError:
-                raise _syntax_error(self.text, arg.pos, f"{arg.value!r} is not a UUID") from None
+                raise syntax_error(self.text, arg.pos, f"{arg.value!r} is not a UUID") from None
         if kind == "GLOB":
             column, pattern = args
             if not isinstance(column, Identifier):
-                raise _syntax_error(self.text, name.pos, "glob() takes a name first, e.g. glob(band, 'r*')")
+                raise syntax_error(self.text, name.pos, "glob() takes a name first, e.g. glob(band, 'r*')")
             if not isinstance(pattern, Literal | BindParam | Identifier) or (
                 isinstance(pattern, Literal) and not isinstance(pattern.value, str)
             ):
-                raise _syntax_error(self.text, name.pos, "glob() takes a string pattern second, e.g. glob(band, 'r*')")
+                raise syntax_error(self.text, name.pos, "glob() takes a string pattern second, e.g. glob(band, 'r*')")
             return Glob(column, pattern, name.pos)  # type: ignore[return-value]  # a condition
         return ShapeCall(kind, tuple(args), name.pos)
 
@@ -718,7 +350,7 @@ class _Parser:
                 self.depth -= 1
                 return tuple(items)
             if self.token.kind == "end":
-                raise _syntax_error(self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed")
+                raise syntax_error(self.text, opening.pos, "unbalanced parenthesis: this '(' is never closed")
             if self.token.kind != ",":
                 raise self.fail("expected ',' or ')' in the IN list")
             self.advance()
@@ -744,30 +376,17 @@ class _Parser:
         first = self._integer(start, start_token)
         last = self._integer(stop, stop_token)
         if first > last:
-            raise _syntax_error(
+            raise syntax_error(
                 self.text, start_token.pos, f"range {first}..{last} is empty: write the smaller bound first"
             )
         return Range(first, last, stride, start_token.pos)
 
-    def _integer(self, node: Value, token: _Token) -> int:
+    def _integer(self, node: Value, token: Token) -> int:
         if isinstance(node, Literal) and type(node.value) is int:
             return node.value
-        raise _syntax_error(self.text, token.pos, "range bounds and strides must be integer literals", token)
+        raise syntax_error(self.text, token.pos, "range bounds and strides must be integer literals", token)
 
 
-def _mentions_name(node: Node) -> bool:
-    return bool(identifiers(node))
-
-
-def _children(node: Node) -> list[Node]:
-    out: list[Node] = []
-    for f in fields(node):  # type: ignore[arg-type]
-        value = getattr(node, f.name)
-        if isinstance(value, tuple):
-            out.extend(v for v in value if hasattr(v, "__dataclass_fields__"))
-        elif hasattr(value, "__dataclass_fields__"):
-            out.append(value)
-    return out
 
 
 def parse(text: str | None) -> Condition | None:
@@ -799,25 +418,3 @@ def parse(text: str | None) -> Condition | None:
     if text is None or not text.strip():
         return None
     return _Parser(text).parse()
-
-
-def identifiers(node: Node | None) -> set[str]:
-    """Return every name an expression uses (columns, and bare names that may be binds).
-
-    Parameters
-    ----------
-    node : `Node` or `None`
-        A tree from `parse`.
-
-    Returns
-    -------
-    names : `set` [`str`]
-        Names as written, e.g. ``{"visit", "band", "visit.exposure_time"}``.
-    """
-    if node is None:
-        return set()
-    if isinstance(node, Identifier):
-        return {node.name}
-    if isinstance(node, ShapeCall):
-        return set()  # shape arguments are numbers or binds, never columns
-    return set().union(*(identifiers(child) for child in _children(node)))
