@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql.psycopg  # sa.dialects.X exists only once X is imported
+import sqlalchemy.dialects.sqlite
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
