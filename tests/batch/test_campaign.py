@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 
 import pytest
@@ -45,9 +46,14 @@ FULL = {
 
 
 @pytest.fixture(scope="module")
-def repo(filled_repo_template):  # noqa: F811
-    """The filled test repository, opened read-only: checks and graph building only read (no copy per test)."""
-    butler = Butler(filled_repo_template, writeable=False)
+def repo(filled_repo_template, tmp_path_factory):  # noqa: F811
+    """One copy of the filled test repository for the module, opened read-only: checks and graph building only read.
+
+    A copy (not the template itself): other modules copy the template while this is open.
+    """
+    root = tmp_path_factory.mktemp("campaign") / "repo"
+    shutil.copytree(filled_repo_template, root)
+    butler = Butler(root, writeable=False)
     yield butler
     butler.close()
 
@@ -262,7 +268,9 @@ def test_a_valid_campaign_passes_the_repository_checks(tmp_path, repo):
      "cluster 'c' names task 'calibrate', which the pipeline does not have"),
     ({"clustering": {"clusters": [{"name": "c", "tasks": ["make_calexp", "make_warp"],
                                    "dimensions": ["detector"]}]}},
-     "cluster 'c' groups by detector, but task 'make_warp' has no 'detector'"),
+     "cluster 'c' groups by instrument, detector, but task 'make_warp' has no 'detector'"),
+    ({"clustering": {"clusters": [{"name": "c", "tasks": ["make_calexp"], "dimensions": ["ccd"]}]}},
+     "cluster 'c': Unknown dimension 'ccd'"),
     ({"clustering": {"clusters": [{"name": "coadd", "tasks": ["make_warp"]}]}},
      "cluster 'coadd' has the name of task 'coadd', which it does not hold"),
     ({"resources": {"tasks": {"calibrate": {"cores": 2}}}},

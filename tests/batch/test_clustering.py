@@ -83,13 +83,25 @@ def test_a_cluster_by_visit_runs_its_tasks_of_one_visit_in_one_job_in_dependency
     clustering = Clustering(clusters=[Cluster(name="per_visit", tasks=["isr", "calibrate", "gather"],
                                               dimensions=["visit"])])
     jobs = cluster_graph(graph, clustering)
-    assert [j.name for j in jobs] == ["per_visit_1", "per_visit_2", "coadd_HSC"]
+    assert [j.name for j in jobs] == ["per_visit_HSC_1", "per_visit_HSC_2", "coadd_HSC"]
     first = jobs[0]
     assert first.cluster == "per_visit" and first.task_labels == ["isr", "calibrate", "gather"]
     assert len(first.quanta) == 3 + 3 + 1
     assert {graph.quanta[q].data_id["visit"] for q in first.quanta} == {1}
-    assert jobs[2].upstream == {"per_visit_1", "per_visit_2"} and first.upstream == set()
+    assert jobs[2].upstream == {"per_visit_HSC_1", "per_visit_HSC_2"} and first.upstream == set()
     _check_dependency_order(graph, jobs)
+
+
+def test_a_cluster_groups_by_its_dimensions_with_those_they_require():
+    # Patch 8 of tract 0 and patch 8 of tract 1 are two patches: two jobs, not one.
+    quanta = [_quantum(label, skymap="rings", tract=t, patch=8, band=b)
+              for t in (0, 1) for b in ("r", "i") for label in ("assemble", "detect")]
+    clustering = Clustering(clusters=[Cluster(name="coadd", tasks=["assemble", "detect"], dimensions=["patch"])])
+    jobs = cluster_graph(_graph(quanta, ["assemble", "detect"]), clustering)
+    assert [(j.name, len(j.quanta)) for j in jobs] == [("coadd_rings_0_8", 4), ("coadd_rings_1_8", 4)]
+    with pytest.raises(BatchError, match="Clustering: .*'ccd'"):
+        cluster_graph(_graph(quanta, ["assemble", "detect"]),
+                      Clustering(clusters=[Cluster(name="c", tasks=["assemble"], dimensions=["ccd"])]))
 
 
 def test_a_cluster_without_dimensions_is_one_job_for_all_its_quanta():
@@ -115,14 +127,14 @@ def test_a_cluster_that_makes_jobs_wait_for_each_other_is_refused_naming_the_cyc
     # isr and gather in one cluster, calibrate (between them) one job per quantum.
     graph = _visit_graph(visits=(1,), detectors=(0,))
     clustering = Clustering(clusters=[Cluster(name="ends", tasks=["isr", "gather"], dimensions=["visit"])])
-    with pytest.raises(BatchError, match=r"wait for each other: (ends_1 -> calibrate_HSC_1_0 -> ends_1|"
-                                         r"calibrate_HSC_1_0 -> ends_1 -> calibrate_HSC_1_0)"):
+    with pytest.raises(BatchError, match=r"wait for each other: (ends_HSC_1 -> calibrate_HSC_1_0 -> ends_HSC_1|"
+                                         r"calibrate_HSC_1_0 -> ends_HSC_1 -> calibrate_HSC_1_0)"):
         cluster_graph(graph, clustering)
 
 
 def test_a_quantum_without_a_cluster_dimension_is_refused_naming_it():
     graph = _visit_graph(visits=(1,), detectors=(0,))
-    with pytest.raises(BatchError, match="groups by detector, but quantum gather .*has no 'detector'"):
+    with pytest.raises(BatchError, match="groups by instrument, detector, but quantum gather .*has no 'detector'"):
         cluster_graph(graph, Clustering(clusters=[Cluster(name="c", tasks=["gather"], dimensions=["detector"])]))
 
 
@@ -160,10 +172,10 @@ def test_clustering_a_built_graph_groups_the_steps_of_one_visit(repo, pipeline):
                                               dimensions=["visit"])])
     jobs = cluster_graph(graph, clustering)
     per_visit = [j for j in jobs if j.cluster == "single_frame"]
-    assert sorted(j.name for j in per_visit) == sorted(f"single_frame_{v}" for v in VISITS)
+    assert sorted(j.name for j in per_visit) == sorted(f"single_frame_HSC_{v}" for v in VISITS)
     assert all(len(j.quanta) == len(DETECTORS) + 1 for j in per_visit)
     warps = [j for j in jobs if j.cluster == "make_warp"]
-    assert warps and all(len(j.upstream) == 1 and next(iter(j.upstream)).startswith("single_frame_")
+    assert warps and all(len(j.upstream) == 1 and next(iter(j.upstream)).startswith("single_frame_HSC_")
                          for j in warps)
     _check_dependency_order(graph, jobs)
 

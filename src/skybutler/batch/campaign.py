@@ -12,7 +12,7 @@ submission stores for provenance reproduces the campaign exactly::
     variables: {reqnum: 2, attnum: 1}
     output_run: "{campaign}/r{reqnum}/a{attnum}"
     templates:
-      calexp: "{run}/{dataset_type}/{band}/{dataset_type}_{visit:08d}_{detector:03d}_r{reqnum}"
+      calexp: "{run}/{dataset_type}/{band}/{dataset_type}_{instrument}_{visit:08d}_{detector:03d}_r{reqnum}"
     exclude:
       data_ids: [{instrument: HSC, visit: 903334, detector: 3}]
     clustering:
@@ -38,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, StrictStr, ValidationError
 
 from ..datastore.templates import SPECIAL_FIELDS, FileTemplate
-from ..errors import BatchError, ConfigError, QueryError, SkyButlerError, TemplateError
+from ..errors import BatchError, ConfigError, DimensionError, QueryError, SkyButlerError, TemplateError
 from ..model import DatasetType
 from ..registry import parse_expression, query_data_ids
 from .engines import ENGINES
@@ -198,21 +198,13 @@ class Campaign(_Model):
 
     @classmethod
     def from_mapping(cls, data: Any, *, base_dir: str | Path, source: str = "campaign") -> Campaign:
-        """Validate a parsed campaign document.
-
-        Parameters
-        ----------
-        data
-            The mapping a campaign file holds.
-        base_dir
-            The directory a relative ``pipeline`` path is relative to.
-        source
-            What to call the campaign in error messages (the file's name).
+        """Validate a parsed campaign document; a relative ``pipeline`` is relative to ``base_dir``.
 
         Raises
         ------
         ConfigError
-            ``"<source>: <key path>: <problem>"`` for the first problem found.
+            ``"<source>: <key path>: <problem>"`` for the first problem found (``source``:
+            what to call the campaign in messages, the file's name).
         """
         if not isinstance(data, Mapping):
             got = "an empty document" if data is None else type(data).__name__
@@ -529,14 +521,18 @@ def check_campaign(campaign: Campaign, butler: Butler, pipeline: Pipeline) -> No
         if cluster.name in labels and cluster.name not in cluster.tasks:
             raise BatchError(f"{who}: cluster {cluster.name!r} has the name of task {cluster.name!r}, which it "
                              "does not hold; job names would mix them up")
+        try:  # grouped as `cluster_graph` does: with the dimensions they require
+            group_by = universe.closure(cluster.dimensions)
+        except DimensionError as exc:
+            raise BatchError(f"{who}: cluster {cluster.name!r}: {exc}") from None
         for label in cluster.tasks:
             if label not in labels:
                 raise unknown_task(f"cluster {cluster.name!r}", label)
             task_dims = universe.closure(labels[label].dimensions)
             reach = {*task_dims, *universe.implied_by(task_dims)}
-            missing = [d for d in cluster.dimensions if d not in reach]
+            missing = [d for d in group_by if d not in reach]
             if missing:
-                raise BatchError(f"{who}: cluster {cluster.name!r} groups by {', '.join(cluster.dimensions)}, but "
+                raise BatchError(f"{who}: cluster {cluster.name!r} groups by {', '.join(group_by)}, but "
                                  f"task {label!r} has no {missing[0]!r} (its dimensions: {', '.join(task_dims)})")
     for label in campaign.resources.tasks:
         if label not in labels:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .._gc import paused_gc
-from ..errors import BatchError
+from ..dimensions import DimensionUniverse
+from ..errors import BatchError, DimensionError
 from ..pipeline import QuantumGraph
 from .campaign import Clustering
 
@@ -73,7 +74,8 @@ class ClusterSummary(NamedTuple):
     quanta: int
 
 
-def cluster_graph(graph: QuantumGraph, clustering: Clustering) -> list[JobPlan]:
+def cluster_graph(graph: QuantumGraph, clustering: Clustering, *,
+                  universe: DimensionUniverse | None = None) -> list[JobPlan]:
     """Group a graph's quanta into jobs, listed in dependency order (a job after those it waits for).
 
     Parameters
@@ -82,6 +84,10 @@ def cluster_graph(graph: QuantumGraph, clustering: Clustering) -> list[JobPlan]:
         The quantum graph.
     clustering
         The campaign's clusters (tasks in none get one job per quantum).
+    universe
+        The repository's dimensions (default: the shipped ones). A cluster's dimensions
+        are taken with those they require: ``[patch]`` groups by skymap, tract and patch
+        (patch 8 of two tracts are two patches), ``[visit]`` by instrument and visit.
 
     Returns
     -------
@@ -98,14 +104,19 @@ def cluster_graph(graph: QuantumGraph, clustering: Clustering) -> list[JobPlan]:
     --------
     >>> jobs = cluster_graph(graph, Clustering(clusters=[
     ...     Cluster(name="per_visit", tasks=["isr", "calibrate"], dimensions=["visit"])]))  # doctest: +SKIP
-    >>> jobs[0].name, len(jobs[0].quanta)                                                     # doctest: +SKIP
+    >>> jobs[0].name, len(jobs[0].quanta)                                                   # doctest: +SKIP
     ('per_visit_HSC_903334', 32)
     """
+    universe = universe or DimensionUniverse.default()
+    try:
+        group_by = {c.name: universe.closure(c.dimensions) for c in clustering.clusters}
+    except DimensionError as exc:
+        raise BatchError(f"Clustering: {exc}") from None
     with paused_gc():  # 10^5 small acyclic objects: collector passes would dominate
-        return _cluster(graph, clustering)
+        return _cluster(graph, clustering, group_by)
 
 
-def _cluster(graph: QuantumGraph, clustering: Clustering) -> list[JobPlan]:
+def _cluster(graph: QuantumGraph, clustering: Clustering, group_by: dict[str, tuple[str, ...]]) -> list[JobPlan]:
     cluster_of = clustering.cluster_of()
     # Quanta are worked on by position: a UUID's hash is computed in Python, an int's is not,
     # and 10^5 quanta with their edges would hash ids millions of times.
@@ -132,9 +143,9 @@ def _cluster(graph: QuantumGraph, clustering: Clustering) -> list[JobPlan]:
             clusters.append(label)
         else:
             try:
-                values = tuple(q.data_id[d] for d in spec.dimensions)
+                values = tuple(q.data_id[d] for d in group_by[spec.name])
             except KeyError as exc:
-                raise BatchError(f"Cluster {spec.name!r} groups by {', '.join(spec.dimensions)}, but quantum "
+                raise BatchError(f"Cluster {spec.name!r} groups by {', '.join(group_by[spec.name])}, but quantum "
                                  f"{q} has no {exc.args[0]!r}") from None
             key = (spec.name, values)
             found = index_of_key.get(key)
