@@ -30,6 +30,7 @@ class DimensionRecords:
         self.tables = tables
         self.universe = universe
         self._cache: dict[str, dict[tuple, dict[str, Any]]] = {}
+        self._raw_cache: dict[str, dict[tuple, dict[str, Any]]] = {}
 
     def _normalise_record(self, element: str, record: Mapping[str, Any]) -> dict[str, Any]:
         el = self.universe.elements[element]
@@ -202,6 +203,60 @@ class DimensionRecords:
                 key = tuple(rec[k] for k in pk)
                 cache[key] = rec
                 out[key] = rec
+        return out
+
+    def raw_rows(self, element: str, keys: Iterable[tuple]) -> dict[tuple, dict[str, Any]]:
+        """Whole rows of ``element``'s table by primary key tuple, as stored (the region as its JSON text).
+
+        For copying records into another registry without recomputing anything (job
+        subsets, transfers). Cached like `fetch` (records never change); keys without a
+        record are left out.
+        """
+        cache = self._raw_cache.setdefault(element, {})
+        keys = list(dict.fromkeys(keys))
+        out = {k: cache[k] for k in keys if k in cache}
+        todo = [k for k in keys if k not in cache]
+        if not todo:
+            return out
+        table = self.tables.dimensions[element]
+        pk = self.universe.elements[element].primary_key
+        key_of = tuple_getter(pk)
+        with self.db.read(autocommit=True) as conn:
+            for chunk in chunks(todo):
+                if len(pk) == 1:
+                    cond = table.c[pk[0]].in_([k[0] for k in chunk])
+                else:
+                    cond = sa.tuple_(*[table.c[k] for k in pk]).in_(list(chunk))
+                for row in conn.execute(sa.select(table).where(cond)).mappings():
+                    rec = dict(row)
+                    key = key_of(rec)
+                    cache[key] = out[key] = rec
+        return out
+
+    def overlap_rows(self, a: str, b: str, a_keys: Iterable[tuple], b_keys: Iterable[tuple]) -> list[dict[str, Any]]:
+        """Rows of the overlap table of ``(a, b)`` (a pair of ``universe.overlaps``) whose two ends are given.
+
+        ``a_keys`` and ``b_keys`` are primary key tuples of ``a`` and ``b`` records; a row
+        is returned when its ``a`` end is among the first and its ``b`` end among the
+        second. Rows are keyed by the table's own column names (see `overlap_columns`).
+        Not cached: inserting a record adds overlap rows to existing ones.
+        """
+        table = self.tables.overlaps[(a, b)]
+        ca, cb = overlap_columns(self.universe, a, b)
+        a_cols, b_cols = [table.c[c] for c in ca.values()], [table.c[c] for c in cb.values()]
+        wanted_b = set(b_keys)
+        get_b = tuple_getter(list(cb.values()))
+        a_list = list(dict.fromkeys(a_keys))
+        out: list[dict[str, Any]] = []
+        if not a_list or not wanted_b:
+            return out
+        with self.db.read(autocommit=True) as conn:
+            for chunk in chunks(a_list):
+                cond = (a_cols[0].in_([k[0] for k in chunk]) if len(a_cols) == 1
+                        else sa.tuple_(*a_cols).in_(list(chunk)))
+                for row in conn.execute(sa.select(table).where(cond)).mappings():
+                    if get_b(row) in wanted_b:
+                        out.append(dict(row))
         return out
 
     def _insert_overlaps(self, conn: sa.Connection, element: str, rows: list[dict[str, Any]]) -> None:

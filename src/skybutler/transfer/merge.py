@@ -1,0 +1,491 @@
+"""Merging what a run produced in one registry (a job's scratch repository) into another.
+
+`merge_run` imports the datasets some execution of the run generated (not the inputs
+staged into the source), their file rows, and the run's executions (failed ones too)
+with their used / generated / derived edges. It is idempotent: rows are inserted only
+if absent (by primary key), and what the target already holds identically is counted
+as skipped; a merge interrupted and repeated finishes the work without doing any of
+it twice.
+
+Transactions are bounded and whole: each holds complete executions (an execution, the
+datasets it generated with their file rows, its edges), so the target never holds a
+dataset without its file row or its generating execution, and at most about
+``chunk_size`` rows are written per transaction (an execution with more rows than that
+gets a transaction of its own).
+
+The source is read as four streams ordered by execution id (executions; generated
+datasets with their rows and files; used edges; derived edges) and joined in Python,
+so memory stays flat in the size of the run (except for ``id_map`` with
+``new_ids=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..config import redact_url
+from ..errors import CollectionError, ConfigError, DatasetTypeError, MergeError
+from ..model import CollectionType, DatasetType, new_id
+from ..registry import FileRecord, Registry
+
+__all__ = ["MergeReport", "merge_run"]
+
+_IN_CHUNK = 500  # keys per IN list: well under every database's parameter limit
+
+
+@dataclass
+class MergeReport:
+    """What a merge did.
+
+    Attributes
+    ----------
+    run
+        The run merged.
+    datasets_added, datasets_skipped
+        Datasets inserted, and those the target already held identically.
+    executions_added, executions_skipped
+        The same for executions.
+    id_map
+        With ``new_ids=True``: source id -> target id of every merged dataset and
+        execution (an id the target already held for the same dataset or execution
+        when skipped). Empty otherwise: ids are kept.
+    transactions
+        Transactions committed.
+    """
+
+    run: str
+    datasets_added: int = 0
+    datasets_skipped: int = 0
+    executions_added: int = 0
+    executions_skipped: int = 0
+    id_map: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    transactions: int = 0
+
+
+def merge_run(target: Registry, source: Registry | str | Path, *, run: str,
+              files: Mapping[uuid.UUID, FileRecord] | None = None, new_ids: bool = False,
+              chunk_size: int = 20_000, progress: Callable[[MergeReport], None] | None = None) -> MergeReport:
+    """Import into ``target`` the datasets, files and provenance that ``source`` produced in ``run``.
+
+    Parameters
+    ----------
+    target
+        The registry merged into (SQLite or PostgreSQL).
+    source
+        A registry, or the path (or SQLAlchemy URL) of one, e.g. a job's
+        ``outcome/registry.sqlite3``; opened read-only.
+    run
+        The run whose executions are merged, with every dataset they generated (whatever
+        its run: those runs are registered in the target too).
+    files
+        File records by source dataset id that replace the source's file rows (the
+        caller maps scratch files to the central datastore's); a dataset without an
+        entry keeps the source's row. Their ``dataset_id`` is ignored.
+    new_ids
+        Give the merged datasets and executions fresh ids (`skybutler.model.new_id`),
+        edges following them (used and derived edges to datasets of this merge, and
+        top-level string values of an execution's ``details`` that name them). A dataset
+        or execution the target already holds (same type, data id and run and the same
+        file checksum; same run, task, quantum, data id and start time) is skipped and
+        mapped to the target's id, so a repeated merge adds nothing.
+    chunk_size
+        Rows per transaction, at most (whole executions: one larger than this gets a
+        transaction of its own).
+    progress
+        Called with the report after each committed transaction.
+
+    Returns
+    -------
+    MergeReport
+        What was added and skipped (and the id map with ``new_ids``).
+
+    Raises
+    ------
+    MergeError
+        The source has no such run; a dataset type registered differently in the
+        target; a dataset of the same type, data id and run held in the target with
+        another id, or the same id held for another dataset or with another file
+        checksum. Nothing of the transaction that met it is written (earlier ones stay:
+        merging again after the conflict is resolved continues from there).
+
+    Examples
+    --------
+    >>> report = merge_run(central.registry, "attempt_1/outcome/registry.sqlite3",  # doctest: +SKIP
+    ...                    run="HSC/runs/w01", files=central_files)
+    >>> report.datasets_added, report.datasets_skipped  # doctest: +SKIP
+    (96, 0)
+    """
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be at least 1, not {chunk_size}")
+    owned = not isinstance(source, Registry)
+    src = _open_source(source) if not isinstance(source, Registry) else source
+    try:
+        return _Merge(target, src, run, dict(files or {}), new_ids, chunk_size, progress).run()
+    finally:
+        if owned:
+            src.close()
+
+
+def _open_source(source: str | Path) -> Registry:
+    text = str(source)
+    url = text if "://" in text else "sqlite:///" + str(Path(text).absolute())
+    return Registry.open(url, writeable=False)
+
+
+class _Stream:
+    """Rows of one source query, taken in groups of equal execution id (the query orders by it)."""
+
+    def __init__(self, rows: Iterable[Any], key: str):
+        self._rows = iter(rows)
+        self._key = key
+        self._next = next(self._rows, None)
+
+    def take(self, execution_id: uuid.UUID) -> list[Any]:
+        out = []
+        while self._next is not None and self._next[self._key] == execution_id:
+            out.append(self._next)
+            self._next = next(self._rows, None)
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next is None
+
+
+@dataclass
+class _Unit:
+    """One execution with everything that goes with it into the same transaction."""
+
+    execution: dict[str, Any]
+    generated: list[Any]
+    used: list[Any]
+    derived: list[Any]
+
+    @property
+    def size(self) -> int:
+        return 1 + 3 * len(self.generated) + len(self.used) + len(self.derived)
+
+
+class _Merge:
+    def __init__(self, target: Registry, source: Registry, run: str, files: dict[uuid.UUID, FileRecord],
+                 new_ids: bool, chunk_size: int, progress: Callable[[MergeReport], None] | None):
+        self.target, self.source, self.run_name = target, source, run
+        self.files, self.new_ids, self.chunk_size, self.progress = files, new_ids, chunk_size, progress
+        self.report = MergeReport(run)
+        self.where = f"Cannot merge run {run!r} from {redact_url(source.url)} into {redact_url(target.url)}"
+        self.type_ids: dict[int, tuple[int, DatasetType]] = {}  # source type id -> target id, type
+        self.run_ids: dict[int, int] = {}  # source run id -> target run id
+        self.run_names: dict[int, str] = {}  # target run id -> name
+
+    # -- setup -------------------------------------------------------------------------
+
+    def run(self) -> MergeReport:
+        row = self.source.collection_records.row(self.run_name, required=False)
+        if row is None or row["type"] != CollectionType.RUN.value:
+            raise MergeError(f"{self.where}: the source has no run {self.run_name!r}")
+        self.source_run_id = row["id"]
+        t = self.source.tables
+        ex, gen, d = t.execution, t.generated, t.dataset
+        in_run = ex.c.run_id == self.source_run_id
+        with self.source.database.read() as conn:
+            types = conn.execute(sa.select(t.dataset_type).distinct()
+                                 .join(d, d.c.dataset_type_id == t.dataset_type.c.id)
+                                 .join(gen, gen.c.dataset_id == d.c.id).join(ex, ex.c.id == gen.c.execution_id)
+                                 .where(in_run)).mappings().all()
+            run_rows = conn.execute(sa.select(t.collection.c.id, t.collection.c.name).where(sa.or_(
+                t.collection.c.id == self.source_run_id,
+                t.collection.c.id.in_(sa.select(d.c.run_id).join(gen, gen.c.dataset_id == d.c.id)
+                                      .join(ex, ex.c.id == gen.c.execution_id).where(in_run))))).all()
+        for r in types:
+            dt = DatasetType(r["name"], tuple(r["dimensions"].split(",")) if r["dimensions"] else (),
+                             r["storage_class"], bool(r["is_calibration"]))
+            try:
+                self.target.register_dataset_type(dt)
+            except DatasetTypeError as exc:
+                raise MergeError(f"{self.where}: {exc}") from None
+            self.type_ids[r["id"]] = self.target.dataset_type_records.find(dt.name)
+        for run_id, name in run_rows:
+            try:
+                self.target.register_collection(name, CollectionType.RUN)
+            except CollectionError as exc:
+                raise MergeError(f"{self.where}: {exc}") from None
+            self.run_ids[run_id] = self.target.run_id(name)
+            self.run_names[self.run_ids[run_id]] = name
+        if self.new_ids:
+            self._assign_ids()
+        pending: list[_Unit] = []
+        rows = 0
+        for unit in self._units():
+            if pending and rows + unit.size > self.chunk_size:
+                self._write(pending)
+                pending, rows = [], 0
+            pending.append(unit)
+            rows += unit.size
+        if pending:
+            self._write(pending)
+        return self.report
+
+    # -- reading the source ------------------------------------------------------------
+
+    def _generated_select(self, *columns: Any) -> sa.Select:
+        t = self.source.tables
+        ex, gen, d, f = t.execution, t.generated, t.dataset, t.file
+        return (sa.select(gen.c.execution_id.label("g_execution_id"), *columns)
+                .select_from(gen.join(ex, ex.c.id == gen.c.execution_id).join(d, d.c.id == gen.c.dataset_id)
+                             .outerjoin(f, f.c.dataset_id == d.c.id))
+                .where(ex.c.run_id == self.source_run_id).order_by(gen.c.execution_id))
+
+    def _units(self) -> Iterator[_Unit]:
+        t = self.source.tables
+        ex, gen, used, dv, d, f = t.execution, t.generated, t.used, t.derived, t.dataset, t.file
+        in_run = ex.c.run_id == self.source_run_id
+        file_cols = [c.label(f"f_{c.name}") for c in f.c if c.name != "dataset_id"]
+        with self.source.database.read() as conn:
+            stream = conn.execution_options(yield_per=2000)
+            executions = stream.execute(sa.select(ex).where(in_run).order_by(ex.c.id)).mappings()
+            generated = _Stream(stream.execute(self._generated_select(
+                gen.c.path.label("g_path"), *d.c, *file_cols)).mappings(), "g_execution_id")
+            used_rows = _Stream(stream.execute(
+                sa.select(used).join(ex, ex.c.id == used.c.execution_id).where(in_run)
+                .order_by(used.c.execution_id)).mappings(), "execution_id")
+            derived = _Stream(stream.execute(
+                sa.select(gen.c.execution_id.label("g_execution_id"), dv.c.dataset_id, dv.c.source_id)
+                .select_from(dv.join(gen, gen.c.dataset_id == dv.c.dataset_id)
+                             .join(ex, ex.c.id == gen.c.execution_id))
+                .where(in_run).order_by(gen.c.execution_id)).mappings(), "g_execution_id")
+            for row in executions:
+                eid = row["id"]
+                yield _Unit(dict(row), generated.take(eid), used_rows.take(eid), derived.take(eid))
+            if not (generated.exhausted and used_rows.exhausted and derived.exhausted):
+                raise MergeError(f"{self.where}: the source's provenance rows do not come in execution order "
+                                 "(a database whose UUID ordering differs between queries?)")
+
+    def _incoming_file(self, row: Any) -> tuple[str | None, int | None, dict[str, Any] | None]:
+        """(checksum, size, file row without dataset_id) of a generated dataset, from ``files`` or the source."""
+        given = self.files.get(row["id"])
+        if given is not None:
+            rec = {k: v for k, v in given.__dict__.items() if k != "dataset_id"}
+        elif row["f_path"] is not None:
+            rec = {k: row[f"f_{k}"] for k in ("path", "size", "checksum", "checksum_algorithm", "format")}
+        else:
+            return None, None, None
+        return rec["checksum"], rec["size"], rec
+
+    # -- new ids -----------------------------------------------------------------------
+
+    def _assign_ids(self) -> None:
+        """Map every source dataset and execution to the target's id for it, or a fresh one."""
+        t = self.source.tables
+        ex, d, f = t.execution, t.dataset, t.file
+        with self.source.database.read() as conn:
+            datasets = conn.execute(self._generated_select(
+                *d.c, *(c.label(f"f_{c.name}") for c in f.c if c.name != "dataset_id"))).mappings().all()
+            executions = conn.execute(sa.select(ex.c.id, ex.c.task_label, ex.c.quantum_id, ex.c.data_id_key,
+                                                ex.c.start_time).where(ex.c.run_id == self.source_run_id)
+                                      ).mappings().all()
+        id_map = self.report.id_map
+        with self.target.database.read() as tconn:
+            keys = [self._target_key(r) for r in datasets]
+            found = _datasets_by_key(self.target, tconn, keys)
+            for row, key in zip(datasets, keys, strict=True):
+                existing = found.get(key)
+                if existing is not None:
+                    checksum, size, _ = self._incoming_file(row)
+                    if _files_differ(existing[1], existing[2], checksum, size):
+                        raise MergeError(f"{self.where}: {self._describe(row)} is held in the target as dataset "
+                                         f"{existing[0]} with another file (checksum {existing[1]}, size "
+                                         f"{existing[2]}; source dataset {row['id']}: checksum {checksum}, "
+                                         f"size {size})")
+                    id_map[row["id"]] = existing[0]
+                else:
+                    id_map[row["id"]] = new_id()
+            matches = _executions_by_key(self.target, tconn, self.run_ids[self.source_run_id], executions)
+            for row in executions:
+                id_map[row["id"]] = matches.get(_execution_key(row)) or new_id()
+
+    # -- writing the target ------------------------------------------------------------
+
+    def _target_key(self, row: Any) -> tuple[int, int, str]:
+        return self.type_ids[row["dataset_type_id"]][0], self.run_ids[row["run_id"]], row["data_id_key"]
+
+    def _describe(self, row: Any) -> str:
+        dt = self.type_ids[row["dataset_type_id"]][1]
+        data_id = ", ".join(f"{k}={row[k]}" for k in dt.dimensions)
+        return f"dataset {dt.name} {{{data_id}}} in run {self.run_names[self.run_ids[row['run_id']]]!r}"
+
+    def _write(self, units: Sequence[_Unit]) -> None:
+        target, tables = self.target, self.target.tables
+        mapped = self.report.id_map.get if self.new_ids else None
+
+        def m(value: uuid.UUID) -> uuid.UUID:
+            return mapped(value, value) if mapped is not None else value
+
+        generated = [g for u in units for g in u.generated]
+        with target.transaction() as conn:
+            existing_execs = _existing_ids(conn, tables.execution, [m(u.execution["id"]) for u in units])
+            by_id = _datasets_by_id(target, conn, [m(g["id"]) for g in generated])
+            fresh = [g for g in generated if m(g["id"]) not in by_id]
+            by_key = _datasets_by_key(target, conn, [self._target_key(g) for g in fresh])
+            dataset_rows, file_rows, skipped = [], [], 0
+            for g in generated:
+                checksum, size, rec = self._incoming_file(g)
+                held = by_id.get(m(g["id"]))
+                if held is not None:
+                    if held[:3] != self._target_key(g):
+                        dt = self.type_ids[held[0]][1] if held[0] in self.type_ids else None
+                        what = (f"{dt.name if dt else 'dataset type id ' + str(held[0])} {{{held[2]}}} in run "
+                                f"{self.run_names.get(held[1], held[1])!r}")
+                        raise MergeError(f"{self.where}: {self._describe(g)} has id {g['id']}, which the target "
+                                         f"holds for another dataset: {what} (target id {m(g['id'])})")
+                    if _files_differ(held[3], held[4], checksum, size):
+                        raise MergeError(f"{self.where}: {self._describe(g)} (source id {g['id']}, target id "
+                                         f"{m(g['id'])}) has checksum {checksum} and size {size} in the source "
+                                         f"but {held[3]} and {held[4]} in the target")
+                    skipped += 1
+                    continue
+                clash = by_key.get(self._target_key(g))
+                if clash is not None:
+                    raise MergeError(f"{self.where}: {self._describe(g)} is held in the target with id "
+                                     f"{clash[0]}; the source's has id {g['id']}")
+                row = {c.name: g[c.name] for c in tables.dataset.c}
+                row.update(id=m(g["id"]), dataset_type_id=self.type_ids[g["dataset_type_id"]][0],
+                           run_id=self.run_ids[g["run_id"]])
+                dataset_rows.append(row)
+                if rec is not None:
+                    file_rows.append({**rec, "dataset_id": m(g["id"])})
+            execution_rows = []
+            for u in units:
+                if m(u.execution["id"]) in existing_execs:
+                    continue
+                row = dict(u.execution)
+                row.update(id=m(row["id"]), run_id=self.run_ids[row["run_id"]] if row["run_id"] is not None else None)
+                if self.new_ids and row.get("details"):
+                    row["details"] = self._remap_details(row["details"])
+                execution_rows.append(row)
+            edges = {
+                tables.generated: [{"execution_id": m(g["g_execution_id"]), "dataset_id": m(g["id"]),
+                                    "path": g["g_path"]} for g in generated],
+                tables.used: [{"execution_id": m(r["execution_id"]), "dataset_id": m(r["dataset_id"]),
+                               "path": r["path"]} for u in units for r in u.used],
+                tables.derived: [{"dataset_id": m(r["dataset_id"]), "source_id": m(r["source_id"])}
+                                 for u in units for r in u.derived],
+            }
+            try:
+                for table, rows in ((tables.execution, execution_rows), (tables.dataset, dataset_rows),
+                                    (tables.file, file_rows), *edges.items()):
+                    _insert(target, conn, table, rows)
+            except sa.exc.IntegrityError as exc:
+                detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise MergeError(f"{self.where}: the target changed during the merge ({detail}); "
+                                 "merge again") from None
+        self.report.datasets_added += len(dataset_rows)
+        self.report.datasets_skipped += skipped
+        self.report.executions_added += len(execution_rows)
+        self.report.executions_skipped += len(units) - len(execution_rows)
+        self.report.transactions += 1
+        if self.progress is not None:
+            self.progress(self.report)
+
+    def _remap_details(self, text: str) -> str:
+        try:
+            details = json.loads(text)
+        except ValueError:
+            return text
+        if not isinstance(details, dict):
+            return text
+        changed = False
+        for key, value in details.items():
+            if isinstance(value, str) and len(value) == 36:
+                try:
+                    new = self.report.id_map.get(uuid.UUID(value))
+                except ValueError:
+                    continue
+                if new is not None:
+                    details[key] = str(new)
+                    changed = True
+        return json.dumps(details, sort_keys=True) if changed else text
+
+
+def _insert(target: Registry, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert-if-absent by key, in statements of a bounded number of rows."""
+    if not rows:
+        return
+    stmt = target.database.statement(f"merge_insert_{table.name}", lambda: target.database.insert_new(table))
+    for i in range(0, len(rows), 5000):
+        conn.execute(stmt, rows[i:i + 5000])
+
+
+def _files_differ(held_checksum: str | None, held_size: int | None,
+                  checksum: str | None, size: int | None) -> bool:
+    """Whether two file descriptions disagree (checksums when both have one, else sizes when both have one)."""
+    if held_checksum is not None and checksum is not None:
+        return held_checksum != checksum
+    return held_size is not None and size is not None and held_size != size
+
+
+def _existing_ids(conn: sa.Connection, table: sa.Table, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    out: set[uuid.UUID] = set()
+    for i in range(0, len(ids), _IN_CHUNK):
+        out.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(ids[i:i + _IN_CHUNK]))).scalars())
+    return out
+
+
+def _datasets_by_id(target: Registry, conn: sa.Connection, ids: Sequence[uuid.UUID],
+                    ) -> dict[uuid.UUID, tuple[int, int, str, str | None, int | None]]:
+    """``id -> (type id, run id, data id key, checksum, size)`` of the target's datasets among ``ids``."""
+    d, f = target.tables.dataset, target.tables.file
+    out = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        stmt = (sa.select(d.c.id, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key, f.c.checksum, f.c.size)
+                .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id)).where(d.c.id.in_(ids[i:i + _IN_CHUNK])))
+        for row in conn.execute(stmt):
+            out[row[0]] = tuple(row[1:])
+    return out  # type: ignore[return-value]
+
+
+def _datasets_by_key(target: Registry, conn: sa.Connection, keys: Sequence[tuple[int, int, str]],
+                     ) -> dict[tuple[int, int, str], tuple[uuid.UUID, str | None, int | None]]:
+    """``(type id, run id, data id key) -> (id, checksum, size)`` of the target's datasets with those keys."""
+    d, f = target.tables.dataset, target.tables.file
+    groups: dict[tuple[int, int], list[str]] = {}
+    for type_id, run_id, key in keys:
+        groups.setdefault((type_id, run_id), []).append(key)
+    out = {}
+    for (type_id, run_id), data_id_keys in groups.items():
+        for i in range(0, len(data_id_keys), _IN_CHUNK):
+            stmt = (sa.select(d.c.data_id_key, d.c.id, f.c.checksum, f.c.size)
+                    .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id))
+                    .where(d.c.dataset_type_id == type_id, d.c.run_id == run_id,
+                           d.c.data_id_key.in_(data_id_keys[i:i + _IN_CHUNK])))
+            for row in conn.execute(stmt):
+                out[(type_id, run_id, row[0])] = tuple(row[1:])
+    return out  # type: ignore[return-value]
+
+
+def _execution_key(row: Any) -> tuple[Any, ...]:
+    """What identifies one attempt of one quantum within a run, whatever its id."""
+    return row["task_label"], row["quantum_id"], row["data_id_key"], row["start_time"]
+
+
+def _executions_by_key(target: Registry, conn: sa.Connection, run_id: int, rows: Sequence[Any],
+                       ) -> dict[tuple[Any, ...], uuid.UUID]:
+    """Target executions of the run that match source execution rows by `_execution_key`."""
+    ex = target.tables.execution
+    cols = (ex.c.id, ex.c.task_label, ex.c.quantum_id, ex.c.data_id_key, ex.c.start_time)
+    quanta = sorted({r["quantum_id"] for r in rows if r["quantum_id"] is not None})
+    keys = sorted({r["data_id_key"] for r in rows if r["quantum_id"] is None})
+    out: dict[tuple[Any, ...], uuid.UUID] = {}
+    conditions: list[sa.ColumnElement[bool]] = [ex.c.quantum_id.in_(quanta[i:i + _IN_CHUNK]) for i in range(0, len(quanta), _IN_CHUNK)]
+    conditions += [sa.and_(ex.c.quantum_id.is_(None), ex.c.data_id_key.in_(keys[i:i + _IN_CHUNK]))
+                   for i in range(0, len(keys), _IN_CHUNK)]
+    for cond in conditions:
+        for row in conn.execute(sa.select(*cols).where(ex.c.run_id == run_id, cond)).mappings():
+            out[_execution_key(row)] = row["id"]
+    return out
