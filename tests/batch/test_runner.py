@@ -47,9 +47,10 @@ class StrayWriter(Task):
                                header={"SEEING": 0.75, "OBJECT": "field 7"})}
 
 
-def _pipeline(*, stray: bool = False, gather: bool = False, fail_detector: int | None = None) -> Pipeline:
+def _pipeline(*, stray: bool = False, gather: bool = False, fail_detector: int | None = None,
+              allocate_bytes: int = 0) -> Pipeline:
     tasks = {"make_calexp": {"class": "support.toy_tasks:MakeCalexp",
-                             "config": {"fail_detector": fail_detector}}}
+                             "config": {"fail_detector": fail_detector, "allocate_bytes": allocate_bytes}}}
     if gather:
         tasks["gather_visit"] = {"class": "support.toy_tasks:GatherVisit"}
     if stray:
@@ -205,6 +206,14 @@ def test_a_failing_task_fails_its_quantum_blocks_its_descendants_and_the_rest_is
     events = {(e.quantum_id, e.state) for e in read_status(attempt)}
     assert (failed.quantum_id, "failed") in events and (by_status["not_run"][0].quantum_id, "blocked") in events
     assert (attempt / "scratch").is_dir()  # kept for the operator
+
+
+def test_a_quantum_over_its_memory_limit_fails_the_job_as_out_of_memory(central, tmp_path):
+    manifest = make_job(central, tmp_path / "sub", _pipeline(allocate_bytes=2_000_000_000),
+                        where="visit = 903334 AND detector = 1", memory_limit_mb=300)
+    outcome = run_job(manifest, manifest.parent / "attempt_1")
+    assert (outcome.state, outcome.failure_class) == ("failed", "out_of_memory")
+    assert "memory limit of 300 MiB" in outcome.reason
 
 
 def test_qc_patterns_match_log_lines_of_the_tasks_they_name(central, tmp_path):

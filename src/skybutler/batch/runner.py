@@ -127,9 +127,12 @@ def read_status(attempt_dir: str | Path) -> list[StatusEvent]:
 def _failure_class(reason: str | None) -> FailureClass:
     """The failure class of a failed quantum, from the executor's reason."""
     text = reason or ""
-    if text.startswith("MemoryError") or "out-of-memory" in text or "out of memory" in text:
+    # Only the executor's own words count: a task's message mentioning memory is the task's failure.
+    if text.startswith("MemoryError"):
         return FailureClass.OUT_OF_MEMORY
     if text.startswith("WorkerDied:") and "killed by" in text:
+        if "out-of-memory killer" in text or "possibly out of memory" in text:
+            return FailureClass.OUT_OF_MEMORY
         return FailureClass.KILLED
     return FailureClass.TASK
 
