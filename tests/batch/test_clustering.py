@@ -10,7 +10,7 @@ import pytest
 
 from skybutler import BatchError
 from skybutler.batch.campaign import Cluster, Clustering
-from skybutler.batch.clustering import ClusterSummary, cluster_graph, summarize
+from skybutler.batch.clustering import cluster_graph, summarize
 from skybutler.model import DataId, DatasetRef, DatasetType
 from skybutler.pipeline import Quantum, QuantumGraph, build_quantum_graph
 from support.pipeline_repo import INPUTS, filled_repo_template, pipeline, repo  # noqa: F401
@@ -161,9 +161,9 @@ def test_summarize_counts_jobs_and_quanta_per_cluster_and_unclustered_task():
     graph = _visit_graph()
     jobs = cluster_graph(graph, Clustering(clusters=[Cluster(name="per_visit", tasks=["isr", "calibrate"],
                                                              dimensions=["visit"])]))
-    assert summarize(jobs) == [ClusterSummary("per_visit", ("isr", "calibrate"), 2, 12),
-                               ClusterSummary("gather", ("gather",), 2, 2),
-                               ClusterSummary("coadd", ("coadd",), 1, 1)]
+    assert summarize(jobs) == [{"cluster": "per_visit", "tasks": ["isr", "calibrate"], "jobs": 2, "quanta": 12},
+                               {"cluster": "gather", "tasks": ["gather"], "jobs": 2, "quanta": 2},
+                               {"cluster": "coadd", "tasks": ["coadd"], "jobs": 1, "quanta": 1}]
 
 
 def test_clustering_a_built_graph_groups_the_steps_of_one_visit(repo, pipeline):  # noqa: F811

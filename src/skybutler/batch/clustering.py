@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any
 
 from .._gc import paused_gc
 from ..dimensions import DimensionUniverse
@@ -31,7 +31,7 @@ from ..errors import BatchError, DimensionError
 from ..pipeline import QuantumGraph
 from .campaign import Clustering
 
-__all__ = ["ClusterSummary", "JobPlan", "cluster_graph", "summarize"]
+__all__ = ["JobPlan", "cluster_graph", "summarize"]
 
 # Characters kept in a job name; everything else becomes "-". Names are also directory
 # names and engine job names (Slurm, Parsl), where these are safe.
@@ -63,15 +63,6 @@ class JobPlan:
     quanta: list[uuid.UUID]
     task_labels: list[str]
     upstream: set[str] = field(default_factory=set)
-
-
-class ClusterSummary(NamedTuple):
-    """One row of `summarize`: a cluster (or an unclustered task) and its jobs."""
-
-    cluster: str
-    tasks: tuple[str, ...]
-    jobs: int
-    quanta: int
 
 
 def cluster_graph(graph: QuantumGraph, clustering: Clustering, *,
@@ -263,16 +254,16 @@ def _safe_name(raw: str) -> str:
     return name
 
 
-def summarize(jobs: Iterable[JobPlan]) -> list[ClusterSummary]:
+def summarize(jobs: Iterable[JobPlan]) -> list[dict[str, Any]]:
     """Jobs and quanta per cluster (or unclustered task), in the order clusters first appear.
 
-    What ``batch submit --dry-run`` prints.
+    What ``batch submit --dry-run`` prints: one row per cluster,
+    ``{"cluster": str, "tasks": [labels], "jobs": int, "quanta": int}``.
     """
-    rows: dict[str, tuple[dict[str, None], list[int]]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        labels, counts = rows.setdefault(job.cluster, ({}, [0, 0]))
-        labels.update(dict.fromkeys(job.task_labels))
-        counts[0] += 1
-        counts[1] += len(job.quanta)
-    return [ClusterSummary(cluster, tuple(labels), jobs_n, quanta_n)
-            for cluster, (labels, (jobs_n, quanta_n)) in rows.items()]
+        row = rows.setdefault(job.cluster, {"cluster": job.cluster, "tasks": [], "jobs": 0, "quanta": 0})
+        row["tasks"] += [label for label in job.task_labels if label not in row["tasks"]]
+        row["jobs"] += 1
+        row["quanta"] += len(job.quanta)
+    return list(rows.values())
