@@ -6,8 +6,8 @@ Usage::
     python benchmarks/bench_batch_runner.py --runs 100 --fresh 10 --json out.json
 
 A central SQLite repository holds one small raw (a dict as JSON) and the task's stored
-configuration; the job's manifest stages them (hard links), its subset is a copy of
-the central registry (a few hundred rows), and its one quantum reads the raw and writes
+configuration; the job's manifest stages them (hard links), its subset is written by
+`skybutler.transfer.subset.write_subset`, and its one quantum reads the raw and writes
 one small output and its log, staged out to the central datastore. Between runs the
 staged outputs are removed, so every run copies them out again.
 
@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from skybutler import Butler  # noqa: E402
 from skybutler.batch.manifest import JobManifest, PlannedOutput, StagedInput  # noqa: E402
 from skybutler.batch.runner import run_job  # noqa: E402
 from skybutler.pipeline import GraphExecutor, Input, Output, Pipeline, Task, build_quantum_graph  # noqa: E402
+from skybutler.transfer.subset import write_subset  # noqa: E402
 
 RUN = "bench/batch/run"
 TARGET = 0.2
@@ -80,11 +80,11 @@ def make_job(root: Path) -> tuple[Path, Butler]:
     job = sub / "jobs" / "job_1"
     job.mkdir(parents=True)
     graph.write(sub / "graph.qgraph")
-    with sqlite3.connect(root / "central" / "registry.sqlite3") as src, sqlite3.connect(job / "subset.sqlite3") as dst:
-        src.backup(dst)
     q = next(iter(graph))
     refs = [*q.input_refs(), *graph.init_outputs.values()]
     files = central.registry.get_files([r.id for r in refs])
+    write_subset(central.registry, job / "subset.sqlite3", data_ids=[q.data_id, *(r.data_id for r in refs)],
+                 dataset_types=graph.dataset_types.values(), refs=refs, files=files, runs=[RUN])
     inputs = [StagedInput(dataset_id=r.id, source=central.datastore.url(files[r.id].path), path=files[r.id].path,
                           size=files[r.id].size, checksum=files[r.id].checksum,
                           checksum_algorithm=files[r.id].checksum_algorithm) for r in refs]

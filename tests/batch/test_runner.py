@@ -26,6 +26,7 @@ from skybutler.batch.manifest import (
 from skybutler.batch.runner import EXIT_BAD_MANIFEST, EXIT_OK, job_main, read_status, run_job
 from skybutler.datastore import Datastore
 from skybutler.pipeline import GraphExecutor, Input, Output, Pipeline, QuantumGraph, Task, build_quantum_graph
+from skybutler.transfer.subset import write_subset
 from support.pipeline_repo import INPUTS, copy_repository, filled_repo_template  # noqa: F401
 
 RUN = "u/batch/run1"
@@ -67,8 +68,8 @@ def _file_input(butler, ref) -> StagedInput:
 def make_job(central, directory: Path, pipeline: Pipeline, *, where: str, **manifest) -> Path:
     """A submission directory with one job of every quantum of the graph; returns its manifest path.
 
-    The subset is a copy of the central registry (the real subset writer is tested elsewhere);
-    the central run already holds the task configurations, as after a submission.
+    The central run already holds the task configurations, as after a submission; the
+    subset holds the records, dataset types, inputs (configurations included) and their files.
     """
     graph = build_quantum_graph(central, pipeline, input_collections=INPUTS, output_run=RUN, where=where)
     GraphExecutor(central, graph).prepare()  # output dataset types and configurations, centrally
@@ -76,12 +77,12 @@ def make_job(central, directory: Path, pipeline: Pipeline, *, where: str, **mani
     graph.write(directory / "graph.qgraph")
     job_dir = directory / "jobs" / "job_1"
     job_dir.mkdir(parents=True)
-    with sqlite3.connect(Path(central.root) / "registry.sqlite3") as src, \
-            sqlite3.connect(job_dir / "subset.sqlite3") as dst:
-        src.backup(dst)
     produced = {r.id for q in graph for r in q.output_refs()}
     refs = {r.id: r for q in graph for r in q.input_refs() if r.id not in produced}
     refs |= {r.id: r for r in graph.init_outputs.values()}
+    write_subset(central.registry, job_dir / "subset.sqlite3", dataset_types=graph.dataset_types.values(),
+                 data_ids=[*(q.data_id for q in graph), *(r.data_id for r in refs.values())],
+                 refs=refs.values(), files=central.registry.get_files(list(refs)), runs=[RUN])
     outputs = [PlannedOutput(dataset_id=r.id, dataset_type=r.dataset_type.name, quantum_id=q.id,
                              path=r.extra["path"]) for q in graph for r in q.output_refs()]
     config = central.config.model_dump(mode="json")
