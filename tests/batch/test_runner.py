@@ -184,6 +184,20 @@ def test_an_input_that_is_missing_or_not_what_the_manifest_says_fails_the_job_be
     assert outcome.registry == "" and not (attempt / "outcome" / "registry.sqlite3").exists()
 
 
+@pytest.mark.parametrize("mode", ["link", "copy"])
+def test_local_inputs_are_hard_linked_or_copied_as_the_manifest_asks_and_scratch_is_kept_when_asked(
+        central, tmp_path, mode):
+    manifest = make_job(central, tmp_path / "sub", _pipeline(), where="visit = 903334 AND detector = 1",
+                        stage_mode=mode, keep_scratch=True)
+    attempt = manifest.parent / "attempt_1"
+    assert run_job(manifest, attempt).state == "succeeded"
+    for i in _manifest(manifest).inputs:
+        staged = attempt / "scratch" / "datastore" / i.path
+        assert staged.read_bytes() == Path(i.source).read_bytes()
+        assert (staged.stat().st_ino == Path(i.source).stat().st_ino) == (mode == "link")
+    assert (attempt / "scratch" / "skybutler.yaml").is_file()
+
+
 def test_a_failing_task_fails_its_quantum_blocks_its_descendants_and_the_rest_is_staged(central, tmp_path):
     manifest = make_job(central, tmp_path / "sub", _pipeline(gather=True, fail_detector=2),
                         where="visit = 903334", qc=[QCPattern(pattern=r"detector \d is broken", severity="error")])
