@@ -416,10 +416,11 @@ class _Job:
         shutil.copyfile(source, self.outcome_dir / gather.REGISTRY_FILE)
         self.registry_copied = True
 
-    def finish(self, failure: FailureClass | None, reason: str | None) -> JobOutcome:
+    def finish(self, failure: FailureClass | None, reason: str | None, *, copy: bool = True) -> JobOutcome:
         """Registry copy, figures, scratch removal, ``outcome.json`` (last), the final event."""
         m = self.manifest
-        self.copy_registry()
+        if copy:
+            self.copy_registry()
         cpu, peak = gather.process_usage()
         header = self.graph.header if self.graph is not None else {}
         free = gather.free_disk(self.scratch if self.scratch.exists() else self.attempt_dir)
@@ -448,10 +449,11 @@ class _Job:
         # A system error (disk, file system) may pass on another worker: retried as a lost job.
         # Anything else is a bug or bad data, which a retry would only repeat.
         failure = FailureClass.LOST if isinstance(exc, OSError) else FailureClass.TASK
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # what failed may be this very copy (a full disk)
             self.copy_registry()
         self.registry_copied = self.registry_copied and (self.outcome_dir / gather.REGISTRY_FILE).exists()
-        return self.finish(failure, f"the job runner failed: {type(exc).__name__}: {_first_line(exc)}")
+        return self.finish(failure, f"the job runner failed: {type(exc).__name__}: {_first_line(exc)}",
+                           copy=False)
 
 
 def run_job(manifest_path: str | Path, attempt_dir: str | Path) -> JobOutcome:
