@@ -3,98 +3,40 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
-import json
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
+from . import _butler_ingest, _butler_put, _butler_read, _butler_remove
 from ._butler_collections import ButlerCollections
+from ._butler_ingest import FileDataset
+from ._butler_read import Cutouts
 from .config import CONFIG_FILE, RepositoryConfig
-from .datastore import TRANSFER_MODES, Datastore, FileTemplates, PendingFile
+from .datastore import TRANSFER_MODES, Datastore, FileTemplates
 from .datastore.backends import is_url
 from .dimensions import DimensionUniverse
 from .errors import (
     CollectionError,
     ConfigError,
-    DatabaseConnectionError,
     DatasetExistsError,
     DatasetNotFoundError,
     DatasetTypeError,
-    FileAccessError,
-    FormatError,
     ReadOnlyError,
     RepositoryExistsError,
-    SkyButlerError,
-    StorageClassError,
 )
-from .formats import FORMATS, Formatter, file_suffixes, formatter_for, get_formatter, guess_format
-from .model import (
-    CollectionType,
-    DataId,
-    DatasetRef,
-    DatasetType,
-    Image,
-    dataset_id_for_ingest,
-    new_dataset_id,
-)
-from .registry import FileRecord, Registry, find_dataset, pipeline_sql, query_data_ids, query_datasets
-
-
-@dataclass(frozen=True)
-class FileDataset:
-    """A file to ingest: where it is, and the dataset it holds.
-
-    Parameters
-    ----------
-    path
-        Local path or URL of the file.
-    dataset_type
-        Name of a registered dataset type.
-    data_id
-        Its data id (required dimensions; implied values are checked if given).
-    format
-        File format; defaults to the storage class default (or a guess from the extension).
-    """
-
-    path: str
-    dataset_type: str
-    data_id: Mapping[str, Any]
-    format: str | None = None
-
-
-@dataclass
-class Cutouts:
-    """Result of `Butler.get_cutouts`: the cutouts and how many bytes were read to make them."""
-
-    images: list[Image]
-    bytes_read: int
-    file_size: int
-    path: str = ""
-
-
-def _lost_connection(exc: BaseException) -> sa.exc.DBAPIError | None:
-    """The database error in ``exc`` if it means the connection to the server was lost."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return exc
-    return None
-
-
-def _writer(formatter: Formatter, obj: Any, identity: Mapping[str, str]) -> Any:
-    def write(f: Any) -> None:
-        formatter.write(obj, f, identity=identity)
-
-    return write
+from .formats import Formatter, formatter_for
+from .model import CollectionType, DataId, DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id
+from .registry import FileRecord, Registry, find_dataset, query_data_ids, query_datasets
 
 
 class Butler:
     """A repository: put, get, ingest, query and remove datasets.
+
+    The methods here check their arguments and say what they do; the doing is delegated
+    to ``_butler_put`` (storing), ``_butler_ingest``, ``_butler_read`` and ``_butler_remove``,
+    and collection operations to `butler.collections <ButlerCollections>`.
 
     Parameters
     ----------
@@ -360,131 +302,9 @@ class Butler:
             dts = [self.registry.get_dataset_type(r.dataset_type.name) for r in refs]
             expanded = self._expand(dts, [r.data_id for r in refs])
             new_refs = [DatasetRef(r.id, dt, di, r.run) for r, dt, di in zip(refs, dts, expanded, strict=True)]
-        pending: list[PendingFile] = []
-        records: list[FileRecord] = []
-        namers: dict[tuple[str, str], Callable[[DatasetRef], str]] = {}
-        try:
-            for (obj, _, _), ref in zip(items, new_refs, strict=True):
-                formatter = self._formatter(ref.dataset_type)
-                try:
-                    formatter.check(obj, ref.dataset_type.storage_class)
-                except StorageClassError as exc:
-                    raise StorageClassError(f"Cannot put {ref.dataset_type.name} {{{ref.data_id}}}: {exc}") from None
-                key = (ref.dataset_type.name, ref.run)
-                namer = namers.get(key)
-                if namer is None:
-                    namer = namers[key] = self.file_namer(ref.dataset_type, ref.run)
-                path = namer(ref)
-                identity = {"dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
-                            "data_id": str(ref.data_id), "run": ref.run}
-                write = _writer(formatter, obj, identity)
-                try:
-                    pf = self.datastore.write_temporary(path, write)
-                except DatasetExistsError as exc:
-                    self._check_leftover(ref, path, exc)
-                    pf = self.datastore.write_temporary(path, write, replace=True)
-                pending.append(pf)
-                records.append(self._file_record(ref, pf, formatter.name))
-            self._commit(new_refs, records, pending, before_commit)
-        except BaseException:
-            for pf in pending:
-                self.datastore.abort(pf)
-            raise
+        _butler_put.write_datasets(self.registry, self.datastore, [obj for obj, _, _ in items], new_refs,
+                                   self._formatter, self.file_namer, before_commit)
         return new_refs
-
-    def _check_leftover(self, ref: DatasetRef, path: str, exc: DatasetExistsError) -> None:
-        """Raise unless the file found at ``path`` is a leftover of a crashed write that may be replaced.
-
-        A file that some dataset's row names is never overwritten. One that no row names was
-        placed by a write killed before its transaction committed (which also rolled back
-        any run it registered: the run need not exist): the next write replaces it, after
-        checking again inside its own transaction (see `_commit`).
-        """
-        if not pipeline_sql.known_paths(self.registry, [path]):
-            return
-        try:
-            existing = find_dataset(self.registry, ref.dataset_type.name, ref.data_id, [ref.run])
-        except CollectionError:
-            existing = None  # the run does not exist: the file is another dataset's
-        if existing is not None:
-            raise DatasetExistsError(
-                f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
-                f"(id {existing.id}); no put ever overwrites a stored dataset") from None
-        raise exc
-
-    def _file_record(self, ref: DatasetRef, pf: PendingFile, format: str) -> FileRecord:
-        algo, _, digest = (pf.checksum or "").partition(":")
-        return FileRecord(dataset_id=ref.id, path=pf.path, size=pf.size, checksum=digest or None,
-                          checksum_algorithm=algo or None, format=format)
-
-    def _commit(self, refs: list[DatasetRef], records: list[FileRecord], pending: list[PendingFile],
-                before_commit: Callable[[list[DatasetRef], list[FileRecord]], None] | None = None) -> None:
-        """Insert rows, move files into place, commit; on failure remove what was placed."""
-        committed: list[PendingFile] = []
-        try:
-            with self.registry.transaction():
-                replaced = [pf.path for pf in pending if pf.replaces]
-                # Checked again under the write transaction: on SQLite it holds the write lock,
-                # on PostgreSQL a writer of the same dataset is stopped by the insert below.
-                named = pipeline_sql.known_paths(self.registry, replaced) if replaced else set()
-                if named:
-                    raise DatasetExistsError(
-                        f"File {sorted(named)[0]!r} was stored by another dataset meanwhile in the datastore at "
-                        f"{self.datastore.root}; no put ever overwrites a stored dataset")
-                for run in sorted({r.run for r in refs}):
-                    self.registry.register_collection(run, CollectionType.RUN)
-                self.registry.insert_datasets(refs, records)
-                if before_commit is not None:
-                    before_commit(refs, records)
-                for pf in pending:
-                    self.datastore.commit(pf)
-                    committed.append(pf)
-                self._record_manifest(refs, records)
-        except BaseException as exc:
-            lost = _lost_connection(exc)
-            if lost is not None:
-                # The connection dropped: perhaps before the commit, perhaps while the server
-                # was acknowledging it. Ask again on a fresh connection before removing anything.
-                try:
-                    stored = bool(refs) and bool(self.registry.get_datasets([refs[0].id]))
-                except Exception:
-                    # Cannot tell: keep every file (a file without a row is harmless and found
-                    # by verify; a row without its file is not). The caller must not abort them.
-                    pending.clear()
-                    raise self._connection_error(lost, len(refs), "it may or may not be stored") from None
-                if stored:
-                    return
-            # The transaction rolled back: files already moved into place have no row now.
-            try:
-                self.datastore.remove([pf.path for pf in committed if pf.transfer not in ("direct", "in_place")])
-            except SkyButlerError as err:  # never mask the error that made us clean up
-                logging.getLogger(__name__).warning("%s", err)
-            if lost is not None:
-                raise self._connection_error(lost, len(refs), "nothing of it was stored") from None
-            raise
-
-    def _connection_error(self, exc: Exception, n: int, outcome: str) -> DatabaseConnectionError:
-        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-        url = sa.make_url(self.registry.url).render_as_string(hide_password=True)
-        return DatabaseConnectionError(
-            f"Lost the connection to registry database {url} while storing {n} dataset(s): {reason}; {outcome}")
-
-    def _record_manifest(self, refs: list[DatasetRef], records: list[FileRecord]) -> None:
-        """Write the identity of files whose format has no room for it to the run manifests.
-
-        Written before the registry commits, so a manifest may name a file whose put then
-        failed (and was removed) but never misses one that was stored.
-        """
-        by_run: dict[str, list[dict[str, str]]] = {}
-        for ref, record in zip(refs, records, strict=True):
-            if FORMATS[record.format].stores_identity:  # a class attribute: no formatter per file
-                continue
-            by_run.setdefault(ref.run, []).append({
-                "dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
-                "data_id": json.dumps(dict(ref.data_id.required_items), sort_keys=True),
-                "run": ref.run, "path": record.path, "format": record.format})
-        for run, entries in by_run.items():
-            self.datastore.append_manifest(run, entries)
 
     # -- ingest ------------------------------------------------------------------------
 
@@ -514,65 +334,18 @@ class Butler:
         if transfer not in TRANSFER_MODES:
             raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
         files = list(files)
-        missing = [f.path for f in files if not is_url(f.path) and not os.path.isfile(f.path)]
-        if missing:
-            raise FileAccessError(
-                errno.ENOENT, f"Cannot ingest: {len(missing)} file(s) do not exist or are not files, e.g. {missing[0]}")
-        unreadable = [f.path for f in files if not is_url(f.path) and not os.access(f.path, os.R_OK)]
-        if unreadable:
-            raise FileAccessError(errno.EACCES, f"Cannot ingest: file {unreadable[0]} is not readable")
+        _butler_ingest.check_sources(files)
         refs = self._new_refs([(f.dataset_type, f.data_id) for f in files], run)
         refs = [DatasetRef(dataset_id_for_ingest(r.dataset_type.name, r.data_id, r.run), r.dataset_type,
                            r.data_id, r.run) for r in refs]
         existing = self.registry.get_datasets([r.id for r in refs])
         todo = [(f, r) for f, r in zip(files, refs, strict=True) if r.id not in existing]
         # Every file's content is checked before any is transferred: a refused file leaves no trace.
-        formatters = [self._ingest_formatter(ref.dataset_type, f) for f, ref in todo]
-        pending: list[PendingFile] = []
-        records: list[FileRecord] = []
-        try:
-            for (f, ref), formatter in zip(todo, formatters, strict=True):
-                path = ""  # a direct ingest keeps the file where it is: no name to make
-                if transfer != "direct":
-                    suffix = file_suffixes(f.path) or formatter.extension
-                    path = self.templates.template_for(ref.dataset_type.name, ref.run).format(
-                        ref, values=ref.data_id.full, variables=self.template_variables, extension=suffix)
-                try:
-                    pf = self.datastore.ingest(f.path, path, transfer, checksum=checksum)
-                except DatasetExistsError as exc:
-                    self._check_leftover(ref, path, exc)
-                    pf = self.datastore.ingest(f.path, path, transfer, checksum=checksum, replace=True)
-                pending.append(pf)
-                records.append(self._file_record(ref, pf, formatter.name))
-                if progress is not None:
-                    progress()
-            self._commit([r for _, r in todo], records, pending)
-        except BaseException:
-            for pf in pending:
-                self.datastore.abort(pf)
-            raise
+        formatters = [_butler_ingest.ingest_formatter(self.datastore, ref.dataset_type, f, self._formatter)
+                      for f, ref in todo]
+        _butler_ingest.ingest_files(self.registry, self.datastore, self.templates, self.template_variables, todo,
+                                    formatters, transfer, checksum, progress)
         return refs
-
-    def _ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
-        """The formatter of a file to ingest, once its content is checked against the storage class."""
-        formatter = self._guess_ingest_formatter(dt, f)
-        try:
-            # Local files are opened directly: bulk ingest of local files goes without fsspec.
-            with self.datastore.open(f.path) if is_url(f.path) else open(f.path, "rb") as fileobj:
-                formatter.check_file(fileobj, dt.storage_class)  # type: ignore[arg-type]
-        except (FormatError, StorageClassError) as exc:
-            raise type(exc)(f"Cannot ingest {f.path} as {dt.name} ({formatter.name}, storage class "
-                            f"{dt.storage_class!r}): {exc}") from None
-        return formatter
-
-    def _guess_ingest_formatter(self, dt: DatasetType, f: FileDataset) -> Formatter:
-        if f.format:
-            return self._formatter(dt, f.format)
-        guess = guess_format(f.path)
-        try:
-            return self._formatter(dt, guess) if guess else self._formatter(dt)
-        except FormatError:
-            return self._formatter(dt)
 
     # -- get ---------------------------------------------------------------------------
 
@@ -612,24 +385,8 @@ class Butler:
     def get_many(self, refs: Sequence[DatasetRef], *, parameters: Mapping[str, Any] | None = None) -> list[Any]:
         """Read many datasets by ref (one registry query for all their files)."""
         refs = list(refs)
-        files = self.registry.get_files([r.id for r in refs])
-        out = []
-        for ref in refs:
-            record = files.get(ref.id)
-            if record is None:
-                raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
-            out.append(self._read(ref, record, parameters))
-        return out
-
-    def _read(self, ref: DatasetRef, record: FileRecord, parameters: Mapping[str, Any] | None) -> Any:
-        formatter = get_formatter(record.format)
-        try:
-            with self.datastore.open(record.path) as f:
-                return formatter.read(f, parameters=parameters)  # type: ignore[arg-type]
-        except FormatError as exc:
-            raise FormatError(f"Cannot read {ref.dataset_type.name} {{{ref.data_id}}} from {record.path}: {exc}") from None
-        except FileAccessError as exc:
-            raise FileAccessError(exc.errno, f"File of {ref.dataset_type.name} {{{ref.data_id}}} is missing: {exc}") from None
+        return [_butler_read.read_dataset(self.datastore, ref, record, parameters)
+                for ref, record in zip(refs, _butler_read.file_records(self.registry, refs), strict=True)]
 
     def get_cutouts(self, ref_or_type: DatasetRef | str, boxes: Sequence[tuple[int, int, int, int]],
                     data_id: Mapping[str, Any] | None = None, *, collections: Sequence[str] | None = None,
@@ -641,19 +398,8 @@ class Butler:
         that ``get(..., parameters={"hdu": hdu})`` reads (an index, ``"SCI"`` or ``("SCI", 2)``).
         """
         ref = self._resolve(ref_or_type, data_id, kwargs, collections)
-        record = self.registry.get_files([ref.id]).get(ref.id)
-        if record is None:
-            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
-        formatter = get_formatter(record.format)
-        read_cutouts = getattr(formatter, "read_cutouts", None)
-        if read_cutouts is None:
-            raise FormatError(f"{ref.dataset_type.name} is stored as {record.format}, which has no cutout reads")
-        try:
-            with self.datastore.open(record.path) as f:
-                images, nbytes = read_cutouts(f, boxes, plane=plane, hdu=hdu)
-        except FormatError as exc:
-            raise FormatError(f"Cannot cut out of {ref.dataset_type.name} {{{ref.data_id}}} ({record.path}): {exc}") from None
-        return Cutouts(images, nbytes, record.size, record.path)
+        record = next(_butler_read.file_records(self.registry, [ref]))
+        return _butler_read.read_cutouts(self.datastore, ref, record, boxes, plane=plane, hdu=hdu)
 
     def retrieve(self, refs: Iterable[DatasetRef], destination: str | Path, *, overwrite: bool = False) -> list[Path]:
         """Copy the files of datasets out of the repository into a local directory.
@@ -666,44 +412,18 @@ class Butler:
         --------
         >>> butler.retrieve(butler.query_datasets("calexp", where="visit = 903334"), "out/")  # doctest: +SKIP
         """
-        refs = list(refs)
-        files = self.registry.get_files([r.id for r in refs])
-        root = Path(destination)
-        written = []
-        for ref in refs:
-            record = files.get(ref.id)
-            if record is None:
-                raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
-            relative = record.path if self.datastore.owns(record.path) else record.path.rsplit("/", 1)[-1]
-            written.append(self._copy_out(ref, record, root / relative, overwrite))
-        return written
+        return _butler_read.retrieve(self.registry, self.datastore, list(refs), destination, overwrite=overwrite)
 
     def retrieve_file(self, ref_or_type: DatasetRef | str, path: str | Path, data_id: Mapping[str, Any] | None = None,
                       *, collections: Sequence[str] | None = None, overwrite: bool = False, **kwargs: Any) -> Path:
         """Copy one dataset's file (by ref, or by type and data id searched in collections) to ``path``."""
         ref = self._resolve(ref_or_type, data_id, kwargs, collections)
-        record = self.registry.get_files([ref.id]).get(ref.id)
-        if record is None:
-            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
-        return self._copy_out(ref, record, Path(path), overwrite)
-
-    def _copy_out(self, ref: DatasetRef, record: FileRecord, target: Path, overwrite: bool) -> Path:
-        if target.exists() and not overwrite:
-            raise FileAccessError(f"Cannot copy {ref.dataset_type.name} {{{ref.data_id}}} to {target}: "
-                                  "the file exists (pass overwrite to replace it)")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.part")
-        with self.datastore.open(record.path) as src, open(partial, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-        os.replace(partial, target)  # never a half-copied file under the final name
-        return target
+        record = next(_butler_read.file_records(self.registry, [ref]))
+        return _butler_read.copy_out(self.datastore, ref, record, Path(path), overwrite)
 
     def uri(self, ref: DatasetRef) -> str:
         """The full location of a dataset's file."""
-        record = self.registry.get_files([ref.id]).get(ref.id)
-        if record is None:
-            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+        record = next(_butler_read.file_records(self.registry, [ref]))
         return self.datastore.url(record.path)
 
     # -- queries -----------------------------------------------------------------------
@@ -743,37 +463,6 @@ class Butler:
 
     # -- removal -----------------------------------------------------------------------
 
-    @staticmethod
-    def _owned_paths(records: Sequence[FileRecord]) -> list[str]:
-        # Files recorded by absolute location were ingested "direct": they are not ours to delete.
-        return [r.path for r in records if Datastore.owns(r.path)]
-
-    def _remove(self, remove_rows: Callable[[], list[FileRecord]], label: str, purge: bool = True) -> int:
-        """Delete rows, then their files, so that an interruption at any point is finished later.
-
-        Inside the transaction, after the rows are deleted and before the commit, the list
-        of files is written to the datastore: if that fails (store unreachable) nothing is
-        deleted. Once committed, the files are deleted and the list dropped; if that is
-        interrupted, `finish_removals` (run by the next removal) deletes the rest.
-        """
-        try:
-            with self.registry.transaction():
-                records = remove_rows()
-                paths = self._owned_paths(records) if purge else []
-                pending = self.datastore.record_removal(paths, label=label) if paths else None
-        except sa.exc.DBAPIError as exc:
-            if _lost_connection(exc) is None:
-                raise
-            reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
-            url = sa.make_url(self.registry.url).render_as_string(hide_password=True)
-            raise DatabaseConnectionError(
-                f"Lost the connection to registry database {url} while removing {label}: {reason}; "
-                "repeat the removal to finish it") from None
-        if pending is not None:
-            self.datastore.remove(paths)
-            self.datastore.forget_removal(pending)
-        return len(records)
-
     def finish_removals(self) -> dict[str, int]:
         """Delete the files of removals that were interrupted (crash, store unreachable).
 
@@ -781,14 +470,7 @@ class Butler:
         never committed deletes nothing. Returns the number of files deleted per run (or
         ``"datasets"`` for `remove_datasets`).
         """
-        done: dict[str, int] = {}
-        for rel, label, paths in self.datastore.pending_removals():
-            named = pipeline_sql.known_paths(self.registry, paths)
-            gone = [p for p in paths if p not in named]
-            self.datastore.remove(gone)
-            self.datastore.forget_removal(rel)
-            done[label] = done.get(label, 0) + len(gone)
-        return done
+        return _butler_remove.finish_removals(self.registry, self.datastore)
 
     def clean_temporaries(self) -> int:
         """Remove what interrupted writes left in the datastore; returns how many files.
@@ -806,7 +488,8 @@ class Butler:
         self._require_writeable()
         refs = list(refs)
         self.finish_removals()
-        self._remove(lambda: self.registry.remove_datasets([r.id for r in refs]), "datasets")
+        _butler_remove.remove_then_delete(self.registry, self.datastore,
+                                          lambda: self.registry.remove_datasets([r.id for r in refs]), "datasets")
         return len(refs)
 
     def remove_runs(self, runs: Iterable[str], *, purge: bool = True) -> dict[str, int]:
@@ -838,7 +521,8 @@ class Butler:
                     counts[run] = finished[run]
                     continue
                 raise
-            counts[run] = self._remove(functools.partial(self.registry.remove_run, run), run, purge)
+            counts[run] = _butler_remove.remove_then_delete(
+                self.registry, self.datastore, functools.partial(self.registry.remove_run, run), run, purge)
         return counts
 
     @contextlib.contextmanager

@@ -1,0 +1,197 @@
+"""How `Butler.put_many` and `Butler.ingest` store datasets: files placed, rows inserted, one commit.
+
+The datastore's files and the registry's rows of one call exist together or not at all:
+each file waits under a temporary name (a `PendingFile`) while the rows are inserted in one
+transaction; the files are committed inside it, and on any failure those already placed
+are removed and the rest aborted. `Butler` checks its arguments and makes the refs; this
+module does the storing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .config import redact_url
+from .errors import (
+    CollectionError,
+    DatabaseConnectionError,
+    DatasetExistsError,
+    SkyButlerError,
+    StorageClassError,
+)
+from .formats import FORMATS, Formatter
+from .model import CollectionType, DatasetRef, DatasetType
+from .registry import FileRecord, find_dataset, pipeline_sql
+
+if TYPE_CHECKING:
+    from .datastore import Datastore, PendingFile
+    from .registry import Registry
+
+__all__ = ["BeforeCommit", "check_leftover", "commit_datasets", "connection_lost", "file_record", "lost_connection",
+           "write_datasets"]
+
+_log = logging.getLogger(__name__)
+
+BeforeCommit = Callable[[list[DatasetRef], list[FileRecord]], None]
+"""``before_commit(refs, file_records)`` of `Butler.put_many`: runs inside the transaction."""
+
+
+def lost_connection(exc: BaseException) -> sa.exc.DBAPIError | None:
+    """The database error in ``exc`` if it means the connection to the server was lost."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return exc
+    return None
+
+
+def connection_lost(registry: Registry, exc: BaseException, doing: str, outcome: str) -> DatabaseConnectionError:
+    """The error for a connection lost ``while {doing}``, saying what became of the work (``outcome``)."""
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DatabaseConnectionError(
+        f"Lost the connection to registry database {redact_url(registry.url)} while {doing}: {reason}; {outcome}")
+
+
+def file_record(ref: DatasetRef, pending: PendingFile, format: str) -> FileRecord:
+    """The registry's record of the file ``pending`` holding ``ref``, in ``format``."""
+    algo, _, digest = (pending.checksum or "").partition(":")
+    return FileRecord(dataset_id=ref.id, path=pending.path, size=pending.size, checksum=digest or None,
+                      checksum_algorithm=algo or None, format=format)
+
+
+def write_datasets(registry: Registry, datastore: Datastore, objects: Sequence[Any], refs: Sequence[DatasetRef],
+                   formatter_of: Callable[[DatasetType], Formatter],
+                   file_namer: Callable[[DatasetType, str], Callable[[DatasetRef], str]],
+                   before_commit: BeforeCommit | None = None) -> None:
+    """Write ``objects[i]`` as ``refs[i]`` and commit them all at once (see `Butler.put_many`).
+
+    ``formatter_of`` gives a dataset type's formatter and ``file_namer`` the function that
+    names the files of a dataset type in a run (the butler's configuration decides both).
+    """
+    pending: list[PendingFile] = []
+    records: list[FileRecord] = []
+    namers: dict[tuple[str, str], Callable[[DatasetRef], str]] = {}
+    try:
+        for obj, ref in zip(objects, refs, strict=True):
+            formatter = formatter_of(ref.dataset_type)
+            try:
+                formatter.check(obj, ref.dataset_type.storage_class)
+            except StorageClassError as exc:
+                raise StorageClassError(f"Cannot put {ref.dataset_type.name} {{{ref.data_id}}}: {exc}") from None
+            key = (ref.dataset_type.name, ref.run)
+            namer = namers.get(key)
+            if namer is None:
+                namer = namers[key] = file_namer(ref.dataset_type, ref.run)
+            path = namer(ref)
+            identity = {"dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
+                        "data_id": str(ref.data_id), "run": ref.run}
+            write = _writer(formatter, obj, identity)
+            try:
+                pf = datastore.write_temporary(path, write)
+            except DatasetExistsError as exc:
+                check_leftover(registry, ref, path, exc)
+                pf = datastore.write_temporary(path, write, replace=True)
+            pending.append(pf)
+            records.append(file_record(ref, pf, formatter.name))
+        commit_datasets(registry, datastore, list(refs), records, pending, before_commit)
+    except BaseException:
+        for pf in pending:
+            datastore.abort(pf)
+        raise
+
+
+def _writer(formatter: Formatter, obj: Any, identity: dict[str, str]) -> Any:
+    def write(f: Any) -> None:
+        formatter.write(obj, f, identity=identity)
+
+    return write
+
+
+def check_leftover(registry: Registry, ref: DatasetRef, path: str, exc: DatasetExistsError) -> None:
+    """Raise unless the file found at ``path`` is a leftover of a crashed write that may be replaced.
+
+    A file that some dataset's row names is never overwritten. One that no row names was
+    placed by a write killed before its transaction committed (which also rolled back
+    any run it registered: the run need not exist): the next write replaces it, after
+    checking again inside its own transaction (see `commit_datasets`).
+    """
+    if not pipeline_sql.known_paths(registry, [path]):
+        return
+    try:
+        existing = find_dataset(registry, ref.dataset_type.name, ref.data_id, [ref.run])
+    except CollectionError:
+        existing = None  # the run does not exist: the file is another dataset's
+    if existing is not None:
+        raise DatasetExistsError(
+            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+            f"(id {existing.id}); no put ever overwrites a stored dataset") from None
+    raise exc
+
+
+def commit_datasets(registry: Registry, datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord],
+                    pending: list[PendingFile], before_commit: BeforeCommit | None = None) -> None:
+    """Insert rows, move files into place, commit; on failure remove what was placed."""
+    committed: list[PendingFile] = []
+    try:
+        with registry.transaction():
+            replaced = [pf.path for pf in pending if pf.replaces]
+            # Checked again under the write transaction: on SQLite it holds the write lock,
+            # on PostgreSQL a writer of the same dataset is stopped by the insert below.
+            named = pipeline_sql.known_paths(registry, replaced) if replaced else set()
+            if named:
+                raise DatasetExistsError(
+                    f"File {sorted(named)[0]!r} was stored by another dataset meanwhile in the datastore at "
+                    f"{datastore.root}; no put ever overwrites a stored dataset")
+            for run in sorted({r.run for r in refs}):
+                registry.register_collection(run, CollectionType.RUN)
+            registry.insert_datasets(refs, records)
+            if before_commit is not None:
+                before_commit(refs, records)
+            for pf in pending:
+                datastore.commit(pf)
+                committed.append(pf)
+            _record_manifest(datastore, refs, records)
+    except BaseException as exc:
+        lost = lost_connection(exc)
+        doing = f"storing {len(refs)} dataset(s)"
+        if lost is not None:
+            # The connection dropped: perhaps before the commit, perhaps while the server
+            # was acknowledging it. Ask again on a fresh connection before removing anything.
+            try:
+                stored = bool(refs) and bool(registry.get_datasets([refs[0].id]))
+            except Exception:
+                # Cannot tell: keep every file (a file without a row is harmless and found
+                # by verify; a row without its file is not). The caller must not abort them.
+                pending.clear()
+                raise connection_lost(registry, lost, doing, "it may or may not be stored") from None
+            if stored:
+                return
+        # The transaction rolled back: files already moved into place have no row now.
+        try:
+            datastore.remove([pf.path for pf in committed if pf.transfer not in ("direct", "in_place")])
+        except SkyButlerError as err:  # never mask the error that made us clean up
+            _log.warning("%s", err)
+        if lost is not None:
+            raise connection_lost(registry, lost, doing, "nothing of it was stored") from None
+        raise
+
+
+def _record_manifest(datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord]) -> None:
+    """Write the identity of files whose format has no room for it to the run manifests.
+
+    Written before the registry commits, so a manifest may name a file whose put then
+    failed (and was removed) but never misses one that was stored.
+    """
+    by_run: dict[str, list[dict[str, str]]] = {}
+    for ref, record in zip(refs, records, strict=True):
+        if FORMATS[record.format].stores_identity:  # a class attribute: no formatter per file
+            continue
+        by_run.setdefault(ref.run, []).append({
+            "dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
+            "data_id": json.dumps(dict(ref.data_id.required_items), sort_keys=True),
+            "run": ref.run, "path": record.path, "format": record.format})
+    for run, entries in by_run.items():
+        datastore.append_manifest(run, entries)

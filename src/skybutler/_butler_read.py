@@ -1,0 +1,101 @@
+"""How `Butler` reads datasets: a dataset's file record, its object, cutouts, and copies of its file.
+
+`Butler` resolves what to read (a ref, or a dataset type and data id searched in
+collections); this module reads it, naming the dataset in every error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DatasetNotFoundError, FileAccessError, FormatError
+from .formats import get_formatter
+from .model import DatasetRef, Image
+
+if TYPE_CHECKING:
+    from .datastore import Datastore
+    from .registry import FileRecord, Registry
+
+__all__ = ["Cutouts", "copy_out", "file_records", "read_cutouts", "read_dataset", "retrieve"]
+
+
+@dataclass
+class Cutouts:
+    """Result of `Butler.get_cutouts`: the cutouts and how many bytes were read to make them."""
+
+    images: list[Image]
+    bytes_read: int
+    file_size: int
+    path: str = ""
+
+
+def file_records(registry: Registry, refs: Sequence[DatasetRef]) -> Iterator[FileRecord]:
+    """The file record of each ref, in order (one registry query).
+
+    Raises `DatasetNotFoundError` when it reaches a ref without one, so a caller working
+    through the refs has done the work of those before it.
+    """
+    files = registry.get_files([r.id for r in refs])
+    for ref in refs:
+        record = files.get(ref.id)
+        if record is None:
+            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+        yield record
+
+
+def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
+                 parameters: Mapping[str, Any] | None) -> Any:
+    """Read the object of ``ref`` from its file (``parameters`` read part of it)."""
+    formatter = get_formatter(record.format)
+    try:
+        with datastore.open(record.path) as f:
+            return formatter.read(f, parameters=parameters)  # type: ignore[arg-type]
+    except FormatError as exc:
+        raise FormatError(f"Cannot read {ref.dataset_type.name} {{{ref.data_id}}} from {record.path}: {exc}") from None
+    except FileAccessError as exc:
+        raise FileAccessError(exc.errno, f"File of {ref.dataset_type.name} {{{ref.data_id}}} is missing: {exc}") from None
+
+
+def read_cutouts(datastore: Datastore, ref: DatasetRef, record: FileRecord,
+                 boxes: Sequence[tuple[int, int, int, int]], *, plane: str | None,
+                 hdu: int | str | tuple[str, int] | None) -> Cutouts:
+    """Cut ``boxes`` out of the image of ``ref``, reading only the bytes they need (see `Butler.get_cutouts`)."""
+    formatter = get_formatter(record.format)
+    cutouts = getattr(formatter, "read_cutouts", None)
+    if cutouts is None:
+        raise FormatError(f"{ref.dataset_type.name} is stored as {record.format}, which has no cutout reads")
+    try:
+        with datastore.open(record.path) as f:
+            images, nbytes = cutouts(f, boxes, plane=plane, hdu=hdu)
+    except FormatError as exc:
+        raise FormatError(f"Cannot cut out of {ref.dataset_type.name} {{{ref.data_id}}} ({record.path}): {exc}") from None
+    return Cutouts(images, nbytes, record.size, record.path)
+
+
+def retrieve(registry: Registry, datastore: Datastore, refs: Sequence[DatasetRef], destination: str | Path, *,
+             overwrite: bool = False) -> list[Path]:
+    """Copy the files of ``refs`` under ``destination`` at their paths in the datastore (see `Butler.retrieve`)."""
+    root = Path(destination)
+    written = []
+    for ref, record in zip(refs, file_records(registry, refs), strict=True):
+        relative = record.path if datastore.owns(record.path) else record.path.rsplit("/", 1)[-1]
+        written.append(copy_out(datastore, ref, record, root / relative, overwrite))
+    return written
+
+
+def copy_out(datastore: Datastore, ref: DatasetRef, record: FileRecord, target: Path, overwrite: bool) -> Path:
+    """Copy the file of ``ref`` to ``target``, whole or not at all; an existing target needs ``overwrite``."""
+    if target.exists() and not overwrite:
+        raise FileAccessError(f"Cannot copy {ref.dataset_type.name} {{{ref.data_id}}} to {target}: "
+                              "the file exists (pass overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    with datastore.open(record.path) as src, open(partial, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    os.replace(partial, target)  # never a half-copied file under the final name
+    return target
