@@ -203,6 +203,25 @@ class _Merge:
                 t.collection.c.id == self.source_run_id,
                 t.collection.c.id.in_(sa.select(d.c.run_id).join(gen, gen.c.dataset_id == d.c.id)
                                       .join(ex, ex.c.id == gen.c.execution_id).where(in_run))))).all()
+        # One transaction for the registrations: a job's merge is small, and a commit is most of its cost.
+        with self.target.transaction():
+            self._register(types, run_rows)
+        if self.new_ids:
+            self._assign_ids()
+        pending: list[_Unit] = []
+        rows = 0
+        for unit in self._units():
+            if pending and rows + unit.size > self.chunk_size:
+                self._write(pending)
+                pending, rows = [], 0
+            pending.append(unit)
+            rows += unit.size
+        if pending:
+            self._write(pending)
+        return self.report
+
+    def _register(self, types: Sequence[Any], run_rows: Sequence[Any]) -> None:
+        """Register the dataset types and runs of the merge in the target; map the source's ids to the target's."""
         for r in types:
             dt = DatasetType(r["name"], tuple(r["dimensions"].split(",")) if r["dimensions"] else (),
                              r["storage_class"], bool(r["is_calibration"]))
@@ -218,19 +237,6 @@ class _Merge:
                 raise MergeError(f"{self.where}: {exc}") from None
             self.run_ids[run_id] = self.target.run_id(name)
             self.run_names[self.run_ids[run_id]] = name
-        if self.new_ids:
-            self._assign_ids()
-        pending: list[_Unit] = []
-        rows = 0
-        for unit in self._units():
-            if pending and rows + unit.size > self.chunk_size:
-                self._write(pending)
-                pending, rows = [], 0
-            pending.append(unit)
-            rows += unit.size
-        if pending:
-            self._write(pending)
-        return self.report
 
     # -- reading the source ------------------------------------------------------------
 
