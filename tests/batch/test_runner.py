@@ -251,6 +251,7 @@ def test_qc_patterns_match_log_lines_of_the_tasks_they_name(central, tmp_path):
 
 
 def test_a_stray_file_goes_into_the_junk_tarball_and_never_to_the_destination(central, tmp_path):
+    # The first FITS output of the test process imports astropy (about 0.5 s).
     manifest = make_job(central, tmp_path / "sub", _pipeline(stray=True), where="visit = 903334 AND detector = 1",
                         metadata_keys={"stamp": ["SEEING", "OBJECT", "NOSUCHKEY"]})
     attempt = manifest.parent / "attempt_1"
@@ -359,6 +360,7 @@ def test_job_main_writes_a_failed_outcome_when_something_unexpected_happens(cent
 
 
 def test_a_job_runs_in_a_fresh_process_from_the_command_line(central, tmp_path):
+    # About 1 s (a fresh interpreter importing skybutler): the one test of the process an engine starts.
     manifest = make_job(central, tmp_path / "sub", _pipeline(), where="visit = 903334 AND detector = 1")
     attempt = manifest.parent / "attempt_3"
     done = subprocess.run([sys.executable, "-m", "skybutler.batch.runner", str(manifest), str(attempt)],

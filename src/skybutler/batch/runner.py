@@ -345,7 +345,10 @@ class _Job:
                 local = self.scratch / "datastore" / record.path
                 metadata: dict[str, Any] = {}
                 keys = m.metadata_keys.get(ref.dataset_type.name)
-                if keys:
+                if keys and record.format != "fits":
+                    print(f"skybutler run-job: metadata keys are read from FITS headers; {what} is "
+                          f"{record.format}", file=sys.stderr)
+                elif keys:
                     try:
                         metadata = gather.header_values(local, keys)
                     except Exception as exc:  # the output is fine; only its metadata are missing
