@@ -5,7 +5,7 @@
     users", not "not for the package".
 (b) No import cycle among ``src/skybutler`` modules, counting function-level imports
     and leaving out those under ``if TYPE_CHECKING:``.
-(c) No module over 1,000 lines outside ``demo/``.
+(c) No module over 600 lines outside ``demo/``.
 (d) No module imports the package root ``skybutler`` (the root imports every layer).
 (e) ``ops`` depends on nothing in ``demo``; every ingest plugin lives in ``ops``.
 (f) The cyclic garbage collector is paused in one place (`skybutler._gc.paused_gc`).
@@ -23,7 +23,7 @@ from pathlib import Path
 from skybutler.ops import ingest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "skybutler"
-MAX_LINES = 1000
+MAX_LINES = 600
 
 # Cycles found when the rule was introduced, each as its sorted modules.
 KNOWN_CYCLES: set[tuple[str, ...]] = set()
@@ -32,7 +32,8 @@ KNOWN_CYCLES: set[tuple[str, ...]] = set()
 KNOWN_PRIVATE_IMPORTS: set[str] = set()
 
 # Modules over MAX_LINES when the rule was introduced (to be split by their owners).
-KNOWN_LONG: set[str] = set()
+# pipeline/executor.py is being worked on (batch service, issue 8); split it when that settles.
+KNOWN_LONG: set[str] = {"pipeline/executor.py"}
 
 
 def _modules() -> dict[str, Path]:
@@ -156,7 +157,7 @@ def test_no_import_cycles():
     assert not mended, f"known cycles that are gone (remove them from KNOWN_CYCLES): {mended}"
 
 
-def test_no_module_over_1000_lines_outside_demo():
+def test_no_module_over_600_lines_outside_demo():
     long = {str(path.relative_to(PACKAGE)): n for path in MODULES.values()
             if "demo" not in path.relative_to(PACKAGE).parts
             and (n := len(path.read_text().splitlines())) > MAX_LINES}
