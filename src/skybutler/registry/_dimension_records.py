@@ -243,7 +243,7 @@ class DimensionRecords:
         """
         table = self.tables.overlaps[(a, b)]
         ca, cb = overlap_columns(self.universe, a, b)
-        a_cols, b_cols = [table.c[c] for c in ca.values()], [table.c[c] for c in cb.values()]
+        a_cols = [table.c[c] for c in ca.values()]
         wanted_b = set(b_keys)
         get_b = tuple_getter(list(cb.values()))
         a_list = list(dict.fromkeys(a_keys))
