@@ -149,13 +149,17 @@ class StoreLocation:
             "no put ever overwrites a stored dataset"
         )
 
+    def delete(self, full: str) -> None:
+        """Delete a file by full path (errors as the filesystem raises them)."""
+        if self.local:
+            os.unlink(full)
+        else:
+            self.fs.rm_file(full)
+
     def discard(self, full: str) -> None:
         """Delete a file by full path if it is there; a failure is logged, never raised."""
         try:
-            if self.local:
-                os.unlink(full)
-            else:
-                self.fs.rm_file(full)
+            self.delete(full)
         except FileNotFoundError:
             pass
         except Exception as err:  # never mask the error that made us clean up

@@ -296,10 +296,7 @@ class FileTransactions:
             full = loc.full(rel)
             try:
                 with loc.errors("remove", rel):
-                    if loc.local:
-                        os.unlink(full)
-                    else:
-                        loc.fs.rm_file(full)
+                    loc.delete(full)
             except FileNotFoundError:
                 continue
             except OSError as err:
