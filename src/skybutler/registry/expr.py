@@ -159,6 +159,9 @@ class _Parser:
             raise self.fail("expected AND, OR or the end of the expression")
         return node
 
+    # parse_or and parse_and are written out alike: a shared helper would add two stack frames
+    # per level of parentheses, and 100 levels (_MAX_DEPTH) must stay within Python's recursion limit.
+
     def parse_or(self) -> Node:
         first = self.token
         operands = [self.parse_and()]
