@@ -8,6 +8,7 @@ in place. A new revision must keep every test here passing, and make
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import sqlite3
@@ -47,14 +48,27 @@ def upgraded_populated(tmp_path_factory):
 
 
 def schema_of(engine: sa.Engine, namespace: str | None = None) -> dict[str, object]:
-    """Tables with their columns and indexes, and views: what two schemas must agree on."""
+    """What two schemas must agree on: per table its columns (type, nullable), primary key,
+    foreign keys (with ON DELETE), unique constraints and indexes (columns, uniqueness);
+    per view its columns."""
     inspector = sa.inspect(engine)
-    tables = {
-        name: (sorted(c["name"] for c in inspector.get_columns(name, schema=namespace)),
-               sorted(i["name"] for i in inspector.get_indexes(name, schema=namespace)))
-        for name in inspector.get_table_names(schema=namespace)
-    }
-    return {"tables": tables, "views": sorted(inspector.get_view_names(schema=namespace))}
+
+    def table(name: str) -> dict[str, object]:
+        return {
+            "columns": sorted((c["name"], str(c["type"]), c["nullable"])
+                              for c in inspector.get_columns(name, schema=namespace)),
+            "primary_key": inspector.get_pk_constraint(name, schema=namespace)["constrained_columns"],
+            "foreign_keys": sorted((tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]),
+                                    (f.get("options") or {}).get("ondelete"))
+                                   for f in inspector.get_foreign_keys(name, schema=namespace)),
+            "unique": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=namespace)),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                              for i in inspector.get_indexes(name, schema=namespace)),
+        }
+
+    return {"tables": {name: table(name) for name in inspector.get_table_names(schema=namespace)},
+            "views": {name: sorted(c["name"] for c in inspector.get_columns(name, schema=namespace))
+                      for name in inspector.get_view_names(schema=namespace)}}
 
 
 def release_universe() -> DimensionUniverse:
@@ -296,3 +310,28 @@ def test_revision_0003_fills_the_overlaps_it_adds_as_inserting_the_records_would
         assert {(d["visit"], d["tract"], d["patch"]) for d in butler.query_data_ids(["visit", "patch"])} == want_patches
         assert {(d["visit"], d["detector"], d["tract"])
                 for d in butler.query_data_ids(["visit", "detector", "tract"])} == want_tracts
+
+
+def test_revision_0004_gives_an_upgraded_repository_the_batch_tables_and_executions_view(tmp_path):
+    # The batch service can record a submission of a run the old release wrote, and the
+    # old executions get their wall time in executions_view.
+    from skybutler.registry import batch_sql
+
+    root = copy_fixture("populated", tmp_path)
+    upgrade_repo(root)
+    with Butler(root) as butler:
+        registry = butler.registry
+        sid = batch_sql.create_submission(registry, name="redo", campaign="c", run="u/someone/out", engine="local",
+                                          directory=str(tmp_path / "sub"), config="", n_jobs=1, n_quanta=1)
+        job = batch_sql.insert_jobs(registry, sid, [{"name": "summarise-903334", "tasks": ["summarise"]}])
+        batch_sql.record_states(registry, [batch_sql.StateChange(
+            "job", job["summarise-903334"], "failed", datetime.datetime(2026, 11, 30), sid,
+            fields={"failure_class": "task", "reason": "boom"})])
+        assert [f["reason"] for f in batch_sql.failures(registry, sid)] == ["boom"]
+        assert batch_sql.get_submission(registry, "redo")["run"] == "u/someone/out"
+        [summarise] = batch_sql.time_per_task(registry, "u/someone/out")
+        assert (summarise["task_label"], summarise["executions"]) == ("summarise", 1)
+        assert summarise["wall_seconds_sum"] == pytest.approx(3.0, abs=1e-3)
+    with sqlite_engine(root).connect() as conn:
+        assert conn.execute(sa.text("SELECT task_label, run, wall_seconds FROM executions_view")).all() == \
+            [("summarise", "u/someone/out", pytest.approx(3.0, abs=1e-3))]

@@ -10,6 +10,12 @@ queries: ``datasets_view`` shows one row per dataset with its type and run by
 name, every dimension of the universe with the implied ones filled in from the
 dimension records, and its file.
 
+The ``batch_*`` tables hold the batch service's submissions, jobs, quanta, their
+state changes and log QC matches (`batch_tables`; the SQL on them is in
+`skybutler.registry.batch_sql`). ``executions_view`` adds each execution's run name
+and wall time in seconds, which plain SQL cannot compute the same way on both
+databases.
+
 Every change here comes with an Alembic revision in ``migrations/versions/``
 and a bump of `SCHEMA_VERSION` (see ``_migrate.py``).
 """
@@ -23,13 +29,13 @@ from sqlalchemy.schema import CreateView, DropView
 
 from ..dimensions import DimensionUniverse
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+"""Version of the schema this code writes (``meta.schema_version``); each Alembic revision sets one."""
 
 MAX_COLLECTION_NAME = 256
 """Longest collection name (the width of ``collection.name``)."""
-"""Version of the schema this code writes (``meta.schema_version``); each Alembic revision sets one."""
 
-VIEWS = ("datasets_view",)
+VIEWS = ("datasets_view", "executions_view")
 """Views of a repository, by name (dropped and recreated by migrations that change their tables)."""
 
 _SQL_TYPES = {
@@ -64,6 +70,12 @@ class Tables:
     derived: sa.Table
     dimensions: dict[str, sa.Table]
     overlaps: dict[tuple[str, str], sa.Table]
+    batch_submission: sa.Table
+    batch_job: sa.Table
+    batch_job_dependency: sa.Table
+    batch_quantum: sa.Table
+    batch_event: sa.Table
+    batch_qc_match: sa.Table
 
 
 def overlap_columns(universe: DimensionUniverse, a: str, b: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -233,8 +245,125 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         metadata=md, meta=meta, dataset_type=dataset_type, collection=collection,
         collection_chain=collection_chain, dataset=dataset, tagged=tagged, calibration=calibration,
         file=file, execution=execution, used=used, generated=generated, derived=derived,
-        dimensions=dimensions, overlaps=overlaps,
+        dimensions=dimensions, overlaps=overlaps, **batch_tables(md),
     )
+
+
+def batch_tables(md: sa.MetaData) -> dict[str, sa.Table]:
+    """The batch service's tables in ``md`` (which must hold ``collection``), by name.
+
+    Foreign keys, and why:
+
+    - ``batch_submission.run_id`` is ``ON DELETE SET NULL``: removing a run (`Registry.remove_run`)
+      is never blocked by a submission that wrote it, and the submission's history (jobs,
+      states, failures, QC) stays for the operator, its run shown as gone.
+    - every other table hangs off its submission with ``ON DELETE CASCADE``: deleting a
+      submission deletes all of it; ``job_id`` columns cascade from ``batch_job`` likewise.
+    - ``quantum_id`` of events and QC matches and every ``execution_id`` carry no foreign
+      key: events are history (kept for as long as their submission), and executions are
+      removed with their run, after which the id names an execution that is gone. Reads
+      join executions with outer joins.
+    """
+    submission = sa.Table(
+        "batch_submission", md,
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("name", sa.String(128), nullable=False, unique=True),
+        sa.Column("campaign", sa.String(128), nullable=False),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(32), nullable=False),
+        sa.Column("engine", sa.String(32), nullable=False),
+        sa.Column("directory", sa.String(1024), nullable=False),
+        sa.Column("config", sa.Text, nullable=False),
+        sa.Column("created", sa.DateTime, nullable=False),
+        sa.Column("updated", sa.DateTime, nullable=False),
+        sa.Column("n_jobs", sa.Integer, nullable=False),
+        sa.Column("n_quanta", sa.Integer, nullable=False),
+        # SET NULL on a run's removal looks the run's submissions up by this index.
+        sa.Index("ix_batch_submission_run", "run_id"),
+    )
+    job = sa.Table(
+        "batch_job", md,
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("submission_id", sa.Uuid, sa.ForeignKey("batch_submission.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("name", sa.String(256), nullable=False),
+        sa.Column("cluster", sa.String(128), nullable=False),
+        sa.Column("tasks", sa.String(1024), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(32), nullable=False),
+        sa.Column("failure_class", sa.String(32), nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("exit_code", sa.Integer, nullable=True),
+        sa.Column("host", sa.String(256), nullable=True),
+        sa.Column("submit_time", sa.DateTime, nullable=True),
+        sa.Column("start_time", sa.DateTime, nullable=True),
+        sa.Column("end_time", sa.DateTime, nullable=True),
+        sa.Column("wall_time", sa.Float, nullable=True),
+        sa.Column("cpu_time", sa.Float, nullable=True),
+        sa.Column("peak_memory", sa.BigInteger, nullable=True),
+        sa.Column("memory_mb", sa.Integer, nullable=True),
+        sa.Column("n_quanta", sa.Integer, nullable=False),
+        sa.Column("manifest", sa.String(1024), nullable=False),
+        sa.UniqueConstraint("submission_id", "name", name="uq_batch_job_submission_name"),
+        # Counts of jobs per state (status, list of submissions) read this index only.
+        sa.Index("ix_batch_job_submission_state", "submission_id", "state"),
+    )
+    dependency = sa.Table(
+        "batch_job_dependency", md,
+        sa.Column("job_id", sa.Uuid, sa.ForeignKey("batch_job.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("upstream_id", sa.Uuid, sa.ForeignKey("batch_job.id", ondelete="CASCADE"), primary_key=True),
+        sa.Index("ix_batch_job_dependency_upstream", "upstream_id"),
+    )
+    quantum = sa.Table(
+        "batch_quantum", md,
+        sa.Column("quantum_id", sa.Uuid, primary_key=True),
+        sa.Column("submission_id", sa.Uuid, sa.ForeignKey("batch_submission.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("job_id", sa.Uuid, sa.ForeignKey("batch_job.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("task_label", sa.String(128), nullable=False),
+        sa.Column("data_id_key", sa.String(512), nullable=False),
+        sa.Column("state", sa.String(32), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("execution_id", sa.Uuid, nullable=True),
+        sa.Column("updated", sa.DateTime, nullable=False),
+        # Progress per task and state is a GROUP BY over this index alone.
+        sa.Index("ix_batch_quantum_submission_task_state", "submission_id", "task_label", "state"),
+        sa.Index("ix_batch_quantum_job", "job_id"),
+    )
+    event = sa.Table(
+        "batch_event", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("submission_id", sa.Uuid, sa.ForeignKey("batch_submission.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("job_id", sa.Uuid, sa.ForeignKey("batch_job.id", ondelete="CASCADE"), nullable=True),
+        sa.Column("quantum_id", sa.Uuid, nullable=True),
+        sa.Column("attempt", sa.Integer, nullable=True),
+        sa.Column("state", sa.String(32), nullable=False),
+        sa.Column("time", sa.DateTime, nullable=False),
+        sa.Column("detail", sa.Text, nullable=True),
+        # Followers of a submission read "events after id N" (a live view polls this).
+        sa.Index("ix_batch_event_submission", "submission_id", "id"),
+        # The history of one job or one quantum; partial, so submission-level rows cost nothing.
+        sa.Index("ix_batch_event_job", "job_id", "id", sqlite_where=sa.text("job_id IS NOT NULL"),
+                 postgresql_where=sa.text("job_id IS NOT NULL")),
+        sa.Index("ix_batch_event_quantum", "quantum_id", sqlite_where=sa.text("quantum_id IS NOT NULL"),
+                 postgresql_where=sa.text("quantum_id IS NOT NULL")),
+    )
+    qc_match = sa.Table(
+        "batch_qc_match", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("submission_id", sa.Uuid, sa.ForeignKey("batch_submission.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("job_id", sa.Uuid, sa.ForeignKey("batch_job.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("quantum_id", sa.Uuid, nullable=True),
+        sa.Column("execution_id", sa.Uuid, nullable=True),
+        sa.Column("task_label", sa.String(128), nullable=True),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("pattern", sa.Text, nullable=False),
+        sa.Column("line_number", sa.Integer, nullable=False),
+        sa.Column("line", sa.Text, nullable=False),
+        sa.Index("ix_batch_qc_match_submission", "submission_id", "severity"),
+        sa.Index("ix_batch_qc_match_job", "job_id"),
+    )
+    return {"batch_submission": submission, "batch_job": job, "batch_job_dependency": dependency,
+            "batch_quantum": quantum, "batch_event": event, "batch_qc_match": qc_match}
 
 
 def datasets_view(tables: Tables, universe: DimensionUniverse) -> sa.Select:
@@ -272,9 +401,38 @@ def datasets_view(tables: Tables, universe: DimensionUniverse) -> sa.Select:
     ).select_from(joined)
 
 
+def wall_seconds(dialect: str, start: sa.ColumnElement, end: sa.ColumnElement) -> sa.ColumnElement[float]:
+    """``end - start`` in seconds as a float, in the SQL of ``dialect`` (``"sqlite"`` or ``"postgresql"``).
+
+    The two databases share no function for it: SQLite stores times as text and has
+    ``julianday`` (millisecond resolution), PostgreSQL subtracts timestamps into intervals.
+    """
+    if dialect == "postgresql":
+        return sa.cast(sa.extract("epoch", end - start), sa.Float)
+    return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
+
+
+def executions_view(tables: Tables, dialect: str) -> sa.Select:
+    """The SELECT behind ``executions_view``: every execution with its run's name and wall time.
+
+    Columns: ``execution_id``, ``run``, ``task_label``, ``quantum_id``, ``data_id_key``,
+    ``status``, ``reason``, ``host``, ``start_time``, ``end_time``, ``wall_seconds``
+    (NULL unless both times are known), ``cpu_time``, ``peak_memory``. It exists so
+    that "wall time per step" is one plain SQL statement on either database.
+    """
+    ex, run = tables.execution, tables.collection
+    return sa.select(
+        ex.c.id.label("execution_id"), run.c.name.label("run"), ex.c.task_label, ex.c.quantum_id,
+        ex.c.data_id_key, ex.c.status, ex.c.reason, ex.c.host, ex.c.start_time, ex.c.end_time,
+        wall_seconds(dialect, ex.c.start_time, ex.c.end_time).label("wall_seconds"), ex.c.cpu_time,
+        ex.c.peak_memory,
+    ).select_from(ex.outerjoin(run, run.c.id == ex.c.run_id))
+
+
 def create_views(conn: sa.Connection, tables: Tables, universe: DimensionUniverse) -> None:
     """Create every view of `VIEWS` (in the connection's schema, like the tables)."""
     conn.execute(CreateView(datasets_view(tables, universe), "datasets_view"))
+    conn.execute(CreateView(executions_view(tables, conn.dialect.name), "executions_view"))
 
 
 def drop_views(conn: sa.Connection) -> None:
