@@ -354,7 +354,7 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
-def _oom_kill_counts() -> dict[str, int]:
+def oom_kill_counts() -> dict[str, int]:
     """The kernel's out-of-memory kill counters readable without privileges, by source.
 
     ``memory.events`` of this process's cgroup (v2) counts its processes killed by any
@@ -385,6 +385,17 @@ def _peak_rss(pid: int) -> int | None:
     return None
 
 
+def oom_kills_between(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
+    """The `oom_kill_counts` sources whose count rose from ``before`` to ``after``, described.
+
+    Examples
+    --------
+    >>> oom_kills_between({"/proc/vmstat": 3}, {"/proc/vmstat": 4})
+    ['/proc/vmstat oom_kill 3 -> 4']
+    """
+    return [f"{src} oom_kill {before[src]} -> {n}" for src, n in after.items() if src in before and n > before[src]]
+
+
 def death_reason(exitcode: int | None, *, oom_before: Mapping[str, int], oom_after: Mapping[str, int],
                  memory_limit: int | None = None, peak_rss: int | None = None) -> str:
     """Why a worker process ended without a result, in one line starting with ``WorkerDied:``.
@@ -394,7 +405,7 @@ def death_reason(exitcode: int | None, *, oom_before: Mapping[str, int], oom_aft
     exitcode
         `multiprocessing.Process.exitcode`: negative for the number of the signal that killed it.
     oom_before, oom_after
-        `_oom_kill_counts` before and after the quantum ran.
+        `oom_kill_counts` before and after the quantum ran.
     memory_limit, peak_rss
         The quantum's memory limit (if any) and the worker's last seen peak resident memory.
     """
@@ -412,8 +423,7 @@ def death_reason(exitcode: int | None, *, oom_before: Mapping[str, int], oom_aft
     reason = f"WorkerDied: the worker process was killed by {name} ({description})"
     if signum != signal.SIGKILL:
         return reason
-    rose = [f"{src} oom_kill {oom_before[src]} -> {n}" for src, n in oom_after.items()
-            if src in oom_before and n > oom_before[src]]
+    rose = oom_kills_between(oom_before, oom_after)
     if rose:
         return f"{reason}: the kernel's out-of-memory killer ({'; '.join(rose)})"
     if memory_limit and peak_rss is not None and peak_rss >= 0.8 * memory_limit:
@@ -661,7 +671,7 @@ class GraphExecutor:
         process = ctx.Process(  # type: ignore[attr-defined]  # every concrete context has Process
             target=_run_isolated, args=(sender, self._worker_args(), quantum.to_dict()),
             name=f"skybutler-quantum-{quantum.id}", daemon=True)
-        oom_before = _oom_kill_counts()
+        oom_before = oom_kill_counts()
         peak: int | None = None
         process.start()
         sender.close()
@@ -685,7 +695,7 @@ class GraphExecutor:
                 process.join()
         if result is not None:
             return result
-        return death_reason(process.exitcode, oom_before=oom_before, oom_after=_oom_kill_counts(),
+        return death_reason(process.exitcode, oom_before=oom_before, oom_after=oom_kill_counts(),
                             memory_limit=self.memory_limit, peak_rss=peak)
 
     def _failed_in_parent(self, qid: uuid.UUID, reason: str) -> QuantumOutcome:
