@@ -1,9 +1,10 @@
 """Engines run jobs in fresh processes and report how each ended: the local engine and Parsl, for real.
 
 Jobs here are `support.engine_jobs.job`, told by a small JSON "manifest" what to do
-(sleep, print, exit with a code, kill itself, allocate memory). One engine of each
-kind is started per module (a fork server costs about a second, Parsl several) and
-shared by the tests, each of which waits for its own jobs to end.
+(sleep, print, exit with a code, kill itself, allocate memory). One local engine is
+started per module (its fork server costs a second or two) and shared by the tests,
+each of which waits for its own jobs to end; Parsl is started once, by one test
+(10-30 s on two busy cores: interchange, worker pool and workers each import Parsl).
 """
 
 from __future__ import annotations
@@ -205,58 +206,51 @@ def test_local_engine_settings_are_checked_when_it_is_made(tmp_path):
 parsl = pytest.importorskip("parsl")
 
 
-@pytest.fixture(scope="module")
-def parsl_engine(tmp_path_factory):
+def test_parsl_runs_jobs_on_real_workers_reports_exits_signals_wall_time_and_cancels(tmp_path):
+    """One Parsl start (several seconds) for everything that needs real workers, whatever pytest-xdist does."""
     from skybutler.batch.engines.parsl import ParslEngine
 
     # Workers run jobs with a fresh interpreter: it finds the test entry through PYTHONPATH.
     engine = ParslEngine(
         provider={"name": "local", "init_blocks": 1, "min_blocks": 1, "max_blocks": 1,
                   "worker_init": f"export PYTHONPATH={TESTS_DIR}"},
-        executor={"max_workers_per_node": 2}, entry=ENTRY, cancel_grace_s=0.5,
-        work_dir=tmp_path_factory.mktemp("parsl"))
-    yield engine
-    engine.close()
+        executor={"max_workers_per_node": 2}, entry=ENTRY, cancel_grace_s=0.5, work_dir=tmp_path / "submission")
+    try:
+        # Exit codes, signals, captured output, wall time.
+        ok = submit(engine, tmp_path, "ok", stdout="hello out", stderr="hello err")
+        submit(engine, tmp_path, "two", then="exit:2")
+        submit(engine, tmp_path, "killed", then="SIGKILL")
+        submit(engine, tmp_path, "slow", Resources(wall_time_s=1), sleep=30)
+        reports = finish(engine, ["ok", "two", "killed", "slow"], timeout=120)  # the first wait for Parsl to start
+        assert reports["ok"] == JobReport("ok", EngineState.EXITED, 0, None)
+        assert reports["two"] == JobReport("two", EngineState.EXITED, 2, None)
+        assert reports["killed"] == JobReport("killed", EngineState.EXITED, -9, "killed by SIGKILL (Killed)")
+        assert reports["slow"] == JobReport("slow", EngineState.EXITED, -9, "wall time limit of 1 s exceeded")
+        assert (ok.attempt_dir / "stdout.log").read_text() == "hello out\n"
+        assert (ok.attempt_dir / "stderr.log").read_text() == "hello err\n"
+        assert int((ok.attempt_dir / "job.pid").read_text().split()[1]) > 0
+        assert (tmp_path / "submission" / "parsl").is_dir()  # Parsl's run directory, not the current one
+
+        # Cancel: both workers busy, a third job queued behind them.
+        jobs = [submit(engine, tmp_path, name, sleep=30) for name in ("long", "other")]
+        queued = submit(engine, tmp_path, "queued", sleep=30)
+        wait_until(lambda: all((job.attempt_dir / "job.pid").exists() for job in jobs), what="both jobs to run")
+        assert {r.name: r.state for r in engine.poll()} == {
+            "long": EngineState.RUNNING, "other": EngineState.RUNNING, "queued": EngineState.QUEUED}
+        engine.cancel(["long", "other", "queued"])
+        reports = finish(engine, ["long", "other", "queued"])
+        assert reports["queued"] == JobReport("queued", EngineState.CANCELLED, None, "cancelled before it started")
+        for name in ("long", "other"):
+            assert (reports[name].state, reports[name].exit_code) == (EngineState.CANCELLED, -15)
+        # The queued job reaches a worker once the others are gone, sees it was cancelled, runs nothing.
+        time.sleep(1.0)
+        assert not (queued.attempt_dir / "job.pid").exists()
+    finally:
+        engine.close()
     # Closing stops Parsl's worker pool and interchange: none is left among our descendants.
     left = [p.cmdline() for p in psutil.Process().children(recursive=True)
             if any("process_worker_pool" in part or "interchange" in part for part in p.cmdline())]
     assert left == []
-
-
-def test_parsl_reports_exit_codes_signals_and_captures_output(parsl_engine, tmp_path):
-    ok = submit(parsl_engine, tmp_path, "ok", stdout="hello out", stderr="hello err")
-    submit(parsl_engine, tmp_path, "two", then="exit:2")
-    submit(parsl_engine, tmp_path, "killed", then="SIGKILL")
-    reports = finish(parsl_engine, ["ok", "two", "killed"], timeout=120)  # the first jobs wait for Parsl to start
-    assert reports["ok"] == JobReport("ok", EngineState.EXITED, 0, None)
-    assert reports["two"] == JobReport("two", EngineState.EXITED, 2, None)
-    assert reports["killed"] == JobReport("killed", EngineState.EXITED, -9, "killed by SIGKILL (Killed)")
-    assert (ok.attempt_dir / "stdout.log").read_text() == "hello out\n"
-    assert (ok.attempt_dir / "stderr.log").read_text() == "hello err\n"
-    host, pid = (ok.attempt_dir / "job.pid").read_text().split()
-    assert int(pid) > 0
-
-
-def test_parsl_wall_time_limit_kills_the_job(parsl_engine, tmp_path):
-    submit(parsl_engine, tmp_path, "slow", Resources(wall_time_s=1), sleep=30)
-    report = finish(parsl_engine, ["slow"], timeout=120)["slow"]
-    assert report == JobReport("slow", EngineState.EXITED, -9, "wall time limit of 1 s exceeded")
-
-
-def test_parsl_cancel_kills_running_jobs_and_stops_queued_ones_before_they_start(parsl_engine, tmp_path):
-    jobs = [submit(parsl_engine, tmp_path, name, sleep=30) for name in ("long", "other")]
-    queued = submit(parsl_engine, tmp_path, "queued", sleep=30)
-    wait_until(lambda: all((job.attempt_dir / "job.pid").exists() for job in jobs), timeout=120,
-               what="both jobs to run")
-    assert {r.name: r.state for r in parsl_engine.poll()}["queued"] == EngineState.QUEUED
-    parsl_engine.cancel(["long", "other", "queued"])
-    reports = finish(parsl_engine, ["long", "other", "queued"])
-    assert reports["queued"] == JobReport("queued", EngineState.CANCELLED, None, "cancelled before it started")
-    for name in ("long", "other"):
-        assert (reports[name].state, reports[name].exit_code) == (EngineState.CANCELLED, -15)
-    # The queued job reaches a worker once the others are gone, sees it was cancelled, runs nothing.
-    time.sleep(1.0)
-    assert not (queued.attempt_dir / "job.pid").exists()
 
 
 def test_parsl_results_map_to_job_states(tmp_path):

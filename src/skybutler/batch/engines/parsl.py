@@ -217,8 +217,8 @@ class ParslEngine(Engine):
         given to the provider; default: the provider's own.
     executor
         Keyword arguments of ``HighThroughputExecutor`` (``max_workers_per_node``,
-        ``cores_per_worker``, ``worker_init`` belongs to the provider...); by default
-        ``max_workers_per_node`` is this machine's core count.
+        ``cores_per_worker``...; ``worker_init`` belongs to the provider); by default
+        a worker per core of each node.
     entry
         ``"module:function"`` each job calls as ``function(manifest, attempt_dir)``.
     run_dir
@@ -253,7 +253,10 @@ class ParslEngine(Engine):
         if launcher:
             provider_settings["launcher"] = _parsl_class(LAUNCHERS, "launcher", launcher)
         parsl_provider = _parsl_class(PROVIDERS, "provider", provider_settings)
-        executor_settings: dict[str, Any] = {"label": "skybutler", "max_workers_per_node": os.cpu_count() or 1}
+        # No max_workers_per_node by default: Parsl then runs as many workers as each
+        # node has cores (per cores_per_worker), which is this machine's count locally
+        # and the right count on a cluster's nodes.
+        executor_settings: dict[str, Any] = {"label": "skybutler"}
         executor_settings.update(executor or {})
         if provider_settings.get("name") == "local":
             executor_settings = self._local_scripts(executor_settings)
