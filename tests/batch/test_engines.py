@@ -19,7 +19,7 @@ import pytest
 from skybutler.batch.engines import EngineJob, EngineState, JobReport, make_engine
 from skybutler.batch.engines.local import LocalEngine
 from skybutler.batch.manifest import Resources
-from skybutler.errors import ConfigError
+from skybutler.errors import BatchError, ConfigError
 from support.engine_jobs import ENTRY, write_manifest
 
 FINAL = {EngineState.EXITED, EngineState.CANCELLED, EngineState.LOST}
@@ -81,6 +81,15 @@ def local_engine():
     engine = LocalEngine(max_workers=2, entry=ENTRY, cancel_grace_s=0.5)
     yield engine
     engine.close()
+
+
+def test_local_job_name_is_refused_while_a_job_of_that_name_is_not_reported(local_engine, tmp_path):
+    submit(local_engine, tmp_path, "twice")
+    with pytest.raises(BatchError, match="'twice' was already submitted"):
+        submit(local_engine, tmp_path, "twice")
+    finish(local_engine, ["twice"])
+    submit(local_engine, tmp_path, "twice")  # reported final: the name is free again
+    assert finish(local_engine, ["twice"])["twice"].exit_code == 0
 
 
 def test_local_exit_code_is_what_the_entry_returns_and_output_goes_to_the_attempts_logs(local_engine, tmp_path):
@@ -183,7 +192,7 @@ def test_local_close_cancels_running_jobs_kills_their_children_and_stops_the_for
     # The fork server is gone too (multiprocessing's resource tracker, shared by all, may stay).
     assert [p.cmdline() for p in psutil.Process().children() if p.pid not in before
             and not any("resource_tracker" in part for part in p.cmdline())] == []
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(BatchError, match="'late': the local engine is closed"):
         submit(engine, tmp_path, "late")
     engine.close()  # closing twice is harmless
 

@@ -47,7 +47,7 @@ from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError
+from ...errors import BatchError, ConfigError
 from ...pipeline.executor import oom_kill_counts, oom_kills_between
 from .base import Engine, EngineJob, EngineState, JobReport
 
@@ -344,9 +344,9 @@ class LocalEngine(Engine):
         """Queue ``job``; it starts as soon as its cores are free."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("LocalEngine is closed")
+                raise BatchError(f"Job {job.name!r}: the local engine is closed")
             if job.name in self._jobs:
-                raise ValueError(f"Job {job.name!r} was already submitted to this engine and not yet reported")
+                raise BatchError(f"Job {job.name!r} was already submitted to this engine and not yet reported")
             entry = _Job(job, min(max(job.resources.cores, 1), self.max_workers))
             self._jobs[job.name] = entry
             self._queue.append(entry)
@@ -409,6 +409,21 @@ class LocalEngine(Engine):
             os.write(self._wake_w, b"x")
 
     def _watch(self) -> None:
+        """Run `_watch_loop`; should it fail, no job is left waiting for a watcher that is gone."""
+        try:
+            self._watch_loop()
+        except BaseException as exc:
+            with self._lock:
+                for job in self._jobs.values():
+                    if job.state == EngineState.RUNNING:
+                        _signal_group(job.process.pid, signal.SIGKILL)
+                    if job.state in (EngineState.QUEUED, EngineState.RUNNING):
+                        job.state = EngineState.LOST
+                        job.reason = f"the local engine's watcher failed: {type(exc).__name__}: {exc}"
+                self._queue.clear()
+            raise
+
+    def _watch_loop(self) -> None:
         """Start queued jobs, collect ended ones, enforce wall time, memory and cancel grace periods."""
         while True:
             with self._lock:

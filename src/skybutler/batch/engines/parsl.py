@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, MissingDependencyError
+from ...errors import BatchError, ConfigError, MissingDependencyError
 from .base import Engine, EngineJob, EngineState, JobReport
 from .local import DEFAULT_ENTRY, signal_reason, split_entry
 
@@ -307,9 +307,9 @@ class ParslEngine(Engine):
     def submit(self, job: EngineJob) -> None:
         """Hand ``job`` to Parsl (starting Parsl on the first call); returns at once."""
         if self._closed:
-            raise RuntimeError("ParslEngine is closed")
+            raise BatchError(f"Job {job.name!r}: the Parsl engine is closed")
         if job.name in self._jobs:
-            raise ValueError(f"Job {job.name!r} was already submitted to this engine and not yet reported")
+            raise BatchError(f"Job {job.name!r} was already submitted to this engine and not yet reported")
         if self._dfk is None:
             from parsl.app.app import bash_app
             from parsl.dataflow.dflow import DataFlowKernel
