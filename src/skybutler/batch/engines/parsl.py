@@ -111,7 +111,10 @@ module, _, function = entry.partition(":")
 code = getattr(importlib.import_module(module), function)(manifest, attempt)
 sys.exit(code if isinstance(code, int) else (0 if code is None else 1))
 """
-"""What a job's process runs (``python -c``): own process group, cancel check, job.pid, the entry."""
+"""What a job's process runs (``python -c``): own process group, cancel check (`CANCEL_MARKER`), job.pid, the entry.
+
+job.pid is written whole (a temporary name, then a rename) so that a cancel never reads half of it.
+"""
 
 
 _JOB_COMMAND = "".join
