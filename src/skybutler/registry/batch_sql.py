@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from ..errors import BatchError
 from ..model import DataId, new_id
-from ._bulk import execute_many, now_utc, utc
+from ._bulk import execute_many, insert_rows, now_utc, update_rows, utc
 from .schema import wall_seconds
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _CHUNK = 500  # ids per IN list
+_LOOKUP = 5000  # ids per IN list of a bulk lookup (well under SQLite's and PostgreSQL's limits on parameters)
 
 Kind = Literal["submission", "job", "quantum"]
 
@@ -219,7 +220,7 @@ def insert_jobs(registry: Registry, submission_id: uuid.UUID, jobs: Sequence[Map
                                                          t.c.name.in_(names[i:i + _CHUNK]))).scalar()
             if dup is not None:
                 raise BatchError(f"Job {dup!r} exists in submission {submission_id}")
-        execute_many(conn, sa.insert(t), rows, insert=True)
+        insert_rows(conn, t, rows)
     return ids
 
 
@@ -251,7 +252,7 @@ def insert_quanta(registry: Registry, submission_id: uuid.UUID, rows: Iterable[M
     out = _rows(t, items, {"submission_id": submission_id, "state": "pending", "attempt": 1, "updated": now},
                 f"Quanta of submission {submission_id}")
     with registry.transaction() as conn:
-        execute_many(conn, sa.insert(t), out, insert=True)
+        insert_rows(conn, t, out)
     return len(out)
 
 
@@ -312,39 +313,49 @@ def record_states(registry: Registry, changes: Sequence[StateChange]) -> None:
         latest[key] = (state, values)
         if touched.get(change.submission_id, when) <= when:
             touched[change.submission_id] = when
-        event_rows.append({"e_submission": change.submission_id, "e_job": change.id if kind == "job" else None,
-                           "e_quantum": change.id if kind == "quantum" else None, "e_attempt": change.attempt,
-                           "e_state": state, "e_time": when, "e_detail": change.detail})
-    # One UPDATE per kind of row and set of columns, for all rows with that set (executemany).
+        event_rows.append({"submission_id": change.submission_id, "job_id": change.id if kind == "job" else None,
+                           "quantum_id": change.id if kind == "quantum" else None, "attempt": change.attempt,
+                           "state": state, "time": when, "detail": change.detail})
+    # One bulk UPDATE per kind of row and set of columns, for all rows with that set.
     groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
     for (row_kind, row_id), (state, values) in latest.items():
-        names = tuple(sorted(values))
-        groups.setdefault((row_kind, names), []).append(
-            {"k_id": row_id, "v_state": state, **{f"v_{n}": v for n, v in values.items()}})
-    event = registry.tables.batch_event
-    quantum = registry.tables.batch_quantum
-    # One INSERT for every event, in the order given (event ids are that order); a quantum's
-    # event takes its job from the quantum's row.
-    job_of_quantum = sa.select(quantum.c.job_id).where(
-        quantum.c.quantum_id == sa.bindparam("e_quantum", type_=sa.Uuid)).scalar_subquery()
-    insert_events = sa.insert(event).values(
-        submission_id=sa.bindparam("e_submission", type_=sa.Uuid),
-        job_id=sa.func.coalesce(sa.bindparam("e_job", type_=sa.Uuid), job_of_quantum),
-        quantum_id=sa.bindparam("e_quantum", type_=sa.Uuid), attempt=sa.bindparam("e_attempt", type_=sa.Integer),
-        state=sa.bindparam("e_state", type_=sa.String), time=sa.bindparam("e_time", type_=sa.DateTime),
-        detail=sa.bindparam("e_detail", type_=sa.Text))
+        groups.setdefault((row_kind, tuple(sorted(values))), []).append(
+            {_KEY_OF[row_kind]: row_id, "state": state, **values})
     with registry.transaction() as conn:
-        for (row_kind, names), params in groups.items():
-            table = tables[row_kind]
-            stmt = (sa.update(table).where(table.c[_KEY_OF[row_kind]] == sa.bindparam("k_id"))
-                    .values(state=sa.bindparam("v_state"), **{n: sa.bindparam(f"v_{n}") for n in names}))
-            if execute_many(conn, stmt, params) < len(params):
-                _raise_missing(conn, table, _KEY_OF[row_kind], row_kind, [p["k_id"] for p in params])
+        for (row_kind, _names), rows in groups.items():
+            id_column = _KEY_OF[row_kind]
+            if update_rows(conn, tables[row_kind], id_column, rows) < len(rows):
+                _raise_missing(conn, tables[row_kind], id_column, row_kind, [r[id_column] for r in rows])
         sub = registry.tables.batch_submission
         conn.execute(sa.update(sub).where(sub.c.id == sa.bindparam("k_id"), sub.c.updated < sa.bindparam("v_time"))
                      .values(updated=sa.bindparam("v_time")),
                      [{"k_id": s, "v_time": when} for s, when in touched.items()])
-        execute_many(conn, insert_events, event_rows)
+        _insert_events(conn, registry, event_rows)
+
+
+def _insert_events(conn: sa.Connection, registry: Registry, rows: list[dict[str, Any]]) -> None:
+    """Insert event rows in the order given (event ids follow it); a quantum's event gets its job's id.
+
+    SQLite looks the job up in the INSERT itself (an index lookup per row); PostgreSQL,
+    whose bulk path is COPY (values only), reads the jobs of the quanta first.
+    """
+    event, quantum = registry.tables.batch_event, registry.tables.batch_quantum
+    if conn.dialect.name == "sqlite":
+        # Bind parameters may not take their column's name in an INSERT's VALUES.
+        values: dict[str, Any] = {c: sa.bindparam(f"e_{c}", type_=event.c[c].type) for c in rows[0]}
+        values["job_id"] = sa.func.coalesce(values["job_id"], sa.select(quantum.c.job_id).where(
+            quantum.c.quantum_id == sa.bindparam("e_quantum_id", type_=sa.Uuid)).scalar_subquery())
+        execute_many(conn, sa.insert(event).values(values), [{f"e_{k}": v for k, v in r.items()} for r in rows])
+        return
+    quantum_ids = list({r["quantum_id"] for r in rows if r["quantum_id"] is not None})
+    job_of: dict[uuid.UUID, uuid.UUID] = {}
+    for i in range(0, len(quantum_ids), _LOOKUP):
+        job_of.update(conn.execute(sa.select(quantum.c.quantum_id, quantum.c.job_id).where(
+            quantum.c.quantum_id.in_(quantum_ids[i:i + _LOOKUP]))).all())
+    for r in rows:
+        if r["quantum_id"] is not None:
+            r["job_id"] = job_of[r["quantum_id"]]
+    insert_rows(conn, event, rows)
 
 
 def _raise_missing(conn: sa.Connection, table: sa.Table, key: str, kind: str, ids: list[uuid.UUID]) -> None:
@@ -369,7 +380,7 @@ def record_qc(registry: Registry, submission_id: uuid.UUID, job_id: uuid.UUID,
     rows = _rows(t, matches, {"submission_id": submission_id, "job_id": job_id},
                  f"QC matches of job {job_id}")
     with registry.transaction() as conn:
-        execute_many(conn, sa.insert(t), rows, insert=True)
+        insert_rows(conn, t, rows)
     return len(rows)
 
 
