@@ -94,20 +94,20 @@ def test_merging_the_same_source_twice_changes_nothing_and_reports_what_it_skipp
 def test_an_interrupted_merge_leaves_whole_executions_and_repeated_completes_it(ran, make_butler, monkeypatch):
     butler, _, _ = ran
     target = make_butler(records=True)
-    real_insert, calls = merge._insert, []
+    real_insert, calls = merge.insert, []
 
     def failing_insert(*args):
-        calls.append(args[2].name)
+        calls.append(args[1].name)
         if len(calls) == 15:  # inside the third transaction, after some of its rows went in
             raise KeyboardInterrupt
         real_insert(*args)
 
-    monkeypatch.setattr(merge, "_insert", failing_insert)
+    monkeypatch.setattr(merge, "insert", failing_insert)
     committed = []
     with pytest.raises(KeyboardInterrupt):
         merge_run(target.registry, source_registry(ran), run=RUN, chunk_size=40,
                   progress=lambda r: committed.append(dataclasses.replace(r)))
-    monkeypatch.setattr(merge, "_insert", real_insert)
+    monkeypatch.setattr(merge, "insert", real_insert)
     assert len(committed) == 2
     partial = snapshot(target.registry)
     assert len(partial["executions"]) == committed[-1].executions_added

@@ -34,11 +34,19 @@ from ..config import redact_url
 from ..errors import CollectionError, ConfigError, DatasetTypeError, MergeError
 from ..model import CollectionType, DatasetType, new_id
 from ..registry import FileRecord, Registry
+from ._target_rows import (
+    datasets_by_id,
+    datasets_by_key,
+    execution_key,
+    executions_by_key,
+    existing_ids,
+    files_differ,
+    insert,
+    raw,
+    uuid_of,
+)
 
 __all__ = ["MergeReport", "merge_run"]
-
-_IN_CHUNK = 500  # keys per IN list: well under every database's parameter limit
-
 
 @dataclass
 class MergeReport:
@@ -177,8 +185,10 @@ class _Merge:
     def __init__(self, target: Registry, source: Registry, run: str, files: dict[uuid.UUID, FileRecord],
                  new_ids: bool, chunk_size: int, progress: Callable[[MergeReport], None] | None):
         self.target, self.source, self.run_name = target, source, run
-        self.files, self.new_ids, self.chunk_size, self.progress = files, new_ids, chunk_size, progress
+        self.files = {k.hex: v for k, v in files.items()}
+        self.new_ids, self.chunk_size, self.progress = new_ids, chunk_size, progress
         self.report = MergeReport(run)
+        self.ids: dict[str, str] = {}  # with new_ids: source id -> target id, both as 32-digit hex
         self.where = f"Cannot merge run {run!r} from {redact_url(source.url)} into {redact_url(target.url)}"
         self.type_ids: dict[int, tuple[int, DatasetType]] = {}  # source type id -> target id, type
         self.run_ids: dict[int, int] = {}  # source run id -> target run id
@@ -218,6 +228,7 @@ class _Merge:
             rows += unit.size
         if pending:
             self._write(pending)
+        self.report.id_map = {uuid_of(k): uuid_of(v) for k, v in self.ids.items()}
         return self.report
 
     def _register(self, types: Sequence[Any], run_rows: Sequence[Any]) -> None:
@@ -248,27 +259,49 @@ class _Merge:
                              .outerjoin(f, f.c.dataset_id == d.c.id))
                 .where(ex.c.run_id == self.source_run_id).order_by(gen.c.execution_id))
 
+    def _rows(self, conn: sa.Connection, stmt: sa.Select) -> Iterator[dict[str, Any]]:
+        """Rows of a source query as dicts of raw values: ids as 32-digit hex, times as text.
+
+        From SQLite (job outcomes) the values are read as stored, with no conversion,
+        and a SQLite target takes them as they are: converting 100,000 ids and times
+        into objects and back was most of a merge's time.
+        """
+        if conn.dialect.name == "sqlite":
+            sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            cursor = conn.connection.cursor()  # several open at once: the four streams
+            try:
+                cursor.execute(sql)
+                keys = [d[0] for d in cursor.description]
+                while batch := cursor.fetchmany(2000):
+                    for row in batch:
+                        yield dict(zip(keys, row, strict=True))
+            finally:
+                cursor.close()
+        else:
+            result = conn.execution_options(yield_per=2000).execute(stmt)
+            keys = list(result.keys())
+            for row in result:
+                yield {k: raw(v) for k, v in zip(keys, row, strict=True)}
+
     def _units(self) -> Iterator[_Unit]:
         t = self.source.tables
         ex, gen, used, dv, d, f = t.execution, t.generated, t.used, t.derived, t.dataset, t.file
         in_run = ex.c.run_id == self.source_run_id
         file_cols = [c.label(f"f_{c.name}") for c in f.c if c.name != "dataset_id"]
         with self.source.database.read() as conn:
-            stream = conn.execution_options(yield_per=2000)
-            executions = stream.execute(sa.select(ex).where(in_run).order_by(ex.c.id)).mappings()
-            generated = _Stream(stream.execute(self._generated_select(
-                gen.c.path.label("g_path"), *d.c, *file_cols)).mappings(), "g_execution_id")
-            used_rows = _Stream(stream.execute(
-                sa.select(used).join(ex, ex.c.id == used.c.execution_id).where(in_run)
-                .order_by(used.c.execution_id)).mappings(), "execution_id")
-            derived = _Stream(stream.execute(
-                sa.select(gen.c.execution_id.label("g_execution_id"), dv.c.dataset_id, dv.c.source_id)
+            executions = self._rows(conn, sa.select(ex).where(in_run).order_by(ex.c.id))
+            generated = _Stream(self._rows(conn, self._generated_select(
+                gen.c.path.label("g_path"), *d.c, *file_cols)), "g_execution_id")
+            used_rows = _Stream(self._rows(conn, sa.select(used).join(ex, ex.c.id == used.c.execution_id)
+                                           .where(in_run).order_by(used.c.execution_id)), "execution_id")
+            derived = _Stream(self._rows(conn, sa.select(
+                gen.c.execution_id.label("g_execution_id"), dv.c.dataset_id, dv.c.source_id)
                 .select_from(dv.join(gen, gen.c.dataset_id == dv.c.dataset_id)
                              .join(ex, ex.c.id == gen.c.execution_id))
-                .where(in_run).order_by(gen.c.execution_id)).mappings(), "g_execution_id")
+                .where(in_run).order_by(gen.c.execution_id)), "g_execution_id")
             for row in executions:
                 eid = row["id"]
-                yield _Unit(dict(row), generated.take(eid), used_rows.take(eid), derived.take(eid))
+                yield _Unit(row, generated.take(eid), used_rows.take(eid), derived.take(eid))
             if not (generated.exhausted and used_rows.exhausted and derived.exhausted):
                 raise MergeError(f"{self.where}: the source's provenance rows do not come in execution order "
                                  "(a database whose UUID ordering differs between queries?)")
@@ -291,30 +324,30 @@ class _Merge:
         t = self.source.tables
         ex, d, f = t.execution, t.dataset, t.file
         with self.source.database.read() as conn:
-            datasets = conn.execute(self._generated_select(
-                *d.c, *(c.label(f"f_{c.name}") for c in f.c if c.name != "dataset_id"))).mappings().all()
-            executions = conn.execute(sa.select(ex.c.id, ex.c.task_label, ex.c.quantum_id, ex.c.data_id_key,
-                                                ex.c.start_time).where(ex.c.run_id == self.source_run_id)
-                                      ).mappings().all()
-        id_map = self.report.id_map
+            datasets = list(self._rows(conn, self._generated_select(
+                *d.c, *(c.label(f"f_{c.name}") for c in f.c if c.name != "dataset_id"))))
+            executions = list(self._rows(conn, sa.select(
+                ex.c.id, ex.c.task_label, ex.c.quantum_id, ex.c.data_id_key, ex.c.start_time)
+                .where(ex.c.run_id == self.source_run_id)))
+        ids = self.ids
         with self.target.database.read() as tconn:
             keys = [self._target_key(r) for r in datasets]
-            found = _datasets_by_key(self.target, tconn, keys)
+            found = datasets_by_key(self.target, tconn, keys)
             for row, key in zip(datasets, keys, strict=True):
                 existing = found.get(key)
                 if existing is not None:
                     checksum, size, _ = self._incoming_file(row)
-                    if _files_differ(existing[1], existing[2], checksum, size):
+                    if files_differ(existing[1], existing[2], checksum, size):
                         raise MergeError(f"{self.where}: {self._describe(row)} is held in the target as dataset "
-                                         f"{existing[0]} with another file (checksum {existing[1]}, size "
-                                         f"{existing[2]}; source dataset {row['id']}: checksum {checksum}, "
+                                         f"{uuid_of(existing[0])} with another file (checksum {existing[1]}, size "
+                                         f"{existing[2]}; source dataset {uuid_of(row['id'])}: checksum {checksum}, "
                                          f"size {size})")
-                    id_map[row["id"]] = existing[0]
+                    ids[row["id"]] = existing[0]
                 else:
-                    id_map[row["id"]] = new_id()
-            matches = _executions_by_key(self.target, tconn, self.run_ids[self.source_run_id], executions)
+                    ids[row["id"]] = new_id().hex
+            matches = executions_by_key(self.target, tconn, self.run_ids[self.source_run_id], executions)
             for row in executions:
-                id_map[row["id"]] = matches.get(_execution_key(row)) or new_id()
+                ids[row["id"]] = matches.get(execution_key(row)) or new_id().hex
 
     # -- writing the target ------------------------------------------------------------
 
@@ -328,67 +361,78 @@ class _Merge:
 
     def _write(self, units: Sequence[_Unit]) -> None:
         target, tables = self.target, self.target.tables
-        mapped = self.report.id_map.get if self.new_ids else None
+        mapped = self.ids.get if self.new_ids else None
 
-        def m(value: uuid.UUID) -> uuid.UUID:
+        def m(value: str) -> str:
             return mapped(value, value) if mapped is not None else value
 
         generated = [g for u in units for g in u.generated]
         with target.transaction() as conn:
-            existing_execs = _existing_ids(conn, tables.execution, [m(u.execution["id"]) for u in units])
-            by_id = _datasets_by_id(target, conn, [m(g["id"]) for g in generated])
+            existing_execs = existing_ids(conn, tables.execution, [m(u.execution["id"]) for u in units])
+            by_id = datasets_by_id(target, conn, [m(g["id"]) for g in generated])
             fresh = [g for g in generated if m(g["id"]) not in by_id]
-            by_key = _datasets_by_key(target, conn, [self._target_key(g) for g in fresh])
+            by_key = datasets_by_key(target, conn, [self._target_key(g) for g in fresh])
             dataset_rows, file_rows, skipped = [], [], 0
+            added: set[str] = set()
+            dataset_columns = [c.name for c in tables.dataset.c]
             for g in generated:
                 checksum, size, rec = self._incoming_file(g)
                 held = by_id.get(m(g["id"]))
                 if held is not None:
                     if held[:3] != self._target_key(g):
-                        dt = self.type_ids[held[0]][1] if held[0] in self.type_ids else None
-                        what = (f"{dt.name if dt else 'dataset type id ' + str(held[0])} {{{held[2]}}} in run "
-                                f"{self.run_names.get(held[1], held[1])!r}")
-                        raise MergeError(f"{self.where}: {self._describe(g)} has id {g['id']}, which the target "
-                                         f"holds for another dataset: {what} (target id {m(g['id'])})")
-                    if _files_differ(held[3], held[4], checksum, size):
-                        raise MergeError(f"{self.where}: {self._describe(g)} (source id {g['id']}, target id "
-                                         f"{m(g['id'])}) has checksum {checksum} and size {size} in the source "
-                                         f"but {held[3]} and {held[4]} in the target")
+                        dt = target.dataset_type_records.by_id(held[0])
+                        what = f"{dt.name} {{{held[2]}}} in run {self.run_names.get(held[1], held[1])!r}"
+                        raise MergeError(f"{self.where}: {self._describe(g)} has id {uuid_of(g['id'])}, which the "
+                                         f"target holds for another dataset: {what} (target id "
+                                         f"{uuid_of(m(g['id']))})")
+                    if files_differ(held[3], held[4], checksum, size):
+                        raise MergeError(f"{self.where}: {self._describe(g)} (source id {uuid_of(g['id'])}, target "
+                                         f"id {uuid_of(m(g['id']))}) has checksum {checksum} and size {size} in the "
+                                         f"source but {held[3]} and {held[4]} in the target")
                     skipped += 1
                     continue
                 clash = by_key.get(self._target_key(g))
                 if clash is not None:
                     raise MergeError(f"{self.where}: {self._describe(g)} is held in the target with id "
-                                     f"{clash[0]}; the source's has id {g['id']}")
-                row = {c.name: g[c.name] for c in tables.dataset.c}
-                row.update(id=m(g["id"]), dataset_type_id=self.type_ids[g["dataset_type_id"]][0],
-                           run_id=self.run_ids[g["run_id"]])
-                dataset_rows.append(row)
+                                     f"{uuid_of(clash[0])}; the source's has id {uuid_of(g['id'])}")
+                new = m(g["id"])
+                added.add(new)
+                row = {**g, "id": new, "dataset_type_id": self.type_ids[g["dataset_type_id"]][0],
+                       "run_id": self.run_ids[g["run_id"]]}
+                dataset_rows.append(tuple(row[c] for c in dataset_columns))
                 if rec is not None:
-                    file_rows.append({**rec, "dataset_id": m(g["id"])})
+                    file_rows.append((new, rec["path"], rec["size"], rec["checksum"], rec["checksum_algorithm"],
+                                      rec["format"]))
+            execution_columns = [c.name for c in tables.execution.c]
             execution_rows = []
+            new_execs: set[str] = set()
             for u in units:
-                if m(u.execution["id"]) in existing_execs:
+                eid = m(u.execution["id"])
+                if eid in existing_execs:
                     continue
-                row = dict(u.execution)
-                row.update(id=m(row["id"]), run_id=self.run_ids[row["run_id"]] if row["run_id"] is not None else None)
+                new_execs.add(eid)
+                row = {**u.execution, "id": eid}
+                row["run_id"] = self.run_ids[row["run_id"]] if row["run_id"] is not None else None
                 if self.new_ids and row.get("details"):
                     row["details"] = self._remap_details(row["details"])
-                execution_rows.append(row)
-            edges = {
-                tables.generated: [{"execution_id": m(g["g_execution_id"]), "dataset_id": m(g["id"]),
-                                    "path": g["g_path"]} for g in generated],
-                tables.used: [{"execution_id": m(r["execution_id"]), "dataset_id": m(r["dataset_id"]),
-                               "path": r["path"]} for u in units for r in u.used],
-                tables.derived: [{"dataset_id": m(r["dataset_id"]), "source_id": m(r["source_id"])}
-                                 for u in units for r in u.derived],
-            }
+                execution_rows.append(tuple(row[c] for c in execution_columns))
+            # Edges go with what this transaction adds: a skipped dataset or execution has its edges already.
+            generated_rows = [(m(g["g_execution_id"]), m(g["id"]), g["g_path"]) for g in generated
+                              if m(g["id"]) in added]
+            used_rows = [(m(r["execution_id"]), m(r["dataset_id"]), r["path"]) for u in units for r in u.used
+                         if m(r["execution_id"]) in new_execs]
+            derived_rows = list(dict.fromkeys((m(r["dataset_id"]), m(r["source_id"])) for u in units
+                                              for r in u.derived if m(r["dataset_id"]) in added))
             try:
-                for table, rows in ((tables.execution, execution_rows), (tables.dataset, dataset_rows),
-                                    (tables.file, file_rows), *edges.items()):
-                    _insert(target, conn, table, rows)
-            except sa.exc.IntegrityError as exc:
-                detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                insert(conn, tables.execution, execution_columns, execution_rows)
+                insert(conn, tables.dataset, dataset_columns, dataset_rows)
+                insert(conn, tables.file, ["dataset_id", "path", "size", "checksum", "checksum_algorithm", "format"],
+                        file_rows)
+                insert(conn, tables.generated, ["execution_id", "dataset_id", "path"], generated_rows)
+                insert(conn, tables.used, ["execution_id", "dataset_id", "path"], used_rows)
+                insert(conn, tables.derived, ["dataset_id", "source_id"], derived_rows)
+            except conn.dialect.loaded_dbapi.IntegrityError as exc:
+                detail = str(exc).strip().splitlines()[0]
                 raise MergeError(f"{self.where}: the target changed during the merge ({detail}); "
                                  "merge again") from None
         self.report.datasets_added += len(dataset_rows)
@@ -410,88 +454,10 @@ class _Merge:
         for key, value in details.items():
             if isinstance(value, str) and len(value) == 36:
                 try:
-                    new = self.report.id_map.get(uuid.UUID(value))
+                    new = self.ids.get(uuid.UUID(value).hex)
                 except ValueError:
                     continue
                 if new is not None:
-                    details[key] = str(new)
+                    details[key] = str(uuid_of(new))
                     changed = True
         return json.dumps(details, sort_keys=True) if changed else text
-
-
-def _insert(target: Registry, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert-if-absent by key, in statements of a bounded number of rows."""
-    if not rows:
-        return
-    stmt = target.database.statement(f"merge_insert_{table.name}", lambda: target.database.insert_new(table))
-    for i in range(0, len(rows), 5000):
-        conn.execute(stmt, rows[i:i + 5000])
-
-
-def _files_differ(held_checksum: str | None, held_size: int | None,
-                  checksum: str | None, size: int | None) -> bool:
-    """Whether two file descriptions disagree (checksums when both have one, else sizes when both have one)."""
-    if held_checksum is not None and checksum is not None:
-        return held_checksum != checksum
-    return held_size is not None and size is not None and held_size != size
-
-
-def _existing_ids(conn: sa.Connection, table: sa.Table, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    out: set[uuid.UUID] = set()
-    for i in range(0, len(ids), _IN_CHUNK):
-        out.update(conn.execute(sa.select(table.c.id).where(table.c.id.in_(ids[i:i + _IN_CHUNK]))).scalars())
-    return out
-
-
-def _datasets_by_id(target: Registry, conn: sa.Connection, ids: Sequence[uuid.UUID],
-                    ) -> dict[uuid.UUID, tuple[int, int, str, str | None, int | None]]:
-    """``id -> (type id, run id, data id key, checksum, size)`` of the target's datasets among ``ids``."""
-    d, f = target.tables.dataset, target.tables.file
-    out = {}
-    for i in range(0, len(ids), _IN_CHUNK):
-        stmt = (sa.select(d.c.id, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key, f.c.checksum, f.c.size)
-                .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id)).where(d.c.id.in_(ids[i:i + _IN_CHUNK])))
-        for row in conn.execute(stmt):
-            out[row[0]] = tuple(row[1:])
-    return out  # type: ignore[return-value]
-
-
-def _datasets_by_key(target: Registry, conn: sa.Connection, keys: Sequence[tuple[int, int, str]],
-                     ) -> dict[tuple[int, int, str], tuple[uuid.UUID, str | None, int | None]]:
-    """``(type id, run id, data id key) -> (id, checksum, size)`` of the target's datasets with those keys."""
-    d, f = target.tables.dataset, target.tables.file
-    groups: dict[tuple[int, int], list[str]] = {}
-    for type_id, run_id, key in keys:
-        groups.setdefault((type_id, run_id), []).append(key)
-    out = {}
-    for (type_id, run_id), data_id_keys in groups.items():
-        for i in range(0, len(data_id_keys), _IN_CHUNK):
-            stmt = (sa.select(d.c.data_id_key, d.c.id, f.c.checksum, f.c.size)
-                    .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id))
-                    .where(d.c.dataset_type_id == type_id, d.c.run_id == run_id,
-                           d.c.data_id_key.in_(data_id_keys[i:i + _IN_CHUNK])))
-            for row in conn.execute(stmt):
-                out[(type_id, run_id, row[0])] = tuple(row[1:])
-    return out  # type: ignore[return-value]
-
-
-def _execution_key(row: Any) -> tuple[Any, ...]:
-    """What identifies one attempt of one quantum within a run, whatever its id."""
-    return row["task_label"], row["quantum_id"], row["data_id_key"], row["start_time"]
-
-
-def _executions_by_key(target: Registry, conn: sa.Connection, run_id: int, rows: Sequence[Any],
-                       ) -> dict[tuple[Any, ...], uuid.UUID]:
-    """Target executions of the run that match source execution rows by `_execution_key`."""
-    ex = target.tables.execution
-    cols = (ex.c.id, ex.c.task_label, ex.c.quantum_id, ex.c.data_id_key, ex.c.start_time)
-    quanta = sorted({r["quantum_id"] for r in rows if r["quantum_id"] is not None})
-    keys = sorted({r["data_id_key"] for r in rows if r["quantum_id"] is None})
-    out: dict[tuple[Any, ...], uuid.UUID] = {}
-    conditions: list[sa.ColumnElement[bool]] = [ex.c.quantum_id.in_(quanta[i:i + _IN_CHUNK]) for i in range(0, len(quanta), _IN_CHUNK)]
-    conditions += [sa.and_(ex.c.quantum_id.is_(None), ex.c.data_id_key.in_(keys[i:i + _IN_CHUNK]))
-                   for i in range(0, len(keys), _IN_CHUNK)]
-    for cond in conditions:
-        for row in conn.execute(sa.select(*cols).where(ex.c.run_id == run_id, cond)).mappings():
-            out[_execution_key(row)] = row["id"]
-    return out
