@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,8 +45,7 @@ def insert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: l
     if not rows:
         return
     quote = conn.dialect.identifier_preparer.quote
-    namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    name = (f"{quote(namespace)}." if namespace else "") + quote(table.name)
+    name = qualified(conn, table)
     column_list = ", ".join(quote(c) for c in columns)
     cursor = conn.connection.cursor()
     try:
@@ -69,76 +68,71 @@ def files_differ(held_checksum: str | None, held_size: int | None,
     return held_size is not None and size is not None and held_size != size
 
 
+def qualified(conn: sa.Connection, table: sa.Table) -> str:
+    """The table's quoted name, in the PostgreSQL schema the registry's engine maps it to."""
+    quote = conn.dialect.identifier_preparer.quote
+    namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    return (f"{quote(namespace)}." if namespace else "") + quote(table.name)
+
+
 def select_raw(conn: sa.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """A SELECT on SQLite through the DB-API: ids stay 32-digit hex text, as stored (no conversion both ways)."""
+    """A SELECT through the DB-API (no SQLAlchemy parameter or result processing)."""
     cursor = conn.connection.cursor()
     try:
-        return list(cursor.execute(sql, list(params)))
+        cursor.execute(sql, list(params))
+        return list(cursor.fetchall())
     finally:
         cursor.close()
 
 
+def _keyed(conn: sa.Connection, sql: str, column: str, keys: Sequence[Any], cast: str = "",
+           params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``sql`` (with ``{where}`` standing for "``column`` is one of ``keys``"), first column as hex.
+
+    SQLite: ``IN (?, ...)`` by 500 keys. PostgreSQL: ``= ANY(%s)`` with one array
+    parameter by 10,000 keys (an ``IN`` list of 500 parameters costs more to send and
+    plan than the lookup itself).
+    """
+    if conn.dialect.name == "postgresql":
+        for i in range(0, len(keys), 10_000):
+            where = f"{column} = ANY(%s{cast})"
+            for row in select_raw(conn, sql.format(where=where), [*params, list(keys[i:i + 10_000])]):
+                yield (raw(row[0]), *row[1:])
+    else:
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[i:i + _IN_CHUNK]
+            where = f"{column} IN ({', '.join('?' * len(chunk))})"
+            yield from select_raw(conn, sql.replace("%s", "?").format(where=where), [*params, *chunk])
+
+
 def existing_ids(conn: sa.Connection, table: sa.Table, ids: Sequence[str]) -> set[str]:
     """Those of ``ids`` (hex) that ``table`` holds."""
-    out: set[str] = set()
-    for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i:i + _IN_CHUNK]
-        if conn.dialect.name == "sqlite":
-            marks = ", ".join("?" * len(chunk))
-            out.update(r[0] for r in select_raw(conn, f"SELECT id FROM {table.name} WHERE id IN ({marks})", chunk))
-        else:
-            stmt = sa.select(table.c.id).where(table.c.id.in_([uuid_of(x) for x in chunk]))
-            out.update(x.hex for x in conn.execute(stmt).scalars())
-    return out
+    return {row[0] for row in _keyed(conn, f"SELECT id FROM {qualified(conn, table)} WHERE {{where}}", "id", ids,
+                                     "::uuid[]")}
 
 
 def datasets_by_id(target: Registry, conn: sa.Connection, ids: Sequence[str],
-                    ) -> dict[str, tuple[int, int, str, str | None, int | None]]:
+                   ) -> dict[str, tuple[int, int, str, str | None, int | None]]:
     """``id -> (type id, run id, data id key, checksum, size)`` of the target's datasets among ``ids`` (hex)."""
-    d, f = target.tables.dataset, target.tables.file
-    out = {}
-    for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i:i + _IN_CHUNK]
-        if conn.dialect.name == "sqlite":
-            marks = ", ".join("?" * len(chunk))
-            rows: Iterable[Any] = select_raw(
-                conn, f"SELECT d.id, d.dataset_type_id, d.run_id, d.data_id_key, f.checksum, f.size "
-                      f"FROM {d.name} AS d LEFT JOIN {f.name} AS f ON f.dataset_id = d.id WHERE d.id IN ({marks})",
-                chunk)
-        else:
-            stmt = (sa.select(d.c.id, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key, f.c.checksum, f.c.size)
-                    .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id))
-                    .where(d.c.id.in_([uuid_of(x) for x in chunk])))
-            rows = ((r[0].hex, *r[1:]) for r in conn.execute(stmt))
-        for row in rows:
-            out[row[0]] = tuple(row[1:])
-    return out  # type: ignore[return-value]
+    d, f = qualified(conn, target.tables.dataset), qualified(conn, target.tables.file)
+    sql = (f"SELECT d.id, d.dataset_type_id, d.run_id, d.data_id_key, f.checksum, f.size FROM {d} AS d "
+           f"LEFT JOIN {f} AS f ON f.dataset_id = d.id WHERE {{where}}")
+    return {row[0]: tuple(row[1:]) for row in _keyed(conn, sql, "d.id", ids, "::uuid[]")}  # type: ignore[misc]
 
 
 def datasets_by_key(target: Registry, conn: sa.Connection, keys: Sequence[tuple[int, int, str]],
-                     ) -> dict[tuple[int, int, str], tuple[str, str | None, int | None]]:
+                    ) -> dict[tuple[int, int, str], tuple[str, str | None, int | None]]:
     """``(type id, run id, data id key) -> (hex id, checksum, size)`` of the target's datasets with those keys."""
-    d, f = target.tables.dataset, target.tables.file
+    d, f = qualified(conn, target.tables.dataset), qualified(conn, target.tables.file)
+    sql = (f"SELECT d.id, d.data_id_key, f.checksum, f.size FROM {d} AS d LEFT JOIN {f} AS f "
+           f"ON f.dataset_id = d.id WHERE d.dataset_type_id = %s AND d.run_id = %s AND {{where}}")
     groups: dict[tuple[int, int], list[str]] = {}
     for type_id, run_id, key in keys:
         groups.setdefault((type_id, run_id), []).append(key)
     out = {}
     for (type_id, run_id), data_id_keys in groups.items():
-        for i in range(0, len(data_id_keys), _IN_CHUNK):
-            chunk = data_id_keys[i:i + _IN_CHUNK]
-            if conn.dialect.name == "sqlite":
-                marks = ", ".join("?" * len(chunk))
-                rows: Iterable[Any] = select_raw(
-                    conn, f"SELECT d.data_id_key, d.id, f.checksum, f.size FROM {d.name} AS d LEFT JOIN {f.name} "
-                          f"AS f ON f.dataset_id = d.id WHERE d.dataset_type_id = ? AND d.run_id = ? "
-                          f"AND d.data_id_key IN ({marks})", [type_id, run_id, *chunk])
-            else:
-                stmt = (sa.select(d.c.data_id_key, d.c.id, f.c.checksum, f.c.size)
-                        .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id))
-                        .where(d.c.dataset_type_id == type_id, d.c.run_id == run_id, d.c.data_id_key.in_(chunk)))
-                rows = ((r[0], r[1].hex, *r[2:]) for r in conn.execute(stmt))
-            for row in rows:
-                out[(type_id, run_id, row[0])] = (row[1], row[2], row[3])
+        for row in _keyed(conn, sql, "d.data_id_key", data_id_keys, params=[type_id, run_id]):
+            out[(type_id, run_id, row[1])] = (row[0], row[2], row[3])
     return out
 
 
