@@ -2,10 +2,11 @@
 
 `merge_run` imports the datasets some execution of the run generated (not the inputs
 staged into the source), their file rows, and the run's executions (failed ones too)
-with their used / generated / derived edges. It is idempotent: rows are inserted only
-if absent (by primary key), and what the target already holds identically is counted
-as skipped; a merge interrupted and repeated finishes the work without doing any of
-it twice.
+with their used / generated / derived edges. It is idempotent: each transaction first
+looks up its executions and datasets in the target (by id, and datasets also by type,
+data id and run), skips what the target holds identically, refuses what conflicts, and
+inserts only the rest with the edges of what it adds; a merge interrupted and repeated
+finishes the work without doing any of it twice.
 
 Transactions are bounded and whole: each holds complete executions (an execution, the
 datasets it generated with their file rows, its edges), so the target never holds a
@@ -16,7 +17,9 @@ gets a transaction of its own).
 The source is read as four streams ordered by execution id (executions; generated
 datasets with their rows and files; used edges; derived edges) and joined in Python,
 so memory stays flat in the size of the run (except for ``id_map`` with
-``new_ids=True``).
+``new_ids=True``). Rows go from the source's DB-API cursors to the target's without
+conversion (see `skybutler.transfer._target_rows`): ``executemany`` on SQLite, ``COPY``
+on PostgreSQL.
 """
 
 from __future__ import annotations
