@@ -22,6 +22,7 @@ BATCH = 10_000
 """Rows per executemany: bounds the parameter lists held at once."""
 
 _SCRATCH = itertools.count()  # names of temporary tables, unique within a process
+_FEW = 100  # rows below which an update on PostgreSQL is an executemany, not a temporary table
 
 
 def utc(value: Any) -> Any:
@@ -110,12 +111,14 @@ def update_rows(conn: sa.Connection, table: sa.Table, key: str, rows: Sequence[M
     Every row has the same keys and names each row of the table at most once. Returns
     how many rows of the table were updated. PostgreSQL copies the rows into a temporary
     table and runs one ``UPDATE ... FROM`` (an executemany of single-row updates costs a
-    statement per row there); SQLite runs an executemany of one compiled UPDATE.
+    statement per row there); SQLite, and PostgreSQL for fewer than 100 rows, run an
+    executemany of one UPDATE.
     """
     if not rows:
         return 0
     columns = [c for c in rows[0] if c != key]
-    if conn.dialect.name != "postgresql":
+    # A few rows (a service polling every few seconds) are cheaper without a temporary table.
+    if conn.dialect.name != "postgresql" or len(rows) < _FEW:
         stmt = sa.update(table).where(table.c[key] == sa.bindparam("k__")).values(
             {c: sa.bindparam(f"v__{c}") for c in columns})
         return execute_many(conn, stmt, [{"k__": r[key], **{f"v__{c}": r[c] for c in columns}} for r in rows])

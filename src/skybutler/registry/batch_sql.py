@@ -8,9 +8,10 @@ batch tables with SQL. States and failure classes are plain strings here (the va
 Times are stored as naive UTC, as every time in the registry: an aware datetime is
 converted to UTC, a naive one is taken to be UTC already, and reads return naive UTC.
 
-Writes are bulk: a submission of 10^5 quanta is one ``executemany`` per table, and
-`record_states` applies any number of state changes with one statement per kind of
-row and set of fields, in one transaction.
+Writes are bulk (`skybutler.registry._bulk`): a submission of 10^5 quanta is one
+compiled ``executemany`` per table on SQLite and one ``COPY`` on PostgreSQL, and
+`record_states` applies any number of state changes with one bulk update per kind of
+row and set of fields plus one bulk insert of events, in one transaction.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def _rows(table: sa.Table, items: Sequence[Mapping[str, Any]], defaults: Mapping
         row = {**base, **item}
         for name, length in widths:
             value = row[name]
-            if value is not None and len(value) > length:
+            if isinstance(value, str) and len(value) > length:
                 raise BatchError(f"{what}: {name} is {len(value)} characters long, more than the {length} allowed")
         for name in times:
             row[name] = utc(row[name])
@@ -187,7 +188,7 @@ def delete_submission(registry: Registry, name_or_id: str | uuid.UUID) -> bool:
 
 def insert_jobs(registry: Registry, submission_id: uuid.UUID, jobs: Sequence[Mapping[str, Any]],
                 ) -> dict[str, uuid.UUID]:
-    """Insert the jobs of a submission (one ``executemany``); returns their ids by name.
+    """Insert the jobs of a submission (one bulk insert); returns their ids by name.
 
     Each mapping holds columns of ``batch_job``: ``name`` is required; ``tasks`` may be a
     sequence of task labels (stored comma-separated); ``id`` is made if absent; defaults
@@ -233,7 +234,7 @@ def insert_dependencies(registry: Registry, pairs: Iterable[tuple[uuid.UUID, uui
 
 
 def insert_quanta(registry: Registry, submission_id: uuid.UUID, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Insert the quanta of a submission (one ``executemany``); returns how many.
+    """Insert the quanta of a submission (one bulk insert); returns how many.
 
     Each mapping holds ``quantum_id``, ``job_id``, ``task_label`` and either
     ``data_id_key`` or ``data_id`` (a mapping, encoded as `DataId.key` as in the
