@@ -78,7 +78,7 @@ def test_refs_become_datasets_with_their_ids_whether_or_not_the_source_holds_the
                         raw.data_id, "u/job/run")
     file = central.get_files([raw.id])[raw.id]
     path = write_subset(central, tmp_path / "s.sqlite3", data_ids=[raw.data_id], dataset_types=["bias"],
-                        refs=[raw, calexp], files={raw.id: file})
+                        refs=[raw, calexp, raw], files={raw.id: file})  # an input of two quanta comes twice
     sub = open_subset(path)
     assert {dt.name for dt in sub.dataset_types()} == {"raw", "calexp", "bias"}
     assert sub.get_dataset_type("raw") == raw_type

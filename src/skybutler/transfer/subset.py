@@ -74,7 +74,8 @@ def write_subset(source: Registry, path: str | Path, *, data_ids: Iterable[DataI
         ``refs`` are added.
     refs
         Datasets to register, built from the refs themselves: they need not exist in
-        ``source`` (outputs of upstream jobs planned in a quantum graph).
+        ``source`` (outputs of upstream jobs planned in a quantum graph). A ref given
+        more than once is registered once.
     files
         File records by dataset id, for refs that have a file; the caller decides paths,
         sizes and checksums. A ref without an entry gets no file row; an entry for a
@@ -104,7 +105,7 @@ def write_subset(source: Registry, path: str | Path, *, data_ids: Iterable[DataI
     """
     universe = source.universe
     tables = source.tables
-    refs = list(refs)
+    refs = list({ref.id: ref for ref in refs}.values())  # an input of several quanta comes once per quantum
     files = dict(files or {})
     ref_ids = {ref.id for ref in refs}
     stray = [i for i in files if i not in ref_ids]
