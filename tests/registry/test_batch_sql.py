@@ -400,6 +400,10 @@ def test_removing_the_run_keeps_the_submissions_history_with_its_run_gone(make_b
     registry.remove_run(RUN)
     submission = batch_sql.get_submission(registry, "demo-1")
     assert submission["run"] is None and submission["run_id"] is None
+    # The report of such a submission has no executions and no files, and no error.
+    assert batch_sql.time_per_task(registry, submission["run"]) == []
+    butler.register_dataset_type("metadata", ["visit", "detector"], "dict")
+    assert batch_sql.files_of_type(registry, submission["run"], "metadata") == []
     assert len(batch_sql.jobs(registry, sid)) == 3 and len(batch_sql.events(registry, sid)) == 1
     assert len(batch_sql.qc_matches(registry, sid)) == 1
 

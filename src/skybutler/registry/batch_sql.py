@@ -515,13 +515,17 @@ def failures(registry: Registry, submission_id: uuid.UUID) -> list[dict[str, Any
         return [_job_dict(r) for r in conn.execute(stmt).mappings()]
 
 
-def time_per_task(registry: Registry, run: str) -> list[dict[str, Any]]:
+def time_per_task(registry: Registry, run: str | None) -> list[dict[str, Any]]:
     """Executions and their times per task in a run, from the ``execution`` table.
+
+    ``run`` None (a submission whose run was removed) has none.
 
     Each item: ``task_label``, ``executions``, ``wall_seconds_sum``, ``wall_seconds_mean``,
     ``wall_seconds_max`` (over executions with both times), ``cpu_seconds_sum``,
     ``peak_memory_max`` (bytes); tasks in the order of their first start.
     """
+    if run is None:
+        return []
     ex = registry.tables.execution
     wall = wall_seconds(registry.dialect, ex.c.start_time, ex.c.end_time)
     stmt = (sa.select(ex.c.task_label, sa.func.count().label("executions"),
@@ -567,12 +571,15 @@ def events(registry: Registry, submission_id: uuid.UUID, *, since_id: int = 0,
              else "submission"} for r in rows]
 
 
-def files_of_type(registry: Registry, run: str, dataset_type: str) -> list[dict[str, Any]]:
+def files_of_type(registry: Registry, run: str | None, dataset_type: str) -> list[dict[str, Any]]:
     """The files of one dataset type in a run: ``dataset_id``, ``data_id`` (a `DataId`), ``path``, ``size``.
 
-    Sorted by data id; paths are relative to the datastore root as stored.
+    Sorted by data id; paths are relative to the datastore root as stored. ``run`` None
+    (a submission whose run was removed) has none.
     """
     type_id, dt = registry.dataset_type_records.find(dataset_type)
+    if run is None:
+        return []
     d, f = registry.tables.dataset, registry.tables.file
     dims = list(dt.dimensions)
     stmt = (sa.select(d.c.id, f.c.path, f.c.size, *[d.c[k] for k in dims]).join(f, f.c.dataset_id == d.c.id)
