@@ -1,0 +1,190 @@
+"""What operators call: submit a campaign, restart or cancel a submission, read its status and report.
+
+The command line (``skybutler batch ...``) is a thin shell over these functions.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BatchError
+from ..registry import batch_sql
+from .campaign import Campaign
+from .clustering import summarize
+from .control import cancel_submission, runner_marker
+from .engines import Engine
+from .service import RunSummary, SubmissionRunner, write_resolved_campaign
+from .states import JobState
+from .submit import job_resources, plan_submission, prepare_run, submission_name, write_submission_files
+
+if TYPE_CHECKING:
+    from ..butler import Butler
+
+__all__ = ["SubmitResult", "cancel", "report", "restart", "status", "submit"]
+
+
+@dataclass
+class SubmitResult:
+    """What `submit` did: the plan (always) and how the run ended (unless a dry run)."""
+
+    name: str
+    run: str
+    directory: Path
+    jobs: int
+    quanta: int
+    clusters: list[dict[str, Any]]
+    """Rows of (cluster, tasks, jobs, quanta): what ``--dry-run`` prints."""
+    excluded_quanta: int = 0
+    summary: RunSummary | None = None
+
+
+def _campaign(campaign: Campaign | str | Path) -> Campaign:
+    return campaign if isinstance(campaign, Campaign) else Campaign.from_file(campaign)
+
+
+def submit(butler: Butler, campaign: Campaign | str | Path, *, dry_run: bool = False, engine: Engine | None = None,
+           progress: Callable[[], None] | None = None) -> SubmitResult:
+    """Submit a campaign and run it to its end.
+
+    Checks the campaign against the repository, builds the quantum graph, cuts it into
+    jobs, stores the campaign and pipeline files in the output run, writes the
+    submission directory (per job a manifest and a registry subset) and records the
+    submission, its jobs and quanta in the registry; then runs the jobs through the
+    engine, merging each outcome as it arrives. ``dry_run`` stops after planning and
+    writes nothing.
+
+    Raises
+    ------
+    BatchError
+        The campaign does not fit the repository, or was submitted already (then use `restart`).
+    ConfigError
+        The campaign file is invalid.
+    """
+    campaign = _campaign(campaign)
+    name = submission_name(campaign.output_run_name())
+    if batch_sql.get_submission(butler.registry, name) is not None:
+        raise BatchError(f"Submission {name!r} (run {campaign.output_run_name()!r}) exists already; `skybutler "
+                         f"batch restart {name}` runs what did not succeed, or change attnum for a new run")
+    plan = plan_submission(butler, campaign)
+    result = SubmitResult(name=plan.name, run=plan.run, directory=plan.directory, jobs=len(plan.jobs),
+                          quanta=len(plan.graph), clusters=summarize(plan.jobs), excluded_quanta=plan.excluded_quanta)
+    if dry_run:
+        return result
+    if plan.directory.exists():
+        # Left by a submit that died before recording the submission: no job was handed over.
+        shutil.rmtree(plan.directory)
+    prepare_run(plan)
+    writer = write_submission_files(plan)
+    write_resolved_campaign(plan.directory, campaign)
+    _record(butler, plan, writer)
+    runner = SubmissionRunner(butler, plan.name, engine=engine, progress=progress)
+    try:
+        with runner_marker(plan.directory):
+            result.summary = runner.run()
+    finally:
+        if engine is None:
+            runner.close()
+    return result
+
+
+def _record(butler: Butler, plan: Any, writer: Any) -> None:
+    registry = butler.registry
+    sid = batch_sql.create_submission(
+        registry, name=plan.name, campaign=plan.campaign.campaign, run=plan.run,
+        engine=plan.campaign.engine.name, directory=str(plan.directory.resolve()),
+        config=plan.campaign.source_text, n_jobs=len(plan.jobs), n_quanta=len(plan.graph))
+    ids = batch_sql.insert_jobs(registry, sid, [
+        {"name": j.name, "cluster": j.cluster, "tasks": ",".join(j.task_labels), "attempt": 1,
+         "state": JobState.PENDING.value, "n_quanta": len(j.quanta),
+         "memory_mb": job_resources(plan.campaign, j.task_labels).memory_mb,
+         "manifest": str((writer.job_dir(j.name) / "manifest.json").resolve())}
+        for j in plan.jobs])
+    batch_sql.insert_dependencies(registry, [(ids[j.name], ids[u]) for j in plan.jobs for u in sorted(j.upstream)])
+    graph = plan.graph
+    batch_sql.insert_quanta(registry, sid, [
+        {"quantum_id": q, "job_id": ids[j.name], "task_label": graph[q].task_label, "data_id": graph[q].data_id,
+         "state": JobState.PENDING.value, "attempt": 1}
+        for j in plan.jobs for q in j.quanta])
+
+
+def restart(butler: Butler, name: str, *, engine: Engine | None = None,
+            progress: Callable[[], None] | None = None) -> RunSummary:
+    """Run again what did not succeed in a submission (a new attempt), and what a dead runner left in flight.
+
+    Jobs that failed, were blocked or cancelled get a new attempt with only their
+    unfinished quanta; one killed for memory asks for more (the campaign's
+    ``retry.memory_factor``). Succeeded work is kept.
+    """
+    runner = SubmissionRunner(butler, name, engine=engine, progress=progress)
+    try:
+        runner.reset_for_restart()
+        with runner_marker(runner.directory):
+            return runner.run()
+    finally:
+        if engine is None:
+            runner.close()
+
+
+def cancel(butler: Butler, name: str) -> int:
+    """Cancel a submission (see `skybutler.batch.control.cancel_submission`); returns unfinished jobs."""
+    return cancel_submission(butler, name)
+
+
+@dataclass
+class Status:
+    """A submission's state and progress per task."""
+
+    submission: dict[str, Any]
+    progress: dict[str, dict[str, int]]
+    jobs: dict[str, int] = field(default_factory=dict)
+
+
+def status(butler: Butler, name: str | None = None) -> list[Status]:
+    """Every submission (``name`` None) or one, with quanta per task and state and jobs per state."""
+    registry = butler.registry
+    if name is None:
+        rows = batch_sql.list_submissions(registry)
+    else:
+        row = batch_sql.get_submission(registry, name)
+        if row is None:
+            raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
+        rows = [row]
+    out = []
+    for row in rows:
+        jobs: dict[str, int] = {}
+        for j in batch_sql.jobs(registry, row["id"]):
+            jobs[j["state"]] = jobs.get(j["state"], 0) + 1
+        out.append(Status(row, batch_sql.progress(registry, row["id"]), jobs))
+    return out
+
+
+@dataclass
+class Report:
+    """The operator's questions about one submission, answered."""
+
+    submission: dict[str, Any]
+    progress: dict[str, dict[str, int]]
+    failures: list[dict[str, Any]]
+    time_per_task: list[dict[str, Any]]
+    qc: list[dict[str, Any]] | None = None
+    files: list[dict[str, Any]] | None = None
+
+
+def report(butler: Butler, name: str, *, dataset_type: str | None = None, qc: bool = False,
+           severity: str | None = None) -> Report:
+    """Counts per task and state, failures with reasons and exit codes, time per task; files of a type; QC."""
+    registry = butler.registry
+    row = batch_sql.get_submission(registry, name)
+    if row is None:
+        raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
+    out = Report(row, batch_sql.progress(registry, row["id"]), batch_sql.failures(registry, row["id"]),
+                 batch_sql.time_per_task(registry, row["run"]))
+    if qc:
+        out.qc = batch_sql.qc_matches(registry, row["id"], severity=severity)
+    if dataset_type is not None:
+        out.files = batch_sql.files_of_type(registry, row["run"], dataset_type)
+    return out

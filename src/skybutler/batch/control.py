@@ -1,0 +1,90 @@
+"""Controlling a submission from outside its runner: cancel it, mark and find the process that drives it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import BatchError
+from ..registry import batch_sql
+from ..registry.batch_sql import StateChange
+from .states import TERMINAL_STATES, FailureClass, JobState
+
+if TYPE_CHECKING:
+    from ..butler import Butler
+
+__all__ = ["RUNNER_FILE", "cancel_submission", "kill_local", "runner_marker"]
+
+
+def kill_local(attempt_dir: Path) -> None:
+    """Kill the runner of an attempt left behind by a dead service, when it runs on this host."""
+    try:
+        host, pid = (attempt_dir / "job.pid").read_text().split()
+    except (OSError, ValueError):
+        return
+    if host != socket.gethostname():
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid), signal.SIGKILL)
+
+
+def cancel_submission(butler: Butler, name: str) -> int:
+    """Ask for a submission to be cancelled; returns the number of jobs that were not finished.
+
+    The runner driving it (the ``batch submit`` or ``batch restart`` process) notices
+    within a second and cancels its jobs through the engine. With no runner alive the
+    unfinished jobs are marked cancelled here and their local runners killed.
+    """
+    row = batch_sql.get_submission(butler.registry, name)
+    if row is None:
+        raise BatchError(f"No submission named {name!r} in {butler.root}")
+    unfinished = [j for j in batch_sql.jobs(butler.registry, row["id"])
+                  if JobState(j["state"]) not in TERMINAL_STATES]
+    now = datetime.datetime.now(datetime.UTC)
+    changes = [StateChange(kind="submission", id=row["id"], state=JobState.CANCELLED.value, time=now,
+                           submission_id=row["id"], detail="batch cancel")]
+    if not _runner_alive(Path(row["directory"])):
+        for j in unfinished:
+            kill_local(Path(j["manifest"]).parent / f"attempt_{j['attempt']}")
+            changes.append(StateChange(kind="job", id=j["id"], state=JobState.CANCELLED.value, time=now,
+                                       submission_id=row["id"], attempt=j["attempt"], detail="batch cancel",
+                                       fields={"failure_class": FailureClass.CANCELLED.value}))
+    batch_sql.record_states(butler.registry, changes)
+    return len(unfinished)
+
+
+RUNNER_FILE = "runner.json"
+"""Written by the process driving a submission: host and pid, for `cancel_submission`."""
+
+
+def _runner_alive(directory: Path) -> bool:
+    try:
+        data = json.loads((directory / RUNNER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if data.get("host") != socket.gethostname():
+        return True  # cannot tell: assume it notices the request
+    try:
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def runner_marker(directory: Path) -> Iterator[None]:
+    """Mark this process as the one driving the submission while the block runs."""
+    path = directory / RUNNER_FILE
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
