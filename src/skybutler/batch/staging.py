@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from ..datastore import Datastore, is_url
-from ..errors import DatasetExistsError, SkyButlerError, StagingError
+from ..errors import DatasetExistsError, FileAccessError, SkyButlerError, StagingError
 from .manifest import StagedInput
 
 __all__ = ["StagedOutput", "StageOutResult", "split_checksum", "stage_in", "stage_out"]
@@ -252,7 +252,7 @@ def _stage_out_one(item: StagedOutput, dest: _Destination, transfer: str) -> tup
         if digest is None:  # the scratch repository kept no checksum: compare against the file itself
             digest = _hash_file(item.local, algorithm)
         try:
-            pending = store.ingest(str(item.local), item.path, transfer, checksum=True)
+            pending = _place(store, item, transfer)
         except DatasetExistsError:
             problem = _compare(store, item, digest, algorithm)
             return ("present", None) if problem is None else ("failed", problem)
@@ -270,6 +270,22 @@ def _stage_out_one(item: StagedOutput, dest: _Destination, transfer: str) -> tup
     except (OSError, SkyButlerError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return "failed", f"{name}: cannot be staged out to {dest.root}: {reason}"
+
+
+def _place(store: Datastore, item: StagedOutput, transfer: str) -> Any:
+    """Write ``item`` under its temporary name in ``store``: a hard link when asked and possible, else a copy.
+
+    Never the datastore's "auto" mode: scratch may lie under the datastore root (the
+    default submission directory is inside the repository), and "auto" would then leave
+    the file in place, in a scratch directory that is removed after the job.
+    """
+    if transfer == "hardlink" and store.is_local:
+        try:
+            return store.ingest(str(item.local), item.path, "hardlink", checksum=True)
+        except FileAccessError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+    return store.ingest(str(item.local), item.path, "copy", checksum=True)
 
 
 def stage_out(outputs: Iterable[StagedOutput], destination: str, options: Mapping[str, Any] | None = None, *,
@@ -300,7 +316,7 @@ def stage_out(outputs: Iterable[StagedOutput], destination: str, options: Mappin
     """
     dest = _Destination(destination, options or {}, sync)
     items = list(outputs)
-    transfer = "auto" if link else "copy"
+    transfer = "hardlink" if link else "copy"
     results = _parallel(lambda item: _stage_out_one(item, dest, transfer), items, threads)
     out = StageOutResult([], [], [])
     for item, (status, problem) in zip(items, results, strict=True):

@@ -39,7 +39,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import forkserver, popen_forkserver, process, reduction, spawn, util
 from multiprocessing.connection import Connection
@@ -294,6 +294,10 @@ class LocalEngine(Engine):
         applies either way.
     cancel_grace_s
         Seconds between a cancel's ``SIGTERM`` and ``SIGKILL``.
+    preload
+        More modules the fork server imports once, so that jobs do not each pay for them
+        (the submission service names the pipeline's task modules: with astropy and
+        numpy behind them, importing them costs a job about a second).
     work_dir
         Unused (jobs write into their attempt directories); taken for `make_engine`.
 
@@ -309,7 +313,7 @@ class LocalEngine(Engine):
 
     def __init__(self, *, max_workers: int | None = None, start_method: str | None = None,
                  entry: str = DEFAULT_ENTRY, memory_kill: bool = True, cancel_grace_s: float = 5.0,
-                 work_dir: Path | None = None):
+                 preload: Sequence[str] = (), work_dir: Path | None = None):
         self.max_workers = max_workers or os.cpu_count() or 1
         if self.max_workers < 1:
             raise ConfigError(f"Local engine: max_workers must be at least 1, not {max_workers}")
@@ -327,7 +331,7 @@ class LocalEngine(Engine):
         if start_method == "forkserver":
             self._server = forkserver.ForkServer()
             # This module too: the job process runs `_run_job`, imported from here.
-            self._server.set_forkserver_preload([__name__, module])
+            self._server.set_forkserver_preload([__name__, module, *preload])
         self._spawn = multiprocessing.get_context("spawn")
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[_Job] = deque()
