@@ -106,8 +106,10 @@ def test_error_messages_never_show_a_password(repo):
     assert "me:***@" in result.output
 
 
-def test_a_demo_over_a_demo_is_one_line_and_changes_nothing(tmp_path):
+def test_a_demo_over_a_directory_that_is_not_a_repository_is_one_line_and_changes_nothing(tmp_path):
+    # (a demo over a finished or interrupted demo resumes it: see tests/demo)
     (tmp_path / "demo" / "repo").mkdir(parents=True)
     lines = one_line_error(invoke("demo", tmp_path / "demo"))
-    assert lines == [f"Error: {tmp_path / 'demo'} already holds a demo; remove it or pick another directory"]
+    assert lines == [f"Error: {tmp_path / 'demo' / 'repo'} exists but is not a repository; remove it or pick "
+                     "another directory"]
     assert [p.name for p in (tmp_path / "demo").iterdir()] == ["repo"]

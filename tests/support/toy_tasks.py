@@ -21,6 +21,7 @@ class MakeCalexpConfig(TaskConfig):
     fail_detector: int | None = None
     fail_while_exists: str | None = None
     kill_detector: int | None = None
+    kill_while_exists: str | None = None
     allocate_bytes: int = 0
 
 
@@ -40,7 +41,8 @@ class MakeCalexp(Task):
         broken = cfg.fail_detector is not None and raw["detector"] == cfg.fail_detector
         if broken and (cfg.fail_while_exists is None or Path(cfg.fail_while_exists).exists()):
             raise RuntimeError(f"detector {raw['detector']} is broken")
-        if cfg.kill_detector is not None and raw["detector"] == cfg.kill_detector:
+        if cfg.kill_detector is not None and raw["detector"] == cfg.kill_detector and (
+                cfg.kill_while_exists is None or Path(cfg.kill_while_exists).exists()):
             os.kill(os.getpid(), signal.SIGKILL)
         if cfg.allocate_bytes:
             np.ones(cfg.allocate_bytes, dtype=np.uint8)

@@ -33,37 +33,127 @@ class DemoReport:
     flux: dict[str, dict[str, float]]
     graph_counts: dict[str, int]
     warps_used: dict[str, list[int]] = field(default_factory=dict)
+    jobs: dict[str, Any] = field(default_factory=dict)
+    """Job-level figures of the batch submission (empty for the direct executor)."""
 
 
 def pipeline_path() -> str:
     return str(resources.files(__package__).joinpath("dmtn059.yaml"))
 
 
-def run_demo(root: str | Path, *, jobs: int = 2, visits: int | None = None, progress: Any = None) -> DemoReport:
-    """Run the whole demo in ``root`` (created; must not hold a repository)."""
-    from ..pipeline.executor import execute_graph
+DEMO_CAMPAIGN = "demo"
 
+
+def campaign_text(*, engine: str = "local", jobs: int = 2) -> str:
+    """The demo's campaign file: the DMTN-059 pipeline cut into jobs the way a production campaign would be.
+
+    One job per visit (its CCDs and their warps), one per patch and band (coadd and
+    detection), one per patch for the multi-band steps; ``jobs`` workers at a time.
+    """
+    import yaml
+
+    settings: dict[str, Any] = {"max_workers": jobs} if engine == "local" else {
+        "executor": {"max_workers_per_node": jobs}}
+    data = {
+        "campaign": DEMO_CAMPAIGN,
+        "pipeline": pipeline_path(),
+        "input_collections": [DEFAULTS],
+        "output_run": OUTPUT_RUN,
+        "clustering": {"clusters": [
+            {"name": "visit", "tasks": ["processCcd", "makeCoaddTempExp"], "dimensions": ["visit"]},
+            {"name": "coadd", "tasks": ["assembleCoadd", "detectCoaddSources"], "dimensions": ["patch", "band"]},
+            {"name": "multiband", "tasks": ["mergeCoaddDetections", "measureCoaddSources", "mergeCoaddMeasurements",
+                                            "forcedPhotCoadd"], "dimensions": ["patch"]},
+        ]},
+        "qc": [{"pattern": "(?i)\\bwarning\\b", "severity": "warning"},
+               {"pattern": "^Traceback", "severity": "error"}],
+        "metadata": {"calexp": ["SKYLEVEL", "SEEING"], "deepCoadd_calexp": ["NINPUTS"]},
+        "environment": ["HOSTNAME", "USER"],
+        "engine": {"name": engine, "settings": settings},
+    }
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def run_demo(root: str | Path, *, jobs: int = 2, visits: int | None = None, progress: Any = None,
+             engine: str = "local") -> DemoReport:
+    """Run the whole demo in ``root``: make the data, submit the DMTN-059 campaign, report.
+
+    ``engine`` is ``"local"`` or ``"parsl"`` (the batch service), or ``"direct"`` (the
+    single-machine executor, `skybutler pipeline run`, kept for comparison). A directory
+    holding an interrupted demo is resumed: the data is kept and the submission restarted.
+    """
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     stages: dict[str, float] = {}
     t = time.perf_counter()
-    butler = create_demo_repository(root, visits=visits, progress=say)
+    repo = Path(root) / "repo"
+    if (repo / "skybutler.yaml").exists():
+        say("resuming")
+        butler = Butler(repo)
+    else:
+        butler = create_demo_repository(root, visits=visits, progress=say)
     stages["make data + ingest"] = time.perf_counter() - t
+    if engine == "direct":
+        from ..pipeline.executor import execute_graph
 
-    say("quantum graph")
-    t = time.perf_counter()
-    pipeline = Pipeline.from_file(pipeline_path())
-    graph = build_quantum_graph(butler, pipeline, input_collections=[DEFAULTS], output_run=OUTPUT_RUN)
-    graph_file = Path(root) / "dmtn059.qgraph"
-    graph.write(graph_file)
-    stages["quantum graph"] = time.perf_counter() - t
-
-    say("executing")
-    t = time.perf_counter()
-    execute_graph(butler, graph, processes=jobs)
-    stages["execution"] = time.perf_counter() - t
+        say("quantum graph")
+        t = time.perf_counter()
+        pipeline = Pipeline.from_file(pipeline_path())
+        graph = build_quantum_graph(butler, pipeline, input_collections=[DEFAULTS], output_run=OUTPUT_RUN)
+        graph.write(Path(root) / "dmtn059.qgraph")
+        stages["quantum graph"] = time.perf_counter() - t
+        say("executing")
+        t = time.perf_counter()
+        execute_graph(butler, graph, processes=jobs)
+        stages["execution"] = time.perf_counter() - t
+        counts = graph.counts()
+        jobs_info: dict[str, Any] = {}
+    else:
+        counts, jobs_info = _run_campaign(butler, Path(root), engine=engine, jobs=jobs, say=say, stages=stages)
     wall = time.perf_counter() - start
-    return collect_report(butler, str(root), graph.counts(), wall, stages)
+    report = collect_report(butler, str(root), counts, wall, stages)
+    report.jobs = jobs_info
+    return report
+
+
+def _run_campaign(butler: Butler, root: Path, *, engine: str, jobs: int, say: Any,
+                  stages: dict[str, float]) -> tuple[dict[str, int], dict[str, Any]]:
+    """Submit the demo campaign (or restart the submission an interrupted demo left); job figures."""
+    from ..batch import api
+    from ..registry import batch_sql
+
+    campaign_file = root / "dmtn059_campaign.yaml"
+    if not campaign_file.exists():
+        campaign_file.write_text(campaign_text(engine=engine, jobs=jobs), encoding="utf-8")
+    t = time.perf_counter()
+    name = None
+    for row in batch_sql.list_submissions(butler.registry):
+        if row["name"] and row.get("campaign") == DEMO_CAMPAIGN:
+            name = row["name"]
+    if name is None:
+        say("submitting the DMTN-059 campaign")
+        result = api.submit(butler, campaign_file)
+        name = result.name
+    else:
+        previous = batch_sql.get_submission(butler.registry, name)
+        if previous is not None and previous["state"] != "succeeded":
+            say(f"restarting submission {name}")
+            api.restart(butler, name)
+    stages["batch (plan, jobs, merge)"] = time.perf_counter() - t
+    found = batch_sql.get_submission(butler.registry, name)
+    assert found is not None
+    row = found
+    job_rows = batch_sql.jobs(butler.registry, row["id"])
+    walls = [j["wall_time"] for j in job_rows if j.get("wall_time") is not None]
+    per_cluster: dict[str, int] = {}
+    for j in job_rows:
+        per_cluster[j["cluster"]] = per_cluster.get(j["cluster"], 0) + 1
+    info = {"submission": name, "jobs": len(job_rows), "per_cluster": per_cluster,
+            "states": {s: sum(1 for j in job_rows if j["state"] == s) for s in {j["state"] for j in job_rows}},
+            "job_wall_mean": sum(walls) / len(walls) if walls else None, "job_wall_max": max(walls, default=None),
+            "attempts": max((j["attempt"] or 1 for j in job_rows), default=1)}
+    counts = {t: sum(c.values()) for t, c in batch_sql.progress(butler.registry, row["id"]).items()}
+    return counts, info
 
 
 def collect_report(butler: Butler, root: str, graph_counts: dict[str, int], wall: float,
@@ -118,9 +208,22 @@ def format_report(report: DemoReport) -> Any:
         flux.add_column(c, justify="right")
     for band, f in report.flux.items():
         flux.add_row(band, str(int(f["n_matched"])), f"{f['median_ratio']:.4f}", f"{f['scatter']:.4f}")
+    parts: list[Any] = [steps, files, flux]
+    if report.jobs:
+        jt = Table(title=f"Batch submission {report.jobs['submission']}: {report.jobs['jobs']} shared-nothing jobs")
+        for c in ("cluster", "jobs"):
+            jt.add_column(c, justify="right" if c == "jobs" else "left")
+        for cluster, n in report.jobs["per_cluster"].items():
+            jt.add_row(cluster, str(n))
+        mean, top = report.jobs.get("job_wall_mean"), report.jobs.get("job_wall_max")
+        if mean is not None:
+            jt.caption = (f"job wall time mean {mean:.2f} s, max {top:.2f} s; states "
+                          + ", ".join(f"{k} {v}" for k, v in sorted(report.jobs["states"].items()))
+                          + f"; attempts up to {report.jobs['attempts']}")
+        parts.append(jt)
     timing = Text(f"Wall time: {report.wall_time:.1f} s (" + ", ".join(
         f"{k} {v:.1f} s" for k, v in report.stage_times.items()) + f")\nRepository: {report.root}/repo")
-    return Group(steps, files, flux, timing)
+    return Group(*parts, timing)
 
 
 def median_ratio_ok(report: DemoReport, tolerance: float = 0.03) -> bool:
