@@ -66,7 +66,7 @@ def test_used_and_generated_name_datasets_and_their_actual_files(done):
     config = graph.init_outputs["make_calexp"]
     assert (prov.config.id, prov.config.path) == (config.id, config.extra["path"])
     assert repo.get(prov.config.ref) == {"scale": 3.0, "fail_detector": None, "fail_while_exists": None,
-                                         "kill_detector": None, "allocate_bytes": 0}
+                                         "kill_detector": None, "kill_while_exists": None, "allocate_bytes": 0}
     assert {o.id: o.path for o in prov.outputs} == {r.id: r.extra["path"] for r in q.output_refs()}
     assert {d.id for d in prov.derived_from} == {r.id for r in q.input_refs()}
 
