@@ -67,3 +67,26 @@ def test_forced_photometry_recovers_the_injected_fluxes(demo):
         assert f["n_matched"] >= 50
         assert abs(f["median_ratio"] - 1.0) < 0.03, f
         assert f["scatter"] < 0.05, f
+
+
+def test_the_demo_runs_as_shared_nothing_batch_jobs(demo):
+    report, butler = demo
+    from skybutler.registry import batch_sql
+
+    assert report.jobs["states"] == {"succeeded": report.jobs["jobs"]}
+    # one job per visit (its CCDs and warps), one per patch and band (coadd), one per patch (multi-band)
+    visits = {r.data_id["visit"] for r in butler.query_datasets("calexp", collections=[OUTPUT_RUN])}
+    assert report.jobs["per_cluster"] == {"visit": len(visits), "coadd": 8, "multiband": 4}
+    row = batch_sql.get_submission(butler.registry, report.jobs["submission"])
+    assert row["state"] == "succeeded" and row["run"] == OUTPUT_RUN
+
+
+def test_running_the_demo_again_reports_without_running_anything(demo):
+    report, butler = demo
+    from skybutler.registry.provenance_sql import executions
+
+    before = len(executions(butler.registry, run=OUTPUT_RUN))
+    again = run_demo(report.root, jobs=2)
+    assert len(executions(butler.registry, run=OUTPUT_RUN)) == before
+    assert again.executions == report.executions
+    assert again.coadd_files == report.coadd_files
