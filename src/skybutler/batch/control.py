@@ -20,7 +20,7 @@ from .states import TERMINAL_STATES, FailureClass, JobState
 if TYPE_CHECKING:
     from ..butler import Butler
 
-__all__ = ["RUNNER_FILE", "cancel_submission", "kill_local", "runner_marker"]
+__all__ = ["RUNNER_FILE", "cancel_submission", "kill_local", "live_runner", "runner_marker"]
 
 
 def kill_local(attempt_dir: Path) -> None:
@@ -32,7 +32,13 @@ def kill_local(attempt_dir: Path) -> None:
     if host != socket.gethostname():
         return
     with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid), signal.SIGKILL)
+        number = int(pid)
+        # Engines make a job the leader of its own process group: the group takes its
+        # quantum workers too (a runner killed alone leaves them running, writing scratch).
+        if os.getpgid(number) == number:
+            os.killpg(number, signal.SIGKILL)
+        else:
+            os.kill(number, signal.SIGKILL)
 
 
 def cancel_submission(butler: Butler, name: str) -> int:
@@ -76,6 +82,17 @@ def _runner_alive(directory: Path) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return True
+
+
+def live_runner(directory: Path) -> str | None:
+    """``"process PID on HOST"`` of the process driving the submission in ``directory``, if it may be alive.
+
+    A runner on another host cannot be checked from here and counts as alive.
+    """
+    if not _runner_alive(directory):
+        return None
+    data = json.loads((directory / RUNNER_FILE).read_text())
+    return f"process {data.get('pid')} on {data.get('host')}"
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ attempt left nothing are run again.
 from __future__ import annotations
 
 import datetime
+import posixpath
 import signal
 import time
 import uuid
@@ -276,10 +277,18 @@ class SubmissionRunner:
     # -- recovering after a runner that died ----------------------------------------------
 
     def _recover(self) -> None:
-        """Jobs a dead runner left in flight: merge what they finished, run the rest again."""
+        """Jobs a dead runner left in flight: merge what they finished, run the rest again.
+
+        In flight also means pending with its attempt directory made: the runner died
+        after handing the job over and before recording it, and the job may run on.
+        """
         for job in self.jobs.values():
-            if job.state in TERMINAL_STATES or job.state == JobState.PENDING:
+            if job.state in TERMINAL_STATES:
                 continue
+            latest = self._latest_attempt(job)
+            if job.state == JobState.PENDING and latest < job.attempt:
+                continue  # never handed over
+            job.attempt = max(job.attempt, latest)
             attempt_dir = self._attempt_dir(job)
             outcome = attempt_dir / "outcome" / "outcome.json"
             if outcome.exists():
@@ -289,6 +298,12 @@ class SubmissionRunner:
             job.attempt += 1
             self._set_job(job, JobState.PENDING, detail="its runner stopped before it finished; run again")
             self._set_quanta(job.plan.quanta, JobState.PENDING, job.attempt)
+
+    def _latest_attempt(self, job: _Job) -> int:
+        """The highest attempt whose directory exists (0: none)."""
+        numbers = [int(p.name.partition("_")[2]) for p in self.writer.job_dir(job.name).glob("attempt_*")
+                   if p.name.partition("_")[2].isdigit()]
+        return max(numbers, default=0)
 
     # -- handing jobs to the engine ------------------------------------------------------------
 
@@ -323,12 +338,13 @@ class SubmissionRunner:
             self.writer.forget(produced)
             self.writer.prefetch(quanta)
             self.writer.write(job.plan, quanta, attempt_resources=resources)
-        if job.attempt > 1:
-            self._remove_unmerged_outputs(quanta)
         attempt_dir = self._attempt_dir(job)
         if attempt_dir.exists():  # a previous runner handed this attempt over and died
+            kill_local(attempt_dir)
             job.attempt += 1
             attempt_dir = self._attempt_dir(job)
+        if job.attempt > 1:
+            self._remove_unmerged_outputs(quanta)
         attempt_dir.mkdir(parents=True, exist_ok=True)
         job.offset = 0
         job.submitted_at = time.monotonic()
@@ -351,6 +367,9 @@ class SubmissionRunner:
         stray = [p for p in paths if p not in named and datastore.exists(p)]
         if stray:
             datastore.remove(stray)
+        # And the temporary files of an earlier attempt killed while staging out (those of
+        # live writers, other jobs staging into the same directories, are left alone).
+        datastore.clean_temporaries({posixpath.dirname(p) for p in paths})
 
     def _resources(self, job: _Job) -> Resources:
         base = job_resources(self.campaign, job.plan.task_labels)
