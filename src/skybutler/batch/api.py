@@ -15,7 +15,7 @@ from ..errors import BatchError
 from ..registry import batch_sql
 from .campaign import Campaign
 from .clustering import summarize
-from .control import cancel_submission, runner_marker
+from .control import RUNNER_FILE, cancel_submission, live_runner, runner_marker
 from .engines import Engine
 from .service import RunSummary, SubmissionRunner, write_resolved_campaign
 from .states import JobState
@@ -66,7 +66,12 @@ def submit(butler: Butler, campaign: Campaign | str | Path, *, dry_run: bool = F
     """
     campaign = _campaign(campaign)
     name = submission_name(campaign.output_run_name())
-    if batch_sql.get_submission(butler.registry, name) is not None:
+    existing = batch_sql.get_submission(butler.registry, name)
+    if existing is not None and not _recorded_whole(butler, existing) and not dry_run:
+        # Its submit died while recording it, before any job was handed over: start afresh.
+        batch_sql.delete_submission(butler.registry, existing["id"])
+        existing = None
+    if existing is not None:
         raise BatchError(f"Submission {name!r} (run {campaign.output_run_name()!r}) exists already; `skybutler "
                          f"batch restart {name}` runs what did not succeed, or change attnum for a new run")
     plan = plan_submission(butler, campaign)
@@ -111,6 +116,13 @@ def _record(butler: Butler, plan: Any, writer: Any) -> None:
         for j in plan.jobs for q in j.quanta])
 
 
+def _recorded_whole(butler: Butler, row: dict[str, Any]) -> bool:
+    """Whether every job and quantum of a submission was recorded (its submit did not die while recording it)."""
+    jobs = sum(row.get("jobs", {}).values())
+    quanta = sum(sum(c.values()) for c in batch_sql.progress(butler.registry, row["id"]).values())
+    return jobs == row["n_jobs"] and quanta == row["n_quanta"]
+
+
 def restart(butler: Butler, name: str, *, engine: Engine | None = None,
             progress: Callable[[], None] | None = None) -> RunSummary:
     """Run again what did not succeed in a submission (a new attempt), and what a dead runner left in flight.
@@ -118,7 +130,24 @@ def restart(butler: Butler, name: str, *, engine: Engine | None = None,
     Jobs that failed, were blocked or cancelled get a new attempt with only their
     unfinished quanta; one killed for memory asks for more (the campaign's
     ``retry.memory_factor``). Succeeded work is kept.
+
+    Raises
+    ------
+    BatchError
+        No such submission; another process still drives it; or its submit died while
+        recording it (nothing ran: submit the campaign again).
     """
+    row = batch_sql.get_submission(butler.registry, name)
+    if row is None:
+        raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
+    directory = Path(row["directory"])
+    runner_process = live_runner(directory)
+    if runner_process is not None:
+        raise BatchError(f"Submission {name!r} is being run by {runner_process}; wait for it or `skybutler batch "
+                         f"cancel` it first (if that process is gone, remove {directory / RUNNER_FILE})")
+    if not _recorded_whole(butler, row):
+        raise BatchError(f"Submission {name!r} was not recorded whole (its `batch submit` stopped before any job "
+                         "ran); submit the campaign again with `skybutler batch submit`")
     runner = SubmissionRunner(butler, name, engine=engine, progress=progress)
     try:
         runner.reset_for_restart()
