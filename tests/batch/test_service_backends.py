@@ -1,0 +1,85 @@
+"""The batch service end to end on the shared central repository's backends, and through Parsl.
+
+A campaign submitted to a PostgreSQL registry with its files on S3 (moto's server) or
+on local disk runs as real jobs in real processes: each job stages its inputs from the
+central datastore, runs in scratch, stages its outputs back, and its outcome is merged
+into PostgreSQL. Jobs get S3 credentials from their own environment (the documented
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``), never from their manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from skybutler.batch import api
+from skybutler.batch.engines import make_engine
+from skybutler.pipeline import QuantumGraph
+from skybutler.registry import batch_sql
+from support.batch_campaign import make_campaign
+from support.batch_checks import assert_run_complete_and_whole, executions_per_task
+from support.pipeline_repo import fill_repository
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def aws_environment(monkeypatch, s3_server):
+    """The moto server's credentials where workers look for them: the environment jobs inherit."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.mark.parametrize("backend", ["postgresql-s3", "postgresql-local"])
+def test_campaign_on_postgresql_central_registry_merges_every_output_once(backend, make_butler, tmp_path,
+                                                                         request):
+    if backend.endswith("s3"):
+        request.getfixturevalue("aws_environment")
+    butler = make_butler()
+    fill_repository(butler)
+    # Made after the credentials are in the environment: the engine's processes inherit it.
+    engine = make_engine("local", {"max_workers": 2})
+    try:
+        result = api.submit(butler, make_campaign(tmp_path), engine=engine)
+    finally:
+        engine.close()
+    assert result.summary is not None and result.summary.state.value == "succeeded", \
+        batch_sql.failures(butler.registry, batch_sql.get_submission(butler.registry, result.name)["id"])
+    graph = QuantumGraph.read(result.directory / "graph.qgraph")
+    assert_run_complete_and_whole(butler, graph)
+    assert executions_per_task(butler, result.run) == graph.counts()
+    if backend.endswith("s3"):
+        assert butler.datastore.url("x").startswith("s3://")
+        # The manifests carry the endpoint but no credentials.
+        for manifest in result.directory.glob("jobs/*/manifest.json"):
+            options = json.loads(manifest.read_text())["destination_options"]
+            assert options.get("endpoint_url")
+            assert not {"key", "secret"} & set(options)
+
+
+parsl = pytest.importorskip("parsl")
+
+
+def test_campaign_on_the_parsl_engine_completes_with_real_workers(repo, tmp_path):
+    """Slow (10-30 s): Parsl starts its interchange, worker pool and workers; one test only."""
+    # The campaign names the engine; the service makes it (no engine passed in). Workers run
+    # each job in a fresh interpreter, which finds the toy tasks through PYTHONPATH.
+    settings = {"provider": {"name": "local", "init_blocks": 1, "min_blocks": 1, "max_blocks": 1,
+                             "worker_init": f"export PYTHONPATH={TESTS_DIR}"},
+                "executor": {"max_workers_per_node": 2}, "cancel_grace_s": 0.5}
+    # Few jobs: each starts a fresh interpreter that imports skybutler (seconds on a busy machine).
+    clustering = {"clusters": [
+        {"name": "visit", "tasks": ["make_calexp", "gather_visit"], "dimensions": ["visit"]},
+        {"name": "coaddition", "tasks": ["make_warp", "coadd"], "dimensions": []}]}
+    result = api.submit(repo, make_campaign(tmp_path, engine={"name": "parsl", "settings": settings},
+                                            clustering=clustering))
+    assert result.jobs == 5  # one per visit, then one for every warp and coadd after them
+    assert result.summary is not None and result.summary.state.value == "succeeded", \
+        batch_sql.failures(repo.registry, batch_sql.get_submission(repo.registry, result.name)["id"])
+    graph = QuantumGraph.read(result.directory / "graph.qgraph")
+    assert_run_complete_and_whole(repo, graph)
+    assert executions_per_task(repo, result.run) == graph.counts()
+    assert (result.directory / "engine" / "parsl").is_dir()  # Parsl's run directory is the submission's
