@@ -60,6 +60,27 @@ def test_campaign_on_postgresql_central_registry_merges_every_output_once(backen
             assert not {"key", "secret"} & set(options)
 
 
+@pytest.mark.parametrize("backend", ["postgresql-s3"])
+def test_failed_jobs_on_s3_are_run_again_by_restart(backend, make_butler, tmp_path, aws_environment):
+    butler = make_butler()
+    fill_repository(butler)
+    marker = tmp_path / "broken"
+    marker.touch()
+    path = make_campaign(tmp_path, pipeline_config={"make_calexp": {"fail_detector": 1,
+                                                                    "fail_while_exists": str(marker)}})
+    engine = make_engine("local", {"max_workers": 2})
+    try:
+        result = api.submit(butler, path, engine=engine)
+        assert result.summary is not None and result.summary.state.value == "failed"
+        marker.unlink()
+        # The new attempts find the outputs of the first ones' succeeded quanta merged, and
+        # clear whatever else those attempts left in the bucket, before staging out again.
+        assert api.restart(butler, result.name, engine=engine).state.value == "succeeded"
+    finally:
+        engine.close()
+    assert_run_complete_and_whole(butler, QuantumGraph.read(result.directory / "graph.qgraph"))
+
+
 parsl = pytest.importorskip("parsl")
 
 

@@ -368,8 +368,12 @@ class SubmissionRunner:
         if stray:
             datastore.remove(stray)
         # And the temporary files of an earlier attempt killed while staging out (those of
-        # live writers, other jobs staging into the same directories, are left alone).
-        datastore.clean_temporaries({posixpath.dirname(p) for p in paths})
+        # live writers, other jobs staging into the same directories, are left alone). Only
+        # on local disk: an object store is written at the final key, and listing it would
+        # fill fsspec's listings cache, after which this process's `exists` misses the files
+        # jobs stage out later.
+        if datastore.is_local:
+            datastore.clean_temporaries({posixpath.dirname(p) for p in paths})
 
     def _resources(self, job: _Job) -> Resources:
         base = job_resources(self.campaign, job.plan.task_labels)
