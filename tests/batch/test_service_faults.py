@@ -27,7 +27,11 @@ from skybutler.batch.states import TERMINAL_STATES, JobState
 from skybutler.pipeline import QuantumGraph
 from skybutler.registry import batch_sql
 from support.batch_campaign import make_campaign
-from support.batch_checks import assert_run_complete_and_whole, executions_per_task
+from support.batch_checks import (
+    assert_nothing_half_registered,
+    assert_run_complete_and_whole,
+    executions_per_task,
+)
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 NAME = "toy_r1_a1"  # the submission of the toy campaign's run toy/r1/a1
@@ -115,7 +119,7 @@ def _check_restart_completes(repo, local_engine) -> None:
     assert summary.state == JobState.SUCCEEDED, batch_sql.failures(repo.registry, row["id"])
     graph = QuantumGraph.read(Path(row["directory"]) / "graph.qgraph")
     assert_run_complete_and_whole(repo, graph)
-    # Each quantum's outputs came from one execution; failed attempts' executions are merged too, if any.
+    # One execution per quantum: none merged twice, none of an attempt killed before its outcome.
     assert executions_per_task(repo, graph.run) == graph.counts()
     progress = batch_sql.progress(repo.registry, row["id"])
     assert all(set(c) == {"succeeded"} for c in progress.values()), progress
@@ -147,16 +151,22 @@ def test_submit_killed_inside_a_merge_transaction_is_completed_by_restart(repo, 
     finally:
         _stop(proc)
     row = batch_sql.get_submission(repo.registry, NAME)
-    jobs = batch_sql.jobs(repo.registry, row["id"])
-    assert sum(j["state"] == JobState.SUCCEEDED.value for j in jobs) <= 1
-    merging = [j for j in jobs if j["state"] == JobState.MERGING.value]
-    assert merging, "the killed merge's job is left merging"
-    # The interrupted transaction left nothing: no dataset of that job is registered.
-    graph = QuantumGraph.read(Path(row["directory"]) / "graph.qgraph")
-    interrupted = {q["quantum_id"] for q in batch_sql.quanta(repo.registry, row["id"])
-                   if q["job_id"] in {j["id"] for j in merging}}
-    outputs = [r.id for qid in interrupted for r in graph[qid].output_refs()]
-    assert repo.registry.get_datasets(outputs) == {}
+    directory = Path(row["directory"])
+    graph = QuantumGraph.read(directory / "graph.qgraph")
+    quanta_of: dict = {}
+    for q in batch_sql.quanta(repo.registry, row["id"]):
+        quanta_of.setdefault(q["job_id"], []).append(q["quantum_id"])
+    # Jobs that ended (an outcome) but whose success is not recorded: their merge was killed, or
+    # committed just before the kill. A merge is all or nothing: each has all its outputs or none.
+    unrecorded = [j for j in batch_sql.jobs(repo.registry, row["id"])
+                  if j["state"] != JobState.SUCCEEDED.value
+                  and (directory / "jobs" / j["name"] / f"attempt_{j['attempt']}" / "outcome" / "outcome.json").exists()]
+    registered = []
+    for job in unrecorded:
+        outputs = [r.id for qid in quanta_of[job["id"]] for r in graph[qid].output_refs()]
+        registered.append(len(repo.registry.get_datasets(outputs)) / len(outputs))
+    assert set(registered) <= {0.0, 1.0} and 0.0 in registered, registered
+    assert_nothing_half_registered(repo, graph)
     _check_restart_completes(repo, local_engine)
 
 
