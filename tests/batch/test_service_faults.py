@@ -224,7 +224,7 @@ def test_submit_killed_between_handing_a_job_over_and_recording_it_is_completed_
     _check_restart_completes(repo, local_engine)
 
 
-def test_submit_killed_while_recording_its_quanta_is_submitted_again(repo, tmp_path, local_engine):
+def test_submit_killed_while_recording_its_quanta_is_submitted_again_by_restart(repo, tmp_path, local_engine):
     campaign = _slow_campaign(tmp_path, sleep_s=0.0)
     log = tmp_path / "submit.log"
     proc = _start(_cli("record", "1", "batch", "submit", str(repo.root), str(campaign), "--quiet",
@@ -235,11 +235,25 @@ def test_submit_killed_while_recording_its_quanta_is_submitted_again(repo, tmp_p
         _stop(proc)
     row = batch_sql.get_submission(repo.registry, NAME)
     assert row is not None and batch_sql.progress(repo.registry, row["id"]) == {}  # jobs, no quanta
-    # Nothing ran: a restart cannot tell what to run and says so; submitting again starts afresh.
-    with pytest.raises(BatchError, match="submit"):
-        api.restart(repo, NAME, engine=local_engine)
-    result = api.submit(repo, campaign, engine=local_engine)
-    assert result.summary is not None and result.summary.state == JobState.SUCCEEDED
-    graph = QuantumGraph.read(result.directory / "graph.qgraph")
+    # Nothing ran: a restart submits the campaign again, as it was submitted.
+    summary = api.restart(repo, NAME, engine=local_engine)
+    assert summary.state == JobState.SUCCEEDED
+    row = batch_sql.get_submission(repo.registry, NAME)
+    assert sum(row["jobs"].values()) == row["n_jobs"]
+    graph = QuantumGraph.read(Path(row["directory"]) / "graph.qgraph")
     assert_run_complete_and_whole(repo, graph)
     assert executions_per_task(repo, graph.run) == graph.counts()
+
+
+def test_submitting_again_after_a_submit_killed_while_recording_starts_afresh(repo, tmp_path, local_engine):
+    campaign = _slow_campaign(tmp_path, sleep_s=0.0)
+    log = tmp_path / "submit.log"
+    proc = _start(_cli("record", "1", "batch", "submit", str(repo.root), str(campaign), "--quiet",
+                       module="support.kill_points"), log)
+    try:
+        assert proc.wait(timeout=180) == -signal.SIGKILL, log.read_text()
+    finally:
+        _stop(proc)
+    result = api.submit(repo, campaign, engine=local_engine)
+    assert result.summary is not None and result.summary.state == JobState.SUCCEEDED
+    assert_run_complete_and_whole(repo, QuantumGraph.read(result.directory / "graph.qgraph"))

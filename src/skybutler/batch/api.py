@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BatchError
+from ..errors import BatchError, ConfigError
 from ..registry import batch_sql
 from .campaign import Campaign
 from .clustering import summarize
 from .control import RUNNER_FILE, cancel_submission, live_runner, runner_marker
 from .engines import Engine
-from .service import RunSummary, SubmissionRunner, write_resolved_campaign
+from .service import RunSummary, SubmissionRunner, load_campaign, write_resolved_campaign
 from .states import JobState
 from .submit import job_resources, plan_submission, prepare_run, submission_name, write_submission_files
 
@@ -129,13 +129,14 @@ def restart(butler: Butler, name: str, *, engine: Engine | None = None,
 
     Jobs that failed, were blocked or cancelled get a new attempt with only their
     unfinished quanta; one killed for memory asks for more (the campaign's
-    ``retry.memory_factor``). Succeeded work is kept.
+    ``retry.memory_factor``). Succeeded work is kept. A submission whose ``batch
+    submit`` died while recording it (no job ran) is submitted again from its
+    resolved campaign.
 
     Raises
     ------
     BatchError
-        No such submission; another process still drives it; or its submit died while
-        recording it (nothing ran: submit the campaign again).
+        No such submission, or another process still drives it.
     """
     row = batch_sql.get_submission(butler.registry, name)
     if row is None:
@@ -146,8 +147,17 @@ def restart(butler: Butler, name: str, *, engine: Engine | None = None,
         raise BatchError(f"Submission {name!r} is being run by {runner_process}; wait for it or `skybutler batch "
                          f"cancel` it first (if that process is gone, remove {directory / RUNNER_FILE})")
     if not _recorded_whole(butler, row):
-        raise BatchError(f"Submission {name!r} was not recorded whole (its `batch submit` stopped before any job "
-                         "ran); submit the campaign again with `skybutler batch submit`")
+        # Its submit died while recording it: no job ran. Submitted again, as it was (the
+        # resolved campaign is written before anything is recorded).
+        try:
+            campaign = load_campaign(directory)
+        except (ConfigError, OSError) as exc:
+            raise BatchError(f"Submission {name!r} was not recorded whole (its `batch submit` stopped before any "
+                             f"job ran) and its campaign cannot be read ({exc}); submit the campaign again") from None
+        batch_sql.delete_submission(butler.registry, row["id"])
+        result = submit(butler, campaign, engine=engine, progress=progress)
+        assert result.summary is not None
+        return result.summary
     runner = SubmissionRunner(butler, name, engine=engine, progress=progress)
     try:
         runner.reset_for_restart()
