@@ -32,6 +32,7 @@ from support.batch_checks import (
     assert_run_complete_and_whole,
     executions_per_task,
 )
+from support.pipeline_repo import fill_repository
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 NAME = "toy_r1_a1"  # the submission of the toy campaign's run toy/r1/a1
@@ -125,7 +126,7 @@ def _check_restart_completes(repo, local_engine) -> None:
     assert all(set(c) == {"succeeded"} for c in progress.values()), progress
 
 
-def test_submit_killed_after_a_job_succeeded_is_completed_by_restart(repo, tmp_path, local_engine):
+def _kill_after_a_job_succeeded_then_restart(repo, tmp_path, local_engine) -> None:
     campaign = _slow_campaign(tmp_path, sleep_s=0.3)
     log = tmp_path / "submit.log"
     proc = _start(_cli("batch", "submit", str(repo.root), str(campaign), "--quiet"), log)
@@ -138,6 +139,18 @@ def test_submit_killed_after_a_job_succeeded_is_completed_by_restart(repo, tmp_p
     states = _job_states(repo)
     assert not all(JobState(s) in TERMINAL_STATES for s in states), "killed too late: every job had ended"
     _check_restart_completes(repo, local_engine)
+
+
+def test_submit_killed_after_a_job_succeeded_is_completed_by_restart(repo, tmp_path, local_engine):
+    _kill_after_a_job_succeeded_then_restart(repo, tmp_path, local_engine)
+
+
+@pytest.mark.parametrize("backend", ["postgresql-local"])
+def test_submit_killed_after_a_job_succeeded_on_postgresql_is_completed_by_restart(backend, make_butler, tmp_path,
+                                                                                  local_engine):
+    butler = make_butler()
+    fill_repository(butler)
+    _kill_after_a_job_succeeded_then_restart(butler, tmp_path, local_engine)
 
 
 def test_submit_killed_inside_a_merge_transaction_is_completed_by_restart(repo, tmp_path, local_engine):
