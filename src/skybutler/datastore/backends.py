@@ -108,8 +108,13 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     """
     backend = backend_of(url)
     backend.require()
+    options = dict(storage_options or {})
+    if backend.name not in ("file", "memory"):
+        # Other processes (jobs staging out, other writers) add files all the time: a cached
+        # listing would make them look missing to this one.
+        options.setdefault("use_listings_cache", False)
     try:
-        return url_to_fs(url, **dict(storage_options or {}))
+        return url_to_fs(url, **options)
     except ImportError as exc:  # a dependency of the backend's own module
         raise MissingDependencyError(f"the {backend.name} datastore cannot be loaded ({exc}): "
                           f"pip install 'skybutler[{backend.extra or backend.name}]'") from None
