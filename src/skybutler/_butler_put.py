@@ -153,7 +153,7 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
             for pf in pending:
                 datastore.commit(pf)
                 committed.append(pf)
-            _record_manifest(datastore, refs, records)
+            record_manifest(datastore, refs, records)
     except BaseException as exc:
         lost = lost_connection(exc)
         doing = f"storing {len(refs)} dataset(s)"
@@ -179,7 +179,7 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
         raise
 
 
-def _record_manifest(datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord]) -> None:
+def record_manifest(datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord]) -> None:
     """Write the identity of files whose format has no room for it to the run manifests.
 
     Written before the registry commits, so a manifest may name a file whose put then

@@ -280,3 +280,16 @@ def test_unknown_submission_is_a_clear_error(repo):
 def test_submission_ids_are_uuids(finished):
     repo, result = finished
     assert isinstance(batch_sql.get_submission(repo.registry, result.name)["id"], uuid.UUID)
+
+
+def test_outputs_whose_format_cannot_hold_their_identity_are_in_the_run_manifest(finished):
+    # calexps of the toy pipeline are npy files: their identity goes to the central run manifest,
+    # as a put would write it, so the registry could be rebuilt from the files.
+    repo, result = finished
+    entries = {e["dataset_id"]: e for e in repo.datastore.manifest_entries() if e["run"] == result.run}
+    calexps = list(repo.query_datasets("calexp", collections=[result.run]))
+    assert calexps
+    for ref in calexps:
+        entry = entries[str(ref.id)]
+        assert entry["dataset_type"] == "calexp"
+        assert entry["path"] == repo.registry.get_files([ref.id])[ref.id].path

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import posixpath
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from .._butler_put import record_manifest
 from ..errors import BatchError, ConfigError, SkyButlerError
 from ..pipeline import QuantumGraph
 from ..registry import FileRecord, batch_sql, pipeline_sql
@@ -43,6 +43,7 @@ from .campaign import Campaign
 from .clustering import JobPlan
 from .control import kill_local
 from .engines import Engine, EngineJob, EngineState, JobReport, make_engine
+from .failures import classify_exit, raised_memory
 from .gather import task_modules
 from .manifest import OUTCOME_VERSION, JobOutcome, Resources, StatusEvent, read_json_model
 from .states import FAILED_STATES, RETRIED_BY_DEFAULT, TERMINAL_STATES, FailureClass, JobState
@@ -166,6 +167,7 @@ class SubmissionRunner:
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.campaign.merge.max_concurrent),
                                         thread_name_prefix="merge")
         self.merged_datasets = 0
+        self._refs: dict[uuid.UUID, Any] | None = None
 
     # -- states ------------------------------------------------------------------------
 
@@ -451,7 +453,7 @@ class SubmissionRunner:
                 self._fail(job, FailureClass.LOST, f"its outcome cannot be read: {exc}", report)
                 return
         if outcome is None:
-            self._fail(job, *_classify_exit(report), report)
+            self._fail(job, *classify_exit(report), report)
             return
         if report.state == EngineState.CANCELLED and outcome.state != JobState.SUCCEEDED.value:
             self._fail(job, FailureClass.CANCELLED, report.reason or "cancelled", report)
@@ -465,7 +467,17 @@ class SubmissionRunner:
         source = self._attempt_dir(job) / "outcome" / outcome.registry
         if not files and not any(q.execution_id for q in outcome.quanta):
             return None
+        # The identity of files whose format has no room for it goes to the run manifests first,
+        # as a put does (a manifest may name a file whose merge then fails, never miss one merged).
+        planned = self._planned_refs()
+        refs = [planned[i] for i in files if i in planned]
+        record_manifest(self.butler.datastore, refs, [files[r.id] for r in refs])
         return merge_run(self.butler.registry, source, run=outcome.run, files=files)
+
+    def _planned_refs(self) -> dict[uuid.UUID, Any]:
+        if self._refs is None:
+            self._refs = {r.id: r for q in self.graph for r in q.output_refs()}
+        return self._refs
 
     def _collect_merges(self) -> bool:
         done = [name for name, fut in self._merges.items() if fut.done()]
@@ -525,7 +537,7 @@ class SubmissionRunner:
             self._set_quanta(unfinished, JobState.FAILED, job.attempt, detail=reason)
         if retried and job.attempt < retry.max_attempts:
             if failure == FailureClass.OUT_OF_MEMORY:
-                job.memory_mb = _raised_memory(self._resources(job).memory_mb, retry.memory_factor)
+                job.memory_mb = raised_memory(self._resources(job).memory_mb, retry.memory_factor)
             job.attempt += 1
             self._set_job(job, JobState.PENDING, detail=f"automatic retry after {failure.value}: {reason}",
                           memory_mb=job.memory_mb)
@@ -553,7 +565,7 @@ class SubmissionRunner:
             if job.state not in TERMINAL_STATES:
                 continue  # left in flight by a dead runner: `_recover` decides
             if job.failure_class == FailureClass.OUT_OF_MEMORY.value:
-                job.memory_mb = _raised_memory(self._resources(job).memory_mb, self.campaign.retry.memory_factor)
+                job.memory_mb = raised_memory(self._resources(job).memory_mb, self.campaign.retry.memory_factor)
             job.attempt += 1
             self._set_job(job, JobState.PENDING, detail="batch restart", memory_mb=job.memory_mb,
                           failure_class=None, reason=None)
@@ -565,27 +577,3 @@ class SubmissionRunner:
                      fields={"attempt": attempt})
         self._flush()
         return n
-
-
-def _raised_memory(memory_mb: int | None, factor: float) -> int:
-    """The memory request after an out-of-memory kill: the old one times the factor (2 GiB when none was set)."""
-    return int((memory_mb or 1024) * factor)
-
-
-def _classify_exit(report: JobReport) -> tuple[FailureClass, str]:
-    """Why a job that left no outcome failed, from what the engine says."""
-    reason = report.reason or ""
-    if report.state == EngineState.CANCELLED:
-        return FailureClass.CANCELLED, reason or "cancelled"
-    if report.state == EngineState.LOST:
-        return FailureClass.LOST, reason or "the engine lost the job"
-    if "memory" in reason.lower():
-        return FailureClass.OUT_OF_MEMORY, reason
-    code = report.exit_code
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return FailureClass.KILLED, reason or f"killed by {name}"
-    return FailureClass.LOST, reason or f"exited with status {code} without an outcome"
