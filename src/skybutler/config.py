@@ -139,6 +139,33 @@ class PipelinesConfig(_Section):
         "Refuse a graph with more quanta unless forced (a mistyped where is the usual cause)"))
 
 
+def read_yaml_file(path: str | Path) -> tuple[str, Any]:
+    """The text of a YAML file and what it holds; every problem one line naming the file.
+
+    The one reader of YAML files a user writes (repository configurations, campaigns).
+
+    Raises
+    ------
+    ConfigError
+        Not UTF-8, not YAML (the line and column named), or nested too deeply.
+    FileAccessError
+        The file cannot be read.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid YAML: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise FileAccessError(exc.errno or errno.EIO, f"Cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return text, yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:  # pathologically nested flow collections
+        raise ConfigError(f"{path} is not valid YAML: nested too deeply") from None
+
+
 class RepositoryConfig(_Section):
     """The whole configuration of one repository; its YAML form reproduces it (secrets aside)."""
 
@@ -226,18 +253,7 @@ class RepositoryConfig(_Section):
             If the file cannot be read.
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path} is not valid YAML: not UTF-8 text (byte {exc.start})") from None
-        except OSError as exc:
-            raise FileAccessError(exc.errno or errno.EIO, f"Cannot read {path}: {exc.strerror or exc}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
-        except RecursionError:  # pathologically nested flow collections
-            raise ConfigError(f"{path} is not valid YAML: nested too deeply") from None
+        _, data = read_yaml_file(path)
         if data is None:
             data = {}
         if not isinstance(data, Mapping):

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, StrictStr, ValidationError
 
+from ..config import read_yaml_file
 from ..datastore.templates import SPECIAL_FIELDS, FileTemplate
 from ..errors import BatchError, ConfigError, DimensionError, QueryError, SkyButlerError, TemplateError
 from ..model import DatasetType
@@ -178,18 +179,7 @@ class Campaign(_Model):
             (one line naming the file and the key path); the pipeline file does not exist.
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"Cannot read campaign file {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
-            raise ConfigError(f"{path} is not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
+        text, data = read_yaml_file(path)
         campaign = cls.from_mapping(data, base_dir=path.resolve().parent, source=str(path))
         campaign._source_text = text
         if not campaign.pipeline_path().is_file():
