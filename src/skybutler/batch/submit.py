@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._gc import paused_gc
 from ..datastore import FileTemplates
 from ..errors import BatchError, GraphError, PipelineError
 from ..formats import guess_format
@@ -322,12 +323,15 @@ def write_submission_files(plan: Plan) -> JobWriter:
     plan.graph.write(directory / "graph.qgraph")
     (directory / "jobs.json").write_text(
         json.dumps({j.name: sorted(j.upstream) for j in plan.jobs}, indent=1), encoding="utf-8")
-    writer = JobWriter(plan.butler, plan.graph, plan.campaign, directory, plan.name)
-    writer.prefetch(plan.graph, planned=False)
-    # Every job's records in a few bulk queries, not a few queries per job.
-    preload_records(plan.butler.registry, _data_ids(plan.graph))
-    for job in plan.jobs:
-        writer.write(job, [plan.graph[q] for q in job.quanta])
+    # 10^5 quanta are millions of live objects: each pass of the cyclic collector would walk
+    # them all again, so the per-job cost would grow with the graph. What a job makes is acyclic.
+    with paused_gc():
+        writer = JobWriter(plan.butler, plan.graph, plan.campaign, directory, plan.name)
+        writer.prefetch(plan.graph, planned=False)
+        # Every job's records in a few bulk queries, not a few queries per job.
+        preload_records(plan.butler.registry, _data_ids(plan.graph))
+        for job in plan.jobs:
+            writer.write(job, [plan.graph[q] for q in job.quanta])
     return writer
 
 
