@@ -52,7 +52,7 @@ from .submit import JobWriter, job_resources
 if TYPE_CHECKING:
     from ..butler import Butler
 
-__all__ = ["RunSummary", "SubmissionRunner", "load_campaign"]
+__all__ = ["RunSummary", "SubmissionRunner", "campaign_engine", "load_campaign"]
 
 RESOLVED_CAMPAIGN = "campaign.resolved.yaml"
 """The campaign with its pipeline path made absolute: what a restart reads."""
@@ -104,6 +104,15 @@ class RunSummary:
     """Jobs per final state."""
     wall_time: float = 0.0
     merged_datasets: int = 0
+
+
+def campaign_engine(campaign: Campaign, graph: QuantumGraph, directory: Path) -> Engine:
+    """The engine a campaign names, with its settings (a local one preloads the pipeline's task modules)."""
+    settings = dict(campaign.engine.settings)
+    if campaign.engine.name == "local":
+        # Jobs fork from a server that imported the task modules once (not once per job).
+        settings.setdefault("preload", task_modules(graph.header.get("pipeline") or {}))
+    return make_engine(campaign.engine.name, settings, work_dir=directory / "engine")
 
 
 class SubmissionRunner:
@@ -208,11 +217,7 @@ class SubmissionRunner:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            settings = dict(self.campaign.engine.settings)
-            if self.campaign.engine.name == "local":
-                # Jobs fork from a server that imported the task modules once (not once per job).
-                settings.setdefault("preload", task_modules(self.graph.header.get("pipeline") or {}))
-            self._engine = make_engine(self.campaign.engine.name, settings, work_dir=self.directory / "engine")
+            self._engine = campaign_engine(self.campaign, self.graph, self.directory)
         return self._engine
 
     def run(self) -> RunSummary:

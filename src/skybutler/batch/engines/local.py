@@ -227,6 +227,8 @@ class _Job:
     kill_at: float | None = None
     """After a cancel's SIGTERM: when to send SIGKILL."""
     cancelled: bool = False
+    cancel_pending: bool = False
+    """Cancelled while its process was being started: signalled once it runs."""
     kill_reason: str | None = None
     oom_before: dict[str, int] = field(default_factory=dict)
     exit_code: int | None = None
@@ -332,6 +334,10 @@ class LocalEngine(Engine):
             self._server = forkserver.ForkServer()
             # This module too: the job process runs `_run_job`, imported from here.
             self._server.set_forkserver_preload([__name__, module, *preload])
+            # Its imports take seconds: start it now, while the caller prepares the first jobs
+            # (ensure_running holds the server's lock, so a job started meanwhile waits for it).
+            threading.Thread(target=self._server.ensure_running, name="skybutler-fork-server",
+                             daemon=True).start()
         self._spawn = multiprocessing.get_context("spawn")
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[_Job] = deque()
@@ -379,9 +385,11 @@ class LocalEngine(Engine):
                 job = self._jobs.get(name)
                 if job is None:
                     continue
-                if job.state == EngineState.QUEUED:
+                if job.state == EngineState.QUEUED and job in self._queue:
                     self._queue.remove(job)
                     job.state, job.reason = EngineState.CANCELLED, "cancelled before it started"
+                elif job.state == EngineState.QUEUED:  # being started by the watcher right now
+                    job.cancel_pending = True
                 elif job.state == EngineState.RUNNING and not job.cancelled:
                     job.cancelled = True
                     job.kill_at = now + self.cancel_grace_s
@@ -430,8 +438,11 @@ class LocalEngine(Engine):
     def _watch_loop(self) -> None:
         """Start queued jobs, collect ended ones, enforce wall time, memory and cancel grace periods."""
         while True:
+            # Processes start outside the lock: a start can wait on the fork server, and submit
+            # and poll must not wait with it.
+            for job in self._take_queued():
+                self._start(job)
             with self._lock:
-                self._start_queued()
                 running = [job for job in self._jobs.values() if job.state == EngineState.RUNNING]
                 if self._closed and not running:
                     return
@@ -456,10 +467,15 @@ class LocalEngine(Engine):
             timeout = min(timeout, _MEMORY_SAMPLE_S) if timeout is not None else _MEMORY_SAMPLE_S
         return timeout
 
-    def _start_queued(self) -> None:
-        while self._queue and not self._closed and self._busy + self._queue[0].cores <= self.max_workers:
-            job = self._queue.popleft()
-            self._start(job)
+    def _take_queued(self) -> list[_Job]:
+        """Jobs whose cores are free, taken off the queue (their cores counted as busy)."""
+        taken = []
+        with self._lock:
+            while self._queue and not self._closed and self._busy + self._queue[0].cores <= self.max_workers:
+                job = self._queue.popleft()
+                self._busy += job.cores
+                taken.append(job)
+        return taken
 
     def _start(self, job: _Job) -> None:
         spec = job.spec
@@ -472,20 +488,27 @@ class LocalEngine(Engine):
             proc.server = self._server
         else:
             proc = self._spawn.Process(target=_run_job, args=args, name=name, daemon=False)
-        job.oom_before = oom_kill_counts()
+        oom_before = oom_kill_counts()
         try:
             proc.start()
         except Exception as exc:
             receiver.close()
-            job.state, job.reason = EngineState.LOST, f"the job process could not be started: {exc}"
+            with self._lock:
+                job.state, job.reason = EngineState.LOST, f"the job process could not be started: {exc}"
+                self._busy -= job.cores
             return
         finally:
             sender.close()
-        job.process, job.reasons = proc, receiver
-        job.state, job.started = EngineState.RUNNING, time.monotonic()
-        if spec.resources.wall_time_s:
-            job.deadline = job.started + spec.resources.wall_time_s
-        self._busy += job.cores
+        with self._lock:
+            job.oom_before = oom_before
+            job.process, job.reasons = proc, receiver
+            job.state, job.started = EngineState.RUNNING, time.monotonic()
+            if spec.resources.wall_time_s:
+                job.deadline = job.started + spec.resources.wall_time_s
+            if job.cancel_pending:
+                job.cancelled = True
+                job.kill_at = job.started + self.cancel_grace_s
+                _signal_group(proc.pid, signal.SIGTERM)
 
     def _enforce(self, job: _Job, now: float) -> None:
         pid = job.process.pid
