@@ -221,16 +221,23 @@ class DimensionRecords:
         table = self.tables.dimensions[element]
         pk = self.universe.elements[element].primary_key
         key_of = tuple_getter(pk)
+        with contextlib.suppress(TypeError):  # keys of one element compare; sorted, a chunk is a compact block
+            todo.sort()
         with self.db.read(autocommit=True) as conn:
             for chunk in chunks(todo):
-                if len(pk) == 1:
-                    cond = table.c[pk[0]].in_([k[0] for k in chunk])
-                else:
-                    cond = sa.tuple_(*[table.c[k] for k in pk]).in_(list(chunk))
+                # One IN list per key column, not a row-value IN: SQLite answers
+                # ``(a, b, c) IN (VALUES ...)`` by scanning the table once per statement
+                # (quadratic over a big subset), while per-column IN lists walk the primary
+                # key index. The rows returned may include combinations nobody asked for
+                # (dropped below); sorted keys come as grids (a few visits x their detectors).
+                wanted = set(chunk)
+                cond = sa.and_(*[table.c[col].in_(sorted({k[i] for k in chunk}, key=repr))
+                                 for i, col in enumerate(pk)])
                 for row in conn.execute(sa.select(table).where(cond)).mappings():
                     rec = dict(row)
                     key = key_of(rec)
-                    cache[key] = out[key] = rec
+                    if key in wanted:
+                        cache[key] = out[key] = rec
         return out
 
     def overlap_rows(self, a: str, b: str, a_keys: Iterable[tuple], b_keys: Iterable[tuple]) -> list[dict[str, Any]]:
