@@ -15,7 +15,7 @@ from ..errors import BatchError, ConfigError
 from ..registry import batch_sql
 from .campaign import Campaign
 from .clustering import summarize
-from .control import RUNNER_FILE, cancel_submission, live_runner, runner_marker
+from .control import RUNNER_FILE, cancel_submission, find_submission, live_runner, runner_marker
 from .engines import Engine
 from .service import RunSummary, SubmissionRunner, campaign_engine, load_campaign, write_resolved_campaign
 from .states import JobState
@@ -140,9 +140,7 @@ def restart(butler: Butler, name: str, *, engine: Engine | None = None,
     BatchError
         No such submission, or another process still drives it.
     """
-    row = batch_sql.get_submission(butler.registry, name)
-    if row is None:
-        raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
+    row = find_submission(butler, name)
     directory = Path(row["directory"])
     runner_process = live_runner(directory)
     if runner_process is not None:
@@ -187,20 +185,9 @@ class Status:
 def status(butler: Butler, name: str | None = None) -> list[Status]:
     """Every submission (``name`` None) or one, with quanta per task and state and jobs per state."""
     registry = butler.registry
-    if name is None:
-        rows = batch_sql.list_submissions(registry)
-    else:
-        row = batch_sql.get_submission(registry, name)
-        if row is None:
-            raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
-        rows = [row]
-    out = []
-    for row in rows:
-        jobs: dict[str, int] = {}
-        for j in batch_sql.jobs(registry, row["id"]):
-            jobs[j["state"]] = jobs.get(j["state"], 0) + 1
-        out.append(Status(row, batch_sql.progress(registry, row["id"]), jobs))
-    return out
+    rows = batch_sql.list_submissions(registry) if name is None else [find_submission(butler, name)]
+    # Each row holds its jobs per state already.
+    return [Status(row, batch_sql.progress(registry, row["id"]), dict(row["jobs"])) for row in rows]
 
 
 @dataclass
@@ -219,9 +206,7 @@ def report(butler: Butler, name: str, *, dataset_type: str | None = None, qc: bo
            severity: str | None = None) -> Report:
     """Counts per task and state, failures with reasons and exit codes, time per task; files of a type; QC."""
     registry = butler.registry
-    row = batch_sql.get_submission(registry, name)
-    if row is None:
-        raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
+    row = find_submission(butler, name)
     out = Report(row, batch_sql.progress(registry, row["id"]), batch_sql.failures(registry, row["id"]),
                  batch_sql.time_per_task(registry, row["run"]))
     if qc:

@@ -10,7 +10,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BatchError
 from ..registry import batch_sql
@@ -41,6 +41,14 @@ def kill_local(attempt_dir: Path) -> None:
             os.kill(number, signal.SIGKILL)
 
 
+def find_submission(butler: Butler, name: str) -> dict[str, Any]:
+    """A submission's row (see `batch_sql.get_submission`); `BatchError` with the way to list them if none."""
+    row = batch_sql.get_submission(butler.registry, name)
+    if row is None:
+        raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
+    return row
+
+
 def cancel_submission(butler: Butler, name: str) -> int:
     """Ask for a submission to be cancelled; returns the number of jobs that were not finished.
 
@@ -48,9 +56,7 @@ def cancel_submission(butler: Butler, name: str) -> int:
     within a second and cancels its jobs through the engine. With no runner alive the
     unfinished jobs are marked cancelled here and their local runners killed.
     """
-    row = batch_sql.get_submission(butler.registry, name)
-    if row is None:
-        raise BatchError(f"No submission named {name!r} in {butler.root}")
+    row = find_submission(butler, name)
     unfinished = [j for j in batch_sql.jobs(butler.registry, row["id"])
                   if JobState(j["state"]) not in TERMINAL_STATES]
     now = datetime.datetime.now(datetime.UTC)

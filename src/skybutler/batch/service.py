@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from .._butler_put import record_manifest
-from ..errors import BatchError, ConfigError, SkyButlerError
+from ..errors import ConfigError, SkyButlerError
 from ..pipeline import QuantumGraph
 from ..registry import FileRecord, batch_sql, pipeline_sql
 from ..registry.batch_sql import StateChange
 from ..transfer import merge_run
 from .campaign import Campaign
 from .clustering import JobPlan
-from .control import kill_local
+from .control import find_submission, kill_local
 from .engines import Engine, EngineJob, EngineState, JobReport, make_engine
 from .failures import classify_exit, raised_memory
 from .gather import task_modules
@@ -60,6 +60,9 @@ RESOLVED_CAMPAIGN = "campaign.resolved.yaml"
 _QUANTUM_STATES = {"succeeded": JobState.SUCCEEDED, "skipped": JobState.SUCCEEDED, "failed": JobState.FAILED,
                    "not_run": JobState.BLOCKED}
 _LIVE_STATES = {JobState.STAGING_IN.value, JobState.RUNNING.value, JobState.STAGING_OUT.value}
+_OUT_STATES = frozenset({JobState.SUBMITTED, JobState.STAGING_IN, JobState.RUNNING, JobState.STAGING_OUT})
+"""A job in these states is with the engine."""
+_JOB_STATE_VALUES = frozenset(s.value for s in JobState)
 
 
 def _now() -> datetime.datetime:
@@ -91,7 +94,6 @@ class _Job:
     report: JobReport | None = None
     offset: int = 0
     """Bytes of ``status.jsonl`` already read."""
-    submitted_at: float = 0.0
 
 
 @dataclass
@@ -134,9 +136,7 @@ class SubmissionRunner:
 
     def __init__(self, butler: Butler, name: str, *, engine: Engine | None = None,
                  progress: Callable[[], None] | None = None, poll_interval: float = 0.05):
-        row = batch_sql.get_submission(butler.registry, name)
-        if row is None:
-            raise BatchError(f"No submission named {name!r} in {butler.root}; `skybutler batch status` lists them")
+        row = find_submission(butler, name)
         self.row = row
         self.submission_id: uuid.UUID = row["id"]
         self.name = row["name"]
@@ -146,17 +146,12 @@ class SubmissionRunner:
 
         self.butler = campaign_butler(butler, self.campaign)
         self.graph = QuantumGraph.read(self.directory / "graph.qgraph")
-        self.run_name = self.graph.run
         self._engine = engine
         self.progress = progress
         self.poll_interval = poll_interval
         self.writer = JobWriter(self.butler, self.graph, self.campaign, self.directory, self.name)
         self.jobs: dict[str, _Job] = {}
         self.upstream: dict[str, list[str]] = batch_sql.job_dependencies(butler.registry, self.submission_id)
-        self.downstream: dict[str, list[str]] = {}
-        for job, ups in self.upstream.items():
-            for u in ups:
-                self.downstream.setdefault(u, []).append(job)
         quanta_by_job: dict[uuid.UUID, list[uuid.UUID]] = {}
         self.quantum_state: dict[uuid.UUID, str] = {}
         for q in batch_sql.quanta(butler.registry, self.submission_id):
@@ -172,7 +167,8 @@ class SubmissionRunner:
                                         attempt=j["attempt"] or 1, memory_mb=j["memory_mb"],
                                         failure_class=j["failure_class"])
         self._changes: list[StateChange] = []
-        self._merges: dict[str, Future[Any]] = {}
+        self._merges: dict[str, tuple[Future[Any], JobOutcome]] = {}
+        """Merges under way by job name, each with the outcome it merges."""
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.campaign.merge.max_concurrent),
                                         thread_name_prefix="merge")
         self.merged_datasets = 0
@@ -354,7 +350,6 @@ class SubmissionRunner:
             self._remove_unmerged_outputs(quanta)
         attempt_dir.mkdir(parents=True, exist_ok=True)
         job.offset = 0
-        job.submitted_at = time.monotonic()
         self.engine.submit(EngineJob(job.name, self.writer.job_dir(job.name) / "manifest.json", attempt_dir,
                                      resources))
         self._set_job(job, JobState.SUBMITTED, submit_time=_now(), memory_mb=resources.memory_mb)
@@ -392,12 +387,11 @@ class SubmissionRunner:
 
     def _follow(self) -> bool:
         busy = False
-        for job in self.jobs.values():
-            if job.state in (JobState.SUBMITTED, JobState.STAGING_IN, JobState.RUNNING, JobState.STAGING_OUT):
-                busy |= self._read_status(job)
-        reports = self.engine.poll() if self._engine is not None or any(
-            j.state in (JobState.SUBMITTED, JobState.STAGING_IN, JobState.RUNNING, JobState.STAGING_OUT)
-            for j in self.jobs.values()) else []
+        out = [job for job in self.jobs.values() if job.state in _OUT_STATES]
+        for job in out:
+            busy |= self._read_status(job)
+        # No engine is made for a pass with nothing handed over (a restart that only merges).
+        reports = self.engine.poll() if self._engine is not None or out else []
         for report in reports:
             found = self.jobs.get(report.name)
             if found is None or found.state in TERMINAL_STATES or found.state == JobState.MERGING:
@@ -431,7 +425,7 @@ class SubmissionRunner:
                 continue  # a line we cannot read is not a state change worth failing the campaign for
             if event.quantum_id is not None:
                 state = _QUANTUM_STATES.get(event.state)
-                if state is None and event.state in {s.value for s in JobState}:
+                if state is None and event.state in _JOB_STATE_VALUES:
                     state = JobState(event.state)
                 if state is not None and state != JobState.SUCCEEDED:  # success counts once merged
                     self._set_quanta([event.quantum_id], state, job.attempt, detail=event.detail)
@@ -464,7 +458,7 @@ class SubmissionRunner:
             self._fail(job, FailureClass.CANCELLED, report.reason or "cancelled", report)
             return
         self._set_job(job, JobState.MERGING, exit_code=report.exit_code)
-        self._merges[job.name] = self._pool.submit(self._merge, job, outcome)
+        self._merges[job.name] = (self._pool.submit(self._merge, job, outcome), outcome)
 
     def _merge(self, job: _Job, outcome: JobOutcome) -> Any:
         files = {o.dataset_id: FileRecord(o.dataset_id, o.path, o.size, o.checksum, o.checksum_algorithm, o.format)
@@ -485,13 +479,11 @@ class SubmissionRunner:
         return self._refs
 
     def _collect_merges(self) -> bool:
-        done = [name for name, fut in self._merges.items() if fut.done()]
+        done = [name for name, (fut, _) in self._merges.items() if fut.done()]
         for name in done:
-            fut = self._merges.pop(name)
+            fut, outcome = self._merges.pop(name)
             job = self.jobs[name]
             assert job.report is not None
-            outcome = read_json_model(self._attempt_dir(job) / "outcome" / "outcome.json", JobOutcome,
-                                      version=OUTCOME_VERSION)
             try:
                 report = fut.result()
             except SkyButlerError as exc:
