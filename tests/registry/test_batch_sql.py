@@ -329,6 +329,22 @@ def test_qc_matches_read_back_in_order_and_by_severity(make_butler):
             {"severity": "x" * 17, "pattern": "p", "line_number": 1, "line": "l"}])
 
 
+def test_qc_matches_recorded_again_are_kept_once(make_butler):
+    # An outcome merged again (the process that merged it died before recording the job's
+    # state) gives the same matches a second time.
+    registry = make_butler().registry
+    sid, jobs, quanta = demo_submission(registry)
+    execution = uuid.uuid4()
+    matches = [{"severity": "warning", "pattern": "saturated", "line_number": 12, "line": "12 pixels saturated",
+                "task_label": "isr", "quantum_id": quanta["isr-903334-0"], "execution_id": execution},
+               {"severity": "error", "pattern": "NaN", "line_number": 40, "line": "NaN", "task_label": "isr"}]
+    assert batch_sql.record_qc(registry, sid, jobs["isr-903334"], matches) == 2
+    assert batch_sql.record_qc(registry, sid, jobs["isr-903334"], matches) == 0
+    again = [{**matches[0], "execution_id": uuid.uuid4()}]  # a later attempt's execution: its own match
+    assert batch_sql.record_qc(registry, sid, jobs["isr-903334"], again) == 1
+    assert len(batch_sql.qc_matches(registry, sid)) == 3
+
+
 def test_events_since_an_id_are_only_the_newer_ones(make_butler):
     registry = make_butler().registry
     sid, jobs, _ = demo_submission(registry)

@@ -371,18 +371,28 @@ def _raise_missing(conn: sa.Connection, table: sa.Table, key: str, kind: str, id
 
 def record_qc(registry: Registry, submission_id: uuid.UUID, job_id: uuid.UUID,
               matches: Sequence[Mapping[str, Any]]) -> int:
-    """Record log QC matches of one job; returns how many.
+    """Record log QC matches of one job; returns how many were new.
 
     Each mapping holds ``severity``, ``pattern``, ``line_number`` and ``line``, and
     optionally ``quantum_id``, ``execution_id`` and ``task_label`` (the step whose
-    output matched).
+    output matched). A match the job has already (same execution, quantum, pattern, line)
+    is not recorded again: an outcome merged twice (a merger died first) adds nothing.
     """
     t = registry.tables.batch_qc_match
     rows = _rows(t, matches, {"submission_id": submission_id, "job_id": job_id},
                  f"QC matches of job {job_id}")
+    key_columns = ("execution_id", "quantum_id", "pattern", "line_number")
     with registry.transaction() as conn:
-        insert_rows(conn, t, rows)
-    return len(rows)
+        held = {tuple(r) for r in conn.execute(
+            sa.select(*[t.c[c] for c in key_columns]).where(t.c.job_id == job_id))}
+        new, seen = [], set(held)
+        for row in rows:
+            key = tuple(row.get(c) for c in key_columns)
+            if key not in seen:
+                seen.add(key)
+                new.append(row)
+        insert_rows(conn, t, new)
+    return len(new)
 
 
 # -- reading ----------------------------------------------------------------------------
