@@ -138,16 +138,6 @@ def prepare_run(plan: Plan) -> None:
 
 
 @dataclass
-class JobFiles:
-    """What `JobWriter.write` produced for one job."""
-
-    manifest: Path
-    n_inputs: int
-    unknown_inputs: int
-    """Inputs made by upstream jobs whose size and checksum are not known yet."""
-
-
-@dataclass
 class JobWriter:
     """Writes the manifest and registry subset of jobs of one submission.
 
@@ -208,8 +198,8 @@ class JobWriter:
             self._files.pop(i, None)
 
     def write(self, job: JobPlan, quanta: Sequence[Quantum], *, attempt_resources: Resources | None = None,
-              ) -> JobFiles:
-        """Write ``jobs/NAME/manifest.json`` and ``subset.sqlite3`` for these quanta of ``job``."""
+              ) -> Path:
+        """Write ``jobs/NAME/manifest.json`` and ``subset.sqlite3`` for these quanta of ``job``; returns the manifest."""
         datastore = self.plan_butler.datastore
         made_here = {r.id for q in quanta for r in q.output_refs()}
         inputs: dict[uuid.UUID, DatasetRef] = {}
@@ -223,7 +213,6 @@ class JobWriter:
                 inputs[ref.id] = ref
         staged: list[StagedInput] = []
         records: dict[uuid.UUID, FileRecord] = {}
-        unknown = 0
         for ref in inputs.values():
             rec = self._files.get(ref.id)
             if rec is None:
@@ -232,7 +221,6 @@ class JobWriter:
                 if path is None:
                     raise BatchError(f"Job {job.name}: input {ref.dataset_type.name} {{{ref.data_id}}} (id {ref.id}) "
                                      "has no file in the repository and no job makes it")
-                unknown += 1
                 fmt = guess_format(path) or "unknown"
                 staged.append(StagedInput.model_construct(dataset_id=ref.id, source=datastore.url(path), path=path))
                 records[ref.id] = FileRecord(ref.id, path, 0, None, None, fmt)
@@ -274,7 +262,7 @@ class JobWriter:
                      runs=[self.graph.run], sync=self._sync)
         path = jdir / "manifest.json"
         _write_json(path, manifest, sync=self._sync)
-        return JobFiles(manifest=path, n_inputs=len(staged), unknown_inputs=unknown)
+        return path
 
 
 def _write_json(path: Path, model: JobManifest, *, sync: bool) -> None:
