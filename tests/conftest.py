@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from support.services import PG_URL, RELEASE_FIXTURES  # noqa: F401  (re-exported for fixtures)
+from support.services import PG_URL, PREVIOUS_RELEASE, RELEASE_FIXTURES  # noqa: F401  (re-exported for fixtures)
 
 REQUIRE_SERVICES = os.environ.get("SKYBUTLER_REQUIRE_SERVICES") == "1"
 
@@ -159,7 +159,7 @@ def _upgraded_repository(root: Path, kwargs: dict):
     from skybutler import Butler, RepositoryConfig
     from skybutler.registry import upgrade
 
-    shutil.copytree(RELEASE_FIXTURES / "empty", root)
+    shutil.copytree(PREVIOUS_RELEASE / "empty", root)
     config = kwargs.pop("config", None)
     cfg = config.model_copy(deep=True) if isinstance(config, RepositoryConfig) else \
         RepositoryConfig.from_mapping(dict(config or {}))

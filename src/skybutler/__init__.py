@@ -9,6 +9,7 @@ from .config import RepositoryConfig
 from .dimensions import DimensionUniverse, Region
 from .errors import (
     BatchError,
+    ChecksumMismatchError,
     CollectionError,
     ConfigError,
     DatabaseConnectionError,
@@ -17,8 +18,10 @@ from .errors import (
     DatasetNotFoundError,
     DatasetTypeError,
     DimensionError,
+    DumpVersionError,
     ExecutionError,
     FileAccessError,
+    FileLostError,
     FormatError,
     GraphError,
     MergeError,
@@ -34,6 +37,8 @@ from .errors import (
     StagingError,
     StorageClassError,
     TemplateError,
+    TransferConflictError,
+    TransferError,
 )
 from .model import CollectionType, DataId, DatasetRef, DatasetType, Image
 from .pipeline import (
@@ -53,6 +58,7 @@ from .provenance import ExecutionStatus, export_provenance, lineage, provenance_
 __all__ = [
     "BatchError",
     "Butler",
+    "ChecksumMismatchError",
     "CollectionError",
     "CollectionType",
     "ConfigError",
@@ -67,10 +73,12 @@ __all__ = [
     "DatasetTypeError",
     "DimensionError",
     "DimensionUniverse",
+    "DumpVersionError",
     "ExecutionError",
     "ExecutionStatus",
     "FileAccessError",
     "FileDataset",
+    "FileLostError",
     "FormatError",
     "GraphError",
     "Image",
@@ -97,6 +105,8 @@ __all__ = [
     "Task",
     "TaskConfig",
     "TemplateError",
+    "TransferConflictError",
+    "TransferError",
     "build_quantum_graph",
     "execute_graph",
     "export_provenance",

@@ -21,6 +21,8 @@ derive from the matching builtin so ``except KeyError`` style code works::
     ├── StorageClassError(TypeError)           an object that does not fit its storage class
     ├── FormatError(ValueError)                a file that cannot be read or written in its format
     ├── FileAccessError(OSError)               a file that is missing, unreadable or outside the root
+    │   ├── FileLostError                      a dataset whose file is gone (recorded lost, or missing now)
+    │   └── ChecksumMismatchError              a file whose bytes no longer match the registry's checksum
     ├── QueryError(ValueError)                 an invalid query expression
     ├── ReadOnlyError(PermissionError)         a write through a read-only butler, or to a read-only file
     ├── PipelineError(ValueError)              an invalid pipeline, task or connection
@@ -28,6 +30,9 @@ derive from the matching builtin so ``except KeyError`` style code works::
     ├── ExecutionError(RuntimeError)           a quantum or job that failed
     │   └── StagingError                       a job input that is missing or not what the manifest says
     ├── MergeError(RuntimeError)               a job outcome that cannot be merged (conflict, damage)
+    ├── TransferError(RuntimeError)            an export, import or transfer that cannot be done
+    │   ├── TransferConflictError              datasets the target holds otherwise (same type, data id, run)
+    │   └── DumpVersionError                   a dump written by a newer skybutler, or not a dump
     └── BatchError(RuntimeError)               a campaign that cannot be submitted, or an unknown submission
 """
 
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatchError",
+    "ChecksumMismatchError",
     "CollectionError",
     "ConfigError",
     "DataIdError",
@@ -43,8 +49,10 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetTypeError",
     "DimensionError",
+    "DumpVersionError",
     "ExecutionError",
     "FileAccessError",
+    "FileLostError",
     "FormatError",
     "GraphError",
     "MergeError",
@@ -60,6 +68,8 @@ __all__ = [
     "StagingError",
     "StorageClassError",
     "TemplateError",
+    "TransferConflictError",
+    "TransferError",
 ]
 
 
@@ -144,6 +154,14 @@ class FileAccessError(OSError, SkyButlerError):
         return str(self.strerror) if self.strerror else super().__str__()
 
 
+class FileLostError(FileAccessError):
+    """A dataset whose file is gone: recorded lost by ``verify --mark-lost``, or missing when read."""
+
+
+class ChecksumMismatchError(FileAccessError):
+    """A file whose bytes no longer match the checksum the registry recorded (bit-rot, tampering)."""
+
+
 class QueryError(ValueError, SkyButlerError):
     """A query expression is invalid: a syntax error, an unknown name, a bad literal."""
 
@@ -170,6 +188,26 @@ class StagingError(ExecutionError):
 
 class MergeError(RuntimeError, SkyButlerError):
     """A job's outcome cannot be merged into the central repository (damaged, or conflicting with what is there)."""
+
+
+class TransferError(RuntimeError, SkyButlerError):
+    """An export, import or transfer between repositories that cannot be done."""
+
+
+class TransferConflictError(TransferError):
+    """Datasets refused because the target holds others for the same type, data id and run.
+
+    Everything else was written; nothing was overwritten. ``conflicts`` has one line per
+    refused dataset.
+    """
+
+    def __init__(self, message: str, conflicts: list[str] | None = None):
+        super().__init__(message)
+        self.conflicts = list(conflicts or [])
+
+
+class DumpVersionError(TransferError):
+    """A dump this skybutler cannot read: written by a newer version (both named), or not a dump."""
 
 
 class BatchError(RuntimeError, SkyButlerError):

@@ -335,3 +335,22 @@ def test_revision_0004_gives_an_upgraded_repository_the_batch_tables_and_executi
     with sqlite_engine(root).connect() as conn:
         assert conn.execute(sa.text("SELECT task_label, run, wall_seconds FROM executions_view")).all() == \
             [("summarise", "u/someone/out", pytest.approx(3.0, abs=1e-3))]
+
+
+def test_a_release_0_2_0_repository_upgrades_to_schema_5_and_keeps_all_it_held(tmp_path):
+    # The previous release (schema 4, with the batch tables): revision 0005 adds the
+    # lost-file marks and the ingest origins, empty; everything stored stays readable.
+    from support.services import PREVIOUS_RELEASE
+
+    root = tmp_path / "populated"
+    shutil.copytree(PREVIOUS_RELEASE / "populated", root)
+    steps = upgrade_repo(str(root))
+    assert [s.revision for s in steps] == ["0005"]
+    with Butler(root) as butler:
+        calexps = list(butler.query_datasets("calexp", collections=["raw/hsc"]))
+        assert len(calexps) == 4
+        assert butler.get(calexps[0]).shape == (8, 6)
+        assert len(butler.registry.certifications("calib", "bias")) == 4
+    with sqlite_engine(str(root)).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM file_lost")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM dataset_origin")).scalar() == 0

@@ -29,7 +29,7 @@ from sqlalchemy.schema import CreateView, DropView
 
 from ..dimensions import DimensionUniverse
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version of the schema this code writes (``meta.schema_version``); each Alembic revision sets one."""
 
 MAX_COLLECTION_NAME = 256
@@ -68,6 +68,8 @@ class Tables:
     used: sa.Table
     generated: sa.Table
     derived: sa.Table
+    file_lost: sa.Table
+    dataset_origin: sa.Table
     dimensions: dict[str, sa.Table]
     overlaps: dict[tuple[str, str], sa.Table]
     batch_submission: sa.Table
@@ -245,8 +247,34 @@ def build_tables(universe: DimensionUniverse) -> Tables:
         metadata=md, meta=meta, dataset_type=dataset_type, collection=collection,
         collection_chain=collection_chain, dataset=dataset, tagged=tagged, calibration=calibration,
         file=file, execution=execution, used=used, generated=generated, derived=derived,
-        dimensions=dimensions, overlaps=overlaps, **batch_tables(md),
+        dimensions=dimensions, overlaps=overlaps, **integrity_tables(md), **batch_tables(md),
     )
+
+
+def integrity_tables(md: sa.MetaData) -> dict[str, sa.Table]:
+    """Tables of schema 5: files found lost by ``verify --mark-lost``, and where ingested files came from.
+
+    ``file_lost``: one row per dataset whose file `verify` found missing (``reason``
+    says how: missing, size or checksum mismatch); `get` of such a dataset raises
+    `FileLostError` instead of reading. ``dataset_origin``: the path (or URL) a file was
+    ingested from, the ingest plugin that read it, and the extra metadata the plugin
+    mapped from its header (a JSON object: ``SELECT json_extract(metadata, '$.airmass')``
+    on SQLite, ``metadata::json->>'airmass'`` on PostgreSQL).
+    """
+    file_lost = sa.Table(
+        "file_lost", md,
+        sa.Column("dataset_id", sa.Uuid, sa.ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("noticed", sa.DateTime, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
+    dataset_origin = sa.Table(
+        "dataset_origin", md,
+        sa.Column("dataset_id", sa.Uuid, sa.ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("original_path", sa.String(2048), nullable=False),
+        sa.Column("plugin", sa.String(128), nullable=True),
+        sa.Column("metadata", sa.Text, nullable=True),
+    )
+    return {"file_lost": file_lost, "dataset_origin": dataset_origin}
 
 
 def batch_tables(md: sa.MetaData) -> dict[str, sa.Table]:
