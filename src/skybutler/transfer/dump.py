@@ -449,11 +449,15 @@ def export_dump(butler: Butler, destination: str | Path, dataset_types: Sequence
     """Write the datasets of a query on ``butler`` (and what they need) into a new dump.
 
     The selection is `skybutler.transfer.source.RegistrySource`'s (dataset types ×
-    collections × where; ``mode="full"`` adds the provenance chain); the writing is
-    `write_dump`'s. Returns what was written.
+    collections × where; ``mode="full"`` adds the provenance chain); without
+    ``collections``, every collection of the repository (so TAGGED, CALIBRATION and
+    CHAINED collections travel whole). The writing is `write_dump`'s. Returns what was
+    written.
     """
     from .source import RegistrySource
 
+    if not collections:
+        collections = [c["name"] for c in butler.registry.collections()]
     source = RegistrySource(butler, dataset_types=list(dataset_types) if dataset_types else None,
                             collections=list(collections) if collections else None, where=where, bind=bind,
                             mode=mode, include_provenance=include_provenance)
