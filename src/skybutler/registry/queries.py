@@ -7,17 +7,15 @@ A ``where`` expression (see `skybutler.registry.expr`) names dimensions
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 import sqlalchemy as sa
 
-from .._gc import paused_gc
 from ..errors import CollectionError, QueryError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
 from ._expr_sql import compile_expression, compile_where
+from ._query_results import DataIdQueryResults, DatasetQueryPlan, DatasetQueryResults
 from ._values import to_datetime
 from .expr import identifiers
 from .expr import parse as parse_expression
@@ -26,8 +24,6 @@ from .search import SearchStep, ambiguity_error, dataset_branch, dataset_branche
 
 if TYPE_CHECKING:
     from ._registry import Registry
-
-_STREAM = 2000
 
 
 class _Resolver:
@@ -210,30 +206,35 @@ def _data_id_conditions(resolver: _Resolver, data_id: Mapping[str, Any] | None) 
 def query_datasets(registry: Registry, dataset_type: str, collections: Sequence[str], *,
                    where: str | None = None, bind: Mapping[str, Any] | None = None,
                    data_id: Mapping[str, Any] | None = None, find_first: bool = True,
-                   time: Any = None) -> Iterator[DatasetRef]:
-    """Stream datasets of one type in the given collections (searched in order)."""
-    type_id, dt = registry.dataset_type_records.find(dataset_type)
-    if not collections:
-        raise CollectionError("No collections to search; pass collections=[...] or set the butler's collections")
-    # One connection for the collection lookup and the query (on PostgreSQL each checkout
-    # costs round trips).
-    with registry.database.read() as conn:
-        yield from _query_datasets(registry, conn, type_id, dt, registry.search_path(collections, conn=conn),
-                                   where=where, bind=bind, data_id=data_id, find_first=find_first,
-                                   time=to_datetime(time) if time is not None else None)
+                   time: Any = None) -> DatasetQueryResults:
+    """Datasets of one type in the given collections (searched in order): refs streamed, or a table.
+
+    Nothing runs until the result is iterated or turned into a table (`DatasetQueryResults`).
+    """
+
+    def plan(conn: sa.Connection) -> DatasetQueryPlan:
+        type_id, dt = registry.dataset_type_records.find(dataset_type)
+        if not collections:
+            raise CollectionError("No collections to search; pass collections=[...] or set the butler's collections")
+        return _dataset_plan(registry, conn, type_id, dt, registry.search_path(collections, conn=conn),
+                             where=where, bind=bind, data_id=data_id, find_first=find_first,
+                             time=to_datetime(time) if time is not None else None)
+
+    return DatasetQueryResults(registry, plan)
 
 
-def _query_datasets(registry: Registry, conn: sa.Connection, type_id: int, dt: DatasetType,
-                    flat: list[SearchStep], *, where: str | None,
-                    bind: Mapping[str, Any] | None, data_id: Mapping[str, Any] | None, find_first: bool,
-                    time: Any) -> Iterator[DatasetRef]:
+def _dataset_plan(registry: Registry, conn: sa.Connection, type_id: int, dt: DatasetType,
+                  flat: list[SearchStep], *, where: str | None,
+                  bind: Mapping[str, Any] | None, data_id: Mapping[str, Any] | None, find_first: bool,
+                  time: Any) -> DatasetQueryPlan:
     d = registry.tables.dataset
     # SQLite keeps UUIDs as hex text; converting them ourselves skips a per-row result processor.
     id_column = sa.type_coerce(d.c.id, sa.String).label("id") if registry.dialect == "sqlite" else d.c.id
     columns = [id_column, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key, *[d.c[k] for k in dt.dimensions]]
+    runs = {step.id: step.name for step in flat if step.type is CollectionType.RUN}
     branches = dataset_branches(registry, flat, type_id, dt, time=time)
     if not branches:
-        return
+        return DatasetQueryPlan(dt, None, runs)
     # Parsed once for every collection's SELECT.
     node = parse_expression(where)
     # Constraints on dimensions the dataset type lacks (calexps overlapping `tract = 0`)
@@ -290,47 +291,8 @@ def _query_datasets(registry: Registry, conn: sa.Connection, type_id: int, dt: D
         return ambiguity_error(registry, conn, step, type_id, dt, row[3],
                                DataId(dict(zip(dt.dimensions, row[4:len(columns)], strict=True))))
 
-    runs = {step.id: step.name for step in flat if step.type is CollectionType.RUN}
-    yield from _stream_refs_of_type(registry, conn, stmt, dt, runs=runs,
-                                    dedupe=len(selects) > 1 and not find_first, check=check, ambiguity=ambiguity)
-
-
-def _stream_refs_of_type(registry: Registry, conn: sa.Connection, stmt: sa.Select, dt: DatasetType, *,
-                         runs: dict[int, str], dedupe: bool, check: int | None = None,
-                         ambiguity: Callable[[Any], Exception] | None = None) -> Iterator[DatasetRef]:
-    """Refs of one dataset type from rows ``(id, type, run, key, *dimensions, ...)`` (the hot path).
-
-    Positional rows and one shared `DatasetType` keep this to a few microseconds per ref.
-    ``check``: the position of a count that must be 1 (else ``ambiguity(row)`` is raised).
-    """
-    result = conn.execution_options(yield_per=_STREAM).execute(stmt)
-    dims = dt.dimensions
-    end = 4 + len(dims)
-    seen: set[uuid.UUID] = set()
-    for rows in result.partitions():
-        missing = {row[2] for row in rows} - runs.keys()
-        if missing:
-            registry.collection_records.run_names(conn, missing, runs)
-        if check is not None and ambiguity is not None:
-            for row in rows:
-                if row[check] > 1:
-                    raise ambiguity(row)
-        # Each ref is a few small objects; letting the cyclic collector run every few
-        # hundred of them (it cannot free any: they are all referenced) costs more than
-        # building them, so a batch is built with it paused and handed out afterwards.
-        with paused_gc():
-            batch = []
-            for row in rows:
-                dataset_id = row[0]
-                if type(dataset_id) is str:
-                    dataset_id = UUID(dataset_id)
-                if dedupe:
-                    if dataset_id in seen:
-                        continue
-                    seen.add(dataset_id)
-                batch.append(DatasetRef(dataset_id, dt, DataId(dict(zip(dims, row[4:end], strict=True))),
-                                        runs[row[2]]))
-        yield from batch
+    return DatasetQueryPlan(dt, stmt, runs, dedupe=len(selects) > 1 and not find_first, check=check,
+                            ambiguity=ambiguity)
 
 
 def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collections: Sequence[str], *,
@@ -472,17 +434,15 @@ def referenced_dimensions(registry: Registry, dimensions: Iterable[str], names: 
 def query_data_ids(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
                    bind: Mapping[str, Any] | None = None, datasets: Sequence[str] = (),
                    collections: Sequence[str] = (), data_id: Mapping[str, Any] | None = None,
-                   with_implied: bool = False) -> Iterator[DataId]:
-    """Stream the distinct data ids over ``dimensions`` that have records (and overlap, and datasets)."""
-    stmt, dims, implied_names = data_id_query(registry, dimensions, where=where, bind=bind, datasets=datasets,
-                                              collections=collections, data_id=data_id, with_implied=with_implied)
-    with registry.database.read() as conn:
-        result = conn.execution_options(yield_per=_STREAM).execute(stmt)
-        for rows in result.partitions():
-            for row in rows:
-                values = dict(zip(dims, row[:len(dims)], strict=True))
-                implied = dict(zip(implied_names, row[len(dims):], strict=True)) if with_implied else None
-                yield DataId(values, implied=implied)
+                   with_implied: bool = False) -> DataIdQueryResults:
+    """The distinct data ids over ``dimensions`` that have records (and overlap, and datasets).
+
+    Streamed as `DataId` objects when iterated, or a table (`DataIdQueryResults`).
+    """
+    dimensions = tuple(dimensions)  # read on every run of the query, not only the first
+    return DataIdQueryResults(registry, lambda: data_id_query(
+        registry, dimensions, where=where, bind=bind, datasets=datasets, collections=collections,
+        data_id=data_id, with_implied=with_implied))
 
 
 def data_id_query(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
