@@ -28,7 +28,15 @@ from .errors import (
 )
 from .formats import Formatter, formatter_for
 from .model import CollectionType, DataId, DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id
-from .registry import FileRecord, Registry, find_dataset, query_data_ids, query_datasets
+from .registry import (
+    DataIdQueryResults,
+    DatasetQueryResults,
+    FileRecord,
+    Registry,
+    find_dataset,
+    query_data_ids,
+    query_datasets,
+)
 
 
 class Butler:
@@ -431,7 +439,7 @@ class Butler:
     def query_datasets(self, dataset_type: str, *, collections: Sequence[str] | None = None,
                        where: str | None = None, bind: Mapping[str, Any] | None = None,
                        data_id: Mapping[str, Any] | None = None, find_first: bool = True,
-                       time: Any = None) -> Iterator[DatasetRef]:
+                       time: Any = None) -> DatasetQueryResults:
         """Stream datasets of a type in collections (searched in order; first match wins)."""
         colls = list(collections) if collections is not None else self.collections.defaults
         return query_datasets(self.registry, dataset_type, colls, where=where, bind=bind, data_id=data_id,
@@ -440,7 +448,7 @@ class Butler:
     def query_data_ids(self, dimensions: Sequence[str], *, where: str | None = None,
                        bind: Mapping[str, Any] | None = None, datasets: Sequence[str] = (),
                        collections: Sequence[str] | None = None, data_id: Mapping[str, Any] | None = None,
-                       ) -> Iterator[DataId]:
+                       ) -> DataIdQueryResults:
         """Stream data ids over dimensions (joined through dataset existence when ``datasets`` given)."""
         colls = list(collections) if collections is not None else self.collections.defaults
         return query_data_ids(self.registry, dimensions, where=where, bind=bind, datasets=datasets,

@@ -3,10 +3,12 @@
 from ._datasets import FileRecord
 from ._expr_sql import compile_expression, compile_where
 from ._migrate import MigrationStep, upgrade
+from ._query_results import DataIdQueryResults, DatasetQueryResults
 from ._registry import Registry
 from ._values import tuple_getter
 from .expr import parse as parse_expression
 from .queries import find_dataset, query_data_ids, query_datasets
 
-__all__ = ["FileRecord", "MigrationStep", "Registry", "compile_expression", "compile_where", "find_dataset",
-           "parse_expression", "query_data_ids", "query_datasets", "tuple_getter", "upgrade"]
+__all__ = ["DataIdQueryResults", "DatasetQueryResults", "FileRecord", "MigrationStep", "Registry",
+           "compile_expression", "compile_where", "find_dataset", "parse_expression", "query_data_ids", "query_datasets",
+           "tuple_getter", "upgrade"]
