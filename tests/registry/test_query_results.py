@@ -1,0 +1,201 @@
+"""Query results are streams of refs (data ids) and also Arrow tables with the same rows.
+
+``query_datasets`` and ``query_data_ids`` return result objects that iterate exactly as
+the generators they replace (lazily, once) and give ``to_arrow()``: one row per ref,
+built column-wise, with the same find-first, collection, time and ``where`` semantics.
+Each test compares the table with the refs of the same query, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from skybutler import CollectionError, CollectionType, DatasetTypeError, MissingDependencyError
+from skybutler.registry import DataIdQueryResults, DatasetQueryResults, query_data_ids
+
+T0 = datetime.datetime(2026, 3, 1)
+T1 = datetime.datetime(2026, 3, 15)
+T2 = datetime.datetime(2026, 4, 1)
+CALEXP_DIMS = ["instrument", "visit", "detector"]
+
+
+@pytest.fixture(params=["sqlite-memory", "postgresql-local"])
+def backend(request):
+    # Results are built in the registry: one SQLite and one PostgreSQL run suffice.
+    return request.param
+
+
+@pytest.fixture
+def repo(make_butler):
+    """calexps of 4 visits x 4 detectors in run ``old``; visits 903334 and 903338 again in ``new``."""
+    butler = make_butler(records=True)
+    butler.register_dataset_type("calexp", CALEXP_DIMS, "dict")
+    for run, visits in (("old", (903334, 903336, 903338, 903340)), ("new", (903334, 903338))):
+        butler.put_many([({"run": run, "v": v, "d": d}, "calexp", {"instrument": "HSC", "visit": v, "detector": d})
+                         for v in visits for d in range(4)], run=run)
+    butler.registry.set_chain("chain", ["new", "old"])
+    return butler
+
+
+def rows_of_refs(refs):
+    """What a table row holds for each ref, sorted (row order is not part of either's contract)."""
+    return sorted((r.id, r.dataset_type.name, r.run, *r.data_id.values()) for r in refs)
+
+
+def rows_of_table(table, dims):
+    columns = ["id", "dataset_type", "run", *dims]
+    return sorted(zip(*[table.column(c).to_pylist() for c in columns], strict=True))
+
+
+def assert_same(butler, dataset_type, **query):
+    """The table of a query holds exactly the refs its iteration gives; returns the refs."""
+    refs = list(butler.query_datasets(dataset_type, **query))
+    table = butler.query_datasets(dataset_type, **query).to_arrow()
+    dims = list(butler.registry.get_dataset_type(dataset_type).dimensions)
+    assert rows_of_table(table, dims) == rows_of_refs(refs)
+    return refs
+
+
+def test_the_table_has_one_typed_column_per_field_and_dimension(repo):
+    table = repo.query_datasets("calexp", collections=["old"]).to_arrow()
+    assert table.num_rows == 16
+    assert table.schema.field("id").type == pa.uuid()
+    assert table.schema.field("dataset_type").type == pa.string()
+    assert table.schema.field("run").type == pa.string()
+    assert table.schema.field("instrument").type == pa.string()
+    assert table.schema.field("visit").type == pa.int64()
+    assert table.schema.field("detector").type == pa.int64()
+    assert set(table.column_names) == {"id", "dataset_type", "run", *CALEXP_DIMS}
+    assert all(isinstance(i, uuid.UUID) for i in table.column("id").to_pylist())
+    assert set(table.column("run").to_pylist()) == {"old"}
+
+
+def test_find_first_over_a_chain_takes_the_shadowing_dataset(repo):
+    refs = assert_same(repo, "calexp", collections=["chain"])
+    by_visit = {}
+    for ref in refs:
+        by_visit.setdefault(ref.data_id["visit"], set()).add(ref.run)
+    assert by_visit == {903334: {"new"}, 903336: {"old"}, 903338: {"new"}, 903340: {"old"}}
+    assert len(refs) == 16
+
+
+def test_without_find_first_every_dataset_is_listed_once(repo):
+    repo.registry.register_collection("tags", CollectionType.TAGGED)
+    repo.registry.associate("tags", list(repo.query_datasets("calexp", collections=["old"], where="visit = 903336")))
+    # A dataset reachable through its run and a tag is one row, not two.
+    refs = assert_same(repo, "calexp", collections=["tags", "old", "new"], find_first=False)
+    assert len(refs) == 24 and len({r.id for r in refs}) == 24
+
+
+def test_where_on_an_implied_dimension_and_a_data_id(repo):
+    refs = assert_same(repo, "calexp", collections=["chain"], where="band = 'i' AND detector > 1")
+    assert {(r.data_id["visit"], r.data_id["detector"]) for r in refs} == {
+        (v, d) for v in (903338, 903340) for d in (2, 3)}
+    refs = assert_same(repo, "calexp", collections=["chain"], data_id={"visit": 903334}, where="detector IN (0, 3)")
+    assert {r.run for r in refs} == {"new"} and len(refs) == 2
+
+
+def test_a_spatial_constraint_on_a_dimension_the_type_lacks(repo):
+    refs = assert_same(repo, "calexp", collections=["old"], where="patch = 0 AND skymap = 'rings' AND tract = 0")
+    assert refs  # patch 0 overlaps some detectors of every visit
+
+
+def test_calibrations_with_a_time_and_ambiguous_ones_without(repo):
+    repo.register_dataset_type("bias", ["detector"], "dict", is_calibration=True)
+    a = repo.put({"bias": "A"}, "bias", instrument="HSC", detector=0, run="calib/1")
+    b = repo.put({"bias": "B"}, "bias", instrument="HSC", detector=0, run="calib/2")
+    repo.registry.register_collection("calib", CollectionType.CALIBRATION)
+    repo.registry.certify("calib", [a], T0, T1)
+    repo.registry.certify("calib", [b], T1, T2)
+    assert [r.id for r in assert_same(repo, "bias", collections=["calib"], time=T0)] == [a.id]
+    assert [r.id for r in assert_same(repo, "bias", collections=["calib"], time=T1)] == [b.id]
+    assert assert_same(repo, "bias", collections=["calib"], time=T2) == []
+    # Without a time two datasets are certified for detector 0: the table refuses as the iterator does.
+    with pytest.raises(CollectionError, match="2 datasets certified") as from_iterator:
+        list(repo.query_datasets("bias", collections=["calib"]))
+    with pytest.raises(CollectionError, match="2 datasets certified") as from_table:
+        repo.query_datasets("bias", collections=["calib"]).to_arrow()
+    assert str(from_table.value) == str(from_iterator.value)
+    assert len(assert_same(repo, "bias", collections=["calib"], find_first=False)) == 2
+
+
+def test_an_empty_result_keeps_the_schema(repo):
+    full = repo.query_datasets("calexp", collections=["old"]).to_arrow()
+    none_match = repo.query_datasets("calexp", collections=["old"], where="visit = 1").to_arrow()
+    repo.registry.register_collection("calib", CollectionType.CALIBRATION)
+    no_branch = repo.query_datasets("calexp", collections=["calib"]).to_arrow()  # never certified there
+    for table in (none_match, no_branch):
+        assert table.num_rows == 0 and table.schema == full.schema
+    ids = repo.query_data_ids(["visit", "detector"], where="visit = 1").to_arrow()
+    assert ids.num_rows == 0 and ids.schema == repo.query_data_ids(["visit", "detector"]).to_arrow().schema
+
+
+def test_file_paths_and_sizes_on_request(repo):
+    table = repo.query_datasets("calexp", collections=["chain"], where="visit = 903334").to_arrow(files=True)
+    assert table.column_names[-2:] == ["path", "size"]
+    ids = table.column("id").to_pylist()
+    records = repo.registry.get_files(ids)
+    assert len(ids) == 4 and set(records) == set(ids)
+    assert table.column("path").to_pylist() == [records[i].path for i in ids]
+    assert table.column("size").to_pylist() == [records[i].size for i in ids]
+    assert {p.split("/")[0] for p in table.column("path").to_pylist()} == {"new"}
+
+
+def test_data_id_tables_match_the_data_ids(repo):
+    for query in ({"dimensions": ["visit", "detector"], "where": "band = 'r'"},
+                  {"dimensions": ["patch"], "where": "visit = 903334"},
+                  {"dimensions": ["visit"], "datasets": ["calexp"], "collections": ["new"]}):
+        data_ids = list(repo.query_data_ids(**query))
+        table = repo.query_data_ids(**query).to_arrow()
+        assert data_ids
+        assert table.to_pylist() == [dict(d) for d in data_ids]
+
+
+def test_data_id_tables_carry_implied_dimensions_when_asked(repo):
+    result = query_data_ids(repo.registry, ["visit"], with_implied=True)
+    table = result.to_arrow()
+    assert "band" in table.column_names and "physical_filter" in table.column_names
+    bands = dict(zip(table.column("visit").to_pylist(), table.column("band").to_pylist(), strict=True))
+    assert bands == {903334: "r", 903336: "r", 903338: "i", 903340: "i"}
+    assert [d["band"] for d in query_data_ids(repo.registry, ["visit"], with_implied=True)] == ["r", "r", "i", "i"]
+
+
+def test_results_iterate_lazily_and_once_like_the_generators_they_replace(repo):
+    result = repo.query_datasets("calexp", collections=["old"])
+    assert isinstance(result, DatasetQueryResults)
+    first = next(result)
+    rest = list(result)
+    assert len(rest) == 15 and first not in rest
+    assert list(result) == []
+    # The table is the query run again, whatever has been iterated.
+    assert result.to_arrow().num_rows == 16
+    # Nothing runs before the first item is asked for: a bad name is raised there.
+    unknown = repo.query_datasets("no_such_type", collections=["old"])
+    with pytest.raises(DatasetTypeError, match="no_such_type"):
+        next(unknown)
+    with pytest.raises(DatasetTypeError, match="no_such_type"):
+        unknown.to_arrow()
+    data_ids = repo.query_data_ids(["visit"])
+    assert isinstance(data_ids, DataIdQueryResults)
+    assert [d["visit"] for d in data_ids] == [903334, 903336, 903338, 903340]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pandas") is not None, reason="pandas is installed here")
+def test_to_pandas_without_pandas_says_how_to_install_it(repo):
+    with pytest.raises(MissingDependencyError, match="pip install pandas"):
+        repo.query_datasets("calexp", collections=["old"]).to_pandas()
+    with pytest.raises(MissingDependencyError, match="pip install pandas"):
+        repo.query_data_ids(["visit"]).to_pandas()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed here")
+def test_to_pandas_gives_the_table_as_a_data_frame(repo):
+    frame = repo.query_datasets("calexp", collections=["old"]).to_pandas()
+    assert len(frame) == 16 and list(frame.columns) == repo.query_datasets(
+        "calexp", collections=["old"]).to_arrow().column_names
+    assert sorted(repo.query_data_ids(["visit"]).to_pandas()["visit"]) == [903334, 903336, 903338, 903340]
