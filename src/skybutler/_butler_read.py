@@ -6,21 +6,25 @@ collections); this module reads it, naming the dataset in every error.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DatasetNotFoundError, FileAccessError, FormatError
+from ._read_checks import lost_error, missing_error, read_verified
+from .errors import ChecksumMismatchError, DatasetNotFoundError, FileAccessError, FormatError
 from .formats import get_formatter
 from .model import DatasetRef, Image
+from .registry import integrity_sql
 
 if TYPE_CHECKING:
     from .datastore import Datastore
     from .registry import FileRecord, Registry
 
-__all__ = ["Cutouts", "copy_out", "file_records", "read_cutouts", "read_dataset", "retrieve"]
+__all__ = ["Cutouts", "copy_out", "file_records", "read_cutouts", "read_dataset", "read_datasets",
+           "retrieve"]
 
 
 @dataclass
@@ -47,16 +51,44 @@ def file_records(registry: Registry, refs: Sequence[DatasetRef]) -> Iterator[Fil
         yield record
 
 
+def read_datasets(registry: Registry, datastore: Datastore, refs: Sequence[DatasetRef],
+                  parameters: Mapping[str, Any] | None, *, verify_checksum: bool = False) -> list[Any]:
+    """Read the objects of ``refs`` (`Butler.get_many`); a dataset recorded lost raises `FileLostError`.
+
+    One registry query gives every file record with its lost mark (``verify --mark-lost``).
+    """
+    found = integrity_sql.files_for_read(registry, [r.id for r in refs])
+    out = []
+    for ref in refs:
+        record, mark = found.get(ref.id, (None, None))
+        if record is None:
+            raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
+        if mark is not None:
+            raise lost_error(ref, record, mark)
+        out.append(read_dataset(datastore, ref, record, parameters, verify_checksum=verify_checksum))
+    return out
+
+
 def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
-                 parameters: Mapping[str, Any] | None) -> Any:
-    """Read the object of ``ref`` from its file (``parameters`` read part of it)."""
+                 parameters: Mapping[str, Any] | None, *, verify_checksum: bool = False) -> Any:
+    """Read the object of ``ref`` from its file (``parameters`` read part of it).
+
+    ``verify_checksum`` compares the file's checksum with the registry's (`ChecksumMismatchError`);
+    a file that is gone raises `FileLostError`.
+    """
     formatter = get_formatter(record.format)
     try:
         with datastore.open(record.path) as f:
+            if verify_checksum:
+                return read_verified(formatter, f, ref, record, parameters)
             return formatter.read(f, parameters=parameters)  # type: ignore[arg-type]
     except FormatError as exc:
         raise FormatError(f"Cannot read {ref.dataset_type.name} {{{ref.data_id}}} from {record.path}: {exc}") from None
     except FileAccessError as exc:
+        if isinstance(exc, ChecksumMismatchError):
+            raise
+        if exc.errno == errno.ENOENT:
+            raise missing_error(ref, record, exc) from None
         raise FileAccessError(exc.errno, f"File of {ref.dataset_type.name} {{{ref.data_id}}} is missing: {exc}") from None
 
 

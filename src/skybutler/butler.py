@@ -392,9 +392,8 @@ class Butler:
 
     def get_many(self, refs: Sequence[DatasetRef], *, parameters: Mapping[str, Any] | None = None) -> list[Any]:
         """Read many datasets by ref (one registry query for all their files)."""
-        refs = list(refs)
-        return [_butler_read.read_dataset(self.datastore, ref, record, parameters)
-                for ref, record in zip(refs, _butler_read.file_records(self.registry, refs), strict=True)]
+        return _butler_read.read_datasets(self.registry, self.datastore, list(refs), parameters,
+                                          verify_checksum=self.config.datastore.verify_on_read)
 
     def get_cutouts(self, ref_or_type: DatasetRef | str, boxes: Sequence[tuple[int, int, int, int]],
                     data_id: Mapping[str, Any] | None = None, *, collections: Sequence[str] | None = None,

@@ -114,6 +114,9 @@ class DatastoreConfig(_Section):
     root: str = Field(".", description="Path or URL (file://, s3://bucket/prefix, memory://name); relative to the repository root")
     checksum: str = Field("md5", description="hashlib algorithm for file checksums, or 'none'")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (e.g. S3 endpoint_url)")
+    verify_on_read: bool = Field(False, description=(
+        "get compares each file's checksum with the registry's (hashed while reading; "
+        "ChecksumMismatchError if it differs)"))
 
 
 class TemplatesConfig(_Section):

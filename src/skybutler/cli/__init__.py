@@ -80,6 +80,7 @@ def _attach_optional() -> None:
 
     for module, attr in (("pipeline_cmds", "pipeline_group"), ("provenance_cmds", "provenance_group"),
                          ("ops_cmds", "COMMANDS"), ("batch_cmds", "batch_group"), ("demo_cmds", "demo"),
+                         ("integrity_cmds", "COMMANDS"),
                          ("migrate_cmds", "COMMANDS"),
                          ("dump_cmds", "COMMANDS")):
         try:

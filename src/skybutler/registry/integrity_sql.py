@@ -1,0 +1,154 @@
+"""SQL of the integrity checks (`skybutler.ops.verify`, `Butler.get`): lost marks and file streams.
+
+``file_lost`` (schema 5) holds one row per dataset whose file `verify --mark-lost` found
+missing, of the wrong size, or with bytes that no longer match their checksum; a get of
+such a dataset raises `FileLostError` instead of reading. These functions are the only
+code that touches the table; each works in bulk, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from ..model import DatasetRef
+from ._datasets import FileRecord
+from ._values import chunks
+
+if TYPE_CHECKING:
+    from ._registry import Registry
+
+__all__ = ["LostMark", "clear_lost", "count_files", "files_for_read", "lost_marks", "mark_lost", "stored_files"]
+
+_STREAM = 2000
+
+
+@dataclass(frozen=True)
+class LostMark:
+    """A dataset recorded lost: when `verify` noticed it and why (``"missing: ..."``, ``"checksum: ..."``)."""
+
+    dataset_id: uuid.UUID
+    noticed: datetime.datetime
+    reason: str
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def mark_lost(registry: Registry, marks: Iterable[tuple[uuid.UUID, str]], *,
+              noticed: datetime.datetime | None = None) -> int:
+    """Record datasets as lost, with the reason; returns how many were given.
+
+    A dataset already marked keeps the time it was first noticed and takes the new
+    reason (a file first missing, then back but corrupted, says so). Datasets that no
+    longer exist are skipped (their row went with them).
+    """
+    when = (noticed or _now()).replace(tzinfo=None)
+    rows = [{"dataset_id": i, "noticed": when, "reason": r} for i, r in marks]
+    if not rows:
+        return 0
+    t, d = registry.tables.file_lost, registry.tables.dataset
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert: Any = postgresql.insert if registry.dialect == "postgresql" else sqlite.insert
+    stmt = insert(t)
+    stmt = stmt.on_conflict_do_update(index_elements=[t.c.dataset_id], set_={"reason": stmt.excluded.reason})
+    with registry.transaction() as conn:
+        for chunk in chunks(rows):
+            existing = set(conn.execute(sa.select(d.c.id).where(d.c.id.in_([r["dataset_id"] for r in chunk])))
+                           .scalars())
+            present = [r for r in chunk if r["dataset_id"] in existing]
+            if present:
+                conn.execute(stmt, present)
+    return len(rows)
+
+
+def clear_lost(registry: Registry, ids: Iterable[uuid.UUID]) -> int:
+    """Remove the lost marks of datasets whose files are back and correct; returns how many were removed."""
+    ids = list(ids)
+    if not ids:
+        return 0
+    t = registry.tables.file_lost
+    removed = 0
+    with registry.transaction() as conn:
+        for chunk in chunks(ids):
+            removed += conn.execute(sa.delete(t).where(t.c.dataset_id.in_(list(chunk)))).rowcount or 0
+    return removed
+
+
+def lost_marks(registry: Registry, ids: Sequence[uuid.UUID] | None = None) -> dict[uuid.UUID, LostMark]:
+    """The lost marks of ``ids`` (of every marked dataset when None)."""
+    t = registry.tables.file_lost
+    out: dict[uuid.UUID, LostMark] = {}
+    with registry.database.read() as conn:
+        if ids is None:
+            results: Iterable[Any] = [conn.execute(sa.select(t))]
+        else:
+            results = (conn.execute(sa.select(t).where(t.c.dataset_id.in_(list(chunk)))) for chunk in chunks(list(ids)))
+        for result in results:
+            for row in result.mappings():
+                out[row["dataset_id"]] = LostMark(row["dataset_id"], row["noticed"], row["reason"])
+    return out
+
+
+def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
+                   ) -> dict[uuid.UUID, tuple[FileRecord, LostMark | None]]:
+    """The file record of each of ``ids`` that has one, with its lost mark if any: one query per 500 ids.
+
+    What a get needs in one round trip (the file joined to its mark), so that refusing
+    datasets marked lost costs a get no extra statement.
+    """
+    f, t = registry.tables.file, registry.tables.file_lost
+    db = registry.database
+    columns = [*f.c, t.c.noticed, t.c.reason]
+    many = db.statement("files_for_read", lambda: sa.select(*columns).select_from(
+        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id.in_(sa.bindparam("ids", expanding=True))))
+    one = db.statement("files_for_read_one", lambda: sa.select(*columns).select_from(
+        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id == sa.bindparam("id")))
+    names = [c.name for c in f.c]
+    out: dict[uuid.UUID, tuple[FileRecord, LostMark | None]] = {}
+    with db.read(autocommit=True) as conn:
+        for chunk in chunks(list(ids)):
+            result = conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1 else conn.execute(many, {"ids": list(chunk)})
+            for row in result.mappings():
+                record = FileRecord(**{n: row[n] for n in names})
+                mark = None if row["noticed"] is None else LostMark(record.dataset_id, row["noticed"], row["reason"])
+                out[record.dataset_id] = (record, mark)
+    return out
+
+
+def _file_select(registry: Registry, runs: Sequence[str] | None) -> Any:
+    f, d = registry.tables.file, registry.tables.dataset
+    stmt = sa.select(d, *[c.label(f"file_{c.name}") for c in f.c]).join(f, f.c.dataset_id == d.c.id)
+    if runs is not None:
+        stmt = stmt.where(d.c.run_id.in_([registry.run_id(r) for r in runs]))
+    return stmt
+
+
+def count_files(registry: Registry, runs: Sequence[str] | None = None) -> int:
+    """How many file records there are (of datasets in ``runs`` when given): the total of a progress bar."""
+    stmt = sa.select(sa.func.count()).select_from(_file_select(registry, runs).subquery())
+    with registry.database.read() as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def stored_files(registry: Registry, runs: Sequence[str] | None = None) -> Iterator[tuple[FileRecord, DatasetRef]]:
+    """Every file record with its dataset (of datasets in ``runs`` when given), streamed.
+
+    Raises `CollectionError` for a name in ``runs`` that is not a run.
+    """
+    f = registry.tables.file
+    stmt = _file_select(registry, runs)
+    records = registry.dataset_records
+    with registry.database.read() as conn:
+        result = conn.execution_options(yield_per=_STREAM).execute(stmt).mappings()
+        for rows in result.partitions():
+            refs = records.refs_from_rows(conn, rows)
+            for row, ref in zip(rows, refs, strict=True):
+                yield FileRecord(**{c.name: row[f"file_{c.name}"] for c in f.c}), ref
