@@ -29,7 +29,11 @@ __all__ = ["Cutouts", "copy_out", "file_records", "read_cutouts", "read_dataset"
 
 @dataclass
 class Cutouts:
-    """Result of `Butler.get_cutouts`: the cutouts and how many bytes were read to make them."""
+    """Result of `Butler.get_cutouts`: the cutouts and how many bytes were read to make them.
+
+    ``bytes_read`` counts what travelled from the store: on an object store the byte ranges
+    fetched (headers included), locally the bytes read from the file.
+    """
 
     images: list[Image]
     bytes_read: int
@@ -78,7 +82,8 @@ def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
     """
     formatter = get_formatter(record.format)
     try:
-        with datastore.open(record.path) as f:
+        # A box of an image is read in byte ranges; everything else whole, with large reads.
+        with datastore.open(record.path, partial=bool(parameters and "bbox" in parameters)) as f:
             if verify_checksum:
                 return read_verified(formatter, f, ref, record, parameters)
             return formatter.read(f, parameters=parameters)  # type: ignore[arg-type]
@@ -101,8 +106,11 @@ def read_cutouts(datastore: Datastore, ref: DatasetRef, record: FileRecord,
     if cutouts is None:
         raise FormatError(f"{ref.dataset_type.name} is stored as {record.format}, which has no cutout reads")
     try:
-        with datastore.open(record.path) as f:
+        with datastore.open(record.path, partial=True) as f:
             images, nbytes = cutouts(f, boxes, plane=plane, hdu=hdu)
+            # A remote file counts the bytes of the ranges it fetched; a local one, read as
+            # asked, is counted by the formatter.
+            nbytes = getattr(f, "bytes_fetched", nbytes)
     except FormatError as exc:
         raise FormatError(f"Cannot cut out of {ref.dataset_type.name} {{{ref.data_id}}} ({record.path}): {exc}") from None
     return Cutouts(images, nbytes, record.size, record.path)

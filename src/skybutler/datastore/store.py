@@ -40,6 +40,7 @@ from ._files import TEMPORARY_MAX_AGE, GuardedFile, PendingFile, is_temporary
 from ._ingest import TRANSFER_MODES, ingest_file
 from ._journal import MANIFEST_DIR, append_manifest, forget_removal, pending_removals, record_removal
 from ._location import StoreLocation, file_hash
+from ._ranges import RangedFile
 from ._transactions import FileTransactions
 from .backends import is_in_memory, is_url
 
@@ -294,8 +295,22 @@ class Datastore:
             except FileNotFoundError:
                 return False
 
-    def open(self, path: str, mode: str = "rb") -> IO[Any]:
+    def open(self, path: str, mode: str = "rb", *, partial: bool = False) -> IO[Any]:
         """Open a file for reading (``"rb"`` or ``"r"``); use it as a context manager.
+
+        Parameters
+        ----------
+        path
+            The file, relative to the root (or the URL of a ``direct`` ingest).
+        mode
+            ``"rb"`` or ``"r"``.
+        partial
+            The caller reads a few parts of the file (cutouts, a box of an image), not all
+            of it. On an object store the file is then a `RangedFile`: it fetches only the
+            bytes read (no large read-ahead), its ``prefetch(ranges)`` fetches many ranges in
+            one concurrent batch, and its ``bytes_fetched`` counts the bytes that travelled.
+            Whole-file reads leave it False: they keep the filesystem's large reads. Local
+            and in-memory files are the same either way.
 
         Raises
         ------
@@ -314,6 +329,12 @@ class Datastore:
                     # The memory filesystem hands out its one shared buffer; give each reader its own.
                     data: IO[Any] = io.BytesIO(fs.cat_file(full))
                     return io.TextIOWrapper(data, encoding="utf-8") if mode == "r" else data
+                if partial and mode == "rb" and not isinstance(fs, LocalFileSystem):
+                    info = fs.info(full)
+                    if info.get("type") != "file":
+                        raise IsADirectoryError(full)
+                    return cast(IO[Any], RangedFile(fs, full, int(info["size"]),
+                                                    guard=lambda: self._location.errors("read", path)))
                 stream = fs.open(full, mode)
         except (FileNotFoundError, IsADirectoryError):
             raise self._location.missing(path) from None

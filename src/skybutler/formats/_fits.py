@@ -297,16 +297,18 @@ class FitsFormatter(Formatter):
             require_complete(hdul, index, reader)
             pixels = hdul[index]
             shape = image_shape(pixels)
-            cutouts = []
-            for box in boxes:
-                y0, y1, x0, x1 = clip(as_box(box, what="a cutout box"), shape)
-                cutouts.append(
-                    Image(
-                        native(pixels.section[y0:y1, x0:x1]),
-                        header=copy.deepcopy(header),  # HISTORY lists are not shared
-                        origin=(origin[0] + y0, origin[1] + x0),
-                    )
+            clipped = [clip(as_box(box, what="a cutout box"), shape) for box in boxes]
+            # Named before they are read, the rows of every box come from a remote store in
+            # one batch of concurrent requests, not one request per row.
+            reader.prefetch([part for box in clipped for part in box_ranges(pixels, box, shape)])
+            cutouts = [
+                Image(
+                    native(pixels.section[y0:y1, x0:x1]),
+                    header=copy.deepcopy(header),  # HISTORY lists are not shared
+                    origin=(origin[0] + y0, origin[1] + x0),
                 )
+                for y0, y1, x0, x1 in clipped
+            ]
         return cutouts, reader.bytes_read
 
     @contextlib.contextmanager
@@ -327,12 +329,14 @@ class FitsFormatter(Formatter):
         shape = image_shape(hdul[index])
         box = (0, shape[0], 0, shape[1]) if bbox is None else clip(as_box(bbox, what="bbox"), shape)
         y0, y1, x0, x1 = box
-        planes = {}
-        for name, plane_index in plane_hdus(hdul, index) if with_planes else ():
+        plane_indexes = dict(plane_hdus(hdul, index)) if with_planes else {}
+        for plane_index in plane_indexes.values():
             plane_shape(hdul, plane_index, shape)
             require_complete(hdul, plane_index, reader)
-            planes[name] = read_pixels(hdul[plane_index], box, shape)
         require_complete(hdul, index, reader)
+        if bbox is not None:  # a whole image is read in one piece per HDU anyway
+            reader.prefetch([part for i in (*plane_indexes.values(), index) for part in box_ranges(hdul[i], box, shape)])
+        planes = {name: read_pixels(hdul[i], box, shape) for name, i in plane_indexes.items()}
         data = read_pixels(hdul[index], box, shape)
         return Image(data, header=header, planes=planes, origin=(origin[0] + y0, origin[1] + x0))
 
@@ -349,3 +353,18 @@ class FitsFormatter(Formatter):
             start, stop = as_rows(given["rows"])
             table = table.slice(start, max(0, min(stop, table.num_rows) - start))
         return table
+
+
+def box_ranges(hdu: Any, box: tuple[int, int, int, int], shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """The byte ranges ``(start, end)`` of the file that hold ``box`` (clipped) of an image HDU.
+
+    FITS stores an image row after row (the last axis varies fastest), uncompressed: one
+    range per row of the box, or one for the box when it spans whole rows.
+    """
+    y0, y1, x0, x1 = box
+    start = int(hdu.fileinfo()["datLoc"])
+    pixel = abs(int(hdu.header["BITPIX"])) // 8  # as stored; BZERO/BSCALE apply after reading
+    row = shape[1] * pixel
+    if (x0, x1) == (0, shape[1]):
+        return [(start + y0 * row, start + y1 * row)]
+    return [(start + y * row + x0 * pixel, start + y * row + x1 * pixel) for y in range(y0, y1)]

@@ -306,6 +306,10 @@ class CountingReader(io.RawIOBase):
     Closing it leaves the file it wraps open, so libraries that close what they
     are given (astropy does) cannot close the caller's file.
 
+    A reader that knows which byte ranges it is about to read names them to `prefetch`:
+    a file that can fetch many ranges at once (the datastore's remote files opened for
+    a partial read) does so; other files ignore it.
+
     Parameters
     ----------
     fileobj
@@ -342,6 +346,15 @@ class CountingReader(io.RawIOBase):
 
     def tell(self) -> int:
         return self._fileobj.tell()
+
+    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Let the wrapped file fetch the byte ranges ``(start, end)`` about to be read, if it can.
+
+        Bytes it fetches are counted when they are read, not here.
+        """
+        prefetch = getattr(self._fileobj, "prefetch", None)
+        if prefetch is not None:
+            prefetch(ranges)
 
     def size(self) -> int:
         """Return the length of the wrapped file in bytes (the position is kept)."""
