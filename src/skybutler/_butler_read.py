@@ -82,8 +82,10 @@ def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
     """
     formatter = get_formatter(record.format)
     try:
-        # A box of an image is read in byte ranges; everything else whole, with large reads.
-        with datastore.open(record.path, partial=bool(parameters and "bbox" in parameters)) as f:
+        # A box of an image is read in byte ranges; everything else whole, with large reads
+        # (so is a box whose file is verified: its checksum needs every byte).
+        partial = bool(parameters and "bbox" in parameters) and not verify_checksum
+        with datastore.open(record.path, partial=partial) as f:
             if verify_checksum:
                 return read_verified(formatter, f, ref, record, parameters)
             return formatter.read(f, parameters=parameters)  # type: ignore[arg-type]

@@ -53,8 +53,8 @@ def image() -> Image:
     return Image(data, header={"EXPTIME": 30.0}, planes={"mask": mask})
 
 
-def _repository(root, datastore: str | None = None, options: dict | None = None) -> Butler:
-    config = {"datastore": {"storage_options": options}} if options else None
+def _repository(root, datastore: str | None = None, options: dict | None = None, **settings: Any) -> Butler:
+    config = {"datastore": {"storage_options": options, **settings}} if options else None
     butler = Butler.create(root, run="r", datastore=datastore, config=config)
     butler.insert_dimension_records("instrument", [{"instrument": "HSC", "class_name": "HSC"}])
     butler.insert_dimension_records("detector", [{"instrument": "HSC", "detector": 1, "name": "1_54"}])
@@ -158,6 +158,23 @@ def test_a_whole_get_on_s3_keeps_its_few_large_reads(local, remote, image):
     np.testing.assert_array_equal(got.planes["mask"], local[0].get(local[1]).planes["mask"])
     assert transport.requests <= 2
     assert transport.bytes == butler.datastore.size(butler.registry.get_files([ref.id])[ref.id].path)
+
+
+def test_a_verified_bbox_get_on_s3_reads_the_file_once_whole(tmp_path, s3_bucket, image):
+    bucket, options = s3_bucket
+    root = f"s3://{bucket}/verified"
+    butler = _repository(tmp_path / "verified", root, options, verify_on_read=True)
+    ref = butler.put(image, "calexp", DATA_ID)
+    transport = Transport(filesystem(root, options)[0])
+    transport.reset()
+
+    got = butler.get(ref, parameters={"bbox": (10, 20, 30, 40)})
+
+    np.testing.assert_array_equal(got.data, image.data[10:20, 30:40])
+    # Its checksum needs every byte: one large read, not the box's rows and then the rest.
+    assert transport.requests == 1
+    assert transport.bytes == butler.datastore.size(butler.registry.get_files([ref.id])[ref.id].path)
+    butler.close()
 
 
 def test_local_cutouts_still_report_the_bytes_read_from_the_file(local):
