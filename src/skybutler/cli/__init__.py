@@ -82,7 +82,8 @@ def _attach_optional() -> None:
                          ("ops_cmds", "COMMANDS"), ("batch_cmds", "batch_group"), ("demo_cmds", "demo"),
                          ("integrity_cmds", "COMMANDS"),
                          ("migrate_cmds", "COMMANDS"),
-                         ("dump_cmds", "COMMANDS")):
+                         ("dump_cmds", "COMMANDS"),
+                         ("daf_cmds", "COMMANDS")):
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as exc:

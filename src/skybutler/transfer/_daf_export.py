@@ -108,6 +108,7 @@ class DafButlerExportSource:
         self.universe_version = doc.get("universe_version")
         self.universe_namespace = doc.get("universe_namespace")
         self._items: list[dict[str, Any]] = [item for item in doc["data"] if isinstance(item, dict)]
+        self._sizes: dict[str, int | None] = {}  # every file is looked at before anything is written
         counts: dict[str, int] = {}
         types: dict[str, tuple[str, ...]] = {}
         for item in self._items:
@@ -129,6 +130,7 @@ class DafButlerExportSource:
                 if rec.get("path"):
                     ids = _as_list(rec.get("dataset_id"))
                     self.mapping.file_format(dataset_type, rec["path"], f"{dataset_type.name} dataset {ids[:1]}")
+                    self._sizes[rec["path"]] = self._size(dataset_type.name, ids, rec["path"])
 
     @property
     def universe(self) -> DimensionUniverse:
@@ -189,18 +191,23 @@ class DafButlerExportSource:
         if batch:
             yield batch
 
+    def _size(self, type_name: str, ids: list[Any], path: str) -> int | None:
+        if "://" in path:
+            return None  # a file held elsewhere (ingested in place): the writer reads it there
+        local = Path(path) if Path(path).is_absolute() else self.directory / path
+        try:
+            return local.stat().st_size
+        except OSError:
+            raise TransferError(f"The file of {type_name} dataset {ids[0]} is missing from the export: {local} "
+                                "(was it exported with a transfer mode, e.g. transfer='copy'?)") from None
+
     def _file(self, type_name: str, ids: list[Any], path: str | None) -> tuple[str | None, int | None, str | None]:
         if path is None:
             return None, None, None
         if "://" in path:
             return path, None, path
         local = Path(path) if Path(path).is_absolute() else self.directory / path
-        try:
-            size = local.stat().st_size
-        except OSError:
-            raise TransferError(f"The file of {type_name} dataset {ids[0]} is missing from the export: {local} "
-                                "(was it exported with a transfer mode, e.g. --transfer copy?)") from None
-        return (path if not Path(path).is_absolute() else local.as_uri()), size, local.as_uri()
+        return (path if not Path(path).is_absolute() else local.as_uri()), self._sizes[path], local.as_uri()
 
     def tags(self) -> Iterator[list[tuple[str, uuid.UUID]]]:
         for item in self._of_type("associations"):

@@ -3,7 +3,7 @@
 Both daf_butler sources (an export file, a registry database) read daf_butler's own
 values and hand them to one `DafMapping`, so the two mean the same thing. Nothing here
 imports daf_butler or lsst.sphgeom: regions are decoded from sphgeom's byte encoding,
-times from TAI (ISO text or nanoseconds since 1970-01-01 TAI) with astropy.
+times from TAI (ISO text or nanoseconds since 1970-01-01 TAI) with ERFA's leap seconds.
 """
 
 from __future__ import annotations
@@ -112,12 +112,40 @@ def _region_bytes(encoded: bytes | str) -> bytes:
         return base64.b64decode(encoded)
 
 
+_TAI_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def tai_to_utc(tai: datetime.datetime) -> datetime.datetime:
+    """UTC of a TAI time (both naive datetimes), by the leap-second table of ERFA.
+
+    ERFA (pyerfa, which astropy is built on) rather than ``astropy.time``: importing the
+    latter costs seconds, the table lookup microseconds. TAI - UTC is looked up at the
+    TAI date, then again at the UTC date found, so a time just after a leap second is
+    converted with the right offset.
+    """
+    import warnings
+
+    import erfa
+
+    def offset(t: datetime.datetime) -> datetime.timedelta:
+        day = (t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6) / 86400
+        with warnings.catch_warnings():  # "dubious year" before 1960 or far ahead: the table's edge is kept
+            warnings.simplefilter("ignore")
+            return datetime.timedelta(seconds=float(erfa.dat(t.year, t.month, t.day, day)))
+
+    return tai - offset(tai - offset(tai))
+
+
 @functools.lru_cache(maxsize=65536)
 def tai_iso_to_utc(text: str) -> datetime.datetime:
     """A naive UTC datetime from daf_butler's TAI ISO text (``2026-03-02 01:00:00.000000000``)."""
-    from astropy.time import Time
-
-    return Time(text, format="iso", scale="tai").utc.to_datetime()
+    try:
+        # Python reads any number of fractional digits and keeps microseconds, as daf_butler's
+        # nanoseconds cannot be kept in a datetime anyway.
+        tai = datetime.datetime.fromisoformat(text.strip().replace("T", " "))
+    except ValueError:
+        raise TransferError(f"Cannot read the daf_butler time {text!r} (expected TAI ISO text)") from None
+    return tai_to_utc(tai.replace(tzinfo=None))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -125,10 +153,7 @@ def tai_nsec_to_utc(nsec: int) -> datetime.datetime | None:
     """A naive UTC datetime from daf_butler's database time (TAI ns since 1970); None at its bounds."""
     if nsec is None or nsec <= _DAF_NSEC_MIN or nsec >= _DAF_NSEC_MAX:
         return None
-    from astropy.time import Time, TimeDelta
-
-    epoch = Time("1970-01-01 00:00:00", format="iso", scale="tai")
-    return (epoch + TimeDelta(nsec // 10**9, (nsec % 10**9) / 1e9, format="sec")).utc.to_datetime()
+    return tai_to_utc(_TAI_EPOCH + datetime.timedelta(microseconds=nsec // 1000))
 
 
 @dataclass

@@ -116,8 +116,15 @@ class DafButlerRepoSource:
         return out
 
     def _check_files(self) -> None:
-        """Refuse, before anything is written, datasets stored in pieces (disassembled composites)."""
+        """Refuse, before anything is written, missing files and datasets stored in pieces (composites)."""
         files = self._table("file_datastore_records")
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.select(files.c.dataset_id, files.c.path))
+            while rows := result.fetchmany(10_000):
+                for dataset_id, path in rows:
+                    if "://" not in path and not (self.datastore_root / path).is_file():
+                        raise TransferError(f"The file of dataset {as_uuid(dataset_id)} is missing from the "
+                                            f"daf_butler repository: {self.datastore_root / path}")
         row = self._rows(sa.select(files.c.dataset_id, files.c.component, files.c.path)
                          .where(files.c.component != _NULL_COMPONENT).limit(1))
         if row:

@@ -48,6 +48,7 @@ from .content import TransferReport
 
 if TYPE_CHECKING:
     from ..butler import Butler
+    from ..dimensions import DimensionUniverse
 
 __all__ = [
     "FORMATS_BY_EXTENSION",
@@ -57,6 +58,7 @@ __all__ = [
     "DafButlerExportSource",
     "DafButlerImport",
     "DafButlerRepoSource",
+    "daf_butler_source",
     "decode_region",
     "import_daf_butler",
 ]
@@ -72,17 +74,32 @@ class DafButlerImport:
     dropped: list[str] = field(default_factory=list)
 
 
-def import_daf_butler(target: Butler, path: str | Path, *, repo: bool = False, transfer: str = "copy",
+def daf_butler_source(path: str | Path, *, repo: bool = False, universe: DimensionUniverse | None = None,
                       drop_unknown_dimensions: bool = False, storage_class_map: Mapping[str, str] | None = None,
-                      on_conflict: str = "raise", progress: bool = False) -> DafButlerImport:
+                      ) -> DafButlerExportSource | DafButlerRepoSource:
+    """The source for an export file, or with ``repo=True`` for a daf_butler repository's root.
+
+    Everything the import would refuse (unknown dimensions, storage classes, file formats,
+    a file that is not an export) is refused here, before any repository is touched.
+    """
+    kind = DafButlerRepoSource if repo else DafButlerExportSource
+    return kind(path, universe=universe, storage_class_map=storage_class_map,
+                drop_unknown_dimensions=drop_unknown_dimensions)
+
+
+def import_daf_butler(target: Butler, source: str | Path | DafButlerExportSource | DafButlerRepoSource, *,
+                      repo: bool = False, transfer: str = "copy", drop_unknown_dimensions: bool = False,
+                      storage_class_map: Mapping[str, str] | None = None, on_conflict: str = "raise",
+                      progress: bool = False) -> DafButlerImport:
     """Import a daf_butler export file (or, with ``repo=True``, a daf_butler repository) into ``target``.
 
     Parameters
     ----------
     target
         The repository written (its universe is the one mapped into).
-    path
-        The export file (``export.yaml``), or with ``repo=True`` the daf_butler repository's root.
+    source
+        The export file (``export.yaml``), or with ``repo=True`` the daf_butler repository's
+        root; or a source made by `daf_butler_source` (the options below then unused).
     transfer, on_conflict, progress
         As for `skybutler.transfer.importer.import_content`.
     drop_unknown_dimensions
@@ -98,9 +115,9 @@ def import_daf_butler(target: Butler, path: str | Path, *, repo: bool = False, t
     """
     from .importer import import_content
 
-    kind = DafButlerRepoSource if repo else DafButlerExportSource
-    source = kind(path, universe=target.universe, storage_class_map=storage_class_map,
-                  drop_unknown_dimensions=drop_unknown_dimensions)
+    if isinstance(source, str | Path):
+        source = daf_butler_source(source, repo=repo, universe=target.universe, storage_class_map=storage_class_map,
+                                   drop_unknown_dimensions=drop_unknown_dimensions)
     try:
         report = import_content(target, source, transfer=transfer, on_conflict=on_conflict, progress=progress)
     finally:
