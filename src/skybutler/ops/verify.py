@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from ..model import DatasetRef
     from ..registry import FileRecord
 
-__all__ = ["MAX_LISTED", "PROBLEM_KINDS", "QUARANTINE_DIR", "Problem", "VerifyReport", "verify"]
+__all__ = ["MAX_LISTED", "PROBLEM_KINDS", "QUARANTINE_DIR", "Problem", "ProgressBars", "VerifyReport", "check_file",
+           "skipped_paths", "verify"]
 
 PROBLEM_KINDS: dict[str, str] = {
     "lost": "registered, but the file is missing",
@@ -216,7 +217,7 @@ def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress
     datastore, registry = butler.datastore, butler.registry
     report = VerifyReport(datastore.root, checksums)
     runs = None if runs is None else list(runs)
-    with _Progress(progress) as bars:
+    with ProgressBars(progress) as bars:
         total = integrity_sql.count_files(registry, runs)
         marks = integrity_sql.lost_marks(registry) if mark_lost else {}
         to_mark: list[tuple[uuid.UUID, str]] = []
@@ -332,7 +333,7 @@ def _local_file(full: str, expected_size: int, algorithm: str | None) -> tuple[i
 # -- files under the root ------------------------------------------------------------------------
 
 
-def _own_files(butler: Butler) -> tuple[set[str], tuple[str, ...]]:
+def skipped_paths(butler: Butler) -> tuple[set[str], tuple[str, ...]]:
     """Files and directories under the datastore root that belong to the repository, not to datasets.
 
     The configuration, the SQLite registry (and its journal files), ``.skybutler/`` (run
@@ -351,10 +352,10 @@ def _own_files(butler: Butler) -> tuple[set[str], tuple[str, ...]]:
     return files, dirs
 
 
-def _walk(butler: Butler, report: VerifyReport, bars: _Progress, *, keep: bool) -> list[str]:
+def _walk(butler: Butler, report: VerifyReport, bars: ProgressBars, *, keep: bool) -> list[str]:
     """Report dark, temporary and removal files under the root; returns the dark ones when ``keep``."""
     datastore, registry = butler.datastore, butler.registry
-    own, skipped = _own_files(butler)
+    own, skipped = skipped_paths(butler)
     removals: dict[str, str] = {}
     for rel, label, paths in datastore.pending_removals():
         left = 0
@@ -442,7 +443,7 @@ def _remove_empty_parents(datastore: Datastore, path: str) -> None:
 # -- progress ------------------------------------------------------------------------------------
 
 
-class _Progress:
+class ProgressBars:
     """Rich progress bars on standard error when asked, nothing otherwise."""
 
     def __init__(self, enabled: bool):
@@ -454,7 +455,7 @@ class _Progress:
             self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=Console(stderr=True), transient=False)
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> ProgressBars:
         if self._bars is not None:
             self._bars.start()
         return self
