@@ -27,7 +27,7 @@ from .errors import (
     RepositoryExistsError,
 )
 from .formats import Formatter, formatter_for
-from .model import CollectionType, DataId, DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id
+from .model import CollectionType, DataId, DatasetRef, DatasetType, new_dataset_id
 from .registry import (
     DataIdQueryResults,
     DatasetQueryResults,
@@ -317,7 +317,8 @@ class Butler:
     # -- ingest ------------------------------------------------------------------------
 
     def ingest(self, files: Iterable[FileDataset], *, run: str | None = None, transfer: str = "auto",
-               checksum: bool = True, progress: Any = None) -> list[DatasetRef]:
+               checksum: bool = True, progress: Any = None, rename: str | None = None,
+               records: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[DatasetRef]:
         """Register existing files as datasets; ids are deterministic so re-ingest is a no-op.
 
         Parameters
@@ -332,6 +333,13 @@ class Butler:
             already under the root, else ``copy``).
         checksum
             Compute checksums (reads every byte; False records sizes only).
+        rename
+            A file template naming the stored files instead of the repository's templates
+            (it may also use each file's ``metadata``); names are checked unique first.
+        records
+            Dimension records the files need, by element (from an ingest plugin): inserted
+            when absent in the transaction that adds the datasets; one that exists with
+            other values is a `DimensionError` and nothing is ingested.
 
         Returns
         -------
@@ -341,19 +349,12 @@ class Butler:
         self._require_writeable()
         if transfer not in TRANSFER_MODES:
             raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
-        files = list(files)
-        _butler_ingest.check_sources(files)
-        refs = self._new_refs([(f.dataset_type, f.data_id) for f in files], run)
-        refs = [DatasetRef(dataset_id_for_ingest(r.dataset_type.name, r.data_id, r.run), r.dataset_type,
-                           r.data_id, r.run) for r in refs]
-        existing = self.registry.get_datasets([r.id for r in refs])
-        todo = [(f, r) for f, r in zip(files, refs, strict=True) if r.id not in existing]
-        # Every file's content is checked before any is transferred: a refused file leaves no trace.
-        formatters = [_butler_ingest.ingest_formatter(self.datastore, ref.dataset_type, f, self._formatter)
-                      for f, ref in todo]
-        _butler_ingest.ingest_files(self.registry, self.datastore, self.templates, self.template_variables, todo,
-                                    formatters, transfer, checksum, progress)
-        return refs
+        run = run or self.run
+        if run is None:
+            raise CollectionError("No run to write to: pass run=... or open the butler with run=...")
+        return _butler_ingest.ingest(self.registry, self.datastore, self.templates, self.template_variables,
+                                     list(files), run, transfer=transfer, checksum=checksum, progress=progress,
+                                     rename=rename, records=records, expand=self._expand, formatter_of=self._formatter)
 
     # -- get ---------------------------------------------------------------------------
 
@@ -432,6 +433,25 @@ class Butler:
         """The full location of a dataset's file."""
         record = next(_butler_read.file_records(self.registry, [ref]))
         return self.datastore.url(record.path)
+
+    def transfer_from(self, source: Butler, refs: Iterable[DatasetRef], *, transfer: str = "copy",
+                      new_ids: bool = False, mode: str = "limited", include_provenance: bool = True,
+                      progress: bool = False) -> Any:
+        """Bring datasets of another repository here, with what they need; returns a `TransferReport`.
+
+        Records, dataset types, runs and (``mode="full"``: also the provenance ancestors)
+        are carried; what this repository holds identically is skipped, and a conflict is
+        raised (`TransferConflictError`) after the rest is written, never overwritten. See
+        `skybutler.transfer.importer.import_content` for ``transfer`` and ``new_ids``.
+
+        Examples
+        --------
+        >>> report = central.transfer_from(scratch, scratch.query_datasets("calexp", collections=["run"]))  # doctest: +SKIP
+        """
+        from .transfer import RegistrySource, import_content
+
+        content = RegistrySource(source, refs, mode=mode, include_provenance=include_provenance)
+        return import_content(self, content, transfer=transfer, new_ids=new_ids, progress=progress)
 
     # -- queries -----------------------------------------------------------------------
 

@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "delete_run_provenance",
+    "edges_of_executions",
     "execution_counts",
     "execution_edges",
     "executions",
+    "executions_by_id",
     "generating_executions",
     "get_execution",
     "insert_executions",
     "lineage",
+    "touching_executions",
 ]
 
 _CHUNK = 500
@@ -134,6 +137,51 @@ def derived_edges(registry: Registry, dataset_ids: Sequence[uuid.UUID]) -> list[
             out += [tuple(r) for r in conn.execute(  # type: ignore[misc]
                 sa.select(dv.c.dataset_id, dv.c.source_id).where(dv.c.dataset_id.in_(ids[i:i + _CHUNK]))).all()]
     return out
+
+
+def touching_executions(registry: Registry, dataset_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int | None]:
+    """Executions that generated or used any of ``dataset_ids``: execution id -> its run's collection id."""
+    ex, gen, used = registry.tables.execution, registry.tables.generated, registry.tables.used
+    ids = list(dataset_ids)
+    out: dict[uuid.UUID, int | None] = {}
+    with registry.database.read() as conn:
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            for edge in (gen, used):
+                stmt = (sa.select(ex.c.id, ex.c.run_id).join(edge, edge.c.execution_id == ex.c.id)
+                        .where(edge.c.dataset_id.in_(chunk)))
+                out.update((r[0], r[1]) for r in conn.execute(stmt))
+    return out
+
+
+def executions_by_id(registry: Registry, execution_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    """Execution rows (with their run name, as ``run``) of those ids that exist, in id order."""
+    ex = registry.tables.execution
+    ids = sorted(execution_ids)
+    out: list[dict[str, Any]] = []
+    with registry.database.read() as conn:
+        for i in range(0, len(ids), _CHUNK):
+            stmt = _execution_select(registry).where(ex.c.id.in_(ids[i:i + _CHUNK])).order_by(ex.c.id)
+            out += [dict(r) for r in conn.execute(stmt).mappings()]
+    return out
+
+
+def edges_of_executions(registry: Registry, execution_ids: Sequence[uuid.UUID],
+                        ) -> tuple[list[tuple[uuid.UUID, uuid.UUID, str | None]],
+                                   list[tuple[uuid.UUID, uuid.UUID, str | None]]]:
+    """``(used, generated)`` edges ``(execution_id, dataset_id, path)`` of many executions, in bulk."""
+    t = registry.tables
+    ids = list(execution_ids)
+    used: list[tuple[uuid.UUID, uuid.UUID, str | None]] = []
+    generated: list[tuple[uuid.UUID, uuid.UUID, str | None]] = []
+    with registry.database.read() as conn:
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            for table, out in ((t.used, used), (t.generated, generated)):
+                out += [(r[0], r[1], r[2]) for r in conn.execute(
+                    sa.select(table.c.execution_id, table.c.dataset_id, table.c.path)
+                    .where(table.c.execution_id.in_(chunk)))]
+    return used, generated
 
 
 def lineage(registry: Registry, dataset_id: uuid.UUID, *, direction: str = "up",
