@@ -232,6 +232,22 @@ def test_unknown_dimension_elements_are_refused_before_anything_is_written(make_
     assert list(butler.query_dimension_records("instrument")) == []
 
 
+def test_a_data_id_key_the_universe_lacks_is_refused_or_dropped(tmp_path, make_butler):
+    # coadd_summary made to carry daf_butler's subfilter in its data ids (skybutler has no subfilter).
+    export = _edited_export(tmp_path, "  - skymap\n  - tract\n  - patch\n  storage_class: StructuredDataDict",
+                            "  - skymap\n  - subfilter\n  - tract\n  - patch\n  storage_class: StructuredDataDict")
+    text = export.read_text().replace("      skymap: demo\n      tract: 0\n", "      skymap: demo\n      subfilter: 7\n"
+                                      "      tract: 0\n")
+    export.write_text(text)
+    with pytest.raises(TransferError, match=r"dataset type coadd_summary \(data id key\(s\) subfilter\)"):
+        DafButlerExportSource(export)
+    butler = make_butler()
+    done = import_daf_butler(butler, export, drop_unknown_dimensions=True)
+    assert "dataset type coadd_summary: dimension(s) subfilter" in done.dropped
+    assert butler.registry.get_dataset_type("coadd_summary").dimensions == ("band", "skymap", "tract", "patch")
+    assert done.report.datasets_added == 30
+
+
 def test_what_was_dropped_is_reported(imported):
     _, done = imported
     assert "element group: 3 record(s)" in done.dropped

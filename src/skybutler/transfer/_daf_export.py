@@ -116,10 +116,17 @@ class DafButlerExportSource:
                 counts[item["element"]] = counts.get(item["element"], 0) + len(item.get("records") or [])
             elif item.get("type") == "dataset_type":
                 types[item["name"]] = tuple(item.get("dimensions") or ())
+        # An export lists a type's implied dimensions too; its data ids hold exactly the required ones.
+        for item in self._of_type("dataset"):
+            records = item.get("records") or []
+            data_ids = _as_list(records[0].get("data_id")) if records else []
+            if data_ids and item["dataset_type"] in types:
+                keys = set(data_ids[0])
+                types[item["dataset_type"]] = tuple(d for d in types[item["dataset_type"]] if d in keys)
         self.mapping.check_elements(counts, types.items())
         for item in self._items:  # every storage class and dimension refused now, not half-way
             if item.get("type") == "dataset_type":
-                self.mapping.dataset_type(item["name"], item.get("dimensions") or (), item["storage_class"],
+                self.mapping.dataset_type(item["name"], types[item["name"]], item["storage_class"],
                                           item.get("is_calibration", False))
         for item in self._of_type("dataset"):
             dataset_type = self.mapping.dataset_types.get(item["dataset_type"])
