@@ -20,7 +20,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from skybutler.ops import ingest
+from skybutler.ops import plugins
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "skybutler"
 MAX_LINES = 600
@@ -245,12 +245,12 @@ def test_ops_does_not_depend_on_the_demo():
 
 
 def test_every_ingest_plugin_lives_in_ops_and_loads():
-    from skybutler.ops.hsc import header_to_data_id
+    from skybutler.ops.hsc import HscRawPlugin
 
-    assert ingest.PLUGINS and all(target.startswith(".") for target in ingest.PLUGINS.values())
-    for name in ingest.PLUGINS:
-        assert callable(ingest.translator(name))
-    assert ingest.translator("hsc-raw") is header_to_data_id
+    assert plugins.BUILTIN_PLUGINS and all(target.startswith(".") for target in plugins.BUILTIN_PLUGINS.values())
+    for name in plugins.BUILTIN_PLUGINS:
+        assert type(plugins.get_plugin(name)).name == name
+    assert isinstance(plugins.get_plugin("hsc-raw"), HscRawPlugin)
 
 
 def test_the_garbage_collector_is_paused_in_one_place():

@@ -1,12 +1,17 @@
 """How `Butler.ingest` brings existing files in: checked first, then transferred and committed together.
 
 Every file is checked (it exists, is readable, and its content reads as its dataset type's
-storage class) before any is transferred, so a refused file leaves no trace; the transfers
-are then committed with the registry rows as a put's files are (see ``_butler_put``).
+storage class) and every stored name planned and checked unique before any file is
+transferred, so a refused file leaves no trace; the transfers are then committed with the
+registry rows as a put's files are (see ``_butler_put``). The rows of one ingest, in one
+transaction: the datasets and their files, the dimension records the files need (given by
+an ingest plugin: inserted when absent, refused when they exist with other values), and
+each dataset's origin (the path it was ingested from, the plugin, the plugin's metadata).
 """
 
 from __future__ import annotations
 
+import datetime
 import errno
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -14,16 +19,33 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._butler_put import check_leftover, commit_datasets, file_record
+from .datastore import FileTemplate
 from .datastore.backends import is_url
-from .errors import DatasetExistsError, FileAccessError, FormatError, StorageClassError
+from .errors import (
+    ConfigError,
+    DatasetExistsError,
+    DimensionError,
+    FileAccessError,
+    FormatError,
+    StorageClassError,
+    TemplateError,
+)
 from .formats import Formatter, file_suffixes, guess_format
-from .model import DatasetRef, DatasetType
+from .model import DataId, DatasetRef, DatasetType, dataset_id_for_ingest
+from .registry import DatasetOrigin, pipeline_sql
+from .registry.origin_sql import insert_origins
 
 if TYPE_CHECKING:
     from .datastore import Datastore, FileTemplates, PendingFile
     from .registry import FileRecord, Registry
 
-__all__ = ["FileDataset", "check_sources", "ingest_files", "ingest_formatter"]
+__all__ = ["FileDataset", "check_records", "check_sources", "ingest", "ingest_files", "ingest_formatter",
+           "sync_records"]
+
+Records = Mapping[str, Sequence[Mapping[str, Any]]]
+"""Dimension records by element name."""
+Expand = Callable[[Sequence[DatasetType], Sequence[DataId]], list[DataId]]
+"""The butler's data id expansion: checks records and attaches implied values."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +62,19 @@ class FileDataset:
         Its data id (required dimensions; implied values are checked if given).
     format
         File format; defaults to the storage class default (or a guess from the extension).
+    plugin
+        The ingest plugin that read the file, recorded with its origin.
+    metadata
+        Extra columns read from the file (``{"airmass": 1.2}``): recorded with its origin,
+        and fields its stored name's template may use.
     """
 
     path: str
     dataset_type: str
     data_id: Mapping[str, Any]
     format: str | None = None
+    plugin: str | None = None
+    metadata: Mapping[str, Any] | None = None
 
 
 def check_sources(files: Sequence[FileDataset]) -> None:
@@ -88,19 +117,147 @@ def _guess_formatter(dt: DatasetType, f: FileDataset,
         return formatter_of(dt, None)
 
 
-def ingest_files(registry: Registry, datastore: Datastore, templates: FileTemplates, variables: Mapping[str, Any],
-                 todo: Sequence[tuple[FileDataset, DatasetRef]], formatters: Sequence[Formatter], transfer: str,
-                 checksum: bool, progress: Any = None) -> None:
-    """Transfer each file of ``todo`` as its ref, named by ``templates``, and commit them all at once."""
+def _comparable(value: Any) -> Any:
+    # Stored times are naive UTC; numbers compare as numbers (an int header value, a float column).
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value.astimezone(datetime.UTC).replace(tzinfo=None)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def check_records(registry: Registry, records: Records) -> None:
+    """Raise `DimensionError` if a record of ``records`` exists with other values (regions aside).
+
+    Only values both sides have are compared: a record inserted by hand without a
+    detector's ``purpose`` is kept as it is. Regions are not compared either (a visit's
+    region depends on which of its files were ingested first).
+    """
+    universe = registry.universe
+    for element, recs in records.items():
+        pk = universe.elements[element].primary_key
+        by_key = {tuple(universe.coerce(k, r[k]) for k in pk): r for r in recs}
+        existing = registry.dimension_records.raw_rows(element, by_key)
+        for key, old in existing.items():
+            for column, value in by_key[key].items():
+                if column in pk or column == "region" or value is None or old.get(column) is None:
+                    continue
+                if _comparable(old[column]) != _comparable(value):
+                    raise DimensionError(
+                        f"The {element} record {dict(zip(pk, key, strict=True))} exists with {column}="
+                        f"{old[column]!r}, but the files to ingest give {column}={value!r}; nothing was "
+                        "ingested (fix the record or the files)")
+
+
+def sync_records(registry: Registry, records: Records) -> None:
+    """Insert the records of ``records`` that do not exist yet, in dependency order (joins an open transaction)."""
+    check_records(registry, records)
+    with registry.transaction():
+        for element in registry.universe.elements:
+            if records.get(element):
+                registry.insert_dimension_records(element, records[element], skip_existing=True)
+
+
+def _original_path(path: str) -> str:
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def ingest(registry: Registry, datastore: Datastore, templates: FileTemplates, variables: Mapping[str, Any],
+           files: Sequence[FileDataset], run: str, *, transfer: str, checksum: bool, progress: Any,
+           rename: str | None, records: Records | None, expand: Expand,
+           formatter_of: Callable[[DatasetType, str | None], Formatter]) -> list[DatasetRef]:
+    """Ingest ``files`` into ``run`` (see `Butler.ingest`); returns one ref per file, already ingested ones included."""
+    check_sources(files)
+    if records:
+        check_records(registry, records)  # before anything is transferred: a conflict leaves no trace
+    dts: dict[str, DatasetType] = {}
+    types: list[DatasetType] = []
+    data_ids: list[DataId] = []
+    for f in files:
+        dt = dts.get(f.dataset_type)
+        if dt is None:
+            dt = dts[f.dataset_type] = registry.get_dataset_type(f.dataset_type)
+        types.append(dt)
+        data_ids.append(registry.universe.data_id(dt.dimensions, f.data_id, context=f"dataset type {dt.name!r}"))
+    if not records:
+        data_ids = expand(types, data_ids)  # the records must exist already
+    refs = [DatasetRef(dataset_id_for_ingest(dt.name, di, run), dt, di, run)
+            for dt, di in zip(types, data_ids, strict=True)]
+    existing = registry.get_datasets([r.id for r in refs])
+    todo = [(f, r) for f, r in zip(files, refs, strict=True) if r.id not in existing]
+    # Every file's content is checked before any is transferred: a refused file leaves no trace.
+    formatters = [ingest_formatter(datastore, ref.dataset_type, f, formatter_of) for f, ref in todo]
+    paths = plan_paths(registry, templates, variables, todo, formatters, transfer, rename)
+
+    def before_commit(_refs: list[DatasetRef], _files: list[FileRecord]) -> None:
+        if records:
+            sync_records(registry, records)
+            expand(types, data_ids)  # the plugin's implied values (band) against the records
+        insert_origins(registry, [DatasetOrigin(ref.id, _original_path(f.path), f.plugin, f.metadata or {})
+                                  for f, ref in todo])
+
+    ingest_files(registry, datastore, todo, paths, formatters, transfer, checksum, progress, before_commit)
+    if records:
+        data_ids = expand(types, data_ids)
+        refs = [DatasetRef(r.id, r.dataset_type, di, r.run) for r, di in zip(refs, data_ids, strict=True)]
+    return refs
+
+
+def plan_paths(registry: Registry, templates: FileTemplates, variables: Mapping[str, Any],
+               todo: Sequence[tuple[FileDataset, DatasetRef]], formatters: Sequence[Formatter], transfer: str,
+               rename: str | None) -> list[str]:
+    """The path each file of ``todo`` will be stored at, checked unique before any file is transferred.
+
+    Named by ``rename`` when given, else by the repository's template for the dataset type
+    in the run; a template may use the file's metadata as fields. ``direct`` keeps files
+    where they are (no name to make).
+
+    Raises
+    ------
+    TemplateError
+        If two files would get one name (both are named), or a name is already taken by
+        a stored dataset's file.
+    """
+    if transfer == "direct":
+        if rename:
+            raise ConfigError("--rename names copies; transfer 'direct' keeps each file where it is: use copy, move, "
+                              "hardlink or symlink")
+        return [""] * len(todo)
+    template = FileTemplate(rename) if rename else None
+    paths: list[str] = []
+    by_path: dict[str, str] = {}
+    for (f, ref), formatter in zip(todo, formatters, strict=True):
+        chosen = template or templates.template_for(ref.dataset_type.name, ref.run)
+        suffix = file_suffixes(f.path) or formatter.extension
+        path = chosen.format(ref, values=ref.data_id.full, variables={**(f.metadata or {}), **variables},
+                             extension=suffix)
+        if path in by_path:
+            raise TemplateError(
+                f"Files {by_path[path]} and {f.path} would both be stored as {path} (template {chosen.text!r}); "
+                "nothing was ingested: name every dimension of the dataset type in the template")
+        by_path[path] = f.path
+        paths.append(path)
+    taken = pipeline_sql.known_paths(registry, paths)
+    if taken:
+        path = sorted(taken)[0]
+        raise TemplateError(f"File {by_path[path]} would be stored as {path}, which holds another dataset's file; "
+                            f"nothing was ingested: give a template that names the files apart")
+    return paths
+
+
+def ingest_files(registry: Registry, datastore: Datastore, todo: Sequence[tuple[FileDataset, DatasetRef]],
+                 paths: Sequence[str], formatters: Sequence[Formatter], transfer: str, checksum: bool,
+                 progress: Any = None, before_commit: Callable[[list[DatasetRef], list[FileRecord]], None] | None = None,
+                 ) -> None:
+    """Transfer each file of ``todo`` to its planned path and commit them all at once.
+
+    ``before_commit`` runs in the transaction that inserts the datasets, before any file is
+    moved into place: rows it writes commit or roll back with them.
+    """
     pending: list[PendingFile] = []
     records: list[FileRecord] = []
     try:
-        for (f, ref), formatter in zip(todo, formatters, strict=True):
-            path = ""  # a direct ingest keeps the file where it is: no name to make
-            if transfer != "direct":
-                suffix = file_suffixes(f.path) or formatter.extension
-                path = templates.template_for(ref.dataset_type.name, ref.run).format(
-                    ref, values=ref.data_id.full, variables=variables, extension=suffix)
+        for (f, ref), path, formatter in zip(todo, paths, formatters, strict=True):
             try:
                 pf = datastore.ingest(f.path, path, transfer, checksum=checksum)
             except DatasetExistsError as exc:
@@ -110,7 +267,7 @@ def ingest_files(registry: Registry, datastore: Datastore, templates: FileTempla
             records.append(file_record(ref, pf, formatter.name))
             if progress is not None:
                 progress()
-        commit_datasets(registry, datastore, [r for _, r in todo], records, pending)
+        commit_datasets(registry, datastore, [r for _, r in todo], records, pending, before_commit)
     except BaseException:
         for pf in pending:
             datastore.abort(pf)

@@ -300,47 +300,115 @@ def _ingest_table(path: str) -> list[FileDataset]:
     return out
 
 
-@click.command()
+class _IngestCommand(click.Command):
+    """``skybutler ingest``: its help ends with the ingest plugins this installation finds."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from ..ops.plugins import ENTRY_POINT_GROUP, available_plugins
+
+        with formatter.section("Ingest plugins (--plugin)"):
+            formatter.write_dl(list(available_plugins().items()))
+            formatter.write_paragraph()
+            formatter.write_text(f"Others: entry points of group {ENTRY_POINT_GROUP}, or a dotted path "
+                                 "package.module:Class (see docs/ingest_plugins.md).")
+
+
+@click.command(cls=_IngestCommand)
 @REPO
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option("--run", required=True, help="Run to ingest into.")
 @click.option("--table", "table_file", type=click.Path(exists=True, dir_okay=False),
               help="CSV/YAML of files: columns file, dataset_type and data id keys.")
-@click.option("--dataset-type", "-t", help="Dataset type of FILES (with --data-id or --plugin).")
+@click.option("--dataset-type", "-t", help="Dataset type of FILES (with --data-id; with --plugin, instead of the "
+              "plugin's own).")
 @click.option("--data-id", "-d", multiple=True, help="KEY=VALUE,... for a single file.")
-@click.option("--plugin", help="Metadata plugin reading data ids from the files (see `skybutler ingest --help`).")
+@click.option("--plugin", help="Ingest plugin reading data ids, records and metadata from the files' headers "
+              "(listed below); creates the instrument, filter, detector and visit records they need.")
 @click.option("--transfer", type=click.Choice(TRANSFER_MODES), default="auto", show_default=True)
+@click.option("--rename", metavar="TEMPLATE", help="Store the files under names from this file template instead "
+              "of the repository's, e.g. '{run}/{dataset_type}/{band}/{visit:08d}/{dataset_type}_{visit:08d}_"
+              "{detector:03d}' (fields: data id keys, run, dataset_type, id, and a plugin's metadata). Names are "
+              "checked unique before any file is copied. Use with --transfer copy, move, hardlink or symlink.")
 @click.option("--no-checksum", is_flag=True, help="Record sizes only (faster; verify cannot find bit-rot).")
 def ingest(repo: str, files: tuple[str, ...], run: str, table_file: str | None, dataset_type: str | None,
-           data_id: tuple[str, ...], plugin: str | None, transfer: str, no_checksum: bool) -> None:
+           data_id: tuple[str, ...], plugin: str | None, transfer: str, rename: str | None, no_checksum: bool) -> None:
     """Register existing FILES (or a --table of files) as datasets in RUN.
 
-    Re-ingesting the same file is a no-op (dataset ids are deterministic).
+    With --plugin the files' headers give everything (a fresh repository needs no
+    records beforehand); every header is read and checked before anything is stored,
+    and a failed ingest stores nothing. Re-ingesting the same file is a no-op (dataset
+    ids are deterministic). Each file's original path is kept: see `skybutler
+    ingest-origin`.
     """
     # No run= here: that would register the run now, and a failed ingest would leave it
     # behind empty. The ingest registers it in the transaction that adds the datasets.
     butler = Butler(repo)
+    if plugin:
+        if table_file or data_id:
+            raise ConfigError("--plugin reads data ids from the files: give FILES only (no --table or --data-id)")
+        if not files:
+            raise ConfigError("Nothing to ingest: give FILES with --plugin")
+        from ..ops.ingest import ingest_raws
+
+        with _progress() as progress:
+            reading = progress.add_task("read headers", total=len(files))
+            storing = progress.add_task("ingest", total=len(files))
+            refs = ingest_raws(butler, plugin, list(files), run=run, dataset_type=dataset_type, transfer=transfer,
+                               rename=rename, checksum=not no_checksum, on_read=lambda: progress.advance(reading),
+                               progress=lambda: progress.advance(storing))
+        console.print(f"Ingested {len(refs)} file(s) into {run} with plugin {plugin}")
+        return
     datasets: list[FileDataset] = []
     if table_file:
         datasets += _ingest_table(table_file)
     if files:
-        if plugin:
-            from ..ops.ingest import plugin_datasets
-
-            datasets += plugin_datasets(butler, plugin, list(files), dataset_type)
-        else:
-            if not dataset_type:
-                raise ConfigError("Give --dataset-type with --data-id (or use --table or --plugin)")
-            if len(files) != 1:
-                raise ConfigError("--data-id describes one file; use --table for many")
-            datasets.append(FileDataset(files[0], dataset_type, _parse_data_id(data_id)))
+        if not dataset_type:
+            raise ConfigError("Give --dataset-type with --data-id (or use --table or --plugin)")
+        if len(files) != 1:
+            raise ConfigError("--data-id describes one file; use --table for many")
+        datasets.append(FileDataset(files[0], dataset_type, _parse_data_id(data_id)))
     if not datasets:
         raise ConfigError("Nothing to ingest: give FILES or --table")
     with _progress() as progress:
         task = progress.add_task("ingest", total=len(datasets))
-        refs = butler.ingest(datasets, run=run, transfer=transfer, checksum=not no_checksum,
+        refs = butler.ingest(datasets, run=run, transfer=transfer, checksum=not no_checksum, rename=rename,
                              progress=lambda: progress.advance(task))
     console.print(f"Ingested {len(refs)} file(s) into {run}")
+
+
+@click.command("ingest-origin")
+@REPO
+@click.argument("dataset_ids", nargs=-1, required=True)
+@FORMAT
+def ingest_origin(repo: str, dataset_ids: tuple[str, ...], fmt: str) -> None:
+    """Where ingested datasets came from: original path or URL, plugin and header metadata.
+
+    DATASET_IDS are dataset ids (UUIDs, as `skybutler query datasets` prints them).
+    A dataset that was put rather than ingested has no origin and is reported so.
+    """
+    import uuid
+
+    from ..ops.ingest import origins_of
+
+    ids = []
+    for text in dataset_ids:
+        try:
+            ids.append(uuid.UUID(text))
+        except ValueError:
+            raise ConfigError(f"Not a dataset id (a UUID): {text!r}") from None
+    butler = Butler(repo, writeable=False)
+    origins = origins_of(butler, ids)
+    missing = [i for i in ids if i not in origins]
+    rows = [{"dataset_id": str(o.dataset_id), "original_path": o.original_path, "plugin": o.plugin,
+             "metadata": json.dumps(dict(o.metadata), sort_keys=True) if fmt != "json" else dict(o.metadata)}
+            for o in origins.values()]
+    _print_rows(rows, ["dataset_id", "original_path", "plugin", "metadata"], fmt, title="Ingest origins")
+    if missing:
+        known = butler.registry.get_datasets(missing)
+        for m in missing:
+            what = "was not ingested (it was put)" if m in known else "is not in this repository"
+            err_console.print(f"Dataset {m} {what}: no origin")
+        sys.exit(1)
 
 
 @click.group()
@@ -453,5 +521,6 @@ def remove_runs(repo: str, runs: tuple[str, ...], no_purge: bool, yes: bool) -> 
         console.print(f"Removed run {run} ({n} file(s){' left on disk' if no_purge else ''})")
 
 
-COMMANDS = [create, config, register_dataset_type, insert_dimensions, collection, ingest, query, get, remove_runs]
+COMMANDS = [create, config, register_dataset_type, insert_dimensions, collection, ingest, ingest_origin, query, get,
+            remove_runs]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..butler import Butler
 from ..formats import get_formatter
-from ..ops.ingest import plugin_datasets
+from ..ops.ingest import ingest_raws
 from . import algorithms as alg
 from . import synthetic as syn
 
@@ -99,8 +99,7 @@ def create_demo_repository(root: str | Path, *, visits: int | None = None, seed:
             files.append(str(path))
 
     say("raw ingest (hsc-raw header plugin)")
-    raw_butler = butler.with_run(RAW_RUN)
-    raw_butler.ingest(plugin_datasets(raw_butler, "hsc-raw", files, "raw"), transfer="copy")
+    ingest_raws(butler, "hsc-raw", files, run=RAW_RUN, transfer="copy")
 
     say("calibrations")
     calib = butler.with_run(CALIB_RUN)

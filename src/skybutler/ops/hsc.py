@@ -1,7 +1,8 @@
-"""The HSC raw-ingest plugin (``hsc-raw``): a raw's primary header in, its data id and exposure metadata out.
+"""The HSC raw-ingest plugin (``hsc-raw``): a raw's primary header in, its data id, records and metadata out.
 
-It lives in ``ops`` because ingest names it (`skybutler.ops.ingest.PLUGINS`); the
-demo's synthetic raws (`skybutler.demo.synthetic`) are written to be read by it.
+It is a built-in plugin (`skybutler.ops.plugins.BUILTIN_PLUGINS`); the demo's synthetic
+raws (`skybutler.demo.synthetic`) are written to be read by it. `header_to_data_id` holds
+the header logic; `HscRawPlugin` turns its result into what ingest needs.
 
 Examples
 --------
@@ -19,11 +20,16 @@ from typing import Any
 
 from astropy.coordinates import Angle
 
-__all__ = ["INSTRUMENT", "PHYSICAL_FILTER_BANDS", "day_obs", "header_to_data_id"]
+from .plugins import IngestPlugin, footprint, observation_records
+
+__all__ = ["DETECTOR_MAX", "INSTRUMENT", "PHYSICAL_FILTER_BANDS", "HscRawPlugin", "day_obs", "header_to_data_id"]
 
 INSTRUMENT = "HSC"
 PHYSICAL_FILTER_BANDS: dict[str, str] = {"HSC-R": "r", "HSC-I": "i"}
 """Physical filter -> band, for the filters this plugin knows."""
+DETECTOR_MAX = 112
+"""Detector ids are below this: 0-103 are science CCDs, 104-111 focus CCDs."""
+_SCIENCE_DETECTORS = 104
 
 
 def day_obs(when: datetime) -> int:
@@ -103,3 +109,39 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
         "tracking_ra": tracking_ra,
         "tracking_dec": tracking_dec,
     }
+
+
+class HscRawPlugin(IngestPlugin):
+    """Hyper Suprime-Cam raws: data ids from ``EXP-ID``/``DET-ID``/``FILTER01``, regions from the WCS.
+
+    The records it gives: the instrument (``HSC``), each filter found with its band
+    (`PHYSICAL_FILTER_BANDS`), each detector found (``DET-ID``, named by ``DETNAME``,
+    purpose SCIENCE or FOCUS), and the observation records of `observation_records`.
+    """
+
+    name = "hsc-raw"
+    description = "Hyper Suprime-Cam raw frames (FITS): EXP-ID, DET-ID, FILTER01, DATE-OBS; regions from the WCS"
+    metadata_keys = {"object": "OBJECT", "airmass": "AIRMASS", "seeing": "SEEING", "mjd": "MJD",
+                     "gain": "GAIN", "read_noise": "RDNOISE", "ra": "RA2000", "dec": "DEC2000"}
+
+    def data_id(self, header: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """``instrument``, ``exposure``, ``visit``, ``detector``, ``physical_filter``, ``band``, ``day_obs``."""
+        values = header_to_data_id(header)
+        return {k: values[k] for k in ("instrument", "exposure", "visit", "detector", "physical_filter", "band",
+                                       "day_obs")}
+
+    def records(self, header: Mapping[str, Any], path: str) -> dict[str, list[dict[str, Any]]]:
+        """Instrument, band, physical filter and detector records, then the observation records."""
+        values = header_to_data_id(header)
+        detector = values["detector"]
+        if not 0 <= detector < DETECTOR_MAX:
+            raise ValueError(f"DET-ID={detector} is not an HSC detector (0-{DETECTOR_MAX - 1})")
+        return {
+            "instrument": [{"instrument": INSTRUMENT, "class_name": "HSC", "detector_max": DETECTOR_MAX}],
+            "band": [{"band": values["band"]}],
+            "physical_filter": [{"instrument": INSTRUMENT, "physical_filter": values["physical_filter"],
+                                 "band": values["band"]}],
+            "detector": [{"instrument": INSTRUMENT, "detector": detector, "name": values["detector_name"] or None,
+                          "purpose": "SCIENCE" if detector < _SCIENCE_DETECTORS else "FOCUS"}],
+            **observation_records(values, footprint(header)),
+        }

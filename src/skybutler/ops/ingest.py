@@ -1,151 +1,201 @@
-"""Raw ingest with metadata plugins: read each file's header, derive its data id, sync dimension records.
+"""Raw ingest with a plugin: each file's header gives its data id, the records it needs and its metadata.
 
-A plugin is a *translator*: a function from a FITS header to a metadata dict
-with at least ``instrument``, ``exposure``, ``detector``, ``physical_filter``,
-``day_obs``, ``exposure_time``, ``timespan_begin``, ``timespan_end``. Plugins
-are named by short names in `PLUGINS` (no dotted paths in configuration).
-Regions come from the WCS in the header: the detector footprint becomes the
-``visit_detector_region`` record, and the visit region is the convex hull of
-its detectors' footprints, so overlaps with tracts and patches are computed
-at ingest, once.
+`ingest_raws` is what ``skybutler ingest --plugin NAME`` runs. The plugin
+(`skybutler.ops.plugins`) reads every file's header first; the records of all files are
+merged (a visit's region is the convex hull of its detectors' footprints, so overlaps
+with tracts and patches are computed at ingest, once) and checked against the
+repository's; then `Butler.ingest` stores the files, inserts the records that are new,
+and keeps each file's origin (its path, the plugin, the plugin's metadata) in one
+transaction. A fresh repository needs nothing beforehand: the plugin gives the
+instrument, filters, detectors and observations, and registers its dataset type.
+
+`origin_of` reads where an ingested dataset came from.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..errors import ConfigError, FormatError
+from .._butler_ingest import FileDataset, check_records
+from ..errors import DatasetTypeError, DimensionError, FormatError
+from ..model import DatasetRef
+from ..registry.origin_sql import DatasetOrigin, get_origins
+from .plugins import IngestPlugin, convex_hull, get_plugin
 
 if TYPE_CHECKING:
-    from ..butler import Butler, FileDataset
+    import uuid
 
-PLUGINS: dict[str, str] = {
-    "hsc-raw": ".hsc:header_to_data_id",
-}
-"""Short name -> ``module:function`` of a header translator; a module of `skybutler.ops`, imported on first use."""
+    from ..butler import Butler
 
-
-def translator(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
-    """The header translator registered under ``name``."""
-    try:
-        target = PLUGINS[name]
-    except KeyError:
-        raise ConfigError(f"Unknown ingest plugin {name!r}; known: {', '.join(sorted(PLUGINS))}") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module, __package__), attr)  # type: ignore[no-any-return]
+__all__ = ["IngestPlan", "ingest_raws", "origin_of", "origins_of", "plan_ingest"]
 
 
-def read_header(path: str) -> dict[str, Any]:
-    """The primary header of a FITS file as a dict (reads the header only)."""
-    from astropy.io import fits
+@dataclass
+class IngestPlan:
+    """What a plugin read from a set of files: the datasets to ingest and the records they need.
 
-    try:
-        header = fits.getheader(path, 0)
-    except (OSError, ValueError) as exc:
-        raise FormatError(f"Cannot read a FITS header from {path}: {exc}") from None
-    return {k: header[k] for k in header if k not in ("COMMENT", "HISTORY", "")}
-
-
-def footprint(header: Mapping[str, Any]) -> list[tuple[float, float]] | None:
-    """Sky corners (ra, dec, degrees, counter-clockwise) of the image the header describes, or None."""
-    if "CTYPE1" not in header or "NAXIS1" not in header:
-        return None
-    import warnings
-
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        wcs = WCS({k: v for k, v in header.items() if isinstance(v, (int, float, str))})
-    nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
-    corners = np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [nx - 0.5, ny - 0.5], [-0.5, ny - 0.5]])
-    ra, dec = wcs.all_pix2world(corners[:, 0], corners[:, 1], 0)
-    return _counter_clockwise(list(zip(ra.tolist(), dec.tolist(), strict=True)))
-
-
-def _counter_clockwise(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Convex hull of points on a small patch of sky, counter-clockwise as seen from inside the sphere."""
-    pts = np.asarray(points, dtype=float)
-    ra0, dec0 = np.radians(pts[:, 0].mean()), np.radians(pts[:, 1].mean())
-    ra, dec = np.radians(pts[:, 0]), np.radians(pts[:, 1])
-    # Gnomonic projection around the mean point: straight lines are great circles there.
-    cosc = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
-    x = np.cos(dec) * np.sin(ra - ra0) / cosc
-    y = (np.cos(dec0) * np.sin(dec) - np.sin(dec0) * np.cos(dec) * np.cos(ra - ra0)) / cosc
-    order = sorted(range(len(pts)), key=lambda i: (x[i], y[i]))
-
-    def cross(o: int, a: int, b: int) -> float:
-        return float((x[a] - x[o]) * (y[b] - y[o]) - (y[a] - y[o]) * (x[b] - x[o]))
-
-    lower: list[int] = []
-    for i in order:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], i) <= 0:
-            lower.pop()
-        lower.append(i)
-    upper: list[int] = []
-    for i in reversed(order):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], i) <= 0:
-            upper.pop()
-        upper.append(i)
-    hull = lower[:-1] + upper[:-1]
-    # (x east-positive on the sky is RA increasing) hull order here is counter-clockwise in (x, y).
-    return [(float(pts[i, 0]), float(pts[i, 1])) for i in hull]
-
-
-def plugin_datasets(butler: Butler, plugin: str, files: Sequence[str], dataset_type: str | None,
-                    ) -> list[FileDataset]:
-    """Read every file's header with the plugin, sync the records it implies, return what to ingest.
-
-    Records synced (inserted only when absent): ``day_obs``, ``exposure``, ``visit``
-    (one visit per exposure), ``visit_definition`` and ``visit_detector_region``.
-    The instrument, its filters and detectors must exist already.
+    Attributes
+    ----------
+    plugin
+        The plugin that read them.
+    datasets
+        One per file, with its data id, plugin name and metadata.
+    records
+        Dimension records by element, merged over all files.
     """
-    from ..butler import FileDataset
 
-    translate = translator(plugin)
-    dataset_type = dataset_type or "raw"
-    dt = butler.registry.get_dataset_type(dataset_type)
-    metas = []
+    plugin: IngestPlugin
+    datasets: list[FileDataset]
+    records: dict[str, list[dict[str, Any]]]
+
+
+def _merge(element: str, key: tuple, into: dict[str, Any], record: Mapping[str, Any], first: str, path: str,
+           corners: dict[tuple[str, tuple], list[tuple[float, float]]]) -> None:
+    for column, value in record.items():
+        if column == "region":
+            if value:
+                corners.setdefault((element, key), []).extend((float(ra), float(dec)) for ra, dec in value)
+        elif into.get(column) is None:
+            into[column] = value
+        elif value is not None and into[column] != value:
+            raise DimensionError(
+                f"Files {first} and {path} disagree on the {element} record {key}: {column}={into[column]!r} "
+                f"and {column}={value!r}; nothing was ingested")
+
+
+def plan_ingest(butler: Butler, plugin: str | IngestPlugin, files: Sequence[str], dataset_type: str | None = None,
+                *, on_read: Callable[[], None] | None = None) -> IngestPlan:
+    """Read every file's header with the plugin: data ids, merged records and metadata (nothing is written).
+
+    Parameters
+    ----------
+    plugin
+        A plugin's short name or dotted path (`get_plugin`), or a plugin.
+    dataset_type
+        Ingest as this registered dataset type (default: the plugin's, registered by
+        `ingest_raws` when absent).
+    on_read
+        Called after each file's header is read (progress).
+
+    Raises
+    ------
+    FormatError
+        If the plugin cannot read a file (the message names it).
+    DimensionError
+        If two files give one record different values (both are named).
+    """
+    reader = plugin if isinstance(plugin, IngestPlugin) else get_plugin(plugin)
+    plugin_name = plugin if isinstance(plugin, str) else reader.name
+    name = dataset_type or reader.dataset_type.name
+    try:
+        dims = butler.registry.get_dataset_type(name).dimensions
+    except DatasetTypeError:
+        if name != reader.dataset_type.name:
+            raise
+        dims = butler.universe.closure(reader.dataset_type.dimensions)
+    keys = [*dims, *butler.universe.implied_by(dims)]
+    universe = butler.universe
+    records: dict[str, dict[tuple, dict[str, Any]]] = {}
+    first_file: dict[tuple[str, tuple], str] = {}
+    corners: dict[tuple[str, tuple], list[tuple[float, float]]] = {}
+    datasets = []
     for path in files:
-        header = read_header(path)
         try:
-            meta = translate(header)
-        except (ValueError, KeyError) as exc:
-            raise FormatError(f"Ingest plugin {plugin!r} cannot read {path}: {exc}") from None
-        meta["_footprint"] = footprint(header)
-        metas.append(meta)
-    sync_observation_records(butler, metas)
-    return [FileDataset(path, dataset_type, {k: m[k] for k in dt.dimensions})
-            for path, m in zip(files, metas, strict=True)]
+            header = reader.read_header(path)
+            values = reader.data_id(header, path)
+            implied = reader.records(header, path)
+            metadata = reader.metadata(header, path)
+        except (ValueError, KeyError, OSError) as exc:
+            if isinstance(exc, FormatError) and path in str(exc):
+                raise
+            raise FormatError(f"Ingest plugin {plugin_name!r} cannot read {path}: {exc}") from None
+        missing = [k for k in dims if k not in values]
+        if missing:
+            raise FormatError(f"Ingest plugin {plugin_name!r} gives {path} no {', '.join(missing)} "
+                              f"(dataset type {name!r} needs {', '.join(dims)})")
+        for element, recs in implied.items():
+            if element not in universe.elements:
+                raise DimensionError(f"Ingest plugin {plugin_name!r} gives {path} a record of unknown element "
+                                     f"{element!r}; known: {', '.join(universe.elements)}")
+            pk = universe.elements[element].primary_key
+            for rec in recs:
+                key = tuple(rec[k] for k in pk)
+                into = records.setdefault(element, {}).setdefault(key, {})
+                _merge(element, key, into, rec, first_file.setdefault((element, key), path), path, corners)
+        datasets.append(FileDataset(path, name, {k: values[k] for k in keys if k in values}, plugin=plugin_name,
+                                    metadata=metadata))
+        if on_read is not None:
+            on_read()
+    for (element, key), points in corners.items():
+        records[element][key]["region"] = convex_hull(points)
+    return IngestPlan(reader, datasets, {element: list(by_key.values()) for element, by_key in records.items()})
 
 
-def sync_observation_records(butler: Butler, metas: Sequence[Mapping[str, Any]]) -> None:
-    """Insert (if absent) the day_obs, exposure, visit and region records the metadata implies."""
-    day_obs, exposures, visits, definitions, vdr = {}, {}, {}, {}, {}
-    corners: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for m in metas:
-        inst = m["instrument"]
-        day_obs[(inst, m["day_obs"])] = {"instrument": inst, "day_obs": m["day_obs"]}
-        common = {"instrument": inst, "physical_filter": m["physical_filter"], "day_obs": m["day_obs"],
-                  "exposure_time": m["exposure_time"], "timespan_begin": m["timespan_begin"],
-                  "timespan_end": m["timespan_end"], "target_name": m.get("target_name")}
-        exposures[(inst, m["exposure"])] = {**common, "exposure": m["exposure"],
-                                            "observation_type": m.get("observation_type")}
-        visits[(inst, m["visit"])] = {**common, "visit": m["visit"]}
-        definitions[(inst, m["exposure"], m["visit"])] = {"instrument": inst, "exposure": m["exposure"],
-                                                          "visit": m["visit"]}
-        if m.get("_footprint"):
-            vdr[(inst, m["visit"], m["detector"])] = {"instrument": inst, "visit": m["visit"],
-                                                      "detector": m["detector"], "region": m["_footprint"]}
-            corners.setdefault((inst, m["visit"]), []).extend(m["_footprint"])
-    for key, pts in corners.items():
-        visits[key]["region"] = _counter_clockwise(pts)
-    with butler.transaction():
-        for element, records in (("day_obs", day_obs), ("exposure", exposures), ("visit", visits),
-                                 ("visit_definition", definitions), ("visit_detector_region", vdr)):
-            if records:
-                butler.insert_dimension_records(element, records.values(), skip_existing=True)
+def ingest_raws(butler: Butler, plugin: str | IngestPlugin, files: Sequence[str], *, run: str | None = None,
+                dataset_type: str | None = None, transfer: str = "auto", rename: str | None = None,
+                checksum: bool = True, progress: Callable[[], None] | None = None,
+                on_read: Callable[[], None] | None = None) -> list[DatasetRef]:
+    """Ingest files with a plugin, records and all: what ``skybutler ingest --plugin`` runs.
+
+    Every header is read and the records checked before anything is written; the
+    datasets, the new records and the origins then go in one transaction, so a failed
+    ingest leaves nothing behind. The plugin's dataset type is registered first when
+    the repository has none of its name (that definition stays if the ingest then
+    fails: it holds no data).
+
+    Parameters
+    ----------
+    plugin
+        Short name (``hsc-raw``), dotted path ``package.module:Class``, or a plugin.
+    files
+        Local paths or URLs.
+    run
+        Run to ingest into (default: the butler's).
+    dataset_type
+        A registered dataset type to ingest as, instead of the plugin's.
+    transfer, rename, checksum, progress
+        As for `Butler.ingest` (``progress`` is called per file stored).
+    on_read
+        Called after each header is read.
+
+    Returns
+    -------
+    list[DatasetRef]
+        One per file, already ingested ones included (re-ingest changes nothing).
+
+    Examples
+    --------
+    >>> ingest_raws(butler, "hsc-raw", ["HSC-0903334-016.fits"], run="HSC/raw/all",
+    ...             transfer="copy", rename="{run}/raw/{band}/{visit:08d}/raw_{visit:08d}_{detector:03d}")
+    ... # doctest: +SKIP
+    """
+    plan = plan_ingest(butler, plugin, files, dataset_type, on_read=on_read)
+    reader = plan.plugin
+    check_records(butler.registry, plan.records)  # refused before the dataset type is registered
+    if dataset_type is None or dataset_type == reader.dataset_type.name:
+        try:
+            butler.registry.get_dataset_type(reader.dataset_type.name)
+        except DatasetTypeError:
+            butler.register_dataset_type(reader.dataset_type)
+    return butler.ingest(plan.datasets, run=run, transfer=transfer, checksum=checksum, progress=progress,
+                         rename=rename, records=plan.records)
+
+
+def origins_of(butler: Butler, refs: Sequence[DatasetRef | uuid.UUID]) -> dict[uuid.UUID, DatasetOrigin]:
+    """Where the ingested ones of these datasets came from, by dataset id (put datasets have no origin)."""
+    ids = [r.id if isinstance(r, DatasetRef) else r for r in refs]
+    return get_origins(butler.registry, ids)
+
+
+def origin_of(butler: Butler, ref: DatasetRef | uuid.UUID) -> DatasetOrigin | None:
+    """Where an ingested dataset came from: original path or URL, plugin and metadata (None if it was put).
+
+    Examples
+    --------
+    >>> origin_of(butler, ref).metadata["airmass"]  # doctest: +SKIP
+    1.21
+    """
+    ref_id = ref.id if isinstance(ref, DatasetRef) else ref
+    return origins_of(butler, [ref_id]).get(ref_id)

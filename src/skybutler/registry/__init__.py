@@ -7,8 +7,9 @@ from ._query_results import DataIdQueryResults, DatasetQueryResults
 from ._registry import Registry
 from ._values import tuple_getter
 from .expr import parse as parse_expression
+from .origin_sql import DatasetOrigin
 from .queries import find_dataset, query_data_ids, query_datasets
 
-__all__ = ["DataIdQueryResults", "DatasetQueryResults", "FileRecord", "MigrationStep", "Registry",
+__all__ = ["DataIdQueryResults", "DatasetOrigin", "DatasetQueryResults", "FileRecord", "MigrationStep", "Registry",
            "compile_expression", "compile_where", "find_dataset", "parse_expression", "query_data_ids", "query_datasets",
            "tuple_getter", "upgrade"]

@@ -127,6 +127,11 @@ class DimensionRecords:
                     self._insert_overlaps(conn, element, new_rows)
         return len(new_rows)
 
+    def forget_cached(self) -> None:
+        """Drop every cached record: records a rolled-back transaction inserted and read are not there."""
+        self._cache.clear()
+        self._raw_cache.clear()
+
     def _lock_overlaps(self, conn: sa.Connection, element: str) -> None:
         """Serialise writers of region-bearing records of related elements (PostgreSQL).
 

@@ -170,9 +170,17 @@ class Registry:
         """False when opened read-only: every write then raises `ReadOnlyError`."""
         return self.database.writeable
 
-    def transaction(self) -> contextlib.AbstractContextManager[sa.Connection]:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
         """One write transaction; nested calls join the outer one (`ReadOnlyError` when read-only)."""
-        return self.database.transaction()
+        try:
+            with self.database.transaction() as conn:
+                yield conn
+        except BaseException:
+            # Records this transaction inserted and then read (a physical_filter's instrument)
+            # were cached as existing; rolled back, they are not.
+            self.dimension_records.forget_cached()
+            raise
 
     # -- dimension records -------------------------------------------------------------
 
