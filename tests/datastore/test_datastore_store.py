@@ -594,8 +594,11 @@ def test_with_sync_a_written_file_and_its_directory_reach_the_device_before_comm
     put(Datastore(str(tmp_path / "plain")), "run/a.txt", b"x")
     assert synced == []  # off by default: a killed process loses nothing the kernel accepted
 
-    put(Datastore(str(tmp_path / "synced"), sync=True), "run/a.txt", b"x")
-    assert len(synced) == 2  # the file's bytes, then the directory holding its new name
+    store = Datastore(str(tmp_path / "synced"), sync=True)
+    put(store, "run/a.txt", b"x")
+    assert len(synced) == 3  # the file's bytes, the directory holding its new name, the root holding new "run"
+    put(store, "run/b.txt", b"x")
+    assert len(synced) == 5  # "run" is on the device already: the file and its directory only
 
 
 def test_one_url_test_for_every_layer():

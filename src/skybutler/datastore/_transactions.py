@@ -45,6 +45,9 @@ class FileTransactions:
         # Directories whose abandoned temporaries this store has removed: each is listed
         # once per store, on the first write into it, not on every write.
         self.swept: set[str] = set()
+        # Directories whose own entry in their parent is known to be on the device (``sync``):
+        # a put into a new directory syncs each new ancestor once, not every put.
+        self.durable_dirs: set[str] = set()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -199,6 +202,11 @@ class FileTransactions:
 
     def commit(self, pending: PendingFile, *, sync: bool = False) -> None:
         """Put a pending file in its final place; see `Datastore.commit`."""
+        if sync and self.location.local and pending.transfer in ("hardlink", "symlink", "move") \
+                and pending.temp_path != pending.path:
+            # A linked file's bytes were written by someone else, perhaps moments ago and not
+            # yet on the device: the row about to commit must not outlive them.
+            self._sync_file(self.location.full(self.location.relative(pending.temp_path)))
         if pending.replaces:
             self._replace_leftover(pending.temp_path, pending.path, sync)
         elif pending.temp_path != pending.path:
@@ -234,10 +242,27 @@ class FileTransactions:
         self._sync_directory(final, sync)
 
     def _sync_directory(self, full: str, sync: bool) -> None:
-        """Make a new directory entry durable (``sync``): the rename is on the device before the commit."""
+        """Make a new directory entry durable (``sync``): the rename is on the device before the commit.
+
+        Directories the put created (``run/calexp/r/...``) are entries of their parents, which
+        are synced too, up to the root, once per directory: otherwise a power loss could keep
+        the file's entry but lose the directory holding it.
+        """
         if not (sync and self.location.local):
             return
-        fd = os.open(posixpath.dirname(full), os.O_RDONLY)
+        directory = posixpath.dirname(full)
+        self._sync_file(directory)
+        root = self.location.path
+        while directory.startswith(root + "/") and directory not in self.durable_dirs:
+            parent = posixpath.dirname(directory)
+            self._sync_file(parent)
+            self.durable_dirs.add(directory)
+            directory = parent
+
+    @staticmethod
+    def _sync_file(full: str) -> None:
+        """``fsync`` a file or a directory (following a symlink to its target)."""
+        fd = os.open(full, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -313,4 +338,5 @@ class FileTransactions:
                 os.rmdir(self.location.full(parent))
             except OSError:  # not empty, or already gone
                 return
+            self.durable_dirs.discard(self.location.full(parent))  # made again, it needs syncing again
             parent = posixpath.dirname(parent)
