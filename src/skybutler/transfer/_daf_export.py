@@ -21,7 +21,11 @@ _DESCRIPTION = "Butler Data Repository Export"
 _MAJOR_VERSION = "1"
 
 
-class _ExportLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it: several times faster on large exports.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _ExportLoader(_SafeLoader):  # type: ignore[valid-type, misc]
     """PyYAML's safe loader plus the few tags daf_butler writes (no code is run to read them)."""
 
 
