@@ -307,3 +307,25 @@ def test_without_rename_the_repositorys_template_for_the_dataset_type_names_inge
     path = str(write_fake_raw(tmp_path / "d.fits", 4, 3))
     (ref,) = ingest_raws(butler, FAKE, [path], run="fake", transfer="copy")
     assert butler.registry.get_files([ref.id])[ref.id].path == "fake/fake_raw/g/000004_03_FAKECAM.fits"
+
+
+# -- the documentation -------------------------------------------------------------------------
+
+
+def test_the_example_plugin_of_the_documentation_ingests_files(make_butler, tmp_path):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "ingest_plugins.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.DOTALL).group(1)
+    namespace: dict = {}
+    exec(compile(code, "docs/ingest_plugins.md", "exec"), namespace)
+    plugin = namespace["LambdaCamPlugin"]()
+    butler = make_butler()
+    paths = [str(write_fake_raw(tmp_path / f"l{d}.fits", 12, d, band="z")) for d in (0, 1)]
+    refs = ingest_raws(butler, plugin, paths, run="LAMBDA/raw/all", transfer="copy",
+                       rename="{run}/{dataset_type}/{band}/{exposure:08d}/{dataset_type}_{exposure:08d}_{detector:03d}")
+    assert sorted(butler.registry.get_files([r.id])[r.id].path for r in refs) == [
+        f"LAMBDA%2Fraw%2Fall/raw/z/00000012/raw_00000012_{d:03d}.fits" for d in (0, 1)]
+    assert origin_of(butler, refs[0]).plugin == "lambda-raw"
+    assert origin_of(butler, refs[0]).metadata["airmass"] == 1.2
