@@ -248,6 +248,22 @@ def test_a_data_id_key_the_universe_lacks_is_refused_or_dropped(tmp_path, make_b
     assert done.report.datasets_added == 30
 
 
+def test_a_universe_with_daf_butlers_group_takes_it_without_dropping(make_butler):
+    import copy
+
+    from skybutler.dimensions import DimensionUniverse
+
+    doc = copy.deepcopy(DimensionUniverse.default().document)
+    doc["elements"]["group"] = {"key_type": "str", "requires": ["instrument"]}
+    doc["elements"]["exposure"]["implies"] = [*doc["elements"]["exposure"]["implies"], "group"]
+    butler = make_butler(universe=DimensionUniverse(doc))
+    done = import_daf_butler(butler, EXPORT)
+    assert done.report.datasets_added == 30
+    assert not any(line.startswith("element group") for line in done.dropped)
+    (exposure,) = butler.query_dimension_records("exposure", where="exposure = 903336")
+    assert exposure["group"] == "group903336"
+
+
 def test_what_was_dropped_is_reported(imported):
     _, done = imported
     assert "element group: 3 record(s)" in done.dropped

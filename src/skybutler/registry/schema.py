@@ -155,8 +155,8 @@ def build_tables(universe: DimensionUniverse) -> Tables:
     # Partial indexes: a dataset only has values for its own dimensions, and NULLs left out
     # of the indexes make every insert touch a few indexes instead of all of them.
     dim_indexes = [
-        sa.Index(f"ix_dataset_{d}", d, sqlite_where=sa.text(f"{d} IS NOT NULL"),
-                 postgresql_where=sa.text(f"{d} IS NOT NULL"))
+        sa.Index(f"ix_dataset_{d}", d, sqlite_where=sa.column(d).is_not(None),  # quoted if reserved ("group")
+                 postgresql_where=sa.column(d).is_not(None))
         for d in universe.dimensions
     ]
     dataset = sa.Table(

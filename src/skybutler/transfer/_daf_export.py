@@ -161,7 +161,7 @@ class DafButlerExportSource:
             by_element.setdefault(item["element"], []).extend(item.get("records") or [])
         if "physical_filter" in by_element and "band" not in by_element:
             by_element["band"] = self.mapping.band_records(by_element["physical_filter"])
-        for element in self.universe.elements:
+        for element in self.mapping.element_order():
             rows = by_element.get(element)
             if rows:
                 mapped = rows if element == "band" else self.mapping.records(element, rows)

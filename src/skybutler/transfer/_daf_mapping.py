@@ -237,6 +237,22 @@ class DafMapping:
 
     # -- dimension records -------------------------------------------------------------
 
+    def element_order(self) -> list[str]:
+        """The universe's elements, each after those it requires or implies (records go in this order)."""
+        elements = self.universe.elements
+        order: list[str] = []
+
+        def place(name: str) -> None:
+            if name in order:
+                return
+            for dep in (*elements[name].requires, *elements[name].implies):
+                place(dep)
+            order.append(name)
+
+        for name in elements:
+            place(name)
+        return order
+
     def required_dimensions(self, dims: Iterable[str]) -> list[str]:
         """daf_butler dimensions of a dataset type less those another of them implies."""
         dims = list(dims)

@@ -145,7 +145,7 @@ class DafButlerRepoSource:
 
     def dimension_records(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         present = set(self._element_tables())
-        for element in self.universe.elements:
+        for element in self.mapping.element_order():
             if element == "band" and "band" not in present and "physical_filter" in present:
                 rows = self._rows(sa.select(self._table("physical_filter").c.band).distinct())
                 if rows:
