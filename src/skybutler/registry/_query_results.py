@@ -6,16 +6,17 @@ generators did: lazily (nothing runs and no error is raised before the first ite
 asked for), once. `to_arrow` runs the same SQL statement again, whatever has been
 iterated, and builds a `pyarrow.Table` without one Python object per row.
 
-How the table is built, and why not ADBC: the rows come from the DB-API cursor of the
-statement SQLAlchemy compiled and executed (so the search path, find-first window,
-``where`` and schema namespaces are the ones the iterator uses), as plain tuples in
-chunks; each chunk is transposed with ``zip(*rows)`` and each column becomes one Arrow
-array (a dataset id column is one ``bytes.fromhex`` over the joined hex text, run ids
-are mapped to names with numpy). At 10,000 refs on SQLite this costs about 1.2 times
-the raw ``sqlite3`` fetch of the same rows. ADBC's ``fetch_arrow_table`` on the same
-compiled SQL was no faster on SQLite (its driver converts row by row too) and needs a
-second connection, which cannot see an in-memory database nor the caller's open
-transaction; see ``benchmarks/README.md`` for the figures.
+How a table is built. The SQL is the statement SQLAlchemy compiles for the iterator
+(search path, find-first window, ``where``, schema namespace). With the ``arrow-db``
+extra (``adbc-driver-sqlite``) and a SQLite file read outside a write transaction,
+ADBC reads the result into Arrow arrays in C (`skybutler.registry._arrow_adbc`): no
+Python object per row, several times faster than the ``sqlite3`` module makes its row
+tuples. Otherwise (in-memory SQLite, inside a transaction, PostgreSQL, a calibration
+lookup that must check for ambiguity, a query that must drop duplicates) the rows come
+from the DB-API cursor as plain tuples in chunks; each chunk is transposed with
+``zip(*rows)`` and each column becomes one Arrow array (ids by one ``bytes.fromhex``
+over the joined hex text, run ids mapped to names with numpy). Figures and the
+comparison of both ways: benchmarks/README.md.
 
 Columns of a dataset table: ``id`` (the ``arrow.uuid`` extension type over
 ``fixed_size_binary(16)``: 16 bytes per id, ``to_pylist`` gives `uuid.UUID`),
@@ -38,6 +39,7 @@ import sqlalchemy as sa
 from .._gc import paused_gc
 from ..errors import MissingDependencyError
 from ..model import DataId, DatasetRef, DatasetType
+from ._arrow_adbc import fetch_sqlite_table, ids_from_hex
 
 if TYPE_CHECKING:
     import pandas
@@ -170,12 +172,16 @@ def _key_types(registry: Registry, names: Sequence[str]) -> list[Any]:
 
 def _ids(values: Sequence[Any]) -> pyarrow.Array:
     """Dataset ids (hex text from SQLite, `uuid.UUID` from PostgreSQL) as one ``arrow.uuid`` array."""
-    pa = _pyarrow()
     if values and type(values[0]) is str:
         raw = bytes.fromhex("".join(values).replace("-", ""))
     else:
         raw = b"".join([v.bytes for v in values])
-    storage = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(values), [None, pa.py_buffer(raw)])
+    return _ids_from_bytes(raw, len(values))
+
+
+def _ids_from_bytes(raw: bytes, n: int) -> pyarrow.Array:
+    pa = _pyarrow()
+    storage = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw)])
     return pa.ExtensionArray.from_storage(pa.uuid(), storage)
 
 
@@ -202,6 +208,23 @@ def _batches(chunks: Iterator[Sequence[Any]]) -> Iterator[list[Any]]:
         yield held
 
 
+def _dataset_batch(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, schema: pyarrow.Schema,
+                   ids: pyarrow.Array, run_ids: Any, rest: list[pyarrow.Array]) -> pyarrow.RecordBatch:
+    """One batch of a dataset table: ids, the type's name, run names (from ``run_ids``), then ``rest``."""
+    import numpy as np
+
+    pa = _pyarrow()
+    unique_runs, where = np.unique(run_ids, return_inverse=True)
+    missing = set(unique_runs.tolist()) - plan.runs.keys()
+    if missing:
+        registry.collection_records.run_names(conn, missing, plan.runs)
+    names = pa.array([plan.runs[int(r)] for r in unique_runs], pa.string())
+    arrays = [ids, pa.repeat(pa.scalar(plan.dataset_type.name, pa.string()), len(ids)),
+              names.take(pa.array(where.astype(np.int32)))]
+    arrays += [a if a.type == f.type else a.cast(f.type) for a, f in zip(rest, list(schema)[3:], strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 def datasets_table(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, *,
                    files: bool = False) -> pyarrow.Table:
     """The plan's datasets as an Arrow table (see the module docstring for its columns)."""
@@ -214,13 +237,26 @@ def datasets_table(registry: Registry, conn: sa.Connection, plan: DatasetQueryPl
         return schema.empty_table()
     stmt = plan.statement
     n_dims = len(dt.dimensions)
+    width = len(stmt.selected_columns)
     if files:
         # One file record per dataset (its primary key), or none: an outer join keeps the row.
         f = registry.tables.file
         inner = stmt.subquery()
         stmt = sa.select(inner, f.c.path, f.c.size).select_from(
             inner.outerjoin(f, f.c.dataset_id == inner.c.id))
-    width = len(plan.statement.selected_columns)
+    extra = [width, width + 1] if files else []
+    if plan.check is None and not plan.dedupe:
+        # The common case (no ambiguity to check, no duplicates to drop): Arrow from the database.
+        table = fetch_sqlite_table(conn, registry.database.url, stmt)
+        if table is not None:
+            if table.num_rows == 0:
+                return schema.empty_table()
+            raw = ids_from_hex(table.column(0))
+            if raw is not None:
+                ids = _ids_from_bytes(raw, table.num_rows)
+                rest = [table.column(i).combine_chunks() for i in [*range(4, 4 + n_dims), *extra]]
+                batch = _dataset_batch(registry, conn, plan, schema, ids, table.column(2).to_numpy(), rest)
+                return pa.Table.from_batches([batch], schema=schema)
     seen: set[Any] = set()
     batches = []
     for rows in _batches(_chunks(conn, stmt, stream=False)):
@@ -239,19 +275,10 @@ def datasets_table(registry: Registry, conn: sa.Connection, plan: DatasetQueryPl
             if not rows:
                 continue
         columns = list(zip(*rows, strict=True))
-        run_ids = np.asarray(columns[2], dtype=np.int64)
-        unique_runs, where = np.unique(run_ids, return_inverse=True)
-        missing = set(unique_runs.tolist()) - plan.runs.keys()
-        if missing:
-            registry.collection_records.run_names(conn, missing, plan.runs)
-        names = pa.array([plan.runs[int(r)] for r in unique_runs], pa.string())
-        arrays = [_ids(columns[0]),
-                  pa.repeat(pa.scalar(dt.name, pa.string()), len(rows)),
-                  names.take(pa.array(where.astype(np.int32)))]
-        arrays += [pa.array(columns[4 + i], schema.field(3 + i).type) for i in range(n_dims)]
-        if files:
-            arrays += [pa.array(columns[width], pa.string()), pa.array(columns[width + 1], pa.int64())]
-        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+        types = [schema.field(3 + i).type for i in range(n_dims)] + [pa.string(), pa.int64()][:len(extra)]
+        rest = [pa.array(columns[i], t) for i, t in zip([*range(4, 4 + n_dims), *extra], types, strict=True)]
+        batches.append(_dataset_batch(registry, conn, plan, schema, _ids(columns[0]),
+                                      np.asarray(columns[2], dtype=np.int64), rest))
     if not batches:
         return schema.empty_table()
     return pa.Table.from_batches(batches, schema=schema)
@@ -369,6 +396,12 @@ class DataIdQueryResults(Iterator[DataId]):
                             for i, (n, t) in enumerate(zip(names, types, strict=True))])
         batches = []
         with self._registry.database.read() as conn, paused_gc():  # see DatasetQueryResults.to_arrow
+            table = fetch_sqlite_table(conn, self._registry.database.url, stmt)
+            if table is not None:
+                if table.num_rows == 0:
+                    return schema.empty_table()
+                return pa.Table.from_arrays([c.cast(t) for c, t in zip(table.columns, types, strict=True)],
+                                            schema=schema)
             for rows in _batches(_chunks(conn, stmt, stream=False)):
                 columns = list(zip(*rows, strict=True))
                 batches.append(pa.RecordBatch.from_arrays(

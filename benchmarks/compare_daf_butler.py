@@ -1,0 +1,305 @@
+"""skybutler and daf_butler side by side: the same workloads, one after the other, ratios printed.
+
+Usage::
+
+    python3 -m venv /work/dafbench && /work/dafbench/bin/pip install lsst-daf-butler   # once
+    python benchmarks/compare_daf_butler.py --daf-python /work/dafbench/bin/python           # N = 2,000
+    python benchmarks/compare_daf_butler.py --daf-python ... --n 10000 --json out.json
+
+This script installs nothing. It is the parent of two child processes run one after
+the other (never at once, so they do not compete for the machine): this Python runs
+the skybutler workload (``--child``), the Python given by ``--daf-python`` runs
+``_daf_workload.py``. Each child makes its own repository in a temporary directory,
+SQLite + local files, inserts the same HSC-like records (⌈N/100⌉ visits x 100 detectors,
+visits with regions) and writes the same small dicts as JSON; every write goes into
+its own run, and the reads use the run filled by ``ingest`` with ``transfer=copy`` (N
+datasets of about 5 N in the repository). One-per-call loops cover ``--calls`` datasets.
+
+Durability is printed for every row: skybutler runs SQLite in WAL mode with
+``synchronous=NORMAL`` (a commit survives a killed process, not necessarily a power
+loss) unless ``registry.sync_every_commit`` (``synchronous=FULL``: every commit synced);
+daf_butler runs with its defaults, SQLite's rollback journal with ``synchronous=FULL``
+(every commit synced) and files written without an fsync.
+
+Not measured here (yet): quantum graph build and per-quantum execution overhead
+(daf_butler's pipeline side, ``lsst-pipe-base``, is not part of ``lsst-daf-butler``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import inspect
+import json
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _records import DETECTORS, hsc_records
+
+HERE = Path(__file__).resolve().parent
+DATASET_TYPE = "bench_metadata"
+BATCH = 1000
+
+DEFAULT_DURABILITY = "WAL, synchronous=NORMAL (survives a killed process)"
+DAF_DURABILITY = "rollback journal, synchronous=FULL (every commit synced); files not synced"
+
+# (key, label, kind): "rate" per second (higher is better), "ms" a latency (lower is better).
+ROWS: list[tuple[str, str, str]] = [
+    ("put", "put, one per call", "rate"),
+    ("put_sync", "put, one per call, sync_every_commit", "rate"),
+    ("put_many", f"put_many ({BATCH} per call) | daf: no batched put", "rate"),
+    ("ingest_direct", "ingest direct", "rate"),
+    ("ingest_copy", "ingest copy", "rate"),
+    ("get_ref", "get by ref", "rate"),
+    ("get_data_id", "get by data id", "rate"),
+    ("query_all", "query all N refs (as refs)", "ms"),
+    ("query_all_arrow", "query all N refs as Arrow | daf: refs", "ms"),
+    ("query_all_raw", "raw sqlite3 fetch of the same rows", "ms"),
+    ("query_visit", "query one visit (100 refs)", "ms"),
+    ("find_one", "find one dataset", "ms"),
+    ("remove_run", "remove run (N datasets + files)", "rate"),
+]
+
+
+def _rate(n: int, seconds: float) -> dict[str, float]:
+    return {"n": n, "seconds": seconds, "rate": n / seconds}
+
+
+def _latency(samples: list[float]) -> dict[str, float]:
+    return {"ms": statistics.median(samples) * 1e3, "min_ms": min(samples) * 1e3, "calls": len(samples)}
+
+
+def _obj(v: int, d: int) -> dict[str, Any]:
+    return {"visit": v, "detector": d, "zero_point": 27.0 + d / 1000, "ok": True}
+
+
+def _timed_calls(fn: Any, count: int) -> list[float]:
+    samples = []
+    for i in range(count):
+        t0 = time.perf_counter()
+        fn(i)
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def skybutler_workload(n: int, root: Path, calls: int) -> dict[str, Any]:
+    """The skybutler child: every operation on a new repository under ``root``."""
+    import skybutler
+    from skybutler import Butler
+    from skybutler.butler import FileDataset
+
+    out: dict[str, Any] = {"system": "skybutler", "version": skybutler.__version__, "n": n,
+                           "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version}
+    butler = Butler.create(root / "sky_repo")
+    t0 = time.perf_counter()
+    data_ids = hsc_records(butler, math.ceil(n / DETECTORS))[:n]
+    out["setup_records_s"] = time.perf_counter() - t0
+    butler.register_dataset_type(DATASET_TYPE, ["instrument", "visit", "detector"], "dict")
+    m = min(n, calls)
+    out["calls"] = m
+
+    def did(v: int, d: int) -> dict[str, Any]:
+        return {"instrument": "HSC", "visit": v, "detector": d}
+
+    bp = butler.with_run("bench/put")
+    gc.collect()
+    t0 = time.perf_counter()
+    for v, d in data_ids[:m]:
+        bp.put(_obj(v, d), DATASET_TYPE, did(v, d))
+    out["put"] = _rate(m, time.perf_counter() - t0)
+
+    cfg = butler.config.model_copy(deep=True)
+    cfg.registry.sync_every_commit = True
+    sb = Butler(butler.root, run="bench/put_sync", _config=cfg)
+    gc.collect()
+    t0 = time.perf_counter()
+    for v, d in data_ids[:m]:
+        sb.put(_obj(v, d), DATASET_TYPE, did(v, d))
+    out["put_sync"] = _rate(m, time.perf_counter() - t0)
+    sb.close()
+
+    items = [(_obj(v, d), DATASET_TYPE, did(v, d)) for v, d in data_ids]
+    b = butler.with_run("bench/put_many")
+    gc.collect()
+    t0 = time.perf_counter()
+    for i in range(0, n, BATCH):
+        b.put_many(items[i:i + BATCH])
+    out["put_many"] = _rate(n, time.perf_counter() - t0)
+
+    src = root / "sky_src"
+    src.mkdir()
+    paths = []
+    for v, d in data_ids:
+        p = src / f"raw_{v}_{d:03d}.json"
+        p.write_text(json.dumps(_obj(v, d)))
+        paths.append(p)
+    for name, transfer in (("ingest_direct", "direct"), ("ingest_copy", "copy")):
+        files = [FileDataset(str(p), DATASET_TYPE, did(v, d)) for p, (v, d) in zip(paths, data_ids, strict=True)]
+        gc.collect()
+        t0 = time.perf_counter()
+        butler.ingest(files, run=f"bench/{name}", transfer=transfer)
+        out[name] = _rate(n, time.perf_counter() - t0)
+
+    run = "bench/ingest_copy"
+    b = butler.with_run(run)
+    refs = sorted(b.query_datasets(DATASET_TYPE, collections=[run]),
+                  key=lambda r: (r.data_id["visit"], r.data_id["detector"]))
+    gc.collect()
+    t0 = time.perf_counter()
+    values = [b.get(r) for r in refs[:m]]
+    out["get_ref"] = _rate(m, time.perf_counter() - t0)
+    assert values[-1]["detector"] == data_ids[m - 1][1]
+
+    gc.collect()
+    t0 = time.perf_counter()
+    for v, d in data_ids[:m]:
+        b.get(DATASET_TYPE, did(v, d), collections=[run])
+    out["get_data_id"] = _rate(m, time.perf_counter() - t0)
+
+    # The same query three ways, alternated so that each sees the same minutes of the machine.
+    db = root / "sky_repo" / "registry.sqlite3"
+    raw = sqlite3.connect(db)
+    run_id = raw.execute("SELECT id FROM collection WHERE name = ?", (run,)).fetchone()[0]
+    type_id = raw.execute("SELECT id FROM dataset_type WHERE name = ?", (DATASET_TYPE,)).fetchone()[0]
+    raw_sql = ("SELECT id, dataset_type_id, run_id, data_id_key, instrument, visit, detector FROM dataset "
+               "WHERE dataset_type_id = ? AND run_id = ?")
+    ways = {
+        "query_all": lambda: len(list(b.query_datasets(DATASET_TYPE, collections=[run]))),
+        "query_all_arrow": lambda: b.query_datasets(DATASET_TYPE, collections=[run]).to_arrow().num_rows,
+        "query_all_raw": lambda: len(raw.execute(raw_sql, (type_id, run_id)).fetchall()),
+    }
+    samples: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(9):
+        for key, fn in ways.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            count = fn()
+            samples[key].append(time.perf_counter() - t0)
+            assert count == n, (key, count)
+    raw.close()
+    for key, s in samples.items():
+        out[key] = _latency(s[1:])
+
+    visits = sorted({v for v, _ in data_ids})
+    s = _timed_calls(lambda i: list(b.query_datasets(DATASET_TYPE, collections=[run],
+                                                     where=f"visit = {visits[i % len(visits)]}")), 60)
+    out["query_visit"] = _latency(s[5:])
+    s = _timed_calls(lambda i: b.find_dataset(DATASET_TYPE, did(*data_ids[(i * 37) % n]), collections=[run]), 300)
+    out["find_one"] = _latency(s[10:])
+
+    gc.collect()
+    t0 = time.perf_counter()
+    butler.remove_runs([run])
+    out["remove_run"] = _rate(n, time.perf_counter() - t0)
+    butler.close()
+    return out
+
+
+def _durability(key: str, system: str) -> str:
+    """How durable a write row's commits (and files) are; reads say "read"."""
+    if key.startswith(("query", "get")) or key == "find_one":
+        return "read"
+    if system == "daf_butler":
+        return DAF_DURABILITY
+    from skybutler.datastore import Datastore
+
+    files = "files synced" if "sync" in inspect.signature(Datastore).parameters else "files not synced"
+    if key == "put_sync":
+        return f"WAL, synchronous=FULL (every commit synced); {files}"
+    return DEFAULT_DURABILITY + "; files not synced"
+
+
+def _child(cmd: list[str], out: Path) -> dict[str, Any] | None:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"child {cmd[0]} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    figures = json.loads(out.read_text())
+    figures["wall_s"] = time.perf_counter() - t0
+    return figures
+
+
+def _value(figures: dict[str, Any] | None, key: str, kind: str) -> float | None:
+    if figures is None or key not in figures:
+        return None
+    return float(figures[key]["rate" if kind == "rate" else "ms"])
+
+
+def report(sky: dict[str, Any] | None, daf: dict[str, Any] | None) -> None:
+    """Print one row per operation: both figures, the ratio (>1: skybutler faster) and each durability."""
+    def fmt(v: float | None, kind: str) -> str:
+        if v is None:
+            return "—"
+        return f"{v:,.0f}/s" if kind == "rate" else f"{v:.2f} ms"
+
+    print(f"\n{'operation':<44} {'skybutler':>12} {'daf_butler':>12} {'ratio':>7}  durability (skybutler | daf_butler)")
+    daf_keys = {"put_sync": "put", "query_all_arrow": "query_all", "query_all_raw": "-"}
+    for key, label, kind in ROWS:
+        s = _value(sky, key, kind)
+        d = _value(daf, daf_keys.get(key, key), kind)
+        ratio = "—"
+        if s and d:
+            ratio = f"{s / d:.1f}×" if kind == "rate" else f"{d / s:.1f}×"
+        dur = _durability(key, "skybutler")
+        if dur != "read":
+            dur += f" | {_durability(key, 'daf_butler') if d else '—'}"
+        print(f"{label:<44} {fmt(s, kind):>12} {fmt(d, kind):>12} {ratio:>7}  {dur}")
+    if sky and "query_all_arrow" in sky and "query_all_raw" in sky:
+        print(f"\nquery all as Arrow / raw sqlite3 fetch of the same rows: "
+              f"{sky['query_all_arrow']['ms'] / sky['query_all_raw']['ms']:.2f}× (goal ≤ 2×)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--daf-python", type=Path, default=None,
+                        help="a Python with lsst-daf-butler installed (without it, only skybutler runs)")
+    parser.add_argument("--n", type=int, default=2000, help="datasets per write test (default 2,000)")
+    parser.add_argument("--calls", type=int, default=2000, help="datasets in one-per-call loops (default 2,000)")
+    parser.add_argument("--json", type=Path, default=None, help="also write both children's figures here")
+    parser.add_argument("--child", choices=["skybutler"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.out.write_text(json.dumps(skybutler_workload(args.n, args.root, args.calls)))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="skybutler-vs-daf-"))
+    print(f"N = {args.n:,}, one-per-call loops over {min(args.n, args.calls):,}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; work in {tmp}", flush=True)
+    try:
+        (tmp / "sky").mkdir()
+        sky = _child([sys.executable, str(HERE / "compare_daf_butler.py"), "--child", "skybutler", "--n", str(args.n),
+                      "--calls", str(args.calls), "--root", str(tmp / "sky"), "--out", str(tmp / "sky.json")],
+                     tmp / "sky.json")
+        print(f"skybutler done ({sky['wall_s']:.0f} s), load {os.getloadavg()[0]:.1f}" if sky else "skybutler failed",
+              flush=True)
+        daf = None
+        if args.daf_python:
+            (tmp / "daf").mkdir()
+            daf = _child([str(args.daf_python), str(HERE / "_daf_workload.py"), "--n", str(args.n),
+                          "--calls", str(args.calls), "--root", str(tmp / "daf"), "--out", str(tmp / "daf.json")],
+                         tmp / "daf.json")
+            print(f"daf_butler {daf['version']} done ({daf['wall_s']:.0f} s), load {os.getloadavg()[0]:.1f}"
+                  if daf else "daf_butler failed", flush=True)
+        else:
+            print("no --daf-python: skybutler only (see benchmarks/README.md for the one-line setup)")
+        report(sky, daf)
+        if args.json:
+            args.json.write_text(json.dumps({"skybutler": sky, "daf_butler": daf}, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
