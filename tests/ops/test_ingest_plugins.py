@@ -124,6 +124,9 @@ def test_the_cli_ingests_into_a_fresh_repository_and_shows_the_origin(tmp_path, 
     row = json.loads(shown.output.strip().splitlines()[-1])
     assert row["dataset_id"] == str(refs[0].id) and row["plugin"] == "hsc-raw"
     assert row["original_path"] in paths and row["metadata"]["object"] == "COSMOS"
+    unknown = runner.invoke(main, ["ingest-origin", str(repo), "0b5f0c1e-2f5a-5c61-9a4e-3d4a1e5d8c11"])
+    assert unknown.exit_code == 1
+    assert "Dataset 0b5f0c1e-2f5a-5c61-9a4e-3d4a1e5d8c11 is not in this repository: no origin" in unknown.output
 
 
 def test_a_file_the_plugin_cannot_read_is_named_and_nothing_is_stored(make_butler, raws, tmp_path):

@@ -402,12 +402,13 @@ def ingest_origin(repo: str, dataset_ids: tuple[str, ...], fmt: str) -> None:
     rows = [{"dataset_id": str(o.dataset_id), "original_path": o.original_path, "plugin": o.plugin,
              "metadata": json.dumps(dict(o.metadata), sort_keys=True) if fmt != "json" else dict(o.metadata)}
             for o in origins.values()]
-    _print_rows(rows, ["dataset_id", "original_path", "plugin", "metadata"], fmt, title="Ingest origins")
+    if rows:
+        _print_rows(rows, ["dataset_id", "original_path", "plugin", "metadata"], fmt, title="Ingest origins")
     if missing:
         known = butler.registry.get_datasets(missing)
         for m in missing:
             what = "was not ingested (it was put)" if m in known else "is not in this repository"
-            err_console.print(f"Dataset {m} {what}: no origin")
+            click.echo(f"Dataset {m} {what}: no origin", err=True)
         sys.exit(1)
 
 
