@@ -26,6 +26,7 @@ files aside, never deletes them.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import errno
 import hashlib
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from ..butler import Butler
     from ..datastore import Datastore
     from ..model import DatasetRef
-    from ..registry import FileRecord
+    from ..registry import FileRecord, Registry
 
 __all__ = ["MAX_LISTED", "PROBLEM_KINDS", "QUARANTINE_DIR", "Problem", "ProgressBars", "VerifyReport", "check_file",
            "skipped_paths", "verify"]
@@ -223,8 +224,8 @@ def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress
         to_mark: list[tuple[uuid.UUID, str]] = []
         to_clear: list[uuid.UUID] = []
         task = bars.add("registered files", total)
-        for ref, problem, nbytes in _check_all(datastore, integrity_sql.stored_files(registry, runs),
-                                                       checksums, workers):
+        for record, problem, nbytes in _check_all(datastore, integrity_sql.stored_files(registry, runs),
+                                                  checksums, workers):
             report.files_checked += 1
             report.bytes_read += nbytes
             bars.advance(task)
@@ -232,9 +233,10 @@ def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress
                 report.add(problem)
                 if problem.kind in ("lost", "size", "checksum"):
                     kind = "missing" if problem.kind == "lost" else problem.kind
-                    to_mark.append((ref.id, f"{kind}: {problem.detail}"))
-            elif ref.id in marks and (checksums or not marks[ref.id].reason.startswith("checksum")):
-                to_clear.append(ref.id)
+                    to_mark.append((record.dataset_id, f"{kind}: {problem.detail}"))
+            elif record.dataset_id in marks and (checksums or not marks[record.dataset_id].reason.startswith("checksum")):
+                to_clear.append(record.dataset_id)
+        _describe_datasets(registry, report)
         if mark_lost:
             report.marked_lost = integrity_sql.mark_lost(registry, to_mark)
             report.cleared = integrity_sql.clear_lost(registry, to_clear)
@@ -249,15 +251,25 @@ def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress
 # -- registered files ------------------------------------------------------------------------
 
 
+def _describe_datasets(registry: Registry, report: VerifyReport) -> None:
+    """Name the dataset (type, data id, run) of each listed problem of a registered file: one query for all."""
+    listed = [p for kind in ("lost", "size", "checksum", "unreadable") for p in report.problems[kind]]
+    refs = registry.get_datasets([p.dataset_id for p in listed if p.dataset_id is not None])
+    for kind in ("lost", "size", "checksum", "unreadable"):
+        report.problems[kind] = [
+            dataclasses.replace(p, dataset=_describe(refs[p.dataset_id])) if p.dataset_id in refs else p
+            for p in report.problems[kind]]
+
+
 def _describe(ref: DatasetRef) -> str:
     return f"{ref.dataset_type.name} {{{ref.data_id}}} in run {ref.run}"
 
 
-def _check_all(datastore: Datastore, files: Iterator[tuple[FileRecord, DatasetRef]], checksums: bool, workers: int,
-               ) -> Iterator[tuple[DatasetRef, Problem | None, int]]:
+def _check_all(datastore: Datastore, files: Iterator[FileRecord], checksums: bool, workers: int,
+               ) -> Iterator[tuple[FileRecord, Problem | None, int]]:
     """Check ``files`` on ``workers`` threads, a few batches ahead of the consumer (memory stays bounded)."""
-    def batches() -> Iterator[list[tuple[FileRecord, DatasetRef]]]:
-        batch: list[tuple[FileRecord, DatasetRef]] = []
+    def batches() -> Iterator[list[FileRecord]]:
+        batch: list[FileRecord] = []
         for item in files:
             batch.append(item)
             if len(batch) == _BATCH:
@@ -266,8 +278,8 @@ def _check_all(datastore: Datastore, files: Iterator[tuple[FileRecord, DatasetRe
         if batch:
             yield batch
 
-    def run(batch: list[tuple[FileRecord, DatasetRef]]) -> list[tuple[DatasetRef, Problem | None, int]]:
-        return [(ref, *check_file(datastore, record, ref, checksums)) for record, ref in batch]
+    def run(batch: list[FileRecord]) -> list[tuple[FileRecord, Problem | None, int]]:
+        return [(record, *check_file(datastore, record, checksums)) for record in batch]
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         pending: collections.deque[Future[Any]] = collections.deque()
@@ -283,8 +295,7 @@ def _check_all(datastore: Datastore, files: Iterator[tuple[FileRecord, DatasetRe
                 future.cancel()
 
 
-def check_file(datastore: Datastore, record: FileRecord, ref: DatasetRef, checksums: bool,
-               ) -> tuple[Problem | None, int]:
+def check_file(datastore: Datastore, record: FileRecord, checksums: bool) -> tuple[Problem | None, int]:
     """Check one registered file: is it there, of its size, with its checksum? Returns the problem and bytes read.
 
     Local files (under the root or ingested in place) are read with plain system calls;
@@ -303,16 +314,16 @@ def check_file(datastore: Datastore, record: FileRecord, ref: DatasetRef, checks
     except FileAccessError as exc:
         if exc.errno != errno.ENOENT:
             raise  # the store cannot be reached: not a verdict on this file
-        return Problem("lost", record.path, ref.id, _describe(ref), "no file"), 0
+        return Problem("lost", record.path, record.dataset_id, "", "no file"), 0
     except FileNotFoundError:
-        return Problem("lost", record.path, ref.id, _describe(ref), "no file"), 0
+        return Problem("lost", record.path, record.dataset_id, "", "no file"), 0
     except OSError as exc:
-        return Problem("unreadable", record.path, ref.id, _describe(ref), exc.strerror or str(exc)), 0
+        return Problem("unreadable", record.path, record.dataset_id, "", exc.strerror or str(exc)), 0
     if size != record.size:
-        return Problem("size", record.path, ref.id, _describe(ref), f"expected {record.size} bytes, found {size}"), 0
+        return Problem("size", record.path, record.dataset_id, "", f"expected {record.size} bytes, found {size}"), 0
     if digest is not None and digest != record.checksum:
         detail = f"expected {algorithm}:{record.checksum}, found {algorithm}:{digest}"
-        return Problem("checksum", record.path, ref.id, _describe(ref), detail), size
+        return Problem("checksum", record.path, record.dataset_id, "", detail), size
     return None, size if digest is not None else 0
 
 
@@ -368,12 +379,15 @@ def _walk(butler: Butler, report: VerifyReport, bars: ProgressBars, *, keep: boo
     dark: list[str] = []
     batch: list[str] = []
 
+    # A file under the root ingested in place by a "direct" ingest is registered by its full URL.
+    base = datastore.url("x")[:-1]
+    prefixes = [base, "file://" + base] if not is_url(base) else [base]
+    by_url = integrity_sql.urls_under(registry, prefixes)
+
     def lookup() -> None:
-        # A file ingested in place by a "direct" ingest is registered by its full URL.
-        names = {path: _also_known_as(datastore, path) for path in batch}
-        known = pipeline_sql.known_paths(registry, [n for ns in names.values() for n in ns])
-        for path, ns in names.items():
-            if known.isdisjoint(ns):
+        known = pipeline_sql.known_paths(registry, batch)
+        for path in batch:
+            if path not in known and not any(prefix + path in by_url for prefix in prefixes):
                 if path in removals:
                     report.add(Problem("removal", path, detail=removals[path]))
                 else:
@@ -397,12 +411,6 @@ def _walk(butler: Butler, report: VerifyReport, bars: ProgressBars, *, keep: boo
     if batch:
         lookup()
     return dark
-
-
-def _also_known_as(datastore: Datastore, path: str) -> set[str]:
-    """The names a file under the root may be registered by: its path, and its URL (``direct`` ingests)."""
-    url = datastore.url(path)
-    return {path, url, "file://" + url} if not is_url(url) else {path, url}
 
 
 def _quarantine(datastore: Datastore, paths: Iterable[str]) -> str:

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..model import DatasetRef
 from ._datasets import FileRecord
 from ._values import chunks
 
 if TYPE_CHECKING:
     from ._registry import Registry
 
-__all__ = ["LostMark", "clear_lost", "count_files", "files_for_read", "lost_marks", "mark_lost", "stored_files"]
+__all__ = ["LostMark", "clear_lost", "count_files", "files_for_read", "lost_marks", "mark_lost", "stored_files",
+           "urls_under"]
 
 _STREAM = 2000
 
@@ -125,9 +125,9 @@ def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
 
 def _file_select(registry: Registry, runs: Sequence[str] | None) -> Any:
     f, d = registry.tables.file, registry.tables.dataset
-    stmt = sa.select(d, *[c.label(f"file_{c.name}") for c in f.c]).join(f, f.c.dataset_id == d.c.id)
+    stmt = sa.select(f.c.dataset_id, f.c.path, f.c.size, f.c.checksum, f.c.checksum_algorithm, f.c.format)
     if runs is not None:
-        stmt = stmt.where(d.c.run_id.in_([registry.run_id(r) for r in runs]))
+        stmt = stmt.join(d, d.c.id == f.c.dataset_id).where(d.c.run_id.in_([registry.run_id(r) for r in runs]))
     return stmt
 
 
@@ -138,17 +138,31 @@ def count_files(registry: Registry, runs: Sequence[str] | None = None) -> int:
         return int(conn.execute(stmt).scalar_one())
 
 
-def stored_files(registry: Registry, runs: Sequence[str] | None = None) -> Iterator[tuple[FileRecord, DatasetRef]]:
-    """Every file record with its dataset (of datasets in ``runs`` when given), streamed.
+def stored_files(registry: Registry, runs: Sequence[str] | None = None) -> Iterator[FileRecord]:
+    """Every file record (of datasets in ``runs`` when given), streamed.
+
+    File records only, without their datasets: a check of every file needs the datasets
+    of the few that have a problem, which `Registry.get_datasets` gives afterwards.
 
     Raises `CollectionError` for a name in ``runs`` that is not a run.
     """
-    f = registry.tables.file
     stmt = _file_select(registry, runs)
-    records = registry.dataset_records
     with registry.database.read() as conn:
-        result = conn.execution_options(yield_per=_STREAM).execute(stmt).mappings()
+        result = conn.execution_options(yield_per=_STREAM).execute(stmt)
         for rows in result.partitions():
-            refs = records.refs_from_rows(conn, rows)
-            for row, ref in zip(rows, refs, strict=True):
-                yield FileRecord(**{c.name: row[f"file_{c.name}"] for c in f.c}), ref
+            for row in rows:
+                yield FileRecord(*row)
+
+
+def urls_under(registry: Registry, prefixes: Sequence[str]) -> set[str]:
+    """File paths recorded as full URLs or absolute paths that start with one of ``prefixes``.
+
+    Files ingested in place by a ``direct`` ingest are recorded by URL; when such a file
+    lies under the datastore root, `verify` must not call it dark.
+    """
+    f = registry.tables.file
+    if not prefixes:
+        return set()
+    cond = sa.or_(*[f.c.path.startswith(p, autoescape=True) for p in prefixes])
+    with registry.database.read() as conn:
+        return set(conn.execute(sa.select(f.c.path).where(cond)).scalars())
