@@ -37,7 +37,8 @@ def _storage_class_map(values: tuple[str, ...]) -> dict[str, str]:
                    "instead of an export file.")
 @click.option("--transfer", type=click.Choice(TRANSFER_CHOICES), default="copy", show_default=True,
               help="How files come in: copy/move/hardlink/symlink into REPO's datastore at the paths they had; "
-                   "'direct' uses them where they are; 'none' registers rows only.")
+                   "'direct' uses them where they are; 'none' registers rows only. 'move' takes the files away "
+                   "from the export or daf_butler repository (which then names missing files).")
 @click.option("--create", is_flag=True, help="Create REPO (default universe, SQLite) if it does not exist.")
 @click.option("--drop-unknown-dimensions", is_flag=True,
               help="Import without the dimension elements and data id keys REPO's universe lacks (e.g. daf_butler's "
@@ -57,6 +58,10 @@ def import_daf_butler(repo: str, export_yaml: str | None, daf_repo: str | None, 
     Datasets REPO already holds identically are skipped, so the same command can be run
     again after an interruption; a dataset REPO holds otherwise is a conflict, listed,
     never overwritten, and the command exits with status 1.
+
+    daf_butler's default universe has elements skybutler's lacks (e.g. 'group', which
+    every exposure implies), so its exports are refused, with the list, unless
+    --drop-unknown-dimensions is given or REPO's universe has them.
 
     \b
     Examples:
