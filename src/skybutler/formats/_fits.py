@@ -299,7 +299,7 @@ class FitsFormatter(Formatter):
             shape = image_shape(pixels)
             clipped = [clip(as_box(box, what="a cutout box"), shape) for box in boxes]
             # Named before they are read, the rows of every box come from a remote store in
-            # one batch of concurrent requests, not one request per row.
+            # one batch of concurrent requests, rather than one request after another.
             reader.prefetch([part for box in clipped for part in box_ranges(pixels, box, shape)])
             cutouts = [
                 Image(
