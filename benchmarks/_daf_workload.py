@@ -83,7 +83,7 @@ def _records(butler: Any, n_visits: int) -> list[tuple[int, int]]:
     return [(v["id"], d) for v in visits for d in range(DETECTORS)]
 
 
-def run(n: int, root: Path, calls: int) -> dict[str, Any]:
+def run(n: int, root: Path, calls: int, queries_only: bool = False) -> dict[str, Any]:
     """Every operation on a new repository under ``root``; the figures as a dict."""
     from lsst.daf.butler import Butler, Config, DatasetRef, DatasetType, FileDataset
     from lsst.daf.butler import __version__ as daf_version
@@ -107,12 +107,13 @@ def run(n: int, root: Path, calls: int) -> dict[str, Any]:
     def did(v: int, d: int) -> dict[str, Any]:
         return {"instrument": "HSC", "visit": v, "detector": d}
 
-    # put, one per call
-    bp = Butler.from_config(str(repo), writeable=True, run="bench/put")
-    gc.collect()
-    t0 = time.perf_counter()
-    put_refs = [bp.put(_obj(v, d), DATASET_TYPE, did(v, d)) for v, d in data_ids[:m]]
-    out["put"] = _rate(m, time.perf_counter() - t0)
+    if not queries_only:
+        # put, one per call
+        bp = Butler.from_config(str(repo), writeable=True, run="bench/put")
+        gc.collect()
+        t0 = time.perf_counter()
+        [bp.put(_obj(v, d), DATASET_TYPE, did(v, d)) for v, d in data_ids[:m]]
+        out["put"] = _rate(m, time.perf_counter() - t0)
 
     # "put_many": daf_butler has no batched put; its batched write is ingest of files
     # (measured below). The reads use a run filled by ingest with transfer=copy.
@@ -123,7 +124,7 @@ def run(n: int, root: Path, calls: int) -> dict[str, Any]:
         p = src / f"raw_{v}_{d:03d}.json"
         p.write_text(json.dumps(_obj(v, d)))
         files.append((p, did(v, d)))
-    for name, transfer in (("ingest_direct", "direct"), ("ingest_copy", "copy")):
+    for name, transfer in (("ingest_direct", "direct"), ("ingest_copy", "copy"))[:1 if queries_only else 2]:
         run_name = f"bench/{name}"
         butler.registry.registerRun(run_name)
         datasets = [FileDataset(path=str(p), refs=[DatasetRef(dt, butler.registry.expandDataId(data_id),
@@ -134,22 +135,23 @@ def run(n: int, root: Path, calls: int) -> dict[str, Any]:
         butler.ingest(*datasets, transfer=transfer)
         out[name] = _rate(n, time.perf_counter() - t0)
         out[name]["note"] = "data ids expanded beforehand (not timed)"
-    run_name = "bench/ingest_copy"
+    run_name = "bench/ingest_direct" if queries_only else "bench/ingest_copy"
     b = Butler.from_config(str(repo), writeable=True, run=run_name, collections=[run_name])
     refs = b.query_datasets(DATASET_TYPE, collections=run_name, limit=None)
     refs.sort(key=lambda r: (r.dataId["visit"], r.dataId["detector"]))
 
-    gc.collect()
-    t0 = time.perf_counter()
-    values = [b.get(r) for r in refs[:m]]
-    out["get_ref"] = _rate(m, time.perf_counter() - t0)
-    assert values[-1]["detector"] == data_ids[m - 1][1]
+    if not queries_only:
+        gc.collect()
+        t0 = time.perf_counter()
+        values = [b.get(r) for r in refs[:m]]
+        out["get_ref"] = _rate(m, time.perf_counter() - t0)
+        assert values[-1]["detector"] == data_ids[m - 1][1]
 
-    gc.collect()
-    t0 = time.perf_counter()
-    for v, d in data_ids[:m]:
-        b.get(DATASET_TYPE, did(v, d), collections=run_name)
-    out["get_data_id"] = _rate(m, time.perf_counter() - t0)
+        gc.collect()
+        t0 = time.perf_counter()
+        for v, d in data_ids[:m]:
+            b.get(DATASET_TYPE, did(v, d), collections=run_name)
+        out["get_data_id"] = _rate(m, time.perf_counter() - t0)
 
     def query_all() -> int:
         return len(b.query_datasets(DATASET_TYPE, collections=run_name, limit=None))
@@ -187,7 +189,6 @@ def run(n: int, root: Path, calls: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     butler.removeRuns([run_name])
     out["remove_run"] = _rate(n, time.perf_counter() - t0)
-    del put_refs
     return out
 
 
@@ -197,8 +198,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--queries-only", action="store_true")
     args = parser.parse_args()
-    args.out.write_text(json.dumps(run(args.n, args.root, args.calls)))
+    args.out.write_text(json.dumps(run(args.n, args.root, args.calls, args.queries_only)))
 
 
 if __name__ == "__main__":

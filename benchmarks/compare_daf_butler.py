@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import inspect
 import json
 import math
@@ -64,6 +65,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("get_data_id", "get by data id", "rate"),
     ("query_all", "query all N refs (as refs)", "ms"),
     ("query_all_arrow", "query all N refs as Arrow | daf: refs", "ms"),
+    ("query_all_arrow_dbapi", "query all as Arrow, DB-API path", "ms"),
     ("query_all_raw", "raw sqlite3 fetch of the same rows", "ms"),
     ("query_visit", "query one visit (100 refs)", "ms"),
     ("find_one", "find one dataset", "ms"),
@@ -92,14 +94,22 @@ def _timed_calls(fn: Any, count: int) -> list[float]:
     return samples
 
 
-def skybutler_workload(n: int, root: Path, calls: int) -> dict[str, Any]:
-    """The skybutler child: every operation on a new repository under ``root``."""
+def _arrow_in_transaction(butler: Any, run: str) -> int:
+    # Inside a write transaction the table is built from the DB-API cursor (ADBC's own
+    # connection could not see the transaction's rows): the path used without ADBC.
+    with butler.transaction():
+        return int(butler.query_datasets(DATASET_TYPE, collections=[run]).to_arrow().num_rows)
+
+
+def skybutler_workload(n: int, root: Path, calls: int, queries_only: bool = False) -> dict[str, Any]:
+    """The skybutler child: every operation (or only the reads) on a new repository under ``root``."""
     import skybutler
     from skybutler import Butler
     from skybutler.butler import FileDataset
 
     out: dict[str, Any] = {"system": "skybutler", "version": skybutler.__version__, "n": n,
-                           "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version}
+                           "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
+                           "adbc": importlib.util.find_spec("adbc_driver_sqlite") is not None}
     butler = Butler.create(root / "sky_repo")
     t0 = time.perf_counter()
     data_ids = hsc_records(butler, math.ceil(n / DETECTORS))[:n]
@@ -111,30 +121,31 @@ def skybutler_workload(n: int, root: Path, calls: int) -> dict[str, Any]:
     def did(v: int, d: int) -> dict[str, Any]:
         return {"instrument": "HSC", "visit": v, "detector": d}
 
-    bp = butler.with_run("bench/put")
-    gc.collect()
-    t0 = time.perf_counter()
-    for v, d in data_ids[:m]:
-        bp.put(_obj(v, d), DATASET_TYPE, did(v, d))
-    out["put"] = _rate(m, time.perf_counter() - t0)
+    if not queries_only:
+        bp = butler.with_run("bench/put")
+        gc.collect()
+        t0 = time.perf_counter()
+        for v, d in data_ids[:m]:
+            bp.put(_obj(v, d), DATASET_TYPE, did(v, d))
+        out["put"] = _rate(m, time.perf_counter() - t0)
 
-    cfg = butler.config.model_copy(deep=True)
-    cfg.registry.sync_every_commit = True
-    sb = Butler(butler.root, run="bench/put_sync", _config=cfg)
-    gc.collect()
-    t0 = time.perf_counter()
-    for v, d in data_ids[:m]:
-        sb.put(_obj(v, d), DATASET_TYPE, did(v, d))
-    out["put_sync"] = _rate(m, time.perf_counter() - t0)
-    sb.close()
+        cfg = butler.config.model_copy(deep=True)
+        cfg.registry.sync_every_commit = True
+        sb = Butler(butler.root, run="bench/put_sync", _config=cfg)
+        gc.collect()
+        t0 = time.perf_counter()
+        for v, d in data_ids[:m]:
+            sb.put(_obj(v, d), DATASET_TYPE, did(v, d))
+        out["put_sync"] = _rate(m, time.perf_counter() - t0)
+        sb.close()
 
-    items = [(_obj(v, d), DATASET_TYPE, did(v, d)) for v, d in data_ids]
-    b = butler.with_run("bench/put_many")
-    gc.collect()
-    t0 = time.perf_counter()
-    for i in range(0, n, BATCH):
-        b.put_many(items[i:i + BATCH])
-    out["put_many"] = _rate(n, time.perf_counter() - t0)
+        items = [(_obj(v, d), DATASET_TYPE, did(v, d)) for v, d in data_ids]
+        b = butler.with_run("bench/put_many")
+        gc.collect()
+        t0 = time.perf_counter()
+        for i in range(0, n, BATCH):
+            b.put_many(items[i:i + BATCH])
+        out["put_many"] = _rate(n, time.perf_counter() - t0)
 
     src = root / "sky_src"
     src.mkdir()
@@ -143,28 +154,29 @@ def skybutler_workload(n: int, root: Path, calls: int) -> dict[str, Any]:
         p = src / f"raw_{v}_{d:03d}.json"
         p.write_text(json.dumps(_obj(v, d)))
         paths.append(p)
-    for name, transfer in (("ingest_direct", "direct"), ("ingest_copy", "copy")):
+    for name, transfer in (("ingest_direct", "direct"), ("ingest_copy", "copy"))[:1 if queries_only else 2]:
         files = [FileDataset(str(p), DATASET_TYPE, did(v, d)) for p, (v, d) in zip(paths, data_ids, strict=True)]
         gc.collect()
         t0 = time.perf_counter()
         butler.ingest(files, run=f"bench/{name}", transfer=transfer)
         out[name] = _rate(n, time.perf_counter() - t0)
 
-    run = "bench/ingest_copy"
+    run = "bench/ingest_direct" if queries_only else "bench/ingest_copy"
     b = butler.with_run(run)
-    refs = sorted(b.query_datasets(DATASET_TYPE, collections=[run]),
-                  key=lambda r: (r.data_id["visit"], r.data_id["detector"]))
-    gc.collect()
-    t0 = time.perf_counter()
-    values = [b.get(r) for r in refs[:m]]
-    out["get_ref"] = _rate(m, time.perf_counter() - t0)
-    assert values[-1]["detector"] == data_ids[m - 1][1]
+    if not queries_only:
+        refs = sorted(b.query_datasets(DATASET_TYPE, collections=[run]),
+                      key=lambda r: (r.data_id["visit"], r.data_id["detector"]))
+        gc.collect()
+        t0 = time.perf_counter()
+        values = [b.get(r) for r in refs[:m]]
+        out["get_ref"] = _rate(m, time.perf_counter() - t0)
+        assert values[-1]["detector"] == data_ids[m - 1][1]
 
-    gc.collect()
-    t0 = time.perf_counter()
-    for v, d in data_ids[:m]:
-        b.get(DATASET_TYPE, did(v, d), collections=[run])
-    out["get_data_id"] = _rate(m, time.perf_counter() - t0)
+        gc.collect()
+        t0 = time.perf_counter()
+        for v, d in data_ids[:m]:
+            b.get(DATASET_TYPE, did(v, d), collections=[run])
+        out["get_data_id"] = _rate(m, time.perf_counter() - t0)
 
     # The same query three ways, alternated so that each sees the same minutes of the machine.
     db = root / "sky_repo" / "registry.sqlite3"
@@ -176,6 +188,7 @@ def skybutler_workload(n: int, root: Path, calls: int) -> dict[str, Any]:
     ways = {
         "query_all": lambda: len(list(b.query_datasets(DATASET_TYPE, collections=[run]))),
         "query_all_arrow": lambda: b.query_datasets(DATASET_TYPE, collections=[run]).to_arrow().num_rows,
+        "query_all_arrow_dbapi": lambda: _arrow_in_transaction(b, run),
         "query_all_raw": lambda: len(raw.execute(raw_sql, (type_id, run_id)).fetchall()),
     }
     samples: dict[str, list[float]] = {k: [] for k in ways}
@@ -244,7 +257,8 @@ def report(sky: dict[str, Any] | None, daf: dict[str, Any] | None) -> None:
         return f"{v:,.0f}/s" if kind == "rate" else f"{v:.2f} ms"
 
     print(f"\n{'operation':<44} {'skybutler':>12} {'daf_butler':>12} {'ratio':>7}  durability (skybutler | daf_butler)")
-    daf_keys = {"put_sync": "put", "query_all_arrow": "query_all", "query_all_raw": "-"}
+    daf_keys = {"put_sync": "put", "query_all_arrow": "query_all", "query_all_arrow_dbapi": "query_all",
+                "query_all_raw": "-"}
     for key, label, kind in ROWS:
         s = _value(sky, key, kind)
         d = _value(daf, daf_keys.get(key, key), kind)
@@ -257,7 +271,8 @@ def report(sky: dict[str, Any] | None, daf: dict[str, Any] | None) -> None:
         print(f"{label:<44} {fmt(s, kind):>12} {fmt(d, kind):>12} {ratio:>7}  {dur}")
     if sky and "query_all_arrow" in sky and "query_all_raw" in sky:
         print(f"\nquery all as Arrow / raw sqlite3 fetch of the same rows: "
-              f"{sky['query_all_arrow']['ms'] / sky['query_all_raw']['ms']:.2f}× (goal ≤ 2×)")
+              f"{sky['query_all_arrow']['ms'] / sky['query_all_raw']['ms']:.2f}× (goal ≤ 2×; "
+              f"ADBC {'installed' if sky.get('adbc') else 'not installed: DB-API path'})")
 
 
 def main() -> None:
@@ -267,12 +282,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="datasets per write test (default 2,000)")
     parser.add_argument("--calls", type=int, default=2000, help="datasets in one-per-call loops (default 2,000)")
     parser.add_argument("--json", type=Path, default=None, help="also write both children's figures here")
+    parser.add_argument("--queries-only", action="store_true",
+                        help="fill one run by direct ingest and measure only the queries (quick at N = 10,000)")
     parser.add_argument("--child", choices=["skybutler"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        args.out.write_text(json.dumps(skybutler_workload(args.n, args.root, args.calls)))
+        args.out.write_text(json.dumps(skybutler_workload(args.n, args.root, args.calls, args.queries_only)))
         return
     tmp = Path(tempfile.mkdtemp(prefix="skybutler-vs-daf-"))
     print(f"N = {args.n:,}, one-per-call loops over {min(args.n, args.calls):,}; {platform.processor() or platform.machine()}, "
@@ -280,7 +297,8 @@ def main() -> None:
     try:
         (tmp / "sky").mkdir()
         sky = _child([sys.executable, str(HERE / "compare_daf_butler.py"), "--child", "skybutler", "--n", str(args.n),
-                      "--calls", str(args.calls), "--root", str(tmp / "sky"), "--out", str(tmp / "sky.json")],
+                      "--calls", str(args.calls), "--root", str(tmp / "sky"), "--out", str(tmp / "sky.json"),
+                      *(["--queries-only"] if args.queries_only else [])],
                      tmp / "sky.json")
         print(f"skybutler done ({sky['wall_s']:.0f} s), load {os.getloadavg()[0]:.1f}" if sky else "skybutler failed",
               flush=True)
@@ -288,7 +306,8 @@ def main() -> None:
         if args.daf_python:
             (tmp / "daf").mkdir()
             daf = _child([str(args.daf_python), str(HERE / "_daf_workload.py"), "--n", str(args.n),
-                          "--calls", str(args.calls), "--root", str(tmp / "daf"), "--out", str(tmp / "daf.json")],
+                          "--calls", str(args.calls), "--root", str(tmp / "daf"), "--out", str(tmp / "daf.json"),
+                           *(["--queries-only"] if args.queries_only else [])],
                          tmp / "daf.json")
             print(f"daf_butler {daf['version']} done ({daf['wall_s']:.0f} s), load {os.getloadavg()[0]:.1f}"
                   if daf else "daf_butler failed", flush=True)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ._db import sqlite_file
 
-__all__ = ["fetch_sqlite_table", "ids_from_hex"]
+__all__ = ["fetch_sqlite_table", "ids_from_hex", "usable"]
 
 
 def _driver() -> Any:
@@ -30,6 +30,12 @@ def _driver() -> Any:
     return adbc_driver_sqlite.dbapi
 
 
+def usable(conn: sa.Connection, url: str) -> bool:
+    """Whether `fetch_sqlite_table` can read for ``conn``: see there."""
+    return (conn.dialect.name == "sqlite" and not conn.get_execution_options().get("write")
+            and sqlite_file(url) is not None and _driver() is not None)
+
+
 def fetch_sqlite_table(conn: sa.Connection, url: str, stmt: sa.Select) -> Any:
     """The rows of ``stmt`` as a `pyarrow.Table` read by ADBC, or None where ADBC cannot be used.
 
@@ -37,12 +43,9 @@ def fetch_sqlite_table(conn: sa.Connection, url: str, stmt: sa.Select) -> Any:
     (``write`` execution option) another connection would not see its rows, and an
     in-memory database has no file another connection could open.
     """
-    if conn.dialect.name != "sqlite" or conn.get_execution_options().get("write"):
+    if not usable(conn, url):
         return None
-    path = sqlite_file(url)
-    driver = _driver()
-    if path is None or driver is None:
-        return None
+    path, driver = sqlite_file(url), _driver()
     dialect = conn.dialect
     compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
@@ -53,9 +56,14 @@ def fetch_sqlite_table(conn: sa.Connection, url: str, stmt: sa.Select) -> Any:
             return None
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         values.append(process(params[name]) if process is not None else params[name])
-    with driver.connect(str(path)) as adbc, adbc.cursor() as cursor:
-        cursor.execute(str(compiled), values or None)
-        return cursor.fetch_arrow_table()
+    try:
+        with driver.connect(str(path)) as adbc, adbc.cursor() as cursor:
+            cursor.execute(str(compiled), values or None)
+            return cursor.fetch_arrow_table()
+    except driver.Error:
+        # ADBC infers a column's type from its first rows and refuses a later value of
+        # another type, where SQLite (and the DB-API path) take it: the slower path answers.
+        return None
 
 
 def ids_from_hex(column: Any) -> bytes | None:

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from .._gc import paused_gc
 from ..errors import MissingDependencyError
 from ..model import DataId, DatasetRef, DatasetType
-from ._arrow_adbc import fetch_sqlite_table, ids_from_hex
+from ._arrow_adbc import fetch_sqlite_table, ids_from_hex, usable
 
 if TYPE_CHECKING:
     import pandas
@@ -51,6 +51,9 @@ __all__ = ["DataIdQueryResults", "DatasetQueryPlan", "DatasetQueryResults", "str
 
 _CHUNK = 2000
 """Rows fetched at once: bounds the Python tuples held while a table is built."""
+
+_PROBE = 1000
+"""Rows below which a table is built from the DB-API's tuples rather than read again by ADBC."""
 
 _ARROW_CHUNK = 65536
 """Rows per Arrow record batch (fewer, larger arrays are cheaper to build and to use)."""
@@ -106,6 +109,15 @@ def _chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool) -> Iterator[S
             if not rows:
                 break
             yield rows
+    finally:
+        result.close()
+
+
+def _probe(conn: sa.Connection, stmt: sa.Select) -> Sequence[Any]:
+    """The first `_PROBE` rows of ``stmt`` (all of them when fewer), through the DB-API cursor."""
+    result = conn.execute(stmt)
+    try:
+        return result.cursor.fetchmany(_PROBE)
     finally:
         result.close()
 
@@ -245,21 +257,25 @@ def datasets_table(registry: Registry, conn: sa.Connection, plan: DatasetQueryPl
         stmt = sa.select(inner, f.c.path, f.c.size).select_from(
             inner.outerjoin(f, f.c.dataset_id == inner.c.id))
     extra = [width, width + 1] if files else []
-    if plan.check is None and not plan.dedupe:
-        # The common case (no ambiguity to check, no duplicates to drop): Arrow from the database.
-        table = fetch_sqlite_table(conn, registry.database.url, stmt)
-        if table is not None:
-            if table.num_rows == 0:
-                return schema.empty_table()
-            raw = ids_from_hex(table.column(0))
-            if raw is not None:
+    chunks = _chunks(conn, stmt, stream=False)
+    if plan.check is None and not plan.dedupe and usable(conn, registry.database.url):
+        # The common case (no ambiguity to check, no duplicates to drop). A small result is
+        # read as it is (ADBC's fixed cost, a connection and a statement compiled outside
+        # SQLAlchemy's cache, is larger than the fetch); a larger one is read again by ADBC.
+        probe = _probe(conn, stmt)
+        if len(probe) < _PROBE:
+            chunks = iter([probe] if probe else [])
+        else:
+            table = fetch_sqlite_table(conn, registry.database.url, stmt)
+            raw = ids_from_hex(table.column(0)) if table is not None and table.num_rows else None
+            if table is not None and raw is not None:
                 ids = _ids_from_bytes(raw, table.num_rows)
                 rest = [table.column(i).combine_chunks() for i in [*range(4, 4 + n_dims), *extra]]
                 batch = _dataset_batch(registry, conn, plan, schema, ids, table.column(2).to_numpy(), rest)
                 return pa.Table.from_batches([batch], schema=schema)
     seen: set[Any] = set()
     batches = []
-    for rows in _batches(_chunks(conn, stmt, stream=False)):
+    for rows in _batches(chunks):
         if plan.check is not None and plan.ambiguity is not None:
             counts = np.fromiter((r[plan.check] for r in rows), dtype=np.int64, count=len(rows))
             bad = np.flatnonzero(counts > 1)
@@ -396,13 +412,16 @@ class DataIdQueryResults(Iterator[DataId]):
                             for i, (n, t) in enumerate(zip(names, types, strict=True))])
         batches = []
         with self._registry.database.read() as conn, paused_gc():  # see DatasetQueryResults.to_arrow
-            table = fetch_sqlite_table(conn, self._registry.database.url, stmt)
-            if table is not None:
-                if table.num_rows == 0:
-                    return schema.empty_table()
-                return pa.Table.from_arrays([c.cast(t) for c, t in zip(table.columns, types, strict=True)],
-                                            schema=schema)
-            for rows in _batches(_chunks(conn, stmt, stream=False)):
+            chunks = _chunks(conn, stmt, stream=False)
+            if usable(conn, self._registry.database.url):  # as for datasets_table
+                probe = _probe(conn, stmt)
+                table = fetch_sqlite_table(conn, self._registry.database.url, stmt) if len(probe) >= _PROBE else None
+                if table is not None and table.num_rows:
+                    return pa.Table.from_arrays([c.cast(t) for c, t in zip(table.columns, types, strict=True)],
+                                                schema=schema)
+                if len(probe) < _PROBE:
+                    chunks = iter([probe] if probe else [])
+            for rows in _batches(chunks):
                 columns = list(zip(*rows, strict=True))
                 batches.append(pa.RecordBatch.from_arrays(
                     [pa.array(c, t) for c, t in zip(columns, types, strict=True)], schema=schema))
