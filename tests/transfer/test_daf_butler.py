@@ -318,6 +318,11 @@ def test_not_an_export_or_not_a_repository_is_a_clear_error(tmp_path):
         DafButlerExportSource(tmp_path / "absent.yaml")
     with pytest.raises(RepositoryNotFoundError, match="no butler.yaml"):
         DafButlerRepoSource(tmp_path)
+    config = (DAF_REPO / "butler.yaml").read_text()
+    (tmp_path / "butler.yaml").write_text(config.replace("sqlite:///<butlerRoot>/gen3.sqlite3",
+                                                         "postgresql://daf@db.example.org/butler"))
+    with pytest.raises(TransferError, match="only SQLite registries can be read directly.*butler export"):
+        DafButlerRepoSource(tmp_path)
 
 
 def test_regions_decode_from_sphgeom_hex_and_base64():

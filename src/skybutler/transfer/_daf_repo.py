@@ -55,14 +55,14 @@ class DafButlerRepoSource:
         self.mapping = DafMapping(universe or DimensionUniverse.default(), storage_class_map=storage_class_map,
                                   drop_unknown_dimensions=drop_unknown_dimensions)
         self.batch_size = batch_size
-        db_path, self.datastore_root = _read_butler_yaml(self.root)
+        db_path, self.datastore_root, self.records_table = _read_butler_yaml(self.root)
         self.engine = sa.create_engine(f"sqlite:///file:{db_path}?mode=ro&uri=true")
         self.meta = sa.MetaData()
         try:
             self.meta.reflect(self.engine)
         except sa.exc.DatabaseError as exc:
             raise TransferError(f"Cannot read the daf_butler registry {db_path}: {exc.orig}") from None
-        missing = [t for t in ("dataset", "dataset_type", "collection", "run", "file_datastore_records")
+        missing = [t for t in ("dataset", "dataset_type", "collection", "run", self.records_table)
                    if t not in self.meta.tables]
         if missing:
             raise TransferError(f"{db_path} is not a daf_butler registry (no table(s) {', '.join(missing)})")
@@ -90,7 +90,8 @@ class DafButlerRepoSource:
 
     def _element_tables(self) -> list[str]:
         return [name for name in self.meta.tables
-                if name not in _NOT_ELEMENTS and not any(part in name for part in _NOT_ELEMENT_PARTS)]
+                if name not in _NOT_ELEMENTS and name != self.records_table
+                and not any(part in name for part in _NOT_ELEMENT_PARTS)]
 
     def _read_collections(self) -> dict[int, dict[str, Any]]:
         rows = {r["collection_id"]: dict(r) for r in self._rows(sa.select(self._table("collection")))}
@@ -117,7 +118,7 @@ class DafButlerRepoSource:
 
     def _check_files(self) -> None:
         """Refuse, before anything is written, missing files and datasets stored in pieces (composites)."""
-        files = self._table("file_datastore_records")
+        files = self._table(self.records_table)
         with self.engine.connect() as conn:
             result = conn.execute(sa.select(files.c.dataset_id, files.c.path))
             while rows := result.fetchmany(10_000):
@@ -168,7 +169,7 @@ class DafButlerRepoSource:
         return order_collections(found)
 
     def datasets(self) -> Iterator[list[DatasetContent]]:
-        dataset, files = self._table("dataset"), self._table("file_datastore_records")
+        dataset, files = self._table("dataset"), self._table(self.records_table)
         for type_id, t in sorted(self._types.items()):
             tags = self._table(t["tag_association_table"])
             dims = [d for d in t["dimensions"] if d in tags.c]
@@ -237,17 +238,21 @@ def _decoded(element: str, row: Any) -> dict[str, Any]:
     return out
 
 
-def _read_butler_yaml(root: Path) -> tuple[Path, Path]:
-    """``(registry database file, datastore root)`` from a daf_butler repository's ``butler.yaml``."""
+def _read_butler_yaml(root: Path) -> tuple[Path, Path, str]:
+    """``(registry database file, datastore root, file records table)`` from a repository's ``butler.yaml``."""
     config_path = root / "butler.yaml"
     if not config_path.is_file():
         raise RepositoryNotFoundError(f"No daf_butler repository at {root} (no butler.yaml)")
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise TransferError(f"Cannot read {config_path}: {exc}") from None
+        raise TransferError(f"Cannot read {config_path} ({exc}); export the repository with `butler export` "
+                            "and import the export instead") from None
     registry = config.get("registry", {}) if isinstance(config, dict) else {}
     datastore = config.get("datastore", {}) if isinstance(config, dict) else {}
+    if not str(datastore.get("cls", "FileDatastore")).endswith("FileDatastore"):
+        raise TransferError(f"The daf_butler repository {root} has a {datastore.get('cls')}; only a single "
+                            "FileDatastore can be read directly (export it with `butler export` instead)")
     db = str(registry.get("db", "sqlite:///<butlerRoot>/gen3.sqlite3")).replace("<butlerRoot>", str(root))
     if not db.startswith("sqlite:///"):
         raise TransferError(f"The daf_butler repository {root} keeps its registry in {db}; only SQLite "
@@ -259,4 +264,7 @@ def _read_butler_yaml(root: Path) -> tuple[Path, Path]:
     db_path = Path(db.removeprefix("sqlite:///"))
     if not db_path.is_file():
         raise RepositoryNotFoundError(f"The daf_butler registry {db_path} named by {config_path} does not exist")
-    return db_path, Path(store.removeprefix("file://"))
+    records = datastore.get("records", {})
+    table = str(records.get("table", "file_datastore_records")) if isinstance(records, dict) else \
+        "file_datastore_records"
+    return db_path, Path(store.removeprefix("file://")), table
