@@ -310,6 +310,12 @@ def test_a_missing_file_is_refused_naming_it_before_anything_is_written(tmp_path
         DafButlerRepoSource(repo, drop_unknown_dimensions=True)
 
 
+def test_a_chain_naming_a_collection_the_export_lacks_is_refused(tmp_path):
+    export = _edited_export(tmp_path, "  - HSC/calib\n", "  - HSC/calib\n  - u/someone/elsewhere\n")
+    with pytest.raises(TransferError, match="'HSC/defaults' names u/someone/elsewhere, which the export does not"):
+        DafButlerExportSource(export, drop_unknown_dimensions=True)
+
+
 def test_not_an_export_or_not_a_repository_is_a_clear_error(tmp_path):
     (tmp_path / "other.yaml").write_text("description: something else\ndata: []\n")
     with pytest.raises(TransferError, match="not a daf_butler export"):

@@ -128,6 +128,12 @@ class DafButlerExportSource:
                 keys = set(data_ids[0])
                 types[item["dataset_type"]] = tuple(d for d in types[item["dataset_type"]] if d in keys)
         self.mapping.check_elements(counts, types.items())
+        held = {c.name for c in self.collections()}
+        for chain in self.collections():
+            absent = [child for child in chain.children if child not in held]
+            if absent:
+                raise TransferError(f"The export's CHAINED collection {chain.name!r} names {', '.join(absent)}, "
+                                    "which the export does not hold (export those collections too)")
         for item in self._items:  # every storage class and dimension refused now, not half-way
             if item.get("type") == "dataset_type":
                 self.mapping.dataset_type(item["name"], types[item["name"]], item["storage_class"],
