@@ -46,6 +46,9 @@ __all__ = ["write_dump_to"]
 CHUNK = 1 << 20
 FILE_WORKERS = 8
 
+# One encoder for every line: json.dumps with non-default separators builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
 
 class _Stream:
     """One JSON Lines stream, counted and hashed as it is written (``dump.json`` records both)."""
@@ -59,7 +62,7 @@ class _Stream:
     def write(self, objs: list[dict[str, Any]]) -> None:
         if not objs:
             return
-        data = "".join(json.dumps(o, separators=(",", ":"), allow_nan=True) + "\n" for o in objs).encode()
+        data = "".join(_encode(o) + "\n" for o in objs).encode()
         self.fh.write(data)
         self.sha256.update(data)
         self.lines += len(objs)

@@ -67,7 +67,7 @@ DUMP_BATCH = 5000
 
 FILES_CHOICES = ("none", "directory", "zip")
 
-STAGE_BYTES = 512 << 20
+STAGE_BYTES = 64 << 20
 """Bytes of a zip dump's files extracted at once (a batch ends early when its files reach this)."""
 
 
@@ -341,58 +341,61 @@ class DumpSource:
 
         In a directory dump, ``url`` is the file in the dump. A zip dump's files are
         extracted batch by batch into a private temporary directory (the datastore reads
-        local and object-store files, not zip entries); each batch's copies are removed
-        when the batch after next is read, and all of them when the stream ends.
+        local and object-store files, not zip entries). A batch's copies are removed
+        when the batch after next is read, and all of them when the stream ends, so at
+        most two batches (`STAGE_BYTES` each, or one larger file) are on disk at once.
         """
         if not self._decoder.dataset_types:  # dataset_types() not called first: read them now
             self.dataset_types()
-        staging = Path(tempfile.mkdtemp(prefix="skybutler-dump-")) if self.is_zip and self.has_files else None
+        stage = _Staging() if self.is_zip and self.has_files else None
         try:
-            previous: list[Path] = []
-            for batch in self._staged_batches(staging):
-                yield [content for content, _ in batch]
-                for old in previous:
-                    old.unlink(missing_ok=True)
-                previous = [p for _, p in batch if p is not None]
+            previous: list[str] = []
+            for batch, staged in self._staged_batches(stage):
+                yield batch
+                if stage is not None:
+                    stage.drop(previous)
+                previous = staged
         finally:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
+            if stage is not None:
+                stage.close()
 
-    def _staged_batches(self, staging: Path | None) -> Iterator[list[tuple[DatasetContent, Path | None]]]:
-        out: list[tuple[DatasetContent, Path | None]] = []
+    def _staged_batches(self, stage: _Staging | None) -> Iterator[tuple[list[DatasetContent], list[str]]]:
+        out: list[DatasetContent] = []
+        staged: list[str] = []
         staged_bytes = 0
         for batch in self._batches("datasets.jsonl", self._decoder.dataset):
             for ref, file, dump_path in batch:
-                if dump_path is not None and not _inside_files(dump_path):
-                    raise self.damaged(f"dataset {ref.id} names {dump_path!r}, which is not under {FILES_DIR}/")
                 if dump_path is None:
                     # A file the source shared in place (a direct ingest) is still where it was recorded.
-                    url = file.path if file is not None and is_url(file.path) else None
-                    out.append((DatasetContent(ref, file, url), None))
-                elif staging is None:
-                    out.append((DatasetContent(ref, file, f"file://{self.path / dump_path}"), None))
-                else:
-                    staged = self._extract(dump_path, staging)
-                    staged_bytes += staged.stat().st_size
-                    out.append((DatasetContent(ref, file, f"file://{staged}"), staged))
-                if len(out) >= self.batch_size or staged_bytes >= STAGE_BYTES:
-                    yield out
-                    out, staged_bytes = [], 0
+                    out.append(DatasetContent(ref, file, file.path if file is not None and is_url(file.path) else None))
+                    continue
+                if not _inside_files(dump_path):
+                    raise self.damaged(f"dataset {ref.id} names {dump_path!r}, which is not under {FILES_DIR}/")
+                if stage is None:
+                    out.append(DatasetContent(ref, file, f"file://{self.path / dump_path}"))
+                    continue
+                url = self._extract(stage, dump_path)
+                staged.append(url)
+                staged_bytes += file.size if file is not None else 0
+                out.append(DatasetContent(ref, file, url))
+                if staged_bytes >= STAGE_BYTES:
+                    yield out, staged
+                    out, staged, staged_bytes = [], [], 0
+            if len(out) >= self.batch_size:
+                yield out, staged
+                out, staged, staged_bytes = [], [], 0
         if out:
-            yield out
+            yield out, staged
 
-    def _extract(self, dump_path: str, staging: Path) -> Path:
+    def _extract(self, stage: _Staging, dump_path: str) -> str:
         assert self._zip is not None
-        target = staging / dump_path
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with self._zip.open(dump_path) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            with self._zip.open(dump_path) as src:
+                return stage.spool(dump_path, src)
         except KeyError:
             raise self.damaged(f"{dump_path} is missing") from None
         except (zipfile.BadZipFile, EOFError) as exc:
             raise self.damaged(f"{dump_path} cannot be read ({exc})") from None
-        return target
 
     def tags(self) -> Iterator[list[tuple[str, uuid.UUID]]]:
         """``(tagged_collection, dataset_id)`` batches."""
@@ -436,6 +439,33 @@ class DumpSource:
         raise self.damaged(f"provenance.jsonl has a line of unknown kind {kind!r}")
 
 
+class _Staging:
+    """Copies of a zip dump's files while an import reads them, in a private temporary directory.
+
+    Flat names (a counter and the file's own name) spare a directory per run and type.
+    fsspec's memory filesystem was tried for small files: every open there scans all its
+    files, so a batch of thousands cost quadratic time.
+    """
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="skybutler-dump-"))
+        self.count = 0
+
+    def spool(self, dump_path: str, stream: IO[bytes]) -> str:
+        self.count += 1
+        target = self.directory / f"{self.count:09d}-{posixpath.basename(dump_path)}"
+        with open(target, "wb") as dst:
+            shutil.copyfileobj(stream, dst, 1 << 20)
+        return f"file://{target}"
+
+    def drop(self, urls: list[str]) -> None:
+        for url in urls:
+            Path(url.removeprefix("file://")).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def _inside_files(dump_path: str) -> bool:
     """Whether a path a dump names for a file stays under its ``files/`` (a hostile dump cannot reach out)."""
     return (dump_path.startswith(f"{FILES_DIR}/") and "\\" not in dump_path and "\0" not in dump_path
@@ -477,6 +507,9 @@ def import_dump(butler: Butler, path: str | Path, *, transfer: str = "copy", new
         without files can only be registered (``"none"``; ``"direct"`` for files the
         source itself held in place by URL). From a zip dump, ``move``, ``hardlink``,
         ``symlink`` and ``direct`` are refused: its files are entries of one zip file.
+        ``move`` from a directory dump takes the files out of it (the dump is then no
+        longer whole, and refused if read again); ``direct`` makes the repository use
+        the dump's files where they are (keep the dump then).
     new_ids, on_conflict, workers, progress
         As `skybutler.transfer.importer.import_content`.
 
