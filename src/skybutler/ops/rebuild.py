@@ -64,6 +64,7 @@ __all__ = ["RebuildReport", "rebuild"]
 _FORMAT_STORAGE_CLASS = {"json": "dict", "yaml": "dict", "npy": "array", "parquet": "table", "raw": "bytes",
                          "txt": "text", "pickle": "object"}
 _BATCH = 5000  # datasets per registry transaction
+_FILES_PER_TASK = 64  # files read per thread task: a task's overhead is paid once per batch of small files
 _HEAD = 5 * 2880  # bytes kept from the start of a file: the FITS primary header of any file skybutler writes
 _CARD = re.compile(r"\s*'((?:[^']|'')*)'")
 _FITS_CARDS = {"SB_ID": "dataset_id", "SB_TYPE": "dataset_type", "SB_DATAID": "data_id", "SB_RUN": "run"}
@@ -107,7 +108,7 @@ class _Found:
     path: str
     dataset_id: uuid.UUID
     dataset_type: str
-    data_id: dict[str, Any]
+    data_id: DataId
     run: str
     format: str
     storage_class: str
@@ -212,7 +213,7 @@ def _register(butler: Butler, found: list[_Found], report: RebuildReport) -> Non
     registry, universe = butler.registry, butler.universe
     types: dict[str, tuple[DatasetType, str]] = {}
     for f in found:
-        dt = DatasetType(f.dataset_type, universe.closure(f.data_id), f.storage_class)
+        dt = DatasetType(f.dataset_type, universe.closure(f.data_id.required_items), f.storage_class)
         seen = types.setdefault(dt.name, (dt, f.path))
         if seen[0] != dt:
             raise DatasetTypeError(
@@ -235,10 +236,10 @@ def _register(butler: Butler, found: list[_Found], report: RebuildReport) -> Non
     algorithm = butler.datastore.checksum_algorithm
     for i in range(0, len(found), _BATCH):
         batch = found[i:i + _BATCH]
-        refs = [DatasetRef(f.dataset_id, types[f.dataset_type][0], DataId(f.data_id), f.run) for f in batch]
+        refs = [DatasetRef(f.dataset_id, types[f.dataset_type][0], f.data_id, f.run) for f in batch]
         files = [FileRecord(f.dataset_id, f.path, f.size, f.checksum, algorithm if f.checksum else None, f.format)
                  for f in batch]
-        registry.insert_datasets(refs, files)
+        integrity_sql.insert_rebuilt(registry, refs, files)
     report.datasets = len(found)
     report.dataset_types = sorted(types)
     report.runs = runs
@@ -268,17 +269,21 @@ def _scan(butler: Butler, report: RebuildReport, bars: ProgressBars, workers: in
                 return path, "listed in a run manifest, but the file is gone"
             raise
 
+    def read_batch(batch: list[str]) -> list[_Found | tuple[str, str]]:
+        return [read_one(path) for path in batch]
+
     found: list[_Found] = []
     by_key: dict[tuple[str, str, str], _Found] = {}
     by_id: dict[uuid.UUID, _Found] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rebuild") as pool:
-        for result in pool.map(read_one, paths, chunksize=64):
+        batches = pool.map(read_batch, [paths[i:i + _FILES_PER_TASK] for i in range(0, len(paths), _FILES_PER_TASK)])
+        for result in (r for batch in batches for r in batch):
             bars.advance(task)
             if isinstance(result, tuple):
                 report.skipped.append(result)
                 continue
             report.files += 1
-            key = (result.dataset_type, DataId(result.data_id).key(), result.run)
+            key = (result.dataset_type, result.data_id.key(), result.run)
             clash = by_key.get(key) or by_id.get(result.dataset_id)
             if clash is not None:
                 keep, drop = (result, clash) if _newer(result.dataset_id, clash.dataset_id) else (clash, result)
@@ -334,7 +339,7 @@ def _describe(datastore: Datastore, universe: DimensionUniverse, path: str,
         return path, f"a {fmt} file without the identity of a dataset, in no run manifest"
     assert storage_class is not None
     data_id = _data_id(universe, identity["data_id"])
-    return _Found(path, uuid.UUID(str(identity["dataset_id"])), str(identity["dataset_type"]), data_id,
+    return _Found(path, uuid.UUID(str(identity["dataset_id"])), str(identity["dataset_type"]), DataId(data_id),
                   str(identity["run"]), fmt, storage_class, size, checksum)
 
 

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from ..model import DatasetRef
+from ._bulk import insert_rows
 from ._datasets import FileRecord
 from ._values import chunks
 
 if TYPE_CHECKING:
     from ._registry import Registry
 
-__all__ = ["LostMark", "clear_lost", "count_files", "files_for_read", "lost_marks", "mark_lost", "stored_files",
-           "urls_under"]
+__all__ = ["LostMark", "clear_lost", "count_files", "files_for_read", "insert_rebuilt", "lost_marks", "mark_lost",
+           "stored_files", "urls_under"]
 
 _STREAM = 2000
 
@@ -166,3 +168,29 @@ def urls_under(registry: Registry, prefixes: Sequence[str]) -> set[str]:
     cond = sa.or_(*[f.c.path.startswith(p, autoescape=True) for p in prefixes])
     with registry.database.read() as conn:
         return set(conn.execute(sa.select(f.c.path).where(cond)).scalars())
+
+
+def insert_rebuilt(registry: Registry, refs: Sequence[DatasetRef], files: Sequence[FileRecord]) -> int:
+    """Insert datasets and their file records in bulk, for `skybutler.ops.rebuild`; returns how many.
+
+    For a registry being rebuilt from files: the refs' types and runs are registered, their
+    data ids' records inserted, and nothing else is there, so none of the checks of
+    `Registry.insert_datasets` (a clash is still refused by the unique constraints, and
+    nothing is inserted then). COPY on PostgreSQL, one executemany on SQLite.
+    """
+    if not refs:
+        return 0
+    dims = registry.universe.dimensions
+    type_ids = {name: registry.dataset_type_records.find(name)[0] for name in {r.dataset_type.name for r in refs}}
+    run_ids = {run: registry.run_id(run) for run in {r.run for r in refs}}
+    rows = []
+    for ref in refs:
+        values = ref.data_id.required_items
+        row = {"id": ref.id, "dataset_type_id": type_ids[ref.dataset_type.name], "run_id": run_ids[ref.run],
+               "data_id_key": ref.data_id.key()}
+        row.update({d: values.get(d) for d in dims})
+        rows.append(row)
+    with registry.transaction() as conn:
+        insert_rows(conn, registry.tables.dataset, rows)
+        insert_rows(conn, registry.tables.file, [f.__dict__ for f in files])
+    return len(rows)
