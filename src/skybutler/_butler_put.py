@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -153,7 +153,8 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
             for pf in pending:
                 datastore.commit(pf)
                 committed.append(pf)
-            record_manifest(datastore, refs, records)
+            # Files an ingest brought in carry no identity of this repository's: listed whatever their format.
+            record_manifest(datastore, refs, records, {pf.path for pf in pending if pf.transfer != "write"})
     except BaseException as exc:
         lost = lost_connection(exc)
         doing = f"storing {len(refs)} dataset(s)"
@@ -179,15 +180,20 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
         raise
 
 
-def record_manifest(datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord]) -> None:
+def record_manifest(datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord],
+                    ingested: Collection[str] = ()) -> None:
     """Write the identity of files whose format has no room for it to the run manifests.
+
+    Files at ``ingested`` paths were written elsewhere (a raw from the camera, a copy from
+    another repository): listed whatever their format, as their own metadata does not
+    hold this repository's identity (`skybutler.ops.rebuild` prefers the manifest).
 
     Written before the registry commits, so a manifest may name a file whose put then
     failed (and was removed) but never misses one that was stored.
     """
     by_run: dict[str, list[dict[str, str]]] = {}
     for ref, record in zip(refs, records, strict=True):
-        if FORMATS[record.format].stores_identity:  # a class attribute: no formatter per file
+        if FORMATS[record.format].stores_identity and record.path not in ingested:  # a class attribute
             continue
         by_run.setdefault(ref.run, []).append({
             "dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,

@@ -147,3 +147,28 @@ def test_cli_rebuild_rebuilds_a_lost_registry_and_refuses_a_live_one(butler):
     result = runner.invoke(main, ["rebuild", butler.root])
     assert result.exit_code == 0, result.output
     assert "31 dataset(s) of 6 type(s) in 2 run(s)" in " ".join(result.output.split())
+
+
+def test_ingested_files_without_identity_come_back_from_the_run_manifest(butler, tmp_path):
+    from astropy.io import fits
+
+    from skybutler import FileDataset
+
+    butler.register_dataset_type("raw", ["instrument", "visit", "detector"], "image")
+    for detector in (2, 3):
+        fits.PrimaryHDU(np.full((4, 4), detector, "f4")).writeto(tmp_path / f"raw_{detector}.fits")
+    butler.ingest([FileDataset(str(tmp_path / "raw_2.fits"), "raw", {"instrument": "HSC", "visit": 903334,
+                                                                     "detector": 2})], run="raw/all", transfer="copy")
+    butler.ingest([FileDataset(str(tmp_path / "raw_3.fits"), "raw", {"instrument": "HSC", "visit": 903334,
+                                                                     "detector": 3})], run="raw/all",
+                  transfer="direct")
+    before = contents(butler)
+    lose_registry(butler)
+    report = rebuild(butler.root)
+    assert report.datasets == 33 and report.skipped == []
+    again = Butler(butler.root, collections=["raw/all"])
+    try:
+        assert contents(again) == before
+        assert again.get("raw", instrument="HSC", visit=903334, detector=3).data[0, 0] == 3.0
+    finally:
+        again.close()
