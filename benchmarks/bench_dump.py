@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_dump.py                    # 1,000 and 10,000 datasets, 3 repeats
     python benchmarks/bench_dump.py --sizes 10000 --repeat 5
     python benchmarks/bench_dump.py --json out.json    # also write the raw figures
+    python benchmarks/bench_dump.py --memory-only --keep /tmp/bd   # heap peaks only, sources kept
 
 The source is a SQLite + local repository in a temporary directory holding ``N`` small
 ``dict`` datasets (JSON files of ~40 bytes) of one run, with HSC-like records
@@ -23,7 +24,10 @@ a fresh process (so one case's caches never help another) on a fresh destination
 
 Rates are registry rows (datasets) per second. Targets: export and import >= 20,000/s.
 Memory: the Python heap's peak (tracemalloc) during the operation alone, at 1,000 and
-10,000 datasets, in separate runs without timing; flat means the two are close.
+10,000 datasets, in separate runs without timing, with sources reading batches of
+``--memory-batch`` datasets (default 500, so that both sizes are several batches: memory
+grows with the batch, by design, and must not grow with the number of batches); flat
+means the two are close. ``--memory-only`` skips the timed runs.
 """
 
 from __future__ import annotations
@@ -101,20 +105,26 @@ class _MemorySource:
         return iter(())
 
 
-def run_case(case: str, root: Path, measure_memory: bool) -> dict[str, Any]:
-    """Run one case once in this process; ``{"seconds", "datasets", "heap_peak_mb"}``."""
+def run_case(case: str, root: Path, measure_memory: bool, batch: int = 0) -> dict[str, Any]:
+    """Run one case once in this process; ``{"seconds", "datasets", "heap_peak_mb"}``.
+
+    ``batch``: datasets per batch the sources read (0: their defaults).
+    """
     import tracemalloc
 
     from skybutler import Butler
-    from skybutler.transfer.dump import DumpSource, export_dump, import_dump, write_dump
+    from skybutler.transfer.dump import DumpSource, write_dump
+    from skybutler.transfer.importer import import_content
     from skybutler.transfer.source import RegistrySource
+
+    sized = {"batch_size": batch} if batch else {}
 
     work = Path(tempfile.mkdtemp(dir=root))
     source = Butler(root / "repo", writeable=False)
     prepared: Any = None
     target: Any = None
     if case.startswith("write"):
-        prepared = _MemorySource(RegistrySource(source, collections=[RUN]))
+        prepared = _MemorySource(RegistrySource(source, collections=[RUN], **sized))
     if case.startswith("import"):
         target = Butler.create(work / "target")
     if measure_memory:
@@ -122,14 +132,16 @@ def run_case(case: str, root: Path, measure_memory: bool) -> dict[str, Any]:
     start = time.perf_counter()
     if case.startswith("export"):
         files = {"export rows": "none", "export dir": "directory", "export zip": "zip"}[case]
-        report = export_dump(source, work / ("d.zip" if files == "zip" else "d"), collections=[RUN], files=files)
+        # export_dump's two calls, with the batch size given
+        report = write_dump(RegistrySource(source, collections=[RUN], **sized),
+                            work / ("d.zip" if files == "zip" else "d"), files=files)
         n = report.datasets_added
     elif case.startswith("write"):
         zip_ = case == "write zip"
         report = write_dump(prepared, work / ("d.zip" if zip_ else "d"), files="zip" if zip_ else "none")
         n = report.datasets_added
     elif case == "read":
-        with DumpSource(root / "all.zip") as dump:
+        with DumpSource(root / "all.zip", **sized) as dump:
             list(dump.dimension_records())
             dump.dataset_types()
             dump.collections()
@@ -140,7 +152,8 @@ def run_case(case: str, root: Path, measure_memory: bool) -> dict[str, Any]:
     else:
         path, transfer = {"import rows": ("rows", "none"), "import dir": ("dir", "copy"),
                           "import zip": ("all.zip", "copy")}[case]
-        report = import_dump(target, root / path, transfer=transfer)
+        with DumpSource(root / path, **sized) as dump:  # import_dump's two calls, with the batch size given
+            report = import_content(target, dump, transfer=transfer)
         n = report.datasets_added
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] / 1e6 if measure_memory else None
@@ -148,8 +161,8 @@ def run_case(case: str, root: Path, measure_memory: bool) -> dict[str, Any]:
     return {"seconds": seconds, "datasets": n, "heap_peak_mb": peak}
 
 
-def _child(case: str, root: Path, memory: bool) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", case, str(root), "1" if memory else "0"],
+def _child(case: str, root: Path, memory: bool, batch: int = 0) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", case, str(root), "1" if memory else "0", str(batch)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"case {case!r} failed:\n{out.stderr}")
@@ -162,26 +175,33 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", nargs="+", default=list(CASES))
     parser.add_argument("--json", help="also write the raw figures here")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-batch", type=int, default=500)
+    parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--keep", help="build the sources under this directory once and reuse them")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        case, root, memory = args.child
-        print(json.dumps(run_case(case, Path(root), memory == "1")))
+        case, root, memory, batch = args.child
+        print(json.dumps(run_case(case, Path(root), memory == "1", int(batch))))
         return
     print(f"# {platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; SQLite + local disk ({tempfile.gettempdir()}); "
-          "sync_every_commit off (the default)")
+          f"sync_every_commit off (the default); load average {os.getloadavg()[0]:.1f} at start; "
+          f"heap peaks with batches of {args.memory_batch}")
     figures: dict[str, Any] = {}
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix="bench-dump-") as tmp:
-            root = Path(tmp)
+            root = Path(args.keep) / f"n{n}" if args.keep else Path(tmp)
             t0 = time.perf_counter()
-            build(root, n)
+            if not (root / "all.zip").exists():
+                root.mkdir(parents=True, exist_ok=True)
+                build(root, n)
             print(f"\n## {n:,} datasets (source built in {time.perf_counter() - t0:.1f} s)")
             print(f"{'case':<14}{'median s':>10}{'range s':>18}{'rows/s':>12}{'heap peak MB':>14}")
             for case in args.cases:
-                runs = [_child(case, root, False) for _ in range(args.repeat)]
-                memory = _child(case, root, True)["heap_peak_mb"]
+                runs = [_child(case, root, False) for _ in range(0 if args.memory_only else args.repeat)] or \
+                    [{"seconds": 0.0, "datasets": n}]
+                memory = _child(case, root, True, args.memory_batch)["heap_peak_mb"]
                 secs = [r["seconds"] for r in runs]
                 med = statistics.median(secs)
                 rate = runs[0]["datasets"] / med if med else float("inf")

@@ -109,13 +109,16 @@ class _DirectoryContainer(_Container):
     def __init__(self, destination: Path):
         super().__init__(destination)
         self.temporary.mkdir()
+        self.made: set[Path] = set()  # directories made: one per run and dataset type, not one call per file
 
     def open_stream(self, name: str) -> IO[bytes]:
         return open(self.temporary / name, "wb")
 
     def write_file(self, dump_path: str, size: int, copy: Callable[[BinaryIO], None]) -> bool:
         target = self.temporary / dump_path
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self.made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.made.add(target.parent)
         try:
             with open(target, "xb") as out:
                 copy(out)
@@ -140,6 +143,7 @@ class _ZipContainer(_Container):
         super().__init__(destination)
         self.zip = zipfile.ZipFile(self.temporary, "w", allowZip64=True)
         self.streams: dict[str, IO[bytes]] = {}
+        self.date_time = datetime.datetime.now().timetuple()[:6]
 
     def open_stream(self, name: str) -> IO[bytes]:
         fh = tempfile.TemporaryFile(dir=self.destination.parent)  # noqa: SIM115  (closed by commit or abort)
@@ -152,7 +156,7 @@ class _ZipContainer(_Container):
     def write_file(self, dump_path: str, size: int, copy: Callable[[BinaryIO], None]) -> bool:
         if dump_path in self.zip.NameToInfo:
             return False
-        info = zipfile.ZipInfo(dump_path, date_time=datetime.datetime.now().timetuple()[:6])
+        info = zipfile.ZipInfo(dump_path, date_time=self.date_time)
         info.compress_type = zipfile.ZIP_STORED  # files stay seekable in place for readers
         with self.zip.open(info, "w", force_zip64=size >= zipfile.ZIP64_LIMIT // 2) as out:
             copy(out)  # type: ignore[arg-type]
@@ -161,12 +165,12 @@ class _ZipContainer(_Container):
     def commit(self, header: bytes) -> None:
         for name, fh in self.streams.items():
             fh.seek(0)
-            info = zipfile.ZipInfo(name, date_time=datetime.datetime.now().timetuple()[:6])
+            info = zipfile.ZipInfo(name, date_time=self.date_time)
             info.compress_type = zipfile.ZIP_DEFLATED
             with self.zip.open(info, "w", force_zip64=True) as out:
                 shutil.copyfileobj(fh, out, CHUNK)
             fh.close()
-        self.zip.writestr(zipfile.ZipInfo(HEADER, date_time=datetime.datetime.now().timetuple()[:6]), header,
+        self.zip.writestr(zipfile.ZipInfo(HEADER, date_time=self.date_time), header,
                           compress_type=zipfile.ZIP_DEFLATED)
         self.zip.close()
         self._rename()
