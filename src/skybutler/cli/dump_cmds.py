@@ -11,10 +11,15 @@ from rich.table import Table
 
 from ..butler import Butler
 from ..transfer.content import TRANSFER_CHOICES, TransferReport
-from .repo_cmds import REPO, _collections, parse_bind
+from .repo_cmds import REPO, parse_bind
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _names(values: tuple[str, ...]) -> list[str] | None:
+    """Collections given as repeated and/or comma-separated options, or None."""
+    return [name for value in values for name in value.split(",") if name] or None
 
 
 def _summary(title: str, report: TransferReport, seconds: float, *, imported: bool) -> Table:
@@ -72,7 +77,7 @@ def export(repo: str, dest: str, dataset_types: tuple[str, ...], collections: tu
 
     butler = Butler(repo, writeable=False)
     start = time.perf_counter()
-    report = export_dump(butler, dest, list(dataset_types) or None, collections=_collections(collections),
+    report = export_dump(butler, dest, list(dataset_types) or None, collections=_names(collections),
                          where=where, bind=parse_bind(bind), files=files, mode=mode, progress=sys.stderr.isatty())
     console.print(_summary(f"Exported {repo} to {dest}" + ("" if files != "none" else " (no files)"), report,
                            time.perf_counter() - start, imported=False))
