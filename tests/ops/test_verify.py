@@ -281,3 +281,16 @@ def test_cli_verify_json_is_one_document(butler):
     assert document["problems"]["dark"] == [
         {"kind": "dark", "path": "stray.txt", "dataset_id": None, "dataset": "", "detail": "no dataset names this file"}]
     assert document["files_checked"] == 8
+
+
+def test_files_of_an_interrupted_removal_are_reported_as_such_not_as_dark(butler):
+    ref = ref_of(butler, "psf", visit=903334)
+    path = path_of(butler, ref)
+    # What remove_datasets does before a crash: the list written, the rows deleted, the file not yet.
+    listing = butler.datastore.record_removal([path], label="datasets")
+    butler.registry.remove_datasets([ref.id])
+    report = verify(butler)
+    assert found(report, "removal") == [path] and report.counts["dark"] == 0
+    assert listing in report.problems["removal"][0].detail
+    assert butler.clean_temporaries() == 1
+    assert verify(butler).ok
