@@ -66,6 +66,8 @@ _FORMAT_STORAGE_CLASS = {"json": "dict", "yaml": "dict", "npy": "array", "parque
 _BATCH = 5000  # datasets per registry transaction
 _FILES_PER_TASK = 64  # files read per thread task: a task's overhead is paid once per batch of small files
 _HEAD = 5 * 2880  # bytes kept from the start of a file: the FITS primary header of any file skybutler writes
+_TAIL = 1 << 16  # bytes kept from the end of a file: the footer (schema, key-value metadata) of a small Parquet file
+_PARQUET_KEY = b"\x09skybutler\x18"  # the identity's key in the footer (Thrift compact: length 9, then the value field)
 _CARD = re.compile(r"\s*'((?:[^']|'')*)'")
 _FITS_CARDS = {"SB_ID": "dataset_id", "SB_TYPE": "dataset_type", "SB_DATAID": "data_id", "SB_RUN": "run"}
 
@@ -320,7 +322,7 @@ def _manifest(datastore: Datastore) -> dict[str, dict[str, str]]:
 def _describe(datastore: Datastore, universe: DimensionUniverse, path: str,
               entry: Mapping[str, str] | None) -> _Found | tuple[str, str]:
     """Read one file: size, checksum and the first blocks in one pass; then its identity."""
-    size, checksum, head = _read(datastore, path)
+    size, checksum, head, tail = _read(datastore, path)
     fmt = (entry or {}).get("format") or guess_format(path)
     if fmt is None or fmt not in FORMATS:
         return path, "not a file skybutler writes (unknown format) and in no run manifest"
@@ -332,7 +334,9 @@ def _describe(datastore: Datastore, universe: DimensionUniverse, path: str,
         if is_image is None:
             is_image = _fits_holds_image(datastore, path)
         storage_class = "image" if is_image else "table"
-    elif identity is None and FORMATS[fmt].stores_identity:
+    elif identity is None and fmt == "parquet":
+        identity = _parquet_tail(tail)
+    if identity is None and fmt != "fits" and FORMATS[fmt].stores_identity:
         with datastore.open(path) as f:
             identity = get_formatter(fmt).read_identity(f)  # type: ignore[arg-type]
     if not identity:
@@ -343,23 +347,24 @@ def _describe(datastore: Datastore, universe: DimensionUniverse, path: str,
                   str(identity["run"]), fmt, storage_class, size, checksum)
 
 
-def _read(datastore: Datastore, path: str) -> tuple[int, str | None, bytes]:
-    """Size, checksum (the datastore's algorithm) and first `_HEAD` bytes of a file, reading it once."""
+def _read(datastore: Datastore, path: str) -> tuple[int, str | None, bytes, bytes]:
+    """Size, checksum (the datastore's algorithm), first `_HEAD` and last `_TAIL` bytes of a file, reading it once."""
     import hashlib
 
     algorithm = datastore.checksum_algorithm
     digest = hashlib.new(algorithm, usedforsecurity=False) if algorithm else None
     location = datastore.url(path)
-    size, head = 0, b""
+    size, head, tail = 0, b"", b""
     stream: Any = datastore.open(path) if is_url(location) else open(location, "rb", buffering=0)  # noqa: SIM115
     with stream:
         while chunk := stream.read(1 << 20):
             if size < _HEAD:
                 head += chunk[:_HEAD - size]
+            tail = (tail + chunk)[-_TAIL:] if len(chunk) < _TAIL else chunk[-_TAIL:]
             size += len(chunk)
             if digest is not None:
                 digest.update(chunk)
-    return size, None if digest is None else digest.hexdigest(), head
+    return size, None if digest is None else digest.hexdigest(), head, tail
 
 
 def _data_id(universe: DimensionUniverse, text: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -430,3 +435,31 @@ def _fits_holds_image(datastore: Datastore, path: str) -> bool:
             return False
     return True
 
+
+def _parquet_tail(tail: bytes) -> dict[str, str] | None:
+    """The identity in a Parquet file's footer, found in its last bytes without pyarrow; None if not found.
+
+    pyarrow takes ~0.5 ms to parse a footer; the identity is one key-value pair of it, a
+    Thrift string after the key ``skybutler``. Anything unexpected returns None, and the
+    caller asks the formatter (a footer longer than `_TAIL`, another layout).
+    """
+    if len(tail) < 12 or not tail.endswith(b"PAR1"):
+        return None
+    at = tail.rfind(_PARQUET_KEY, max(0, len(tail) - 8 - int.from_bytes(tail[-8:-4], "little")))
+    if at < 0:
+        return None
+    pos, length, shift = at + len(_PARQUET_KEY), 0, 0
+    while pos < len(tail):  # the value's length, a varint
+        byte = tail[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    try:
+        identity = json.loads(tail[pos:pos + length])
+    except ValueError:
+        return None
+    if not isinstance(identity, dict) or set(identity) != set(_FITS_CARDS.values()):
+        return None
+    return {str(k): str(v) for k, v in identity.items()}
