@@ -83,6 +83,7 @@ def _attach_optional() -> None:
                          ("integrity_cmds", "COMMANDS"),
                          ("migrate_cmds", "COMMANDS"),
                          ("dump_cmds", "COMMANDS"),
+                         ("transfer_cmds", "COMMANDS"),
                          ("daf_cmds", "COMMANDS")):
         try:
             mod = importlib.import_module(f"{__name__}.{module}")

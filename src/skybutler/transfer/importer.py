@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..butler import Butler
     from ..dimensions import DimensionUniverse
 
-__all__ = ["check_universe", "import_content", "register_dataset_type"]
+__all__ = ["check_universe", "import_content", "progress_bar", "register_dataset_type"]
 
 _CONFLICT_CHOICES = ("raise", "report")
 _COLLECTION_ORDER = (CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION, CollectionType.CHAINED)
@@ -111,7 +111,7 @@ def import_content(target: Butler, source: ContentSource, *, transfer: str = "co
     check_universe(source.universe, target.universe)
     report = TransferReport()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="skybutler-transfer") as pool, \
-            _progress_bar(progress) as advance:
+            progress_bar(progress, "datasets") as advance:
         writer = DatasetWriter(target, transfer, new_ids, report, pool, advance)
         _import_records(target, source, report)
         for dt in source.dataset_types():
@@ -131,16 +131,17 @@ def import_content(target: Butler, source: ContentSource, *, transfer: str = "co
 
 
 @contextlib.contextmanager
-def _progress_bar(show: bool) -> Iterator[Callable[[int], None]]:
+def progress_bar(show: bool, what: str) -> Iterator[Callable[[int], None]]:
+    """A function to count ``what`` done, shown as a rich progress bar on stderr when ``show``."""
     if not show:
         yield lambda n: None
         return
     from rich.console import Console
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("datasets"), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(SpinnerColumn(), TextColumn(what), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task("datasets", total=None)
+        task = bar.add_task(what, total=None)
         yield lambda n: bar.advance(task, n)
 
 

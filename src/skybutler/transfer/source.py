@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..datastore import is_url
 from ..errors import CollectionError, ConfigError, DatasetTypeError
 from ..model import CollectionType, DatasetRef, DatasetType
 from ..registry import provenance_sql as prov
@@ -274,6 +275,8 @@ class RegistrySource:
             for ref in batch:
                 record = files.get(ref.id)
                 url = store.url(record.path) if record is not None else None
+                if url is not None and not is_url(url):  # a local absolute path: the seam speaks URLs
+                    url = "file://" + url
                 out.append(DatasetContent(ref, record, url, options))
             yield out
 
