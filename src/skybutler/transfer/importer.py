@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..errors import CollectionError, ConfigError, TransferConflictError, TransferError
+from ..errors import CollectionError, ConfigError, ReadOnlyError, TransferConflictError, TransferError
 from ..model import CollectionType, new_id
 from ._import_datasets import DatasetWriter, register_dataset_type
 from ._target_rows import executions_by_key, insert, raw
@@ -107,7 +107,8 @@ def import_content(target: Butler, source: ContentSource, *, transfer: str = "co
         raise ConfigError(f"on_conflict must be one of {', '.join(_CONFLICT_CHOICES)}, not {on_conflict!r}")
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, not {workers}")
-    target._require_writeable()
+    if not target.writeable:
+        raise ReadOnlyError(f"Cannot transfer into {target.root}: the butler was opened read-only")
     check_universe(source.universe, target.universe)
     report = TransferReport()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="skybutler-transfer") as pool, \
