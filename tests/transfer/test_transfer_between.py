@@ -221,6 +221,23 @@ def test_a_partial_target_keeps_what_it_holds_and_refuses_a_conflicting_dataset_
     assert (report.datasets_added, report.datasets_skipped, len(report.conflicts)) == (0, len(others), 1)
 
 
+def test_a_different_record_under_the_same_key_and_a_chain_with_other_children_are_reported_not_overwritten(repo):
+    source, target = repo(), repo(records=False)
+    fill(source)
+    target.insert_dimension_records("instrument", [{"instrument": "HSC", "class_name": "NotHSC"}])
+    target.collections.register("elsewhere", CollectionType.RUN)
+    target.collections.set_chain("chain", ["elsewhere"])
+    report = import_content(target, RegistrySource(source, collections=["chain"]), on_conflict="report")
+    assert len(report.conflicts) == 2
+    assert any("instrument record {'instrument': 'HSC'}" in line and "NotHSC" in line for line in report.conflicts)
+    assert any("Chain 'chain'" in line for line in report.conflicts)
+    assert [r["class_name"] for r in target.query_dimension_records("instrument")] == ["NotHSC"]
+    assert target.collections.query("chain")[0]["children"] == ["elsewhere"]
+    assert report.datasets_added == 12  # the rest is written
+    with pytest.raises(TransferConflictError, match="2 conflict"):
+        import_content(target, RegistrySource(source, collections=["chain"]))
+
+
 def test_a_dataset_type_defined_otherwise_in_the_target_is_refused_naming_both(repo):
     source, target = repo(), repo(records=False)
     refs = fill(source)["calexp"]
