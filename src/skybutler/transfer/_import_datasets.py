@@ -99,7 +99,9 @@ class DatasetWriter:
             def place(it: _Item) -> Placed:
                 return place_file(self.target.datastore, it.content, self.transfer, it.target_id, path_taken)
 
-            for it, placed in zip(todo, self.pool.map(place, todo), strict=True):
+            # Rows only, or a URL recorded: nothing to wait for, so no thread hand-offs either.
+            inline = self.transfer in ("none", "direct")
+            for it, placed in zip(todo, map(place, todo) if inline else self.pool.map(place, todo), strict=True):
                 it.placed = placed
             self._insert(todo)
             for it in todo:
