@@ -30,6 +30,7 @@ __all__ = [
     "get_execution",
     "insert_executions",
     "lineage",
+    "runs_have_executions",
     "touching_executions",
 ]
 
@@ -137,6 +138,16 @@ def derived_edges(registry: Registry, dataset_ids: Sequence[uuid.UUID]) -> list[
             out += [tuple(r) for r in conn.execute(  # type: ignore[misc]
                 sa.select(dv.c.dataset_id, dv.c.source_id).where(dv.c.dataset_id.in_(ids[i:i + _CHUNK]))).all()]
     return out
+
+
+def runs_have_executions(registry: Registry, run_ids: Sequence[int]) -> bool:
+    """Whether any execution belongs to one of the runs ``run_ids`` (one indexed EXISTS query)."""
+    if not run_ids:
+        return False
+    ex = registry.tables.execution
+    stmt = sa.select(sa.exists().where(ex.c.run_id.in_(list(run_ids))))
+    with registry.database.read() as conn:
+        return bool(conn.execute(stmt).scalar())
 
 
 def touching_executions(registry: Registry, dataset_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int | None]:

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from .._butler_put import record_manifest
+from ..datastore import is_url
 from ..errors import DatasetTypeError, TransferError
-from ..model import CollectionType, DatasetType, new_id
+from ..model import CollectionType, DatasetRef, DatasetType, new_id
 from ._placement import Placed, describe, place_file, remove_source_file, same_checksum
 from ._target_rows import datasets_by_id, datasets_by_key, insert
 from .content import DatasetContent, TransferReport
@@ -186,6 +188,30 @@ class DatasetWriter:
                 run = conn.execute(sa.select(c.c.name).where(c.c.id == held[1])).scalar()
         return f"{dt.name} {{{held[2]}}} in run {run!r}"
 
+    def _record_manifest(self, todo: list[_Item]) -> None:
+        """Run-manifest entries for placed files a rebuild could not identify otherwise, as a put writes them.
+
+        Written before the rows commit (a killed import leaves at most entries naming files
+        no row names, as a failed put does). Formats without room for identity are listed;
+        so is every file shared in place (``direct``: outside the root, only its entry
+        knows it) and, with new ids, every file (its own metadata names the source's id).
+        """
+        if self.transfer == "none":  # rows only: the files are not the target's to describe
+            return
+        refs, records, ingested = [], [], set()
+        for it in todo:
+            rec = it.placed.record if it.placed is not None else None
+            if rec is None:
+                continue
+            ref = it.content.ref
+            refs.append(ref if it.target_id == ref.id else
+                        DatasetRef(it.target_id, ref.dataset_type, ref.data_id, ref.run))
+            records.append(rec)
+            if self.new_ids or is_url(rec.path):
+                ingested.add(rec.path)
+        if refs:
+            record_manifest(self.target.datastore, refs, records, ingested)
+
     def _insert(self, todo: list[_Item]) -> None:
         registry = self.target.registry
         tables = registry.tables
@@ -200,6 +226,7 @@ class DatasetWriter:
             if rec is not None:
                 file_rows.append((it.target_id.hex, rec.path, rec.size, rec.checksum, rec.checksum_algorithm,
                                   rec.format))
+        self._record_manifest(todo)
         with registry.transaction() as conn:
             # Checked again inside the transaction: another writer may have added some since the lookup.
             again = datasets_by_id(registry, conn, [it.target_id.hex for it in todo]) or \

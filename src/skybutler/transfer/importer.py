@@ -34,6 +34,7 @@ from .content import (
     ProvenanceBatch,
     TransferReport,
 )
+from .merge import remap_details
 
 if TYPE_CHECKING:
     from ..butler import Butler
@@ -311,6 +312,10 @@ def _import_provenance(target: Butler, batches: Iterator[ProvenanceBatch], repor
             row["run_id"] = registry.run_id(e["run"]) if e.get("run") is not None else None
             rows.append(row)
         ids = _execution_ids(target, rows, report, new_ids)
+        if new_ids:  # ids named in details follow the datasets and executions, as a merge's do
+            for row in rows:
+                if isinstance(row.get("details"), str):
+                    row["details"] = remap_details(row["details"], lambda h: _new_hex(report, h))
         with registry.transaction() as conn:
             held = _existing_executions(conn, t.execution, list(ids.values()))
             new = [{**r, "id": ids[r["id"]]} for r in rows if ids[r["id"]] not in held]
@@ -329,6 +334,11 @@ def _import_provenance(target: Butler, batches: Iterator[ProvenanceBatch], repor
                     conn.execute(registry.database.insert_new(table), data)
         report.executions_added += len(new)
         report.executions_skipped += len(rows) - len(new)
+
+
+def _new_hex(report: TransferReport, hex_id: str) -> str | None:
+    found = report.id_map.get(uuid.UUID(hex=hex_id))
+    return found.hex if found is not None else None
 
 
 def _existing_executions(conn: sa.Connection, table: sa.Table, ids: list[uuid.UUID]) -> set[uuid.UUID]:

@@ -49,7 +49,7 @@ from ._target_rows import (
     uuid_of,
 )
 
-__all__ = ["MergeReport", "merge_run"]
+__all__ = ["MergeReport", "merge_run", "remap_details"]
 
 @dataclass
 class MergeReport:
@@ -447,20 +447,39 @@ class _Merge:
             self.progress(self.report)
 
     def _remap_details(self, text: str) -> str:
-        try:
-            details = json.loads(text)
-        except ValueError:
-            return text
-        if not isinstance(details, dict):
-            return text
-        changed = False
-        for key, value in details.items():
-            if isinstance(value, str) and len(value) == 36:
-                try:
-                    new = self.ids.get(uuid.UUID(value).hex)
-                except ValueError:
-                    continue
-                if new is not None:
-                    details[key] = str(uuid_of(new))
-                    changed = True
-        return json.dumps(details, sort_keys=True) if changed else text
+        return remap_details(text, self.ids.get)
+
+
+def remap_details(text: str, mapped: Callable[[str], str | None]) -> str:
+    """An execution's ``details`` JSON with the ids it names replaced by their new ones.
+
+    Parameters
+    ----------
+    text
+        The ``details`` column: a JSON object (anything else is returned as it is).
+    mapped
+        Gives the new id, as 32 hex digits, of an old one given as 32 hex digits (None: keep it).
+
+    Returns
+    -------
+    str
+        ``text`` unchanged when no top-level string value names a mapped id; otherwise the
+        object with those values replaced (canonical UUID form), keys sorted.
+    """
+    try:
+        details = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(details, dict):
+        return text
+    changed = False
+    for key, value in details.items():
+        if isinstance(value, str) and len(value) == 36:
+            try:
+                new = mapped(uuid.UUID(value).hex)
+            except ValueError:
+                continue
+            if new is not None:
+                details[key] = str(uuid_of(new))
+                changed = True
+    return json.dumps(details, sort_keys=True) if changed else text

@@ -325,6 +325,8 @@ class RegistrySource:
         if self._runs is None:
             self._runs = sorted({r.run for batch in self._batches() for r in batch})
         run_ids = {self.registry.run_id(run) for run in self._runs}
+        if not prov.runs_have_executions(self.registry, sorted(run_ids)):
+            return  # the usual case for ingested or put data: no need to stream the selection again
         executions: set[uuid.UUID] = set()
         for batch in self._batches():
             touching = prov.touching_executions(self.registry, [r.id for r in batch])
