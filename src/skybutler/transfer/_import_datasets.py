@@ -20,7 +20,7 @@ from ..datastore import is_url
 from ..errors import DatasetTypeError, TransferError
 from ..model import CollectionType, DatasetRef, DatasetType, new_id
 from ._placement import Placed, describe, place_file, remove_source_file, same_checksum
-from ._target_rows import datasets_by_id, datasets_by_key, insert
+from ._target_rows import datasets_by_id, datasets_by_key, insert, taken_paths
 from .content import DatasetContent, TransferReport
 
 if TYPE_CHECKING:
@@ -88,15 +88,17 @@ class DatasetWriter:
         todo = self._classify(items)
         if todo:
             # Files first, in parallel: a row is never committed without its file.
-            taken: dict[str, bool] = {}
+            taken: set[str] | None = None
 
             def path_taken(path: str) -> bool:
-                if path not in taken:
-                    f = registry.tables.file
+                # Asked only when a file is found at a path (a leftover, or a conflict): then one
+                # query for the whole batch, as a repeated import finds many, not one per file.
+                nonlocal taken
+                if taken is None:
+                    paths = sorted({it.content.file.path for it in todo if it.content.file is not None})
                     with registry.database.read() as conn:
-                        taken[path] = conn.execute(
-                            sa.select(f.c.dataset_id).where(f.c.path == path).limit(1)).first() is not None
-                return taken[path]
+                        taken = taken_paths(registry, conn, paths)
+                return path in taken
 
             def place(it: _Item) -> Placed:
                 return place_file(self.target.datastore, it.content, self.transfer, it.target_id, path_taken)

@@ -136,6 +136,12 @@ def datasets_by_key(target: Registry, conn: sa.Connection, keys: Sequence[tuple[
     return out
 
 
+def taken_paths(target: Registry, conn: sa.Connection, paths: Sequence[str]) -> set[str]:
+    """Those of ``paths`` that a file row of the target names."""
+    f = qualified(conn, target.tables.file)
+    return {row[1] for row in _keyed(conn, f"SELECT dataset_id, path FROM {f} WHERE {{where}}", "path", paths)}
+
+
 def execution_key(row: Any) -> tuple[Any, ...]:
     """What identifies one attempt of one quantum within a run, whatever its id (raw values)."""
     return row["task_label"], row["quantum_id"], row["data_id_key"], row["start_time"]
