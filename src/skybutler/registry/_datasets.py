@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +30,9 @@ class FileRecord:
     checksum: str | None
     checksum_algorithm: str | None
     format: str
+
+
+_FILE_FIELDS = tuple(f.name for f in fields(FileRecord))
 
 
 class DatasetRecords:
@@ -155,17 +158,20 @@ class DatasetRecords:
 
     def get_files(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, FileRecord]:
         f = self.tables.file
-        stmt = self.db.statement("files_by_id", lambda: sa.select(f).where(
+        # Columns in FileRecord's field order: built positionally (a mapping's keys cost more than the row).
+        cols = [f.c[name] for name in _FILE_FIELDS]
+        stmt = self.db.statement("files_by_id", lambda: sa.select(*cols).where(
             f.c.dataset_id.in_(sa.bindparam("ids", expanding=True))))
-        one = self.db.statement("files_by_one_id", lambda: sa.select(f).where(f.c.dataset_id == sa.bindparam("id")))
+        one = self.db.statement("files_by_one_id", lambda: sa.select(*cols).where(
+            f.c.dataset_id == sa.bindparam("id")))
         out: dict[uuid.UUID, FileRecord] = {}
         with self.db.read(autocommit=True) as conn:
             for chunk in chunks(list(ids)):
                 # One id (a get): equality, which needs no re-rendering of an IN list.
                 result = (conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1
                           else conn.execute(stmt, {"ids": list(chunk)}))
-                for row in result.mappings():
-                    out[row["dataset_id"]] = FileRecord(**row)
+                for row in result:
+                    out[row[0]] = FileRecord(*row)
         return out
 
     def all_files(self) -> Iterator[tuple[FileRecord, DatasetRef]]:
