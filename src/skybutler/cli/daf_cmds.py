@@ -12,7 +12,7 @@ from rich.table import Table
 from ..butler import Butler
 from ..errors import ConfigError, RepositoryNotFoundError
 from ..transfer.content import TRANSFER_CHOICES
-from .repo_cmds import REPO
+from .repo_cmds import REPO, exit_on_conflicts
 
 console = Console()
 err_console = Console(stderr=True)
@@ -111,15 +111,7 @@ def import_daf_butler(repo: str, export_yaml: str | None, daf_repo: str | None, 
         for line in done.dropped:
             dropped.add_row(line)
         console.print(dropped)
-    if report.conflicts:
-        conflicts = Table(title="Conflicts: refused, nothing overwritten")
-        conflicts.add_column("dataset")
-        for line in report.conflicts:
-            conflicts.add_row(line)
-        console.print(conflicts)
-        err_console.print(f"[red]Error: {len(report.conflicts)} item(s) conflict with what {repo} holds (listed "
-                          "above); everything else was imported[/]")
-        sys.exit(1)
+    exit_on_conflicts(report, repo)
 
 
 COMMANDS = [import_daf_butler]

@@ -11,15 +11,9 @@ from rich.table import Table
 
 from ..butler import Butler
 from ..transfer.content import TRANSFER_CHOICES, TransferReport
-from .repo_cmds import REPO, parse_bind
+from .repo_cmds import REPO, collection_names, exit_on_conflicts, parse_bind
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _names(values: tuple[str, ...]) -> list[str] | None:
-    """Collections given as repeated and/or comma-separated options, or None."""
-    return [name for value in values for name in value.split(",") if name] or None
 
 
 def _summary(title: str, report: TransferReport, seconds: float, *, imported: bool) -> Table:
@@ -77,7 +71,7 @@ def export(repo: str, dest: str, dataset_types: tuple[str, ...], collections: tu
 
     butler = Butler(repo, writeable=False)
     start = time.perf_counter()
-    report = export_dump(butler, dest, list(dataset_types) or None, collections=_names(collections),
+    report = export_dump(butler, dest, list(dataset_types) or None, collections=collection_names(collections),
                          where=where, bind=parse_bind(bind), files=files, mode=mode, progress=sys.stderr.isatty())
     console.print(_summary(f"Exported {repo} to {dest}" + ("" if files != "none" else " (no files)"), report,
                            time.perf_counter() - start, imported=False))
@@ -117,15 +111,7 @@ def import_(repo: str, dump: str, transfer: str, new_ids: bool, workers: int) ->
     report = import_dump(butler, dump, transfer=transfer, new_ids=new_ids, on_conflict="report", workers=workers,
                          progress=sys.stderr.isatty())
     console.print(_summary(f"Imported {dump} into {repo}", report, time.perf_counter() - start, imported=True))
-    if report.conflicts:
-        table = Table(title="Conflicts: refused, nothing overwritten")
-        table.add_column("dataset")
-        for line in report.conflicts:
-            table.add_row(line)
-        console.print(table)
-        err_console.print(f"[red]Error: {len(report.conflicts)} dataset(s) of the dump conflict with what {repo} "
-                          "holds (listed above); everything else was imported[/]")
-        sys.exit(1)
+    exit_on_conflicts(report, repo)
 
 
 COMMANDS = [export, import_]

@@ -50,9 +50,26 @@ def _parse_data_id(values: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _collections(values: tuple[str, ...]) -> list[str] | None:
+def collection_names(values: tuple[str, ...]) -> list[str] | None:
+    """Collections given as repeated and/or comma-separated options, in order, or None when none."""
     out = [c for v in values for c in v.split(",") if c]
     return out or None
+
+
+def exit_on_conflicts(report: Any, repo: str) -> None:
+    """After an import or transfer into ``repo``: list its conflicts and exit with status 1, if any.
+
+    One soft-wrapped line per conflict, so a dataset id is never cut by a table border and
+    can be copied whole.
+    """
+    if not report.conflicts:
+        return
+    console.print("[bold]Conflicts: refused, nothing overwritten[/]")
+    for line in report.conflicts:
+        console.print(f"[red]conflict[/red] {line}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]Error: {len(report.conflicts)} item(s) conflict with what {repo} holds (listed "
+                      "above; refused, nothing overwritten); everything else was written[/]")
+    sys.exit(1)
 
 
 def _print_rows(rows: Iterable[Mapping[str, Any]], columns: list[str], fmt: str, *, title: str = "",
@@ -224,7 +241,7 @@ def collection_certify(repo: str, calibration_collection: str, dataset_type: str
                        where: str | None, begin: str, end: str) -> None:
     """Certify DATASET_TYPE datasets into CALIBRATION_COLLECTION over [begin, end)."""
     butler = Butler(repo)
-    refs = list(butler.query_datasets(dataset_type, collections=_collections(collections), where=where))
+    refs = list(butler.query_datasets(dataset_type, collections=collection_names(collections), where=where))
     butler.collections.certify(calibration_collection, refs, begin, end)
     console.print(f"Certified {len(refs)} {dataset_type} dataset(s) in {calibration_collection}")
 
@@ -239,7 +256,7 @@ def collection_tag(repo: str, tagged_collection: str, dataset_type: str, collect
                    where: str | None) -> None:
     """Add datasets to a TAGGED collection (created if missing)."""
     butler = Butler(repo)
-    refs = list(butler.query_datasets(dataset_type, collections=_collections(collections), where=where))
+    refs = list(butler.query_datasets(dataset_type, collections=collection_names(collections), where=where))
     butler.collections.tag(tagged_collection, refs)
     console.print(f"Tagged {len(refs)} dataset(s) in {tagged_collection}")
 
@@ -436,7 +453,7 @@ def query_datasets_cmd(repo: str, dataset_type: str, collections: tuple[str, ...
                        bind: tuple[str, ...], find_all: bool, fmt: str, limit: int | None) -> None:
     """List datasets of DATASET_TYPE in --collections (searched in order)."""
     butler = Butler(repo, writeable=False)
-    colls = _collections(collections) or butler.collections.runs()
+    colls = collection_names(collections) or butler.collections.runs()
     refs = butler.query_datasets(dataset_type, collections=colls, where=where, bind=parse_bind(bind),
                                  find_first=not find_all)
     dt = butler.registry.get_dataset_type(dataset_type)
@@ -464,7 +481,7 @@ def query_data_ids_cmd(repo: str, dimensions: tuple[str, ...], datasets: tuple[s
     butler = Butler(repo, writeable=False)
     dims = list(butler.universe.closure(dimensions))
     ids = butler.query_data_ids(dims, where=where, bind=parse_bind(bind), datasets=datasets,
-                                collections=_collections(collections) or [])
+                                collections=collection_names(collections) or [])
     _print_rows((dict(d) for d in ids), dims, fmt, title="data ids", limit=limit)
 
 
@@ -502,7 +519,7 @@ def query_records_cmd(repo: str, element: str, where: str | None, bind: tuple[st
 def get(repo: str, dataset_type: str, output: str, data_id: tuple[str, ...], collections: tuple[str, ...]) -> None:
     """Copy one dataset's file to OUTPUT."""
     butler = Butler(repo, writeable=False)
-    colls = _collections(collections) or butler.collections.runs()
+    colls = collection_names(collections) or butler.collections.runs()
     written = butler.retrieve_file(dataset_type, output, _parse_data_id(data_id), collections=colls, overwrite=True)
     click.echo(f"Wrote {dataset_type} {{{', '.join(data_id)}}} to {written}")
 

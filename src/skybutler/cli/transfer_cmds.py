@@ -12,13 +12,9 @@ from ..butler import Butler
 from ..config import CONFIG_FILE
 from ..transfer import TRANSFER_CHOICES, TRANSFER_SCOPES, RegistrySource, TransferReport, import_content
 from ..transfer.retrieve import retrieve_files
-from .repo_cmds import parse_bind
+from .repo_cmds import collection_names, exit_on_conflicts, parse_bind
 
 console = Console()
-
-
-def _names(values: tuple[str, ...]) -> list[str]:
-    return [c for v in values for c in v.split(",") if c]
 
 
 def _print_report(report: TransferReport) -> None:
@@ -34,8 +30,6 @@ def _print_report(report: TransferReport) -> None:
     table.add_row("conflicts", str(len(report.conflicts)), "")
     console.print(table)
     console.print(f"{report.bytes_copied:,} bytes copied")
-    for line in report.conflicts:
-        console.print(f"[red]conflict[/red] {line}", highlight=False, soft_wrap=True)
 
 
 @click.command("transfer")
@@ -77,13 +71,12 @@ def transfer(source_repo: str, dest_repo: str, dataset_types: tuple[str, ...], c
         target = Butler.create(dest_repo, universe=source.universe)
     else:
         target = Butler(dest_repo)
-    content = RegistrySource(source, dataset_types=list(dataset_types) or None, collections=_names(collections),
+    content = RegistrySource(source, dataset_types=list(dataset_types) or None, collections=collection_names(collections),
                              where=where, bind=parse_bind(bind), mode=mode, include_provenance=not no_provenance)
     report = import_content(target, content, transfer=transfer, new_ids=new_ids, on_conflict="report",
                             workers=workers, progress=True)
     _print_report(report)
-    if report.conflicts:
-        raise click.exceptions.Exit(1)
+    exit_on_conflicts(report, dest_repo)
 
 
 @click.command("retrieve")
@@ -108,7 +101,7 @@ def retrieve(repo: str, dest: str, dataset_types: tuple[str, ...], collections: 
     """
     butler = Butler(repo, writeable=False)
     names = list(dataset_types) or [dt.name for dt in butler.registry.dataset_types()]
-    colls, bound = _names(collections), parse_bind(bind)
+    colls, bound = collection_names(collections), parse_bind(bind)
 
     def refs():
         for name in names:
