@@ -1,0 +1,532 @@
+"""Pictures for the web view: a dataset's lineage and a saved quantum graph, as SVG text.
+
+Pure functions of the library's public API (`skybutler.provenance`, `QuantumGraph`):
+no web framework, no Graphviz (the binary is not installed where the view runs).
+The layout is a small layered drawing done here:
+
+1. **layers** by longest path from the sources, drawn left to right (an input is
+   always left of what it fed);
+2. **order** within a layer by a few down-and-up sweeps of the barycentre heuristic
+   (a node moves to the mean position of its neighbours in the adjacent layers),
+   which removes most edge crossings of these mostly tree-like graphs;
+3. **coordinates** from text widths estimated per character, each layer centred.
+
+Every text and attribute value is XML-escaped (a run, a task label or a data id
+value may hold ``<script>`` or quotes) and characters XML cannot hold are replaced,
+so the result always parses. Output is deterministic: the same repository or graph
+file gives the same bytes (nothing depends on set or hash order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from ..errors import ConfigError, DatasetNotFoundError
+from ..model import DatasetRef
+from ..pipeline import QuantumGraph
+from ..provenance import DatasetEntry, Provenance, lineage, provenance_of
+
+__all__ = ["graph_svg", "lineage_svg"]
+
+_FONT = 11  # px
+_CHAR = 6.6  # estimated advance of one character at _FONT px (sans-serif; generous for digits)
+_LINE = 14  # px per text line
+_PAD_X, _PAD_Y = 8, 5
+_COL_GAP, _ROW_GAP = 56, 14
+_MARGIN = 12
+_MAX_CHARS = 44  # a label line is cut here (full text in the node's tooltip)
+_SWEEPS = 4
+_HIDDEN_DIMENSIONS = ("instrument", "skymap")  # the same for nearly every node: left to the tooltip
+
+# XML 1.0 cannot hold these at all, escaped or not.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+@dataclass
+class _Node:
+    key: str
+    kind: str  # "dataset", "execution", "task", "note"
+    lines: list[str]
+    title: str
+    link: str | None = None
+    css: list[str] = field(default_factory=list)
+    data: dict[str, str] = field(default_factory=dict)
+    # Filled by the layout.
+    layer: int = 0
+    x: float = 0.0
+    y: float = 0.0
+    width: float = 0.0
+    height: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Edge:
+    source: str
+    target: str
+    css: str
+    label: str | None = None
+    title: str | None = None
+
+
+# -- lineage ---------------------------------------------------------------------------
+
+
+def lineage_svg(butler: Any, dataset_id: DatasetRef | uuid.UUID | str, *, depth: int = 3,
+                href: Callable[[uuid.UUID], str] | None = None, max_nodes: int = 200) -> str:
+    """A dataset's ancestors and descendants as an SVG picture.
+
+    Datasets are boxes (dataset type, then the short data id: its values other than
+    instrument and skymap), executions small ellipses (the task label); an arrow
+    runs from each input to the execution that used it ("used", dashed where the task
+    reported it did not derive its outputs from that input) and from the execution to
+    each dataset it wrote ("generated"). Ancestors are the inputs of the execution
+    that made the dataset, recursively; descendants follow wasDerivedFrom down, as
+    `skybutler.provenance.lineage` does. Configuration datasets are left out.
+
+    Parameters
+    ----------
+    butler
+        A `Butler` (or its registry); only read.
+    dataset_id
+        The dataset to draw around (highlighted), by id, its text, or ref.
+    depth
+        How many derivation steps to follow up and down (0: the dataset and the
+        execution that made it).
+    href
+        Makes each dataset box a link to ``href(dataset_id)``.
+    max_nodes
+        At most this many nodes (datasets and executions), nearest first; the rest are
+        counted in a note "N more not shown" (those reached from a drawn node, whose
+        own ancestors or descendants were not explored).
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element (no XML declaration), ready to inline in HTML or serve as
+        ``image/svg+xml``. Dataset nodes carry ``data-dataset-id``.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If neither a dataset nor any provenance has that id.
+    ConfigError
+        If ``depth`` is negative or ``max_nodes`` is less than 1.
+
+    Examples
+    --------
+    >>> svg = lineage_svg(butler, coadd_ref, depth=2,
+    ...                   href=lambda i: f"/datasets/{i}")   # doctest: +SKIP
+    """
+    if depth < 0:
+        raise ConfigError(f"Lineage depth must be 0 or more, not {depth}")
+    if max_nodes < 1:
+        raise ConfigError(f"max_nodes must be 1 or more, not {max_nodes}")
+    focus = provenance_of(butler, dataset_id)
+    picture = _LineagePicture(max_nodes, href)
+    picture.dataset(focus.dataset, focus=True)
+    picture.ancestors(butler, focus, depth)
+    picture.descendants(butler, focus.dataset.id, depth)
+    nodes = list(picture.nodes.values())
+    note = None
+    if picture.hidden:
+        note = _Node("note", "note", [f"{len(picture.hidden)} more not shown"],
+                     f"{len(picture.hidden)} more datasets not shown (max_nodes={max_nodes})", css=["note"])
+    return _render(nodes, picture.edges, note=note,
+                   title=f"Lineage of {_dataset_title(focus.dataset)}")
+
+
+class _LineagePicture:
+    """Nodes and edges gathered from provenance, within a node budget."""
+
+    def __init__(self, max_nodes: int, href: Callable[[uuid.UUID], str] | None):
+        self.max_nodes = max_nodes
+        self.href = href
+        self.nodes: dict[str, _Node] = {}
+        self.edges: dict[tuple[str, str], _Edge] = {}
+        self.hidden: set[uuid.UUID] = set()
+
+    def full(self) -> bool:
+        return len(self.nodes) >= self.max_nodes
+
+    def dataset(self, entry: DatasetEntry, *, focus: bool = False) -> str | None:
+        """The node key of a dataset, added if the budget allows (None if not drawn)."""
+        key = f"d:{entry.id}"
+        if key in self.nodes:
+            return key
+        if self.full():
+            self.hidden.add(entry.id)
+            return None
+        ref = entry.ref
+        lines = ([ref.dataset_type.name, _short_data_id(ref)] if ref is not None
+                 else ["(removed)", str(entry.id)[:13]])
+        self.nodes[key] = _Node(key, "dataset", lines, _dataset_title(entry),
+                                link=self.href(entry.id) if self.href else None,
+                                css=["dataset", "focus"] if focus else ["dataset"],
+                                data={"dataset-id": str(entry.id)})
+        return key
+
+    def execution(self, execution: Mapping[str, Any]) -> str | None:
+        key = f"e:{execution['id']}"
+        if key in self.nodes:
+            return key
+        if self.full():
+            return None
+        status = str(execution.get("status") or "")
+        title = "\n".join(s for s in (
+            f"execution of {execution.get('task_label')}", f"status: {status}",
+            f"data id: {execution.get('data_id_key') or ''}", f"run: {execution.get('run') or ''}",
+            f"host: {execution.get('host') or ''}", f"id: {execution['id']}") if s)
+        css = ["execution"] + (["failed"] if status not in ("", "succeeded") else [])
+        self.nodes[key] = _Node(key, "execution", [str(execution.get("task_label") or "?")], title, css=css,
+                                data={"execution-id": str(execution["id"])})
+        return key
+
+    def edge(self, source: str, target: str, css: str) -> None:
+        self.edges.setdefault((source, target), _Edge(source, target, css))
+
+    def inputs(self, prov: Provenance, execution_key: str, *, only_drawn: bool) -> list[DatasetEntry]:
+        """Draw the used edges of an execution; the inputs drawn (or, with only_drawn, already drawn)."""
+        derived = {d.id for d in prov.derived_from}
+        drawn = []
+        for entry in sorted(prov.used, key=_entry_order):
+            if only_drawn:
+                key = f"d:{entry.id}"
+                if key not in self.nodes:
+                    continue
+            else:
+                key = self.dataset(entry)  # type: ignore[assignment]
+                if key is None:
+                    continue
+            self.edge(key, execution_key, "used" if entry.id in derived else "used contributing")
+            drawn.append(entry)
+        return drawn
+
+    def ancestors(self, butler: Any, focus: Provenance, depth: int) -> None:
+        # Breadth first, so a budget that runs out cuts the farthest ancestors.
+        frontier = [focus]
+        for level in range(depth + 1):
+            following: list[Provenance] = []
+            for prov in frontier:
+                if prov.execution is None:
+                    continue
+                made = self.execution(prov.execution)
+                if made is None:
+                    self.hidden.update(u.id for u in prov.used)
+                    continue
+                self.edge(made, f"d:{prov.dataset.id}", "generated")
+                if level == depth:
+                    continue
+                for entry in self.inputs(prov, made, only_drawn=False):
+                    # An input removed long ago, with no provenance left, is a leaf.
+                    with contextlib.suppress(DatasetNotFoundError):
+                        following.append(provenance_of(butler, entry.id))
+            frontier = following
+
+    def descendants(self, butler: Any, focus_id: uuid.UUID, depth: int) -> None:
+        if depth == 0:
+            return
+        entries = lineage(butler, focus_id, direction="down", max_depth=depth)
+        for item in sorted(entries, key=lambda e: (e.depth, *_entry_order(e.dataset))):
+            key = self.dataset(item.dataset)
+            if key is None:
+                continue
+            prov = provenance_of(butler, item.dataset.id)
+            if prov.execution is None:
+                continue
+            made = self.execution(prov.execution)
+            if made is None:
+                continue
+            self.edge(made, key, "generated")
+            # Nearest first: the inputs this descendant came from are drawn already.
+            self.inputs(prov, made, only_drawn=True)
+
+
+def _entry_order(entry: DatasetEntry) -> tuple[str, str, str]:
+    ref = entry.ref
+    if ref is None:
+        return ("~", "", str(entry.id))
+    return (ref.dataset_type.name, ref.data_id.key(), str(entry.id))
+
+
+def _short_data_id(ref: DatasetRef) -> str:
+    items = list(ref.data_id.items())
+    shown = [(k, v) for k, v in items if k not in _HIDDEN_DIMENSIONS] or items
+    return " ".join(f"{k}={v}" for k, v in shown)
+
+
+def _dataset_title(entry: DatasetEntry) -> str:
+    ref = entry.ref
+    if ref is None:
+        return f"dataset {entry.id} (removed)"
+    data_id = ", ".join(f"{k}={v}" for k, v in ref.data_id.items())
+    return f"{ref.dataset_type.name}\n{data_id}\nrun: {ref.run}\nid: {entry.id}"
+
+
+# -- quantum graph ---------------------------------------------------------------------
+
+
+def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = None) -> str:
+    """A saved quantum graph as an SVG picture: one node per task, edges between tasks.
+
+    Each task node shows its label and number of quanta; an edge from task A to
+    task B is labelled with the number of datasets that A's quanta write and B's
+    quanta read (its tooltip breaks that number down by dataset type). The file is
+    read one task at a time, so only one task's quanta are in memory at once.
+
+    Parameters
+    ----------
+    graph_path
+        A quantum graph file written by `QuantumGraph.write`.
+    href
+        Makes each task node a link to ``href(task_label)``.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element (no XML declaration). Task nodes carry ``data-task``
+        and ``data-quanta``; edges ``data-datasets``.
+
+    Raises
+    ------
+    GraphError
+        If the file is not a readable quantum graph.
+    """
+    header = QuantumGraph.read_header(graph_path)
+    labels = QuantumGraph(header, ()).task_labels
+    producer: dict[uuid.UUID, str] = {}
+    counts: dict[str, int] = {}
+    links: dict[tuple[str, str], Counter[str]] = {}
+    for label in labels:
+        # One task's quanta at a time; tasks are in dependency order, so every
+        # producer is known before its consumers are read.
+        part = QuantumGraph.read(graph_path, tasks=[label])
+        quanta = part.by_task(label)
+        counts[label] = len(quanta)
+        for q in quanta:
+            for ref in q.input_refs():
+                source = producer.get(ref.id)
+                if source is not None:
+                    links.setdefault((source, label), Counter())[ref.dataset_type.name] += 1
+        for q in quanta:
+            for ref in q.output_refs(with_log=False):
+                producer[ref.id] = label
+    nodes = []
+    for label in labels:
+        n = counts[label]
+        nodes.append(_Node(f"t:{label}", "task", [label, f"{n} {'quantum' if n == 1 else 'quanta'}"],
+                           f"task {label}: {n} quanta", link=href(label) if href else None, css=["task"],
+                           data={"task": label, "quanta": str(n)}))
+    edges = {}
+    for (a, b), by_type in links.items():
+        total = sum(by_type.values())
+        detail = ", ".join(f"{t}: {c}" for t, c in sorted(by_type.items()))
+        edges[(f"t:{a}", f"t:{b}")] = _Edge(f"t:{a}", f"t:{b}", "flow", label=str(total),
+                                            title=f"{a} \u2192 {b}: {total} datasets ({detail})")
+    run = header.get("run")
+    return _render(nodes, edges, title=f"Quantum graph {Path(graph_path).name}" + (f" (run {run})" if run else ""))
+
+
+# -- layout ----------------------------------------------------------------------------
+
+
+def _layers(keys: list[str], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Longest-path layer of each node (sources at 0); nodes on a cycle go after the rest."""
+    preds: dict[str, list[str]] = {k: [] for k in keys}
+    succs: dict[str, list[str]] = {k: [] for k in keys}
+    for a, b in edges:
+        succs[a].append(b)
+        preds[b].append(a)
+    waiting = {k: len(preds[k]) for k in keys}
+    ready = [k for k in keys if waiting[k] == 0]
+    layer: dict[str, int] = {}
+    while ready:
+        k = ready.pop(0)
+        layer[k] = max((layer[p] + 1 for p in preds[k] if p in layer), default=0)
+        for s in succs[k]:
+            waiting[s] -= 1
+            if waiting[s] == 0:
+                ready.append(s)
+    last = max(layer.values(), default=-1)
+    for k in keys:  # provenance and task graphs are acyclic; this only keeps a bad input drawable
+        layer.setdefault(k, last + 1)
+    return layer
+
+
+def _order(keys: list[str], edges: Iterable[tuple[str, str]], layer: Mapping[str, int]) -> list[list[str]]:
+    """Nodes per layer, ordered by barycentre sweeps to reduce edge crossings."""
+    columns: list[list[str]] = [[] for _ in range(max(layer.values(), default=-1) + 1)]
+    for k in keys:
+        columns[layer[k]].append(k)
+    preds: dict[str, list[str]] = {k: [] for k in keys}
+    succs: dict[str, list[str]] = {k: [] for k in keys}
+    for a, b in edges:
+        succs[a].append(b)
+        preds[b].append(a)
+
+    def sweep(indices: Iterable[int], neighbours: Mapping[str, list[str]]) -> None:
+        for i in indices:
+            # Positions as fractions of their column, so columns of unequal size mix fairly.
+            where = {k: (j + 0.5) / len(col) for col in columns for j, k in enumerate(col)}
+            centre = {}
+            for k in columns[i]:
+                near = [where[n] for n in neighbours[k]]
+                centre[k] = sum(near) / len(near) if near else where[k]
+            columns[i].sort(key=centre.__getitem__)  # stable: ties keep the previous order
+
+    best = [list(c) for c in columns]
+    best_crossings = _crossings(best, preds)
+    for _ in range(_SWEEPS):
+        sweep(range(1, len(columns)), preds)
+        sweep(range(len(columns) - 2, -1, -1), succs)
+        now = _crossings(columns, preds)
+        if now < best_crossings:
+            best, best_crossings = [list(c) for c in columns], now
+    return best
+
+
+def _crossings(columns: list[list[str]], preds: Mapping[str, list[str]]) -> int:
+    """Crossings between edges joining adjacent columns."""
+    total = 0
+    for i in range(1, len(columns)):
+        left = {k: j for j, k in enumerate(columns[i - 1])}
+        pairs = [(left[p], j) for j, k in enumerate(columns[i]) for p in preds[k] if p in left]
+        total += sum(1 for a, (p1, q1) in enumerate(pairs) for p2, q2 in pairs[a + 1:]
+                     if (p1 - p2) * (q1 - q2) < 0)
+    return total
+
+
+def _place(columns: list[list[str]], nodes: Mapping[str, _Node], gap: float) -> tuple[float, float]:
+    """Sizes and coordinates (centres) of every node; the drawing's width and height."""
+    for node in nodes.values():
+        longest = max(len(line) for line in node.lines)
+        node.width = longest * _CHAR + 2 * _PAD_X + (14 if node.kind == "execution" else 0)
+        node.height = len(node.lines) * _LINE + 2 * _PAD_Y
+    heights = [sum(nodes[k].height for k in col) + _ROW_GAP * (len(col) - 1) for col in columns]
+    tallest = max(heights, default=0.0)
+    x = float(_MARGIN)
+    for col, height in zip(columns, heights, strict=True):
+        width = max((nodes[k].width for k in col), default=0.0)
+        y = _MARGIN + (tallest - height) / 2
+        for k in col:
+            node = nodes[k]
+            node.x, node.y = x + width / 2, y + node.height / 2
+            y += node.height + _ROW_GAP
+        x += width + gap
+    return x - gap + _MARGIN, tallest + 2 * _MARGIN
+
+
+# -- drawing ---------------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    return escape(_NOT_XML.sub("\ufffd", str(value)))
+
+
+def _attr(value: object) -> str:
+    return escape(_NOT_XML.sub("\ufffd", str(value)), {'"': "&quot;", "\n": "&#10;", "\t": "&#9;"})
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= _MAX_CHARS else line[:_MAX_CHARS - 1] + "\u2026"
+
+
+_STYLE = {
+    "dataset": 'fill="#eef4fb" stroke="#4a78a8" stroke-width="1"',
+    "focus": 'fill="#ffe9a8" stroke="#b07d00" stroke-width="2.5"',
+    "execution": 'fill="#e9f5e9" stroke="#4c8a4c" stroke-width="1"',
+    "failed": 'fill="#fbe3e3" stroke="#b03030" stroke-width="1.5"',
+    "task": 'fill="#eef4fb" stroke="#4a78a8" stroke-width="1.2"',
+    "note": 'fill="#f6f6f6" stroke="#888" stroke-width="1" stroke-dasharray="4 3"',
+}
+
+
+def _shape(node: _Node) -> str:
+    style = _STYLE["focus" if "focus" in node.css else "failed" if "failed" in node.css else node.kind]
+    left, top = node.x - node.width / 2, node.y - node.height / 2
+    if node.kind == "execution":
+        return (f'<ellipse cx="{node.x:.1f}" cy="{node.y:.1f}" rx="{node.width / 2:.1f}" '
+                f'ry="{node.height / 2:.1f}" {style}/>')
+    return (f'<rect x="{left:.1f}" y="{top:.1f}" width="{node.width:.1f}" height="{node.height:.1f}" '
+            f'rx="4" {style}/>')
+
+
+def _node_svg(node: _Node, index: int) -> str:
+    data = "".join(f' data-{k}="{_attr(v)}"' for k, v in node.data.items())
+    first = node.y - (len(node.lines) - 1) * _LINE / 2 + _FONT * 0.35
+    bold = ' font-weight="bold"' if node.kind in ("dataset", "task") else ""
+    texts = "".join(
+        f'<text x="{node.x:.1f}" y="{first + i * _LINE:.1f}"{bold if i == 0 else ""}>{_text(_cut(line))}</text>'
+        for i, line in enumerate(node.lines))
+    body = f"<title>{_text(node.title)}</title>{_shape(node)}{texts}"
+    group = f'<g id="n{index}" class="node {" ".join(node.css)}"{data}>{body}</g>'
+    if node.link is None:
+        return group
+    link = _attr(node.link)
+    return f'<a href="{link}" xlink:href="{link}">{group}</a>'
+
+
+def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str]) -> str:
+    a, b = nodes[edge.source], nodes[edge.target]
+    x1, y1, x2, y2 = a.x + a.width / 2, a.y, b.x - b.width / 2, b.y
+    bend = max((x2 - x1) / 2, 20.0)
+    path = f"M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+    dashed = ' stroke-dasharray="5 3"' if "contributing" in edge.css else ""
+    out = [f'<g class="edge {edge.css}" data-from="{ids[edge.source]}" data-to="{ids[edge.target]}"']
+    if edge.label is not None:
+        out.append(f' data-datasets="{_attr(edge.label)}"')
+    out.append(">")
+    if edge.title:
+        out.append(f"<title>{_text(edge.title)}</title>")
+    out.append(f'<path d="{path}" fill="none" stroke="#777" stroke-width="1.2"{dashed} '
+               'marker-end="url(#arrow)"/>')
+    if edge.label is not None:
+        # On the curve's midpoint, haloed so it stays readable over other edges.
+        out.append(f'<text x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2 - 3:.1f}" class="edge-label" '
+                   f'stroke="#fff" stroke-width="3" paint-order="stroke">{_text(edge.label)}</text>')
+    out.append("</g>")
+    return "".join(out)
+
+
+def _render(node_list: list[_Node], edges: Mapping[tuple[str, str], _Edge], *, title: str,
+            note: _Node | None = None) -> str:
+    nodes = {n.key: n for n in node_list}
+    keys = list(nodes)
+    pairs = list(edges)
+    columns = _order(keys, pairs, _layers(keys, pairs))
+    for i, col in enumerate(columns):
+        for k in col:
+            nodes[k].layer = i
+    # Labelled edges need room for their label between the columns.
+    gap = _COL_GAP + (24 if any(e.label is not None for e in edges.values()) else 0)
+    width, height = _place(columns, nodes, gap)
+    if note is not None:
+        # Below the drawing, apart from it: it stands for nodes, it is not one of them.
+        note.width = max(len(line) for line in note.lines) * _CHAR + 2 * _PAD_X
+        note.height = _LINE + 2 * _PAD_Y
+        note.x, note.y = _MARGIN + note.width / 2, height + note.height / 2
+        height += note.height + _MARGIN
+        width = max(width, note.width + 2 * _MARGIN)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'font-family="sans-serif" font-size="{_FONT}" text-anchor="middle" class="skybutler-graph">',
+        f"<title>{_text(title)}</title>",
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#777"/></marker></defs>',
+    ]
+    order = [k for col in columns for k in col]
+    ids = {k: f"n{i}" for i, k in enumerate(order)}
+    parts += [_edge_svg(e, nodes, ids) for e in edges.values()]
+    parts += [_node_svg(nodes[k], i) for i, k in enumerate(order)]
+    if note is not None:
+        parts.append(_node_svg(note, len(order)))
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
