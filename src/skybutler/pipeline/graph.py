@@ -4,7 +4,7 @@ The graph file is plain, versioned data — no pickles, no code runs to read it 
 written atomically (temporary file, then rename); one quantum, or one task's
 quanta, can be read without reading the rest. Layout (UTF-8)::
 
-    {"format": "skybutler-quantum-graph", "version": 1, ...header...}\n
+    {"format": "skybutler-quantum-graph", "version": 1, ...header...}<spaces>\n
     {...quantum...}\n            one JSON line per quantum, tasks in dependency order
     ...
     <id hex> <task> <offset> <length>\n   index: fixed-width lines sorted by quantum id
@@ -12,11 +12,15 @@ quanta, can be read without reading the rest. Layout (UTF-8)::
     {"count": N, "tasks": {label: [start, end, count]}, "index": [offset, length, crc32]}\n
     #skybutler-qg-index <offset:020d> <length:020d> <crc32:010d>\n     fixed-size footer
 
+The header line may end in spaces: a graph streamed to its file as it is built
+(`QuantumGraphBuilder.write`) reserves the line first and fills in the per-task
+counts at the end. The bytes are written and read in `._graph_file`.
+
 A reader checks the header's format and version first (a newer version is refused,
 not misread), then the footer, which locates the trailer: a file cut short has no
 valid footer and is reported as truncated. One quantum is found by binary search in
 the fixed-width index (a few small reads, whatever the graph's size); a task's
-quanta are one contiguous byte range.
+quanta are one contiguous byte range, which `QuantumGraph.iter_quanta` streams.
 
 In a quantum line a dataset's data id is the list of its values in the order of its
 dataset type's dimensions (given in the header), and ``run`` is left out when it is
@@ -25,12 +29,7 @@ the graph's output run.
 
 from __future__ import annotations
 
-import datetime
-import json
-import os
-import tempfile
 import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -40,15 +39,21 @@ from typing import Any
 from .._gc import paused_gc
 from ..errors import GraphError
 from ..model import DataId, DatasetRef, DatasetType
+from ._graph_file import (
+    GRAPH_FORMAT,
+    GRAPH_VERSION,
+    GraphWriter,
+    dumps,
+    find,
+    iter_task_lines,
+    loads,
+    open_graph,
+    read_header,
+    read_index_ids,
+    read_trailer,
+)
 
 __all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "Quantum", "QuantumGraph"]
-
-GRAPH_FORMAT = "skybutler-quantum-graph"
-GRAPH_VERSION = 1
-"""Version of the graph file layout written here; readers refuse newer ones."""
-
-_FOOTER_PREFIX = b"#skybutler-qg-index "
-_FOOTER_SIZE = len(_FOOTER_PREFIX) + 20 + 1 + 20 + 1 + 10 + 1
 
 
 @dataclass(frozen=True)
@@ -255,55 +260,27 @@ class QuantumGraph:
 
     def write(self, path: str | Path) -> None:
         """Write the graph file atomically: a temporary file beside it, then a rename."""
-        path = Path(path)
         labels = list(dict.fromkeys([*self.task_labels, *(q.task_label for q in self.quanta.values())]))
-        header = {"format": GRAPH_FORMAT, "version": GRAPH_VERSION, **self.header, "task_order": labels,
-                  "counts": self.counts()}
-        label_index = {label: i for i, label in enumerate(labels)}
+        header = {**self.header, "task_order": labels}
         run = self.run
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f, paused_gc():
-                f.write(_dumps(header) + b"\n")
-                offset = f.tell()
-                entries = []
-                tasks: dict[str, list[int]] = {}
-                # Quanta grouped by task, tasks in dependency order: a task is one byte range.
-                for label in labels:
-                    start = offset
-                    count = 0
-                    for q in self.quanta.values():
-                        if q.task_label != label:
-                            continue
-                        line = _dumps(q.to_dict(run=run)) + b"\n"
-                        f.write(line)
-                        entries.append(b"%s %04d %020d %010d\n" % (q.id.hex.encode(), label_index[label],
-                                                                    offset, len(line)))
-                        offset += len(line)
-                        count += 1
-                    tasks[label] = [start, offset, count]
-                entries.sort()
-                index = b"".join(entries)
-                f.write(index)
-                trailer = _dumps({"count": len(entries), "tasks": tasks,
-                                  "index": [offset, len(index), zlib.crc32(index)]}) + b"\n"
-                f.write(trailer)
-                trailer_offset = offset + len(index)
-                f.write(_FOOTER_PREFIX + b"%020d %020d %010d\n" % (trailer_offset, len(trailer),
-                                                                   zlib.crc32(trailer)))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        by_task: dict[str, list[Quantum]] = {label: [] for label in labels}
+        for q in self.quanta.values():
+            by_task[q.task_label].append(q)
+        with paused_gc(), GraphWriter(path, header, labels) as writer:
+            # Quanta grouped by task, tasks in dependency order: a task is one byte range.
+            for label in labels:
+                for q in by_task[label]:
+                    writer.add(label, str(q.id), dumps(q.to_dict(run=run)))
+            late = {"counts": self.counts()}
+            if "skipped" in self.header:
+                late["skipped"] = self.header["skipped"]
+            writer.finish(late)
 
     @classmethod
     def read_header(cls, path: str | Path) -> dict[str, Any]:
         """The header of a graph file (format and version checked), without any quantum."""
-        with _open(path) as f:
-            return _read_header(f, path)
+        with open_graph(path) as f:
+            return read_header(f, path)
 
     @classmethod
     def read(cls, path: str | Path, *, quanta: Iterable[uuid.UUID | str] | None = None,
@@ -316,41 +293,32 @@ class QuantumGraph:
             Not a graph file, a newer format version, a truncated or damaged file, or an
             unknown quantum id or task label.
         """
-        with _open(path) as f, paused_gc():
-            header = _read_header(f, path)
-            trailer = _read_trailer(f, path)
+        with open_graph(path) as f, paused_gc():
+            header = read_header(f, path)
+            trailer = read_trailer(f, path)
             dts = _dataset_types(header)
             run = header["run"]
             out: list[Quantum] = []
             if quanta is not None:
                 labels = set(tasks) if tasks is not None else None
                 for qid in dict.fromkeys(uuid.UUID(str(q)) for q in quanta):
-                    offset, length = _find(f, path, trailer, qid)
+                    offset, length = find(f, path, trailer, qid)
                     f.seek(offset)
-                    q = Quantum.from_dict(_loads(f.read(length), path, f"quantum {qid}"), dts, run=run)
+                    q = Quantum.from_dict(loads(f.read(length), path, f"quantum {qid}"), dts, run=run)
                     if q.id != qid:
                         raise GraphError(f"Graph file {path} is damaged: its index points quantum {qid} "
                                          f"at {q.id}")
                     if labels is None or q.task_label in labels:
                         out.append(q)
             else:
-                ranges = trailer["tasks"]
-                if tasks is None:
-                    wanted = list(ranges)
-                else:
-                    wanted = list(tasks)
-                    unknown = [t for t in wanted if t not in ranges]
-                    if unknown:
-                        raise GraphError(f"Graph file {path} has no task {unknown[0]!r}; "
-                                         f"tasks: {', '.join(ranges)}")
-                for label in wanted:
-                    start, end, count = ranges[label]
+                for label in _wanted_tasks(path, trailer, tasks):
+                    start, end, count = trailer["tasks"][label]
                     f.seek(start)
                     lines = f.read(end - start).splitlines()
                     if len(lines) != count:
                         raise GraphError(f"Graph file {path} is damaged: task {label!r} should have {count} "
                                          f"quanta, found {len(lines)}")
-                    out += [Quantum.from_dict(_loads(line, path, f"quanta of task {label!r}"), dts, run=run)
+                    out += [Quantum.from_dict(loads(line, path, f"quanta of task {label!r}"), dts, run=run)
                             for line in lines]
         return cls(header, out)
 
@@ -358,6 +326,53 @@ class QuantumGraph:
     def read_quantum(cls, path: str | Path, quantum_id: uuid.UUID | str) -> Quantum:
         """One quantum of a graph file: a binary search of the index and one line read."""
         return next(iter(cls.read(path, quanta=[quantum_id])))
+
+    @classmethod
+    def iter_quanta(cls, path: str | Path, *, tasks: Iterable[str] | None = None) -> Iterator[Quantum]:
+        """Stream the quanta of a graph file, task by task in dependency order, one at a time.
+
+        Memory stays that of one quantum whatever the graph's size: a graph of 10^6
+        quanta is walked without holding it (`read` holds every quantum it returns).
+
+        Parameters
+        ----------
+        path
+            The graph file.
+        tasks
+            Labels of the tasks whose quanta to give (default: all), in the file's order.
+
+        Raises
+        ------
+        GraphError
+            As `read`; damage inside a task's quanta is found when the stream reaches it.
+
+        Examples
+        --------
+        >>> for quantum in QuantumGraph.iter_quanta("graph.qgraph", tasks=["isr"]):  # doctest: +SKIP
+        ...     print(quantum.id, quantum.data_id)
+        """
+        with open_graph(path) as f:
+            header = read_header(f, path)
+            trailer = read_trailer(f, path)
+            dts = _dataset_types(header)
+            run = header["run"]
+            for label in _wanted_tasks(path, trailer, tasks):
+                what = f"quanta of task {label!r}"
+                for line in iter_task_lines(f, path, trailer, label):
+                    yield Quantum.from_dict(loads(line, path, what), dts, run=run)
+
+    @classmethod
+    def quantum_ids(cls, path: str | Path, *, tasks: Iterable[str] | None = None) -> list[uuid.UUID]:
+        """The ids of a graph file's quanta (all, or those of some tasks), read from its index alone.
+
+        Sorted by id (for UUIDv7 ids, the order they were made in); 16 bytes of index per
+        quantum are read, no quantum is parsed.
+        """
+        with open_graph(path) as f:
+            read_header(f, path)
+            trailer = read_trailer(f, path)
+            wanted = None if tasks is None else _wanted_tasks(path, trailer, tasks)
+            return read_index_ids(f, path, trailer, wanted)
 
     # -- pictures ----------------------------------------------------------------------
 
@@ -407,93 +422,15 @@ class QuantumGraph:
 # -- file helpers ----------------------------------------------------------------------
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=_default).encode()
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, uuid.UUID):
-        return str(obj)
-    if isinstance(obj, datetime.datetime | datetime.date):
-        return obj.isoformat()
-    raise TypeError(f"{type(obj).__name__} is not plain data")
-
-
-def _loads(data: bytes, path: str | Path, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise GraphError(f"Graph file {path} is damaged or truncated: cannot parse its {what}") from None
-
-
-def _open(path: str | Path) -> Any:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise GraphError(f"Cannot open graph file {path}: {exc.strerror}") from None
-
-
-def _read_header(f: Any, path: str | Path) -> dict[str, Any]:
-    first = f.readline()
-    if not first.startswith(b"{"):
-        raise GraphError(f"{path} is not a skybutler quantum graph file")
-    header = _loads(first, path, "header")
-    if not isinstance(header, dict) or header.get("format") != GRAPH_FORMAT:
-        raise GraphError(f"{path} is not a skybutler quantum graph file")
-    version = header.get("version")
-    if not isinstance(version, int) or version > GRAPH_VERSION:
-        raise GraphError(f"Graph file {path} has format version {version}; this skybutler reads up to "
-                         f"{GRAPH_VERSION}. Upgrade skybutler to read it.")
-    return header
-
-
-def _read_trailer(f: Any, path: str | Path) -> dict[str, Any]:
-    size = f.seek(0, os.SEEK_END)
-    truncated = GraphError(f"Graph file {path} is truncated or damaged: its index footer is missing "
-                           "(was it copied while being written?)")
-    if size < _FOOTER_SIZE:
-        raise truncated
-    f.seek(size - _FOOTER_SIZE)
-    footer = f.read(_FOOTER_SIZE)
-    if not footer.startswith(_FOOTER_PREFIX) or not footer.endswith(b"\n"):
-        raise truncated
-    try:
-        offset, length, crc = (int(x) for x in footer[len(_FOOTER_PREFIX):].split())
-    except ValueError:
-        raise truncated from None
-    if offset + length + _FOOTER_SIZE != size:
-        raise truncated
-    f.seek(offset)
-    data = f.read(length)
-    if zlib.crc32(data) != crc:
-        raise GraphError(f"Graph file {path} is damaged: its trailer fails its checksum")
-    return _loads(data, path, "trailer")
-
-
-_ENTRY_SIZE = 32 + 1 + 4 + 1 + 20 + 1 + 10 + 1
-
-
-def _find(f: Any, path: str | Path, trailer: Mapping[str, Any], qid: uuid.UUID) -> tuple[int, int]:
-    """Offset and length of a quantum's line, by binary search of the fixed-width index."""
-    start, length, _crc = trailer["index"]
-    lo, hi = 0, length // _ENTRY_SIZE
-    target = qid.hex.encode()
-    while lo < hi:
-        mid = (lo + hi) // 2
-        f.seek(start + mid * _ENTRY_SIZE)
-        entry = f.read(_ENTRY_SIZE)
-        key = entry[:32]
-        if key == target:
-            try:
-                _hex, _task, offset, n = entry.split()
-                return int(offset), int(n)
-            except ValueError:
-                raise GraphError(f"Graph file {path} is damaged: bad index entry {entry!r}") from None
-        if key < target:
-            lo = mid + 1
-        else:
-            hi = mid
-    raise GraphError(f"Graph file {path} has no quantum {qid}")
+def _wanted_tasks(path: str | Path, trailer: Mapping[str, Any], tasks: Iterable[str] | None) -> list[str]:
+    ranges = trailer["tasks"]
+    if tasks is None:
+        return list(ranges)
+    wanted = list(tasks)
+    unknown = [t for t in wanted if t not in ranges]
+    if unknown:
+        raise GraphError(f"Graph file {path} has no task {unknown[0]!r}; tasks: {', '.join(ranges)}")
+    return wanted
 
 
 def _dataset_types(header: Mapping[str, Any]) -> dict[str, DatasetType]:
