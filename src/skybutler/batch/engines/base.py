@@ -100,6 +100,7 @@ class Engine(ABC):
 ENGINES: dict[str, tuple[str, str | None]] = {
     "local": ("skybutler.batch.engines.local:LocalEngine", None),
     "parsl": ("skybutler.batch.engines.parsl:ParslEngine", "parsl"),
+    "slurm": ("skybutler.batch.engines.slurm:SlurmEngine", "parsl"),
 }
 """Short name -> (module:class, the pip extra that provides its dependencies)."""
 
