@@ -36,7 +36,6 @@ def ingest_file(
     algorithm: str | None,
     *,
     replace: bool = False,
-    sync: bool = False,
     disk_full_after: int | None = None,
 ) -> PendingFile:
     """Bring ``source`` in at ``path`` by ``transfer``, checksummed by ``algorithm``; see `Datastore.ingest`."""
@@ -90,7 +89,6 @@ def ingest_file(
         transfer="move" if transfer == "move" else "copy",
         source=src_url if transfer == "move" else None,
         replace=replace,
-        sync=sync,
         disk_full_after=disk_full_after,
     )
 

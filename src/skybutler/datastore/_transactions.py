@@ -4,6 +4,50 @@ Split from `skybutler.datastore.store`, which documents the protocol (`Datastore
 `Datastore.commit`, `Datastore.abort`); this module does it: temporary names and exclusive
 creates, the rename that never replaces a stored file, the replacement of a leftover no row
 names, removal, and the sweep of temporaries whose writer is gone.
+
+Placing a file. On local disk `FileTransactions.commit` renames the temporary file to its
+final name with ``renameat2(RENAME_NOREPLACE)`` (`rename_no_replace`): one atomic step that
+fails if the name is taken, so of two writers racing for one name exactly one wins and a
+stored file is never replaced. Filesystems without the flag get a hard link and an unlink
+(equally safe), or, without hard links either, a check and a rename. `write` also checks
+the final name before writing, but only to tell the caller early (the butler then looks
+for a leftover of a crashed write it may replace); the rename is what guarantees.
+
+Syncs (only with ``sync``: the repository's ``registry.sync_every_commit``). A committed put
+must survive a power loss: once the registry's commit is on the device, so must be the
+file's bytes, its name, and the name of every directory on the way to it. The butler calls
+`commit` inside its registry transaction, just before the commit, so `commit` returns only
+when all of these are on the device:
+
+1. the file (``fsync`` of the final name, after the rename): its bytes and size. Not
+   synced under its temporary name beforehand: a power loss before the registry commits
+   may then leave a file with lost bytes at its final name, but no row names that file
+   (the butler replaces such a leftover on the next put of it, and ``verify`` reports it),
+   which is the same outcome as a process killed at that point. ``fsync`` rather than
+   ``fdatasync``: the inode is new, so the journal commit that ``fdatasync`` must wait
+   for is the same one (measured: no difference).
+2. the directory holding the new name (``fsync`` of the directory): a rename is a change
+   to the directory, not to the file; without it the file could come back nameless (or
+   under its temporary name, which the sweep then deletes). Once per commit, since every
+   commit renames.
+3. each directory's own name in its parent, for directories the store has not synced yet
+   (``run/``, ``run/calexp/`` ...): a put into a directory made moments ago by this or any
+   other writer must not leave its file's name in a directory that is itself lost. Each
+   directory is synced in its parent once per store (`FileTransactions.durable_dirs`), not
+   on every put; a directory removed and made again is synced again.
+4. for ``hardlink``, ``symlink`` and ``move`` ingests, 1 covers the bytes someone else
+   wrote (the link's target), perhaps moments ago and not yet on the device.
+
+1, 2 and 3 are started together once the rename is done (`sync_paths`: one thread each),
+so a journaling filesystem commits them as one; they are never synced one after another.
+If any sync fails, the placed file is removed again and `FileAccessError` raised (the
+registry transaction then rolls back). The registry's own commit (SQLite's WAL with
+``synchronous=FULL``) is the last flush, made by the registry. Nothing else is synced: the
+temporary file (renamed away), the run manifest lines the butler appends (a power loss may
+lose the last lines; every row and file stays, and a rebuild reads the files' own identity
+where the format holds it), and removals (a removal lost to a power loss leaves a file no
+row names, which ``verify`` finds). Object stores need none of this: a finished upload is
+stored.
 """
 
 from __future__ import annotations
@@ -17,6 +61,7 @@ from collections.abc import Callable, Iterable
 from typing import IO, BinaryIO, cast
 
 from ..errors import FileAccessError, SkyButlerError
+from ._durability import rename_no_replace, sync_paths
 from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
 from ._location import StoreLocation, file_hash
 
@@ -32,7 +77,8 @@ class FileTransactions:
     """Writes, commits, aborts and removals of files under one root.
 
     ``sync`` and ``disk_full_after`` are given per call: they are the `Datastore`'s
-    attributes, which callers (and tests) may change on a live store.
+    attributes, which callers (and tests) may change on a live store. What ``sync``
+    syncs, and why, is in the module's docstring.
 
     Parameters
     ----------
@@ -48,6 +94,8 @@ class FileTransactions:
         # Directories whose own entry in their parent is known to be on the device (``sync``):
         # a put into a new directory syncs each new ancestor once, not every put.
         self.durable_dirs: set[str] = set()
+        # Whether renameat2(RENAME_NOREPLACE) works here: False once the filesystem said it does not.
+        self.use_renameat2 = True
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -60,10 +108,12 @@ class FileTransactions:
         transfer: str,
         source: str | None = None,
         replace: bool = False,
-        sync: bool = False,
         disk_full_after: int | None = None,
     ) -> PendingFile:
-        """Write a new file at ``rel`` (already checked) through ``writer``; see `Datastore.write_temporary`."""
+        """Write a new file at ``rel`` (already checked) through ``writer``; see `Datastore.write_temporary`.
+
+        Nothing is synced here, even with ``sync``: `commit` syncs the file under its final name.
+        """
         loc = self.location
         final = loc.full(rel)
         if not replace:
@@ -102,9 +152,6 @@ class FileTransactions:
             with loc.errors("write", rel):
                 try:
                     writer(cast(BinaryIO, sink))
-                    if sync and loc.local:
-                        raw.flush()
-                        os.fsync(raw.fileno())
                 finally:
                     raw.close()
         except BaseException as err:
@@ -201,74 +248,67 @@ class FileTransactions:
     # -- commit and abort ------------------------------------------------------------------
 
     def commit(self, pending: PendingFile, *, sync: bool = False) -> None:
-        """Put a pending file in its final place; see `Datastore.commit`."""
-        if sync and self.location.local and pending.transfer in ("hardlink", "symlink", "move") \
-                and pending.temp_path != pending.path:
-            # A linked file's bytes were written by someone else, perhaps moments ago and not
-            # yet on the device: the row about to commit must not outlive them.
-            self._sync_file(self.location.full(self.location.relative(pending.temp_path)))
+        """Put a pending file in its final place; see `Datastore.commit` (and the syncs above)."""
+        loc = self.location
+        placed = pending.temp_path != pending.path
         if pending.replaces:
-            self._replace_leftover(pending.temp_path, pending.path, sync)
-        elif pending.temp_path != pending.path:
-            self._rename_into_place(pending.temp_path, pending.path, sync)
+            self._replace_leftover(pending.temp_path, pending.path)
+        elif placed and loc.local:
+            self._rename_into_place(pending.temp_path, pending.path)
+        if sync and placed and loc.local:
+            self._sync_placed(pending.path)
         if pending.source is not None:
             try:
-                fs, src = self.location.filesystem_of(pending.source)
+                fs, src = loc.filesystem_of(pending.source)
                 fs.rm_file(src)
             except OSError as err:
                 _log.warning("Stored %s, but could not remove the moved source %s: %s",
                              pending.path, pending.source, err)
 
-    def _rename_into_place(self, temp_rel: str, rel: str, sync: bool) -> None:
+    def _rename_into_place(self, temp_rel: str, rel: str) -> None:
         loc = self.location
         temp, final = loc.full(loc.relative(temp_rel)), loc.full(loc.relative(rel))
         try:
-            # A hard link never replaces an existing file, so no check-then-rename race.
-            os.link(temp, final, follow_symlinks=False)
+            if not rename_no_replace(temp, final, no_link=NO_LINK, use_renameat2=self.use_renameat2):
+                self.use_renameat2 = False
         except FileExistsError:
             raise loc.exists_error(rel) from None
         except FileNotFoundError as err:
             raise FileAccessError(err.errno, f"Cannot commit {rel!r}: its temporary file {temp_rel!r} is gone") from err
         except OSError as err:
-            if err.errno not in NO_LINK:
-                raise FileAccessError(err.errno, f"Cannot commit {rel!r} under {loc.root}: {err}") from err
-            # A filesystem without hard links: check, then rename.
-            if os.path.lexists(final):
-                raise loc.exists_error(rel) from None
-            os.replace(temp, final)
-            self._sync_directory(final, sync)
-            return
-        loc.discard(temp)
-        self._sync_directory(final, sync)
+            raise FileAccessError(err.errno, f"Cannot commit {rel!r} under {loc.root}: {err}") from err
 
-    def _sync_directory(self, full: str, sync: bool) -> None:
-        """Make a new directory entry durable (``sync``): the rename is on the device before the commit.
+    def durable_paths(self, rel: str) -> list[str]:
+        """What must be synced for a file just placed at ``rel`` to survive a power loss (see above).
 
-        Directories the put created (``run/calexp/r/...``) are entries of their parents, which
-        are synced too, up to the root, once per directory: otherwise a power loss could keep
-        the file's entry but lose the directory holding it.
+        The file, its directory, and the parent of each directory on the way up to the root
+        whose name this store has not synced yet.
         """
-        if not (sync and self.location.local):
-            return
-        directory = posixpath.dirname(full)
-        self._sync_file(directory)
-        root = self.location.path
+        loc = self.location
+        final = loc.full(rel)
+        directory = posixpath.dirname(final)
+        paths = [final, directory]
+        root = loc.path
         while directory.startswith(root + "/") and directory not in self.durable_dirs:
-            parent = posixpath.dirname(directory)
-            self._sync_file(parent)
-            self.durable_dirs.add(directory)
-            directory = parent
+            directory = posixpath.dirname(directory)
+            paths.append(directory)
+        return paths
 
-    @staticmethod
-    def _sync_file(full: str) -> None:
-        """``fsync`` a file or a directory (following a symlink to its target)."""
-        fd = os.open(full, os.O_RDONLY)
+    def _sync_placed(self, path: str) -> None:
+        loc = self.location
+        rel = loc.relative(path)
+        paths = self.durable_paths(rel)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            sync_paths(paths)
+        except OSError as err:
+            # The registry will roll back: the file must not stay where no row will name it.
+            loc.discard(paths[0])
+            raise FileAccessError(err.errno, f"Cannot commit {rel!r} under {loc.root}: syncing it to the "
+                                             f"device failed: {err}") from err
+        # Each directory whose parent was synced (paths[2:] are those parents) has a durable name now.
+        self.durable_dirs.update(paths[1:-1])
 
-    def _replace_leftover(self, temp_rel: str, rel: str, sync: bool) -> None:
+    def _replace_leftover(self, temp_rel: str, rel: str) -> None:
         loc = self.location
         temp, final = loc.full(loc.relative(temp_rel)), loc.full(loc.relative(rel))
         _log.warning("Replacing %r under %s: no registry row names it (left by an interrupted write)", rel, loc.root)
@@ -276,7 +316,6 @@ class FileTransactions:
             with loc.errors("commit", rel):
                 if loc.local:
                     os.replace(temp, final)  # atomic: readers see the old file or the new one
-                    self._sync_directory(final, sync)
                     return
                 # An object store has no rename: copy over the leftover, then drop the temporary.
                 loc.fs.copy(temp, final)

@@ -70,10 +70,11 @@ class Datastore:
         For tests: every write raises ``OSError(ENOSPC)`` once one file would exceed this
         many bytes, as a full disk would. Also settable as an attribute.
     sync
-        On local disk, flush every written file to the device (``fsync``) before it is
-        renamed into place, and its directory after, so that a file whose registry row has
-        committed survives a power loss too. Off by default: a killed process never loses
-        a file the kernel has accepted; only a power loss or kernel crash can.
+        On local disk, make every committed file survive a power loss: `commit` returns
+        only once the file, the directory holding its name and any directory the put made
+        are on the device (``fsync``; exactly which and why in
+        ``skybutler.datastore._transactions``). Off by default: a killed process never
+        loses a file the kernel has accepted; only a power loss or kernel crash can.
 
     Examples
     --------
@@ -182,15 +183,17 @@ class Datastore:
         """
         return self._transactions.write(
             self._location.relative(path), writer, self.checksum_algorithm, transfer="write", replace=replace,
-            sync=self.sync, disk_full_after=self.disk_full_after,
+            disk_full_after=self.disk_full_after,
         )
 
     def commit(self, pending: PendingFile) -> None:
         """Put a pending file in its final place.
 
-        On local disk the temporary file is renamed, never over an existing file; on
-        other filesystems the bytes are already in place. A ``move`` ingest then deletes
-        its source (a failure to do so is logged, not raised: the file is stored).
+        On local disk the temporary file is renamed, never over an existing file (one
+        ``renameat2(RENAME_NOREPLACE)``: of two writers racing for one path, exactly one
+        wins), and with ``sync`` the call returns once the file and its name are on the
+        device; on other filesystems the bytes are already in place. A ``move`` ingest then
+        deletes its source (a failure to do so is logged, not raised: the file is stored).
 
         Raises
         ------
@@ -198,7 +201,8 @@ class Datastore:
             If another file took the final path meanwhile (the temporary file is left for
             `abort`).
         FileAccessError
-            If the temporary file is gone or cannot be renamed.
+            If the temporary file is gone or cannot be renamed, or (``sync``) the file
+            cannot be synced; the file placed is then removed again.
         """
         self._transactions.commit(pending, sync=self.sync)
 
@@ -277,7 +281,7 @@ class Datastore:
             If ``transfer`` is not one of `TRANSFER_MODES`.
         """
         algorithm = self.checksum_algorithm if checksum else None
-        return ingest_file(self._transactions, source, path, transfer, algorithm, replace=replace, sync=self.sync,
+        return ingest_file(self._transactions, source, path, transfer, algorithm, replace=replace,
                            disk_full_after=self.disk_full_after)
 
     # -- reading -------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""Two primitives of a local put: a rename that never replaces a file, and syncs run side by side.
+
+Split from `skybutler.datastore._transactions`, whose docstring says which syncs a commit does
+and why each is needed; this module only does them.
+
+``rename_no_replace`` places a file at a new name atomically, refusing a name that is taken.
+On Linux (>= 3.15, glibc >= 2.28) that is one ``renameat2(..., RENAME_NOREPLACE)`` called
+through ctypes: the kernel checks and renames in one step, so two writers racing for one
+name get exactly one winner. Filesystems that do not implement the flag answer ``EINVAL``
+(older NFS, some FUSE and overlay mounts); there, and on systems without ``renameat2``, a
+hard link to the new name (which never replaces either) and an unlink of the old one do
+the same in two steps; on filesystems without hard links, a check then a rename, which
+leaves a window between the two (said where it is used).
+
+``sync_paths`` ``fsync``s several files and directories at once, one thread each: a
+journaling filesystem (ext4, XFS) answers syncs waiting at the same moment with one journal
+commit, so syncing a new file and the directory holding its name together costs about one
+device flush instead of two in a row (measured on this project's ext4 disk: a put's median
+3.9 ms instead of 9.2 ms, see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from collections.abc import Sequence
+
+__all__ = ["rename_no_replace", "sync_paths"]
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+# Answers of renameat2 meaning "this filesystem or kernel cannot do it": fall back.
+NO_RENAMEAT2 = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def _load_renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28 (musl < 1.2.4, macOS): fall back
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _load_renameat2()
+
+
+def renameat2_noreplace(source: str, target: str) -> int:
+    """``renameat2(source, target, RENAME_NOREPLACE)``: 0, or the ``errno`` it failed with (``ENOSYS`` if absent)."""
+    if _RENAMEAT2 is None:
+        return errno.ENOSYS
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def rename_no_replace(source: str, target: str, *, no_link: frozenset[int] = frozenset(),
+                      use_renameat2: bool = True) -> bool:
+    """Rename ``source`` to ``target`` unless ``target`` exists (a file, a directory or a link, even broken).
+
+    Parameters
+    ----------
+    source, target
+        Full local paths, ``target`` in an existing directory.
+    no_link
+        ``errno`` values of a failed hard link that mean "no hard links here": the last
+        fallback then checks and renames (not atomic: a writer between the two would be
+        replaced; filesystems without hard links and without ``RENAME_NOREPLACE`` leave no
+        better way).
+    use_renameat2
+        False goes straight to the fallbacks (the filesystem has answered that it cannot).
+
+    Returns
+    -------
+    bool
+        Whether ``renameat2`` did it; False when a fallback did (the caller may remember
+        that the filesystem needs one and pass ``use_renameat2=False`` next time).
+
+    Raises
+    ------
+    FileExistsError
+        If ``target`` is taken; ``source`` is left where it was.
+    OSError
+        Anything else (``FileNotFoundError`` if ``source`` is gone).
+    """
+    code = renameat2_noreplace(source, target) if use_renameat2 else errno.ENOSYS
+    if code == 0:
+        return True
+    if code not in NO_RENAMEAT2:
+        raise OSError(code, os.strerror(code), source, None, target)
+    link_or_check(source, target, no_link)
+    return False
+
+
+def link_or_check(source: str, target: str, no_link: frozenset[int]) -> None:
+    """The fallbacks of `rename_no_replace`: a hard link and an unlink, else a check and a rename."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError as err:
+        if err.errno not in no_link:
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target) from None
+        os.replace(source, target)
+        return
+    os.unlink(source)
+
+
+def sync_paths(paths: Sequence[str]) -> None:
+    """``fsync`` every file or directory in ``paths`` (a symlink's target), all at once; return when all are done.
+
+    Each path but the first is synced in a thread of its own (started per call: nothing
+    outlives the call, and a forked process inherits no pool), the first in the calling
+    thread. The first error is raised, after every sync has finished.
+    """
+    if len(paths) == 1:
+        _sync(paths[0])
+        return
+    errors: list[BaseException] = []
+
+    def run(path: str) -> None:
+        try:
+            _sync(path)
+        except BaseException as err:  # handed to the caller below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(p,), name="skybutler-sync", daemon=True) for p in paths[1:]]
+    for thread in threads:
+        thread.start()
+    run(paths[0])
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _sync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
