@@ -10,15 +10,22 @@ are matched against those tasks' planned outputs in Python. Rows are then
 grouped by the task's own dimensions into quanta. Prerequisites (calibrations)
 are found by validity range at each quantum's observation time, from one query
 per dataset type. No geometry and no per-quantum SQL happen here.
+
+Quanta are made one at a time as plain data (the lines of the graph file), so
+`QuantumGraphBuilder.write` streams them to the file and holds none: a build keeps
+only compact indexes (existing inputs, and outputs while a later task reads them)
+and, when the data id rows come grouped by the task's dimensions, one group of rows.
+`QuantumGraphBuilder.build` turns the same data into `Quantum` objects.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._gc import paused_gc
@@ -28,6 +35,8 @@ from ..model import DataId, DatasetRef, DatasetType, new_dataset_id, new_id
 from ..registry import pipeline_sql, tuple_getter
 from ..registry.expr import identifiers
 from ..registry.expr import parse as parse_where
+from ..registry.queries import query_datasets
+from ._graph_file import GraphWriter, dumps
 from .graph import Quantum, QuantumGraph, dataset_type_to_dict, ref_to_dict
 from .pipeline import Pipeline
 from .task import PrerequisiteInput, Task
@@ -36,6 +45,12 @@ if TYPE_CHECKING:
     from ..butler import Butler
 
 __all__ = ["QuantumGraphBuilder", "build_quantum_graph"]
+
+_CHUNK = 2000
+"""Quanta whose prerequisites' observation times are read in one query."""
+
+_Entry = tuple[str, str | None, str | None, str | None]
+"""A dataset as the builder keeps it: id (text), run (None: the output run), planned file name, producer quantum id."""
 
 
 @dataclass
@@ -99,6 +114,8 @@ class QuantumGraphBuilder:
         self.skip_existing_in = list(skip_existing_in)
         self.max_quanta = max_quanta if max_quanta is not None else butler.config.pipelines.max_quanta
         self.timings: dict[str, float] = {}
+        self.quanta_made = 0
+        """Quanta made so far by the running (or last) build: progress, and what a streamed build has written."""
         self._order = pipeline.check(self.universe)
         self.dataset_types = self._resolve_dataset_types()
         where_dims = self._where_dimensions()
@@ -183,7 +200,10 @@ class QuantumGraphBuilder:
     # -- building ----------------------------------------------------------------------
 
     def build(self, *, force: bool = False) -> QuantumGraph:
-        """Build the graph.
+        """Build the graph in memory.
+
+        For graphs too large to hold (10^6 quanta), `write` streams the same quanta to
+        the graph file instead.
 
         Raises
         ------
@@ -193,31 +213,90 @@ class QuantumGraphBuilder:
             is missing; outputs already exist in the output run.
         """
         self._check_size(force)
-        with paused_gc():
-            return self._build()
-
-    def _build(self) -> QuantumGraph:
         start = time.perf_counter()
-        self._produced: dict[str, dict[tuple[Any, ...], DatasetRef]] = {}
-        self._producer_of: dict[uuid.UUID, uuid.UUID] = {}
-        self._run_exists = any(c["name"] == self.output_run for c in self.registry.collections())
-        quanta: list[Quantum] = []
-        for label in self._order:
-            t0 = time.perf_counter()
-            quanta += self._build_task(self.plans[label])
-            self.timings[f"task:{label}"] = time.perf_counter() - t0
-        if not quanta:
-            raise GraphError("The graph is empty: " + "; ".join(self._explain_empty(p) for p in self.plans.values()))
-        header = self._header()
+        with paused_gc():
+            header = self._header()
+            dts, run = self.dataset_types, self.output_run
+            # The quanta are made as the lines of the file would hold them: one meaning
+            # for a built graph and a streamed one, and a graph read back is the same.
+            quanta = [Quantum.from_dict(record, dts, run=run) for _label, record in self._records()]
+            if not quanta:
+                raise self._empty_error()
+            header["skipped"] = self._skipped()
         self.timings["build"] = time.perf_counter() - start
         return QuantumGraph(header, quanta)
 
+    def write(self, path: str | Path, *, force: bool = False) -> dict[str, Any]:
+        """Build the graph straight into its file, one quantum at a time, and return its header.
+
+        No quantum is held once written: memory is that of the indexes the build needs
+        (datasets of the inputs, outputs that later tasks read) and of one index entry
+        per quantum, so graphs of 10^6 quanta build in bounded memory. The file is the
+        one `QuantumGraph.write` gives (read it with `QuantumGraph.read`,
+        `QuantumGraph.read_quantum` or `QuantumGraph.iter_quanta`), written under a
+        temporary name and renamed at the end: a failed or killed build leaves nothing
+        under ``path`` (an earlier file there is kept).
+
+        Raises
+        ------
+        GraphError
+            As `build`.
+
+        Examples
+        --------
+        >>> header = builder.write("graph.qgraph")  # doctest: +SKIP
+        >>> header["counts"]                        # doctest: +SKIP
+        {'process_ccd': 16, 'make_warp': 8}
+        """
+        self._check_size(force)
+        start = time.perf_counter()
+        with paused_gc(), GraphWriter(path, self._header(), self._order) as writer:
+            for label, record in self._records():
+                writer.add(label, record["id"], dumps(record))
+            if not writer.written:
+                raise self._empty_error()
+            header = writer.finish({"skipped": self._skipped()})
+        self.timings["build"] = time.perf_counter() - start
+        return header
+
+    def _skipped(self) -> dict[str, int]:
+        return {label: p.skipped for label, p in self.plans.items() if p.skipped}
+
+    def _empty_error(self) -> GraphError:
+        return GraphError("The graph is empty: " + "; ".join(self._explain_empty(p) for p in self.plans.values()))
+
+    def _records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every quantum as the plain data of its file line, task by task in dependency order."""
+        self.quanta_made = 0
+        # Outputs are kept (compactly) only while a later task still reads them.
+        last_reader: dict[str, int] = {}
+        for i, label in enumerate(self._order):
+            for conn in self.pipeline.tasks[label].inputs.values():
+                last_reader[conn.dataset_type] = i
+        self._reads_later = last_reader
+        self._produced: dict[str, dict[tuple[Any, ...], _Entry]] = {}
+        for i, label in enumerate(self._order):
+            t0 = time.perf_counter()
+            self._task_index = i
+            for record in self._task_records(self.plans[label]):
+                self.quanta_made += 1
+                yield label, record
+            for name in [n for n in self._produced if last_reader.get(n, -1) <= i]:
+                del self._produced[name]
+            self.timings[f"task:{label}"] = time.perf_counter() - t0
+
     def _index(self, dataset_type: str, collections: Sequence[str], *, narrow: bool = False,
-               ) -> dict[tuple[Any, ...], DatasetRef]:
-        """Existing datasets by data id values; ``narrow``: only those the where expression allows."""
+               ) -> dict[tuple[Any, ...], _Entry]:
+        """Existing datasets by data id values; ``narrow``: only those the where expression allows.
+
+        Entries are compact (id text and run, no ref object): at 10^6 inputs a ref each
+        would be most of a build's memory.
+        """
         try:
             dt = self.registry.get_dataset_type(dataset_type)
         except DatasetTypeError:
+            return {}
+        if not collections:
             return {}
         where = None
         if narrow and self.where:
@@ -227,18 +306,21 @@ class QuantumGraphBuilder:
             names = identifiers(parse_where(self.where))
             if all((n.split(".", 1)[0] in dims) if "." in n else (n in dims or n in implied) for n in names):
                 where = self.where
-        return pipeline_sql.dataset_refs_by_key(self.registry, dataset_type, collections, where=where,
-                                                bind=self.bind if where else None)
+        key_of = tuple_getter(dt.dimensions)
+        return {key_of(ref.data_id): (str(ref.id), ref.run, None, None)
+                for ref in query_datasets(self.registry, dataset_type, collections, where=where,
+                                          bind=self.bind if where else None)}
 
-    def _build_task(self, plan: _Plan) -> list[Quantum]:
+    def _task_records(self, plan: _Plan) -> Iterator[dict[str, Any]]:
         task, universe, run = plan.task, self.universe, self.output_run
         t0 = time.perf_counter()
         dims, implied, rows = pipeline_sql.data_id_rows(
             self.registry, plan.qdims, where=self.where, bind=self.bind, datasets=plan.external,
             collections=self.input_collections)
         pos = {name: i for i, name in enumerate((*dims, *implied))}
-        t_key = tuple_getter([pos[d] for d in plan.tdims])
-        t_implied = [(n, pos[n]) for n in universe.implied_by(plan.tdims) if n in pos]
+        tdims = plan.tdims
+        t_key = tuple_getter([pos[d] for d in tdims])
+        t_implied = [(n, pos[n]) for n in universe.implied_by(tdims) if n in pos]
 
         # Inputs whose dimensions the task's fix (one per quantum) are looked up once per quantum;
         # the others (multiple=True) are gathered row by row.
@@ -250,44 +332,13 @@ class QuantumGraphBuilder:
                 source = self._index(dt.name, self.input_collections, narrow=True)
             key = tuple_getter([pos[d] for d in dt.dimensions])
             if conn.multiple:
-                gathered.append((name, conn.min_count, key, source))
+                gathered.append((name, dt.name, conn.min_count, key, source))
             else:
-                fixed.append((name, key, source))
-        multi_outputs = [(name, tuple_getter([pos[d] for d in self.dataset_types[c.dataset_type].dimensions]))
-                         for name, c in task.outputs.items() if c.multiple]
-        t1 = time.perf_counter()
-        self.timings[f"inputs:{task.label}"] = t1 - t0
+                fixed.append((name, dt.name, key, source))
+        multi_outputs = [tuple_getter([pos[d] for d in self.dataset_types[c.dataset_type].dimensions])
+                         for c in task.outputs.values() if c.multiple]
+        self.timings[f"inputs:{task.label}"] = time.perf_counter() - t0
 
-        groups: dict[tuple[Any, ...], list[Any]] = {}
-        n_rows = 0
-        if not gathered and not multi_outputs:
-            for row in rows:
-                n_rows += 1
-                tkey = t_key(row)
-                if tkey not in groups:
-                    groups[tkey] = [row]
-        else:
-            n_gathered = len(gathered)
-            for row in rows:
-                n_rows += 1
-                tkey = t_key(row)
-                group = groups.get(tkey)
-                if group is None:
-                    group = groups[tkey] = [row, *({} for _ in gathered), *({} for _ in multi_outputs)]
-                for j, (_name, _n, key, source) in enumerate(gathered, 1):
-                    ikey = key(row)
-                    found = group[j]
-                    if ikey not in found:
-                        ref = source.get(ikey)
-                        if ref is not None:
-                            found[ikey] = ref
-                for j, (_name, key) in enumerate(multi_outputs, 1 + n_gathered):
-                    group[j].setdefault(key(row), row)
-        plan.rows = n_rows
-        t2 = time.perf_counter()
-        self.timings[f"query:{task.label}"] = t2 - t1
-
-        prerequisites = self._prerequisite_lookup(plan, groups)
         outputs = []
         for name, out in task.outputs.items():
             dt = self.dataset_types[out.dataset_type]
@@ -299,35 +350,49 @@ class QuantumGraphBuilder:
             if self.skip_existing_in else {}
         existing = {dt.name: self._index(dt.name, [run]) for dt in [*(o[1] for o in outputs), log_dt]} \
             if self._run_exists else {}
-        produced = {dt.name: self._produced.setdefault(dt.name, {}) for _, dt, *_ in outputs}
-        producer_of = self._producer_of
+        produced = {dt.name: self._produced.setdefault(dt.name, {}) for _, dt, *_ in outputs
+                    if self._reads_later.get(dt.name, -1) > self._task_index}
         order = list(task.connections)
         conflicts: list[str] = []
         dropped = plan.dropped
-        quanta = []
-        for tkey, group in groups.items():
+        prerequisites, fetch_times = self._prerequisite_lookup(plan)
+        groups = self._groups(plan, rows, dims, t_key, gathered, multi_outputs)
+        if fetch_times is not None:
+            groups = _chunked(groups, fetch_times)
+        for tkey, group in groups:
             row = group[0]
-            in_refs: dict[str, tuple[DatasetRef, ...]] = {}
+            in_refs: dict[str, list[dict[str, Any]]] = {}
+            upstream: set[str] = set()
             complete = True
-            for name, key, source in fixed:
-                ref = source.get(key(row))
-                if ref is None:
+            for name, type_name, key, source in fixed:
+                ikey = key(row)
+                entry = source.get(ikey)
+                if entry is None:
                     dropped[name] = dropped.get(name, 0) + 1
                     complete = False
                     break
-                in_refs[name] = (ref,)
+                in_refs[name] = [_ref_record(type_name, ikey, entry, run)]
+                if entry[3] is not None:
+                    upstream.add(entry[3])
             if not complete:
                 continue
-            for j, (name, min_count, _key, _source) in enumerate(gathered, 1):
+            for j, (name, type_name, min_count, _key, _source) in enumerate(gathered, 1):
                 found = group[j]
                 if len(found) < min_count:
                     dropped[name] = dropped.get(name, 0) + 1
                     complete = False
                     break
-                in_refs[name] = tuple(found[k] for k in sorted(found))
+                refs = in_refs[name] = []
+                for ikey in sorted(found):
+                    entry = found[ikey]
+                    refs.append(_ref_record(type_name, ikey, entry, run))
+                    if entry[3] is not None:
+                        upstream.add(entry[3])
             if not complete:
                 continue
-            data_id = DataId(dict(zip(plan.tdims, tkey, strict=True)), implied={n: row[i] for n, i in t_implied})
+            q_values = dict(zip(tdims, tkey, strict=True))
+            q_implied = {n: row[i] for n, i in t_implied}
+            data_id = DataId(q_values, implied=q_implied)
             # Outputs' data ids first, to know whether the quantum can be skipped. A single
             # output has the task's dimensions: it shares the quantum's data id.
             planned: list[tuple[str, DatasetType, tuple[Any, ...], DataId]] = []
@@ -342,51 +407,122 @@ class QuantumGraphBuilder:
                     planned.append((name, dt, key(row), data_id))
             if skip and all(okey in skip[dt.name] for _, dt, okey, _ in planned):
                 for _, dt, okey, _ in planned:
-                    produced[dt.name][okey] = skip[dt.name][okey]
+                    if dt.name in produced:
+                        produced[dt.name][okey] = skip[dt.name][okey]
                 plan.skipped += 1
                 continue
             for name, lookup in prerequisites.items():
-                in_refs[name] = (lookup(tkey, data_id),)
-            qid = new_id()
-            out_refs: dict[str, list[DatasetRef]] = {name: [] for name, *_ in outputs}
+                in_refs[name] = [ref_to_dict(lookup(tkey, data_id), run)]
+            qid = str(new_id())
+            out_refs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in outputs}
             for name, dt, okey, odi in planned:
                 if existing and okey in existing[dt.name]:
                     conflicts.append(f"{dt.name} {{{odi}}}")
-                ref = paths.ref(dt, odi, run)
-                out_refs[name].append(ref)
-                produced[dt.name][okey] = ref
-                producer_of[ref.id] = qid
-            log_ref = paths.ref(log_dt, data_id, run)
+                oid, path = paths.new(dt, odi, run)
+                out_refs[name].append({"id": oid, "type": dt.name, "data_id": list(okey), "path": path})
+                if dt.name in produced:
+                    produced[dt.name][okey] = (oid, None, path, qid)
             if existing and tkey in existing[log_dt.name]:
                 conflicts.append(f"{log_dt.name} {{{data_id}}}")
-            upstream = {producer_of[r.id] for refs in in_refs.values() for r in refs if r.id in producer_of}
-            quanta.append(Quantum(qid, task.label, data_id, {k: in_refs[k] for k in order if k in in_refs},
-                                  {k: tuple(v) for k, v in out_refs.items()}, log_ref, tuple(sorted(upstream))))
+            if conflicts:
+                continue  # reported once the task's data ids are all seen
+            log_id, log_path = paths.new(log_dt, data_id, run)
+            yield {"id": qid, "task": task.label, "data_id": q_values, "implied": q_implied,
+                   "inputs": {k: in_refs[k] for k in order if k in in_refs}, "outputs": out_refs,
+                   "log": {"id": log_id, "type": log_dt.name, "data_id": list(tkey), "path": log_path},
+                   "upstream": sorted(upstream)}
+        self.timings[f"query:{task.label}"] = time.perf_counter() - t0
         if conflicts:
             raise GraphError(f"Output run {run!r} already holds {len(conflicts)} dataset(s) task {task.label!r} "
                              f"would write, e.g. {conflicts[0]}; build with skip_existing_in=[{run!r}] "
                              "(--skip-existing-in) to do only what is missing, or choose another run")
-        return quanta
 
-    def _prerequisite_lookup(self, plan: _Plan, groups: Mapping[tuple[Any, ...], Any]) -> dict[str, Any]:
+    def _groups(self, plan: _Plan, rows: Iterator[tuple[Any, ...]], dims: Sequence[str],
+                t_key: Callable[[Any], tuple[Any, ...]], gathered: list[Any], multi_outputs: list[Any],
+                ) -> Iterator[tuple[tuple[Any, ...], list[Any]]]:
+        """Rows grouped by the task's data id: ``(key, [first row, gathered inputs..., multiple outputs...])``.
+
+        Rows come sorted by ``dims``: when the task's dimensions lead them, a task's rows
+        are consecutive and each group is given as soon as it is complete (a build then
+        holds one group, not one per quantum); otherwise groups are gathered first.
+        Either way, in the order of their first row.
+        """
+        n_gathered = len(gathered)
+        simple = not gathered and not multi_outputs
+
+        def new_group(row: tuple[Any, ...]) -> list[Any]:
+            return [row, *({} for _ in gathered), *({} for _ in multi_outputs)]
+
+        def add(group: list[Any], row: tuple[Any, ...]) -> None:
+            for j, (_name, _type, _n, key, source) in enumerate(gathered, 1):
+                ikey = key(row)
+                found = group[j]
+                if ikey not in found:
+                    entry = source.get(ikey)
+                    if entry is not None:
+                        found[ikey] = entry
+            for j, key in enumerate(multi_outputs, 1 + n_gathered):
+                group[j].setdefault(key(row), row)
+
+        n_rows = 0
+        if tuple(dims[:len(plan.tdims)]) == tuple(plan.tdims):
+            current: tuple[Any, ...] | None = None
+            group: list[Any] | None = None
+            for row in rows:
+                n_rows += 1
+                tkey = t_key(row)
+                if tkey != current:
+                    if group is not None:
+                        yield current, group  # type: ignore[misc]
+                    current, group = tkey, ([row] if simple else new_group(row))
+                if not simple:
+                    add(group, row)  # type: ignore[arg-type]
+            if group is not None:
+                yield current, group  # type: ignore[misc]
+        else:
+            table: dict[tuple[Any, ...], list[Any]] = {}
+            for row in rows:
+                n_rows += 1
+                tkey = t_key(row)
+                found_group = table.get(tkey)
+                if found_group is None:
+                    found_group = table[tkey] = [row] if simple else new_group(row)
+                if not simple:
+                    add(found_group, row)
+            yield from table.items()
+        plan.rows = n_rows
+
+    def _prerequisite_lookup(self, plan: _Plan,
+                             ) -> tuple[dict[str, Any], Callable[[Sequence[tuple[Any, ...]]], None] | None]:
+        """Finders of each prerequisite, and the function that reads observation times for some quanta.
+
+        Times are read for a chunk of quanta at a time (one query each), so a streamed
+        build needs no list of every quantum first.
+        """
         task = plan.task
-        if not task.prerequisites or not groups:
-            return {}
+        if not task.prerequisites:
+            return {}, None
         # The observation time of a quantum: timespan_begin of its visit or exposure.
         timed = [d for d in plan.tdims if "timespan_begin" in self.universe.elements[d].metadata]
         times: dict[tuple[Any, ...], datetime.datetime | None] = {}
         time_key: list[int] = []
-        if timed:
-            element = timed[-1]
+        element = timed[-1] if timed else None
+        if element is not None:
             pk = self.universe.elements[element].primary_key
             time_key = [plan.tdims.index(k) for k in pk]
-            keys = {tuple(tkey[i] for i in time_key) for tkey in groups}
-            records = pipeline_sql.dimension_records(self.registry, element, keys)
-            times = {k: r.get("timespan_begin") for k, r in records.items()}
+
+        def fetch_times(tkeys: Sequence[tuple[Any, ...]]) -> None:
+            if element is None:
+                return
+            keys = {tuple(tkey[i] for i in time_key) for tkey in tkeys} - times.keys()
+            if keys:
+                records = pipeline_sql.dimension_records(self.registry, element, keys)
+                times.update({k: r.get("timespan_begin") for k, r in records.items()})
+
         lookups = {}
         for name, conn in task.prerequisites.items():
             lookups[name] = self._calibration_finder(task, name, conn, times, time_key)
-        return lookups
+        return lookups, fetch_times
 
     def _calibration_finder(self, task: Task, name: str, conn: PrerequisiteInput,
                             times: Mapping[tuple[Any, ...], Any], time_key: list[int]) -> Any:
@@ -418,20 +554,21 @@ class QuantumGraphBuilder:
         return find
 
     def _header(self) -> dict[str, Any]:
+        """The header known before any quantum is made (``skipped`` and ``counts`` come at the end)."""
+        self._run_exists = any(c["name"] == self.output_run for c in self.registry.collections())
         paths = _PathMaker(self.butler)
         init_outputs = {}
         for task in self.pipeline.tasks.values():
             dt = self.dataset_types[task.config_dataset_type]
-            existing = self._index(dt.name, [self.output_run]).get(()) if self._run_exists else None
+            existing = pipeline_sql.dataset_refs_by_key(self.registry, dt.name, [self.output_run]).get(()) \
+                if self._run_exists else None
             ref = existing or paths.ref(dt, DataId({}), self.output_run)
             init_outputs[task.label] = ref_to_dict(ref)
-        skipped = {label: p.skipped for label, p in self.plans.items() if p.skipped}
         return {
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "skybutler_version": __version__,
             "run": self.output_run, "input_collections": self.input_collections,
             "where": self.where, "bind": self.bind, "skip_existing_in": self.skip_existing_in,
-            "skipped": skipped,
             "template_variables": self.butler.template_variables,
             "pipeline": self.pipeline.to_mapping(), "task_order": list(self._order),
             "dataset_types": {name: dataset_type_to_dict(dt) for name, dt in self.dataset_types.items()},
@@ -484,6 +621,33 @@ class _PathMaker:
         ref = DatasetRef(new_dataset_id(), dt, data_id, run, extra={})
         ref.extra["path"] = namer(ref)
         return ref
+
+    def new(self, dt: DatasetType, data_id: DataId, run: str) -> tuple[str, str]:
+        """The id (as text) and file name of a new dataset."""
+        namer = self._namers.get(dt.name)
+        if namer is None:
+            namer = self._namers[dt.name] = self.butler.file_namer(dt, run)
+        dataset_id = new_dataset_id()
+        return str(dataset_id), namer(DatasetRef(dataset_id, dt, data_id, run))
+
+
+def _ref_record(type_name: str, key: tuple[Any, ...], entry: _Entry, run: str) -> dict[str, Any]:
+    """An input ref as a graph line holds it (`graph.ref_to_dict`), from a compact index entry."""
+    out: dict[str, Any] = {"id": entry[0], "type": type_name, "data_id": list(key)}
+    if entry[1] is not None and entry[1] != run:
+        out["run"] = entry[1]
+    if entry[2] is not None:
+        out["path"] = entry[2]
+    return out
+
+
+def _chunked(groups: Iterator[tuple[tuple[Any, ...], list[Any]]],
+             prepare: Callable[[Sequence[tuple[Any, ...]]], None],
+             ) -> Iterator[tuple[tuple[Any, ...], list[Any]]]:
+    """``groups`` unchanged, ``prepare`` called with the keys of each chunk before it is given."""
+    while chunk := list(itertools.islice(groups, _CHUNK)):
+        prepare([tkey for tkey, _ in chunk])
+        yield from chunk
 
 
 def build_quantum_graph(butler: Butler, pipeline: Pipeline, *, input_collections: Sequence[str], output_run: str,
