@@ -14,7 +14,7 @@ from skybutler import Butler, ConfigError, DatasetNotFoundError, GraphError
 from skybutler.model import DataId
 from skybutler.pipeline import Pipeline, build_quantum_graph, execute_graph
 from skybutler.provenance import ExecutionRecord, ExecutionStatus, record_executions
-from skybutler.web.svg import _crossings, _layers, _order, graph_svg, lineage_svg
+from skybutler.web.svg import _crossings, _Edge, _layers, _Node, _order, _render, graph_svg, lineage_svg
 from support.pipeline_repo import INPUTS, PIPELINE_YAML, copy_repository, filled_repo_template  # noqa: F401
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -248,13 +248,33 @@ def test_a_file_that_is_not_a_graph_is_a_graph_error(tmp_path):
 
 def test_layers_follow_the_longest_path_and_barycentres_undo_crossings():
     # a1 feeds b2 and a2 feeds b1: drawn in the given order the two edges cross;
-    # c is fed by a1 directly and by b2, so it sits after b2, not beside it.
-    keys = ["a1", "a2", "b1", "b2", "c"]
-    edges = [("a1", "b2"), ("a2", "b1"), ("a1", "c"), ("b2", "c")]
+    # c is fed by a1 directly and by b2, so it sits after b2, not beside it;
+    # the source s feeds only c, so it sits just before c, not with a1 and a2.
+    keys = ["a1", "a2", "b1", "b2", "c", "s"]
+    edges = [("a1", "b2"), ("a2", "b1"), ("a1", "c"), ("b2", "c"), ("s", "c")]
     layer = _layers(keys, edges)
-    assert layer == {"a1": 0, "a2": 0, "b1": 1, "b2": 1, "c": 2}
+    assert layer == {"a1": 0, "a2": 0, "b1": 1, "b2": 1, "c": 2, "s": 1}
     preds = {k: [a for a, b in edges if b == k] for k in keys}
-    assert _crossings([["a1", "a2"], ["b1", "b2"], ["c"]], preds) == 1
+    assert _crossings([["a1", "a2"], ["b1", "b2", "s"], ["c"]], preds) == 1
     columns = _order(keys, edges, layer)
     assert _crossings(columns, preds) == 0
-    assert sorted(map(sorted, columns)) == [["a1", "a2"], ["b1", "b2"], ["c"]]
+    assert sorted(map(sorted, columns)) == [["a1", "a2"], ["b1", "b2", "s"], ["c"]]
+
+
+def test_an_edge_over_several_columns_runs_between_the_nodes_it_passes():
+    # a feeds d three columns on; b and c fill the columns between: the long edge
+    # must pass above or below them, never through their boxes.
+    keys = ["a", "b", "c", "d"]
+    edges = {(k1, k2): _Edge(k1, k2, "flow") for k1, k2 in [("a", "b"), ("b", "c"), ("c", "d"), ("a", "d")]}
+    root = _parse(_render([_Node(k, "task", [k * 20], k) for k in keys], edges, title="t"))
+    boxes = {g.get("id"): g.find(f"{SVG}rect") for g in _nodes(root).values()}
+    ids = {g.get("data-task") or g.find(f"{SVG}title").text: g.get("id") for g in _nodes(root).values()}
+    (long,) = [e for e in _edges(root) if (e.get("data-from"), e.get("data-to")) == (ids["a"], ids["d"])]
+    points = [(float(x), float(y)) for x, y in re.findall(r"([-\d.]+),([-\d.]+)", long.find(f"{SVG}path").get("d"))]
+    for name in "bc":
+        box = boxes[ids[name]]
+        left, top = float(box.get("x")), float(box.get("y"))
+        right, bottom = left + float(box.get("width")), top + float(box.get("height"))
+        inside = [(x, y) for x, y in points if left <= x <= right]
+        assert inside, "the long edge crosses the column of b and c"
+        assert all(not top <= y <= bottom for _, y in inside)

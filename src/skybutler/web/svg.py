@@ -4,12 +4,14 @@ Pure functions of the library's public API (`skybutler.provenance`, `QuantumGrap
 no web framework, no Graphviz (the binary is not installed where the view runs).
 The layout is a small layered drawing done here:
 
-1. **layers** by longest path from the sources, drawn left to right (an input is
-   always left of what it fed);
-2. **order** within a layer by a few down-and-up sweeps of the barycentre heuristic
-   (a node moves to the mean position of its neighbours in the adjacent layers),
-   which removes most edge crossings of these mostly tree-like graphs;
-3. **coordinates** from text widths estimated per character, each layer centred.
+1. **layers** by longest path, left to right (an input is always left of what it
+   fed; a source sits just before its first reader); an edge over several layers
+   is cut into hops through waypoints, so it runs between nodes, never through them;
+2. **order** within a layer by down-and-up sweeps of the barycentre heuristic (a node
+   moves to the mean position of its neighbours), keeping the order with the fewest
+   crossings;
+3. **coordinates**: widths from text length, heights pulled towards the neighbours'
+   mean so that edges straighten, with fixed gaps.
 
 Every text and attribute value is XML-escaped (a run, a task label or a data id
 value may hold ``<script>`` or quotes) and characters XML cannot hold are replaced,
@@ -19,6 +21,7 @@ file gives the same bytes (nothing depends on set or hash order).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import re
 import uuid
@@ -60,7 +63,6 @@ class _Node:
     css: list[str] = field(default_factory=list)
     data: dict[str, str] = field(default_factory=dict)
     # Filled by the layout.
-    layer: int = 0
     x: float = 0.0
     y: float = 0.0
     width: float = 0.0
@@ -135,10 +137,11 @@ def lineage_svg(butler: Any, dataset_id: DatasetRef | uuid.UUID | str, *, depth:
     picture.ancestors(butler, focus, depth)
     picture.descendants(butler, focus.dataset.id, depth)
     nodes = list(picture.nodes.values())
+    hidden = len(picture.hidden - {uuid.UUID(n.data["dataset-id"]) for n in nodes if n.kind == "dataset"})
     note = None
-    if picture.hidden:
-        note = _Node("note", "note", [f"{len(picture.hidden)} more not shown"],
-                     f"{len(picture.hidden)} more datasets not shown (max_nodes={max_nodes})", css=["note"])
+    if hidden:
+        note = _Node("note", "note", [f"{hidden} more not shown"],
+                     f"{hidden} more datasets not shown (max_nodes={max_nodes})", css=["note"])
     return _render(nodes, picture.edges, note=note,
                    title=f"Lineage of {_dataset_title(focus.dataset)}")
 
@@ -152,6 +155,7 @@ class _LineagePicture:
         self.nodes: dict[str, _Node] = {}
         self.edges: dict[tuple[str, str], _Edge] = {}
         self.hidden: set[uuid.UUID] = set()
+        self.asked: set[uuid.UUID] = set()  # datasets whose provenance was read
 
     def full(self) -> bool:
         return len(self.nodes) >= self.max_nodes
@@ -197,21 +201,18 @@ class _LineagePicture:
         derived = {d.id for d in prov.derived_from}
         drawn = []
         for entry in sorted(prov.used, key=_entry_order):
-            if only_drawn:
-                key = f"d:{entry.id}"
-                if key not in self.nodes:
-                    continue
-            else:
-                key = self.dataset(entry)  # type: ignore[assignment]
-                if key is None:
-                    continue
+            key = f"d:{entry.id}" if only_drawn else self.dataset(entry)
+            if key is None or key not in self.nodes:
+                continue
             self.edge(key, execution_key, "used" if entry.id in derived else "used contributing")
             drawn.append(entry)
         return drawn
 
     def ancestors(self, butler: Any, focus: Provenance, depth: int) -> None:
-        # Breadth first, so a budget that runs out cuts the farthest ancestors.
+        # Breadth first, so a budget that runs out cuts the farthest ancestors, and a
+        # dataset reached by several paths is placed (and asked about) once, at its nearest.
         frontier = [focus]
+        expanded: set[str] = set()
         for level in range(depth + 1):
             following: list[Provenance] = []
             for prov in frontier:
@@ -222,9 +223,13 @@ class _LineagePicture:
                     self.hidden.update(u.id for u in prov.used)
                     continue
                 self.edge(made, f"d:{prov.dataset.id}", "generated")
-                if level == depth:
-                    continue
+                if level == depth or made in expanded:
+                    continue  # siblings share their execution: its inputs are drawn once
+                expanded.add(made)
                 for entry in self.inputs(prov, made, only_drawn=False):
+                    if entry.id in self.asked:
+                        continue
+                    self.asked.add(entry.id)
                     # An input removed long ago, with no provenance left, is a leaf.
                     with contextlib.suppress(DatasetNotFoundError):
                         following.append(provenance_of(butler, entry.id))
@@ -339,11 +344,7 @@ def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = Non
 
 def _layers(keys: list[str], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
     """Longest-path layer of each node (sources at 0); nodes on a cycle go after the rest."""
-    preds: dict[str, list[str]] = {k: [] for k in keys}
-    succs: dict[str, list[str]] = {k: [] for k in keys}
-    for a, b in edges:
-        succs[a].append(b)
-        preds[b].append(a)
+    preds, succs = _neighbours(keys, edges)
     waiting = {k: len(preds[k]) for k in keys}
     ready = [k for k in keys if waiting[k] == 0]
     layer: dict[str, int] = {}
@@ -357,7 +358,44 @@ def _layers(keys: list[str], edges: Iterable[tuple[str, str]]) -> dict[str, int]
     last = max(layer.values(), default=-1)
     for k in keys:  # provenance and task graphs are acyclic; this only keeps a bad input drawable
         layer.setdefault(k, last + 1)
+    for k in keys:
+        # A source goes just before its first reader (a bias beside the step that used it,
+        # not far left with the raws of five steps earlier).
+        if not preds[k] and succs[k]:
+            layer[k] = max(0, min(layer[s] for s in succs[k]) - 1)
     return layer
+
+
+def _split(keys: list[str], edges: Iterable[tuple[str, str]], layer: Mapping[str, int]
+           ) -> tuple[list[str], list[tuple[str, str]], dict[tuple[str, str], list[str]], dict[str, int]]:
+    """Edges over several columns cut into one-column hops through waypoints.
+
+    Waypoints are ordered like nodes, so a long edge passes between the nodes of the
+    columns it crosses instead of through them, and its crossings are counted.
+    """
+    keys, layers = list(keys), dict(layer)
+    hops: list[tuple[str, str]] = []
+    via: dict[tuple[str, str], list[str]] = {}
+    for a, b in edges:
+        points = []
+        for i in range(layers[a] + 1, layers[b]):
+            points.append(f"~{len(layers)}")
+            layers[points[-1]] = i
+        keys += points
+        chain = [a, *points, b]
+        hops += zip(chain, chain[1:], strict=False)
+        via[(a, b)] = points
+    return keys, hops, via, layers
+
+
+def _neighbours(keys: Iterable[str], edges: Iterable[tuple[str, str]]
+                ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    preds: dict[str, list[str]] = {k: [] for k in keys}
+    succs: dict[str, list[str]] = {k: [] for k in preds}
+    for a, b in edges:
+        succs[a].append(b)
+        preds[b].append(a)
+    return preds, succs
 
 
 def _order(keys: list[str], edges: Iterable[tuple[str, str]], layer: Mapping[str, int]) -> list[list[str]]:
@@ -365,11 +403,7 @@ def _order(keys: list[str], edges: Iterable[tuple[str, str]], layer: Mapping[str
     columns: list[list[str]] = [[] for _ in range(max(layer.values(), default=-1) + 1)]
     for k in keys:
         columns[layer[k]].append(k)
-    preds: dict[str, list[str]] = {k: [] for k in keys}
-    succs: dict[str, list[str]] = {k: [] for k in keys}
-    for a, b in edges:
-        succs[a].append(b)
-        preds[b].append(a)
+    preds, succs = _neighbours(keys, edges)
 
     def sweep(indices: Iterable[int], neighbours: Mapping[str, list[str]]) -> None:
         for i in indices:
@@ -393,34 +427,58 @@ def _order(keys: list[str], edges: Iterable[tuple[str, str]], layer: Mapping[str
 
 
 def _crossings(columns: list[list[str]], preds: Mapping[str, list[str]]) -> int:
-    """Crossings between edges joining adjacent columns."""
+    """Crossings between edges joining adjacent columns (inversions, counted in n log n)."""
     total = 0
     for i in range(1, len(columns)):
         left = {k: j for j, k in enumerate(columns[i - 1])}
-        pairs = [(left[p], j) for j, k in enumerate(columns[i]) for p in preds[k] if p in left]
-        total += sum(1 for a, (p1, q1) in enumerate(pairs) for p2, q2 in pairs[a + 1:]
-                     if (p1 - p2) * (q1 - q2) < 0)
+        seen: list[int] = []
+        for _, p in sorted((j, left[p]) for j, k in enumerate(columns[i]) for p in preds[k] if p in left):
+            total += len(seen) - bisect.bisect_right(seen, p)
+            bisect.insort(seen, p)
     return total
 
 
-def _place(columns: list[list[str]], nodes: Mapping[str, _Node], gap: float) -> tuple[float, float]:
+def _place(columns: list[list[str]], nodes: Mapping[str, _Node], gap: float,
+           edges: Iterable[tuple[str, str]]) -> tuple[float, float]:
     """Sizes and coordinates (centres) of every node; the drawing's width and height."""
     for node in nodes.values():
         longest = max(len(line) for line in node.lines)
         node.width = longest * _CHAR + 2 * _PAD_X + (14 if node.kind == "execution" else 0)
-        node.height = len(node.lines) * _LINE + 2 * _PAD_Y
-    heights = [sum(nodes[k].height for k in col) + _ROW_GAP * (len(col) - 1) for col in columns]
-    tallest = max(heights, default=0.0)
+        node.height = 4.0 if node.kind == "waypoint" else len(node.lines) * _LINE + 2 * _PAD_Y
     x = float(_MARGIN)
-    for col, height in zip(columns, heights, strict=True):
-        width = max((nodes[k].width for k in col), default=0.0)
-        y = _MARGIN + (tallest - height) / 2
+    for col in columns:
+        width = max((nodes[k].width for k in col if nodes[k].kind != "waypoint"), default=0.0)
         for k in col:
-            node = nodes[k]
-            node.x, node.y = x + width / 2, y + node.height / 2
-            y += node.height + _ROW_GAP
+            nodes[k].x = x + width / 2
+            if nodes[k].kind == "waypoint":
+                nodes[k].width = width  # a long edge runs straight across the column
         x += width + gap
-    return x - gap + _MARGIN, tallest + 2 * _MARGIN
+    preds, succs = _neighbours(nodes, edges)
+
+    def settle(col: list[str], want: Mapping[str, float]) -> None:
+        # Each node as near its wanted height as the one above allows, then the column
+        # moved back by its mean excess so that pushes spread both ways.
+        low = -float("inf")
+        for k in col:
+            nodes[k].y = max(want[k], low + nodes[k].height / 2)
+            low = nodes[k].y + nodes[k].height / 2 + _ROW_GAP
+        shift = sum(nodes[k].y - want[k] for k in col) / max(len(col), 1)
+        for k in col:
+            nodes[k].y -= shift
+
+    for col in columns:
+        settle(col, dict.fromkeys(col, 0.0))
+    for _ in range(_SWEEPS):
+        # Pull each node towards the mean height of its neighbours: edges straighten out.
+        for i, neighbours in [*((i, preds) for i in range(1, len(columns))),
+                              *((i, succs) for i in range(len(columns) - 2, -1, -1))]:
+            settle(columns[i], {k: (sum(nodes[n].y for n in neighbours[k]) / len(neighbours[k])
+                                    if neighbours[k] else nodes[k].y) for k in columns[i]})
+    top = min((n.y - n.height / 2 for n in nodes.values()), default=0.0)
+    for node in nodes.values():
+        node.y += _MARGIN - top
+    bottom = max((n.y + n.height / 2 for n in nodes.values()), default=0.0)
+    return x - gap + _MARGIN, bottom + _MARGIN
 
 
 # -- drawing ---------------------------------------------------------------------------
@@ -473,11 +531,16 @@ def _node_svg(node: _Node, index: int) -> str:
     return f'<a href="{link}" xlink:href="{link}">{group}</a>'
 
 
-def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str]) -> str:
+def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str], via: list[str]) -> str:
     a, b = nodes[edge.source], nodes[edge.target]
-    x1, y1, x2, y2 = a.x + a.width / 2, a.y, b.x - b.width / 2, b.y
-    bend = max((x2 - x1) / 2, 20.0)
-    path = f"M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+    points = [(a.x + a.width / 2, a.y)]
+    for w in via:
+        points += [(nodes[w].x - nodes[w].width / 2, nodes[w].y), (nodes[w].x + nodes[w].width / 2, nodes[w].y)]
+    points.append((b.x - b.width / 2, b.y))
+    path = [f"M{points[0][0]:.1f},{points[0][1]:.1f}"]
+    for (x1, y1), (x2, y2) in zip(points, points[1:], strict=False):
+        bend = (x2 - x1) / 2  # horizontal tangents: hops join smoothly at waypoints
+        path.append(f"C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}")
     dashed = ' stroke-dasharray="5 3"' if "contributing" in edge.css else ""
     out = [f'<g class="edge {edge.css}" data-from="{ids[edge.source]}" data-to="{ids[edge.target]}"']
     if edge.label is not None:
@@ -485,10 +548,11 @@ def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str]) -
     out.append(">")
     if edge.title:
         out.append(f"<title>{_text(edge.title)}</title>")
-    out.append(f'<path d="{path}" fill="none" stroke="#777" stroke-width="1.2"{dashed} '
+    out.append(f'<path d="{" ".join(path)}" fill="none" stroke="#777" stroke-width="1.2"{dashed} '
                'marker-end="url(#arrow)"/>')
     if edge.label is not None:
-        # On the curve's midpoint, haloed so it stays readable over other edges.
+        # Mid-way along the edge, haloed so it stays readable over other edges.
+        (x1, y1), (x2, y2) = points[len(via)], points[len(via) + 1]
         out.append(f'<text x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2 - 3:.1f}" class="edge-label" '
                    f'stroke="#fff" stroke-width="3" paint-order="stroke">{_text(edge.label)}</text>')
     out.append("</g>")
@@ -498,15 +562,14 @@ def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str]) -
 def _render(node_list: list[_Node], edges: Mapping[tuple[str, str], _Edge], *, title: str,
             note: _Node | None = None) -> str:
     nodes = {n.key: n for n in node_list}
-    keys = list(nodes)
     pairs = list(edges)
-    columns = _order(keys, pairs, _layers(keys, pairs))
-    for i, col in enumerate(columns):
-        for k in col:
-            nodes[k].layer = i
+    keys, hops, via, layer = _split(list(nodes), pairs, _layers(list(nodes), pairs))
+    for k in keys[len(nodes):]:
+        nodes[k] = _Node(k, "waypoint", [""], "")
+    columns = _order(keys, hops, layer)
     # Labelled edges need room for their label between the columns.
     gap = _COL_GAP + (24 if any(e.label is not None for e in edges.values()) else 0)
-    width, height = _place(columns, nodes, gap)
+    width, height = _place(columns, nodes, gap, hops)
     if note is not None:
         # Below the drawing, apart from it: it stands for nodes, it is not one of them.
         note.width = max(len(line) for line in note.lines) * _CHAR + 2 * _PAD_X
@@ -522,9 +585,9 @@ def _render(node_list: list[_Node], edges: Mapping[tuple[str, str], _Edge], *, t
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#777"/></marker></defs>',
     ]
-    order = [k for col in columns for k in col]
+    order = [k for col in columns for k in col if nodes[k].kind != "waypoint"]
     ids = {k: f"n{i}" for i, k in enumerate(order)}
-    parts += [_edge_svg(e, nodes, ids) for e in edges.values()]
+    parts += [_edge_svg(e, nodes, ids, via[pair]) for pair, e in edges.items()]
     parts += [_node_svg(nodes[k], i) for i, k in enumerate(order)]
     if note is not None:
         parts.append(_node_svg(note, len(order)))
