@@ -94,16 +94,20 @@ class _Gate:
         request = Request(scope)
         auth = request.headers.get("authorization", "")
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        if self._matches(bearer) or self._matches(request.cookies.get(COOKIE)):
+        signed_in = self._matches(bearer) or self._matches(request.cookies.get(COOKIE))
+        query_token = request.query_params.get("token")
+        if signed_in and query_token is None:
             await self.app(scope, receive, send_with_headers)
             return
         response: Response
-        if self._matches(request.query_params.get("token")):
-            # First load from a link holding the token: keep it in a cookie, drop it from the address.
+        if self._matches(query_token) or (signed_in and query_token is not None):
+            # A link holding the token: keep it in a cookie and drop it from the address, so it
+            # stays out of the history, of bookmarks and of what is shown on a shared screen.
             query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
             response = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/",
-                                secure=request.url.scheme == "https")
+            if self._matches(query_token):
+                response.set_cookie(COOKIE, self.token or "", httponly=True, samesite="strict", path="/",
+                                    secure=request.url.scheme == "https")
         else:
             response = PlainTextResponse(
                 "This skybutler web view needs its token: send 'Authorization: Bearer TOKEN', or open a page "
