@@ -149,6 +149,18 @@ def test_at_most_max_nodes_are_drawn_and_a_note_counts_the_rest(done):
     assert 0 < hidden <= len(_dataset_ids(whole)) - len(_dataset_ids(cut))
 
 
+def test_two_pictures_inlined_in_one_page_share_no_element_id(done, graph_file):
+    butler, graph = done
+    pictures = [_parse(lineage_svg(butler, q.outputs["coadd"][0], depth=1)) for q in graph.by_task("coadd")[:2]]
+    pictures.append(_parse(graph_svg(graph_file)))
+    ids = [[e.get("id") for e in root.iter() if e.get("id")] for root in pictures]
+    assert all(ids) and len({i for group in ids for i in group}) == sum(map(len, ids))
+    for root, own in zip(pictures, ids, strict=True):
+        used = {re.fullmatch(r"url\(#(.+)\)", e.get("marker-end")).group(1)
+                for e in root.iter() if e.get("marker-end")}
+        assert used and used <= set(own)  # every arrow head is the picture's own
+
+
 def test_the_same_lineage_gives_the_same_bytes(done):
     butler, graph = done
     coadd = graph.by_task("coadd")[-1].outputs["coadd"][0]
@@ -200,7 +212,7 @@ def test_a_graph_file_is_one_node_per_task_with_its_quanta(done, graph_file):
     shown = {g.get("data-task"): int(g.get("data-quanta")) for g in _nodes(root).values()}
     assert shown == graph.counts()
     assert list(shown) == graph.task_labels  # dependency order, left to right
-    first = _nodes(root)["n0"]
+    first = next(iter(_nodes(root).values()))
     assert [t.text for t in first.iter(f"{SVG}text")] == ["make_calexp", f"{graph.counts()['make_calexp']} quanta"]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import re
 import uuid
 from collections import Counter
@@ -284,7 +285,8 @@ def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = Non
     Each task node shows its label and number of quanta; an edge from task A to
     task B is labelled with the number of datasets that A's quanta write and B's
     quanta read (its tooltip breaks that number down by dataset type). The file is
-    read one task at a time, so only one task's quanta are in memory at once.
+    streamed one quantum at a time (`QuantumGraph.iter_quanta`): memory holds the
+    ids of the datasets the graph writes, not its quanta.
 
     Parameters
     ----------
@@ -307,22 +309,19 @@ def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = Non
     header = QuantumGraph.read_header(graph_path)
     labels = QuantumGraph(header, ()).task_labels
     producer: dict[uuid.UUID, str] = {}
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(labels, 0)
     links: dict[tuple[str, str], Counter[str]] = {}
-    for label in labels:
-        # One task's quanta at a time; tasks are in dependency order, so every
-        # producer is known before its consumers are read.
-        part = QuantumGraph.read(graph_path, tasks=[label])
-        quanta = part.by_task(label)
-        counts[label] = len(quanta)
-        for q in quanta:
-            for ref in q.input_refs():
-                source = producer.get(ref.id)
-                if source is not None:
-                    links.setdefault((source, label), Counter())[ref.dataset_type.name] += 1
-        for q in quanta:
-            for ref in q.output_refs(with_log=False):
-                producer[ref.id] = label
+    # One quantum at a time; the file holds tasks in dependency order, so every
+    # producer is known before its readers come.
+    for q in QuantumGraph.iter_quanta(graph_path):
+        counts[q.task_label] = counts.get(q.task_label, 0) + 1
+        for ref in q.input_refs():
+            source = producer.get(ref.id)
+            if source is not None:
+                links.setdefault((source, q.task_label), Counter())[ref.dataset_type.name] += 1
+        for ref in q.output_refs(with_log=False):
+            producer[ref.id] = q.task_label
+    labels = list(counts)
     nodes = []
     for label in labels:
         n = counts[label]
@@ -343,7 +342,7 @@ def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = Non
 
 
 def _layers(keys: list[str], edges: Iterable[tuple[str, str]]) -> dict[str, int]:
-    """Longest-path layer of each node (sources at 0); nodes on a cycle go after the rest."""
+    """Longest-path layer of each node, sources moved up to their first reader; cycles go last."""
     preds, succs = _neighbours(keys, edges)
     waiting = {k: len(preds[k]) for k in keys}
     ready = [k for k in keys if waiting[k] == 0]
@@ -356,8 +355,8 @@ def _layers(keys: list[str], edges: Iterable[tuple[str, str]]) -> dict[str, int]
             if waiting[s] == 0:
                 ready.append(s)
     last = max(layer.values(), default=-1)
-    for k in keys:  # provenance and task graphs are acyclic; this only keeps a bad input drawable
-        layer.setdefault(k, last + 1)
+    for k in keys:
+        layer.setdefault(k, last + 1)  # only on a cycle: provenance and task graphs have none
     for k in keys:
         # A source goes just before its first reader (a bias beside the step that used it,
         # not far left with the raws of five steps earlier).
@@ -368,19 +367,13 @@ def _layers(keys: list[str], edges: Iterable[tuple[str, str]]) -> dict[str, int]
 
 def _split(keys: list[str], edges: Iterable[tuple[str, str]], layer: Mapping[str, int]
            ) -> tuple[list[str], list[tuple[str, str]], dict[tuple[str, str], list[str]], dict[str, int]]:
-    """Edges over several columns cut into one-column hops through waypoints.
-
-    Waypoints are ordered like nodes, so a long edge passes between the nodes of the
-    columns it crosses instead of through them, and its crossings are counted.
-    """
+    """Edges over several columns cut into one-column hops through waypoints (ordered like nodes)."""
     keys, layers = list(keys), dict(layer)
     hops: list[tuple[str, str]] = []
     via: dict[tuple[str, str], list[str]] = {}
     for a, b in edges:
-        points = []
-        for i in range(layers[a] + 1, layers[b]):
-            points.append(f"~{len(layers)}")
-            layers[points[-1]] = i
+        points = [f"~{len(layers)}:{i}" for i in range(layers[a] + 1, layers[b])]
+        layers.update((w, i) for i, w in enumerate(points, layers[a] + 1))
         keys += points
         chain = [a, *points, b]
         hops += zip(chain, chain[1:], strict=False)
@@ -516,7 +509,7 @@ def _shape(node: _Node) -> str:
             f'rx="4" {style}/>')
 
 
-def _node_svg(node: _Node, index: int) -> str:
+def _node_svg(node: _Node, element_id: str) -> str:
     data = "".join(f' data-{k}="{_attr(v)}"' for k, v in node.data.items())
     first = node.y - (len(node.lines) - 1) * _LINE / 2 + _FONT * 0.35
     bold = ' font-weight="bold"' if node.kind in ("dataset", "task") else ""
@@ -524,14 +517,15 @@ def _node_svg(node: _Node, index: int) -> str:
         f'<text x="{node.x:.1f}" y="{first + i * _LINE:.1f}"{bold if i == 0 else ""}>{_text(_cut(line))}</text>'
         for i, line in enumerate(node.lines))
     body = f"<title>{_text(node.title)}</title>{_shape(node)}{texts}"
-    group = f'<g id="n{index}" class="node {" ".join(node.css)}"{data}>{body}</g>'
+    group = f'<g id="{element_id}" class="node {" ".join(node.css)}"{data}>{body}</g>'
     if node.link is None:
         return group
     link = _attr(node.link)
     return f'<a href="{link}" xlink:href="{link}">{group}</a>'
 
 
-def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str], via: list[str]) -> str:
+def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str], via: list[str],
+              arrow: str) -> str:
     a, b = nodes[edge.source], nodes[edge.target]
     points = [(a.x + a.width / 2, a.y)]
     for w in via:
@@ -549,7 +543,7 @@ def _edge_svg(edge: _Edge, nodes: Mapping[str, _Node], ids: Mapping[str, str], v
     if edge.title:
         out.append(f"<title>{_text(edge.title)}</title>")
     out.append(f'<path d="{" ".join(path)}" fill="none" stroke="#777" stroke-width="1.2"{dashed} '
-               'marker-end="url(#arrow)"/>')
+               f'marker-end="url(#{arrow})"/>')
     if edge.label is not None:
         # Mid-way along the edge, haloed so it stays readable over other edges.
         (x1, y1), (x2, y2) = points[len(via)], points[len(via) + 1]
@@ -577,19 +571,22 @@ def _render(node_list: list[_Node], edges: Mapping[tuple[str, str], _Edge], *, t
         note.x, note.y = _MARGIN + note.width / 2, height + note.height / 2
         height += note.height + _MARGIN
         width = max(width, note.width + 2 * _MARGIN)
+    # Element ids unique to the picture (stable: from its title), so that two pictures
+    # inlined in one HTML page do not take each other's arrow heads.
+    prefix = "sb" + hashlib.sha1(title.encode(), usedforsecurity=False).hexdigest()[:8]
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
         f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'font-family="sans-serif" font-size="{_FONT}" text-anchor="middle" class="skybutler-graph">',
         f"<title>{_text(title)}</title>",
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        f'<defs><marker id="{prefix}-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#777"/></marker></defs>',
     ]
     order = [k for col in columns for k in col if nodes[k].kind != "waypoint"]
-    ids = {k: f"n{i}" for i, k in enumerate(order)}
-    parts += [_edge_svg(e, nodes, ids, via[pair]) for pair, e in edges.items()]
-    parts += [_node_svg(nodes[k], i) for i, k in enumerate(order)]
+    ids = {k: f"{prefix}-n{i}" for i, k in enumerate(order)}
+    parts += [_edge_svg(e, nodes, ids, via[pair], f"{prefix}-arrow") for pair, e in edges.items()]
+    parts += [_node_svg(nodes[k], ids[k]) for k in order]
     if note is not None:
-        parts.append(_node_svg(note, len(order)))
+        parts.append(_node_svg(note, f"{prefix}-note"))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
