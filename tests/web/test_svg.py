@@ -12,7 +12,7 @@ import pytest
 
 from skybutler import Butler, ConfigError, DatasetNotFoundError, GraphError
 from skybutler.model import DataId
-from skybutler.pipeline import Pipeline, build_quantum_graph, execute_graph
+from skybutler.pipeline import Pipeline, QuantumGraph, build_quantum_graph, execute_graph
 from skybutler.provenance import ExecutionRecord, ExecutionStatus, record_executions
 from skybutler.web.svg import _crossings, _Edge, _layers, _Node, _order, _render, graph_svg, lineage_svg
 from support.pipeline_repo import INPUTS, PIPELINE_YAML, copy_repository, filled_repo_template  # noqa: F401
@@ -242,6 +242,18 @@ def test_graph_task_links_and_the_run_name_are_escaped(done, graph_file, tmp_pat
     root = _parse(graph_svg(tmp_path / "h.qg"))
     assert HOSTILE in root.find(f"{SVG}title").text
     assert not [e for e in root.iter() if e.tag.endswith("script")]
+
+
+def test_a_graph_file_replaced_by_another_is_drawn_anew(done, tmp_path):
+    _, graph = done
+    path = tmp_path / "g.qg"
+    graph.write(path)
+    before = _parse(graph_svg(path))
+    QuantumGraph(graph.header, graph.by_task("make_calexp")).write(path)  # same name, fewer quanta
+    after = _parse(graph_svg(path))
+    quanta = [{g.get("data-task"): g.get("data-quanta") for g in _nodes(r).values()} for r in (before, after)]
+    assert quanta[0]["coadd"] == str(graph.counts()["coadd"]) and quanta[1]["coadd"] == "0"
+    assert _edges(before) and not _edges(after)
 
 
 def test_the_same_graph_file_gives_the_same_bytes(graph_file):

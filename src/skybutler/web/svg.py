@@ -1,28 +1,21 @@
 """Pictures for the web view: a dataset's lineage and a saved quantum graph, as SVG text.
 
-Pure functions of the library's public API (`skybutler.provenance`, `QuantumGraph`):
-no web framework, no Graphviz (the binary is not installed where the view runs).
-The layout is a small layered drawing done here:
+Pure functions of the library's public API, no web framework and no Graphviz (not
+installed where the view runs). The layered layout is done here: **layers** by longest
+path, left to right (a source just before its first reader), edges over several layers
+cut into hops through waypoints so they run between nodes, not through them; **order**
+within a layer by barycentre sweeps, keeping the order with the fewest crossings;
+**heights** pulled towards the neighbours' mean so that edges straighten.
 
-1. **layers** by longest path, left to right (an input is always left of what it
-   fed; a source sits just before its first reader); an edge over several layers
-   is cut into hops through waypoints, so it runs between nodes, never through them;
-2. **order** within a layer by down-and-up sweeps of the barycentre heuristic (a node
-   moves to the mean position of its neighbours), keeping the order with the fewest
-   crossings;
-3. **coordinates**: widths from text length, heights pulled towards the neighbours'
-   mean so that edges straighten, with fixed gaps.
-
-Every text and attribute value is XML-escaped (a run, a task label or a data id
-value may hold ``<script>`` or quotes) and characters XML cannot hold are replaced,
-so the result always parses. Output is deterministic: the same repository or graph
-file gives the same bytes (nothing depends on set or hash order).
-"""
+Every text and attribute value is XML-escaped (a run, a task label or a data id value
+may hold ``<script>`` or quotes) and characters XML cannot hold are replaced, so the
+result always parses. The same repository or graph file gives the same bytes."""
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import hashlib
 import re
 import uuid
@@ -63,8 +56,7 @@ class _Node:
     link: str | None = None
     css: list[str] = field(default_factory=list)
     data: dict[str, str] = field(default_factory=dict)
-    # Filled by the layout.
-    x: float = 0.0
+    x: float = 0.0  # centre, width and height: filled by the layout
     y: float = 0.0
     width: float = 0.0
     height: float = 0.0
@@ -185,10 +177,9 @@ class _LineagePicture:
         if self.full():
             return None
         status = str(execution.get("status") or "")
-        title = "\n".join(s for s in (
-            f"execution of {execution.get('task_label')}", f"status: {status}",
-            f"data id: {execution.get('data_id_key') or ''}", f"run: {execution.get('run') or ''}",
-            f"host: {execution.get('host') or ''}", f"id: {execution['id']}") if s)
+        title = (f"execution of {execution.get('task_label')}\nstatus: {status}\ndata id: "
+                 f"{execution.get('data_id_key') or ''}\nrun: {execution.get('run') or ''}\n"
+                 f"host: {execution.get('host') or ''}\nid: {execution['id']}")
         css = ["execution"] + (["failed"] if status not in ("", "succeeded") else [])
         self.nodes[key] = _Node(key, "execution", [str(execution.get("task_label") or "?")], title, css=css,
                                 data={"execution-id": str(execution["id"])})
@@ -286,7 +277,8 @@ def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = Non
     task B is labelled with the number of datasets that A's quanta write and B's
     quanta read (its tooltip breaks that number down by dataset type). The file is
     streamed one quantum at a time (`QuantumGraph.iter_quanta`): memory holds the
-    ids of the datasets the graph writes, not its quanta.
+    ids of the datasets the graph writes, not its quanta. What was read is remembered
+    for the last 8 files, by path, size and modification time.
 
     Parameters
     ----------
@@ -306,28 +298,13 @@ def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = Non
     GraphError
         If the file is not a readable quantum graph.
     """
-    header = QuantumGraph.read_header(graph_path)
-    labels = QuantumGraph(header, ()).task_labels
-    producer: dict[uuid.UUID, str] = {}
-    counts = dict.fromkeys(labels, 0)
-    links: dict[tuple[str, str], Counter[str]] = {}
-    # One quantum at a time; the file holds tasks in dependency order, so every
-    # producer is known before its readers come.
-    for q in QuantumGraph.iter_quanta(graph_path):
-        counts[q.task_label] = counts.get(q.task_label, 0) + 1
-        for ref in q.input_refs():
-            source = producer.get(ref.id)
-            if source is not None:
-                links.setdefault((source, q.task_label), Counter())[ref.dataset_type.name] += 1
-        for ref in q.output_refs(with_log=False):
-            producer[ref.id] = q.task_label
-    labels = list(counts)
-    nodes = []
-    for label in labels:
-        n = counts[label]
-        nodes.append(_Node(f"t:{label}", "task", [label, f"{n} {'quantum' if n == 1 else 'quanta'}"],
-                           f"task {label}: {n} quanta", link=href(label) if href else None, css=["task"],
-                           data={"task": label, "quanta": str(n)}))
+    path = Path(graph_path)
+    stat = path.stat() if path.is_file() else None
+    header, counts, links = _task_flows(str(path.resolve()), stat.st_mtime_ns if stat else 0,
+                                        stat.st_size if stat else 0)
+    nodes = [_Node(f"t:{label}", "task", [label, f"{n} {'quantum' if n == 1 else 'quanta'}"],
+                   f"task {label}: {n} quanta", link=href(label) if href else None, css=["task"],
+                   data={"task": label, "quanta": str(n)}) for label, n in counts.items()]
     edges = {}
     for (a, b), by_type in links.items():
         total = sum(by_type.values())
@@ -336,6 +313,32 @@ def graph_svg(graph_path: str | Path, *, href: Callable[[str], str] | None = Non
                                             title=f"{a} \u2192 {b}: {total} datasets ({detail})")
     run = header.get("run")
     return _render(nodes, edges, title=f"Quantum graph {Path(graph_path).name}" + (f" (run {run})" if run else ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _task_flows(path: str, mtime_ns: int, size: int) -> tuple[dict[str, Any], dict[str, int],
+                                                               dict[tuple[str, str], Counter[str]]]:
+    """Header, quanta per task and datasets per (writer, reader) task pair by dataset type.
+
+    Reading every quantum takes ~0.1 ms each: a page reloaded every few seconds should
+    not pay it again. Remembered by the file's identity: graph files are replaced by a
+    rename, never rewritten in place, so a changed graph has a new mtime.
+    """
+    header = QuantumGraph.read_header(path)
+    producer: dict[uuid.UUID, str] = {}
+    counts = dict.fromkeys(QuantumGraph(header, ()).task_labels, 0)
+    links: dict[tuple[str, str], Counter[str]] = {}
+    # One quantum at a time; the file holds tasks in dependency order, so every
+    # producer is known before its readers come.
+    for q in QuantumGraph.iter_quanta(path):
+        counts[q.task_label] = counts.get(q.task_label, 0) + 1
+        for ref in q.input_refs():
+            source = producer.get(ref.id)
+            if source is not None:
+                links.setdefault((source, q.task_label), Counter())[ref.dataset_type.name] += 1
+        for ref in q.output_refs(with_log=False):
+            producer[ref.id] = q.task_label
+    return header, counts, links
 
 
 # -- layout ----------------------------------------------------------------------------
@@ -381,8 +384,7 @@ def _split(keys: list[str], edges: Iterable[tuple[str, str]], layer: Mapping[str
     return keys, hops, via, layers
 
 
-def _neighbours(keys: Iterable[str], edges: Iterable[tuple[str, str]]
-                ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def _neighbours(keys: Iterable[str], edges: Iterable[tuple[str, str]]) -> tuple[dict[str, list[str]], ...]:
     preds: dict[str, list[str]] = {k: [] for k in keys}
     succs: dict[str, list[str]] = {k: [] for k in preds}
     for a, b in edges:
