@@ -178,28 +178,43 @@ def test_unknown_datasets_and_bad_limits_are_errors(done):
         lineage_svg(butler, ref, max_nodes=0)
 
 
-def test_hostile_runs_data_ids_and_task_labels_stay_text(tmp_path):
-    butler = Butler.create(tmp_path / "repo")
-    bad = HOSTILE + "\x01&amp;"  # a control character XML cannot hold, and a would-be entity
-    butler.insert_dimension_records("instrument", [{"instrument": bad, "class_name": "X"}])
+def _one_execution(root, instrument: str = "HSC", label: str = "summarise"):
+    """A repository where one recorded execution made ``summary`` from ``raw``; both refs."""
+    butler = Butler.create(root)
+    butler.insert_dimension_records("instrument", [{"instrument": instrument, "class_name": "X"}])
     butler.register_dataset_type("raw", ("instrument",), "dict")
     butler.register_dataset_type("summary", ("instrument",), "dict")
-    raw = butler.put({"a": 1}, "raw", {"instrument": bad}, run=f"raw/{HOSTILE}")
-    out = butler.put({"b": 2}, "summary", {"instrument": bad}, run=f"out/{HOSTILE}")
+    raw = butler.put({"a": 1}, "raw", {"instrument": instrument}, run=f"raw/{label}")
+    out = butler.put({"b": 2}, "summary", {"instrument": instrument}, run=f"out/{label}")
     start = datetime.datetime(2026, 3, 16, 12)
     with butler.registry.transaction():
         record_executions(butler.registry, [ExecutionRecord(
-            id=uuid.uuid4(), run=f"out/{HOSTILE}", task_label=HOSTILE, data_id=DataId({"instrument": bad}),
-            status=ExecutionStatus.SUCCEEDED, host=HOSTILE, start_time=start, end_time=start,
+            id=uuid.uuid4(), run=f"out/{label}", task_label=label, data_id=DataId({"instrument": instrument}),
+            status=ExecutionStatus.SUCCEEDED, host=label, start_time=start, end_time=start,
             used=[(raw.id, None)], generated=[(out.id, None)], derived=[(out.id, raw.id)])])
+    return butler, raw, out
+
+
+def test_hostile_runs_data_ids_and_task_labels_stay_text(tmp_path):
+    bad = HOSTILE + "\x01&amp;"  # a control character XML cannot hold, and a would-be entity
+    butler, raw, out = _one_execution(tmp_path / "repo", instrument=bad, label=HOSTILE)
     link = '/d?id=1&x="><script>alert(1)</script>'
-    svg = lineage_svg(butler, out, href=lambda i: link)
-    root = _parse(svg)  # parses: nothing broke out of its text or attribute
+    root = _parse(lineage_svg(butler, out, href=lambda i: link))  # parses: nothing broke out
     assert not [e for e in root.iter() if e.tag.endswith("script")]
     assert {a.get("href") for a in root.iter(f"{SVG}a")} == {link}
     texts = [t.text for t in root.iter(f"{SVG}text")] + [t.text for t in root.iter(f"{SVG}title")]
     assert HOSTILE in texts  # the execution's label, shown as typed
     assert any(f"run: out/{HOSTILE}" in t and HOSTILE + "\ufffd&amp;" in t for t in texts)
+    butler.close()
+
+
+def test_an_input_removed_since_is_still_drawn_by_its_id(tmp_path):
+    butler, raw, out = _one_execution(tmp_path / "repo")
+    butler.remove_datasets([raw])
+    root = _parse(lineage_svg(butler, out, href=lambda i: f"/datasets/{i}"))
+    (gone,) = [g for g in _nodes(root).values() if g.get("data-dataset-id") == str(raw.id)]
+    assert [t.text for t in gone.iter(f"{SVG}text")] == ["(removed)", str(raw.id)[:13]]
+    assert {a.get("href") for a in root.iter(f"{SVG}a")} == {f"/datasets/{raw.id}", f"/datasets/{out.id}"}
     butler.close()
 
 
