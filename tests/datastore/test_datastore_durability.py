@@ -117,6 +117,33 @@ def test_a_failed_sync_fails_the_commit_and_takes_the_file_back(tmp_path, monkey
     assert [p for p in store.walk()] == []  # neither the file nor its temporary
 
 
+def test_commit_many_syncs_each_file_and_each_directory_once(tmp_path, synced):
+    root = str(tmp_path / "repo")
+    store = Datastore(root, sync=True)
+    paths = [f"run/{kind}/{i}.json" for kind in ("calexp", "src") for i in range(5)]
+    pendings = [store.write_temporary(p, lambda f: f.write(b"{}")) for p in paths]
+
+    store.commit_many(pendings)
+
+    assert sorted(p for _, p in synced) == sorted(
+        [f"{root}/{p}" for p in paths] + [f"{root}/run/calexp", f"{root}/run/src", f"{root}/run", root])
+    assert sorted(store.walk()) == sorted(paths)
+
+
+def test_commit_many_places_all_files_or_none(tmp_path):
+    store = Datastore(str(tmp_path / "repo"))
+    pendings = [store.write_temporary(f"run/{i}.json", lambda f: f.write(b"mine")) for i in range(3)]
+    (tmp_path / "repo" / "run" / "1.json").write_bytes(b"theirs")
+
+    with pytest.raises(DatasetExistsError, match="run/1.json"):
+        store.commit_many(pendings)
+    for pending in pendings:
+        store.abort(pending)
+
+    assert list(store.walk()) == ["run/1.json"]
+    assert store.open("run/1.json").read() == b"theirs"
+
+
 def make_butler(root, *, sync: bool) -> Butler:
     butler = Butler.create(root, config={"registry": {"sync_every_commit": sync}}, run="r")
     butler.insert_dimension_records("instrument", [{"instrument": "HSC", "class_name": "HSC"}])

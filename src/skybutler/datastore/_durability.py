@@ -112,28 +112,41 @@ def link_or_check(source: str, target: str, no_link: frozenset[int]) -> None:
     os.unlink(source)
 
 
+MAX_SYNC_THREADS = 16
+"""Most syncs waiting at once (a commit of many files): enough to fill a journal commit, few threads."""
+
+
 def sync_paths(paths: Sequence[str]) -> None:
     """``fsync`` every file or directory in ``paths`` (a symlink's target), all at once; return when all are done.
 
-    Each path but the first is synced in a thread of its own (started per call: nothing
-    outlives the call, and a forked process inherits no pool), the first in the calling
-    thread. The first error is raised, after every sync has finished.
+    Up to `MAX_SYNC_THREADS` syncs wait at the same time: the calling thread syncs too, and
+    threads started per call (nothing outlives the call, and a forked process inherits no
+    pool) take the rest from one queue. The first error is raised, after every sync has
+    finished.
     """
     if len(paths) == 1:
         _sync(paths[0])
         return
     errors: list[BaseException] = []
+    todo = iter(paths)
+    lock = threading.Lock()
 
-    def run(path: str) -> None:
-        try:
-            _sync(path)
-        except BaseException as err:  # handed to the caller below
-            errors.append(err)
+    def run() -> None:
+        while True:
+            with lock:
+                path = next(todo, None)
+            if path is None:
+                return
+            try:
+                _sync(path)
+            except BaseException as err:  # handed to the caller below
+                errors.append(err)
 
-    threads = [threading.Thread(target=run, args=(p,), name="skybutler-sync", daemon=True) for p in paths[1:]]
+    threads = [threading.Thread(target=run, name="skybutler-sync", daemon=True)
+               for _ in range(min(len(paths), MAX_SYNC_THREADS) - 1)]
     for thread in threads:
         thread.start()
-    run(paths[0])
+    run()
     for thread in threads:
         thread.join()
     if errors:

@@ -57,7 +57,7 @@ import logging
 import os
 import posixpath
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, BinaryIO, cast
 
 from ..errors import FileAccessError, SkyButlerError
@@ -249,21 +249,35 @@ class FileTransactions:
 
     def commit(self, pending: PendingFile, *, sync: bool = False) -> None:
         """Put a pending file in its final place; see `Datastore.commit` (and the syncs above)."""
+        self.commit_many([pending], sync=sync)
+
+    def commit_many(self, pendings: Sequence[PendingFile], *, sync: bool = False) -> None:
+        """Put pending files in their final places, all or none; see `Datastore.commit_many`."""
         loc = self.location
-        placed = pending.temp_path != pending.path
-        if pending.replaces:
-            self._replace_leftover(pending.temp_path, pending.path)
-        elif placed and loc.local:
-            self._rename_into_place(pending.temp_path, pending.path)
-        if sync and placed and loc.local:
-            self._sync_placed(pending.path)
-        if pending.source is not None:
-            try:
-                fs, src = loc.filesystem_of(pending.source)
-                fs.rm_file(src)
-            except OSError as err:
-                _log.warning("Stored %s, but could not remove the moved source %s: %s",
-                             pending.path, pending.source, err)
+        placed: list[PendingFile] = []
+        try:
+            for pending in pendings:
+                if pending.replaces:
+                    self._replace_leftover(pending.temp_path, pending.path)
+                elif pending.temp_path != pending.path:
+                    self._rename_into_place(pending.temp_path, pending.path)
+                placed.append(pending)
+            if sync and loc.local:
+                self._sync_placed([pf.path for pf in placed if pf.temp_path != pf.path])
+        except BaseException:
+            # No row will name these: the registry transaction they were for rolls back.
+            for pending in placed:
+                if pending.temp_path != pending.path:
+                    loc.discard(loc.full(loc.relative(pending.path)))
+            raise
+        for pending in pendings:
+            if pending.source is not None:
+                try:
+                    fs, src = loc.filesystem_of(pending.source)
+                    fs.rm_file(src)
+                except OSError as err:
+                    _log.warning("Stored %s, but could not remove the moved source %s: %s",
+                                 pending.path, pending.source, err)
 
     def _rename_into_place(self, temp_rel: str, rel: str) -> None:
         loc = self.location
@@ -294,19 +308,21 @@ class FileTransactions:
             paths.append(directory)
         return paths
 
-    def _sync_placed(self, path: str) -> None:
+    def _sync_placed(self, placed: Sequence[str]) -> None:
+        """Sync what the files just placed at ``placed`` need (`durable_paths`), all at once."""
+        if not placed:
+            return
         loc = self.location
-        rel = loc.relative(path)
-        paths = self.durable_paths(rel)
+        chains = [self.durable_paths(loc.relative(path)) for path in placed]
         try:
-            sync_paths(paths)
+            sync_paths(list(dict.fromkeys(p for chain in chains for p in chain)))
         except OSError as err:
-            # The registry will roll back: the file must not stay where no row will name it.
-            loc.discard(paths[0])
-            raise FileAccessError(err.errno, f"Cannot commit {rel!r} under {loc.root}: syncing it to the "
-                                             f"device failed: {err}") from err
-        # Each directory whose parent was synced (paths[2:] are those parents) has a durable name now.
-        self.durable_dirs.update(paths[1:-1])
+            what = repr(placed[0]) if len(placed) == 1 else f"{len(placed)} files"
+            raise FileAccessError(err.errno, f"Cannot commit {what} under {loc.root}: syncing to the device "
+                                             f"failed: {err}") from err
+        for chain in chains:
+            # Each directory whose parent was synced (chain[2:] are those parents) has a durable name now.
+            self.durable_dirs.update(chain[1:-1])
 
     def _replace_leftover(self, temp_rel: str, rel: str) -> None:
         loc = self.location
