@@ -2,14 +2,15 @@
 
 Inside the registry transaction, after the rows are deleted and before the commit, the list
 of files to delete is written to the datastore (`Datastore.record_removal`); once committed,
-the files are deleted and the list dropped. A removal cut short by a crash or an unreachable
-store leaves its list behind, and `finish_removals` (run by the next removal) deletes the
-files that no row names.
+the files are deleted (by several threads: `delete_files`) and the list dropped. A removal
+cut short by a crash, an unreachable store or a file that cannot be deleted leaves its list
+behind, and `finish_removals` (run by the next removal) deletes the files that no row names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -21,13 +22,51 @@ from .registry import pipeline_sql
 if TYPE_CHECKING:
     from .registry import FileRecord, Registry
 
-__all__ = ["finish_removals", "owned_paths", "remove_then_delete"]
+__all__ = ["DELETE_THREADS", "delete_files", "finish_removals", "owned_paths", "remove_then_delete"]
+
+DELETE_THREADS = 8
+"""Threads deleting the files of one removal.
+
+Deleting a file waits on the file system (local disk) or on a round trip (object stores),
+not on Python, so a few threads overlap those waits: a run of 1,000,000 files is otherwise
+1,000,000 waits one after the other.
+"""
+
+_PER_TASK = 1000
+"""Paths per thread task: a removal smaller than this runs in the calling thread."""
 
 
 def owned_paths(records: Sequence[FileRecord]) -> list[str]:
     """The paths of ``records`` that the datastore owns (and so may delete)."""
     # Files recorded by absolute location were ingested "direct": they are not ours to delete.
     return [r.path for r in records if Datastore.owns(r.path)]
+
+
+def delete_files(datastore: Datastore, paths: Sequence[str]) -> None:
+    """Delete ``paths`` from ``datastore`` with up to `DELETE_THREADS` threads.
+
+    Each path is tried, even after another failed; the first error is then raised (the
+    caller's list of pending files stays, so the next removal finishes the rest).
+
+    Raises
+    ------
+    FileAccessError
+        A file that could not be deleted, or a store that cannot be reached.
+    """
+    # Sorted, so the files of one directory fall mostly into one task: the worker that
+    # deletes a directory's last file is then the one that removes the emptied directory.
+    ordered = sorted(paths)
+    if len(ordered) <= _PER_TASK:
+        datastore.remove(ordered)
+        return
+    parts = [ordered[i:i + _PER_TASK] for i in range(0, len(ordered), _PER_TASK)]
+    with ThreadPoolExecutor(max_workers=min(DELETE_THREADS, len(parts)),
+                            thread_name_prefix="skybutler-delete") as pool:
+        futures = [pool.submit(datastore.remove, part) for part in parts]
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
 
 
 def remove_then_delete(registry: Registry, datastore: Datastore, remove_rows: Callable[[], list[FileRecord]],
@@ -47,7 +86,7 @@ def remove_then_delete(registry: Registry, datastore: Datastore, remove_rows: Ca
             raise
         raise connection_lost(registry, exc, f"removing {label}", "repeat the removal to finish it") from None
     if pending is not None:
-        datastore.remove(paths)
+        delete_files(datastore, paths)
         datastore.forget_removal(pending)
     return len(records)
 
@@ -58,7 +97,7 @@ def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
     for rel, label, paths in datastore.pending_removals():
         named = pipeline_sql.known_paths(registry, paths)
         gone = [p for p in paths if p not in named]
-        datastore.remove(gone)
+        delete_files(datastore, gone)
         datastore.forget_removal(rel)
         done[label] = done.get(label, 0) + len(gone)
     return done
