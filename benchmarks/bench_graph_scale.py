@@ -18,7 +18,7 @@ Each registry is made in its own subprocess and each build in another, so a buil
 peak RSS (``ru_maxrss``) is its own. ``--mode stream`` (default) is
 ``QuantumGraphBuilder.write``: quanta go to the file as they are made; ``--mode memory``
 is ``build()`` then ``QuantumGraph.write``. Figures: registry set-up time, build time
-(file included), quanta/s, µs per quantum, peak RSS, file size, one quantum read
+(file included; wall and CPU seconds, as the machine may be shared), quanta/s, µs per quantum, peak RSS, file size, one quantum read
 (``QuantumGraph.read_quantum``, median of 50 in a fresh process, opening the file each
 time) and one task's quanta streamed (`QuantumGraph.iter_quanta`).
 
@@ -52,6 +52,12 @@ TARGET_READ_MS = 1.0
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process: on a shared machine, what a build costs apart from waiting for a core."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 # ----------------------------------------------------------------------------- workers
@@ -96,6 +102,7 @@ def run_build(root: Path, graph_path: Path, mode: str, *, profile: bool = False)
     pipeline = _pipeline()
     out: dict[str, Any] = {"rss_before_mb": _rss_mb()}
     prof = cProfile.Profile() if profile else None
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     if prof:
         prof.enable()
@@ -113,6 +120,7 @@ def run_build(root: Path, graph_path: Path, mode: str, *, profile: bool = False)
     if prof:
         prof.disable()
     out["build_s"] = time.perf_counter() - t0
+    out["build_cpu_s"] = _cpu_s() - cpu0
     out["rss_peak_mb"] = _rss_mb()
     out["counts"] = counts
     out["total"] = sum(counts.values())
@@ -202,7 +210,7 @@ def main() -> None:
             rows.append({"n": n, **setup, **build, **read, "load": os.getloadavg()[0]})
             graph_path.unlink(missing_ok=True)
             r = rows[-1]
-            print(f"  {r['total']:,} quanta: build {r['build_s']:.1f} s, {r['total'] / r['build_s']:,.0f} quanta/s, "
+            print(f"  {r['total']:,} quanta: build {r['build_s']:.1f} s ({r['build_cpu_s']:.1f} CPU s), {r['total'] / r['build_s']:,.0f} quanta/s, "
                   f"peak RSS {r['rss_peak_mb']:,.0f} MB, file {r['file_mb']:,.0f} MB, "
                   f"read one {r['read_quantum_ms']:.2f} ms", flush=True)
     finally:
@@ -211,19 +219,20 @@ def main() -> None:
 
     print()
     print(f"| task-A quanta | all quanta | registry set-up (records + raws) | build ({args.mode}, file included) "
-          "| quanta/s | µs/quantum | peak RSS | file | read one quantum (median / max of 50) "
+          "| quanta/s | CPU s (µs/quantum) | peak RSS | file | read one quantum (median / max of 50) "
           "| stream one task | load |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         setup_s = (f"{r['records_s']:.1f} + {r['datasets_s']:.1f} s" if "records_s" in r else "reused")
         print(f"| {r['n']:,} | {r['total']:,} | {setup_s} | {r['build_s']:.1f} s | {r['total'] / r['build_s']:,.0f} "
-              f"| {1e6 * r['build_s'] / r['total']:.1f} | {r['rss_peak_mb']:,.0f} MB | {r['file_mb']:,.0f} MB "
+              f"| {r['build_cpu_s']:.1f} ({1e6 * r['build_cpu_s'] / r['total']:.1f}) | {r['rss_peak_mb']:,.0f} MB | {r['file_mb']:,.0f} MB "
               f"| {r['read_quantum_ms']:.2f} / {r['read_quantum_max_ms']:.2f} ms "
               f"| {r['stream_n']:,} {r['stream_task']} in {r['stream_s']:.2f} s | {r['load']:.1f} |")
     big = [r for r in rows if r["total"] >= 1_000_000]
     for r in big:
         print(f"targets at {r['total']:,} quanta: build ≤ {TARGET_S:.0f} s: "
-              f"{'met' if r['build_s'] <= TARGET_S else 'MISSED'} ({r['build_s']:.1f} s); "
+              f"{'met' if r['build_s'] <= TARGET_S else 'MISSED'} ({r['build_s']:.1f} s wall, "
+              f"{r['build_cpu_s']:.1f} s CPU: {'met' if r['build_cpu_s'] <= TARGET_S else 'missed'} on a free core); "
               f"peak RSS ≤ {TARGET_RSS_MB} MB: {'met' if r['rss_peak_mb'] <= TARGET_RSS_MB else 'MISSED'} "
               f"({r['rss_peak_mb']:,.0f} MB); read one ≤ {TARGET_READ_MS} ms: "
               f"{'met' if r['read_quantum_ms'] <= TARGET_READ_MS else 'MISSED'} ({r['read_quantum_ms']:.2f} ms)")

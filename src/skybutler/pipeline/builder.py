@@ -221,7 +221,8 @@ class QuantumGraphBuilder:
             dts, run = self.dataset_types, self.output_run
             # The quanta are made as the lines of the file would hold them: one meaning
             # for a built graph and a streamed one, and a graph read back is the same.
-            quanta = [Quantum.from_dict(record, dts, run=run) for _label, record in self._records()]
+            refs: dict[str, DatasetRef] = {}  # one ref per dataset, shared by its producer and readers
+            quanta = [Quantum.from_dict(record, dts, run=run, refs=refs) for _label, record in self._records()]
             if not quanta:
                 raise self._empty_error()
             header["skipped"] = self._skipped()

@@ -115,17 +115,28 @@ class Quantum:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], dataset_types: Mapping[str, DatasetType], *,
-                  run: str | None = None) -> Quantum:
-        """Rebuild a quantum from `to_dict` output."""
-        def refs(group: Mapping[str, Any]) -> dict[str, tuple[DatasetRef, ...]]:
-            return {k: tuple(ref_from_dict(r, dataset_types, run) for r in v) for k, v in group.items()}
+                  run: str | None = None, refs: dict[str, DatasetRef] | None = None) -> Quantum:
+        """Rebuild a quantum from `to_dict` output.
+
+        ``refs``, when given, holds the refs already made by id text and gets the new ones:
+        quanta made with the same dictionary share one ref per dataset (an output and the
+        downstream inputs that read it), as a graph built in memory does.
+        """
+        def make(r: Mapping[str, Any]) -> DatasetRef:
+            if refs is None:
+                return ref_from_dict(r, dataset_types, run)
+            ref = refs.get(r["id"])
+            if ref is None:
+                ref = refs[r["id"]] = ref_from_dict(r, dataset_types, run)
+            return ref
 
         try:
             return cls(
                 id=uuid.UUID(data["id"]), task_label=data["task"],
                 data_id=DataId(data["data_id"], implied=data.get("implied") or {}),
-                inputs=refs(data["inputs"]), outputs=refs(data["outputs"]),
-                log=ref_from_dict(data["log"], dataset_types, run),
+                inputs={k: tuple(make(r) for r in v) for k, v in data["inputs"].items()},
+                outputs={k: tuple(make(r) for r in v) for k, v in data["outputs"].items()},
+                log=make(data["log"]),
                 upstream=tuple(uuid.UUID(u) for u in data.get("upstream", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -299,12 +310,14 @@ class QuantumGraph:
             dts = _dataset_types(header)
             run = header["run"]
             out: list[Quantum] = []
+            shared: dict[str, DatasetRef] = {}
             if quanta is not None:
                 labels = set(tasks) if tasks is not None else None
                 for qid in dict.fromkeys(uuid.UUID(str(q)) for q in quanta):
                     offset, length = find(f, path, trailer, qid)
                     f.seek(offset)
-                    q = Quantum.from_dict(loads(f.read(length), path, f"quantum {qid}"), dts, run=run)
+                    q = Quantum.from_dict(loads(f.read(length), path, f"quantum {qid}"), dts, run=run,
+                                          refs=shared)
                     if q.id != qid:
                         raise GraphError(f"Graph file {path} is damaged: its index points quantum {qid} "
                                          f"at {q.id}")
@@ -318,8 +331,8 @@ class QuantumGraph:
                     if len(lines) != count:
                         raise GraphError(f"Graph file {path} is damaged: task {label!r} should have {count} "
                                          f"quanta, found {len(lines)}")
-                    out += [Quantum.from_dict(loads(line, path, f"quanta of task {label!r}"), dts, run=run)
-                            for line in lines]
+                    out += [Quantum.from_dict(loads(line, path, f"quanta of task {label!r}"), dts, run=run,
+                                              refs=shared) for line in lines]
         return cls(header, out)
 
     @classmethod
