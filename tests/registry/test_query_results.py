@@ -246,3 +246,36 @@ def test_bulk_inserts_leave_sqlite_statistics_that_pick_the_visit_index_and_larg
     data_ids = list(butler.query_data_ids(["visit", "detector"], datasets=["calexp"], collections=["run"]))
     table = butler.query_data_ids(["visit", "detector"], datasets=["calexp"], collections=["run"]).to_arrow()
     assert len(data_ids) == 1200 and table.to_pylist() == [dict(d) for d in data_ids]
+
+
+def test_large_results_as_one_table_or_as_batches_hold_the_refs(make_butler, backend):
+    """Past a few hundred rows a table is read again (through ADBC when installed): same rows, any batch size."""
+    from skybutler import DataId, DatasetRef
+    from skybutler.model import new_dataset_id
+    from support.records import insert_records
+
+    butler = make_butler()
+    visits = {903334 + 2 * i: "HSC-R" for i in range(7)}
+    insert_records(butler, visits=visits, detectors=range(100), skymap=False)
+    butler.register_dataset_type("calexp", CALEXP_DIMS, "dict")
+    dt = butler.registry.get_dataset_type("calexp")
+    for run in ("a", "b"):
+        butler.registry.register_collection(run)
+        butler.registry.insert_datasets([
+            DatasetRef(new_dataset_id(), dt, DataId({"instrument": "HSC", "visit": v, "detector": d}), run)
+            for v in visits for d in range(100) if (d % 2 == 0) == (run == "a")])
+    butler.registry.set_chain("both", ["a", "b"])
+    refs = assert_same(butler, "calexp", collections=["both"])
+    assert len(refs) == 700 and {r.run for r in refs} == {"a", "b"}
+    batches = list(butler.query_datasets("calexp", collections=["both"]).arrow_batches(256))
+    assert [b.num_rows for b in batches] == [256, 256, 188]
+    table = pa.Table.from_batches(batches)
+    assert table.schema == butler.query_datasets("calexp", collections=["both"]).to_arrow().schema
+    assert rows_of_table(table, list(dt.dimensions)) == rows_of_refs(refs)
+    with_files = butler.query_datasets("calexp", collections=["both"]).to_arrow(files=True)
+    assert with_files.num_rows == 700 and with_files.column("path").null_count == 700
+    data_ids = butler.query_data_ids(["visit", "detector"], datasets=["calexp"], collections=["both"])
+    batches = list(data_ids.arrow_batches(300))
+    assert [b.num_rows for b in batches] == [300, 300, 100]
+    assert sorted(map(DataId, pa.Table.from_batches(batches).to_pylist()), key=str) == \
+        sorted((r.data_id for r in refs), key=str)

@@ -2,7 +2,7 @@
 
 from ._collection import CollectionType
 from ._data_id import DataId, DataIdValue
-from ._dataset import DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id, new_id
+from ._dataset import DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id, new_id, uuids_from_hex
 from ._image import Image
 from ._storage_class import STORAGE_CLASSES, StorageClass, storage_class
 
@@ -19,4 +19,5 @@ __all__ = [
     "new_dataset_id",
     "new_id",
     "storage_class",
+    "uuids_from_hex",
 ]

@@ -3,7 +3,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import FrozenInstanceError, dataclass, field
+from itertools import repeat
+from typing import Any
 
 from ._data_id import DataId
 
@@ -36,7 +40,7 @@ class DatasetType:
         return f"{self.name}({', '.join(self.dimensions)}) [{self.storage_class}]"
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, slots=True, weakref_slot=True)
 class DatasetRef:
     """A reference to one dataset: id, type, data id and run.
 
@@ -52,13 +56,88 @@ class DatasetRef:
 
     def __init__(self, id: uuid.UUID, dataset_type: DatasetType, data_id: DataId, run: str,
                  extra: dict | None = None):
-        # Queries build refs by the hundred thousand: filling __dict__ at once is several
-        # times faster than the one object.__setattr__ per field of a frozen dataclass.
-        self.__dict__.update(id=id, dataset_type=dataset_type, data_id=data_id, run=run,
-                             extra={} if extra is None else extra)
+        # The slots' own setters: a frozen dataclass's object.__setattr__ per field costs
+        # several times more, and queries build refs by the hundred thousand.
+        _SET_ID(self, id)
+        _SET_TYPE(self, dataset_type)
+        _SET_DATA_ID(self, data_id)
+        _SET_RUN(self, run)
+        _SET_EXTRA(self, {} if extra is None else extra)
+
+    @classmethod
+    def from_columns(cls, dataset_type: DatasetType, ids: Sequence[uuid.UUID], data_ids: Sequence[DataId],
+                     runs: Sequence[str]) -> list[DatasetRef]:
+        """Refs of one dataset type from columns of ids, data ids and run names (as a query reads them).
+
+        Equal to ``[DatasetRef(i, dataset_type, d, r) for i, d, r in zip(ids, data_ids, runs)]``,
+        several times faster: each ref is filled without a Python-level call.
+
+        Raises
+        ------
+        ValueError
+            If the columns are not all of the same length.
+        """
+        n = len(ids)
+        if len(data_ids) != n or len(runs) != n:
+            raise ValueError(f"Ref columns of different lengths: {n} ids, {len(data_ids)} data ids, {len(runs)} runs")
+        refs = list(map(object.__new__, repeat(cls, n)))
+        # deque(map(setter, ...), 0) runs each slot's C setter over the list without a
+        # Python frame per ref.
+        deque(map(_SET_ID, refs, ids), 0)
+        deque(map(_SET_TYPE, refs, repeat(dataset_type)), 0)
+        deque(map(_SET_DATA_ID, refs, data_ids), 0)
+        deque(map(_SET_RUN, refs, runs), 0)
+        deque(map(_SET_EXTRA, refs, map(dict, repeat((), n))), 0)
+        return refs
 
     def __str__(self) -> str:
         return f"{self.dataset_type.name}@{{{self.data_id}}} [{self.run}] ({self.id})"
+
+
+def _frozen_setattr(self: DatasetRef, name: str, value: Any) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: DatasetRef, name: str) -> None:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+# The frozen dataclass's own guards reach the class as it was before ``slots=True``
+# remade it, and fail with a TypeError for a name that is not a field.
+DatasetRef.__setattr__ = _frozen_setattr  # type: ignore[method-assign,assignment]
+DatasetRef.__delattr__ = _frozen_delattr  # type: ignore[method-assign,assignment]
+
+_SET_ID = vars(DatasetRef)["id"].__set__
+_SET_TYPE = vars(DatasetRef)["dataset_type"].__set__
+_SET_DATA_ID = vars(DatasetRef)["data_id"].__set__
+_SET_RUN = vars(DatasetRef)["run"].__set__
+_SET_EXTRA = vars(DatasetRef)["extra"].__set__
+
+_UUID_INT = vars(uuid.UUID)["int"].__set__
+_UUID_SAFE = vars(uuid.UUID)["is_safe"].__set__
+
+
+def uuids_from_hex(texts: Sequence[str]) -> list[uuid.UUID]:
+    """`uuid.UUID` objects from 32-digit hex texts (as SQLite stores ids), without ``UUID()``'s parsing.
+
+    Equal to ``[uuid.UUID(t) for t in texts]`` for such texts, several times faster: the
+    values are set as `uuid.UUID.__setstate__` sets them, with no Python-level call per id.
+
+    Raises
+    ------
+    ValueError
+        If a text is not 32 hex digits.
+    """
+    n = len(texts)
+    if n and set(map(len, texts)) != {32}:
+        raise ValueError("Dataset ids must be 32 hex digits")
+    values = list(map(int, texts, repeat(16, n)))
+    if n and min(values) < 0:
+        raise ValueError("Dataset ids must be 32 hex digits")
+    ids = list(map(object.__new__, repeat(uuid.UUID, n)))
+    deque(map(_UUID_INT, ids, values), 0)
+    deque(map(_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, n)), 0)
+    return ids
 
 
 def new_id() -> uuid.UUID:

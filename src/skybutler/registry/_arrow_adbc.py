@@ -1,69 +1,160 @@
-"""Arrow tables straight from SQLite through ADBC (the optional ``arrow-db`` extra).
+"""Arrow record batches straight from the database through ADBC (the optional ``arrow-db`` extra).
 
-``adbc-driver-sqlite`` reads a result into Arrow arrays in C, without a Python object
-per row or per value: at 10,000 refs it fetches in a third to a quarter of the time
-the ``sqlite3`` module needs to make its row tuples (see benchmarks/README.md). The
-query tables of `skybutler.registry._query_results` use it when it is installed and
-the registry is a SQLite file read outside a write transaction; the statement is the
-one SQLAlchemy compiles for the iterator, with its parameters converted by the
-columns' own SQLAlchemy types. Otherwise, or when the statement cannot be handed over
-(a parameter SQLAlchemy would expand at execution), the DB-API path is used.
+``adbc-driver-sqlite`` and ``adbc-driver-postgresql`` read a result into Arrow arrays
+in C, without a Python object per row or per value (PostgreSQL's through a binary
+``COPY``). The query tables of `skybutler.registry._query_arrow` use them for results
+too large for the DB-API's tuples to be cheap, read outside a write transaction (the
+other connection would not see its rows), from a SQLite file (an in-memory database
+has no file another connection could open) or a PostgreSQL server. The SQL is the
+statement SQLAlchemy already compiled and executed for the first rows, with the
+parameters it sent, so its schema translation and bind processing hold.
+
+Connections. Opening a SQLite one costs well under a millisecond: one per query. An
+ADBC PostgreSQL connection reads the server's type catalogue when it opens, tens of
+milliseconds of CPU: a few idle ones are kept per database URL and process, as
+SQLAlchemy's pool keeps its own, in autocommit mode (an idle one holds no snapshot and
+no lock), and closed at exit. A process forked with some open leaves them to its parent.
 """
 
 from __future__ import annotations
 
-import binascii
+import atexit
+import contextlib
+import importlib
+import os
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from ._db import sqlite_file
 
-__all__ = ["fetch_sqlite_table", "ids_from_hex", "usable"]
+__all__ = ["ids_from_hex", "open_reader", "reader_errors", "usable"]
+
+_IDLE_PER_URL = 2
+"""Idle ADBC PostgreSQL connections kept per database URL."""
 
 
-def _driver() -> Any:
+def _driver(dialect: str) -> Any:
+    name = "adbc_driver_sqlite.dbapi" if dialect == "sqlite" else "adbc_driver_postgresql.dbapi"
     try:
-        import adbc_driver_sqlite.dbapi
+        return importlib.import_module(name)
     except ImportError:
         return None
-    return adbc_driver_sqlite.dbapi
 
 
 def usable(conn: sa.Connection, url: str) -> bool:
-    """Whether `fetch_sqlite_table` can read for ``conn``: see there."""
-    return (conn.dialect.name == "sqlite" and not conn.get_execution_options().get("write")
-            and sqlite_file(url) is not None and _driver() is not None)
+    """Whether `open_reader` can read for ``conn`` (see the module docstring)."""
+    dialect = conn.dialect.name
+    if conn.get_execution_options().get("write") or conn.in_nested_transaction():
+        return False
+    if dialect == "sqlite":
+        return sqlite_file(url) is not None and _driver("sqlite") is not None
+    return dialect == "postgresql" and conn.dialect.driver == "psycopg" and _driver("postgresql") is not None
 
 
-def fetch_sqlite_table(conn: sa.Connection, url: str, stmt: sa.Select) -> Any:
-    """The rows of ``stmt`` as a `pyarrow.Table` read by ADBC, or None where ADBC cannot be used.
+class _PostgresPool:
+    """Idle ADBC PostgreSQL connections of this process, by URI."""
 
-    ``conn`` is the connection the query was planned on: inside a write transaction
-    (``write`` execution option) another connection would not see its rows, and an
-    in-memory database has no file another connection could open.
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.idle: dict[str, list[Any]] = {}
+        self.inherited: list[Any] = []
+
+    @contextlib.contextmanager
+    def connection(self, uri: str) -> Iterator[Any]:
+        with self.lock:
+            if self.pid != os.getpid():
+                # Closing a parent's connection from a child would end the parent's session:
+                # keep them unused (and unclosed) instead.
+                self.inherited += [c for conns in self.idle.values() for c in conns]
+                self.idle, self.pid = {}, os.getpid()
+            idle = self.idle.setdefault(uri, [])
+            conn = idle.pop() if idle else None
+        if conn is None:
+            conn = _driver("postgresql").connect(uri, autocommit=True)
+        try:
+            yield conn
+        except BaseException:
+            conn.close()  # its state is unknown after a failure
+            raise
+        with self.lock:
+            if self.pid == os.getpid() and len(self.idle.setdefault(uri, [])) < _IDLE_PER_URL:
+                self.idle[uri].append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.pid == os.getpid():
+                for conns in self.idle.values():
+                    for conn in conns:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+            self.idle = {}
+
+
+_POOL = _PostgresPool()
+atexit.register(_POOL.close)
+
+
+def reader_errors() -> tuple[type[BaseException], ...]:
+    """What a failed ADBC read raises (connecting, preparing, reading the first batch)."""
+    errors: list[type[BaseException]] = []
+    with contextlib.suppress(ImportError):
+        import adbc_driver_manager
+
+        errors.append(adbc_driver_manager.Error)
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+def _postgres_uri(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _literal_sql(conn: sa.Connection, sql: str, params: Any) -> str:
+    """The statement with its parameters written in by psycopg itself (ADBC's COPY takes no parameters)."""
+    import psycopg
+
+    dbapi_conn: Any = conn.connection.dbapi_connection
+    return psycopg.ClientCursor(dbapi_conn).mogrify(sql, params)
+
+
+def open_reader(conn: sa.Connection, url: str, sql: str, params: Any, batch_rows: int) -> Iterator[Any] | None:
+    """The record batches of ``sql`` (as executed on ``conn`` with ``params``), read by ADBC; None where it cannot be.
+
+    Batches are read as they are asked for. On SQLite, ADBC takes a column's type from
+    its first rows and refuses a later value of another type: callers only hand over
+    statements whose columns are never NULL and of one type (ids, run ids, dimensions).
     """
     if not usable(conn, url):
         return None
-    path, driver = sqlite_file(url), _driver()
-    dialect = conn.dialect
-    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.construct_params()
-    values = []
-    for name in compiled.positiontup or ():
-        bind = compiled.binds.get(name)
-        if bind is None or name not in params:
-            return None
-        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        values.append(process(params[name]) if process is not None else params[name])
-    try:
-        with driver.connect(str(path)) as adbc, adbc.cursor() as cursor:
-            cursor.execute(str(compiled), values or None)
-            return cursor.fetch_arrow_table()
-    except driver.Error:
-        # ADBC infers a column's type from its first rows and refuses a later value of
-        # another type, where SQLite (and the DB-API path) take it: the slower path answers.
-        return None
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        path = sqlite_file(url)
+        values = list(params) if params else None
+        return _read_sqlite(str(path), sql, values, batch_rows)
+    return _read_postgres(_postgres_uri(url), _literal_sql(conn, sql, params))
+
+
+def _read_sqlite(path: str, sql: str, params: list[Any] | None, batch_rows: int) -> Iterator[Any]:
+    driver = _driver("sqlite")
+    with driver.connect(path) as adbc, adbc.cursor() as cursor:
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+        cursor.execute(sql, params)
+        yield from cursor.fetch_record_batch()
+
+
+def _read_postgres(uri: str, sql: str) -> Iterator[Any]:
+    with _POOL.connection(uri) as adbc, adbc.cursor() as cursor:
+        cursor.execute(sql)
+        yield from cursor.fetch_record_batch()
 
 
 def ids_from_hex(column: Any) -> bytes | None:
@@ -71,6 +162,8 @@ def ids_from_hex(column: Any) -> bytes | None:
 
     None when any value is not 32 characters long (the caller converts them one by one).
     """
+    import binascii
+
     import numpy as np
     import pyarrow as pa
 

@@ -1,0 +1,286 @@
+"""Arrow tables and record batches of query results, built column-wise.
+
+Columns of a dataset table: ``id`` (the ``arrow.uuid`` extension type over
+``fixed_size_binary(16)``: 16 bytes per id, ``to_pylist`` gives `uuid.UUID`),
+``dataset_type`` and ``run`` (strings), one column per dimension of the dataset type
+(int64 or string, by the dimension's key type) and, with ``files=True``, ``path`` (the
+file's name within the datastore) and ``size`` (bytes; both null for a dataset without a
+file record). A data id table has one column per dimension, then the implied
+dimensions when the query asked for them. An empty result has the same schema.
+
+How a batch is built. The statement is the one the iterator runs, cut to the columns
+the table shows (`DatasetQueryPlan.slim`). SQLAlchemy executes it and the first rows
+are read from the DB-API cursor. A small result ends there: its tuples are transposed
+with ``zip(*rows)`` and each column becomes one Arrow array (ids by one
+``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy). A
+larger one, with the ``arrow-db`` extra installed, is read again by ADBC
+(`skybutler.registry._arrow_adbc`) straight into Arrow arrays: no Python object per row.
+Otherwise (in-memory SQLite, inside a write transaction, a calibration lookup that must
+check for ambiguity, a query that must drop duplicates) the DB-API's tuples are read a
+chunk at a time, so memory stays bounded by a batch either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .._gc import paused_gc
+from ..errors import MissingDependencyError
+from ..model import DatasetType
+from ._arrow_adbc import ids_from_hex, open_reader, reader_errors, usable
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+    from ._query_results import DatasetQueryPlan
+    from ._registry import Registry
+
+__all__ = ["DEFAULT_BATCH_ROWS", "data_id_batches", "dataset_batches", "table_of", "to_pandas"]
+
+DEFAULT_BATCH_ROWS = 65536
+"""Rows per Arrow record batch (fewer, larger arrays are cheaper to build and to use)."""
+
+_FETCH = 2000
+"""Rows fetched at once on the DB-API path: bounds the Python tuples held before a batch is built."""
+
+_PROBE = 500
+"""Rows below which a table is built from the DB-API's tuples rather than read again by ADBC.
+
+ADBC's fixed cost (a connection, a statement prepared outside SQLAlchemy's cache) is
+about what the DB-API takes for a few hundred rows.
+"""
+
+
+def pyarrow_module() -> Any:
+    try:
+        import pyarrow
+    except ImportError:  # a dependency of skybutler, but an environment may lack it
+        raise MissingDependencyError("Arrow query results need pyarrow: pip install pyarrow") from None
+    return pyarrow
+
+
+def to_pandas(table: pyarrow.Table) -> pandas.DataFrame:
+    try:
+        import pandas  # noqa: F401  (to_pandas imports it; this gives the clear error)
+    except ImportError:
+        raise MissingDependencyError("to_pandas() needs pandas, which is not installed: pip install pandas "
+                                     "(or use to_arrow(), which needs only pyarrow)") from None
+    return table.to_pandas()
+
+
+def table_of(schema_and_batches: tuple[pyarrow.Schema, Iterator[pyarrow.RecordBatch]]) -> pyarrow.Table:
+    """All the batches as one table (the schema's empty table when there are none)."""
+    pa = pyarrow_module()
+    schema, batches = schema_and_batches
+    return pa.Table.from_batches(list(batches), schema=schema)
+
+
+def _key_types(registry: Registry, names: Sequence[str]) -> list[Any]:
+    pa = pyarrow_module()
+    universe = registry.universe
+    return [pa.int64() if universe.element(n).key_type == "int" else pa.string() for n in names]
+
+
+def _ids(values: Sequence[Any]) -> pyarrow.Array:
+    """Dataset ids (hex text from SQLite, `uuid.UUID` from PostgreSQL) as one ``arrow.uuid`` array."""
+    if values and type(values[0]) is str:
+        raw = bytes.fromhex("".join(values).replace("-", ""))
+    else:
+        raw = b"".join([v.bytes for v in values])
+    return _ids_from_bytes(raw, len(values))
+
+
+def _ids_from_bytes(raw: bytes, n: int) -> pyarrow.Array:
+    pa = pyarrow_module()
+    storage = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw)])
+    return pa.ExtensionArray.from_storage(pa.uuid(), storage)
+
+
+def _arrow_ids(column: Any) -> pyarrow.Array:
+    """An id column read by ADBC (hex text from SQLite, ``arrow.uuid`` from PostgreSQL) as ``arrow.uuid``."""
+    pa = pyarrow_module()
+    if column.type == pa.uuid():
+        return column
+    if pa.types.is_fixed_size_binary(column.type) and column.type.byte_width == 16:
+        return pa.ExtensionArray.from_storage(pa.uuid(), column)
+    raw = ids_from_hex(column)
+    if raw is None:
+        return _ids(column.to_pylist())
+    return _ids_from_bytes(raw, len(column))
+
+
+def _dataset_schema(registry: Registry, dt: DatasetType, files: bool) -> pyarrow.Schema:
+    pa = pyarrow_module()
+    fields = [pa.field("id", pa.uuid(), nullable=False), pa.field("dataset_type", pa.string(), nullable=False),
+              pa.field("run", pa.string(), nullable=False)]
+    fields += [pa.field(n, t, nullable=False) for n, t in zip(dt.dimensions, _key_types(registry, dt.dimensions),
+                                                            strict=True)]
+    if files:
+        fields += [pa.field("path", pa.string()), pa.field("size", pa.int64())]
+    return pa.schema(fields)
+
+
+def _rechunk(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """ADBC's record batches regrouped into lists of columns of ``size`` rows (the last one shorter)."""
+    pa = pyarrow_module()
+    held: list[Any] = []
+    rows = 0
+    for batch in batches:
+        if batch.num_rows:
+            held.append(batch)
+            rows += batch.num_rows
+        while rows >= size:
+            table = pa.Table.from_batches(held)
+            yield [c.combine_chunks() for c in table.slice(0, size).columns]
+            rest = table.slice(size)
+            held, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield [c.combine_chunks() for c in pa.Table.from_batches(held).columns]
+
+
+def _regroup(chunks: Iterator[Sequence[Any]], size: int) -> Iterator[list[Any]]:
+    """Chunks of DB-API rows regrouped into ``size`` rows."""
+    held: list[Any] = []
+    for rows in chunks:
+        held.extend(rows)
+        while len(held) >= size:
+            yield held[:size]
+            held = held[size:]
+    if held:
+        yield held
+
+
+def _columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: int,
+             adbc: bool) -> Iterator[tuple[bool, Any]]:
+    """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``."""
+    streamed = adbc and conn.dialect.name != "sqlite" and usable(conn, registry.database.url)
+    if streamed:
+        # A client-side cursor would receive the whole result to hand out its first rows;
+        # a server-side one sends only those, and ADBC reads the rest if there are more.
+        conn = conn.execution_options(stream_results=True)
+    result = conn.execute(stmt)
+    try:
+        # SQLAlchemy reads a server-side cursor's first row ahead: its rows come through it.
+        fetch = result.fetchmany if streamed else result.cursor.fetchmany
+        with paused_gc():
+            probe = fetch(_PROBE)
+        if len(probe) == _PROBE and adbc and usable(conn, registry.database.url):
+            context = result.context
+            parameters = context.parameters[0] if context.parameters else None
+            try:
+                reader = open_reader(conn, registry.database.url, context.statement, parameters, size)
+                chunks = _rechunk(reader, size) if reader is not None else None
+                first = next(chunks, None) if chunks is not None else None
+            except reader_errors():
+                # Nothing handed out yet: the rows the DB-API has open answer instead.
+                chunks = None
+            if chunks is not None:
+                result.close()
+                if first is not None:
+                    yield True, first
+                    yield from ((True, columns) for columns in chunks)
+                return
+        yield from ((False, rows) for rows in _regroup(_fetched(probe, fetch), size))
+    finally:
+        result.close()
+
+
+def _fetched(probe: Sequence[Any], fetch: Callable[[int], Sequence[Any]]) -> Iterator[Sequence[Any]]:
+    """The probe's rows, then the rest a chunk at a time."""
+    rows = probe
+    while rows:
+        yield rows
+        # Every row is a new tuple the cyclic collector would walk (with every live
+        # object of the process) each few hundred rows; none of them can be a cycle.
+        with paused_gc():
+            rows = fetch(_FETCH)
+
+
+def _dataset_batch(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, schema: pyarrow.Schema,
+                   ids: pyarrow.Array, run_ids: Any, rest: list[pyarrow.Array]) -> pyarrow.RecordBatch:
+    """One batch of a dataset table: ids, the type's name, run names (from ``run_ids``), then ``rest``."""
+    import numpy as np
+
+    pa = pyarrow_module()
+    unique_runs, where = np.unique(run_ids, return_inverse=True)
+    missing = set(unique_runs.tolist()) - plan.runs.keys()
+    if missing:
+        registry.collection_records.run_names(conn, missing, plan.runs)
+    names = pa.array([plan.runs[int(r)] for r in unique_runs], pa.string())
+    arrays = [ids, pa.repeat(pa.scalar(plan.dataset_type.name, pa.string()), len(ids)),
+              names.take(pa.array(where.astype(np.int32)))]
+    arrays += [a if a.type == f.type else a.cast(f.type) for a, f in zip(rest, list(schema)[3:], strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, *, files: bool = False,
+                    size: int = DEFAULT_BATCH_ROWS) -> tuple[pyarrow.Schema, Iterator[pyarrow.RecordBatch]]:
+    """The plan's datasets as record batches of at most ``size`` rows, and their schema."""
+    schema = _dataset_schema(registry, plan.dataset_type, files)
+    if plan.statement is None:
+        return schema, iter(())
+    return schema, _dataset_batches(registry, conn, plan, schema, files, size)
+
+
+def _dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, schema: pyarrow.Schema,
+                     files: bool, size: int) -> Iterator[pyarrow.RecordBatch]:
+    import numpy as np
+
+    pa = pyarrow_module()
+    stmt, id_at, run_at, dims_at = plan.slim(files=registry.tables.file if files else None)
+    n_dims = len(plan.dataset_type.dimensions)
+    rest_at = [*range(dims_at, dims_at + n_dims)]
+    if files:
+        width = len(stmt.selected_columns)
+        rest_at += [width - 2, width - 1]
+    types = [f.type for f in list(schema)[3:]]
+    # ADBC's SQLite driver types a column by its first rows: nullable file columns stay
+    # on the DB-API path there; ambiguity checks and duplicates need the rows themselves.
+    adbc = plan.check is None and not plan.dedupe and not (files and conn.dialect.name == "sqlite")
+    seen: set[Any] = set()
+    for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
+        if arrow:
+            yield _dataset_batch(registry, conn, plan, schema, _arrow_ids(data[id_at]),
+                                 data[run_at].to_numpy(zero_copy_only=False), [data[i] for i in rest_at])
+            continue
+        rows = data
+        if plan.check is not None and plan.ambiguity is not None:
+            counts = np.fromiter((r[plan.check] for r in rows), dtype=np.int64, count=len(rows))
+            bad = np.flatnonzero(counts > 1)
+            if bad.size:
+                raise plan.ambiguity(rows[bad[0]])
+        if plan.dedupe:
+            rows = [row for row in rows if not (row[id_at] in seen or seen.add(row[id_at]))]  # type: ignore[func-returns-value]
+            if not rows:
+                continue
+        columns = list(zip(*rows, strict=True))
+        rest = [pa.array(columns[i], t) for i, t in zip(rest_at, types, strict=True)]
+        yield _dataset_batch(registry, conn, plan, schema, _ids(columns[id_at]),
+                             np.asarray(columns[run_at], dtype=np.int64), rest)
+
+
+def data_id_batches(registry: Registry, conn: sa.Connection, stmt: sa.Select, dims: Sequence[str],
+                    implied_names: Sequence[str], *, size: int = DEFAULT_BATCH_ROWS,
+                    ) -> tuple[pyarrow.Schema, Iterator[pyarrow.RecordBatch]]:
+    """The data ids of ``stmt`` (values of ``dims``, then of ``implied_names``) as record batches, and their schema."""
+    pa = pyarrow_module()
+    names = [*dims, *implied_names]
+    types = _key_types(registry, names)
+    schema = pa.schema([pa.field(n, t, nullable=i >= len(dims))
+                        for i, (n, t) in enumerate(zip(names, types, strict=True))])
+
+    def batches() -> Iterator[pyarrow.RecordBatch]:
+        # Implied values may be NULL: on SQLite, ADBC would type such a column by its first rows.
+        adbc = not implied_names or conn.dialect.name != "sqlite"
+        for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
+            if arrow:
+                arrays = [c if c.type == t else c.cast(t) for c, t in zip(data, types, strict=True)]
+            else:
+                arrays = [pa.array(c, t) for c, t in zip(zip(*data, strict=True), types, strict=True)]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return schema, batches()
