@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import shutil
 import socket
 import threading
@@ -119,9 +118,12 @@ def shot(request, tmp_path):
 
 
 def _wait(driver, condition):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT).until(lambda d: condition(d))
+    # A polling page replaces its live block while it is read: read it again.
+    return WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: condition(d))
 
 
 def _numbers(driver, row_selector: str, attr: str, cell: str) -> dict[str, int]:
@@ -237,9 +239,10 @@ def test_campaign_page_follows_a_running_submission(browser, tmp_path, shot):
 
     butler = Butler.create(tmp_path / "repo")
     row = make_submission(butler, "live", run="u/live", tasks={"isr": 4, "calibrate": 2})
-    with Server(make_app(tmp_path / "repo")) as server:
+    with Server(make_app(tmp_path / "repo", poll_seconds=0.5)) as server:
         browser.get(f"{server.url}/")
-        assert _numbers(browser, "tr[data-task]", "data-task", "td.n-succeeded") == {"isr": 0, "calibrate": 0}
+        _wait(browser, lambda d: _numbers(d, "tr[data-task]", "data-task", "td.n-succeeded") == {
+            "isr": 0, "calibrate": 0})
         now = datetime.datetime.now(datetime.UTC)
         batch_sql.record_states(butler.registry, [
             batch_sql.StateChange("quantum", q["quantum_id"], "succeeded", now, row["id"])

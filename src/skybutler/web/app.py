@@ -48,7 +48,7 @@ COOKIE = "skybutler_token"
 """The HttpOnly cookie a browser keeps the token in after its first ``?token=`` load."""
 
 POLL_SECONDS = 2.0
-"""How often a live page asks for its fragment again."""
+"""How often a live page asks for its fragment again, by default."""
 
 _HERE = Path(__file__).parent
 
@@ -116,12 +116,12 @@ class _Gate:
         await response(scope, receive, send_with_headers)
 
 
-def _templates() -> Jinja2Templates:
+def _templates(poll_seconds: float) -> Jinja2Templates:
     # Autoescape on for every template, whatever its name: each value a page shows is text.
     env = jinja2.Environment(loader=jinja2.PackageLoader("skybutler.web", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(FILTERS)
-    env.globals.update(dataset_url=dataset_url, submission_url=submission_url, poll_seconds=POLL_SECONDS,
+    env.globals.update(dataset_url=dataset_url, submission_url=submission_url, poll_seconds=poll_seconds,
                        quote=lambda s: urllib.parse.quote(str(s), safe=""))
     return Jinja2Templates(env=env)
 
@@ -148,7 +148,7 @@ def _opt(request: Request, key: str) -> str | None:
     return value or None
 
 
-def make_app(repo: str | Path, *, token: str | None = None) -> Starlette:
+def make_app(repo: str | Path, *, token: str | None = None, poll_seconds: float = POLL_SECONDS) -> Starlette:
     """The web view of the repository ``repo``, as an ASGI application (serve it with uvicorn).
 
     Parameters
@@ -159,6 +159,8 @@ def make_app(repo: str | Path, *, token: str | None = None) -> Starlette:
     token
         If given, every request must carry it (see the module's docstring); `serve`
         requires one for any address but loopback.
+    poll_seconds
+        How often a page showing a running submission asks for fresh figures.
 
     Examples
     --------
@@ -167,7 +169,7 @@ def make_app(repo: str | Path, *, token: str | None = None) -> Starlette:
     >>> client.get("/datasets", params={"dataset_type": "calexp", "where": "visit = 903334"})  # doctest: +SKIP
     """
     butler = Butler(repo, writeable=False)
-    templates = _templates()
+    templates = _templates(poll_seconds)
 
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"repo": str(repo), **context}, status_code=status_code)

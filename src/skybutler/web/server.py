@@ -58,4 +58,5 @@ def serve(repo: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     from .app import make_app
 
     app = make_app(repo, token=token)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, server_header=False)
+    # uvicorn trusts X-Forwarded-* only from 127.0.0.1 (a TLS proxy on the same machine), by default.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)

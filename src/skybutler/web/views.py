@@ -228,11 +228,12 @@ def submission_page(butler: Butler, name: str, *, state: str | None = None, task
     summary = submission_summary(butler, name)
     registry = butler.registry
     files_error = None
-    try:
-        rep = api.report(butler, name, dataset_type=dataset_type or None, qc=True)
-    except DatasetTypeError as exc:
-        files_error = str(exc)
-        rep = api.report(butler, name, qc=True)
+    if dataset_type:
+        try:
+            registry.get_dataset_type(dataset_type)
+        except DatasetTypeError as exc:
+            files_error, dataset_type = str(exc), None
+    rep = api.report(butler, name, dataset_type=dataset_type or None, qc=True)
     sid = rep.submission["id"]
     jobs = batch_sql.jobs(registry, sid, states=[state] if state else None, tasks=[task] if task else None)
     pages = max(1, -(-len(jobs) // JOBS_PER_PAGE))
