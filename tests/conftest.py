@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.services import PG_URL, PREVIOUS_RELEASE, RELEASE_FIXTURES  # noqa: F401  (re-exported for fixtures)
+from support.slurm_cluster import pytest_sessionfinish, pytest_sessionstart, slurm_cluster  # noqa: F401
 
 REQUIRE_SERVICES = os.environ.get("SKYBUTLER_REQUIRE_SERVICES") == "1"
 

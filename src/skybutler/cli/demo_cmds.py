@@ -14,9 +14,11 @@ from ..errors import ExecutionError, RepositoryExistsError
 @click.argument("directory", type=click.Path(file_okay=False), default="demo_output")
 @click.option("-j", "--jobs", type=int, default=2, show_default=True, help="Worker processes.")
 @click.option("--visits", type=int, default=None, help="Visits per band (default: all 4).")
-@click.option("--engine", type=click.Choice(["local", "parsl", "direct"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(["local", "parsl", "slurm", "direct"]), default="local",
+              show_default=True,
               help="local: the batch service with a process per job; parsl: the batch service on Parsl "
-                   "workers; direct: the single-machine executor (skybutler pipeline run), for comparison.")
+                   "workers; slurm: one Slurm job per job on the cluster sinfo answers for; direct: the "
+                   "single-machine executor (skybutler pipeline run), for comparison.")
 def demo(directory: str, jobs: int, visits: int | None, engine: str) -> None:
     """Make synthetic HSC-like data and run the 8-step DMTN-059 pipeline on it.
 

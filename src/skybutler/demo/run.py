@@ -52,8 +52,11 @@ def campaign_text(*, engine: str = "local", jobs: int = 2) -> str:
     """
     import yaml
 
-    settings: dict[str, Any] = {"max_workers": jobs} if engine == "local" else {
-        "executor": {"max_workers_per_node": jobs}}
+    settings: dict[str, Any] = {}  # slurm: the cluster decides how many jobs run at once
+    if engine == "local":
+        settings = {"max_workers": jobs}
+    elif engine == "parsl":
+        settings = {"executor": {"max_workers_per_node": jobs}}
     data = {
         "campaign": DEMO_CAMPAIGN,
         "pipeline": pipeline_path(),
@@ -78,10 +81,15 @@ def run_demo(root: str | Path, *, jobs: int = 2, visits: int | None = None, prog
              engine: str = "local") -> DemoReport:
     """Run the whole demo in ``root``: make the data, submit the DMTN-059 campaign, report.
 
-    ``engine`` is ``"local"`` or ``"parsl"`` (the batch service), or ``"direct"`` (the
+    ``engine`` is ``"local"``, ``"parsl"`` or ``"slurm"`` (the batch service; slurm: one
+    Slurm job per job, on the cluster ``sinfo`` answers for), or ``"direct"`` (the
     single-machine executor, `skybutler pipeline run`, kept for comparison). A directory
     holding an interrupted demo is resumed: the data is kept and the submission restarted.
     """
+    if engine == "slurm":
+        from ..batch.engines.slurm import check_cluster
+
+        check_cluster()  # before minutes of making data for a cluster that is not there
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     stages: dict[str, float] = {}

@@ -97,7 +97,7 @@ from ...errors import BatchError, ConfigError
 from .base import Engine, EngineJob, EngineState, JobReport
 from .local import DEFAULT_ENTRY, signal_reason, split_entry
 
-__all__ = ["JOB_ID_FILE", "SlurmEngine", "SlurmJobInfo", "slurm_report"]
+__all__ = ["JOB_ID_FILE", "SlurmEngine", "SlurmJobInfo", "check_cluster", "slurm_report"]
 
 JOB_ID_FILE = "slurm_job_id"
 """File in an attempt directory holding the Slurm job id of that attempt."""
@@ -208,6 +208,20 @@ def _sacct_info(slurm_ids: list[str], timeout: float) -> dict[str, SlurmJobInfo]
     return found
 
 
+def check_cluster(timeout: float = 30) -> None:
+    """Raise `BatchError` naming ``sinfo`` when no Slurm cluster answers from this host."""
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise BatchError("Engine 'slurm': `sinfo` is not installed here; no Slurm cluster can be reached "
+                         "from this host") from None
+    except subprocess.TimeoutExpired:
+        raise BatchError(f"Engine 'slurm': `sinfo` did not answer within {timeout:.0f} s") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        said = " ".join(done.stderr.split()) or "no partition"
+        raise BatchError(f"Engine 'slurm': no Slurm cluster answers (`sinfo`: {said})")
+
+
 class SlurmEngine(Engine):
     """Runs each job as one Slurm batch job (see the module docstring for settings and states).
 
@@ -278,10 +292,10 @@ class SlurmEngine(Engine):
         provider.script_dir = str(attempt)
         provider.scheduler_options = self._base_options + self._directives(job, attempt)
         wall = job.resources.wall_time_s
-        # Slurm counts wall time in minutes; "00:00:00" only feeds Parsl's template, whose
+        # Slurm counts wall time in minutes; "00:01:00" only feeds Parsl's template, whose
         # --time line is then left out (`_no_time_limit`) so that the partition's default applies.
         provider.walltime = f"{math.ceil(wall / 60) // 60:02d}:{math.ceil(wall / 60) % 60:02d}:00" if wall \
-            else "00:00:00"
+            else "00:01:00"
         python = " ".join(shlex.quote(p) for p in (self.python, "-c", _WRAPPER, self.entry, str(job.manifest),
                                                      str(attempt)))
         entry = _Job(job, None)
