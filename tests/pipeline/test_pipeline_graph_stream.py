@@ -167,3 +167,11 @@ def test_a_file_of_the_first_layout_still_reads(tmp_path):
     assert [q.id for q in QuantumGraph.iter_quanta(path)] == list(graph.quanta)
     qid = next(iter(graph.quanta))
     assert QuantumGraph.read_quantum(path, qid).to_dict() == graph[qid].to_dict()
+
+
+def test_quantum_lines_are_utf8_json_whatever_the_text(tmp_path):
+    from skybutler.pipeline._graph_file import dumps, dumps_line, loads
+
+    record = {"id": "x", "data_id": {"patch": "8,6", "name": "é\u2028\n\t\"'\\"}, "n": [1, -2, 10**15]}
+    line = dumps_line(record)
+    assert b"\n" not in line and loads(line, tmp_path, "line") == record == json.loads(dumps(record))

@@ -24,10 +24,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import pydantic_core
+
 from ..errors import GraphError
 
-__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "GraphWriter", "dumps", "find", "iter_task_lines", "loads",
-           "open_graph", "read_header", "read_index_ids", "read_trailer"]
+__all__ = ["GRAPH_FORMAT", "GRAPH_VERSION", "GraphWriter", "dumps", "dumps_line", "find", "iter_task_lines",
+           "loads", "open_graph", "read_header", "read_index_ids", "read_trailer"]
 
 GRAPH_FORMAT = "skybutler-quantum-graph"
 GRAPH_VERSION = 1
@@ -59,6 +61,17 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
 def dumps(obj: Any) -> bytes:
     """Compact JSON bytes of plain data (UUIDs and datetimes as strings)."""
     return _ENCODER.encode(obj).encode()
+
+
+def dumps_line(record: Mapping[str, Any]) -> bytes:
+    """Compact JSON bytes of one quantum's line (text, numbers, lists and mappings only).
+
+    pydantic-core's serializer (a dependency through pydantic) writes these ~3x faster
+    than the standard library, which at 10^6 quanta is seconds of a build. The bytes
+    are the same as `dumps` gives, except that non-ASCII text stays UTF-8 instead of
+    ``\\u`` escapes: the file is UTF-8, and both read back the same.
+    """
+    return pydantic_core.to_json(record)
 
 
 def loads(data: bytes, path: str | Path, what: str) -> Any:

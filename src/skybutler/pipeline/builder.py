@@ -36,7 +36,7 @@ from ..registry import pipeline_sql, tuple_getter
 from ..registry.expr import identifiers
 from ..registry.expr import parse as parse_where
 from ..registry.queries import query_datasets
-from ._graph_file import GraphWriter, dumps
+from ._graph_file import GraphWriter, dumps_line
 from .graph import Quantum, QuantumGraph, dataset_type_to_dict, ref_to_dict
 from .pipeline import Pipeline
 from .task import PrerequisiteInput, Task
@@ -255,7 +255,7 @@ class QuantumGraphBuilder:
         start = time.perf_counter()
         with paused_gc(), GraphWriter(path, self._header(), self._order) as writer:
             for label, record in self._records():
-                writer.add(label, record["id"], dumps(record))
+                writer.add(label, record["id"], dumps_line(record))
             if not writer.written:
                 raise self._empty_error()
             header = writer.finish({"skipped": self._skipped()})

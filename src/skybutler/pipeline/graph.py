@@ -43,7 +43,7 @@ from ._graph_file import (
     GRAPH_FORMAT,
     GRAPH_VERSION,
     GraphWriter,
-    dumps,
+    dumps_line,
     find,
     iter_task_lines,
     loads,
@@ -281,7 +281,7 @@ class QuantumGraph:
             # Quanta grouped by task, tasks in dependency order: a task is one byte range.
             for label in labels:
                 for q in by_task[label]:
-                    writer.add(label, str(q.id), dumps(q.to_dict(run=run)))
+                    writer.add(label, str(q.id), dumps_line(q.to_dict(run=run)))
             late = {"counts": self.counts()}
             if "skipped" in self.header:
                 late["skipped"] = self.header["skipped"]
