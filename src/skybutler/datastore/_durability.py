@@ -15,8 +15,10 @@ leaves a window between the two (said where it is used).
 ``sync_paths`` ``fsync``s several files and directories at once, one thread each: a
 journaling filesystem (ext4, XFS) answers syncs waiting at the same moment with one journal
 commit, so syncing a new file and the directory holding its name together costs about one
-device flush instead of two in a row (measured on this project's ext4 disk: a put's median
-3.9 ms instead of 9.2 ms, see benchmarks/RESULTS.md).
+device flush instead of two in a row. Measured on this project's ext4 disk under load (the
+bare file operations and flushes of one put, WAL flush included, interleaved 300 times each):
+median 3.9 ms this way, 6.5-7.5 ms syncing the file then the directory, 6.8-9.2 ms syncing
+the temporary before the rename as before.
 """
 
 from __future__ import annotations
