@@ -261,8 +261,7 @@ class ParslEngine(Engine):
         # and the right count on a cluster's nodes.
         executor_settings: dict[str, Any] = {"label": "skybutler"}
         executor_settings.update(executor or {})
-        if provider_settings.get("name") == "local":
-            executor_settings = self._local_scripts(executor_settings)
+        executor_settings = self._local_scripts(executor_settings, workers=provider_settings.get("name") == "local")
         try:
             htex = HighThroughputExecutor(provider=parsl_provider, **executor_settings)
         except TypeError as exc:
@@ -287,17 +286,20 @@ class ParslEngine(Engine):
         self._host = socket.gethostname()
 
     @staticmethod
-    def _local_scripts(settings: dict[str, Any]) -> dict[str, Any]:
-        """Point Parsl at its worker and interchange scripts beside this interpreter when PATH lacks them.
+    def _local_scripts(settings: dict[str, Any], *, workers: bool) -> dict[str, Any]:
+        """Point Parsl at its interchange script (and with ``workers`` its worker pool's) beside this interpreter.
 
-        A virtual environment used without activating it has them in its ``bin``
-        directory only; a local provider's workers then could not start.
+        Only when PATH lacks them: a virtual environment used without activating it has
+        them in its ``bin`` directory only. The interchange always runs on this host, so
+        without this no provider's blocks could connect; workers run here only with the
+        local provider (elsewhere the provider's ``worker_init`` activates the environment).
         """
         from parsl.executors.high_throughput import executor as htex_module
 
         bin_dir = Path(sys.executable).parent
         pool = bin_dir / "process_worker_pool.py"
-        if "launch_cmd" not in settings and shutil.which("process_worker_pool.py") is None and pool.exists():
+        if (workers and "launch_cmd" not in settings and shutil.which("process_worker_pool.py") is None
+                and pool.exists()):
             settings["launch_cmd"] = htex_module.DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", str(pool), 1)
         interchange = bin_dir / "interchange.py"
         if ("interchange_launch_cmd" not in settings and shutil.which("interchange.py") is None
