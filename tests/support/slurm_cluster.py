@@ -324,6 +324,13 @@ def _alive(pid: int) -> bool:
     return False
 
 
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        return _alive(int(pid_file.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _stop_pid(pid_file: Path, timeout: float = 15) -> None:
     try:
         pid = int(pid_file.read_text().split()[0])
@@ -407,8 +414,8 @@ def join_session(directory: Path = SESSION_DIR) -> bool:
     Raises `ClusterError` when starting failed.
     """
     with _locked(directory):
-        users = _live_users(directory)
-        ours = (directory / "pid" / "slurmctld.pid").exists() and users
+        # Ours whoever started it: a session killed before it could stop the cluster leaves it to the next.
+        ours = _pid_alive(directory / "pid" / "slurmctld.pid") and node_state() is not None
         if not ours:
             if node_state() is not None:
                 return False  # a cluster of someone else's: used as it is, never stopped
@@ -450,7 +457,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput") or not binaries_present() or os.geteuid() != 0:
         return
-    if node_state() is not None and not (SESSION_DIR / "pid" / "slurmctld.pid").exists():
+    if node_state() is not None and not _pid_alive(SESSION_DIR / "pid" / "slurmctld.pid"):
         return  # a cluster that is not the sessions': used as it is
     SESSION_DIR.mkdir(parents=True, exist_ok=True)
     (SESSION_DIR / "started").unlink(missing_ok=True)
