@@ -16,7 +16,8 @@ failed jobs, a QC match per failed job, and one execution per finished quantum
 step" aggregate N rows as they would after a real run.
 
 Each page is requested ``--repeat`` times after one warm-up, over real HTTP from
-uvicorn on loopback (httpx client) and in process (Starlette's TestClient, no socket):
+uvicorn on loopback in its own process (httpx client) and in process (Starlette's
+TestClient, no socket):
 the figure is the whole answer, queries and template included. Prints min / median /
 max in milliseconds per page, and the target (<= 300 ms for the submission page).
 The machine is shared: a wide min-max range means load, not the code.
@@ -29,8 +30,9 @@ import datetime
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -104,17 +106,27 @@ def build(root: Path, n: int, url: str | None) -> tuple[str, str | None]:
     return name, namespace
 
 
-def _serve(app: Any) -> tuple[Any, threading.Thread, str]:
-    import uvicorn
+def _serve(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn serving the repository in its own process (a client in the server's process would share its GIL)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = ("import sys, uvicorn; from skybutler.web import make_app; "
+            "uvicorn.run(make_app(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]), log_level='warning')")
+    process = subprocess.Popen([sys.executable, "-W", "ignore", "-c", code, str(root), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    import httpx
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for _ in range(1200):
+        try:
+            httpx.get(f"{url}/static/skybutler.css", timeout=1)
+            return process, url
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise RuntimeError("uvicorn exited") from None
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("uvicorn did not start in 2 minutes")
 
 
 def timings(get: Any, url: str, repeat: int) -> list[float]:
@@ -148,19 +160,20 @@ def main() -> None:
         print(f"built a submission of {args.quanta:,} quanta in {max(1, args.quanta // 10):,} jobs "
               f"({time.perf_counter() - t:.1f} s, synthetic rows through batch_sql / provenance_sql)")
         try:
-            app = make_app(root)
             pages = {"submission": f"/submissions/{name}",
                      "submission, failed jobs": f"/submissions/{name}?state=failed",
                      "submission + files of a type": f"/submissions/{name}?dataset_type=calexp",
                      "campaigns": "/", "campaigns fragment (poll)": "/fragments/submissions"}
-            server, thread, base = _serve(app)
+            process, base = _serve(root)
             results: dict[str, dict[str, list[float]]] = {}
-            with httpx.Client(base_url=base, timeout=60) as http, TestClient(app) as local:
-                for label, url in pages.items():
-                    results[label] = {"http": timings(http.get, url, args.repeat),
-                                      "in process": timings(local.get, url, args.repeat)}
-            server.should_exit = True
-            thread.join(10)
+            try:
+                with httpx.Client(base_url=base, timeout=60) as http, TestClient(make_app(root)) as local:
+                    for label, url in pages.items():
+                        results[label] = {"http": timings(http.get, url, args.repeat),
+                                          "in process": timings(local.get, url, args.repeat)}
+            finally:
+                process.terminate()
+                process.wait(10)
         finally:
             if namespace is not None:
                 import sqlalchemy as sa

@@ -225,7 +225,6 @@ def submission_page(butler: Butler, name: str, *, state: str | None = None, task
 
     An unknown ``dataset_type`` is not raised: ``files_error`` says so.
     """
-    summary = submission_summary(butler, name)
     registry = butler.registry
     files_error = None
     if dataset_type:
@@ -234,6 +233,8 @@ def submission_page(butler: Butler, name: str, *, state: str | None = None, task
         except DatasetTypeError as exc:
             files_error, dataset_type = str(exc), None
     rep = api.report(butler, name, dataset_type=dataset_type or None, qc=True)
+    # The report holds the submission's row and progress already: one reading of each.
+    summary = _summary(api.Status(rep.submission, rep.progress, dict(rep.submission["jobs"])))
     sid = rep.submission["id"]
     jobs = batch_sql.jobs(registry, sid, states=[state] if state else None, tasks=[task] if task else None)
     pages = max(1, -(-len(jobs) // JOBS_PER_PAGE))
