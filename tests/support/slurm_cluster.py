@@ -217,6 +217,9 @@ def write_config(directory: Path, *, accounting: bool) -> Path:
         "MinJobAge=3600",
         "ReturnToService=2",
         "SchedulerType=sched/backfill",
+        # Schedule at once on every submission and completion: Slurm's defaults batch these for
+        # throughput, which cost each job ~2 s between submission and start (benchmarks/bench_slurm.py).
+        "SchedulerParameters=sched_min_interval=0,batch_sched_delay=0",
         "MpiDefault=none",
         "KillWait=5",
         "InactiveLimit=0",
