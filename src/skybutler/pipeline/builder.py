@@ -20,6 +20,7 @@ and, when the data id rows come grouped by the task's dimensions, one group of r
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import time
@@ -563,8 +564,11 @@ class QuantumGraphBuilder:
         init_outputs = {}
         for task in self.pipeline.tasks.values():
             dt = self.dataset_types[task.config_dataset_type]
-            existing = pipeline_sql.dataset_refs_by_key(self.registry, dt.name, [self.output_run]).get(()) \
-                if self._run_exists else None
+            existing = None
+            if self._run_exists:
+                # The run may exist before this pipeline's config types are registered (a batch submit creates it).
+                with contextlib.suppress(DatasetTypeError):
+                    existing = pipeline_sql.dataset_refs_by_key(self.registry, dt.name, [self.output_run]).get(())
             ref = existing or paths.ref(dt, DataId({}), self.output_run)
             init_outputs[task.label] = ref_to_dict(ref)
         return {
