@@ -24,12 +24,12 @@ when all of these are on the device:
    may then leave a file with lost bytes at its final name, but no row names that file
    (the butler replaces such a leftover on the next put of it, and ``verify`` reports it),
    which is the same outcome as a process killed at that point. ``fsync`` rather than
-   ``fdatasync``: the inode is new, so the journal commit that ``fdatasync`` must wait
-   for is the same one (measured: no difference).
+   ``fdatasync``: the inode is new, so ``fdatasync`` would wait for the same journal
+   commit (its size and blocks) and save nothing.
 2. the directory holding the new name (``fsync`` of the directory): a rename is a change
    to the directory, not to the file; without it the file could come back nameless (or
-   under its temporary name, which the sweep then deletes). Once per commit, since every
-   commit renames.
+   under its temporary name, which the sweep then deletes). Once per `commit`, since every
+   commit renames; once per directory for all the files of one `commit_many`.
 3. each directory's own name in its parent, for directories the store has not synced yet
    (``run/``, ``run/calexp/`` ...): a put into a directory made moments ago by this or any
    other writer must not leave its file's name in a directory that is itself lost. Each
@@ -38,9 +38,9 @@ when all of these are on the device:
 4. for ``hardlink``, ``symlink`` and ``move`` ingests, 1 covers the bytes someone else
    wrote (the link's target), perhaps moments ago and not yet on the device.
 
-1, 2 and 3 are started together once the rename is done (`sync_paths`: one thread each),
-so a journaling filesystem commits them as one; they are never synced one after another.
-If any sync fails, the placed file is removed again and `FileAccessError` raised (the
+1, 2 and 3 are started together once the renames are done (`sync_paths`: a thread each, up
+to 16), so a journaling filesystem commits them as one; they are never synced one after
+another. If any sync fails, the placed files are removed again and `FileAccessError` raised (the
 registry transaction then rolls back). The registry's own commit (SQLite's WAL with
 ``synchronous=FULL``) is the last flush, made by the registry. Nothing else is synced: the
 temporary file (renamed away), the run manifest lines the butler appends (a power loss may
