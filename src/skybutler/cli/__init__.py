@@ -84,7 +84,8 @@ def _attach_optional() -> None:
                          ("migrate_cmds", "COMMANDS"),
                          ("dump_cmds", "COMMANDS"),
                          ("transfer_cmds", "COMMANDS"),
-                         ("daf_cmds", "COMMANDS")):
+                         ("daf_cmds", "COMMANDS"),
+                         ("web_cmds", "COMMANDS")):
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as exc:
