@@ -34,8 +34,8 @@ from support.pipeline_repo import INPUTS, PIPELINE_YAML, fill_repository
 
 from . import crash_work as work
 
-KILLS_PER_OP = 10  # x 5 operations: 50 kills that land while the work runs
-MAX_TRIALS_PER_OP = 30  # kills that land after the work finished do not count; give up past this
+KILLS_PER_OP = 6  # x 5 operations: 30 kills that land while the work runs (a new random seed each run)
+MAX_TRIALS_PER_OP = 20  # kills that land after the work finished do not count; give up past this
 
 
 @pytest.fixture(scope="module")
