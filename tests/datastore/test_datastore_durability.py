@@ -241,36 +241,43 @@ def test_a_filesystem_without_renameat2_is_asked_once(tmp_path, monkeypatch):
     assert store.open("run/b.json").read() == b"b"
 
 
-def _racer(root: str, path: str, data: bytes, barrier, results) -> None:
+def _racer(root: str, paths: list[str], data: bytes, barrier, results) -> None:
+    """One of two writers: for each path, write, wait for the other, commit; reports what became of each."""
     store = Datastore(root)
-    pending = store.write_temporary(path, lambda f: f.write(data))
-    barrier.wait()
-    try:
-        store.commit(pending)
-    except DatasetExistsError:
-        store.abort(pending)
-        results.put(("lost", data))
-    else:
-        results.put(("won", data))
+    outcomes = []
+    for path in paths:
+        pending = store.write_temporary(path, lambda f: f.write(data))
+        barrier.wait()
+        try:
+            store.commit(pending)
+        except DatasetExistsError:
+            store.abort(pending)
+            outcomes.append("lost")
+        else:
+            outcomes.append("won")
+    results.put((data, outcomes))
 
 
 @pytest.mark.parametrize("way", ["renameat2", "link"])
 def test_of_two_processes_committing_one_path_at_once_exactly_one_wins(tmp_path, monkeypatch, way):
-    if way == "link":
+    if way == "link":  # a filesystem without RENAME_NOREPLACE
         monkeypatch.setattr(_durability, "renameat2_noreplace", lambda source, target: errno.EINVAL)
-    context = multiprocessing.get_context("fork")  # the children keep this test's monkeypatch
+    # Forked (the children keep the monkeypatch, and start in milliseconds); they only touch files.
+    context = multiprocessing.get_context("fork")
     root = str(tmp_path / "repo")
-    paths = [f"run/{i}.json" for i in range(4)]
+    paths = [f"run/{i}.json" for i in range(5)]
     barrier, results = context.Barrier(2), context.Queue()
-    for path in paths:
-        racers = [context.Process(target=_racer, args=(root, path, data, barrier, results))
-                  for data in (b"first writer", b"second writer")]
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join(60)
-        outcome = sorted(results.get(timeout=10) for _ in racers)
-        assert [what for what, _ in outcome] == ["lost", "won"], path
-        winner = next(data for what, data in outcome if what == "won")
-        assert Datastore(root).open(path).read() == winner
-    assert sorted(Datastore(root).walk()) == sorted(paths)  # the losers' temporaries are gone
+    writers = [context.Process(target=_racer, args=(root, paths, data, barrier, results))
+               for data in (b"first writer", b"second writer")]
+    for writer in writers:
+        writer.start()
+    outcomes = dict(results.get(timeout=60) for _ in writers)
+    for writer in writers:
+        writer.join(60)
+
+    store = Datastore(root)
+    for i, path in enumerate(paths):
+        assert sorted(o[i] for o in outcomes.values()) == ["lost", "won"], path
+        (winner,) = [data for data, o in outcomes.items() if o[i] == "won"]
+        assert store.open(path).read() == winner
+    assert sorted(store.walk()) == sorted(paths)  # the losers' temporaries are gone
