@@ -33,10 +33,11 @@ def test_a_toy_campaign_runs_on_parsl_pilot_blocks_submitted_to_slurm(slurm_clus
         engine={"name": "parsl", "settings": {
             "provider": {"name": "slurm", "partition": "debug", "nodes_per_block": 1, "init_blocks": 1,
                          "min_blocks": 0, "max_blocks": 1, "walltime": "00:10:00", "exclusive": False,
-                         "cores_per_node": 2, "mem_per_node": 2,
+                         # One core: the block leaves the other to the other tests' Slurm jobs.
+                         "cores_per_node": 1, "mem_per_node": 2,
                          # What a site's worker_init does: the project's environment, activated.
                          "worker_init": f"export PATH={BIN}:$PATH PYTHONPATH={TESTS_DIR}"},
-            "executor": {"max_workers_per_node": 2}}})
+            "executor": {"max_workers_per_node": 1}}})
     result = api.submit(repo, campaign)
     assert result.summary is not None and result.summary.state.value == "succeeded", result.summary
     row = batch_sql.get_submission(repo.registry, result.name)
@@ -44,7 +45,8 @@ def test_a_toy_campaign_runs_on_parsl_pilot_blocks_submitted_to_slurm(slurm_clus
     # The block was a Slurm job of Parsl's, with the provider's resources, cancelled by Parsl at the end.
     (script,) = [p for p in (Path(row["directory"]) / "engine" / "parsl").glob("*/submit_scripts/parsl.skybutler.*")
                  if p.suffix not in (".stdout", ".stderr")]
-    assert "#SBATCH --mem=2g" in script.read_text() and "#SBATCH --partition=debug" in script.read_text()
+    text = script.read_text()
+    assert "#SBATCH --mem=2g" in text and "#SBATCH --cpus-per-task=1" in text and "#SBATCH --partition=debug" in text
     assert _final_state(script.name).startswith("CANCELLED")
 
 
