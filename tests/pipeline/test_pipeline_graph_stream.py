@@ -175,3 +175,11 @@ def test_quantum_lines_are_utf8_json_whatever_the_text(tmp_path):
     record = {"id": "x", "data_id": {"patch": "8,6", "name": "é\u2028\n\t\"'\\"}, "n": [1, -2, 10**15]}
     line = dumps_line(record)
     assert b"\n" not in line and loads(line, tmp_path, "line") == record == json.loads(dumps(record))
+
+
+def test_an_output_run_that_exists_before_its_dataset_types_is_built_into(butler, tmp_path):
+    # A batch submission registers the run before anything of the pipeline is registered.
+    butler.registry.register_collection("u/test/fresh")
+    header = _builder(butler, output_run="u/test/fresh").write(tmp_path / "g.qg")
+    assert set(header["init_outputs"]) == set(header["task_order"])
+    assert all(r["run"] == "u/test/fresh" for r in header["init_outputs"].values())
