@@ -208,7 +208,7 @@ def _sacct_info(slurm_ids: list[str], timeout: float) -> dict[str, SlurmJobInfo]
     return found
 
 
-def check_cluster(timeout: float = 30) -> None:
+def check_cluster(timeout: float = 10) -> None:
     """Raise `BatchError` naming ``sinfo`` when no Slurm cluster answers from this host."""
     try:
         done = subprocess.run(["sinfo", "-h", "-o", "%P %T"], capture_output=True, text=True, timeout=timeout)
@@ -216,7 +216,8 @@ def check_cluster(timeout: float = 30) -> None:
         raise BatchError("Engine 'slurm': `sinfo` is not installed here; no Slurm cluster can be reached "
                          "from this host") from None
     except subprocess.TimeoutExpired:
-        raise BatchError(f"Engine 'slurm': `sinfo` did not answer within {timeout:.0f} s") from None
+        raise BatchError(f"Engine 'slurm': no Slurm cluster answers (`sinfo` did not answer within "
+                         f"{timeout:.0f} s)") from None
     if done.returncode != 0 or not done.stdout.strip():
         said = " ".join(done.stderr.split()) or "no partition"
         raise BatchError(f"Engine 'slurm': no Slurm cluster answers (`sinfo`: {said})")
