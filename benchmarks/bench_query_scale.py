@@ -20,9 +20,10 @@ in a fresh process, so its peak RSS is its own; each is repeated ``--repeat`` ti
   driver (``sqlite3`` / ``psycopg``, Python tuples), and ``raw_adbc``: the same by ADBC
   into an Arrow table (what ``arrow`` adds to it is the conversion of ids and run names).
 
-RSS growth is the process's peak RSS after the call minus its RSS before it (imports,
-connections and a warm-up query done): what the call itself held at its worst. The
-1-minute load average is printed beside every figure: the machine is shared.
+RSS growth is the highest RSS during the call (read every 2 ms) minus the RSS before it
+(imports, connections and a warm-up query done): what the call itself held at its worst.
+CPU time (this process's, all threads) is printed beside wall time: on a shared, loaded
+machine it is the steadier figure. The 1-minute load average is printed too.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def child(root: str, kind: str) -> dict[str, Any]:
     list(butler.query_datasets(DATASET_TYPE, collections=[RUN], where=few))
     gc.collect()
     base = _current_rss_mb()
-    t0 = time.perf_counter()
+    watcher = _RssWatcher()
+    t0, c0 = time.perf_counter(), time.process_time()
     if kind == "refs":
         rows = len(list(butler.query_datasets(DATASET_TYPE, collections=[RUN])))
     elif kind == "arrow":
@@ -140,10 +142,32 @@ def child(root: str, kind: str) -> dict[str, Any]:
         rows = sum(b.num_rows for b in butler.query_datasets(DATASET_TYPE, collections=[RUN]).arrow_batches())
     else:
         rows = _raw(butler, adbc=kind == "raw_adbc")
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    call_peak = watcher.stop()
     butler.close()
-    return {"rows": rows, "seconds": seconds, "peak_rss_mb": _rss_mb(), "rss_growth_mb": _rss_mb() - base,
-            "load": os.getloadavg()[0]}
+    return {"rows": rows, "seconds": seconds, "cpu_s": cpu, "peak_rss_mb": _rss_mb(),
+            "rss_growth_mb": call_peak - base, "load": os.getloadavg()[0]}
+
+
+class _RssWatcher:
+    """The highest RSS of this process while it runs (read every 2 ms by a thread)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = _current_rss_mb()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.002):
+            self.peak = max(self.peak, _current_rss_mb())
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return max(self.peak, _current_rss_mb())
 
 
 def run_child(root: Path, kind: str) -> dict[str, Any]:
@@ -167,11 +191,14 @@ def measure(root: Path, n: int, repeat: int, kinds: list[str]) -> dict[str, Any]
             continue
         assert all(r["rows"] == n for r in good), (kind, [r["rows"] for r in good])
         secs = [r["seconds"] for r in good]
+        cpu = [r["cpu_s"] for r in good]
         growth = [r["rss_growth_mb"] for r in good]
         out[kind] = {"median_s": statistics.median(secs), "min_s": min(secs), "max_s": max(secs),
+                     "cpu_median_s": statistics.median(cpu),
                      "rss_growth_mb": max(growth), "peak_rss_mb": max(r["peak_rss_mb"] for r in good),
                      "load": [round(r["load"], 1) for r in good]}
-        print(f"  {kind:8} {statistics.median(secs) * 1e3:9.1f} ms (range {min(secs) * 1e3:.1f}-{max(secs) * 1e3:.1f})"
+        print(f"  {kind:8} {statistics.median(secs) * 1e3:9.1f} ms (range {min(secs) * 1e3:.1f}-{max(secs) * 1e3:.1f}),"
+              f" CPU {statistics.median(cpu) * 1e3:8.1f} ms"
               f"  RSS growth {max(growth):7.1f} MB, peak {out[kind]['peak_rss_mb']:7.1f} MB"
               f"  load {out[kind]['load']}", flush=True)
     return out

@@ -69,7 +69,9 @@ class DataId(Mapping[str, DataIdValue]):
         >>> DataId.from_rows(("instrument", "detector"), [("HSC", 1), ("HSC", 2)])
         [DataId(instrument='HSC', detector=1), DataId(instrument='HSC', detector=2)]
         """
-        values = list(map(tuple, rows))  # a tuple is itself (no copy); a database row becomes one
+        values = rows if isinstance(rows, list) else list(rows)
+        if values and set(map(type, values)) != {tuple}:  # database rows, lists: made tuples once
+            values = list(map(tuple, values))
         index = _index_of(tuple(keys))
         if values and set(map(len, values)) != {len(index)}:
             raise ValueError(f"Data id values of another length than their keys {tuple(keys)}")
