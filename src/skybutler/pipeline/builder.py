@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +51,8 @@ __all__ = ["QuantumGraphBuilder", "build_quantum_graph"]
 _CHUNK = 2000
 """Quanta whose prerequisites' observation times are read in one query."""
 
-_Entry = tuple[str, str | None, str | None, str | None]
-"""A dataset as the builder keeps it: id (text), run (None: the output run), planned file name, producer quantum id."""
+_Entry = tuple[uuid.UUID, str | None, str | None, uuid.UUID | None]
+"""A dataset as the builder keeps it: id, run (None: the output run), planned file name, producer quantum id."""
 
 
 @dataclass
@@ -222,7 +223,7 @@ class QuantumGraphBuilder:
             dts, run = self.dataset_types, self.output_run
             # The quanta are made as the lines of the file would hold them: one meaning
             # for a built graph and a streamed one, and a graph read back is the same.
-            refs: dict[str, DatasetRef] = {}  # one ref per dataset, shared by its producer and readers
+            refs: dict[Any, DatasetRef] = {}  # one ref per dataset, shared by its producer and readers
             quanta = [Quantum.from_dict(record, dts, run=run, refs=refs) for _label, record in self._records()]
             if not quanta:
                 raise self._empty_error()
@@ -270,7 +271,11 @@ class QuantumGraphBuilder:
         return GraphError("The graph is empty: " + "; ".join(self._explain_empty(p) for p in self.plans.values()))
 
     def _records(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every quantum as the plain data of its file line, task by task in dependency order."""
+        """Every quantum as the plain data of its file line, task by task in dependency order.
+
+        Ids are `uuid.UUID` objects, not yet text: the line's serialiser writes them as
+        text, and `Quantum.from_dict` takes them without parsing.
+        """
         self.quanta_made = 0
         # Outputs are kept (compactly) only while a later task still reads them.
         last_reader: dict[str, int] = {}
@@ -293,7 +298,7 @@ class QuantumGraphBuilder:
                ) -> dict[tuple[Any, ...], _Entry]:
         """Existing datasets by data id values; ``narrow``: only those the where expression allows.
 
-        Entries are compact (id text and run, no ref object): at 10^6 inputs a ref each
+        Entries are compact (id and run, no ref object): at 10^6 inputs a ref each
         would be most of a build's memory.
         """
         try:
@@ -311,7 +316,7 @@ class QuantumGraphBuilder:
             if all((n.split(".", 1)[0] in dims) if "." in n else (n in dims or n in implied) for n in names):
                 where = self.where
         key_of = tuple_getter(dt.dimensions)
-        return {key_of(ref.data_id): (str(ref.id), ref.run, None, None)
+        return {key_of(ref.data_id): (ref.id, ref.run, None, None)
                 for ref in query_datasets(self.registry, dataset_type, collections, where=where,
                                           bind=self.bind if where else None)}
 
@@ -366,7 +371,7 @@ class QuantumGraphBuilder:
         for tkey, group in groups:
             row = group[0]
             in_refs: dict[str, list[dict[str, Any]]] = {}
-            upstream: set[str] = set()
+            upstream: set[uuid.UUID] = set()
             complete = True
             for name, type_name, key, source in fixed:
                 ikey = key(row)
@@ -417,7 +422,7 @@ class QuantumGraphBuilder:
                 continue
             for name, lookup in prerequisites.items():
                 in_refs[name] = [ref_to_dict(lookup(tkey, data_id), run)]
-            qid = str(new_id())
+            qid = new_id()
             out_refs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in outputs}
             for name, dt, okey, odi in planned:
                 if existing and okey in existing[dt.name]:
@@ -629,13 +634,13 @@ class _PathMaker:
         ref.extra["path"] = namer(ref)
         return ref
 
-    def new(self, dt: DatasetType, data_id: DataId, run: str) -> tuple[str, str]:
-        """The id (as text) and file name of a new dataset."""
+    def new(self, dt: DatasetType, data_id: DataId, run: str) -> tuple[uuid.UUID, str]:
+        """The id and file name of a new dataset."""
         namer = self._namers.get(dt.name)
         if namer is None:
             namer = self._namers[dt.name] = self.butler.file_namer(dt, run)
         dataset_id = new_dataset_id()
-        return str(dataset_id), namer(DatasetRef(dataset_id, dt, data_id, run))
+        return dataset_id, namer(DatasetRef(dataset_id, dt, data_id, run))
 
 
 def _ref_record(type_name: str, key: tuple[Any, ...], entry: _Entry, run: str) -> dict[str, Any]:

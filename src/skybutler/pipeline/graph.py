@@ -115,8 +115,8 @@ class Quantum:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], dataset_types: Mapping[str, DatasetType], *,
-                  run: str | None = None, refs: dict[str, DatasetRef] | None = None) -> Quantum:
-        """Rebuild a quantum from `to_dict` output.
+                  run: str | None = None, refs: dict[Any, DatasetRef] | None = None) -> Quantum:
+        """Rebuild a quantum from `to_dict` output (ids as text, or already as `uuid.UUID`).
 
         ``refs``, when given, holds the refs already made by id text and gets the new ones:
         quanta made with the same dictionary share one ref per dataset (an output and the
@@ -132,15 +132,20 @@ class Quantum:
 
         try:
             return cls(
-                id=uuid.UUID(data["id"]), task_label=data["task"],
+                id=_uuid(data["id"]), task_label=data["task"],
                 data_id=DataId(data["data_id"], implied=data.get("implied") or {}),
                 inputs={k: tuple(make(r) for r in v) for k, v in data["inputs"].items()},
                 outputs={k: tuple(make(r) for r in v) for k, v in data["outputs"].items()},
                 log=make(data["log"]),
-                upstream=tuple(uuid.UUID(u) for u in data.get("upstream", ())),
+                upstream=tuple(_uuid(u) for u in data.get("upstream", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise GraphError(f"A quantum in the graph is damaged or of another layout ({exc!r})") from None
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    """An id from a graph line (text) or from the builder (already a UUID: no parse)."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def ref_to_dict(ref: DatasetRef, run: str | None = None) -> dict[str, Any]:
@@ -163,7 +168,7 @@ def ref_from_dict(data: Mapping[str, Any], dataset_types: Mapping[str, DatasetTy
         raise GraphError(f"Graph file names dataset type {data.get('type')!r}, which its header does not "
                          "define (a damaged file?)") from None
     extra = {"path": data["path"]} if "path" in data else {}
-    return DatasetRef(uuid.UUID(data["id"]), dt, DataId(dict(zip(dt.dimensions, data["data_id"], strict=True))),
+    return DatasetRef(_uuid(data["id"]), dt, DataId(dict(zip(dt.dimensions, data["data_id"], strict=True))),
                       data.get("run", run), extra=extra)
 
 
@@ -281,7 +286,7 @@ class QuantumGraph:
             # Quanta grouped by task, tasks in dependency order: a task is one byte range.
             for label in labels:
                 for q in by_task[label]:
-                    writer.add(label, str(q.id), dumps_line(q.to_dict(run=run)))
+                    writer.add(label, q.id, dumps_line(q.to_dict(run=run)))
             late = {"counts": self.counts()}
             if "skipped" in self.header:
                 late["skipped"] = self.header["skipped"]
