@@ -25,7 +25,7 @@ from .errors import (
     StorageClassError,
 )
 from .formats import FORMATS, Formatter
-from .model import CollectionType, DatasetRef, DatasetType
+from .model import DatasetRef, DatasetType
 from .registry import FileRecord, find_dataset, pipeline_sql
 
 if TYPE_CHECKING:
@@ -145,9 +145,9 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
                 raise DatasetExistsError(
                     f"File {sorted(named)[0]!r} was stored by another dataset meanwhile in the datastore at "
                     f"{datastore.root}; no put ever overwrites a stored dataset")
-            for run in sorted({r.run for r in refs}):
-                registry.register_collection(run, CollectionType.RUN)
-            registry.insert_datasets(refs, records)
+            # The runs are registered by the insert itself: on PostgreSQL the run, the clash
+            # check and the rows are one statement sent with the BEGIN, one round trip.
+            registry.insert_datasets(refs, records, register_runs=True)
             if before_commit is not None:
                 before_commit(refs, records)
             for pf in pending:

@@ -32,12 +32,7 @@ class CollectionRecords:
     def register(self, name: str, type: CollectionType = CollectionType.RUN, *,
                             doc: str | None = None) -> bool:
         """Register a collection; an existing one of the same type is a no-op (returns False)."""
-        if not name or any(c in name for c in "\0\n\r\t") or name.startswith("/") or ".." in name.split("/") \
-                or any("\ud800" <= c <= "\udfff" for c in name):  # lone surrogates: no database holds them
-            raise CollectionError(f"Invalid collection name {name!r}")
-        if len(name) > MAX_COLLECTION_NAME:
-            raise CollectionError(f"Collection name {name[:40]!r}... is {len(name)} characters long; "
-                                  f"names hold at most {MAX_COLLECTION_NAME}")
+        self.check_name(name)
         existing = self.row(name, required=False)
         if existing is not None:
             if existing["type"] != type.value:
@@ -56,6 +51,16 @@ class CollectionRecords:
             if row["type"] != type.value:
                 raise CollectionError(f"Collection {name!r} already exists with type {row['type']}, not {type.value}")
         return inserted
+
+    @staticmethod
+    def check_name(name: str) -> None:
+        """Raise `CollectionError` for a name no collection may have (empty, control characters, too long...)."""
+        if not name or any(c in name for c in "\0\n\r\t") or name.startswith("/") or ".." in name.split("/") \
+                or any("\ud800" <= c <= "\udfff" for c in name):  # lone surrogates: no database holds them
+            raise CollectionError(f"Invalid collection name {name!r}")
+        if len(name) > MAX_COLLECTION_NAME:
+            raise CollectionError(f"Collection name {name[:40]!r}... is {len(name)} characters long; "
+                                  f"names hold at most {MAX_COLLECTION_NAME}")
 
     def row(self, name: str, *, required: bool = True) -> Any:
         """The collection's row (``id, name, type, doc``); None or `CollectionError` when there is none."""

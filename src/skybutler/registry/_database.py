@@ -11,6 +11,8 @@ import sqlalchemy as sa
 
 from ..config import redact_url
 from ..errors import ReadOnlyError
+from ._db import count_changes, keep_postgresql_statistics
+from ._pg_insert import restore_autocommit
 
 
 class Database:
@@ -38,6 +40,7 @@ class Database:
         # Statements of the per-call hot paths (one put, one get, one find), built once:
         # building a SELECT costs ~60 µs of Python, executing a prebuilt one ~15 µs.
         self._statements: dict[str, Any] = {}
+        self._raw_statements: dict[str, str] = {}
 
     @property
     def dialect(self) -> str:
@@ -54,6 +57,19 @@ class Database:
             stmt = self._statements[name] = build()
         return stmt
 
+    @staticmethod
+    def count_changes(conn: sa.Connection, rows: int) -> None:
+        """Note that ``rows`` rows were written to the ``dataset`` and ``file`` tables through ``conn``.
+
+        After enough of them a commit refreshes PostgreSQL's planner statistics
+        (`skybutler.registry._db.keep_postgresql_statistics`); SQLite counts its own.
+        """
+        count_changes(conn, rows)
+
+    def raw_statements(self) -> dict[str, str]:
+        """SQL text of the raw psycopg hot paths, kept by shape (see `skybutler.registry._pg_insert`)."""
+        return self._raw_statements
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """One write transaction; nested calls join the outer one.
@@ -66,16 +82,25 @@ class Database:
         if active is not None:
             yield active
             return
-        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
-            self._local.conn = conn
-            # Collection rows read in this transaction (a put reads its run twice); any write
-            # to the collection table empties it (`forget_collections`).
-            self._local.collections = {}
+        with self.engine.connect().execution_options(write=True) as conn:
             try:
-                yield conn
+                with conn.begin():
+                    self._local.conn = conn
+                    # Collection rows read in this transaction (a put reads its run twice); any write
+                    # to the collection table empties it (`forget_collections`).
+                    self._local.collections = {}
+                    try:
+                        yield conn
+                    finally:
+                        self._local.conn = None
+                        self._local.collections = None
             finally:
-                self._local.conn = None
-                self._local.collections = None
+                if self.dialect == "postgresql":
+                    restore_autocommit(conn)
+            if self.dialect == "postgresql":
+                # Committed: statistics are refreshed outside the write transaction (SQLite
+                # does it inside, see `_db.keep_sqlite_statistics`).
+                keep_postgresql_statistics(conn)
 
     @contextlib.contextmanager
     def read(self, *, autocommit: bool = False) -> Iterator[sa.Connection]:

@@ -11,13 +11,18 @@ import sqlalchemy as sa
 
 from ..dimensions import DimensionUniverse
 from ..errors import CollectionError, DatasetExistsError
-from ..model import DataId, DatasetRef
+from ..model import CollectionType, DataId, DatasetRef
 from . import provenance_sql
 from ._collections import CollectionRecords
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
-from ._values import chunks
+from ._db import count_changes
+from ._pg_insert import insert_datasets_pg
+from ._values import any_of, chunk_size, chunks
 from .schema import Tables
+
+_PG_ROWS = 10_000
+"""Datasets per statement on PostgreSQL (bounds the arrays of parameters held at once)."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,86 @@ class DatasetRecords:
             out.append(DatasetRef(r["id"], dt, DataId({d: r[d] for d in dt.dimensions}), runs[r["run_id"]]))
         return out
 
-    def insert(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord] = ()) -> None:
+    def insert(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord] = (), *,
+               register_runs: bool = False) -> None:
         """Insert datasets (already validated and expanded) and their file records in one transaction.
 
         A dataset that already exists for its type, data id and run raises
-        `DatasetExistsError` naming it; nothing is inserted then.
+        `DatasetExistsError` naming it; nothing is inserted then. ``register_runs``
+        registers the refs' runs first when they do not exist (as `CollectionRecords.register`).
+        On PostgreSQL the datasets of one run go in one statement (`_pg_insert`): a put is
+        the BEGIN and that statement in one round trip, and the caller's COMMIT.
         """
         if not refs:
             return
+        runs = {ref.run for ref in refs}
+        if self.db.dialect == "postgresql" and len(runs) == 1 and self._insert_pg(refs, files, register_runs):
+            return
+        with self.db.transaction():
+            if register_runs:
+                for run in sorted(runs):
+                    self.collections.register(run, CollectionType.RUN)
+            self._insert_checked(refs, files)
+
+    def _insert_pg(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord], register_runs: bool) -> bool:
+        """`insert` for the datasets of one run on PostgreSQL; False to take the general path instead.
+
+        The general path also handles what is rare here: when nothing could be inserted
+        (a run that is missing or not a RUN, datasets that all clash) it runs in the same
+        transaction to raise the error that says why.
+        """
+        run = refs[0].run
+        if register_runs:
+            self.collections.check_name(run)
+        ids = {ref.id for ref in refs}
+        if any(f.dataset_id not in ids for f in files):
+            return False
+        rows: list[dict[str, Any]] = []
+        keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]] = {}
+        used: set[str] = set()
+        for ref in refs:
+            type_id, _ = self.dataset_types.find(ref.dataset_type.name)
+            key = ref.data_id.key()
+            row: dict[str, Any] = {"id": ref.id, "dataset_type_id": type_id, "data_id_key": key}
+            required = ref.data_id.required_items
+            row.update(required)
+            used.update(required)
+            rows.append(row)
+            keys_by_type.setdefault(type_id, []).append((key, 0, ref))
+        _check_no_duplicates(keys_by_type)
+        dimensions = [d for d in self.universe.dimensions if d in used]
+        files_by_id = {f.dataset_id: f for f in files}
+        statements = self.db.raw_statements()
+        with self.db.transaction() as conn:
+            for start in range(0, len(rows), _PG_ROWS):
+                chunk = rows[start:start + _PG_ROWS]
+                chunk_files = [files_by_id[r["id"]] for r in chunk if r["id"] in files_by_id]
+                done = insert_datasets_pg(conn, self.tables, run, chunk, dimensions, chunk_files,
+                                          create_run=register_runs, statements=statements)
+                if done.created_run:
+                    self.db.forget_collections()
+                if not done.inserted:
+                    if start == 0:
+                        # Nothing inserted (the run is missing or not a RUN, or everything clashed):
+                        # the general path, in the same transaction, raises the right error.
+                        if register_runs:
+                            self.collections.register(run, CollectionType.RUN)
+                        self._insert_checked(refs, files)
+                        return True
+                    raise CollectionError(f"Run {run!r} was removed while datasets were being inserted into it")
+                count_changes(conn, len(chunk) + len(chunk_files))
+                if len(done.inserted) < len(chunk):
+                    run_id = next(iter(done.inserted.values()))
+                    clashed: dict[int, list[tuple[str, int, DatasetRef]]] = {}
+                    for row, ref in zip(chunk, refs[start:start + _PG_ROWS], strict=True):
+                        if row["id"] not in done.inserted:
+                            clashed.setdefault(row["dataset_type_id"], []).append((row["data_id_key"], run_id, ref))
+                    self._check_not_existing(conn, clashed)
+                    raise DatasetExistsError(f"Cannot insert {len(chunk) - len(done.inserted)} dataset(s) into run "
+                                             f"{run!r}: they clash with stored datasets")
+        return True
+
+    def _insert_checked(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord]) -> None:
         d = self.tables.dataset
         run_ids: dict[str, int] = {}
         rows = []
@@ -96,6 +173,7 @@ class DatasetRecords:
                 if files:
                     conn.execute(self.db.statement("insert_file", lambda: sa.insert(self.tables.file)),
                                  [f.__dict__ for f in files])
+                count_changes(conn, len(rows) + len(files))
             except sa.exc.IntegrityError as exc:
                 if check_after:
                     self._check_not_existing(conn, keys_by_type)
@@ -111,6 +189,8 @@ class DatasetRecords:
                 raise DatasetExistsError(f"Cannot insert datasets: {detail}") from None
 
     def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
+        """Raise `DatasetExistsError` naming the first of these (type id -> (data id key, run id, ref)) that is stored."""
+        _check_no_duplicates(keys_by_type)
         d = self.tables.dataset
         by_key = self.db.statement("dataset_by_key", lambda: sa.select(d.c.data_id_key, d.c.run_id, d.c.id).where(
             d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key.in_(sa.bindparam("keys", expanding=True))))
@@ -121,13 +201,7 @@ class DatasetRecords:
                 sa.and_(d.c.dataset_type_id == sa.bindparam("type_id"), d.c.data_id_key == sa.bindparam("key")),
                 d.c.id == sa.bindparam("id"))))
         for type_id, items in keys_by_type.items():
-            seen: dict[tuple[str, int], DatasetRef] = {}
-            for key, run_id, ref in items:
-                if (key, run_id) in seen:
-                    raise DatasetExistsError(
-                        f"{ref.dataset_type.name} {{{ref.data_id}}} appears twice in one put to run {ref.run!r}"
-                    )
-                seen[(key, run_id)] = ref
+            seen = {(key, run_id): ref for key, run_id, ref in items}
             if len(items) == 1:
                 # One dataset (a put): both checks below in one statement, one round trip.
                 key, run_id, ref = items[0]
@@ -161,12 +235,12 @@ class DatasetRecords:
         # Columns in FileRecord's field order: built positionally (a mapping's keys cost more than the row).
         cols = [f.c[name] for name in _FILE_FIELDS]
         stmt = self.db.statement("files_by_id", lambda: sa.select(*cols).where(
-            f.c.dataset_id.in_(sa.bindparam("ids", expanding=True))))
+            any_of(f.c.dataset_id, "ids", self.db.dialect)))
         one = self.db.statement("files_by_one_id", lambda: sa.select(*cols).where(
             f.c.dataset_id == sa.bindparam("id")))
         out: dict[uuid.UUID, FileRecord] = {}
         with self.db.read(autocommit=True) as conn:
-            for chunk in chunks(list(ids)):
+            for chunk in chunks(list(ids), chunk_size(self.db.dialect)):
                 # One id (a get): equality, which needs no re-rendering of an IN list.
                 result = (conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1
                           else conn.execute(stmt, {"ids": list(chunk)}))
@@ -189,9 +263,10 @@ class DatasetRecords:
         """The datasets of those ids that exist."""
         d = self.tables.dataset
         out: dict[uuid.UUID, DatasetRef] = {}
-        with self.db.read() as conn:
-            for chunk in chunks(list(ids)):
-                rows = conn.execute(sa.select(d).where(d.c.id.in_(list(chunk)))).mappings().all()
+        stmt = self.db.statement("datasets_by_id", lambda: sa.select(d).where(any_of(d.c.id, "ids", self.db.dialect)))
+        with self.db.read(autocommit=True) as conn:
+            for chunk in chunks(list(ids), chunk_size(self.db.dialect)):
+                rows = conn.execute(stmt, {"ids": list(chunk)}).mappings().all()
                 for ref in self.refs_from_rows(conn, rows):
                     out[ref.id] = ref
         return out
@@ -229,3 +304,14 @@ class DatasetRecords:
             self.db.forget_collections()
             conn.execute(sa.delete(c).where(c.c.id == run_id))
         return files
+
+
+def _check_no_duplicates(keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
+    """Raise `DatasetExistsError` when one call names a dataset (type, data id key, run) twice."""
+    for items in keys_by_type.values():
+        seen: set[tuple[str, int, str]] = set()
+        for key, run_id, ref in items:
+            if (key, run_id, ref.run) in seen:
+                raise DatasetExistsError(
+                    f"{ref.dataset_type.name} {{{ref.data_id}}} appears twice in one put to run {ref.run!r}")
+            seen.add((key, run_id, ref.run))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from ..errors import ConfigError, DatabaseConnectionError, RepositoryDamagedErro
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql")
 """Database kinds a registry runs on (a URL may name a driver: ``postgresql+psycopg://``)."""
+
+_log = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -185,6 +188,49 @@ def keep_sqlite_statistics(conn: sa.Connection) -> None:
         pooled.info["skybutler_changes_seen"] = dbapi.total_changes
     finally:
         cursor.close()
+
+
+def count_changes(conn: sa.Connection, rows: int) -> None:
+    """Note that ``conn`` wrote ``rows`` rows to the registry's large tables (see `keep_postgresql_statistics`)."""
+    info = conn.info
+    info["skybutler_pg_changes"] = info.get("skybutler_pg_changes", 0) + rows
+
+
+_PG_STALE = """
+SELECT c.oid::regclass::text, c.reltuples, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int
+FROM pg_class c WHERE c.oid IN (to_regclass(%(dataset)s), to_regclass(%(file)s))
+"""
+
+
+def keep_postgresql_statistics(conn: sa.Connection) -> None:
+    """ANALYZE the ``dataset`` and ``file`` tables after a commit when their statistics are stale.
+
+    PostgreSQL's autovacuum analyzes a table a minute or so after it changed by 10 %;
+    until then a table filled by bulk inserts has no statistics, or ones from when it
+    was a tenth of its size, and the planner may pick the run index over the visit
+    index (as SQLite did, see `keep_sqlite_statistics`). After a connection has
+    written `ANALYZE_AFTER_ROWS` rows (`count_changes`), this looks at the tables'
+    recorded size in ``pg_class`` (one catalog query) and analyzes those never
+    analyzed or that have more than doubled in pages since: a handful of times as a
+    repository grows to 10^6 datasets, each sampling at most 30,000 rows.
+    """
+    info = conn.info
+    if info.get("skybutler_pg_changes", 0) < ANALYZE_AFTER_ROWS:
+        return
+    info["skybutler_pg_changes"] = 0
+    namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    prefix = f'"{namespace}".' if namespace else ""
+    try:
+        with conn.begin():
+            # Another ANALYZE of the table (autovacuum's, another writer's) will do as well as ours.
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 200")
+            rows = conn.exec_driver_sql(_PG_STALE, {"dataset": f"{prefix}dataset", "file": f"{prefix}file"}).all()
+            for name, tuples, pages_then, pages_now in rows:
+                if tuples < 0 or pages_now > 2 * max(pages_then, 1):
+                    conn.exec_driver_sql(f"ANALYZE {name}")
+    except sa.exc.DBAPIError as exc:
+        # The caller's work is committed; statistics are a help to the planner, never worth an error.
+        _log.warning("Could not refresh the planner's statistics: %s", str(exc.orig or exc).strip().splitlines()[0])
 
 
 def _rows_if_stale(cursor: Any, analyzed: int) -> int | None:

@@ -280,13 +280,15 @@ class Registry:
         """The id of a RUN collection."""
         return self.collection_records.run_id(run)
 
-    def insert_datasets(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord] = ()) -> None:
+    def insert_datasets(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord] = (), *,
+                        register_runs: bool = False) -> None:
         """Insert datasets (validated and expanded) and their file records in one transaction.
 
         A dataset that already exists for its type, data id and run raises
-        `DatasetExistsError` naming it; nothing is inserted then.
+        `DatasetExistsError` naming it; nothing is inserted then. ``register_runs``
+        registers their runs first where they do not exist yet.
         """
-        self.dataset_records.insert(refs, files)
+        self.dataset_records.insert(refs, files, register_runs=register_runs)
 
     def get_files(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, FileRecord]:
         """The file records of those datasets that have one."""

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from ..model import DatasetRef
 from ._bulk import insert_rows
 from ._datasets import FileRecord
-from ._values import chunks
+from ._values import any_of, chunk_size, chunks
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -110,13 +110,13 @@ def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
     db = registry.database
     columns = [*f.c, t.c.noticed, t.c.reason]
     many = db.statement("files_for_read", lambda: sa.select(*columns).select_from(
-        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id.in_(sa.bindparam("ids", expanding=True))))
+        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(any_of(f.c.dataset_id, "ids", db.dialect)))
     one = db.statement("files_for_read_one", lambda: sa.select(*columns).select_from(
         f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id == sa.bindparam("id")))
     names = [c.name for c in f.c]
     out: dict[uuid.UUID, tuple[FileRecord, LostMark | None]] = {}
     with db.read(autocommit=True) as conn:
-        for chunk in chunks(list(ids)):
+        for chunk in chunks(list(ids), chunk_size(db.dialect)):
             result = conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1 else conn.execute(many, {"ids": list(chunk)})
             for row in result.mappings():
                 record = FileRecord(**{n: row[n] for n in names})

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ._values import chunks
+from ._pg_insert import insert_new_rows_pg
+from ._values import ARRAY_CHUNK, chunks
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -61,8 +62,13 @@ def insert_origins(registry: Registry, origins: Iterable[DatasetOrigin]) -> int:
     if not rows:
         return 0
     done = 0
+    db = registry.database
     with registry.transaction() as conn:
-        stmt = registry.database.insert_new(table).returning(table.c.dataset_id)
+        if db.dialect == "postgresql":
+            for chunk in chunks(rows, ARRAY_CHUNK):
+                done += len(insert_new_rows_pg(conn, table, chunk, "dataset_id", db.raw_statements()))
+            return done
+        stmt = db.insert_new(table).returning(table.c.dataset_id)
         for chunk in chunks(rows):
             done += len(conn.execute(stmt, list(chunk)).all())
     return done

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..model import DatasetRef
-from ._values import tuple_getter
+from ._values import any_of, chunk_size, chunks, tuple_getter
 from .queries import data_id_query, query_datasets, refs_from_rows
 from .search import dataset_branches
 
@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 _STREAM = 5000
-_CHUNK = 500
 
 
 def data_id_rows(registry: Registry, dimensions: Iterable[str], *, where: str | None = None,
@@ -120,9 +119,11 @@ def existing_dataset_ids(registry: Registry, ids: Iterable[uuid.UUID]) -> set[uu
     d = registry.tables.dataset
     ids = list(ids)
     found: set[uuid.UUID] = set()
-    with registry.database.read() as conn:
-        for i in range(0, len(ids), _CHUNK):
-            found.update(conn.execute(sa.select(d.c.id).where(d.c.id.in_(ids[i:i + _CHUNK]))).scalars())
+    db = registry.database
+    stmt = db.statement("existing_dataset_ids", lambda: sa.select(d.c.id).where(any_of(d.c.id, "ids", db.dialect)))
+    with db.read(autocommit=True) as conn:
+        for chunk in chunks(ids, chunk_size(db.dialect)):
+            found.update(conn.execute(stmt, {"ids": list(chunk)}).scalars())
     return found
 
 
@@ -131,9 +132,11 @@ def known_paths(registry: Registry, paths: Iterable[str]) -> set[str]:
     f = registry.tables.file
     paths = list(paths)
     found: set[str] = set()
-    with registry.database.read() as conn:
-        for i in range(0, len(paths), _CHUNK):
-            found.update(conn.execute(sa.select(f.c.path).where(f.c.path.in_(paths[i:i + _CHUNK]))).scalars())
+    db = registry.database
+    stmt = db.statement("known_paths", lambda: sa.select(f.c.path).where(any_of(f.c.path, "paths", db.dialect)))
+    with db.read(autocommit=True) as conn:
+        for chunk in chunks(paths, chunk_size(db.dialect)):
+            found.update(conn.execute(stmt, {"paths": list(chunk)}).scalars())
     return found
 
 

@@ -307,6 +307,19 @@ def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collect
     d = registry.tables.dataset
     key = data_id.key()
     with registry.database.read(autocommit=True) as conn:
+        if len(collections) == 1:
+            # The common case (a get by data id in one run): the collection and the dataset in
+            # one statement, one round trip; anything but a RUN takes the general way below.
+            c = registry.tables.collection
+            stmt = registry.database.statement("find_in_named_run", lambda: sa.select(
+                c.c.type.label("collection_type"), *d.c).select_from(c.outerjoin(d, sa.and_(
+                    d.c.run_id == c.c.id, d.c.dataset_type_id == sa.bindparam("type_id"),
+                    d.c.data_id_key == sa.bindparam("key")))).where(c.c.name == sa.bindparam("name")))
+            found = conn.execute(stmt, {"type_id": type_id, "key": key, "name": collections[0]}).mappings().first()
+            if found is not None and found["collection_type"] == CollectionType.RUN.value:
+                if found["id"] is None:
+                    return None
+                return refs_from_rows(registry, conn, [found], runs={found["run_id"]: collections[0]})[0]
         flat = registry.search_path(collections, conn=conn)
         time = to_datetime(time) if time is not None else None
         for step in flat:

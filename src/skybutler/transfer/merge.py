@@ -434,6 +434,8 @@ class _Merge:
                 insert(conn, tables.generated, ["execution_id", "dataset_id", "path"], generated_rows)
                 insert(conn, tables.used, ["execution_id", "dataset_id", "path"], used_rows)
                 insert(conn, tables.derived, ["dataset_id", "source_id"], derived_rows)
+                # Large merges grow the tables the planner needs statistics of (see Database.count_changes).
+                target.database.count_changes(conn, len(dataset_rows) + len(file_rows))
             except conn.dialect.loaded_dbapi.IntegrityError as exc:
                 detail = str(exc).strip().splitlines()[0]
                 raise MergeError(f"{self.where}: the target changed during the merge ({detail}); "

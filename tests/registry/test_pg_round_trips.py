@@ -1,0 +1,140 @@
+"""Round trips to a PostgreSQL registry: a put is two, however many datasets the repository holds.
+
+Counted, not timed: libpq's own trace of every connection the registry's engine
+checks out records each message; each ``ReadyForQuery`` the server sends ends one
+round trip (the client waited for it). Also here: statistics kept current after bulk
+inserts, and a transaction after a put is still one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from skybutler.errors import DatasetExistsError
+
+pytestmark = pytest.mark.parametrize("backend", ["postgresql-local"])
+
+DATASET_TYPE = "metrics"
+
+
+class RoundTrips:
+    """Round trips of an engine's connections to the server, read from libpq's trace."""
+
+    def __init__(self, engine: sa.Engine, path: Path):
+        import psycopg
+
+        self.path = path
+        self._flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS
+        sa.event.listen(engine, "checkout", self._checkout)
+        sa.event.listen(engine, "checkin", self._checkin)
+
+    def _checkout(self, dbapi_conn, _record, _proxy) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # libpq keeps it while tracing
+        dbapi_conn.pgconn.trace(fd)
+        dbapi_conn.pgconn.set_trace_flags(self._flags)
+
+    def _checkin(self, dbapi_conn, _record) -> None:
+        if dbapi_conn is not None:
+            dbapi_conn.pgconn.untrace()  # flushes what it wrote
+
+    def count(self) -> int:
+        return self.path.read_text().count("\tReadyForQuery") if self.path.exists() else 0
+
+    def of(self, call) -> int:
+        before = self.count()
+        call()
+        return self.count() - before
+
+
+@pytest.fixture
+def butler(make_butler):
+    b = make_butler(records=True, run="r")
+    b.insert_dimension_records("detector", [{"instrument": "HSC", "detector": d, "name": f"d{d}", "purpose": "SCIENCE"}
+                                            for d in range(4, 40)])  # 4 visits x 40 detectors in all
+    b.register_dataset_type(DATASET_TYPE, ["instrument", "visit", "detector"], "dict")
+    return b
+
+
+def data_ids(butler) -> list[dict]:
+    visits = [r["visit"] for r in butler.registry.fetch_dimension_records("visit")]
+    detectors = [r["detector"] for r in butler.registry.fetch_dimension_records("detector")]
+    return [{"instrument": "HSC", "visit": v, "detector": d} for v in sorted(visits) for d in sorted(detectors)]
+
+
+def test_a_put_is_two_round_trips_whatever_the_repository_holds(butler, tmp_path):
+    ids = data_ids(butler)
+    butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)])  # caches the data ids' records
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    counts = [trips.of(lambda di=di: butler.put({"n": 1}, DATASET_TYPE, di, run="later")) for di in ids[:30]]
+
+    # BEGIN + the statement (run, clash check, dataset and file rows) in one; then COMMIT.
+    assert counts == [2] * 30
+    assert len(list(butler.query_datasets(DATASET_TYPE, collections=["later"]))) == 30
+
+
+def test_the_first_put_into_a_new_run_creates_it_in_the_same_round_trips(butler, tmp_path):
+    ids = data_ids(butler)
+    butler.put({"n": 0}, DATASET_TYPE, ids[0])
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    assert trips.of(lambda: butler.put({"n": 1}, DATASET_TYPE, ids[0], run="brand/new")) == 2
+    assert butler.registry.collection_type("brand/new").value == "RUN"
+
+
+def test_put_many_round_trips_do_not_grow_with_the_number_of_datasets(butler, tmp_path):
+    ids = data_ids(butler)
+    butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)], run="warm")
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    few = trips.of(lambda: butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids[:3])], run="a"))
+    many = trips.of(lambda: butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)], run="b"))
+
+    assert len(ids) >= 150
+    assert few == many == 2
+
+
+def test_a_clash_found_in_the_one_statement_names_the_stored_dataset_and_stores_nothing(butler):
+    ids = data_ids(butler)
+    stored = butler.put({"n": 0}, DATASET_TYPE, ids[5])
+
+    with pytest.raises(DatasetExistsError, match=str(stored.id)):
+        butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids[:10])])
+
+    assert [r.id for r in butler.query_datasets(DATASET_TYPE, collections=["r"])] == [stored.id]
+
+
+def test_a_transaction_after_a_put_is_still_one_transaction(butler):
+    ids = data_ids(butler)
+    butler.put({"n": 0}, DATASET_TYPE, ids[0])  # begins its transaction itself (see _pg_insert)
+    with butler.registry.engine.connect() as conn:  # the connection the put used, back in the pool
+        assert conn.connection.dbapi_connection.autocommit is False
+
+    with pytest.raises(RuntimeError), butler.registry.transaction():
+        butler.registry.register_collection("half-done")
+        raise RuntimeError("fails before the commit")
+
+    assert "half-done" not in {c["name"] for c in butler.registry.collections()}
+
+
+def test_bulk_inserts_keep_the_planner_statistics_current(butler, monkeypatch):
+    import skybutler.registry._db as db
+
+    monkeypatch.setattr(db, "ANALYZE_AFTER_ROWS", 20)  # looked at every 20 rows, not every 1,000
+    ids = data_ids(butler)
+    namespace = butler.config.registry.namespace
+
+    def estimated_rows() -> float:
+        with butler.registry.engine.connect() as conn:
+            return conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"),
+                                {"t": f'"{namespace}".dataset'}).scalar_one()
+
+    assert estimated_rows() < 0  # never analyzed
+    butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids[:40])], run="a")
+    assert estimated_rows() == 40
+    butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)], run="b")
+    assert estimated_rows() == 40 + len(ids)
