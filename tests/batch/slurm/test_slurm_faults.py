@@ -39,8 +39,9 @@ def _campaign(directory: Path, hog_marker: Path, sleep_marker: Path) -> Path:
         # The job's fresh interpreter finds the test tasks (and support.toy_tasks) through PYTHONPATH.
         "worker_init": f"export PYTHONPATH={HERE}:{TESTS_DIR}"}},
         retry={"max_attempts": 1}, resources={"default": {"memory_mb": MEMORY_MB}},
-        # The single-frame steps only (a job per visit): every Slurm job costs seconds of interpreter start.
-        tasks=["make_calexp", "gather_visit"],
+        # The single-frame steps of the two visits only (a job each): every Slurm job costs seconds of
+        # interpreter start.
+        tasks=["make_calexp", "gather_visit"], where=f"visit IN ({HOG_VISIT}, {SLEEP_VISIT})",
         clustering={"clusters": [{"name": "visit", "tasks": ["make_calexp", "gather_visit"], "dimensions": ["visit"]}]})
     pipeline_file = directory / "toy_pipeline.yaml"
     pipe = yaml.safe_load(pipeline_file.read_text())

@@ -1,6 +1,6 @@
 """The ``parsl`` engine's pilot jobs on the real cluster: HighThroughputExecutor blocks through SlurmProvider.
 
-A toy campaign (a job per visit) runs on one block, a Slurm job holding a Parsl worker
+A toy campaign (a job per visit, two visits) runs on one block, a Slurm job holding a Parsl worker
 pool, and every job's outputs are merged; the block is a job Slurm shows, and it is
 gone (cancelled by Parsl) once the submission ends.
 """
@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 
 def test_a_toy_campaign_runs_on_parsl_pilot_blocks_submitted_to_slurm(slurm_cluster, repo, tmp_path):
     campaign = make_campaign(
-        tmp_path, tasks=["make_calexp", "gather_visit"],
+        tmp_path, tasks=["make_calexp", "gather_visit"], where="visit IN (903334, 903338)",
         clustering={"clusters": [{"name": "visit", "tasks": ["make_calexp", "gather_visit"], "dimensions": ["visit"]}]},
         engine={"name": "parsl", "settings": {
             "provider": {"name": "slurm", "partition": "debug", "nodes_per_block": 1, "init_blocks": 1,
