@@ -23,12 +23,14 @@ the temporary before the rename as before.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import ctypes.util
 import errno
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["rename_no_replace", "sync_paths"]
 
@@ -123,19 +125,21 @@ def sync_paths(paths: Sequence[str]) -> None:
 
     Up to `MAX_SYNC_THREADS` syncs wait at the same time: the calling thread syncs too, and
     threads started per call (nothing outlives the call, and a forked process inherits no
-    pool) take the rest from one queue. The first error is raised, after every sync has
-    finished.
+    pool) take the rest from one queue. They are started without waiting for them to run
+    (``_thread``, not ``threading.Thread.start``, which blocks until the new thread has been
+    scheduled: on a loaded machine that wait cost more than the syncs). The first error is
+    raised, after every sync has finished.
     """
     if len(paths) == 1:
         _sync(paths[0])
         return
     errors: list[BaseException] = []
     todo = iter(paths)
-    lock = threading.Lock()
+    take = threading.Lock()
 
     def run() -> None:
         while True:
-            with lock:
+            with take:
                 path = next(todo, None)
             if path is None:
                 return
@@ -144,13 +148,21 @@ def sync_paths(paths: Sequence[str]) -> None:
             except BaseException as err:  # handed to the caller below
                 errors.append(err)
 
-    threads = [threading.Thread(target=run, name="skybutler-sync", daemon=True)
-               for _ in range(min(len(paths), MAX_SYNC_THREADS) - 1)]
-    for thread in threads:
-        thread.start()
+    def helper(done: Any) -> None:
+        try:
+            run()
+        finally:
+            done.release()
+
+    finished = []
+    for _ in range(min(len(paths), MAX_SYNC_THREADS) - 1):
+        done = _thread.allocate_lock()
+        done.acquire()
+        _thread.start_new_thread(helper, (done,))
+        finished.append(done)
     run()
-    for thread in threads:
-        thread.join()
+    for done in finished:
+        done.acquire()  # released by its thread when the queue is empty
     if errors:
         raise errors[0]
 
