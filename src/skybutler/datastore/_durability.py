@@ -32,7 +32,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["rename_no_replace", "sync_paths"]
+__all__ = ["MAX_SYNC_THREADS", "NO_RENAMEAT2", "link_or_check", "rename_no_replace", "renameat2_noreplace", "sync_paths"]
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
