@@ -83,7 +83,8 @@ def _qualified(conn: sa.Connection, table: sa.Table) -> str:
 def _unnest(table: sa.Table, columns: Sequence[str], prefix: str) -> str:
     """``unnest(%(p_a)s::TYPE[], ...) AS alias(a, ...)``: rows from one typed array per column."""
     quote = _DIALECT.identifier_preparer.quote
-    arrays = ", ".join(f"%({prefix}{n})s::{table.c[n].type.compile(dialect=_DIALECT)}[]" for n in columns)
+    # Binary parameters (%b): psycopg writes text arrays element by element with a regex each.
+    arrays = ", ".join(f"%({prefix}{n})b::{table.c[n].type.compile(dialect=_DIALECT)}[]" for n in columns)
     return f"unnest({arrays}) AS {prefix.rstrip('_')}({', '.join(quote(n) for n in columns)})"
 
 
