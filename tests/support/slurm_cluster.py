@@ -484,6 +484,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         leave_session(SESSION_DIR)
 
 
+def require(what: str) -> None:
+    """Skip the test for want of ``what``, or fail it under SKYBUTLER_REQUIRE_SERVICES=1.
+
+    As tests/conftest.py's ``_service_missing`` (not imported: this module is imported by it).
+    """
+    if os.environ.get("SKYBUTLER_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is not available and SKYBUTLER_REQUIRE_SERVICES=1")
+    pytest.skip(f"{what} is not available")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> dict[str, str]:
     """The environment of a cluster whose node is idle or mixed; skips (or fails) when there is none.
@@ -498,11 +508,7 @@ def slurm_cluster() -> dict[str, str]:
     if not node_ready():
         error = Path(starting) / "error" if starting else None
         why = f" ({error.read_text().strip()})" if error is not None and error.exists() else ""
-        what = f"a Slurm cluster (sinfo shows no idle or mixed node){why}"
-        # As tests/conftest.py's _service_missing: fail instead of skipping when services are required.
-        if os.environ.get("SKYBUTLER_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{what} is not available and SKYBUTLER_REQUIRE_SERVICES=1")
-        pytest.skip(f"{what} is not available")
+        require(f"a Slurm cluster (sinfo shows no idle or mixed node){why}")
     return {k: v for k, v in os.environ.items() if k == "SLURM_CONF"}
 
 
