@@ -95,8 +95,12 @@ def node_state() -> str | None:
 
 
 def node_ready() -> bool:
-    """Whether a node is idle or partly used (mixed): jobs submitted now will run."""
-    return node_state() in ("idle", "mixed")
+    """Whether the node is up: idle, partly used (mixed), or full with jobs that will end (allocated).
+
+    Allocated counts: another test's jobs may fill the node when a test asks, and its
+    jobs then wait their turn rather than skip.
+    """
+    return node_state() in ("idle", "mixed", "allocated", "completing")
 
 
 def accounting_works() -> bool:
@@ -496,7 +500,7 @@ def require(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> dict[str, str]:
-    """The environment of a cluster whose node is idle or mixed; skips (or fails) when there is none.
+    """The environment of a cluster whose node is up (`node_ready`); skips (or fails) when there is none.
 
     Waits for a start the session's controller has under way (up to a minute).
     """
@@ -508,7 +512,7 @@ def slurm_cluster() -> dict[str, str]:
     if not node_ready():
         error = Path(starting) / "error" if starting else None
         why = f" ({error.read_text().strip()})" if error is not None and error.exists() else ""
-        require(f"a Slurm cluster (sinfo shows no idle or mixed node){why}")
+        require(f"a Slurm cluster (sinfo shows no node up: idle, mixed or allocated){why}")
     return {k: v for k, v in os.environ.items() if k == "SLURM_CONF"}
 
 
