@@ -139,7 +139,7 @@ def test_an_unknown_key_is_refused_naming_the_file_and_the_key_path(tmp_path):
     ({"resources": {"tasks": {"coadd": {"memory_mb": 0}}}}, "resources.tasks.coadd.memory_mb: should be greater"),
     ({"retry": {"max_attempts": 0}}, "retry.max_attempts: should be greater than or equal to 1"),
     ({"stage_mode": "move"}, "stage_mode: should be 'link' or 'copy'"),
-    ({"engine": {"name": "slurm"}}, "engine.name: unknown engine 'slurm'; choose one of local, parsl"),
+    ({"engine": {"name": "sge"}}, "engine.name: unknown engine 'sge'; choose one of local, parsl, slurm"),
 ])
 def test_an_invalid_setting_is_a_config_error_naming_the_file_and_the_key(tmp_path, changes, message):
     data = {**MINIMAL, **changes}
