@@ -23,6 +23,7 @@ chunk at a time, so memory stays bounded by a batch either way.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -157,41 +158,84 @@ def _regroup(chunks: Iterator[Sequence[Any]], size: int) -> Iterator[list[Any]]:
 def _columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: int,
              adbc: bool) -> Iterator[tuple[bool, Any]]:
     """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``."""
-    streamed = adbc and conn.dialect.name != "sqlite" and usable(conn, registry.database.url)
-    if streamed:
-        # A client-side cursor would receive the whole result to hand out its first rows;
-        # a server-side one sends only those, and ADBC reads the rest if there are more.
-        conn = conn.execution_options(stream_results=True)
+    adbc = adbc and usable(conn, registry.database.url)
+    if adbc and conn.dialect.name == "postgresql":
+        yield from _postgres_columns(registry, conn, stmt, size=size)
+        return
     result = conn.execute(stmt)
     try:
-        # SQLAlchemy reads a server-side cursor's first row ahead: its rows come through it.
-        fetch = result.fetchmany if streamed else result.cursor.fetchmany
+        fetch = result.cursor.fetchmany
         with paused_gc():
             probe = fetch(_PROBE)
-        if len(probe) == _PROBE and adbc and usable(conn, registry.database.url):
+        if len(probe) == _PROBE and adbc:
             context = result.context
-            parameters = context.parameters[0] if context.parameters else None
-            try:
-                reader = open_reader(conn, registry.database.url, context.statement, parameters, size)
-                chunks = _rechunk(reader, size) if reader is not None else None
-                first = next(chunks, None) if chunks is not None else None
-            except reader_errors():
-                # Nothing handed out yet: the rows the DB-API has open answer instead.
-                chunks = None
-            if chunks is not None:
+            first = _adbc_first(registry, conn, context.statement,
+                                context.parameters[0] if context.parameters else None, size)
+            if first is not None:  # else the rows the DB-API has open answer instead
                 result.close()
-                if first is not None:
-                    yield True, first
-                    yield from ((True, columns) for columns in chunks)
+                yield from first
                 return
         yield from ((False, rows) for rows in _regroup(_fetched(probe, fetch), size))
     finally:
         result.close()
 
 
-def _fetched(probe: Sequence[Any], fetch: Callable[[int], Sequence[Any]]) -> Iterator[Sequence[Any]]:
-    """The probe's rows, then the rest a chunk at a time."""
+def _adbc_first(registry: Registry, conn: sa.Connection, sql: str, parameters: Any,
+                size: int) -> Iterator[tuple[bool, Any]] | None:
+    """ADBC's batches of ``sql``, once its first one is read; None if ADBC failed before handing any out."""
+    try:
+        reader = open_reader(conn, registry.database.url, sql, parameters, size)
+        if reader is None:
+            return None
+        chunks = _rechunk(reader, size)
+        first = next(chunks, None)
+    except reader_errors():
+        return None
+    if first is None:
+        return iter(())
+    return chain([(True, first)], ((True, columns) for columns in chunks))
+
+
+def _postgres_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *,
+                      size: int) -> Iterator[tuple[bool, Any]]:
+    """As `_columns` on PostgreSQL: the first rows by a LIMIT, the whole result by ADBC if there are more.
+
+    A client-side cursor receives a whole result (so reading only its first rows would
+    cost the full transfer) and a server-side one costs round trips: the probe is the
+    statement with ``LIMIT`` a parameter, and ADBC reads it again with that parameter
+    NULL (no limit).
+    """
+    result = conn.execute(stmt.limit(sa.bindparam("probe_rows", _PROBE)))
+    try:
+        with paused_gc():
+            probe = result.cursor.fetchall()
+        context = result.context
+        parameters = dict(context.parameters[0]) if context.parameters else {}
+    finally:
+        result.close()
+    if len(probe) < _PROBE:
+        if probe:
+            yield False, probe
+        return
+    parameters["probe_rows"] = None
+    first = _adbc_first(registry, conn, context.statement, parameters, size)
+    if first is not None:
+        yield from first
+        return
+    result = conn.execute(stmt)
+    try:
+        yield from ((False, rows) for rows in _regroup(_fetched([], result.cursor.fetchmany, start=True), size))
+    finally:
+        result.close()
+
+
+def _fetched(probe: Sequence[Any], fetch: Callable[[int], Sequence[Any]], *,
+             start: bool = False) -> Iterator[Sequence[Any]]:
+    """The probe's rows, then the rest a chunk at a time (``start``: no probe was read)."""
     rows = probe
+    if start:
+        with paused_gc():
+            rows = fetch(_FETCH)
     while rows:
         yield rows
         # Every row is a new tuple the cyclic collector would walk (with every live
