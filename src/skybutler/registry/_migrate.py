@@ -20,17 +20,20 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from ..config import redact_url
 from ..dimensions import DimensionUniverse
 from ..errors import RepositoryNotFoundError, SchemaVersionError
 from ._db import database_errors, open_existing
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
+
+# Alembic is imported where it is used, not here: opening a repository never needs it, and
+# importing it costs ~0.3 s in every process (a batch job on Slurm or Parsl starts a fresh one).
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"
@@ -54,6 +57,8 @@ class MigrationStep:
 @functools.cache
 def script_directory() -> ScriptDirectory:
     """The revisions shipped with this skybutler (read once per process)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS))
 
 
@@ -92,12 +97,16 @@ def _version_schema(conn: sa.Connection, namespace: str | None) -> str | None:
 
 def current_revision(conn: sa.Connection, namespace: str | None = None) -> str | None:
     """The repository's Alembic revision; None when it has no version table (release 0.1.0)."""
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(conn, opts={"version_table_schema": _version_schema(conn, namespace)})
     return context.get_current_revision()
 
 
 def stamp_head(conn: sa.Connection, namespace: str | None = None) -> None:
     """Record the head revision in a repository whose tables were just made at the newest schema."""
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(conn, opts={"version_table_schema": _version_schema(conn, namespace)})
     context.stamp(script_directory(), "head")
 
@@ -109,6 +118,9 @@ def migrate_connection(conn: sa.Connection, target: str = "head", *, namespace: 
     ``stamp_first`` records a revision before upgrading (for a repository without a
     version table); ``universe`` is for the baseline made from nothing (tests).
     """
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes.update(connection=conn, namespace=namespace, universe=universe)
