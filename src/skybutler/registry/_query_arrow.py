@@ -10,13 +10,16 @@ dimensions when the query asked for them. An empty result has the same schema.
 
 How a batch is built. The statement is the one the iterator runs, cut to the columns
 the table shows (`DatasetQueryPlan.slim`). SQLAlchemy executes it and the first rows
-are read from the DB-API cursor. A small result ends there: its tuples are transposed
+are read from the DB-API cursor (on PostgreSQL the statement with a ``LIMIT``
+parameter: only those rows cross the wire; ADBC reads it again with the limit NULL).
+A small result ends there: its tuples are transposed
 with ``zip(*rows)`` and each column becomes one Arrow array (ids by one
 ``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy). A
 larger one, with the ``arrow-db`` extra installed, is read again by ADBC
 (`skybutler.registry._arrow_adbc`) straight into Arrow arrays: no Python object per row.
 Otherwise (in-memory SQLite, inside a write transaction, a calibration lookup that must
-check for ambiguity, a query that must drop duplicates) the DB-API's tuples are read a
+check for ambiguity, a query that must drop duplicates, nullable columns on SQLite,
+whose type ADBC would guess from the first rows) the DB-API's tuples are read a
 chunk at a time, so memory stays bounded by a batch either way.
 """
 
