@@ -7,15 +7,17 @@ compared with `Region.overlaps` pair by pair, on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skybutler import Butler
+from skybutler import Butler, RepositoryConfig
 from skybutler.dimensions import Region
 from support.records import square
 
@@ -93,11 +95,24 @@ def check(butler: Butler, sky: dict) -> None:
         assert patches == {(t, p) for v, t, p in want["visit,patch"] if v == vi}
 
 
+def _empty_repository(root: Path, config: RepositoryConfig) -> Butler:
+    """A butler on a new, empty repository at ``root``, its registry written in the configuration's place.
+
+    The registry is a copy of the test run's empty one (see tests/conftest.py: ``standard_records``
+    and ``pg_template``), which is what `Butler.create` makes, without its DDL per example.
+    """
+    config.write(root)
+    return Butler(root)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sky=skies())
-def test_every_spatial_join_matches_brute_force_on_sqlite(sky):
+def test_every_spatial_join_matches_brute_force_on_sqlite(sky, standard_records):
     with tempfile.TemporaryDirectory() as root:
-        butler = Butler.create(root, registry="sqlite://", datastore=f"memory://spatial-{uuid.uuid4().hex}")
+        shutil.copyfile(standard_records.empty_sqlite_file, Path(root) / "registry.sqlite3")
+        config = RepositoryConfig()
+        config.datastore.root = f"memory://spatial-{uuid.uuid4().hex}"
+        butler = _empty_repository(Path(root), config)
         try:
             load(butler, sky)
             check(butler, sky)
@@ -108,16 +123,22 @@ def test_every_spatial_join_matches_brute_force_on_sqlite(sky):
 @pytest.mark.postgresql
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sky=skies())
-def test_every_spatial_join_matches_brute_force_on_postgresql(sky, pg_engine, tmp_path_factory):
+def test_every_spatial_join_matches_brute_force_on_postgresql(sky, pg_engine, pg_template, tmp_path_factory):
     from support.services import PG_URL
 
     namespace = f"t_{uuid.uuid4().hex[:12]}"
-    butler = Butler.create(tmp_path_factory.mktemp("pg"), registry=PG_URL, namespace=namespace)
+    config = RepositoryConfig()
+    config.registry.db, config.registry.namespace = PG_URL, namespace
     try:
-        load(butler, sky)
-        check(butler, sky)
+        with pg_engine.begin() as conn:
+            pg_template.copy_into(conn, namespace, records=False)
+        butler = _empty_repository(tmp_path_factory.mktemp("pg"), config)
+        try:
+            load(butler, sky)
+            check(butler, sky)
+        finally:
+            butler.close()
     finally:
-        butler.close()
         with pg_engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{namespace}" CASCADE'))
 
