@@ -25,6 +25,16 @@ from support.pipeline_repo import fill_repository
 TESTS_DIR = Path(__file__).resolve().parent.parent
 
 
+# Five jobs (one per visit, then one for every warp and coadd) rather than the default
+# campaign's sixteen: each job on S3 pays for its own S3 session and staging, and what these
+# tests check (staging in from the central store, outputs of earlier jobs staged in by a
+# later one, staging out, merging into PostgreSQL, credentials never in a manifest) is the
+# same for five jobs as for sixteen; test_service.py runs the sixteen on SQLite.
+FEW_JOBS = {"clusters": [
+    {"name": "visit", "tasks": ["make_calexp", "gather_visit"], "dimensions": ["visit"]},
+    {"name": "coaddition", "tasks": ["make_warp", "coadd"], "dimensions": []}]}
+
+
 @pytest.fixture
 def aws_environment(monkeypatch, s3_server):
     """The moto server's credentials where workers look for them: the environment jobs inherit."""
@@ -36,6 +46,7 @@ def aws_environment(monkeypatch, s3_server):
 @pytest.mark.parametrize("backend", ["postgresql-s3", "postgresql-local"])
 def test_campaign_on_postgresql_central_registry_merges_every_output_once(backend, make_butler, tmp_path,
                                                                          request):
+    """Five jobs, not the default campaign's sixteen (`FEW_JOBS`): their number is not the point here."""
     if backend.endswith("s3"):
         request.getfixturevalue("aws_environment")
     butler = make_butler()
@@ -43,9 +54,10 @@ def test_campaign_on_postgresql_central_registry_merges_every_output_once(backen
     # Made after the credentials are in the environment: the engine's processes inherit it.
     engine = make_engine("local", {"max_workers": 2})
     try:
-        result = api.submit(butler, make_campaign(tmp_path), engine=engine)
+        result = api.submit(butler, make_campaign(tmp_path, clustering=FEW_JOBS), engine=engine)
     finally:
         engine.close()
+    assert result.jobs == 5
     assert result.summary is not None and result.summary.state.value == "succeeded", \
         batch_sql.failures(butler.registry, batch_sql.get_submission(butler.registry, result.name)["id"])
     graph = QuantumGraph.read(result.directory / "graph.qgraph")
@@ -62,12 +74,14 @@ def test_campaign_on_postgresql_central_registry_merges_every_output_once(backen
 
 @pytest.mark.parametrize("backend", ["postgresql-s3"])
 def test_failed_jobs_on_s3_are_run_again_by_restart(backend, make_butler, tmp_path, aws_environment):
+    """Five jobs, not the default campaign's sixteen (`FEW_JOBS`): their number is not the point here."""
     butler = make_butler()
     fill_repository(butler)
     marker = tmp_path / "broken"
     marker.touch()
     path = make_campaign(tmp_path, pipeline_config={"make_calexp": {"fail_detector": 1,
-                                                                    "fail_while_exists": str(marker)}})
+                                                                    "fail_while_exists": str(marker)}},
+                         clustering=FEW_JOBS)
     engine = make_engine("local", {"max_workers": 2})
     try:
         result = api.submit(butler, path, engine=engine)
@@ -92,11 +106,8 @@ def test_campaign_on_the_parsl_engine_completes_with_real_workers(repo, tmp_path
                              "worker_init": f"export PYTHONPATH={TESTS_DIR}"},
                 "executor": {"max_workers_per_node": 2}, "cancel_grace_s": 0.5}
     # Few jobs: each starts a fresh interpreter that imports skybutler (seconds on a busy machine).
-    clustering = {"clusters": [
-        {"name": "visit", "tasks": ["make_calexp", "gather_visit"], "dimensions": ["visit"]},
-        {"name": "coaddition", "tasks": ["make_warp", "coadd"], "dimensions": []}]}
     result = api.submit(repo, make_campaign(tmp_path, engine={"name": "parsl", "settings": settings},
-                                            clustering=clustering))
+                                            clustering=FEW_JOBS))
     assert result.jobs == 5  # one per visit, then one for every warp and coadd after them
     assert result.summary is not None and result.summary.state.value == "succeeded", \
         batch_sql.failures(repo.registry, batch_sql.get_submission(repo.registry, result.name)["id"])
