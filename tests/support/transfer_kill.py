@@ -68,16 +68,22 @@ def install(point: str, n: int) -> None:
         raise SystemExit(f"unknown kill point {point!r}; choose one of {POINTS}")
 
 
-def main(argv: list[str]) -> None:
-    point, n, source_root, dest_root, collection = argv
-    install(point, int(n))
+def transfer(source_root: str, dest_root: str, collection: str):
+    """The transfer this module's process runs (and dies in): every dataset of ``collection``, batches of 4.
+
+    Returns the `TransferReport`; the test calls it in its own process for the run that is not killed.
+    """
     from skybutler import Butler
     from skybutler.transfer import RegistrySource, import_content
 
-    source = Butler(source_root, writeable=False)
-    target = Butler(dest_root)
-    report = import_content(target, RegistrySource(source, collections=[collection], batch_size=4), workers=2)
-    print(report)
+    with Butler(source_root, writeable=False) as source, Butler(dest_root) as target:
+        return import_content(target, RegistrySource(source, collections=[collection], batch_size=4), workers=2)
+
+
+def main(argv: list[str]) -> None:
+    point, n, source_root, dest_root, collection = argv
+    install(point, int(n))
+    print(transfer(source_root, dest_root, collection))
 
 
 if __name__ == "__main__":
