@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import uuid
 import zipfile
 from pathlib import Path
@@ -28,6 +26,7 @@ from skybutler import (
 from skybutler.cli import main
 from skybutler.provenance import lineage
 from skybutler.transfer.dump import DUMP_FORMAT_VERSION, DumpSource, export_dump, import_dump
+from support import dump_kill
 from support.pipeline_repo import CALIB, INPUTS, PIPELINE_YAML, RAW_RUN, copy_repository
 
 OUT_RUN = "u/test/dump"
@@ -360,37 +359,27 @@ def test_a_conflicting_dataset_is_refused_by_name_and_not_overwritten(source, du
 
 # -- kills -------------------------------------------------------------------------------
 
-_KILLED_IMPORT = textwrap.dedent("""
-    import os, signal, sqlite3, sys
-    import sqlalchemy as sa
-    from skybutler import Butler
-    from skybutler.transfer.dump import DumpSource
-    from skybutler.transfer.importer import import_content
+def _killed(function, *args: str) -> int | None:
+    """Run ``function(*args)`` of `support.dump_kill` in a process of its own; return its exit code.
 
-    seen = [0]
-
-    def trace(statement):
-        if statement.lstrip().upper().startswith(('INSERT INTO "DATASET"', "INSERT INTO DATASET ")):
-            seen[0] += 1
-            if seen[0] == 25:  # a row of the third batch of 10 (executemany traces each): two committed
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    @sa.event.listens_for(sa.pool.Pool, "connect")
-    def connect(dbapi_connection, record):
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            dbapi_connection.set_trace_callback(trace)
-
-    with DumpSource(sys.argv[2], batch_size=10) as source:
-        import_content(Butler(sys.argv[1]), source, transfer="copy")
-""")
+    The process is forked from a server that imported skybutler once (a fresh interpreter
+    per kill cost seconds of imports on a busy machine).
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["skybutler", "skybutler.transfer.dump", "support.dump_kill"])
+    process = context.Process(target=function, args=args)
+    process.start()
+    process.join(120)
+    if process.exitcode is None:
+        process.kill()
+        pytest.fail(f"{function.__name__} was still running after 120 s")
+    return process.exitcode
 
 
 def test_an_import_killed_midway_and_repeated_is_complete_with_nothing_twice(source, dumps, tmp_path):
     target_root = tmp_path / "target"
     Butler.create(target_root).close()
-    killed = subprocess.run([sys.executable, "-c", _KILLED_IMPORT, str(target_root), str(dumps["zip"])],
-                            capture_output=True, text=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _killed(dump_kill.killed_import, str(target_root), str(dumps["zip"])) == -signal.SIGKILL
     target = Butler(target_root)
     partial = len(content(target)["datasets"])
     total = len(content(source)["datasets"])
@@ -404,31 +393,10 @@ def test_an_import_killed_midway_and_repeated_is_complete_with_nothing_twice(sou
     assert not [p for p in stray if not p.startswith((".skybutler", "registry.sqlite3", "skybutler.yaml"))]
 
 
-_KILLED_EXPORT = textwrap.dedent("""
-    import os, signal, sys
-    from skybutler import Butler
-    from skybutler.transfer.dump import write_dump
-    from skybutler.transfer.source import RegistrySource
-
-    class DyingSource(RegistrySource):
-        def datasets(self):
-            for n, batch in enumerate(super().datasets()):
-                if n == 2:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                yield batch
-
-    butler = Butler(sys.argv[1], writeable=False)
-    source = DyingSource(butler, collections=[c["name"] for c in butler.registry.collections()], batch_size=5)
-    write_dump(source, sys.argv[2], files=sys.argv[3])
-""")
-
-
 @pytest.mark.parametrize("files", ["directory", "zip"])
 def test_an_export_killed_midway_leaves_nothing_that_looks_like_a_dump(source, tmp_path, files):
     dest = tmp_path / ("out.zip" if files == "zip" else "out")
-    killed = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(source.root), str(dest), files],
-                            capture_output=True, text=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _killed(dump_kill.killed_export, str(source.root), str(dest), files) == -signal.SIGKILL
     assert not dest.exists()
     leftover, = tmp_path.glob(".out*.partial-*")
     with pytest.raises(DumpVersionError, match="not a skybutler dump"):
