@@ -150,9 +150,9 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
             registry.insert_datasets(refs, records, register_runs=True)
             if before_commit is not None:
                 before_commit(refs, records)
-            for pf in pending:
-                datastore.commit(pf)
-                committed.append(pf)
+            # All or none; with sync, every file and directory flushed together, once.
+            datastore.commit_many(pending)
+            committed.extend(pending)
             # Files an ingest brought in carry no identity of this repository's: listed whatever their format.
             record_manifest(datastore, refs, records, {pf.path for pf in pending if pf.transfer != "write"})
     except BaseException as exc:
