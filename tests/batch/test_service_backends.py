@@ -18,21 +18,11 @@ from skybutler.batch import api
 from skybutler.batch.engines import make_engine
 from skybutler.pipeline import QuantumGraph
 from skybutler.registry import batch_sql
-from support.batch_campaign import make_campaign
+from support.batch_campaign import FEW_JOBS, make_campaign
 from support.batch_checks import assert_run_complete_and_whole, executions_per_task
 from support.pipeline_repo import fill_repository
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
-
-
-# Five jobs (one per visit, then one for every warp and coadd) rather than the default
-# campaign's sixteen: each job on S3 pays for its own S3 session and staging, and what these
-# tests check (staging in from the central store, outputs of earlier jobs staged in by a
-# later one, staging out, merging into PostgreSQL, credentials never in a manifest) is the
-# same for five jobs as for sixteen; test_service.py runs the sixteen on SQLite.
-FEW_JOBS = {"clusters": [
-    {"name": "visit", "tasks": ["make_calexp", "gather_visit"], "dimensions": ["visit"]},
-    {"name": "coaddition", "tasks": ["make_warp", "coadd"], "dimensions": []}]}
 
 
 @pytest.fixture
@@ -43,6 +33,11 @@ def aws_environment(monkeypatch, s3_server):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
 
+# Five jobs (`FEW_JOBS`) rather than the default campaign's sixteen: each job on S3 pays for
+# its own S3 session and staging, and what these tests check (staging in from the central
+# store, outputs of earlier jobs staged in by a later one, staging out, merging into
+# PostgreSQL, credentials never in a manifest) is the same for five jobs as for sixteen;
+# test_service.py runs the sixteen on SQLite.
 @pytest.mark.parametrize("backend", ["postgresql-s3", "postgresql-local"])
 def test_campaign_on_postgresql_central_registry_merges_every_output_once(backend, make_butler, tmp_path,
                                                                          request):

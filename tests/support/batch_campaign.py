@@ -6,6 +6,13 @@ import yaml
 
 from .pipeline_repo import INPUTS, PIPELINE_YAML
 
+# One job per visit, then one for every warp and coadd: five jobs, not the default's sixteen
+# (one per visit, per patch and per coadd quantum), for tests where their number is not the
+# point; still jobs that stage in what earlier jobs staged out.
+FEW_JOBS = {"clusters": [
+    {"name": "visit", "tasks": ["make_calexp", "gather_visit"], "dimensions": ["visit"]},
+    {"name": "coaddition", "tasks": ["make_warp", "coadd"], "dimensions": []}]}
+
 
 def make_campaign(directory, name: str = "campaign.yaml", *, pipeline_config: dict | None = None, **overrides):
     """Write a campaign for the toy pipeline (plus overrides) in ``directory``; returns its path.
