@@ -96,7 +96,7 @@ def check(butler: Butler, sky: dict) -> None:
 
 
 def _empty_repository(root: Path, config: RepositoryConfig) -> Butler:
-    """A butler on a new, empty repository at ``root``, its registry written in the configuration's place.
+    """Write ``config`` at ``root`` and open it: a new, empty repository whose registry the caller copied.
 
     The registry is a copy of the test run's empty one (see tests/conftest.py: ``standard_records``
     and ``pg_template``), which is what `Butler.create` makes, without its DDL per example.
