@@ -1,4 +1,4 @@
-"""Round trips to a PostgreSQL registry: a put is two, however many datasets the repository holds.
+"""Round trips to a PostgreSQL registry: a put is two, however many datasets the repository holds; a small query two.
 
 Counted, not timed: libpq's own trace of every connection the registry's engine
 checks out records each message; each ``ReadyForQuery`` the server sends ends one
@@ -138,3 +138,80 @@ def test_bulk_inserts_keep_the_planner_statistics_current(butler, monkeypatch):
     assert estimated_rows() == 40
     butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)], run="b")
     assert estimated_rows() == 40 + len(ids)
+
+
+def _refs_of_detectors(butler, dataset_type: str, run: str, detectors, **data_id):
+    from skybutler import DataId, DatasetRef
+    from skybutler.model import new_dataset_id
+
+    dt = butler.registry.get_dataset_type(dataset_type)
+    return [DatasetRef(new_dataset_id(), dt, DataId({"instrument": "HSC", **data_id, "detector": d}), run)
+            for d in detectors]
+
+
+def rows_per_round_trip(trace: str) -> list[int]:
+    """DataRow messages the server sent in each round trip of a trace."""
+    return [part.count("\tDataRow") for part in trace.split("\tReadyForQuery")[:-1]]
+
+
+def test_a_one_visit_query_is_two_round_trips_and_no_transaction(butler, tmp_path):
+    butler.insert_dimension_records("detector", [{"instrument": "HSC", "detector": d, "name": f"d{d}"}
+                                                 for d in range(40, 100)])
+    visit = data_ids(butler)[0]["visit"]
+    butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(100), visit=visit))
+    query = lambda: list(butler.query_datasets(DATASET_TYPE, collections=["r"], where=f"visit = {visit}"))  # noqa: E731
+    assert len(query()) == 100  # the dataset type is cached from here on
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    assert trips.of(query) == 2  # the collection's row, then the datasets' rows (one LIMITed statement)
+    trace = trips.path.read_text()
+    assert "BEGIN" not in trace and "DECLARE" not in trace and "ROLLBACK" not in trace
+    assert rows_per_round_trip(trace) == [1, 100]
+
+
+def test_a_result_one_row_past_the_first_read_streams_it_all_again_from_a_cursor(butler, tmp_path, monkeypatch):
+    import skybutler.registry._query_results as query_results
+
+    monkeypatch.setattr(query_results, "_FIRST", 39)
+    ids = data_ids(butler)
+    butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(40), visit=ids[0]["visit"]))
+    butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(39), visit=ids[-1]["visit"]))
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    def query(visit: int) -> list:
+        return list(butler.query_datasets(DATASET_TYPE, collections=["r"], where=f"visit = {visit}"))
+
+    assert trips.of(lambda: query(ids[-1]["visit"])) == 2  # 39 rows: all in the first read
+    assert "DECLARE" not in trips.path.read_text()
+    refs = query(ids[0]["visit"])
+    trace = trips.path.read_text()
+    assert "DECLARE" in trace and "BEGIN" in trace
+    assert sorted(r.data_id["detector"] for r in refs) == list(range(40))  # none missed, none twice
+
+
+def test_a_five_thousand_row_query_is_read_in_bounded_batches_from_one_snapshot(make_butler, tmp_path):
+    import skybutler.registry._query_results as query_results
+
+    b = make_butler(records=True, run="r")
+    b.insert_dimension_records("detector", [{"instrument": "HSC", "detector": d, "name": f"d{d}"}
+                                            for d in range(4, 5000)])
+    b.register_dataset_type("bias", ["instrument", "detector"], "dict")
+    b.registry.insert_datasets(_refs_of_detectors(b, "bias", "r", range(5000)))
+    trips = RoundTrips(b.registry.engine, tmp_path / "libpq.trace")
+
+    results = b.query_datasets("bias", collections=["r"])
+    first = next(results)
+    # Committed while the query is half read: not in its result, which is one statement's snapshot.
+    b.insert_dimension_records("detector", [{"instrument": "HSC", "detector": 5000, "name": "late"}])
+    b.registry.insert_datasets(_refs_of_detectors(b, "bias", "r", [5000]))
+    refs = [first, *results]
+
+    assert sorted(r.data_id["detector"] for r in refs) == list(range(5000))
+    assert len({r.id for r in refs}) == 5000
+    rows = rows_per_round_trip(trips.path.read_text())
+    # The LIMITed first read (one row past _FIRST, dropped), then the cursor's FETCHes:
+    # no round trip brought more than a chunk, so memory is bounded by a chunk, not the result.
+    assert query_results._FIRST + 1 in rows
+    assert max(rows) <= query_results._CHUNK
+    assert sum(rows) >= 5000 + query_results._FIRST + 1
+    assert len(list(b.query_datasets("bias", collections=["r"]))) == 5001

@@ -11,7 +11,8 @@ dimensions when the query asked for them. An empty result has the same schema.
 How a batch is built. The statement is the one the iterator runs, cut to the columns
 the table shows (`DatasetQueryPlan.slim`). SQLAlchemy executes it and the first rows
 are read from the DB-API cursor (on PostgreSQL the statement with a ``LIMIT``
-parameter: only those rows cross the wire; ADBC reads it again with the limit NULL).
+parameter, `first_rows`: only those rows cross the wire; ADBC reads it again with
+the limit NULL).
 A small result ends there: its tuples are transposed
 with ``zip(*rows)`` and each column becomes one Arrow array (ids by one
 ``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy). A
@@ -26,6 +27,7 @@ chunk at a time, so memory stays bounded by a batch either way.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +45,8 @@ if TYPE_CHECKING:
     from ._query_results import DatasetQueryPlan
     from ._registry import Registry
 
-__all__ = ["DEFAULT_BATCH_ROWS", "data_id_batches", "dataset_batches", "table_of", "to_pandas"]
+__all__ = ["DEFAULT_BATCH_ROWS", "FirstRows", "data_id_batches", "dataset_batches", "first_rows", "table_of",
+           "to_pandas"]
 
 DEFAULT_BATCH_ROWS = 65536
 """Rows per Arrow record batch (fewer, larger arrays are cheaper to build and to use)."""
@@ -52,7 +55,7 @@ _FETCH = 2000
 """Rows fetched at once on the DB-API path: bounds the Python tuples held before a batch is built."""
 
 _PROBE = 500
-"""Rows below which a table is built from the DB-API's tuples rather than read again by ADBC.
+"""Rows up to which a table is built from the DB-API's tuples rather than read again by ADBC.
 
 ADBC's fixed cost (a connection, a statement prepared outside SQLAlchemy's cache) is
 about what the DB-API takes for a few hundred rows.
@@ -199,31 +202,57 @@ def _adbc_first(registry: Registry, conn: sa.Connection, sql: str, parameters: A
     return chain([(True, first)], ((True, columns) for columns in chunks))
 
 
-def _postgres_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *,
-                      size: int) -> Iterator[tuple[bool, Any]]:
-    """As `_columns` on PostgreSQL: the first rows by a LIMIT, the whole result by ADBC if there are more.
+@dataclass
+class FirstRows:
+    """The first rows of a statement, read by one LIMITed statement (`first_rows`).
+
+    ``more``: the statement has more rows than ``rows`` holds. ``sql`` and
+    ``parameters`` run it again without a limit (``probe_rows`` set to None), as the
+    driver was given it.
+    """
+
+    rows: Sequence[Any]
+    more: bool
+    sql: str
+    parameters: dict[str, Any]
+
+
+def first_rows(conn: sa.Connection, stmt: sa.Select, limit: int) -> FirstRows:
+    """At most ``limit`` rows of ``stmt`` from one plain statement (PostgreSQL), and whether there are more.
 
     A client-side cursor receives a whole result (so reading only its first rows would
-    cost the full transfer) and a server-side one costs round trips: the probe is the
-    statement with ``LIMIT`` a parameter, and ADBC reads it again with that parameter
-    NULL (no limit).
+    cost the full transfer) and a server-side one costs round trips (DECLARE, Describe,
+    a FETCH per chunk, CLOSE, and the transaction it needs): the statement gets a
+    ``LIMIT`` one row past ``limit``, a bound parameter so that one prepared statement
+    serves every size, and a small result is read whole in one round trip.
     """
-    result = conn.execute(stmt.limit(sa.bindparam("probe_rows", _PROBE)))
+    result = conn.execute(stmt.limit(sa.bindparam("probe_rows", limit + 1)))
     try:
         with paused_gc():
-            probe = result.cursor.fetchall()
+            rows = result.cursor.fetchall()
         context = result.context
         parameters = dict(context.parameters[0]) if context.parameters else {}
     finally:
         result.close()
-    if len(probe) < _PROBE:
-        if probe:
-            yield False, probe
-        return
     parameters["probe_rows"] = None
-    first = _adbc_first(registry, conn, context.statement, parameters, size)
-    if first is not None:
-        yield from first
+    more = len(rows) > limit
+    return FirstRows(rows[:limit] if more else rows, more, context.statement, parameters)
+
+
+def _postgres_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *,
+                      size: int) -> Iterator[tuple[bool, Any]]:
+    """As `_columns` on PostgreSQL: the first rows by a LIMIT (`first_rows`), the whole result by ADBC if there are more.
+
+    ADBC reads the statement again with the limit NULL (none).
+    """
+    first = first_rows(conn, stmt, _PROBE)
+    if not first.more:
+        if first.rows:
+            yield False, first.rows
+        return
+    batches = _adbc_first(registry, conn, first.sql, first.parameters, size)
+    if batches is not None:
+        yield from batches
         return
     result = conn.execute(stmt)
     try:

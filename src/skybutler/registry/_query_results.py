@@ -27,7 +27,14 @@ import sqlalchemy as sa
 
 from .._gc import paused_gc
 from ..model import DataId, DatasetRef, DatasetType, uuids_from_hex
-from ._query_arrow import DEFAULT_BATCH_ROWS, data_id_batches, dataset_batches, table_of, to_pandas
+from ._query_arrow import (
+    DEFAULT_BATCH_ROWS,
+    data_id_batches,
+    dataset_batches,
+    first_rows,
+    table_of,
+    to_pandas,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -39,6 +46,9 @@ __all__ = ["DataIdQueryResults", "DatasetQueryPlan", "DatasetQueryResults", "ref
 
 _CHUNK = 2000
 """Rows fetched at once: bounds the Python tuples held while refs are built."""
+
+_FIRST = 1000
+"""Rows a PostgreSQL query reads by one plain statement before it takes a server-side cursor (`row_chunks`)."""
 
 
 @dataclass
@@ -86,8 +96,7 @@ class DatasetQueryPlan:
         return stmt, *at
 
 
-def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool,
-               first: Sequence[Any] | None = None) -> Iterator[Sequence[Any]]:
+def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool) -> Iterator[Sequence[Any]]:
     """The rows of ``stmt``, a chunk at a time.
 
     SQLAlchemy compiles and executes the statement (bound parameters, schema
@@ -96,16 +105,22 @@ def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool,
     processing (SQLite ids are selected as text, dimension keys are ints and strings),
     and a Row per row costs as much as the fetch. SQLite's cursor steps through the
     result as it is read, so no option is set there: ``yield_per`` would make
-    SQLAlchemy read ahead of us. ``stream`` on PostgreSQL takes a server-side cursor
-    (memory bounded by the chunk, not the result), read through SQLAlchemy, which
-    buffers its first row.
+    SQLAlchemy read ahead of us.
+
+    ``stream`` on PostgreSQL: a result of at most `_FIRST` rows (a visit's datasets) is
+    read by one plain statement with a ``LIMIT`` (`first_rows`: one round trip, and
+    none for a transaction when ``conn`` is in autocommit). A larger one is read again
+    from its start through a server-side cursor, memory bounded by the chunk (see
+    `_streamed`); the first rows are dropped unseen, so every row handed out comes
+    from that one statement.
     """
     if stream and conn.dialect.name != "sqlite":
-        streamed = conn.execution_options(yield_per=_CHUNK).execute(stmt)
-        try:
-            yield from streamed.partitions()
-        finally:
-            streamed.close()
+        first = first_rows(conn, stmt, _FIRST)
+        if not first.more:
+            if first.rows:
+                yield first.rows
+            return
+        yield from _streamed(conn, stmt)
         return
     result = conn.execute(stmt)
     try:
@@ -120,6 +135,33 @@ def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool,
             yield rows
     finally:
         result.close()
+
+
+def _streamed(conn: sa.Connection, stmt: sa.Select) -> Iterator[Sequence[Any]]:
+    """The rows of ``stmt`` from a server-side cursor, `_CHUNK` at a time (PostgreSQL).
+
+    Why the whole statement again rather than the rows after the first ones: one
+    statement sees one snapshot, so no row can be missed or met twice whatever is
+    committed meanwhile. Reading "the rest" would need the first rows read in the same
+    snapshot (a REPEATABLE READ transaction around every query: the BEGIN and ROLLBACK
+    round trips a small result is spared) and an ORDER BY to say which rows are the
+    rest (a sort of the whole result, and a plan that may differ). Reading `_FIRST`
+    rows twice costs about a millisecond; a result that large takes tens to build.
+
+    A server-side cursor lives in a transaction: a connection in autocommit (see
+    `skybutler.registry._database.Database.read`) is switched back to the engine's
+    isolation level first (the switch sends nothing; the DB-API then sends BEGIN before
+    the DECLARE), and the pool resets it when the connection is returned.
+    """
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        conn.commit()  # ends SQLAlchemy's own (empty) transaction; nothing is sent
+        conn.execution_options(isolation_level=conn.default_isolation_level)
+    # yield_per for this statement only: Connection.execution_options would keep it for the next ones.
+    streamed = conn.execute(stmt, execution_options={"yield_per": _CHUNK})
+    try:
+        yield from streamed.partitions()
+    finally:
+        streamed.close()
 
 
 def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan) -> Iterator[list[DatasetRef]]:
@@ -181,8 +223,10 @@ class DatasetQueryResults(Iterator[DatasetRef]):
 
     def _stream(self) -> Iterator[list[DatasetRef]]:
         # One connection for the collection lookup and the query (on PostgreSQL each
-        # checkout costs round trips).
-        with self._registry.database.read() as conn:
+        # checkout costs round trips), in autocommit: each is one statement, so a
+        # transaction around them would only add BEGIN and ROLLBACK (`row_chunks` opens
+        # one for a result large enough to need a server-side cursor).
+        with self._registry.database.read(autocommit=True) as conn:
             yield from ref_batches(self._registry, conn, self._plan(conn))
 
     def _iterator(self) -> Iterator[DatasetRef]:
@@ -263,7 +307,7 @@ class DataIdQueryResults(Iterator[DataId]):
     def _stream(self) -> Iterator[list[DataId]]:
         stmt, dims, implied_names = self._statement()
         n = len(dims)
-        with self._registry.database.read() as conn:
+        with self._registry.database.read(autocommit=True) as conn:  # as DatasetQueryResults._stream
             for rows in row_chunks(conn, stmt, stream=True):
                 with paused_gc():
                     if implied_names:
