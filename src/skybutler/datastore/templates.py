@@ -32,16 +32,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import re
 import string
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from ..config import DEFAULT_TEMPLATE  # the configuration's default; one definition
 from ..errors import TemplateError
-from ..model import DatasetRef, DatasetType
+from ..model import DataId, DataIdValue, DatasetRef, DatasetType
 
-__all__ = ["DEFAULT_TEMPLATE", "KNOWN_VARIABLES", "SPECIAL_FIELDS", "FileTemplate", "FileTemplates", "sanitize"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "KNOWN_VARIABLES",
+    "SPECIAL_FIELDS",
+    "FileNamer",
+    "FileTemplate",
+    "FileTemplates",
+    "sanitize",
+]
 
 SPECIAL_FIELDS = frozenset({"run", "dataset_type", "id", "data_id"})
 """Field names filled from the dataset ref itself rather than from its data id."""
@@ -113,6 +122,9 @@ def sanitize(value: str, escape: str = "") -> str:
 # ~10^5 of them at a time.
 _sanitize_cached = functools.lru_cache(maxsize=1 << 16)(sanitize)
 
+_MAX_NAMERS = 256
+"""Namers one template keeps for `FileTemplate.format` (one per dataset type, run, variables, extension)."""
+
 
 @dataclass(frozen=True)
 class _Field:
@@ -150,6 +162,7 @@ class FileTemplate:
     def __init__(self, text: str):
         self.text = text
         self._parts: list[tuple[str, _Field | None]] = []
+        self._namers: dict[tuple[object, ...], FileNamer] = {}
         try:
             parsed = list(string.Formatter().parse(text))
         except ValueError as err:
@@ -338,6 +351,11 @@ class FileTemplate:
             type and the values available), a value does not fit its format spec, or a
             path segment would be longer than 255 bytes.
 
+        Notes
+        -----
+        To name many files of one dataset type in one run, `namer` gives the same names
+        several times faster; this method keeps a few namers to call.
+
         Examples
         --------
         >>> import uuid
@@ -348,14 +366,67 @@ class FileTemplate:
         ...     ref, values={"band": "r"}, extension=".fits")
         'RC2/calexp/r/calexp_00903334.fits'
         """
-        data_id = ref.data_id
-        lookup: dict[str, object] = {**(variables or {})}
-        lookup.update(data_id.full)
         if values:
-            lookup.update(values)
+            ref = DatasetRef(ref.id, ref.dataset_type, _overlay(ref.data_id, values), ref.run)
+        try:
+            key = (ref.dataset_type.name, ref.run, extension, tuple(variables.items()) if variables else ())
+            namer = self._namers.get(key)
+        except TypeError:  # an unhashable variable: named without a kept namer
+            return self.namer(ref.dataset_type, ref.run, variables=variables, extension=extension)(ref)
+        if namer is None:
+            if len(self._namers) >= _MAX_NAMERS:
+                self._namers.clear()
+            namer = self._namers[key] = self.namer(ref.dataset_type, ref.run, variables=variables,
+                                                   extension=extension)
+        return namer(ref)
+
+    def namer(
+        self,
+        dataset_type: DatasetType,
+        run: str,
+        *,
+        variables: Mapping[str, object] | None = None,
+        extension: str = "",
+    ) -> FileNamer:
+        """Return a function that names the files of ``dataset_type`` in ``run``, as `format` does.
+
+        What is the same for every file (the run, the dataset type, the variables, the
+        extension, which data id value goes where) is worked out once; naming one file then
+        looks its data id values up in caches of their escaped text.
+
+        Parameters
+        ----------
+        dataset_type
+            The dataset type of the refs that will be named.
+        run
+            Their run.
+        variables
+            Operator variables, as for `format` (copied: later changes are not seen).
+        extension
+            Appended to every path, as for `format`.
+
+        Examples
+        --------
+        >>> import uuid
+        >>> from skybutler.model import DataId, DatasetRef, DatasetType
+        >>> dt = DatasetType("calexp", ("instrument", "visit", "detector"), "image")
+        >>> name = FileTemplate("{run}/{dataset_type}_{visit:08d}_{detector:03d}").namer(dt, "RC2", extension="fits")
+        >>> name(DatasetRef(uuid.UUID(int=1), dt, DataId(instrument="HSC", visit=903334, detector=16), "RC2"))
+        'RC2/calexp_00903334_016.fits'
+        """
+        return FileNamer(self, dataset_type.name, run, dict(variables or {}), extension)
+
+    def _path(self, ref: DatasetRef, variables: Mapping[str, object], extension: str) -> str:
+        """The path of ``ref``'s file, everything worked out for this ref alone (any value, any layout).
+
+        `FileNamer` gives the same path faster when its values are in its caches; this is
+        where every error is raised.
+        """
+        data_id = ref.data_id
+        lookup: dict[str, object] = {**variables}
+        lookup.update(data_id.full)
         lookup["run"] = ref.run
         lookup["dataset_type"] = ref.dataset_type.name
-        # Only what the template uses: graph building formats ~10^5 names at a time.
         names = self._names
         if "id" in names:
             lookup["id"] = str(ref.id)
@@ -367,16 +438,8 @@ class FileTemplate:
                 _sanitize_cached(str(data_id[k]), data_id_escape if i == 0 else data_id_escape + "_")
                 for i, k in enumerate(data_id)
             ])
-        # (text, is_literal): only literal separators are ever dropped, never a value's own "_".
-        out: list[tuple[str, bool]] = []
-        drop_next_separator = False
-        for literal, f in self._parts:
-            if f is None:
-                if drop_next_separator and literal[0] in _SEPARATORS:
-                    literal = literal[1:]
-                drop_next_separator = False
-                out.append((literal, True))
-                continue
+
+        def resolve(f: _Field) -> str | None:
             value = lookup.get(f.name)
             if value is None or value == "":
                 # A dataset type without dimensions (a run's task configuration) has an empty
@@ -387,12 +450,7 @@ class FileTemplate:
                         f"{ref.dataset_type.name!r}, but it has no value; available: "
                         + ", ".join(f"{k}={v!r}" for k, v in lookup.items() if v is not None)
                     )
-                text, is_literal = out[-1] if out else ("", True)
-                if is_literal and text and text[-1] in _SEPARATORS:
-                    out[-1] = (text[:-1], True)
-                elif not any(text for text, _ in out):
-                    drop_next_separator = True
-                continue
+                return None
             try:
                 formatted = format(value, f.spec)
             except (ValueError, TypeError) as err:
@@ -400,11 +458,10 @@ class FileTemplate:
                     f"Value {value!r} of {{{f.name}}} does not fit format spec {f.spec!r} "
                     f"in file template {self.text!r}: {err}"
                 ) from None
-            drop_next_separator = False
             # {data_id} is escaped value by value above; a format spec's fill could add anything.
-            escaped = formatted if f.name == "data_id" and not f.spec else _sanitize_cached(formatted, f.escape)
-            out.append((escaped, False))
-        path = "".join([text for text, _ in out])
+            return formatted if f.name == "data_id" and not f.spec else _sanitize_cached(formatted, f.escape)
+
+        path = "".join([piece for piece in self._assemble(resolve) if isinstance(piece, str)])
         ext = extension.removeprefix(".")
         if ext and path and not path.endswith("/"):
             # The extension is sanitised (no "/"), so one check of the whole path covers both.
@@ -413,6 +470,35 @@ class FileTemplate:
             self._check_path(path, ref)  # an empty last segment: the check names the problem
         self._check_path(path, ref)
         return path
+
+    def _assemble(self, resolve: Callable[[_Field], _Piece | None]) -> list[_Piece]:
+        """The pieces of a path: literal text, and what ``resolve`` gives for each field.
+
+        ``resolve`` gives None for a field without a value (or raises): the field is then
+        dropped with the ``_`` or ``/`` before it (after it, when nothing comes before).
+        Only literal separators are ever dropped, never a value's own ``_``. One drop
+        rule for `_path` (values of one ref) and `FileNamer` (values standing for any ref).
+        """
+        out: list[tuple[_Piece, bool]] = []  # (piece, is_literal)
+        drop_next_separator = False
+        for literal, f in self._parts:
+            if f is None:
+                if drop_next_separator and literal[0] in _SEPARATORS:
+                    literal = literal[1:]
+                drop_next_separator = False
+                out.append((literal, True))
+                continue
+            piece = resolve(f)
+            if piece is None:
+                last, is_literal = out[-1] if out else ("", True)
+                if is_literal and isinstance(last, str) and last and last[-1] in _SEPARATORS:
+                    out[-1] = (last[:-1], True)
+                elif not any(p for p, _ in out):  # a slot is never empty
+                    drop_next_separator = True
+                continue
+            drop_next_separator = False
+            out.append((piece, False))
+        return [p for p, _ in out]
 
     def _check_path(self, path: str, ref: DatasetRef) -> None:
         segments = path.split("/")
@@ -428,6 +514,250 @@ class FileTemplate:
                     f"File template {self.text!r} gave a path segment longer than {_MAX_SEGMENT_BYTES} "
                     f"bytes for {str(ref)!r}: {s[:40]!r}..."
                 )
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A field whose text differs from ref to ref, in a `FileNamer`'s compiled path."""
+
+    source: str
+    """``"value"`` (a data id value, by position), ``"implied"`` (by name) or ``"id"``."""
+    key: int | str
+    spec: str
+    escape: str
+
+
+_Piece = str | _Slot | tuple[_Slot, ...]
+"""Part of a path being assembled: text, a slot, or slots joined by ``_`` (``{data_id}``)."""
+
+
+class _NoPlanError(Exception):
+    """This layout of data id cannot be named by a compiled path: every such ref goes `FileTemplate._path`."""
+
+
+_TEXTS: dict[tuple[str, str], dict[DataIdValue, str]] = {}
+"""Escaped text of data id values, one cache per (format spec, escaped separator); shared by all
+namers, since values (instruments, bands, visits, detectors) repeat across dataset types and runs."""
+
+_MAX_TEXTS = 1 << 17
+"""Values one cache keeps at most (emptied when full: values unique to each ref would fill it)."""
+
+_MAX_PLANS = 64
+"""Compiled paths one namer keeps (one per layout of data id keys; a program has a few)."""
+
+_GET = dict.__getitem__
+
+
+def _texts(spec: str, escape: str) -> dict[DataIdValue, str]:
+    cache = _TEXTS.get((spec, escape))
+    if cache is None:
+        cache = _TEXTS[spec, escape] = {}
+    return cache
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The compiled path of one layout of data id: keys in one order, some implied names present."""
+
+    index: Mapping[str, int]
+    """The data id key index this plan is for (held, so its ``id()`` is not reused)."""
+    values_of: Callable[[tuple[DataIdValue, ...]], tuple[DataIdValue, ...]] | None
+    implied_of: Callable[[Mapping[str, DataIdValue]], tuple[DataIdValue, ...]] | None
+    texts: tuple[dict[DataIdValue, str], ...]
+    """A cache per value taken, in the order ``values_of`` then ``implied_of`` give them."""
+    specs: tuple[tuple[str, str], ...]
+    """(format spec, escape) per value taken."""
+    id_slot: _Slot | None
+    fill: Callable[..., str]
+    """The format string's ``format``: value texts, then the id's text."""
+    max_chars: int
+    """Longest path whose segments surely fit in 255 bytes."""
+
+
+class FileNamer:
+    """Names the files of one dataset type in one run (see `FileTemplate.namer`).
+
+    Calling it with a ref gives exactly `FileTemplate.format`'s path. For each layout of
+    data id (keys in one order, the same implied values present) the template is compiled
+    once into a format string with the run, the dataset type, the operator variables, the
+    extension and dropped optional fields written in; naming a file then takes its data id
+    values by position and their escaped text from caches. A value seen for the first
+    time, an empty or missing value, an over-long segment, or a ref of another run or
+    dataset type goes the general way (`FileTemplate.format`'s rules, its errors).
+
+    Data id values are ``int`` or ``str`` (`DataIdValue`); only those are cached.
+    """
+
+    def __init__(self, template: FileTemplate, dataset_type_name: str, run: str,
+                 variables: Mapping[str, object], extension: str):
+        self.template = template
+        self.dataset_type_name = dataset_type_name
+        self.run = run
+        self.extension = extension
+        self._variables = variables
+        # Fields an implied value may fill (band for a visit): which are present decides the layout.
+        self._maybe_implied = tuple(sorted({f.name for f in template._fields()} - SPECIAL_FIELDS))
+        self._plans: dict[object, _Plan | None] = {}
+
+    def __repr__(self) -> str:
+        return f"FileNamer({self.template.text!r}, {self.dataset_type_name!r}, {self.run!r})"
+
+    def __call__(self, ref: DatasetRef) -> str:
+        """Return the relative POSIX path of ``ref``'s file (see `FileTemplate.format`)."""
+        if ref.run != self.run or ref.dataset_type.name != self.dataset_type_name:
+            return self.template._path(ref, self._variables, self.extension)
+        data_id = ref.data_id
+        index = data_id._index
+        implied = data_id._implied
+        # What the data id holds decides the plan: its key index (shared by all data ids with the
+        # same keys in the same order, hence id()) and which implied names the template uses it has.
+        key: object = id(index)
+        if implied and self._maybe_implied:
+            key = (key, tuple(map(implied.__contains__, self._maybe_implied)))
+        try:
+            plan = self._plans[key]
+        except KeyError:
+            plan = self._compile(key, index, implied)
+        if plan is None:
+            return self.template._path(ref, self._variables, self.extension)
+        values: tuple[DataIdValue, ...] = plan.values_of(data_id._values) if plan.values_of else ()
+        if plan.implied_of is not None:
+            values += plan.implied_of(implied)
+        try:
+            texts = list(map(_GET, plan.texts, values))
+        except (KeyError, TypeError):  # a value not seen yet (or not hashable)
+            found = self._texts_of(plan, values)
+            if found is None:
+                return self.template._path(ref, self._variables, self.extension)
+            texts = found
+        if plan.id_slot is not None:
+            slot = plan.id_slot
+            text = str(ref.id)
+            texts.append(_sanitize_cached(format(text, slot.spec), slot.escape) if slot.spec or slot.escape else text)
+        path = plan.fill(*texts)
+        if len(path) > plan.max_chars:
+            self.template._check_path(path, ref)
+        return path
+
+    @staticmethod
+    def _texts_of(plan: _Plan, values: tuple[DataIdValue, ...]) -> list[str] | None:
+        """Escaped texts of ``values``, cached; None if one is empty or does not fit its spec."""
+        texts = []
+        for value, cache, (spec, escape) in zip(values, plan.texts, plan.specs, strict=True):
+            if value is None or value == "":
+                return None
+            try:
+                formatted = format(value, spec)
+            except (ValueError, TypeError):
+                return None
+            text = sanitize(formatted, escape)
+            # Only ints and strs: an equal value of another type (True, 1.0) may format otherwise.
+            if type(value) is int or type(value) is str:
+                if len(cache) >= _MAX_TEXTS:
+                    cache.clear()
+                cache[value] = text
+            texts.append(text)
+        return texts
+
+    def _compile(self, key: object, index: Mapping[str, int], implied: Mapping[str, DataIdValue]) -> _Plan | None:
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        try:
+            plan = self._plan(index, implied)
+        except _NoPlanError:
+            plan = None
+        self._plans[key] = plan
+        return plan
+
+    def _plan(self, index: Mapping[str, int], implied: Mapping[str, DataIdValue]) -> _Plan:
+        constants = {"run": self.run, "dataset_type": self.dataset_type_name}
+
+        def constant(f: _Field, value: object) -> str | None:
+            if value is None or value == "":
+                if f.optional:
+                    return None
+                raise _NoPlanError  # the general way raises the error, naming the ref
+            try:
+                formatted = format(value, f.spec)
+            except (ValueError, TypeError):
+                raise _NoPlanError from None
+            return sanitize(formatted, f.escape)
+
+        def resolve(f: _Field) -> _Piece | None:
+            name = f.name
+            if name in constants:
+                return constant(f, constants[name])
+            if name == "id":
+                return _Slot("id", "", f.spec, f.escape)
+            if name == "data_id":
+                if not index:
+                    return None  # no dimensions: dropped, the name is still unique
+                if f.spec:
+                    raise _NoPlanError
+                return tuple(_Slot("value", i, "", f.escape if i == 0 else f.escape + "_") for i in range(len(index)))
+            if name in index:
+                return _Slot("value", index[name], f.spec, f.escape)
+            if name in implied:
+                return _Slot("implied", name, f.spec, f.escape)
+            return constant(f, self._variables.get(name))
+
+        pieces = self.template._assemble(resolve)
+        slots = [s for p in pieces if not isinstance(p, str) for s in (p if isinstance(p, tuple) else (p,))]
+        # Arguments of the format string: data id values, implied values, then the id.
+        by_value = [s for s in slots if s.source == "value"]
+        by_implied = [s for s in slots if s.source == "implied"]
+        id_slot = next((s for s in slots if s.source == "id"), None)
+        taken: list[_Slot] = []
+        values_of = implied_of = None
+        if by_value:
+            # itemgetter of one key gives the value, not a 1-tuple: take it twice, use the first.
+            keys = [s.key for s in by_value] * (2 if len(by_value) == 1 else 1)
+            values_of = operator.itemgetter(*keys)
+            taken += by_value * (2 if len(by_value) == 1 else 1)
+        if by_implied:
+            keys = [s.key for s in by_implied] * (2 if len(by_implied) == 1 else 1)
+            implied_of = operator.itemgetter(*keys)
+            taken += by_implied * (2 if len(by_implied) == 1 else 1)
+        position = {id(s): i for i, s in reversed(list(enumerate(taken)))}
+        if id_slot is not None:
+            position[id(id_slot)] = len(taken)
+
+        def field(s: _Slot) -> str:
+            return f"{{{position[id(s)]}}}"
+
+        text = "".join(
+            p.replace("{", "{{").replace("}", "}}") if isinstance(p, str)
+            else field(p) if isinstance(p, _Slot) else "_".join(map(field, p))
+            for p in pieces
+        )
+        # Where the path's shape is decided: slots are never empty, never start with "." and hold
+        # no "/", so checking the literal layout with a slot as "x" checks every path it gives.
+        skeleton = "".join(p if isinstance(p, str) else "x" for p in pieces)
+        ext = self.extension.removeprefix(".")
+        if ext:
+            if not skeleton or skeleton.endswith("/"):
+                raise _NoPlanError
+            suffix = "." + sanitize(ext)
+            text += suffix
+            skeleton += suffix
+        if not skeleton or skeleton.startswith("/") or any(s in ("", ".", "..") for s in skeleton.split("/")):
+            raise _NoPlanError
+        # Escaped values are ASCII: only the template's own text may take more bytes than characters.
+        extra_bytes = len(skeleton.encode("utf-8", "surrogatepass")) - len(skeleton)
+        return _Plan(
+            index=index, values_of=values_of, implied_of=implied_of,
+            texts=tuple(_texts(s.spec, s.escape) for s in taken),
+            specs=tuple((s.spec, s.escape) for s in taken),
+            id_slot=id_slot, fill=text.format, max_chars=_MAX_SEGMENT_BYTES - extra_bytes,
+        )
+
+
+def _overlay(data_id: DataId, values: Mapping[str, object]) -> DataId:
+    """``data_id`` with ``values`` laid over it: for its own keys, and as implied values for others."""
+    required = data_id.required_items
+    merged = {k: values.get(k, v) for k, v in required.items()}
+    implied = {**data_id.implied, **{k: v for k, v in values.items() if k not in required}}
+    return DataId(merged, implied=implied)  # type: ignore[arg-type]
 
 
 class FileTemplates:

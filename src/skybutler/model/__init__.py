@@ -2,7 +2,16 @@
 
 from ._collection import CollectionType
 from ._data_id import DataId, DataIdValue
-from ._dataset import DatasetRef, DatasetType, dataset_id_for_ingest, new_dataset_id, new_id, uuids_from_hex
+from ._dataset import (
+    DatasetRef,
+    DatasetType,
+    dataset_id_for_ingest,
+    new_dataset_id,
+    new_dataset_ids,
+    new_id,
+    new_ids,
+    uuids_from_hex,
+)
 from ._image import Image
 from ._storage_class import STORAGE_CLASSES, StorageClass, storage_class
 
@@ -17,7 +26,9 @@ __all__ = [
     "StorageClass",
     "dataset_id_for_ingest",
     "new_dataset_id",
+    "new_dataset_ids",
     "new_id",
+    "new_ids",
     "storage_class",
     "uuids_from_hex",
 ]

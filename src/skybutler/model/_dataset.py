@@ -145,7 +145,8 @@ def new_id() -> uuid.UUID:
 
     48 bits of Unix milliseconds, then 74 random bits: ids made later sort later
     (to the millisecond), and two processes never need to coordinate. Output
-    datasets (`new_dataset_id`), quanta and executions all take their ids from here.
+    datasets (`new_dataset_id`), quanta and executions all take their ids from here
+    (`new_ids` makes many at once).
     """
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
@@ -156,6 +157,45 @@ def new_id() -> uuid.UUID:
 def new_dataset_id() -> uuid.UUID:
     """Return the id of a new output dataset: a `new_id` (ingested raws use `dataset_id_for_ingest`)."""
     return new_id()
+
+
+# The bits new_ids draws at random (rand_a: 12 bits, rand_b: 62 bits); the rest are the
+# timestamp, the version (7) and the variant (0b10).
+_RANDOM_BITS = (0xFFF << 64) | ((1 << 62) - 1)
+_V7_BITS = 0x7 << 76 | 0b10 << 62
+
+
+def new_ids(n: int) -> list[uuid.UUID]:
+    """Return ``n`` new UUIDv7s, in increasing order, as `new_id` makes them, from one ``os.urandom`` call.
+
+    Same layout as `new_id` (48 bits of Unix milliseconds, version 7, 74 random bits,
+    RFC 4122 variant), all with the time of the call: they sort after every id made
+    before the call and before every id made after it (to the millisecond), and among
+    themselves in list order. Several times cheaper per id than `new_id` for a few
+    hundred at a time.
+
+    Examples
+    --------
+    >>> ids = new_ids(3)
+    >>> [i.version for i in ids], ids == sorted(ids)
+    ([7, 7, 7], True)
+    """
+    if n <= 0:
+        return []
+    head = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | _V7_BITS
+    raw = os.urandom(16 * n)
+    values = [int.from_bytes(raw[i:i + 16]) & _RANDOM_BITS | head for i in range(0, 16 * n, 16)]
+    values.sort()
+    ids = list(map(object.__new__, repeat(uuid.UUID, n)))
+    # The int set as uuid.UUID.__setstate__ sets it: the value is built valid, so UUID()'s checks are skipped.
+    deque(map(_UUID_INT, ids, values), 0)
+    deque(map(_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, n)), 0)
+    return ids
+
+
+def new_dataset_ids(n: int) -> list[uuid.UUID]:
+    """Return the ids of ``n`` new output datasets: `new_ids` (see `new_dataset_id`)."""
+    return new_ids(n)
 
 
 def dataset_id_for_ingest(dataset_type: str, data_id: DataId, run: str) -> uuid.UUID:
