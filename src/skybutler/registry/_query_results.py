@@ -59,7 +59,10 @@ class DatasetQueryPlan:
     ``statement`` is None when no collection can hold the type (an empty result).
     ``runs`` maps run ids to names (filled as more are met). ``dedupe``: several
     collections may return one dataset, keep its first row. ``check``: the position of a
-    count that must be 1, else ``ambiguity(row)`` is raised.
+    count that must be 1, else ``ambiguity(row)`` is raised. ``lean``: the statement with
+    only ``(id, run_id, *dimensions)`` selected, when it can say so without a subquery
+    (one collection's SELECT): what `slim` gives, without building a subquery's columns
+    on every query (a third of a one-visit query's time in Python).
     """
 
     dataset_type: DatasetType
@@ -68,6 +71,7 @@ class DatasetQueryPlan:
     dedupe: bool = False
     check: int | None = None
     ambiguity: Callable[[Any], Exception] | None = None
+    lean: sa.Select | None = None
 
     def slim(self, *, files: sa.Table | None = None) -> tuple[sa.Select, int, int, int]:
         """The statement with only what a ref (or a table row) needs: ``(statement, id, run, first dimension)``.
@@ -79,6 +83,8 @@ class DatasetQueryPlan:
         assert self.statement is not None
         if self.check is not None and files is None:
             return self.statement, 0, 2, 4
+        if self.lean is not None and files is None:
+            return self.lean, 0, 1, 2
         inner = self.statement.subquery()
         columns = list(inner.c)
         n = len(self.dataset_type.dimensions)

@@ -270,8 +270,12 @@ def _dataset_plan(registry: Registry, conn: sa.Connection, type_id: int, dt: Dat
         selects.append(stmt.distinct() if branch.ambiguous or extra else stmt)
     ambiguous = find_first and any(b.ambiguous for _, b in branches)
     check = None
+    lean = None
     if len(selects) == 1 and not ambiguous:
         stmt = selects[0]
+        # The id fixes the other columns, so DISTINCT (if any) keeps the same rows.
+        lean = stmt.with_only_columns(id_column, d.c.run_id, *[d.c[k] for k in dt.dimensions],
+                                      maintain_column_froms=False)
     elif not find_first:
         stmt = sa.select(sa.union_all(*selects).subquery())
     else:
@@ -292,7 +296,7 @@ def _dataset_plan(registry: Registry, conn: sa.Connection, type_id: int, dt: Dat
                                DataId(dict(zip(dt.dimensions, row[4:len(columns)], strict=True))))
 
     return DatasetQueryPlan(dt, stmt, runs, dedupe=len(selects) > 1 and not find_first, check=check,
-                            ambiguity=ambiguity)
+                            ambiguity=ambiguity, lean=lean)
 
 
 def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collections: Sequence[str], *,
