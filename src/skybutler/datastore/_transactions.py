@@ -371,23 +371,30 @@ class FileTransactions:
     def remove(self, paths: Iterable[str]) -> None:
         """Delete files under the root, missing ones ignored; see `Datastore.remove`."""
         loc = self.location
-        for path in paths:
-            rel = loc.relative(path)
-            full = loc.full(rel)
-            try:
-                with loc.errors("remove", rel):
-                    loc.delete(full)
-            except FileNotFoundError:
-                continue
-            except OSError as err:
-                if isinstance(err, SkyButlerError):
-                    raise
-                raise FileAccessError(err.errno, f"Cannot remove {rel!r} under {loc.root}: {err}") from err
-            if loc.local:
-                self._remove_empty_parents(rel)
+        parents: set[str] = set()
+        try:
+            for path in paths:
+                rel = loc.relative(path)
+                full = loc.full(rel)
+                try:
+                    with loc.errors("remove", rel):
+                        loc.delete(full)
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    if isinstance(err, SkyButlerError):
+                        raise
+                    raise FileAccessError(err.errno, f"Cannot remove {rel!r} under {loc.root}: {err}") from err
+                if loc.local:
+                    parents.add(posixpath.dirname(rel))
+        finally:
+            # Emptied directories go once the files are gone, deepest first: trying each file's
+            # parent after each file failed for all but the last file of a directory and cost
+            # as much as the delete itself (measured at 1,000,000 files).
+            for parent in sorted(parents, key=lambda p: p.count("/"), reverse=True):
+                self._remove_empty_parents(parent)
 
-    def _remove_empty_parents(self, rel: str) -> None:
-        parent = posixpath.dirname(rel)
+    def _remove_empty_parents(self, parent: str) -> None:
         while parent:
             try:
                 os.rmdir(self.location.full(parent))
