@@ -293,11 +293,17 @@ class DatasetRecords:
                 .where(self.tables.collection_chain.c.child_id == run_id)).scalars().all()
             if parents:
                 raise CollectionError(f"Run {run!r} is in chain(s) {', '.join(parents)}; remove it there first")
-            files = [FileRecord(**r) for r in conn.execute(
-                sa.select(f).join(d, d.c.id == f.c.dataset_id).where(d.c.run_id == run_id)).mappings()]
+            # Positionally, in FileRecord's field order (a mapping per row cost half the removal at 1M).
+            files = [FileRecord(*r) for r in conn.execute(
+                sa.select(*[f.c[name] for name in _FILE_FIELDS]).join(d, d.c.id == f.c.dataset_id)
+                .where(d.c.run_id == run_id))]
             in_run = sa.select(d.c.id).where(d.c.run_id == run_id)
-            conn.execute(sa.delete(self.tables.tagged).where(self.tables.tagged.c.dataset_id.in_(in_run)))
-            conn.execute(sa.delete(self.tables.calibration).where(self.tables.calibration.c.dataset_id.in_(in_run)))
+            for table in (self.tables.tagged, self.tables.calibration):
+                # Asked first: most runs are in no TAGGED or CALIBRATION collection, and the
+                # DELETE ... IN (the run's ids) costs a pass over the run even on an empty table.
+                if conn.execute(sa.select(sa.exists().where(
+                        table.c.dataset_id == d.c.id, d.c.run_id == run_id))).scalar():
+                    conn.execute(sa.delete(table).where(table.c.dataset_id.in_(in_run)))
             conn.execute(sa.delete(f).where(f.c.dataset_id.in_(in_run)))
             provenance_sql.delete_run_provenance(conn, self.tables, run_id, in_run)
             conn.execute(sa.delete(d).where(d.c.run_id == run_id))
