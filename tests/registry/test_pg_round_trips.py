@@ -215,3 +215,14 @@ def test_a_five_thousand_row_query_is_read_in_bounded_batches_from_one_snapshot(
     assert max(rows) <= query_results._CHUNK
     assert sum(rows) >= 5000 + query_results._FIRST + 1
     assert len(list(b.query_datasets("bias", collections=["r"]))) == 5001
+
+
+def test_a_small_table_is_two_round_trips(butler, tmp_path):
+    ids = data_ids(butler)
+    butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(40), visit=ids[0]["visit"]))
+    query = lambda: butler.query_datasets(DATASET_TYPE, collections=["r"], where=f"visit = {ids[0]['visit']}")  # noqa: E731
+    assert query().to_arrow().num_rows == 40
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    assert trips.of(lambda: query().to_arrow()) == 2
+    assert "BEGIN" not in trips.path.read_text()

@@ -267,7 +267,8 @@ class DatasetQueryResults(Iterator[DatasetRef]):
         files : `bool`
             Add ``path`` and ``size`` columns, as for `to_arrow`.
         """
-        with self._registry.database.read() as conn, paused_gc():
+        # Autocommit: each read is one statement (ADBC reads on its own connection).
+        with self._registry.database.read(autocommit=True) as conn, paused_gc():
             _schema, batches = dataset_batches(self._registry, conn, self._plan(conn), files=files, size=size)
             yield from batches
 
@@ -287,7 +288,8 @@ class DatasetQueryResults(Iterator[DatasetRef]):
         """
         # The rows of a chunk are live tuples until their columns are built: the cyclic
         # collector, which cannot free any of them, would walk them over and over.
-        with self._registry.database.read() as conn, paused_gc():
+        # Autocommit as in arrow_batches.
+        with self._registry.database.read(autocommit=True) as conn, paused_gc():
             plan = self._plan(conn)
             return table_of(dataset_batches(self._registry, conn, plan, files=files))
 
@@ -343,14 +345,14 @@ class DataIdQueryResults(Iterator[DataId]):
     def arrow_batches(self, size: int = DEFAULT_BATCH_ROWS) -> Iterator[pyarrow.RecordBatch]:
         """The data ids as Arrow record batches of at most ``size`` rows (see `DatasetQueryResults.arrow_batches`)."""
         stmt, dims, implied_names = self._statement()
-        with self._registry.database.read() as conn, paused_gc():
+        with self._registry.database.read(autocommit=True) as conn, paused_gc():  # as DatasetQueryResults's
             _schema, batches = data_id_batches(self._registry, conn, stmt, dims, implied_names, size=size)
             yield from batches
 
     def to_arrow(self) -> pyarrow.Table:
         """The data ids as a `pyarrow.Table`: one column per dimension, then the implied ones if asked for."""
         stmt, dims, implied_names = self._statement()
-        with self._registry.database.read() as conn, paused_gc():  # see DatasetQueryResults.to_arrow
+        with self._registry.database.read(autocommit=True) as conn, paused_gc():  # see DatasetQueryResults.to_arrow
             return table_of(data_id_batches(self._registry, conn, stmt, dims, implied_names))
 
     def to_pandas(self) -> pandas.DataFrame:
