@@ -108,8 +108,9 @@ class Database:
 
         ``autocommit=True`` is for a few small statements: they then run without an
         explicit transaction (autocommit on PostgreSQL, no BEGIN on SQLite), saving a
-        statement or two per call. Streamed queries need a transaction for their
-        server-side cursor and must not use it.
+        statement or two per call. A streamed query may use it: its result opens a
+        transaction for the server-side cursor itself when the result turns out large
+        (`_query_results.row_chunks`).
         """
         active = getattr(self._local, "conn", None)
         if active is not None:
