@@ -35,6 +35,8 @@ TEMPLATES = [
     "{band?}_{run}/{dataset_type}_{visit}",
     "{run}/{band}_{physical_filter}-{visit}/{detector:>4}",
     "{run}/{unitname}{band?}/{id}_{visit}",
+    "{run}/{id}-{visit}/{id:.>40}",
+    "{run}/{id:d}",
     "{run}/r{reqnum:04d}/{dataset_type}_{data_id}_{band?}",
     "{run}/{data_id:>30}/{dataset_type}",
     "{run}/{visit}/{dataset_type}/{visit:x}_{detector}",

@@ -23,6 +23,9 @@ stays ``8,6``). Escaping is injective: distinct values always give distinct name
 template that names every dimension can never give two datasets one file. A run
 ``u/someone/w_01`` gives the single directory ``u%2Fsomeone%2Fw_01``.
 
+`FileTemplate.namer` gives the function that names many files of one dataset type in one
+run (graph building names two per quantum): the same names, the template compiled once.
+
 Repositories written before escaping replaced ``_`` for ``/`` (which could give ``a/b``
 and ``a_b`` one name) keep their files where they are: every file's path is stored in
 the registry when it is written, and only new writes use the escaped names.
@@ -582,8 +585,10 @@ class FileNamer:
     once into a format string with the run, the dataset type, the operator variables, the
     extension and dropped optional fields written in; naming a file then takes its data id
     values by position and their escaped text from caches. A value seen for the first
-    time, an empty or missing value, an over-long segment, or a ref of another run or
-    dataset type goes the general way (`FileTemplate.format`'s rules, its errors).
+    time is escaped and cached; an empty or missing value, a value that does not fit its
+    format spec, or a ref of another run or dataset type goes the general way
+    (`FileTemplate.format`'s rules and errors); a path long enough that a segment may
+    pass 255 bytes is checked as `FileTemplate.format` checks it.
 
     Data id values are ``int`` or ``str`` (`DataIdValue`); only those are cached.
     """
@@ -624,20 +629,25 @@ class FileNamer:
         if plan.implied_of is not None:
             values += plan.implied_of(implied)
         try:
-            texts = list(map(_GET, plan.texts, values))
+            if plan.id_slot is None:
+                path = plan.fill(*map(_GET, plan.texts, values))
+            else:
+                path = plan.fill(*map(_GET, plan.texts, values), self._id_text(plan.id_slot, ref))
         except (KeyError, TypeError):  # a value not seen yet (or not hashable)
-            found = self._texts_of(plan, values)
-            if found is None:
+            texts = self._texts_of(plan, values)
+            if texts is None:
                 return self.template._path(ref, self._variables, self.extension)
-            texts = found
-        if plan.id_slot is not None:
-            slot = plan.id_slot
-            text = str(ref.id)
-            texts.append(_sanitize_cached(format(text, slot.spec), slot.escape) if slot.spec or slot.escape else text)
-        path = plan.fill(*texts)
+            if plan.id_slot is not None:
+                texts.append(self._id_text(plan.id_slot, ref))
+            path = plan.fill(*texts)
         if len(path) > plan.max_chars:
             self.template._check_path(path, ref)
         return path
+
+    @staticmethod
+    def _id_text(slot: _Slot, ref: DatasetRef) -> str:
+        # Ids are unique: escaped (only where a separator escapes "-") without a cache.
+        return sanitize(str(ref.id), slot.escape) if slot.escape else str(ref.id)
 
     @staticmethod
     def _texts_of(plan: _Plan, values: tuple[DataIdValue, ...]) -> list[str] | None:
@@ -688,7 +698,9 @@ class FileNamer:
             if name in constants:
                 return constant(f, constants[name])
             if name == "id":
-                return _Slot("id", "", f.spec, f.escape)
+                if f.spec:
+                    raise _NoPlanError  # a spec that may not fit: the general way says so
+                return _Slot("id", "", "", f.escape)
             if name == "data_id":
                 if not index:
                     return None  # no dimensions: dropped, the name is still unique
