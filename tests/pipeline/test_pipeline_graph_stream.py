@@ -119,7 +119,7 @@ def test_the_builder_holds_no_quantum_it_has_written(butler, tmp_path, monkeypat
 def test_prerequisites_found_a_chunk_of_quanta_at_a_time_are_the_same(butler, tmp_path, monkeypatch):
     whole = _builder(butler).build()
     # Observation times are read for a chunk of quanta at a time; chunks of 3 cross many boundaries.
-    monkeypatch.setattr("skybutler.pipeline.builder._CHUNK", 3)
+    monkeypatch.setattr("skybutler.pipeline._builder_parts.CHUNK", 3)
     _builder(butler).write(tmp_path / "g.qg")
     assert _shape(QuantumGraph.read(tmp_path / "g.qg")) == _shape(whole)
 

@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._gc import paused_gc
 from .._version import __version__
 from ..errors import DatasetTypeError, GraphError, PipelineError
-from ..model import DataId, DatasetRef, DatasetType, new_dataset_ids, new_id
+from ..model import DataId, DatasetRef, DatasetType, new_id
 from ..registry import pipeline_sql, tuple_getter
 from ..registry.expr import identifiers
 from ..registry.expr import parse as parse_where
 from ..registry.queries import query_datasets
+from ._builder_parts import Entry, PathMaker, Plan, chunked, explain_empty, ref_record
 from ._graph_file import GraphWriter, dumps_line
 from .graph import Quantum, QuantumGraph, dataset_type_to_dict, ref_to_dict
 from .pipeline import Pipeline
@@ -47,27 +46,6 @@ if TYPE_CHECKING:
     from ..butler import Butler
 
 __all__ = ["QuantumGraphBuilder", "build_quantum_graph"]
-
-_CHUNK = 2000
-"""Quanta whose prerequisites' observation times are read in one query."""
-
-_Entry = tuple[uuid.UUID, str | None, str | None, uuid.UUID | None]
-"""A dataset as the builder keeps it: id, run (None: the output run), planned file name, producer quantum id."""
-
-
-@dataclass
-class _Plan:
-    """What to ask the registry for one task."""
-
-    task: Task
-    tdims: tuple[str, ...]
-    qdims: tuple[str, ...]
-    external: list[str]
-    count: int | None = None
-    rows: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    skipped: int = 0
-
 
 class QuantumGraphBuilder:
     """Builds the quantum graph of a pipeline over the data a query selects.
@@ -121,7 +99,7 @@ class QuantumGraphBuilder:
         self._order = pipeline.check(self.universe)
         self.dataset_types = self._resolve_dataset_types()
         where_dims = self._where_dimensions()
-        self.plans: dict[str, _Plan] = {}
+        self.plans: dict[str, Plan] = {}
         produced = {f.dataset_type.name for f in pipeline.dataset_types(self.universe).values() if f.producer}
         for label in self._order:
             task = pipeline.tasks[label]
@@ -133,7 +111,7 @@ class QuantumGraphBuilder:
                 if out.multiple:
                     dims |= set(self.dataset_types[out.dataset_type].dimensions)
             external = [c.dataset_type for c in task.inputs.values() if c.dataset_type not in produced]
-            self.plans[label] = _Plan(task, tdims, self.universe.closure(dims), list(dict.fromkeys(external)))
+            self.plans[label] = Plan(task, tdims, self.universe.closure(dims), list(dict.fromkeys(external)))
 
     # -- checks against the repository -------------------------------------------------
 
@@ -268,7 +246,10 @@ class QuantumGraphBuilder:
         return {label: p.skipped for label, p in self.plans.items() if p.skipped}
 
     def _empty_error(self) -> GraphError:
-        return GraphError("The graph is empty: " + "; ".join(self._explain_empty(p) for p in self.plans.values()))
+        reasons = [explain_empty(self.registry, p, where=self.where, bind=self.bind,
+                                 input_collections=self.input_collections, skip_existing_in=self.skip_existing_in)
+                   for p in self.plans.values()]
+        return GraphError("The graph is empty: " + "; ".join(reasons))
 
     def _records(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every quantum as the plain data of its file line, task by task in dependency order.
@@ -283,7 +264,7 @@ class QuantumGraphBuilder:
             for conn in self.pipeline.tasks[label].inputs.values():
                 last_reader[conn.dataset_type] = i
         self._reads_later = last_reader
-        self._produced: dict[str, dict[tuple[Any, ...], _Entry]] = {}
+        self._produced: dict[str, dict[tuple[Any, ...], Entry]] = {}
         for i, label in enumerate(self._order):
             t0 = time.perf_counter()
             self._task_index = i
@@ -295,7 +276,7 @@ class QuantumGraphBuilder:
             self.timings[f"task:{label}"] = time.perf_counter() - t0
 
     def _index(self, dataset_type: str, collections: Sequence[str], *, narrow: bool = False,
-               ) -> dict[tuple[Any, ...], _Entry]:
+               ) -> dict[tuple[Any, ...], Entry]:
         """Existing datasets by data id values; ``narrow``: only those the where expression allows.
 
         Entries are compact (id and run, no ref object): at 10^6 inputs a ref each
@@ -320,7 +301,7 @@ class QuantumGraphBuilder:
                 for ref in query_datasets(self.registry, dataset_type, collections, where=where,
                                           bind=self.bind if where else None)}
 
-    def _task_records(self, plan: _Plan) -> Iterator[dict[str, Any]]:
+    def _task_records(self, plan: Plan) -> Iterator[dict[str, Any]]:
         task, universe, run = plan.task, self.universe, self.output_run
         t0 = time.perf_counter()
         dims, implied, rows = pipeline_sql.data_id_rows(
@@ -354,7 +335,7 @@ class QuantumGraphBuilder:
             outputs.append((name, dt, out.multiple, tuple_getter([pos[d] for d in dt.dimensions]),
                             [n for n in universe.implied_by(dt.dimensions) if n in pos]))
         log_dt = self.dataset_types[task.log_dataset_type]
-        paths = _PathMaker(self.butler)
+        paths = PathMaker(self.butler)
         skip = {dt.name: self._index(dt.name, self.skip_existing_in) for _, dt, *_ in outputs} \
             if self.skip_existing_in else {}
         existing = {dt.name: self._index(dt.name, [run]) for dt in [*(o[1] for o in outputs), log_dt]} \
@@ -367,7 +348,7 @@ class QuantumGraphBuilder:
         prerequisites, fetch_times = self._prerequisite_lookup(plan)
         groups = self._groups(plan, rows, dims, t_key, gathered, multi_outputs)
         if fetch_times is not None:
-            groups = _chunked(groups, fetch_times)
+            groups = chunked(groups, fetch_times)
         for tkey, group in groups:
             row = group[0]
             in_refs: dict[str, list[dict[str, Any]]] = {}
@@ -380,7 +361,7 @@ class QuantumGraphBuilder:
                     dropped[name] = dropped.get(name, 0) + 1
                     complete = False
                     break
-                in_refs[name] = [_ref_record(type_name, ikey, entry, run)]
+                in_refs[name] = [ref_record(type_name, ikey, entry, run)]
                 if entry[3] is not None:
                     upstream.add(entry[3])
             if not complete:
@@ -394,7 +375,7 @@ class QuantumGraphBuilder:
                 refs = in_refs[name] = []
                 for ikey in sorted(found):
                     entry = found[ikey]
-                    refs.append(_ref_record(type_name, ikey, entry, run))
+                    refs.append(ref_record(type_name, ikey, entry, run))
                     if entry[3] is not None:
                         upstream.add(entry[3])
             if not complete:
@@ -446,7 +427,7 @@ class QuantumGraphBuilder:
                              f"would write, e.g. {conflicts[0]}; build with skip_existing_in=[{run!r}] "
                              "(--skip-existing-in) to do only what is missing, or choose another run")
 
-    def _groups(self, plan: _Plan, rows: Iterator[tuple[Any, ...]], dims: Sequence[str],
+    def _groups(self, plan: Plan, rows: Iterator[tuple[Any, ...]], dims: Sequence[str],
                 t_key: Callable[[Any], tuple[Any, ...]], gathered: list[Any], multi_outputs: list[Any],
                 ) -> Iterator[tuple[tuple[Any, ...], list[Any]]]:
         """Rows grouped by the task's data id: ``(key, [first row, gathered inputs..., multiple outputs...])``.
@@ -501,7 +482,7 @@ class QuantumGraphBuilder:
             yield from table.items()
         plan.rows = n_rows
 
-    def _prerequisite_lookup(self, plan: _Plan,
+    def _prerequisite_lookup(self, plan: Plan,
                              ) -> tuple[dict[str, Any], Callable[[Sequence[tuple[Any, ...]]], None] | None]:
         """Finders of each prerequisite, and the function that reads observation times for some quanta.
 
@@ -565,7 +546,7 @@ class QuantumGraphBuilder:
     def _header(self) -> dict[str, Any]:
         """The header known before any quantum is made (``skipped`` and ``counts`` come at the end)."""
         self._run_exists = any(c["name"] == self.output_run for c in self.registry.collections())
-        paths = _PathMaker(self.butler)
+        paths = PathMaker(self.butler)
         init_outputs = {}
         for task in self.pipeline.tasks.values():
             dt = self.dataset_types[task.config_dataset_type]
@@ -588,99 +569,6 @@ class QuantumGraphBuilder:
         }
 
     # -- an empty graph ----------------------------------------------------------------
-
-    def _explain_empty(self, plan: _Plan) -> str:
-        label, dims = plan.task.label, ", ".join(plan.tdims)
-        if plan.skipped:
-            return (f"task {label!r}: all {plan.skipped} quanta skipped, their outputs exist in "
-                    f"[{', '.join(self.skip_existing_in)}]")
-        if plan.rows:
-            parts = [f"{n} data id(s) lack input {name!r}" for name, n in plan.dropped.items()]
-            return f"task {label!r}: {'; '.join(parts) or 'no complete set of inputs'}"
-        count = self._count_without(plan, where=True, datasets=True)
-        if count == 0:
-            return (f"task {label!r}: no data ids over ({', '.join(plan.qdims)}) at all — are dimension records "
-                    "(and their sky regions, for overlaps) inserted?")
-        reasons = []
-        if self.where and self._count_without(plan, where=False, datasets=True) == 0:
-            reasons.append(f"the where expression {self.where!r} matches none of the {count} data ids")
-        for name in plan.external:
-            if self._count_without(plan, where=True, datasets=False, only=name) == 0:
-                reasons.append(f"no {name} datasets in collections [{', '.join(self.input_collections)}]")
-        if not reasons:
-            reasons.append(f"the where expression and the {', '.join(plan.external)} datasets match no common "
-                           f"data id over ({dims})")
-        return f"task {label!r}: " + "; ".join(reasons)
-
-    def _count_without(self, plan: _Plan, *, where: bool, datasets: bool, only: str | None = None) -> int:
-        return pipeline_sql.count_distinct(
-            self.registry, plan.qdims, plan.tdims, where=None if where else self.where,
-            bind=None if where else self.bind,
-            datasets=[] if datasets else ([only] if only else plan.external), collections=self.input_collections)
-
-
-class _PathMaker:
-    """Refs with new ids and the file names their datasets will have (namers kept per dataset type).
-
-    Ids are made a few hundred at a time (`new_dataset_ids`: one ``os.urandom`` call, no
-    parsing): a build makes two or more per quantum. They keep `new_dataset_id`'s order
-    (by millisecond); an id handed out a few milliseconds after its batch was made carries
-    the batch's time.
-    """
-
-    _BATCH = 256
-    """Ids made at once: enough to share the cost, few enough that their time is that of their use."""
-
-    def __init__(self, butler: Butler):
-        self.butler = butler
-        self._namers: dict[str, Callable[[DatasetRef], str]] = {}
-        self._ids: list[uuid.UUID] = []
-
-    def _namer(self, dt: DatasetType, run: str) -> Callable[[DatasetRef], str]:
-        namer = self._namers.get(dt.name)
-        if namer is None:
-            namer = self._namers[dt.name] = self.butler.file_namer(dt, run)
-        return namer
-
-    def _refill(self) -> list[uuid.UUID]:
-        self._ids = new_dataset_ids(self._BATCH)
-        self._ids.reverse()  # handed out from the end, in increasing order
-        return self._ids
-
-    def _new_id(self) -> uuid.UUID:
-        return (self._ids or self._refill()).pop()
-
-    def ref(self, dt: DatasetType, data_id: DataId, run: str) -> DatasetRef:
-        ref = DatasetRef(self._new_id(), dt, data_id, run, extra={})
-        ref.extra["path"] = self._namer(dt, run)(ref)
-        return ref
-
-    def new(self, dt: DatasetType, data_id: DataId, run: str) -> tuple[uuid.UUID, str]:
-        """The id and file name of a new dataset."""
-        # Called twice or more per quantum: _new_id and _namer written out.
-        ids = self._ids or self._refill()
-        dataset_id = ids.pop()
-        namer = self._namers.get(dt.name) or self._namer(dt, run)
-        return dataset_id, namer(DatasetRef(dataset_id, dt, data_id, run))
-
-
-def _ref_record(type_name: str, key: tuple[Any, ...], entry: _Entry, run: str) -> dict[str, Any]:
-    """An input ref as a graph line holds it (`graph.ref_to_dict`), from a compact index entry."""
-    out: dict[str, Any] = {"id": entry[0], "type": type_name, "data_id": list(key)}
-    if entry[1] is not None and entry[1] != run:
-        out["run"] = entry[1]
-    if entry[2] is not None:
-        out["path"] = entry[2]
-    return out
-
-
-def _chunked(groups: Iterator[tuple[tuple[Any, ...], list[Any]]],
-             prepare: Callable[[Sequence[tuple[Any, ...]]], None],
-             ) -> Iterator[tuple[tuple[Any, ...], list[Any]]]:
-    """``groups`` unchanged, ``prepare`` called with the keys of each chunk before it is given."""
-    while chunk := list(itertools.islice(groups, _CHUNK)):
-        prepare([tkey for tkey, _ in chunk])
-        yield from chunk
 
 
 def build_quantum_graph(butler: Butler, pipeline: Pipeline, *, input_collections: Sequence[str], output_run: str,
