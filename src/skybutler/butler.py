@@ -227,8 +227,7 @@ class Butler:
         """
         template = self.templates.template_for(dataset_type.name, run)
         extension = self._formatter(dataset_type).extension
-        variables = self.template_variables
-        return lambda ref: template.format(ref, variables=variables, extension=extension)
+        return template.namer(dataset_type, run, variables=self.template_variables, extension=extension)
 
     # -- refs --------------------------------------------------------------------------
 

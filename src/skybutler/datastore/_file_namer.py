@@ -173,9 +173,7 @@ class FileNamer:
         """Return the relative POSIX path of ``ref``'s file (see `FileTemplate.format`)."""
         if ref.run != self.run or ref.dataset_type.name != self.dataset_type_name:
             return self.template._path(ref, self._variables, self.extension)
-        data_id = ref.data_id
-        index = data_id._index
-        implied = data_id._implied
+        index, data_values, implied = ref.data_id.layout()
         # What the data id holds decides the plan: its key index (shared by all data ids with the
         # same keys in the same order, hence id()) and which implied names the template uses it has.
         key: object = id(index)
@@ -187,7 +185,7 @@ class FileNamer:
             plan = self._compile(key, index, implied)
         if plan is None:
             return self.template._path(ref, self._variables, self.extension)
-        values: tuple[DataIdValue, ...] = plan.values_of(data_id._values) if plan.values_of else ()
+        values: tuple[DataIdValue, ...] = plan.values_of(data_values) if plan.values_of else ()
         if plan.implied_of is not None:
             values += plan.implied_of(implied)
         try:

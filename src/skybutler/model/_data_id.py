@@ -57,6 +57,15 @@ class DataId(Mapping[str, DataIdValue]):
         # was expanded against dimension records; they are not part of its identity.
         self._implied: Mapping[str, DataIdValue] = dict(implied) if implied else _EMPTY
 
+    def layout(self) -> tuple[Mapping[str, int], tuple[DataIdValue, ...], Mapping[str, DataIdValue]]:
+        """The key index (key -> position), the values in that order, and the implied values.
+
+        The index is one object shared by every data id with the same keys in the same order,
+        so code that handles many data ids (file namers) can compile one plan per index
+        (``id(index)``) and read values by position.
+        """
+        return self._index, self._values, self._implied
+
     @classmethod
     def from_rows(cls, keys: Sequence[str], rows: Iterable[Sequence[DataIdValue]]) -> list[DataId]:
         """Many data ids with the same keys, one per row of values (in the order of ``keys``).
