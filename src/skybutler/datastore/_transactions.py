@@ -377,6 +377,12 @@ class FileTransactions:
                 rel = loc.relative(path)
                 full = loc.full(rel)
                 try:
+                    if loc.local:
+                        # Straight to unlink: the error translation below is for remote
+                        # stores, and costs more per file than a local unlink of a run.
+                        os.unlink(full)
+                        parents.add(posixpath.dirname(rel))
+                        continue
                     with loc.errors("remove", rel):
                         loc.delete(full)
                 except FileNotFoundError:
@@ -385,8 +391,6 @@ class FileTransactions:
                     if isinstance(err, SkyButlerError):
                         raise
                     raise FileAccessError(err.errno, f"Cannot remove {rel!r} under {loc.root}: {err}") from err
-                if loc.local:
-                    parents.add(posixpath.dirname(rel))
         finally:
             # Emptied directories go once the files are gone, deepest first: trying each file's
             # parent after each file failed for all but the last file of a directory and cost

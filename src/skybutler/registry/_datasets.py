@@ -9,9 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._gc import paused_gc
 from ..dimensions import DimensionUniverse
 from ..errors import CollectionError, DatasetExistsError
-from ..model import CollectionType, DataId, DatasetRef
+from ..model import CollectionType, DataId, DatasetRef, uuids_from_hex
 from . import provenance_sql
 from ._collections import CollectionRecords
 from ._database import Database
@@ -293,10 +294,14 @@ class DatasetRecords:
                 .where(self.tables.collection_chain.c.child_id == run_id)).scalars().all()
             if parents:
                 raise CollectionError(f"Run {run!r} is in chain(s) {', '.join(parents)}; remove it there first")
-            # Positionally, in FileRecord's field order (a mapping per row cost half the removal at 1M).
-            files = [FileRecord(*r) for r in conn.execute(
-                sa.select(*[f.c[name] for name in _FILE_FIELDS]).join(d, d.c.id == f.c.dataset_id)
-                .where(d.c.run_id == run_id))]
+            # Positionally, in FileRecord's field order (a mapping per row cost half the removal
+            # at 1M), with ids as the driver gives them: SQLite's hex text is turned into UUIDs
+            # column-wise (`uuids_from_hex`), not by one ``UUID()`` parse per row.
+            rows = conn.execute(
+                sa.select(sa.type_coerce(f.c.dataset_id, sa.String),
+                          *[f.c[name] for name in _FILE_FIELDS[1:]])
+                .join(d, d.c.id == f.c.dataset_id).where(d.c.run_id == run_id)).all()
+            files = _file_records(rows)
             in_run = sa.select(d.c.id).where(d.c.run_id == run_id)
             for table in (self.tables.tagged, self.tables.calibration):
                 # Asked first: most runs are in no TAGGED or CALIBRATION collection, and the
@@ -310,6 +315,20 @@ class DatasetRecords:
             self.db.forget_collections()
             conn.execute(sa.delete(c).where(c.c.id == run_id))
         return files
+
+
+def _file_records(rows: Sequence[Sequence[Any]]) -> list[FileRecord]:
+    """`FileRecord` objects from rows in its field order, the id as the driver returned it."""
+    if not rows:
+        return []
+    # Paused collector: a million small objects, all referenced, would trigger many full
+    # collections that free nothing.
+    with paused_gc():
+        columns = list(zip(*rows, strict=True))
+        ids = list(columns[0])
+        if type(ids[0]) is str:
+            ids = uuids_from_hex(ids)
+        return list(map(FileRecord, ids, *columns[1:]))
 
 
 def _check_no_duplicates(keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
