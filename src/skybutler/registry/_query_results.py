@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -204,7 +204,39 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan)
         yield refs
 
 
-class DatasetQueryResults(Iterator[DatasetRef]):
+_T = TypeVar("_T")
+
+
+class _BatchedResults(Iterator[_T]):
+    """Iteration shared by query results: `_stream` yields batches, handed out one item at a time, once."""
+
+    _batches: Iterator[list[_T]] | None = None
+    _items: Iterator[_T] | None = None
+
+    def _stream(self) -> Iterator[list[_T]]:
+        raise NotImplementedError
+
+    def _iterator(self) -> Iterator[_T]:
+        if self._items is None:
+            self._batches = self._stream()
+            self._items = chain.from_iterable(self._batches)
+        return self._items
+
+    def __iter__(self) -> Iterator[_T]:
+        # The items themselves, not this object: ``list(result)`` then runs at C speed
+        # instead of one `__next__` call per item. It is the same stream as `__next__`'s.
+        return self._iterator()
+
+    def __next__(self) -> _T:
+        return next(self._iterator())
+
+    def close(self) -> None:
+        """Stop a partly iterated stream now (its connection is returned to the pool)."""
+        if self._batches is not None and hasattr(self._batches, "close"):
+            self._batches.close()
+
+
+class DatasetQueryResults(_BatchedResults[DatasetRef]):
     """The datasets a `query_datasets` call finds: iterate for refs, or take a table.
 
     Iterating streams `DatasetRef` objects (lazily, once, as a generator would);
@@ -224,8 +256,6 @@ class DatasetQueryResults(Iterator[DatasetRef]):
     def __init__(self, registry: Registry, plan: Callable[[sa.Connection], DatasetQueryPlan]):
         self._registry = registry
         self._plan = plan
-        self._batches: Iterator[list[DatasetRef]] | None = None
-        self._refs: Iterator[DatasetRef] | None = None
 
     def _stream(self) -> Iterator[list[DatasetRef]]:
         # One connection for the collection lookup and the query (on PostgreSQL each
@@ -234,25 +264,6 @@ class DatasetQueryResults(Iterator[DatasetRef]):
         # one for a result large enough to need a server-side cursor).
         with self._registry.database.read(autocommit=True) as conn:
             yield from ref_batches(self._registry, conn, self._plan(conn))
-
-    def _iterator(self) -> Iterator[DatasetRef]:
-        if self._refs is None:
-            self._batches = self._stream()
-            self._refs = chain.from_iterable(self._batches)
-        return self._refs
-
-    def __iter__(self) -> Iterator[DatasetRef]:
-        # The refs themselves, not this object: ``list(result)`` then runs at C speed
-        # instead of one `__next__` call per ref. It is the same stream as `__next__`'s.
-        return self._iterator()
-
-    def __next__(self) -> DatasetRef:
-        return next(self._iterator())
-
-    def close(self) -> None:
-        """Stop a partly iterated stream now (its connection is returned to the pool)."""
-        if self._batches is not None and hasattr(self._batches, "close"):
-            self._batches.close()
 
     def arrow_batches(self, size: int = DEFAULT_BATCH_ROWS, *, files: bool = False) -> Iterator[pyarrow.RecordBatch]:
         """The datasets as Arrow record batches of at most ``size`` rows, read as they are asked for.
@@ -298,7 +309,7 @@ class DatasetQueryResults(Iterator[DatasetRef]):
         return to_pandas(self.to_arrow(files=files))
 
 
-class DataIdQueryResults(Iterator[DataId]):
+class DataIdQueryResults(_BatchedResults[DataId]):
     """The data ids a `query_data_ids` call finds: iterate for `DataId` objects, or take a table.
 
     ``statement`` gives the SELECT, its dimensions and its implied dimensions (built
@@ -309,8 +320,6 @@ class DataIdQueryResults(Iterator[DataId]):
                  statement: Callable[[], tuple[sa.Select, tuple[str, ...], tuple[str, ...]]]):
         self._registry = registry
         self._statement = statement
-        self._batches: Iterator[list[DataId]] | None = None
-        self._data_ids: Iterator[DataId] | None = None
 
     def _stream(self) -> Iterator[list[DataId]]:
         stmt, dims, implied_names = self._statement()
@@ -324,23 +333,6 @@ class DataIdQueryResults(Iterator[DataId]):
                     else:
                         batch = DataId.from_rows(dims, rows)
                 yield batch
-
-    def _iterator(self) -> Iterator[DataId]:
-        if self._data_ids is None:
-            self._batches = self._stream()
-            self._data_ids = chain.from_iterable(self._batches)
-        return self._data_ids
-
-    def __iter__(self) -> Iterator[DataId]:
-        return self._iterator()  # as DatasetQueryResults.__iter__
-
-    def __next__(self) -> DataId:
-        return next(self._iterator())
-
-    def close(self) -> None:
-        """Stop a partly iterated stream now (its connection is returned to the pool)."""
-        if self._batches is not None and hasattr(self._batches, "close"):
-            self._batches.close()
 
     def arrow_batches(self, size: int = DEFAULT_BATCH_ROWS) -> Iterator[pyarrow.RecordBatch]:
         """The data ids as Arrow record batches of at most ``size`` rows (see `DatasetQueryResults.arrow_batches`)."""
