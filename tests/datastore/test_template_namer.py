@@ -65,7 +65,7 @@ def test_a_namer_names_every_ref_as_the_general_rules_do(text, order, rows, vari
             for row in rows]
     # Twice: once as values are first seen, once from the namer's caches.
     for r in refs + refs:
-        assert outcome(name, r) == outcome(lambda r: template._path(r, variables, extension), r)
+        assert outcome(name, r) == outcome(lambda r: template.format_directly(r, variables, extension), r)
 
 
 def test_data_ids_with_their_keys_in_another_order_get_the_same_name():

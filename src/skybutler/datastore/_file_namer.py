@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..model import DataIdValue, DatasetRef
 
 if TYPE_CHECKING:
-    from .templates import FileTemplate, _Field
+    from .templates import FileTemplate, TemplateField
 
 __all__ = ["MAX_SEGMENT_BYTES", "SPECIAL_FIELDS", "FileNamer", "sanitize", "sanitize_cached"]
 
@@ -92,12 +92,12 @@ class _Slot:
     escape: str
 
 
-_Piece = str | _Slot | tuple[_Slot, ...]
-"""Part of a path being assembled: text, a slot, or slots joined by ``_`` (``{data_id}``)."""
+_Piece = str | tuple[_Slot, ...]
+"""Part of a path being assembled: text, or slots joined by ``_`` (one, or all of ``{data_id}``'s)."""
 
 
 class _NoPlanError(Exception):
-    """This layout of data id cannot be named by a compiled path: every such ref goes `FileTemplate._path`."""
+    """No compiled path can name this layout of data id: its refs go `FileTemplate.format_directly`."""
 
 
 _TEXTS: dict[tuple[str, str], dict[DataIdValue, str]] = {}
@@ -172,7 +172,7 @@ class FileNamer:
     def __call__(self, ref: DatasetRef) -> str:
         """Return the relative POSIX path of ``ref``'s file (see `FileTemplate.format`)."""
         if ref.run != self.run or ref.dataset_type.name != self.dataset_type_name:
-            return self.template._path(ref, self._variables, self.extension)
+            return self.template.format_directly(ref, self._variables, self.extension)
         index, data_values, implied = ref.data_id.layout()
         # What the data id holds decides the plan: its key index (shared by all data ids with the
         # same keys in the same order, hence id()) and which implied names the template uses it has.
@@ -184,7 +184,7 @@ class FileNamer:
         except KeyError:
             plan = self._compile(key, index, implied)
         if plan is None:
-            return self.template._path(ref, self._variables, self.extension)
+            return self.template.format_directly(ref, self._variables, self.extension)
         values: tuple[DataIdValue, ...] = plan.values_of(data_values) if plan.values_of else ()
         if plan.implied_of is not None:
             values += plan.implied_of(implied)
@@ -196,12 +196,12 @@ class FileNamer:
         except (KeyError, TypeError):  # a value not seen yet (or not hashable)
             texts = self._texts_of(plan, values)
             if texts is None:
-                return self.template._path(ref, self._variables, self.extension)
+                return self.template.format_directly(ref, self._variables, self.extension)
             if plan.id_slot is not None:
                 texts.append(self._id_text(plan.id_slot, ref))
             path = plan.fill(*texts)
         if len(path) > plan.max_chars:
-            self.template._check_path(path, ref)
+            self.template.check_path(path, ref)
         return path
 
     @staticmethod
@@ -242,7 +242,7 @@ class FileNamer:
     def _plan(self, index: Mapping[str, int], implied: Mapping[str, DataIdValue]) -> _Plan:
         constants = {"run": self.run, "dataset_type": self.dataset_type_name}
 
-        def constant(f: _Field, value: object) -> str | None:
+        def constant(f: TemplateField, value: object) -> str | None:
             if value is None or value == "":
                 if f.optional:
                     return None
@@ -253,14 +253,14 @@ class FileNamer:
                 raise _NoPlanError from None
             return sanitize(formatted, f.escape)
 
-        def resolve(f: _Field) -> _Piece | None:
+        def resolve(f: TemplateField) -> _Piece | None:
             name = f.name
             if name in constants:
                 return constant(f, constants[name])
             if name == "id":
                 if f.spec:
                     raise _NoPlanError  # a spec that may not fit: the general way says so
-                return _Slot("id", "", "", f.escape)
+                return (_Slot("id", "", "", f.escape),)
             if name == "data_id":
                 if not index:
                     return None  # no dimensions: dropped, the name is still unique
@@ -268,13 +268,13 @@ class FileNamer:
                     raise _NoPlanError
                 return tuple(_Slot("value", i, "", f.escape if i == 0 else f.escape + "_") for i in range(len(index)))
             if name in index:
-                return _Slot("value", index[name], f.spec, f.escape)
+                return (_Slot("value", index[name], f.spec, f.escape),)
             if name in implied:
-                return _Slot("implied", name, f.spec, f.escape)
+                return (_Slot("implied", name, f.spec, f.escape),)
             return constant(f, self._variables.get(name))
 
-        pieces = self.template._assemble(resolve)
-        slots = [s for p in pieces if not isinstance(p, str) for s in (p if isinstance(p, tuple) else (p,))]
+        pieces = self.template.assemble(resolve)
+        slots = [s for p in pieces if not isinstance(p, str) for s in p]
         # Arguments of the format string: data id values, implied values, then the id.
         by_value = [s for s in slots if s.source == "value"]
         by_implied = [s for s in slots if s.source == "implied"]
@@ -298,8 +298,7 @@ class FileNamer:
             return f"{{{position[id(s)]}}}"
 
         text = "".join(
-            p.replace("{", "{{").replace("}", "}}") if isinstance(p, str)
-            else field(p) if isinstance(p, _Slot) else "_".join(map(field, p))
+            p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else "_".join(map(field, p))
             for p in pieces
         )
         # Where the path's shape is decided: slots are never empty, never start with "." and hold

@@ -38,15 +38,12 @@ import re
 import string
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from ..config import DEFAULT_TEMPLATE  # the configuration's default; one definition
 from ..errors import TemplateError
 from ..model import DataId, DatasetRef, DatasetType
 from ._file_namer import MAX_SEGMENT_BYTES, SPECIAL_FIELDS, FileNamer, sanitize, sanitize_cached
-
-if TYPE_CHECKING:
-    from ._file_namer import _Piece
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -55,6 +52,7 @@ __all__ = [
     "FileNamer",
     "FileTemplate",
     "FileTemplates",
+    "TemplateField",
     "sanitize",
 ]
 
@@ -73,12 +71,20 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_NAMERS = 256
 """Namers one template keeps for `FileTemplate.format` (one per dataset type, run, variables, extension)."""
 
+_SlotT = TypeVar("_SlotT")
+"""What `FileTemplate.assemble`'s ``resolve`` may give besides text: a slot standing for a value."""
+
 
 @dataclass(frozen=True)
-class _Field:
+class TemplateField:
+    """One field of a `FileTemplate`, as `FileTemplate.assemble` hands it to its ``resolve``."""
+
     name: str
+    """The name, without the ``?`` of an optional field."""
     spec: str
+    """The format spec (``08d`` in ``{visit:08d}``), or ``""``."""
     optional: bool
+    """Whether the field is dropped (with a separator) when it has no value: ``{band?}``."""
     escape: str = ""
     """Separator to escape in the value: the first character of the literal text between
     this field and the next one in the same path segment."""
@@ -109,7 +115,7 @@ class FileTemplate:
 
     def __init__(self, text: str):
         self.text = text
-        self._parts: list[tuple[str, _Field | None]] = []
+        self._parts: list[tuple[str, TemplateField | None]] = []
         self._namers: dict[tuple[object, ...], FileNamer] = {}
         try:
             parsed = list(string.Formatter().parse(text))
@@ -142,7 +148,7 @@ class FileTemplate:
                     break
                 between += literal
 
-    def _parse_field(self, name: str, spec: str, conversion: str | None) -> _Field:
+    def _parse_field(self, name: str, spec: str, conversion: str | None) -> TemplateField:
         where = f"in file template {self.text!r}"
         if conversion is not None:
             raise TemplateError(f"Conversion '!{conversion}' on field {name!r} {where} is not allowed")
@@ -156,7 +162,7 @@ class FileTemplate:
             raise TemplateError(f"Nested fields in the format spec of {{{name}}} {where} are not allowed")
         if not _FORMAT_SPEC.match(spec):
             raise TemplateError(f"Format spec {spec!r} of field {{{name}}} {where} is not valid")
-        return _Field(bare, spec, optional)
+        return TemplateField(bare, spec, optional)
 
     def _check_literal_layout(self) -> None:
         # Check the shape the literal text gives the path, with each field standing in for
@@ -183,7 +189,7 @@ class FileTemplate:
     def __hash__(self) -> int:
         return hash(self.text)
 
-    def _fields(self) -> Iterator[_Field]:
+    def _fields(self) -> Iterator[TemplateField]:
         return (f for _, f in self._parts if f is not None)
 
     @property
@@ -364,14 +370,30 @@ class FileTemplate:
         """
         return FileNamer(self, dataset_type.name, run, dict(variables or {}), extension)
 
-    def _path(self, ref: DatasetRef, variables: Mapping[str, object], extension: str) -> str:
-        """The path of ``ref``'s file, everything worked out for this ref alone (any value, any layout).
+    def format_directly(self, ref: DatasetRef, variables: Mapping[str, object] | None = None,
+                        extension: str = "") -> str:
+        """Return the path of ``ref``'s file, everything worked out for this ref alone.
 
-        `FileNamer` gives the same path faster when its values are in its caches; this is
-        where every error is raised.
+        Any value, any layout of data id: what `format` gives, without compiling a namer.
+        A `FileNamer` gives the same path faster when its values are in its caches, and
+        comes here for a ref it cannot name from them; this is where every error is raised.
+
+        Parameters
+        ----------
+        ref
+            The dataset; its data id holds every value (implied ones included).
+        variables
+            Operator variables, as for `format`.
+        extension
+            Appended to the path, as for `format`.
+
+        Raises
+        ------
+        TemplateError
+            As `format` does.
         """
         data_id = ref.data_id
-        lookup: dict[str, object] = {**variables}
+        lookup: dict[str, object] = {**variables} if variables else {}
         lookup.update(data_id.full)
         lookup["run"] = ref.run
         lookup["dataset_type"] = ref.dataset_type.name
@@ -387,7 +409,7 @@ class FileTemplate:
                 for i, k in enumerate(data_id)
             ])
 
-        def resolve(f: _Field) -> str | None:
+        def resolve(f: TemplateField) -> str | None:
             value = lookup.get(f.name)
             if value is None or value == "":
                 # A dataset type without dimensions (a run's task configuration) has an empty
@@ -409,25 +431,37 @@ class FileTemplate:
             # {data_id} is escaped value by value above; a format spec's fill could add anything.
             return formatted if f.name == "data_id" and not f.spec else sanitize_cached(formatted, f.escape)
 
-        path = "".join([piece for piece in self._assemble(resolve) if isinstance(piece, str)])
+        path = "".join([piece for piece in self.assemble(resolve) if isinstance(piece, str)])
         ext = extension.removeprefix(".")
         if ext and path and not path.endswith("/"):
             # The extension is sanitised (no "/"), so one check of the whole path covers both.
             path = f"{path}.{sanitize_cached(ext)}"
         elif ext:
-            self._check_path(path, ref)  # an empty last segment: the check names the problem
-        self._check_path(path, ref)
+            self.check_path(path, ref)  # an empty last segment: the check names the problem
+        self.check_path(path, ref)
         return path
 
-    def _assemble(self, resolve: Callable[[_Field], _Piece | None]) -> list[_Piece]:
-        """The pieces of a path: literal text, and what ``resolve`` gives for each field.
+    def assemble(self, resolve: Callable[[TemplateField], str | _SlotT | None]) -> list[str | _SlotT]:
+        """Return the pieces of a path: literal text, and what ``resolve`` gives for each field.
 
-        ``resolve`` gives None for a field without a value (or raises): the field is then
-        dropped with the ``_`` or ``/`` before it (after it, when nothing comes before).
-        Only literal separators are ever dropped, never a value's own ``_``. One drop
-        rule for `_path` (values of one ref) and `FileNamer` (values standing for any ref).
+        One drop rule for `format_directly` (``resolve`` gives the text of one ref's value)
+        and `FileNamer` (it gives a slot standing for any ref's value).
+
+        Parameters
+        ----------
+        resolve
+            Called with each field in order; gives its piece, or None for a field without
+            a value (or raises). A field without a value is dropped with the ``_`` or ``/``
+            before it (after it, when nothing comes before). Only literal separators are
+            ever dropped, never a value's own ``_``; a piece that is not text is taken to
+            stand for text that is never empty.
+
+        Returns
+        -------
+        list
+            Literal texts (``str``) and pieces ``resolve`` gave, in path order.
         """
-        out: list[tuple[_Piece, bool]] = []  # (piece, is_literal)
+        out: list[tuple[str | _SlotT, bool]] = []  # (piece, is_literal)
         drop_next_separator = False
         for literal, f in self._parts:
             if f is None:
@@ -448,7 +482,15 @@ class FileTemplate:
             out.append((piece, False))
         return [p for p, _ in out]
 
-    def _check_path(self, path: str, ref: DatasetRef) -> None:
+    def check_path(self, path: str, ref: DatasetRef) -> None:
+        """Check a path this template gave for ``ref``.
+
+        Raises
+        ------
+        TemplateError
+            If ``path`` is empty or has an empty, ``.`` or ``..`` segment, or a segment
+            longer than 255 bytes (`MAX_SEGMENT_BYTES`) in UTF-8; the message names ``ref``.
+        """
         segments = path.split("/")
         # No empty, "." or ".." segment is exactly "normpath would not change it" for a
         # relative path, without normpath's cost.
