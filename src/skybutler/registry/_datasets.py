@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -19,6 +20,7 @@ from ._database import Database
 from ._dataset_types import DatasetTypeRecords
 from ._db import count_changes
 from ._pg_insert import insert_datasets_pg
+from ._sqlite_raw import raw_statement, run_statement
 from ._values import any_of, chunk_size, chunks
 from .schema import Tables
 
@@ -39,6 +41,7 @@ class FileRecord:
 
 
 _FILE_FIELDS = tuple(f.name for f in fields(FileRecord))
+_FILE_VALUES = operator.attrgetter(*_FILE_FIELDS)
 
 
 class DatasetRecords:
@@ -147,33 +150,46 @@ class DatasetRecords:
         return True
 
     def _insert_checked(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord]) -> None:
-        d = self.tables.dataset
         run_ids: dict[str, int] = {}
-        rows = []
+        type_ids: dict[str, int] = {}
+        rows: list[tuple[Any, ...]] = []
         keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]] = {}
+        used: dict[str, None] = {}
         for ref in refs:
-            type_id, _ = self.dataset_types.find(ref.dataset_type.name)
-            if ref.run not in run_ids:
-                run_ids[ref.run] = self.collections.run_id(ref.run)
+            name = ref.dataset_type.name
+            type_id = type_ids.get(name)
+            if type_id is None:
+                type_id = type_ids[name] = self.dataset_types.find(name)[0]
+            run_id = run_ids.get(ref.run)
+            if run_id is None:
+                run_id = run_ids[ref.run] = self.collections.run_id(ref.run)
             key = ref.data_id.key()
-            row = {"id": ref.id, "dataset_type_id": type_id, "run_id": run_ids[ref.run], "data_id_key": key}
-            row.update(ref.data_id.required_items)
-            rows.append(row)
-            keys_by_type.setdefault(type_id, []).append((key, run_ids[ref.run], ref))
-        columns = ["id", "dataset_type_id", "run_id", "data_id_key", *self.universe.dimensions]
-        rows = [{c: r.get(c) for c in columns} for r in rows]
+            required = ref.data_id.required_items
+            used.update(dict.fromkeys(required))
+            rows.append((ref.id, type_id, run_id, key, required))
+            keys_by_type.setdefault(type_id, []).append((key, run_id, ref))
+        # The dimension columns these datasets set, in the table's order; the others stay NULL.
+        dimensions = [d for d in self.universe.dimensions if d in used]
         # SQLite undoes only the failed statement on a constraint error, so a single put can
         # let the unique constraint find a clash and look for the reason afterwards (one
         # statement fewer per put); PostgreSQL aborts the whole transaction, so check first.
-        check_after = len(rows) == 1 and self.db.dialect == "sqlite"
+        sqlite = self.db.dialect == "sqlite"
+        check_after = len(rows) == 1 and sqlite
         with self.db.transaction() as conn:
             if not check_after:
                 self._check_not_existing(conn, keys_by_type)
             try:
-                conn.execute(self.db.statement("insert_dataset", lambda: sa.insert(d)), rows)
-                if files:
-                    conn.execute(self.db.statement("insert_file", lambda: sa.insert(self.tables.file)),
-                                 [f.__dict__ for f in files])
+                if sqlite:
+                    self._insert_rows_sqlite(conn, rows, dimensions, files)
+                else:
+                    d = self.tables.dataset
+                    columns = ["id", "dataset_type_id", "run_id", "data_id_key", *self.universe.dimensions]
+                    conn.execute(self.db.statement("insert_dataset", lambda: sa.insert(d)), [
+                        dict(zip(columns, (i, t, r, k, *[req.get(c) for c in self.universe.dimensions]), strict=True))
+                        for i, t, r, k, req in rows])
+                    if files:
+                        conn.execute(self.db.statement("insert_file", lambda: sa.insert(self.tables.file)),
+                                     [f.__dict__ for f in files])
                 count_changes(conn, len(rows) + len(files))
             except sa.exc.IntegrityError as exc:
                 if check_after:
@@ -188,6 +204,21 @@ class DatasetRecords:
                         "(another writer stored it at the same time); no put ever overwrites a stored dataset"
                     ) from None
                 raise DatasetExistsError(f"Cannot insert datasets: {detail}") from None
+
+    def _insert_rows_sqlite(self, conn: sa.Connection, rows: Sequence[tuple[Any, ...]], dimensions: Sequence[str],
+                            files: Sequence[FileRecord]) -> None:
+        """The INSERTs of `_insert_checked` on SQLite, on the DB-API cursor (`_sqlite_raw`): rows are
+        ``(id, type id, run id, data id key, required values)``."""
+        d, f = self.tables.dataset, self.tables.file
+        columns = ["id", "dataset_type_id", "run_id", "data_id_key", *dimensions]
+        statements = self.db.raw_statements()
+        insert_dataset = raw_statement(conn, statements, "sqlite|insert_dataset|" + ",".join(dimensions),
+                                       lambda: sa.insert(d).values({c: sa.bindparam(c) for c in columns}))
+        run_statement(conn, insert_dataset, [(i, t, r, k, *map(req.get, dimensions)) for i, t, r, k, req in rows])
+        if files:
+            insert_file = raw_statement(conn, statements, "sqlite|insert_file", lambda: sa.insert(f).values(
+                {c: sa.bindparam(c) for c in _FILE_FIELDS}))
+            run_statement(conn, insert_file, list(map(_FILE_VALUES, files)))
 
     def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
         """Raise `DatasetExistsError` naming the first of these (type id -> (data id key, run id, ref)) that is stored."""
