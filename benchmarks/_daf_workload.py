@@ -87,6 +87,41 @@ def _records(butler: Any, n_visits: int) -> list[tuple[int, int]]:
     return [(v["id"], d) for v in visits for d in range(DETECTORS)]
 
 
+EXEC_VISITS = 2  # as compare_daf_butler.py
+
+
+def _pipeline_rows(repo: Path, run_name: str, visits: list[int]) -> dict[str, Any]:
+    """The one-task pipeline (``_daf_pipe_tasks``) over ``run_name``: graph of every dataset, then EXEC_VISITS run.
+
+    Skipped (with a note) when ``lsst-pipe-base`` is not installed beside daf_butler.
+    """
+    try:
+        import _daf_pipe_tasks
+        from lsst.pipe.base.simple_pipeline_executor import SimplePipelineExecutor
+    except ImportError as exc:
+        return {"pipeline_note": f"lsst-pipe-base not installed ({exc}): graph rows skipped"}
+    out: dict[str, Any] = {}
+    task = _daf_pipe_tasks.BenchCopyTask
+    butler = SimplePipelineExecutor.prep_butler(str(repo), inputs=[run_name], output="bench/pipe_build_chain",
+                                                output_run="bench/pipe_build")
+    gc.collect()
+    t0 = time.perf_counter()
+    executor = SimplePipelineExecutor.from_task_class(task, butler=butler)
+    out["graph_build"] = _rate(len(executor.quantum_graph), time.perf_counter() - t0)
+    butler = SimplePipelineExecutor.prep_butler(str(repo), inputs=[run_name], output="bench/pipe_exec_chain",
+                                                output_run="bench/pipe_exec")
+    where = f"instrument = 'HSC' AND visit IN ({', '.join(map(str, visits[:EXEC_VISITS]))})"
+    executor = SimplePipelineExecutor.from_task_class(task, butler=butler, where=where)
+    gc.collect()
+    t0 = time.perf_counter()
+    quanta = executor.run(register_dataset_types=True)
+    out["quantum_exec"] = _rate(len(quanta), time.perf_counter() - t0)
+    out["quantum_exec"]["note"] = "SimplePipelineExecutor (in process); writes task metadata and logs per quantum"
+    for chain in ("bench/pipe_build_chain", "bench/pipe_exec_chain"):  # they hold the input run
+        butler.registry.removeCollection(chain)
+    return out
+
+
 def run(n: int, root: Path, calls: int, queries_only: bool = False) -> dict[str, Any]:
     """Every operation on a new repository under ``root``; the figures as a dict."""
     from lsst.daf.butler import Butler, Config, DatasetRef, DatasetType, FileDataset
@@ -189,6 +224,9 @@ def run(n: int, root: Path, calls: int, queries_only: bool = False) -> dict[str,
         samples.append(time.perf_counter() - t0)
     assert ref is not None
     out["find_one"] = _latency(samples[10:])
+
+    if not queries_only:
+        out.update(_pipeline_rows(repo, run_name, visits))
 
     gc.collect()
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python3 -m venv /work/dafbench && /work/dafbench/bin/pip install lsst-daf-butler   # once
+    python3 -m venv /work/dafbench && /work/dafbench/bin/pip install lsst-daf-butler lsst-pipe-base   # once
     python benchmarks/compare_daf_butler.py --daf-python /work/dafbench/bin/python           # N = 2,000
     python benchmarks/compare_daf_butler.py --daf-python ... --n 10000 --json out.json
 
@@ -21,8 +21,16 @@ loss) unless ``registry.sync_every_commit`` (``synchronous=FULL``: every commit 
 daf_butler runs with its defaults, SQLite's rollback journal with ``synchronous=FULL``
 (every commit synced) and files written without an fsync.
 
-Not measured here (yet): quantum graph build and per-quantum execution overhead
-(daf_butler's pipeline side, ``lsst-pipe-base``, is not part of ``lsst-daf-butler``).
+Quantum graphs and execution: a one-task pipeline (per visit and detector, read the small
+dict, write one number of it: ``_pipe_tasks.py`` / ``_daf_pipe_tasks.py``) over the run
+filled by ingest. Rows: the graph of all N quanta built, and the graph of two visits
+(200 quanta) executed in one process (skybutler: `execute_graph`; daf_butler:
+``SimplePipelineExecutor``, which needs ``lsst-pipe-base`` in the daf_butler environment:
+without it those rows are skipped).
+
+The query rows also print floors measured in the same minutes: the bare driver's fetch of
+the columns a ref needs (tuples, and Arrow through ADBC), and that fetch plus refs built
+column-wise with no planning (what a ref of this object model cannot go below).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from _records import DETECTORS, hsc_records
 HERE = Path(__file__).resolve().parent
 DATASET_TYPE = "bench_metadata"
 BATCH = 1000
+EXEC_VISITS = 2  # the quanta executed: every detector of this many visits
 
 DEFAULT_DURABILITY = "WAL, synchronous=NORMAL (survives a killed process)"
 DAF_DURABILITY = "rollback journal, synchronous=FULL (every commit synced); files not synced"
@@ -68,8 +77,11 @@ ROWS: list[tuple[str, str, str]] = [
     ("query_all_arrow_dbapi", "query all as Arrow, DB-API path", "ms"),
     ("query_all_raw", "raw sqlite3 fetch, columns a ref needs", "ms"),
     ("query_all_raw_adbc", "raw ADBC fetch as Arrow, same columns", "ms"),
+    ("query_all_raw_refs", "raw sqlite3 fetch + refs built (floor)", "ms"),
     ("query_visit", "query one visit (100 refs)", "ms"),
     ("find_one", "find one dataset", "ms"),
+    ("graph_build", "quantum graph build, 1 task x N quanta", "rate"),
+    ("quantum_exec", f"execute {EXEC_VISITS * DETECTORS} quanta, one process", "rate"),
     ("remove_run", "remove run (N datasets + files)", "rate"),
 ]
 
@@ -106,12 +118,53 @@ def _arrow_in_transaction(butler: Any, run: str) -> int:
         return int(butler.query_datasets(DATASET_TYPE, collections=[run]).to_arrow().num_rows)
 
 
+def _raw_refs(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], run: str, sample: Any) -> int:
+    """The floor for refs: the raw fetch, then refs built the fastest way this object model allows.
+
+    Ids, data ids and refs made column-wise at C level (as the query result makes them),
+    with no query planning, no collection lookup, no type conversion: what is left is the
+    fetch plus one UUID, one data id and one ref object per row.
+    """
+    from skybutler._gc import paused_gc
+    from skybutler.model import DataId, DatasetRef, uuids_from_hex
+
+    with paused_gc():  # as the query result does: a collection per 700 new objects would double the cost
+        rows = raw.execute(sql, params).fetchall()
+        ids = uuids_from_hex([r[0] for r in rows])
+        data_ids = DataId.from_rows(("instrument", "visit", "detector"), [r[2:] for r in rows])
+        return len(DatasetRef.from_columns(sample.dataset_type, ids, data_ids, [run] * len(rows)))
+
+
 def _adbc_fetch(db: Path, sql: str, params: list[Any]) -> int:
     import adbc_driver_sqlite.dbapi as driver
 
     with driver.connect(str(db)) as conn, conn.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.fetch_arrow_table().num_rows)
+
+
+def _pipeline_rows(butler: Any, run: str, visits: list[int]) -> dict[str, Any]:
+    """Build the one-task graph over every dataset of ``run``, then build and run it for EXEC_VISITS visits."""
+    import _pipe_tasks
+
+    from skybutler.pipeline import build_quantum_graph, execute_graph
+
+    pipeline = _pipe_tasks.pipeline()
+    out: dict[str, Any] = {}
+    gc.collect()
+    t0 = time.perf_counter()
+    graph = build_quantum_graph(butler, pipeline, input_collections=[run], output_run="bench/pipe_build")
+    out["graph_build"] = _rate(len(graph), time.perf_counter() - t0)
+    where = f"visit IN ({', '.join(map(str, visits[:EXEC_VISITS]))})"
+    graph = build_quantum_graph(butler, pipeline, input_collections=[run], output_run="bench/pipe_exec", where=where)
+    gc.collect()
+    t0 = time.perf_counter()
+    report = execute_graph(butler, graph, processes=1)
+    out["quantum_exec"] = _rate(len(graph), time.perf_counter() - t0)
+    counts = report.counts()
+    assert counts == {"bench_copy": {"succeeded": len(graph)}}, counts
+    out["quantum_exec"]["note"] = "in-process executor; provenance of every quantum recorded"
+    return out
 
 
 def skybutler_workload(n: int, root: Path, calls: int, queries_only: bool = False) -> dict[str, Any]:
@@ -204,6 +257,8 @@ def skybutler_workload(n: int, root: Path, calls: int, queries_only: bool = Fals
         "query_all_arrow_dbapi": lambda: _arrow_in_transaction(b, run),
         "query_all_raw": lambda: len(raw.execute(raw_sql, (type_id, run_id)).fetchall()),
     }
+    sample = next(iter(b.query_datasets(DATASET_TYPE, collections=[run])))
+    ways["query_all_raw_refs"] = lambda: _raw_refs(raw, raw_sql, (type_id, run_id), run, sample)
     if out["adbc"]:
         ways["query_all_raw_adbc"] = lambda: _adbc_fetch(db, raw_sql, [type_id, run_id])
     samples: dict[str, list[float]] = {k: [] for k in ways}
@@ -226,6 +281,9 @@ def skybutler_workload(n: int, root: Path, calls: int, queries_only: bool = Fals
     out["query_visit"] = _latency(s[5:])
     s = _timed_calls(lambda i: b.find_dataset(DATASET_TYPE, did(*data_ids[(i * 37) % n]), collections=[run]), 300)
     out["find_one"] = _latency(s[10:])
+
+    if not queries_only:
+        out.update(_pipeline_rows(butler, run, visits))
 
     gc.collect()
     t0 = time.perf_counter()
@@ -275,7 +333,7 @@ def report(sky: dict[str, Any] | None, daf: dict[str, Any] | None) -> None:
 
     print(f"\n{'operation':<44} {'skybutler':>12} {'daf_butler':>12} {'ratio':>7}  durability (skybutler | daf_butler)")
     daf_keys = {"put_sync": "put", "query_all_arrow": "query_all", "query_all_arrow_dbapi": "query_all",
-                "query_all_raw": "-", "query_all_raw_adbc": "-"}
+                "query_all_raw": "query_all", "query_all_raw_adbc": "query_all", "query_all_raw_refs": "query_all"}
     for key, label, kind in ROWS:
         s = _value(sky, key, kind)
         d = _value(daf, daf_keys.get(key, key), kind)
@@ -299,6 +357,10 @@ def report(sky: dict[str, Any] | None, daf: dict[str, Any] | None) -> None:
                 print(f"query all, daf_butler / skybutler by {unit} time: refs {d / sky['query_all'][key]:.1f}× "
                       f"(goal ≥ 10×), Arrow {d / sky['query_all_arrow'][key]:.1f}× (goal ≥ 20×); at the raw "
                       f"fetch's floor ({low:.1f} ms) the most either could be is {d / low:.1f}×")
+                if key in sky.get("query_all_raw_refs", {}):
+                    floor = sky["query_all_raw_refs"][key]
+                    print(f"  refs at their floor (raw fetch + one id, data id and ref object per row, "
+                          f"{floor:.1f} ms): at most {d / floor:.1f}×")
 
 
 def main() -> None:
