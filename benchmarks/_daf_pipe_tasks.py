@@ -9,16 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import lsst.pipe.base as pipe_base
-import lsst.pipe.base.connectionTypes as ct
+from lsst.pipe.base import connectionTypes
 
 INPUT_TYPE = "bench_metadata"
 OUTPUT_TYPE = "bench_pipe_out"
 
 
 class BenchCopyConnections(pipe_base.PipelineTaskConnections, dimensions=("instrument", "visit", "detector")):
-    inp = ct.Input(name=INPUT_TYPE, storageClass="StructuredDataDict",
+    inp = connectionTypes.Input(name=INPUT_TYPE, storageClass="StructuredDataDict",
                    dimensions=("instrument", "visit", "detector"))
-    out = ct.Output(name=OUTPUT_TYPE, storageClass="StructuredDataDict",
+    out = connectionTypes.Output(name=OUTPUT_TYPE, storageClass="StructuredDataDict",
                     dimensions=("instrument", "visit", "detector"))
 
 
