@@ -67,6 +67,8 @@ DAF_DURABILITY = "rollback journal, synchronous=FULL (every commit synced); file
 ROWS: list[tuple[str, str, str]] = [
     ("put", "put, one per call", "rate"),
     ("put_sync", "put, one per call, sync_every_commit", "rate"),
+    ("put_floor", "floor: file + 2 rows by bare os/sqlite3", "rate"),
+    ("put_sync_floor", "floor, synced: the same with fsyncs", "rate"),
     ("put_many", f"put_many ({BATCH} per call) | daf: no batched put", "rate"),
     ("ingest_direct", "ingest direct", "rate"),
     ("ingest_copy", "ingest copy", "rate"),
@@ -116,6 +118,46 @@ def _arrow_in_transaction(butler: Any, run: str) -> int:
     # connection could not see the transaction's rows): the path used without ADBC.
     with butler.transaction():
         return int(butler.query_datasets(DATASET_TYPE, collections=[run]).to_arrow().num_rows)
+
+
+def _put_floor(root: Path, data_ids: list[tuple[int, int]], sync: bool) -> dict[str, float]:
+    """The least a put can cost here: what any put must do, by the bare ``os`` and ``sqlite3`` modules.
+
+    Per dataset: the dict as JSON into a new temporary file, renamed to its final name,
+    a dataset row and a file row inserted, committed (WAL; ``synchronous=NORMAL``, or with
+    ``sync`` ``FULL`` plus the file and its directory fsynced before the commit, as a
+    durable put must). No checks, no ids worth the name, no data id expansion.
+    """
+    root.mkdir()
+    db = sqlite3.connect(root / "floor.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
+    db.execute("CREATE TABLE dataset (id TEXT PRIMARY KEY, visit INTEGER, detector INTEGER, UNIQUE (visit, detector))")
+    db.execute("CREATE TABLE file (dataset_id TEXT PRIMARY KEY, path TEXT UNIQUE, size INTEGER)")
+    directory = os.open(root, os.O_RDONLY)
+    gc.collect()
+    t0 = time.perf_counter()
+    for v, d in data_ids:
+        data = json.dumps(_obj(v, d)).encode()
+        name = f"{v}_{d:03d}.json"
+        tmp = root / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, root / name)
+        if sync:
+            os.fsync(directory)
+        key = f"{v:08d}{d:024d}"
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO dataset VALUES (?, ?, ?)", (key, v, d))
+        db.execute("INSERT INTO file VALUES (?, ?, ?)", (key, name, len(data)))
+        db.execute("COMMIT")
+    out = _rate(len(data_ids), time.perf_counter() - t0)
+    os.close(directory)
+    db.close()
+    return out
 
 
 def _raw_refs(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], run: str, sample: Any) -> int:
@@ -204,6 +246,8 @@ def skybutler_workload(n: int, root: Path, calls: int, queries_only: bool = Fals
             sb.put(_obj(v, d), DATASET_TYPE, did(v, d))
         out["put_sync"] = _rate(m, time.perf_counter() - t0)
         sb.close()
+        for key, sync in (("put_floor", False), ("put_sync_floor", True)):
+            out[key] = _put_floor(root / key, data_ids[:m], sync)
 
         items = [(_obj(v, d), DATASET_TYPE, did(v, d)) for v, d in data_ids]
         b = butler.with_run("bench/put_many")
@@ -297,6 +341,10 @@ def _durability(key: str, system: str) -> str:
     """How durable a write row's commits (and files) are; reads say "read"."""
     if key.startswith(("query", "get")) or key == "find_one":
         return "read"
+    if key == "put_floor":
+        return DEFAULT_DURABILITY + "; files not synced"
+    if key == "put_sync_floor":
+        return "WAL, synchronous=FULL (every commit synced); file and directory synced"
     if system == "daf_butler":
         return DAF_DURABILITY
     from skybutler.datastore import Datastore
@@ -333,7 +381,8 @@ def report(sky: dict[str, Any] | None, daf: dict[str, Any] | None) -> None:
 
     print(f"\n{'operation':<44} {'skybutler':>12} {'daf_butler':>12} {'ratio':>7}  durability (skybutler | daf_butler)")
     daf_keys = {"put_sync": "put", "query_all_arrow": "query_all", "query_all_arrow_dbapi": "query_all",
-                "query_all_raw": "query_all", "query_all_raw_adbc": "query_all", "query_all_raw_refs": "query_all"}
+                "query_all_raw": "query_all", "query_all_raw_adbc": "query_all", "query_all_raw_refs": "query_all",
+                "put_floor": "put", "put_sync_floor": "put"}
     for key, label, kind in ROWS:
         s = _value(sky, key, kind)
         d = _value(daf, daf_keys.get(key, key), kind)
