@@ -111,11 +111,7 @@ def pipeline(root: str) -> None:
 WORK: dict[str, Any] = {"put": put, "put_many": put_many, "ingest": ingest, "remove_runs": remove_runs, "pipeline": pipeline}
 
 
-def child(op: str, root: str, started: Any, sys_path: list[str], *args: Any) -> None:
-    """Entry point of the killed process: signal, then work until killed (or done)."""
-    import sys
-
-    sys.path[:0] = [p for p in sys_path if p not in sys.path]
+def child(op: str, root: str, *args: Any) -> None:
+    """Entry point of the killed process (`support.forkserver.start_process`): work until killed (or done)."""
     os.environ["SKYBUTLER_CRASH_CHILD"] = "1"
-    started.set()
     WORK[op](root, *args)

@@ -7,13 +7,13 @@ nothing is lost, and exactly one wins the race.
 
 from __future__ import annotations
 
-import multiprocessing
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from skybutler import Butler
+from support.forkserver import forkserver_context
 from support.racing_writers import write
 from support.services import PG_URL
 
@@ -24,8 +24,7 @@ PUTS = 12
 def race(root: str) -> list[dict]:
     # Forked from a server that imported skybutler once, not eight interpreters importing it
     # each (seconds apiece on a busy machine): still eight processes with their own connections.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["skybutler", "support.racing_writers"])
+    context = forkserver_context("support.racing_writers")
     manager = context.Manager()
     barrier = manager.Barrier(WORKERS)
     with context.Pool(WORKERS) as pool:

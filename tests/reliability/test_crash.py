@@ -14,12 +14,10 @@ The seed is printed (``SKYBUTLER_CRASH_SEED=<seed>`` replays a run), and so is a
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import shutil
 import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,6 +28,7 @@ from skybutler import Butler
 from skybutler.datastore import is_temporary
 from skybutler.pipeline import Pipeline, QuantumGraph, QuantumGraphBuilder
 from skybutler.registry import pipeline_sql
+from support.forkserver import TIMEOUT, start_process
 from support.pipeline_repo import INPUTS, PIPELINE_YAML, fill_repository
 
 from . import crash_work as work
@@ -57,13 +56,6 @@ def template(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def context():
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["skybutler", "reliability.crash_work"])
-    return ctx
-
-
-@pytest.fixture(scope="module")
 def seed():
     value = int(os.environ.get("SKYBUTLER_CRASH_SEED", random.SystemRandom().randrange(2**32)))
     print(f"\ncrash suite seed: {value} (replay with SKYBUTLER_CRASH_SEED={value})")
@@ -75,12 +67,8 @@ def _copy(template: Path, dest: Path) -> str:
     return str(dest / "repo")
 
 
-def _start(context, op: str, root: str, *args):
-    started = context.Event()
-    proc = context.Process(target=work.child, args=(op, root, started, sys.path, *args), daemon=True)
-    proc.start()
-    assert started.wait(60), f"{op} worker did not start"
-    return proc
+def _start(op: str, root: str, *args):
+    return start_process(work.child, op, root, *args, preload=("reliability.crash_work",), what=op)
 
 
 def _check_consistent(root: str, op: str, trial_dir: Path, *, complete: bool, runs: list[str] | None = None) -> int:
@@ -126,13 +114,13 @@ def _check_complete(butler: Butler, op: str, trial_dir: Path, runs: list[str] | 
         assert len(pipeline_sql.existing_dataset_ids(butler.registry, outputs)) == len(outputs)
 
 
-def _duration(context, op: str, template: Path, tmp_path: Path) -> float:
+def _duration(op: str, template: Path, tmp_path: Path) -> float:
     """How long ``op`` runs when nobody kills it (the range random kill delays are drawn from)."""
     trial_dir = tmp_path / f"{op}-calibrate"
     root = _copy(template, trial_dir)
-    proc = _start(context, op, root)
+    proc = _start(op, root)
     t0 = time.perf_counter()
-    proc.join(120)
+    proc.join(TIMEOUT)
     assert proc.exitcode == 0, f"{op} failed without being killed (exit code {proc.exitcode})"
     elapsed = time.perf_counter() - t0
     _check_consistent(root, op, trial_dir, complete=True)
@@ -140,16 +128,16 @@ def _duration(context, op: str, template: Path, tmp_path: Path) -> float:
 
 
 @pytest.mark.parametrize("op", list(work.WORK))
-def test_a_writer_killed_at_random_moments_leaves_a_repository_the_retry_completes(op, template, context, seed,
-                                                                                   tmp_path, record_property):
+def test_a_writer_killed_at_random_moments_leaves_a_repository_the_retry_completes(op, template, seed, tmp_path,
+                                                                                   record_property):
     rng = random.Random(f"{seed}-{op}")
-    duration = _duration(context, op, template, tmp_path)
+    duration = _duration(op, template, tmp_path)
     kills = trials = checked = 0
     while kills < KILLS_PER_OP and trials < MAX_TRIALS_PER_OP:
         trials += 1
         trial_dir = tmp_path / f"{op}-{trials}"
         root = _copy(template, trial_dir)
-        proc = _start(context, op, root)
+        proc = _start(op, root)
         time.sleep(rng.uniform(0, duration))
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGKILL)
@@ -171,7 +159,7 @@ def test_a_writer_killed_at_random_moments_leaves_a_repository_the_retry_complet
 
 
 def test_put_many_on_postgresql_killed_at_random_moments_leaves_a_repository_the_retry_completes(
-        context, seed, tmp_path, pg_engine, pg_namespace):
+        seed, tmp_path, pg_engine, pg_namespace):
     """A smaller variant on the shared-server registry (files on local disk)."""
     from support.records import insert_records
 
@@ -182,16 +170,16 @@ def test_put_many_on_postgresql_killed_at_random_moments_leaves_a_repository_the
     butler.close()
     rng = random.Random(f"{seed}-postgresql")
     calibration = [f"pg/calibrate/{k}" for k in range(4)]
-    proc = _start(context, "put_many", root, calibration)
+    proc = _start("put_many", root, calibration)
     t0 = time.perf_counter()
-    proc.join(120)
+    proc.join(TIMEOUT)
     duration = time.perf_counter() - t0
     assert proc.exitcode == 0
     kills = trials = checked = 0
     while kills < 5 and trials < 15:
         trials += 1
         runs = [f"pg/{trials}/{k}" for k in range(4)]
-        proc = _start(context, "put_many", root, runs)
+        proc = _start("put_many", root, runs)
         time.sleep(rng.uniform(0, duration))
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGKILL)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import signal
 import uuid
@@ -27,6 +26,7 @@ from skybutler.cli import main
 from skybutler.provenance import lineage
 from skybutler.transfer.dump import DUMP_FORMAT_VERSION, DumpSource, export_dump, import_dump
 from support import dump_kill
+from support.forkserver import run_in_process
 from support.pipeline_repo import CALIB, INPUTS, PIPELINE_YAML, RAW_RUN, copy_repository
 
 OUT_RUN = "u/test/dump"
@@ -360,20 +360,8 @@ def test_a_conflicting_dataset_is_refused_by_name_and_not_overwritten(source, du
 # -- kills -------------------------------------------------------------------------------
 
 def _killed(function, *args: str) -> int | None:
-    """Run ``function(*args)`` of `support.dump_kill` in a process of its own; return its exit code.
-
-    The process is forked from a server that imported skybutler once (a fresh interpreter
-    per kill cost seconds of imports on a busy machine).
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["skybutler", "skybutler.transfer.dump", "support.dump_kill"])
-    process = context.Process(target=function, args=args)
-    process.start()
-    process.join(120)
-    if process.exitcode is None:
-        process.kill()
-        pytest.fail(f"{function.__name__} was still running after 120 s")
-    return process.exitcode
+    """Run ``function(*args)`` of `support.dump_kill` in a process of its own; return its exit code."""
+    return run_in_process(function, *args, preload=("skybutler.transfer.dump", "support.dump_kill"))
 
 
 def test_an_import_killed_midway_and_repeated_is_complete_with_nothing_twice(source, dumps, tmp_path):

@@ -8,7 +8,6 @@ mode; repeats and killed transfers that, run again, leave everything once.
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import signal
 import uuid
@@ -26,6 +25,7 @@ from skybutler.model import CollectionType, new_id
 from skybutler.registry import provenance_sql
 from skybutler.transfer import RegistrySource, import_content
 from support import transfer_kill
+from support.forkserver import run_in_process
 from support.services import PG_URL
 
 RUN, CALIB_RUN = "src/run", "calib/run"
@@ -323,19 +323,11 @@ def test_full_mode_brings_the_provenance_chain_as_datasets(repo):
 def test_a_transfer_killed_midway_and_run_again_is_complete_with_nothing_twice(repo):
     source, target = repo(), repo(records=False)
     refs = fill(source)
-    # Each killed run is a process of its own, forked from a server that imported skybutler
-    # once (a fresh interpreter per run cost seconds of imports on a busy machine).
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["skybutler", "skybutler.transfer", "support.transfer_kill"])
 
-    def transfer(point: str, n: int) -> int | None:
-        process = context.Process(target=transfer_kill.main, args=([point, str(n), source.root, target.root, RUN],))
-        process.start()
-        process.join(120)
-        if process.exitcode is None:
-            process.kill()
-            pytest.fail(f"the transfer killed at {point} {n} was still running after 120 s")
-        return process.exitcode
+    def transfer(point: str, n: int) -> int | None:  # each killed run is a process of its own
+        return run_in_process(transfer_kill.main, [point, str(n), source.root, target.root, RUN],
+                              preload=("skybutler.transfer", "support.transfer_kill"),
+                              what=f"the transfer killed at {point} {n}")
 
     # Killed after placing its 6th file (batches of 4): the second batch's files are placed, not its rows.
     assert transfer("file", 6) == -signal.SIGKILL
