@@ -1,11 +1,22 @@
-"""HSC-like dimension records shared by the benchmarks: ⌈N/100⌉ visits x 100 detectors."""
+"""What the benchmarks share: HSC-like dimension records (⌈N/100⌉ visits x 100 detectors),
+throwaway PostgreSQL schemas, and measurements run in a fresh process.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 DETECTORS = 100
+
+RESULT_PREFIX = "RESULT "
+"""Starts the line a fresh process prints its figures on (`print_result`, `run_fresh`)."""
 
 
 def hsc_records(butler: Any, n_visits: int) -> list[tuple[int, int]]:
@@ -36,3 +47,73 @@ def hsc_records(butler: Any, n_visits: int) -> list[tuple[int, int]]:
         })
     butler.insert_dimension_records("visit", visits)
     return [(v["visit"], d) for v in visits for d in range(DETECTORS)]
+
+
+# --------------------------------------------------------------------------- PostgreSQL schemas
+
+
+def new_schema_name(prefix: str = "bench") -> str:
+    """A schema name no other run uses: ``prefix`` and 10 random hex digits."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def drop_schemas(url: str, names: Iterable[str]) -> None:
+    """Drop the schemas ``names`` (with everything in them, if they exist) on the server at ``url``."""
+    import sqlalchemy as sa
+
+    names = list(names)
+    if not names:
+        return
+    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg"))
+    try:
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def throwaway_schema(url: str | None, prefix: str = "bench") -> Iterator[str | None]:
+    """A new schema name for a repository on the server at ``url``, dropped on leaving.
+
+    Gives None when ``url`` is None (SQLite: nothing to drop).
+    """
+    if url is None:
+        yield None
+        return
+    name = new_schema_name(prefix)
+    try:
+        yield name
+    finally:
+        drop_schemas(url, [name])
+
+
+# --------------------------------------------------------------------------- fresh processes
+
+
+class FreshProcessError(RuntimeError):
+    """A measurement's process failed or printed no result; holds its output."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.last_line = (stderr.strip().splitlines() or [f"exit {returncode}"])[-1]
+        super().__init__(self.last_line)
+
+
+def print_result(figures: Any) -> None:
+    """Print ``figures`` (JSON-able) as the result line `run_fresh` reads."""
+    print(RESULT_PREFIX + json.dumps(figures), flush=True)
+
+
+def run_fresh(script: str, *args: str, env: Mapping[str, str] | None = None) -> Any:
+    """Run ``python script *args`` in a fresh process; return what it gave `print_result`.
+
+    A fresh process has its own imports, caches and peak RSS. Raises `FreshProcessError`
+    if it exits non-zero or prints no result line.
+    """
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env)
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_PREFIX)), None)
+    if proc.returncode != 0 or line is None:
+        raise FreshProcessError(proc.returncode, proc.stdout, proc.stderr)
+    return json.loads(line[len(RESULT_PREFIX):])

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
+from _records import throwaway_schema
 
 from skybutler.model import new_id
 from skybutler.registry import Registry, batch_sql
@@ -34,11 +34,14 @@ from skybutler.registry.batch_sql import StateChange
 
 
 def one_run(n: int, url: str | None) -> dict[str, tuple[float, float]]:
-    namespace = None
+    with throwaway_schema(url) as namespace:
+        return _one_run(n, url, namespace)
+
+
+def _one_run(n: int, url: str | None, namespace: str | None) -> dict[str, tuple[float, float]]:
     if url is None:
         registry = Registry.create(f"sqlite:///{tempfile.mkdtemp()}/registry.sqlite3")
     else:
-        namespace = f"bench_{new_id().hex[:10]}"
         registry = Registry.create(url, namespace=namespace)
     figures: dict[str, tuple[float, float]] = {}
 
@@ -69,9 +72,6 @@ def one_run(n: int, url: str | None) -> dict[str, tuple[float, float]]:
         last = n + n // 10
         timed("events (last 100)", lambda: batch_sql.events(registry, sid, since_id=last - 100))
     finally:
-        if namespace is not None:
-            with registry.engine.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{namespace}" CASCADE'))
         registry.close()
     return figures
 

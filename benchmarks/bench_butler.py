@@ -31,17 +31,23 @@ import math
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _records import DETECTORS, hsc_records
+from _records import (
+    DETECTORS,
+    FreshProcessError,
+    drop_schemas,
+    hsc_records,
+    new_schema_name,
+    print_result,
+    run_fresh,
+)
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 BATCH = 1000
@@ -139,7 +145,7 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) 
     namespace = None
     registry = None
     if backend == "postgresql":
-        namespace = f"bench_{uuid.uuid4().hex[:12]}"
+        namespace = new_schema_name()
         registry = pg_url
     results: dict[str, Any] = {"backend": backend, "n": n, "load_before": os.getloadavg()[0]}
     butler = None
@@ -298,14 +304,7 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) 
         if butler is not None:
             butler.close()
         if namespace is not None:
-            import sqlalchemy as sa
-
-            from skybutler.registry._db import make_engine, normalise_url
-
-            engine = make_engine(normalise_url(pg_url))
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{namespace}" CASCADE'))
-            engine.dispose()
+            drop_schemas(pg_url, [namespace])
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
@@ -412,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         backend, n = args.worker[0], int(args.worker[1])
         calls = args.pg_calls if backend == "postgresql" else n
         out = run_case(backend, n, pg_url=args.postgresql, sync_count=sync_count, calls=calls)
-        print("RESULT " + json.dumps(out))
+        print_result(out)
         return 0
 
     plan = [] if args.postgresql_only else [("sqlite", n) for n in args.n]
@@ -421,21 +420,19 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     t_start = time.perf_counter()
     for backend, n in plan:
-        cmd = [sys.executable, __file__, "--worker", backend, str(n), "--postgresql", args.postgresql,
-               "--pg-calls", str(args.pg_calls)]
+        worker_args = ["--worker", backend, str(n), "--postgresql", args.postgresql, "--pg-calls", str(args.pg_calls)]
         if args.sync:
-            cmd.append("--sync")
+            worker_args.append("--sync")
         print(f"running {backend} N={n:,} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
+        try:
+            cases.append(run_fresh(__file__, *worker_args, env={**os.environ, "PYTHONHASHSEED": "0"}))
+        except FreshProcessError as failed:
+            print(failed.stdout, failed.stderr, file=sys.stderr)
             if backend == "postgresql":
                 print(f"PostgreSQL case failed (is the server at {args.postgresql} up?); skipped", file=sys.stderr)
                 continue
             return 1
-        cases.append(json.loads(line[len("RESULT "):]))
         print(f"  done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     report(cases)
     print(f"total {time.perf_counter() - t_start:.0f} s", file=sys.stderr)

@@ -39,8 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from _records import DETECTORS, hsc_records
+from _records import DETECTORS, drop_schemas, hsc_records, new_schema_name
 
 from skybutler.model import DataId, DatasetRef, DatasetType, new_id
 from skybutler.registry import FileRecord, Registry, provenance_sql
@@ -87,7 +86,7 @@ def make_source(path: Path, n: int, run: str = RUN) -> Registry:
 def target(kind: str, directory: Path, pg_url: str, schemas: list[str]) -> Registry:
     if kind == "sqlite":
         return Registry.create(f"sqlite:///{directory / f'target-{uuid.uuid4().hex[:8]}.sqlite3'}")
-    namespace = f"bench_merge_{uuid.uuid4().hex[:10]}"
+    namespace = new_schema_name("bench_merge")
     schemas.append(namespace)
     return Registry.create(pg_url, namespace=namespace)
 
@@ -134,13 +133,7 @@ def bench_merge(n: int, directory: Path, pg_url: str | None) -> dict[str, Any]:
                   f"{max(smalls) * 1e3:.0f})", flush=True)
     finally:
         if schemas and pg_url:
-            from skybutler.registry._db import normalise_url  # noqa: PLC0415  (benchmark clean-up only)
-
-            engine = sa.create_engine(normalise_url(pg_url))
-            with engine.begin() as conn:
-                for name in schemas:
-                    conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-            engine.dispose()
+            drop_schemas(pg_url, schemas)
     return results
 
 

@@ -36,13 +36,21 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from _records import (
+    DETECTORS,
+    FreshProcessError,
+    drop_schemas,
+    hsc_records,
+    new_schema_name,
+    print_result,
+    run_fresh,
+)
 
 DATASET_TYPE = "bench_metadata"
 RUN = "scale/query"
@@ -61,9 +69,6 @@ def _current_rss_mb() -> float:
 
 def build(root: Path, n: int, registry: str | None, namespace: str | None) -> None:
     """A repository with ``n`` datasets of one type in one run (registry rows only)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _records import DETECTORS, hsc_records
-
     from skybutler import Butler, DataId, DatasetRef
     from skybutler.model import new_dataset_id
 
@@ -171,10 +176,10 @@ class _RssWatcher:
 
 
 def run_child(root: Path, kind: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--child", str(root), kind], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    try:
+        return dict(run_fresh(__file__, "--child", str(root), kind))
+    except FreshProcessError as failed:
+        return {"error": failed.last_line}
 
 
 def measure(root: Path, n: int, repeat: int, kinds: list[str]) -> dict[str, Any]:
@@ -216,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs=2, metavar=("ROOT", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(*args.child)))
+        print_result(child(*args.child))
         return 0
     work = args.keep or Path(tempfile.mkdtemp(prefix="skybutler-query-scale-"))
     figures: dict[str, Any] = {"n": args.n, "cpus": os.cpu_count()}
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             namespace = None
             if backend == "postgresql":
                 marker = root / "namespace"
-                namespace = marker.read_text() if marker.exists() else f"qs_{uuid.uuid4().hex[:8]}"
+                namespace = marker.read_text() if marker.exists() else new_schema_name("qs")
             print(f"{backend}, N = {args.n:,}, load {os.getloadavg()[0]:.1f}", flush=True)
             if not (root / "skybutler.yaml").exists():
                 shutil.rmtree(root, ignore_errors=True)
@@ -241,12 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backend:
                 marker = work / f"postgresql-{args.n}" / "namespace"
                 if backend == "postgresql" and marker.exists():
-                    import sqlalchemy as sa
-
-                    engine = sa.create_engine(sa.make_url(args.postgresql).set(drivername="postgresql+psycopg"))
-                    with engine.begin() as conn:
-                        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{marker.read_text()}" CASCADE'))
-                    engine.dispose()
+                    drop_schemas(args.postgresql, [marker.read_text()])
             shutil.rmtree(work, ignore_errors=True)
     return 0
 

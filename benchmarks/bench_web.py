@@ -34,22 +34,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from _records import throwaway_schema
 
 TASKS = ("isr", "characterizeImage", "calibrate", "makeWarp", "assembleCoadd", "detection", "measure", "forcedPhot")
 TARGET_MS = 300.0
 
 
-def build(root: Path, n: int, url: str | None) -> tuple[str, str | None]:
-    """A repository holding one synthetic submission of ``n`` quanta; returns its name and PG schema."""
+def build(root: Path, n: int, url: str | None, namespace: str | None) -> str:
+    """A repository holding one synthetic submission of ``n`` quanta; returns its name."""
     from skybutler import Butler
     from skybutler.model import new_id
     from skybutler.registry import batch_sql, provenance_sql
     from skybutler.registry.batch_sql import StateChange
 
-    namespace = f"bench_web_{uuid.uuid4().hex[:10]}" if url else None
     butler = Butler.create(root, registry=url, namespace=namespace)
     butler.register_dataset_type("calexp", ("instrument", "visit", "detector"), "image")
     registry = butler.registry
@@ -103,7 +103,7 @@ def build(root: Path, n: int, url: str | None) -> tuple[str, str | None]:
                                                   "line": "PSF fit failed on star 7", "task_label": "calibrate"}])
     provenance_sql.insert_executions(registry, executions)
     butler.close()
-    return name, namespace
+    return name
 
 
 def _serve(root: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -153,35 +153,27 @@ def main() -> None:
 
     from skybutler.web import make_app
 
-    with tempfile.TemporaryDirectory(prefix="bench_web_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_web_") as tmp, \
+            throwaway_schema(args.postgresql, "bench_web") as namespace:
         root = Path(tmp) / "repo"
         t = time.perf_counter()
-        name, namespace = build(root, args.quanta, args.postgresql)
+        name = build(root, args.quanta, args.postgresql, namespace)
         print(f"built a submission of {args.quanta:,} quanta in {max(1, args.quanta // 10):,} jobs "
               f"({time.perf_counter() - t:.1f} s, synthetic rows through batch_sql / provenance_sql)")
+        pages = {"submission": f"/submissions/{name}",
+                 "submission, failed jobs": f"/submissions/{name}?state=failed",
+                 "submission + files of a type": f"/submissions/{name}?dataset_type=calexp",
+                 "campaigns": "/", "campaigns fragment (poll)": "/fragments/submissions"}
+        process, base = _serve(root)
+        results: dict[str, dict[str, list[float]]] = {}
         try:
-            pages = {"submission": f"/submissions/{name}",
-                     "submission, failed jobs": f"/submissions/{name}?state=failed",
-                     "submission + files of a type": f"/submissions/{name}?dataset_type=calexp",
-                     "campaigns": "/", "campaigns fragment (poll)": "/fragments/submissions"}
-            process, base = _serve(root)
-            results: dict[str, dict[str, list[float]]] = {}
-            try:
-                with httpx.Client(base_url=base, timeout=60) as http, TestClient(make_app(root)) as local:
-                    for label, url in pages.items():
-                        results[label] = {"http": timings(http.get, url, args.repeat),
-                                          "in process": timings(local.get, url, args.repeat)}
-            finally:
-                process.terminate()
-                process.wait(10)
+            with httpx.Client(base_url=base, timeout=60) as http, TestClient(make_app(root)) as local:
+                for label, url in pages.items():
+                    results[label] = {"http": timings(http.get, url, args.repeat),
+                                      "in process": timings(local.get, url, args.repeat)}
         finally:
-            if namespace is not None:
-                import sqlalchemy as sa
-
-                engine = sa.create_engine(args.postgresql.replace("postgresql://", "postgresql+psycopg://", 1))
-                with engine.begin() as conn:
-                    conn.execute(sa.text(f'DROP SCHEMA "{namespace}" CASCADE'))
-                engine.dispose()
+            process.terminate()
+            process.wait(10)
     load = os.getloadavg()
     print(f"{'PostgreSQL' if args.postgresql else 'SQLite'}; {args.repeat} requests per page after a warm-up; "
           f"load average {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores (a shared machine)")
