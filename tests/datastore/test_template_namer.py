@@ -137,3 +137,26 @@ def test_format_gives_what_a_namer_gives():
     assert template.format(r, variables={"reqnum": 7}, extension="fits") == (
         template.namer(CALEXP, "RC2", variables={"reqnum": 7}, extension="fits")(r)
     ) == "RC2/7/g/calexp_HSC_903334_16.fits"
+
+
+# -- the contract a namer compiles through -------------------------------------------------
+
+
+def test_assemble_gives_the_literal_text_and_the_callers_pieces_dropping_a_missing_field_with_its_separator():
+    template = FileTemplate("{run}/{dataset_type}/{band?}/{dataset_type}_{visit:08d}")
+    pieces = template.assemble(lambda f: None if f.optional else (f.name, f.spec))
+
+    assert pieces == [("run", ""), "/", ("dataset_type", ""), "", "/", ("dataset_type", ""), "_", ("visit", "08d")]
+    # Nothing before the missing field: the separator after it goes instead.
+    assert FileTemplate("{band?}_{run}/{id}").assemble(lambda f: None if f.optional else f.name) == [
+        "", "run", "/", "id"]
+
+
+@pytest.mark.parametrize("path", ["", "a//b", "a/./b", "../a", "a/", "a/" + "é" * 128])
+def test_check_path_refuses_an_unsafe_path_or_a_segment_over_255_bytes_naming_the_ref(path):
+    template = FileTemplate(DEFAULT_TEMPLATE)
+
+    with pytest.raises(TemplateError, match=r"unsafe path|longer than 255 bytes") as err:
+        template.check_path(path, ref())
+    assert str(ref()) in str(err.value)
+    template.check_path("a/" + "é" * 127, ref())  # 254 bytes: fits
