@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import posixpath
 import uuid
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 from ..datastore.backends import is_url
 from ..dimensions import DimensionUniverse
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
-from ..registry import FileRecord
+from ..registry import DatasetOrigin, FileRecord
 from .content import Certification, CollectionContent
 
 __all__ = [
@@ -127,9 +128,14 @@ def encode_collection(c: CollectionContent) -> dict[str, Any]:
     return {"name": c.name, "type": c.type.value, "doc": c.doc, "children": list(c.children)}
 
 
-def encode_dataset(ref: DatasetRef, file: FileRecord | None, dump_path: str | None) -> dict[str, Any]:
-    """A ``datasets.jsonl`` line: the ref, its file record as the source holds it, where its bytes are in the dump."""
-    return {
+def encode_dataset(ref: DatasetRef, file: FileRecord | None, dump_path: str | None,
+                   origin: DatasetOrigin | None = None) -> dict[str, Any]:
+    """A ``datasets.jsonl`` line: the ref, its file record as the source holds it, where its bytes are in the dump.
+
+    ``origin`` (an ingested dataset's) is written only when there is one: a reader of an
+    older dump finds none, and an older reader of this one skips the key.
+    """
+    line = {
         "id": str(ref.id), "dataset_type": ref.dataset_type.name, "run": ref.run,
         "data_id": {d: ref.data_id[d] for d in ref.dataset_type.dimensions},
         "file": None if file is None else {
@@ -137,6 +143,10 @@ def encode_dataset(ref: DatasetRef, file: FileRecord | None, dump_path: str | No
             "checksum_algorithm": file.checksum_algorithm, "format": file.format},
         "dump_path": dump_path,
     }
+    if origin is not None:
+        line["origin"] = {"original_path": origin.original_path, "plugin": origin.plugin,
+                          "metadata": json.loads(json.dumps(dict(origin.metadata), default=str))}
+    return line
 
 
 def encode_certification(c: Certification) -> dict[str, Any]:
@@ -189,7 +199,8 @@ class DecoderV1:
         return CollectionContent(line["name"], CollectionType(line["type"]), line.get("doc"),
                                  tuple(line.get("children") or ()))
 
-    def dataset(self, line: Mapping[str, Any]) -> tuple[DatasetRef, FileRecord | None, str | None]:
+    def dataset(self, line: Mapping[str, Any]) -> tuple[DatasetRef, FileRecord | None, str | None,
+                                                        DatasetOrigin | None]:
         dataset_id = uuid.UUID(line["id"])
         try:
             dt = self.dataset_types[line["dataset_type"]]
@@ -201,7 +212,10 @@ class DecoderV1:
         f = line.get("file")
         file = None if f is None else FileRecord(dataset_id, f["path"], int(f["size"]), f.get("checksum"),
                                                  f.get("checksum_algorithm"), f["format"])
-        return ref, file, line.get("dump_path")
+        o = line.get("origin")
+        origin = None if o is None else DatasetOrigin(dataset_id, str(o["original_path"]), o.get("plugin"),
+                                                      dict(o.get("metadata") or {}))
+        return ref, file, line.get("dump_path"), origin
 
     def tag(self, line: Mapping[str, Any]) -> tuple[str, uuid.UUID]:
         return line["collection"], uuid.UUID(line["dataset_id"])

@@ -328,7 +328,7 @@ def _dataset_lines(container: _Container, batch: list[DatasetContent], with_file
                                     "(a dump made without files?); export without --files, or from the repository")
             dump_path = dump_path_of(content.file.path)
             jobs.append((dump_path, content))
-        lines.append(encode_dataset(content.ref, content.file, dump_path))
+        lines.append(encode_dataset(content.ref, content.file, dump_path, content.origin))
 
     def place(job: tuple[str, DatasetContent]) -> int:
         path, content = job

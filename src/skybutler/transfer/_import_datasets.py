@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from .._butler_put import record_manifest
 from ..datastore import is_url
 from ..errors import DatasetTypeError, TransferError
 from ..model import CollectionType, DatasetRef, DatasetType, new_id
+from ..registry.origin_sql import insert_origins
 from ._placement import Placed, describe, place_file, remove_source_file, same_checksum
 from ._target_rows import datasets_by_id, datasets_by_key, insert, taken_paths
 from .content import DatasetContent, TransferReport
@@ -239,6 +240,9 @@ class DatasetWriter:
             try:
                 insert(conn, tables.dataset, columns, dataset_rows)
                 insert(conn, tables.file, _FILE_COLUMNS, file_rows)
+                # Where ingested files came from goes with them (re-homed to the target's ids).
+                insert_origins(registry, [replace(it.content.origin, dataset_id=it.target_id) for it in todo
+                                          if it.content.origin is not None])
             except conn.dialect.loaded_dbapi.IntegrityError as exc:
                 detail = str(exc).strip().splitlines()[0]
                 raise TransferError(f"The target changed during the transfer ({detail}); transfer again: what "

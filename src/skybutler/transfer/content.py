@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from ..dimensions import DimensionUniverse
 from ..model import CollectionType, DatasetRef, DatasetType
-from ..registry import FileRecord
+from ..registry import DatasetOrigin, FileRecord
 
 __all__ = [
     "TRANSFER_CHOICES",
@@ -85,12 +85,16 @@ class DatasetContent:
         None when the bytes are not available (e.g. a dump made without files).
     storage_options
         fsspec options to open ``url`` with (S3 endpoint, keys).
+    origin
+        Where an ingested dataset's file came from (path, plugin, header metadata), as the
+        source recorded it; None for a dataset that was put, or a source that has none.
     """
 
     ref: DatasetRef
     file: FileRecord | None
     url: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    origin: DatasetOrigin | None = None
 
 
 @dataclass(frozen=True)

@@ -366,20 +366,21 @@ class DumpSource:
         staged: list[str] = []
         staged_bytes = 0
         for batch in self._batches("datasets.jsonl", self._decoder.dataset):
-            for ref, file, dump_path in batch:
+            for ref, file, dump_path, origin in batch:
                 if dump_path is None:
                     # A file the source shared in place (a direct ingest) is still where it was recorded.
-                    out.append(DatasetContent(ref, file, file.path if file is not None and is_url(file.path) else None))
+                    out.append(DatasetContent(ref, file, file.path if file is not None and is_url(file.path) else None,
+                                              origin=origin))
                     continue
                 if not _inside_files(dump_path):
                     raise self.damaged(f"dataset {ref.id} names {dump_path!r}, which is not under {FILES_DIR}/")
                 if stage is None:
-                    out.append(DatasetContent(ref, file, f"file://{self.path / dump_path}"))
+                    out.append(DatasetContent(ref, file, f"file://{self.path / dump_path}", origin=origin))
                     continue
                 url = self._extract(stage, dump_path)
                 staged.append(url)
                 staged_bytes += file.size if file is not None else 0
-                out.append(DatasetContent(ref, file, url))
+                out.append(DatasetContent(ref, file, url, origin=origin))
                 if staged_bytes >= STAGE_BYTES:
                     yield out, staged
                     out, staged, staged_bytes = [], [], 0

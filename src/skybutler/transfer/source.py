@@ -41,6 +41,7 @@ from ..errors import CollectionError, ConfigError, DatasetTypeError
 from ..model import CollectionType, DatasetRef, DatasetType
 from ..registry import provenance_sql as prov
 from ..registry import query_datasets
+from ..registry.origin_sql import get_origins
 from .content import Certification, CollectionContent, DatasetContent, ProvenanceBatch
 
 if TYPE_CHECKING:
@@ -270,14 +271,16 @@ class RegistrySource:
         store = self.butler.datastore
         options = self._storage_options
         for batch in self._batches():
-            files = self.registry.get_files([r.id for r in batch])
+            ids = [r.id for r in batch]
+            files = self.registry.get_files(ids)
+            origins = get_origins(self.registry, ids)
             out = []
             for ref in batch:
                 record = files.get(ref.id)
                 url = store.url(record.path) if record is not None else None
                 if url is not None and not is_url(url):  # a local absolute path: the seam speaks URLs
                     url = "file://" + url
-                out.append(DatasetContent(ref, record, url, options))
+                out.append(DatasetContent(ref, record, url, options, origins.get(ref.id)))
             yield out
 
     def _named_of_type(self, ctype: CollectionType) -> list[str]:
