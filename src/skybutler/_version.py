@@ -1,16 +1,13 @@
-"""The installed skybutler's version, read once from the package metadata.
+"""The skybutler version, as a literal.
 
 A module of its own so that code inside the package can name the version without
-importing the package root (which imports every layer).
+importing the package root; a literal so that naming it costs no package-metadata
+lookup (``importlib.metadata`` took ~100 ms of every fresh process, CLI call and job).
+``tests/test_public_api.py`` keeps it equal to ``project.version`` in pyproject.toml.
 """
 
 from __future__ import annotations
 
-from importlib import metadata
-
 __all__ = ["__version__"]
 
-try:
-    __version__ = metadata.version("skybutler")
-except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
-    __version__ = "0+unknown"
+__version__ = "0.3.0.dev0"

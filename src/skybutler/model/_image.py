@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only names the fields' types: importing the model costs no numpy
+    import numpy as np
 
 
 @dataclass
