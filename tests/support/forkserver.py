@@ -28,7 +28,13 @@ STARTUP_TIMEOUT = 60
 
 
 def forkserver_context(*preload: str) -> ForkServerContext:
-    """The forkserver context, preloading skybutler and the modules named (those the processes run)."""
+    """The forkserver context, preloading skybutler and the modules named (those the processes run).
+
+    The server starts with the interpreter's default ``sys.path`` (Python 3.11 passes it
+    the tests' path but does not use it), so a module of ``tests/`` named here is not
+    preloaded (silently): each process imports it when it is handed its function. That
+    costs little (such modules are small and skybutler, which they import, is preloaded).
+    """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["skybutler", *preload])
     return context
