@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ..butler import Butler
 from ..errors import ConfigError, RepositoryNotFoundError
-from ..transfer.content import TRANSFER_CHOICES
-from .repo_cmds import REPO, exit_on_conflicts
+from .repo_cmds import REPO, LazyChoice, exit_on_conflicts
+
+if TYPE_CHECKING:
+    from ..butler import Butler
 
 console = Console()
 err_console = Console(stderr=True)
@@ -35,7 +37,7 @@ def _storage_class_map(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--repo", "daf_repo", type=click.Path(exists=True, file_okay=False),
               help="Read this daf_butler repository (its butler.yaml, SQLite gen3.sqlite3 and files) directly "
                    "instead of an export file.")
-@click.option("--transfer", type=click.Choice(TRANSFER_CHOICES), default="copy", show_default=True,
+@click.option("--transfer", type=LazyChoice("skybutler.transfer.content", "TRANSFER_CHOICES"), default="copy", show_default=True,
               help="How files come in: copy/move/hardlink/symlink into REPO's datastore at the paths they had; "
                    "'direct' uses them where they are; 'none' registers rows only. 'move' takes the files away "
                    "from the export or daf_butler repository (which then names missing files).")
@@ -68,6 +70,7 @@ def import_daf_butler(repo: str, export_yaml: str | None, daf_repo: str | None, 
       skybutler import-daf-butler /repo /exports/w01/export.yaml --drop-unknown-dimensions
       skybutler import-daf-butler /repo --repo /daf/repo --create --drop-unknown-dimensions
     """
+    from ..butler import Butler
     from ..transfer.daf_butler import daf_butler_source
     from ..transfer.daf_butler import import_daf_butler as run_import
 
@@ -112,6 +115,3 @@ def import_daf_butler(repo: str, export_yaml: str | None, daf_repo: str | None, 
             dropped.add_row(line)
         console.print(dropped)
     exit_on_conflicts(report, repo)
-
-
-COMMANDS = [import_daf_butler]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ..butler import Butler
-from ..transfer.content import TRANSFER_CHOICES, TransferReport
-from .repo_cmds import REPO, collection_names, exit_on_conflicts, parse_bind
+from .repo_cmds import REPO, LazyChoice, collection_names, exit_on_conflicts, open_butler, parse_bind
+
+if TYPE_CHECKING:
+    from ..transfer.content import TransferReport
 
 console = Console()
 
@@ -69,7 +71,7 @@ def export(repo: str, dest: str, dataset_types: tuple[str, ...], collections: tu
     """
     from ..transfer.dump import export_dump
 
-    butler = Butler(repo, writeable=False)
+    butler = open_butler(repo, writeable=False)
     start = time.perf_counter()
     report = export_dump(butler, dest, list(dataset_types) or None, collections=collection_names(collections),
                          where=where, bind=parse_bind(bind), files=files, mode=mode, progress=sys.stderr.isatty())
@@ -80,7 +82,8 @@ def export(repo: str, dest: str, dataset_types: tuple[str, ...], collections: tu
 @click.command("import")
 @REPO
 @click.argument("dump", type=click.Path(exists=True))
-@click.option("--transfer", type=click.Choice(TRANSFER_CHOICES), default="copy", show_default=True,
+@click.option("--transfer", type=LazyChoice("skybutler.transfer.content", "TRANSFER_CHOICES"), default="copy",
+              show_default=True,
               help="How files come in: copy/move/hardlink/symlink into REPO's datastore at their recorded "
                    "paths; 'direct' uses them where they are (directory dumps); 'none' registers rows only "
                    "(the only choice for a dump exported without files).")
@@ -106,12 +109,9 @@ def import_(repo: str, dump: str, transfer: str, new_ids: bool, workers: int) ->
     """
     from ..transfer.dump import import_dump
 
-    butler = Butler(repo)
+    butler = open_butler(repo)
     start = time.perf_counter()
     report = import_dump(butler, dump, transfer=transfer, new_ids=new_ids, on_conflict="report", workers=workers,
                          progress=sys.stderr.isatty())
     console.print(_summary(f"Imported {dump} into {repo}", report, time.perf_counter() - start, imported=True))
     exit_on_conflicts(report, repo)
-
-
-COMMANDS = [export, import_]

@@ -9,8 +9,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..butler import Butler
-
 console = Console()
 
 REPO = click.argument("repo", type=click.Path(file_okay=False))
@@ -46,6 +44,7 @@ def verify(repo: str, no_checksums: bool, runs: tuple[str, ...], as_json: bool, 
     clear their marks; look at quarantined dark files, then delete or ingest them;
     temporaries and removals are cleaned by a later write into their directory.
     """
+    from ..butler import Butler
     from ..ops.verify import PROBLEM_KINDS
     from ..ops.verify import verify as run_verify
 
@@ -98,6 +97,3 @@ def rebuild(repo: str) -> None:
                   f"type(s) in {len(report.runs)} run(s) from {report.files} file(s) in {report.seconds:.1f} s")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
-
-
-COMMANDS = [verify, rebuild]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..config import RepositoryConfig
-from ..registry import upgrade
-
 
 @click.command()
 @click.argument("repo", type=click.Path(file_okay=False))
@@ -18,6 +15,9 @@ def migrate(repo: str, dry_run: bool) -> None:
     can be run again, and an up-to-date repository is left as it is. Stop the
     jobs writing to the repository first, and back it up if it matters.
     """
+    from ..config import RepositoryConfig
+    from ..registry import upgrade
+
     cfg = RepositoryConfig.read(repo)
     steps = upgrade(cfg.registry.db, namespace=cfg.registry.namespace, root=repo, dry_run=dry_run)
     if not steps:
@@ -26,6 +26,3 @@ def migrate(repo: str, dry_run: bool) -> None:
     click.echo(f"{'Would apply' if dry_run else 'Applied'} {len(steps)} step(s) to {repo}:")
     for step in steps:
         click.echo(f"  {step}")
-
-
-COMMANDS = [migrate]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import functools
+import importlib
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -16,15 +18,42 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..butler import Butler, FileDataset
-from ..datastore import TRANSFER_MODES, is_url
 from ..errors import ConfigError
 from ..model import STORAGE_CLASSES, CollectionType
+
+if TYPE_CHECKING:
+    from ..butler import Butler, FileDataset
 
 console = Console()
 err_console = Console(stderr=True)
 
 REPO = click.argument("repo", type=click.Path(file_okay=False))
+
+
+def open_butler(repo: str, *, writeable: bool = True) -> Butler:
+    """The repository at ``repo``, the library imported here: a command's --help imports none of it."""
+    from ..butler import Butler
+
+    return Butler(repo, writeable=writeable)
+
+
+class LazyChoice(click.Choice):
+    """A `click.Choice` of a constant defined in a heavy module, imported when first needed.
+
+    That is when a value is checked or the command's own help is shown, not when the
+    command line loads: ``click.Choice(TRANSFER_MODES)`` would import the datastore for
+    every command of the module, ``--help`` included.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        # No super().__init__(): it would read the choices now.
+        self.case_sensitive = True
+        self._source = (module, name)
+
+    @functools.cached_property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        module, name = self._source
+        return tuple(getattr(importlib.import_module(module), name))
 
 
 def parse_bind(values: Iterable[str]) -> dict[str, Any]:
@@ -121,6 +150,8 @@ def _progress() -> Progress:
 def create(repo: str, registry: str | None, namespace: str | None, datastore: str | None,
            config_file: str | None, universe: str | None) -> None:
     """Create a new repository in REPO."""
+    from ..butler import Butler
+
     butler = Butler.create(repo, registry=registry, namespace=namespace, datastore=datastore,
                            config=config_file, universe=universe)
     console.print(f"Created repository [bold]{repo}[/] (registry {butler.registry.dialect}, "
@@ -141,7 +172,7 @@ def config_show(repo: str) -> None:
     repository configured alike (secrets print as ***). The dimension universe follows
     as YAML comments (without the leading "# " it is a file for `create --universe`).
     """
-    butler = Butler(repo, writeable=False)
+    butler = open_butler(repo, writeable=False)
     universe = "".join(f"# {line}\n" for line in butler.universe.to_yaml().splitlines())
     click.echo(f"{butler.config.to_yaml()}# dimension universe:\n{universe}", nl=False)
 
@@ -156,7 +187,7 @@ def config_show(repo: str) -> None:
 def register_dataset_type(repo: str, name: str, dimensions: tuple[str, ...], storage_class: str,
                           calibration: bool) -> None:
     """Register dataset type NAME with DIMENSIONS (e.g. `calexp visit detector -s image`)."""
-    dt = Butler(repo).register_dataset_type(name, dimensions, storage_class, is_calibration=calibration)
+    dt = open_butler(repo).register_dataset_type(name, dimensions, storage_class, is_calibration=calibration)
     click.echo(f"Registered {dt}")
 
 
@@ -182,7 +213,7 @@ def insert_dimensions(repo: str, file: str, element: str | None, skip_existing: 
     YAML: a mapping of element name to a list of records, inserted in file order
     (parents first). CSV: one element (--element), a header row of column names.
     """
-    butler = Butler(repo)
+    butler = open_butler(repo)
     if file.lower().endswith(".csv"):
         if not element:
             raise ConfigError("A CSV file needs --element NAME")
@@ -206,7 +237,7 @@ def collection() -> None:
 @FORMAT
 def collection_list(repo: str, fmt: str) -> None:
     """List every collection with its type (and the members of chains)."""
-    rows = [{**c, "children": ", ".join(c["children"])} for c in Butler(repo, writeable=False).collections.query()]
+    rows = [{**c, "children": ", ".join(c["children"])} for c in open_butler(repo, writeable=False).collections.query()]
     _print_rows(rows, ["name", "type", "children", "doc"], fmt, title="Collections")
 
 
@@ -218,7 +249,7 @@ def collection_list(repo: str, fmt: str) -> None:
 @click.option("--doc", help="A description.")
 def collection_create(repo: str, name: str, ctype: str, children: tuple[str, ...], doc: str | None) -> None:
     """Create a collection (for CHAINED, give its members in search order with --child)."""
-    butler = Butler(repo)
+    butler = open_butler(repo)
     kind = CollectionType(ctype)
     if kind is CollectionType.CHAINED:
         butler.collections.set_chain(name, list(children))
@@ -240,7 +271,7 @@ def collection_create(repo: str, name: str, ctype: str, children: tuple[str, ...
 def collection_certify(repo: str, calibration_collection: str, dataset_type: str, collections: tuple[str, ...],
                        where: str | None, begin: str, end: str) -> None:
     """Certify DATASET_TYPE datasets into CALIBRATION_COLLECTION over [begin, end)."""
-    butler = Butler(repo)
+    butler = open_butler(repo)
     refs = list(butler.query_datasets(dataset_type, collections=collection_names(collections), where=where))
     butler.collections.certify(calibration_collection, refs, begin, end)
     console.print(f"Certified {len(refs)} {dataset_type} dataset(s) in {calibration_collection}")
@@ -255,7 +286,7 @@ def collection_certify(repo: str, calibration_collection: str, dataset_type: str
 def collection_tag(repo: str, tagged_collection: str, dataset_type: str, collections: tuple[str, ...],
                    where: str | None) -> None:
     """Add datasets to a TAGGED collection (created if missing)."""
-    butler = Butler(repo)
+    butler = open_butler(repo)
     refs = list(butler.query_datasets(dataset_type, collections=collection_names(collections), where=where))
     butler.collections.tag(tagged_collection, refs)
     console.print(f"Tagged {len(refs)} dataset(s) in {tagged_collection}")
@@ -268,7 +299,7 @@ def collection_tag(repo: str, tagged_collection: str, dataset_type: str, collect
 @click.option("--where", help="Query expression selecting the datasets (default: every one of the type).")
 def collection_untag(repo: str, tagged_collection: str, dataset_type: str, where: str | None) -> None:
     """Remove DATASET_TYPE datasets from a TAGGED collection (the datasets themselves stay)."""
-    butler = Butler(repo)
+    butler = open_butler(repo)
     refs = list(butler.query_datasets(dataset_type, collections=[tagged_collection], where=where))
     n = butler.collections.untag(tagged_collection, refs)
     console.print(f"Untagged {n} dataset(s) from {tagged_collection}")
@@ -288,7 +319,7 @@ def collection_decertify(repo: str, calibration_collection: str, dataset_type: s
     A certification reaching outside the range keeps the parts outside it (one range may
     become two). Without --begin/--end every certification of the type is removed.
     """
-    butler = Butler(repo)
+    butler = open_butler(repo)
     refs = (list(butler.query_datasets(dataset_type, collections=[calibration_collection], where=where,
                                        find_first=False)) if where else None)
     n = butler.collections.decertify(calibration_collection, dataset_type, begin, end, refs=refs)
@@ -297,6 +328,9 @@ def collection_decertify(repo: str, calibration_collection: str, dataset_type: s
 
 def _ingest_table(path: str) -> list[FileDataset]:
     """Rows of ``file, dataset_type, <data id keys...>`` from CSV, or a YAML list of mappings."""
+    from ..butler import FileDataset
+    from ..datastore import is_url
+
     p = Path(path)
     if p.suffix.lower() == ".csv":
         with open(p, newline="") as f:
@@ -341,7 +375,7 @@ class _IngestCommand(click.Command):
 @click.option("--data-id", "-d", multiple=True, help="KEY=VALUE,... for a single file.")
 @click.option("--plugin", help="Ingest plugin reading data ids, records and metadata from the files' headers "
               "(listed below); creates the instrument, filter, detector and visit records they need.")
-@click.option("--transfer", type=click.Choice(TRANSFER_MODES), default="auto", show_default=True)
+@click.option("--transfer", type=LazyChoice("skybutler.datastore", "TRANSFER_MODES"), default="auto", show_default=True)
 @click.option("--rename", metavar="TEMPLATE", help="Store the files under names from this file template instead "
               "of the repository's, e.g. '{run}/{dataset_type}/{band}/{visit:08d}/{dataset_type}_{visit:08d}_"
               "{detector:03d}' (fields: data id keys, run, dataset_type, id, and a plugin's metadata). Names are "
@@ -357,9 +391,11 @@ def ingest(repo: str, files: tuple[str, ...], run: str, table_file: str | None, 
     ids are deterministic). Each file's original path is kept: see `skybutler
     ingest-origin`.
     """
+    from ..butler import FileDataset
+
     # No run= here: that would register the run now, and a failed ingest would leave it
     # behind empty. The ingest registers it in the transaction that adds the datasets.
-    butler = Butler(repo)
+    butler = open_butler(repo)
     if plugin:
         if table_file or data_id:
             raise ConfigError("--plugin reads data ids from the files: give FILES only (no --table or --data-id)")
@@ -413,7 +449,7 @@ def ingest_origin(repo: str, dataset_ids: tuple[str, ...], fmt: str) -> None:
             ids.append(uuid.UUID(text))
         except ValueError:
             raise ConfigError(f"Not a dataset id (a UUID): {text!r}") from None
-    butler = Butler(repo, writeable=False)
+    butler = open_butler(repo, writeable=False)
     origins = origins_of(butler, ids)
     missing = [i for i in ids if i not in origins]
     rows = [{"dataset_id": str(o.dataset_id), "original_path": o.original_path, "plugin": o.plugin,
@@ -452,7 +488,7 @@ LIMIT = click.option("--limit", type=int, default=None, help="Show at most this 
 def query_datasets_cmd(repo: str, dataset_type: str, collections: tuple[str, ...], where: str | None,
                        bind: tuple[str, ...], find_all: bool, fmt: str, limit: int | None) -> None:
     """List datasets of DATASET_TYPE in --collections (searched in order)."""
-    butler = Butler(repo, writeable=False)
+    butler = open_butler(repo, writeable=False)
     colls = collection_names(collections) or butler.collections.runs()
     refs = butler.query_datasets(dataset_type, collections=colls, where=where, bind=parse_bind(bind),
                                  find_first=not find_all)
@@ -478,7 +514,7 @@ def query_data_ids_cmd(repo: str, dimensions: tuple[str, ...], datasets: tuple[s
                        collections: tuple[str, ...], where: str | None, bind: tuple[str, ...], fmt: str,
                        limit: int | None) -> None:
     """List data ids over DIMENSIONS (joined by sky overlap where needed)."""
-    butler = Butler(repo, writeable=False)
+    butler = open_butler(repo, writeable=False)
     dims = list(butler.universe.closure(dimensions))
     ids = butler.query_data_ids(dims, where=where, bind=parse_bind(bind), datasets=datasets,
                                 collections=collection_names(collections) or [])
@@ -495,7 +531,7 @@ def query_data_ids_cmd(repo: str, dimensions: tuple[str, ...], datasets: tuple[s
 def query_records_cmd(repo: str, element: str, where: str | None, bind: tuple[str, ...], fmt: str,
                       limit: int | None) -> None:
     """List records of one dimension ELEMENT (e.g. visit, detector, patch)."""
-    butler = Butler(repo, writeable=False)
+    butler = open_butler(repo, writeable=False)
     records = butler.query_dimension_records(element, where=where, bind=parse_bind(bind))
     first = next(records, None)
     if first is None:
@@ -518,7 +554,7 @@ def query_records_cmd(repo: str, element: str, where: str | None, bind: tuple[st
 @COLLECTIONS
 def get(repo: str, dataset_type: str, output: str, data_id: tuple[str, ...], collections: tuple[str, ...]) -> None:
     """Copy one dataset's file to OUTPUT."""
-    butler = Butler(repo, writeable=False)
+    butler = open_butler(repo, writeable=False)
     colls = collection_names(collections) or butler.collections.runs()
     written = butler.retrieve_file(dataset_type, output, _parse_data_id(data_id), collections=colls, overwrite=True)
     click.echo(f"Wrote {dataset_type} {{{', '.join(data_id)}}} to {written}")
@@ -531,14 +567,10 @@ def get(repo: str, dataset_type: str, output: str, data_id: tuple[str, ...], col
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def remove_runs(repo: str, runs: tuple[str, ...], no_purge: bool, yes: bool) -> None:
     """Delete RUNS with all their datasets, files and execution records."""
-    butler = Butler(repo)
+    butler = open_butler(repo)
     if not yes:
         click.confirm(f"Delete run(s) {', '.join(runs)} and all their datasets?", abort=True)
     counts = butler.remove_runs(runs, purge=not no_purge)
     for run, n in counts.items():
         console.print(f"Removed run {run} ({n} file(s){' left on disk' if no_purge else ''})")
-
-
-COMMANDS = [create, config, register_dataset_type, insert_dimensions, collection, ingest, ingest_origin, query, get,
-            remove_runs]
 

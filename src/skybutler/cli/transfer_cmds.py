@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ..butler import Butler
-from ..config import CONFIG_FILE
-from ..transfer import TRANSFER_CHOICES, TRANSFER_SCOPES, RegistrySource, TransferReport, import_content
-from ..transfer.retrieve import retrieve_files
-from .repo_cmds import collection_names, exit_on_conflicts, parse_bind
+from .repo_cmds import LazyChoice, collection_names, exit_on_conflicts, open_butler, parse_bind
+
+if TYPE_CHECKING:
+    from ..transfer import TransferReport
 
 console = Console()
 
@@ -41,11 +41,11 @@ def _print_report(report: TransferReport) -> None:
                    "CALIBRATION and CHAINED collections named here are carried with their memberships.")
 @click.option("--where", help="Query expression selecting the datasets, e.g. \"visit = 903334 AND band = 'r'\".")
 @click.option("--bind", multiple=True, help="NAME=VALUE for identifiers in --where (repeatable).")
-@click.option("--transfer", "transfer", type=click.Choice(TRANSFER_CHOICES), default="copy", show_default=True,
+@click.option("--transfer", "transfer", type=LazyChoice("skybutler.transfer", "TRANSFER_CHOICES"), default="copy", show_default=True,
               help="How files travel: copy; move (the source's files are deleted, its rows then name missing "
                    "files); hardlink/symlink (same disk); direct (share the source's files in place); none "
                    "(rows only).")
-@click.option("--mode", type=click.Choice(TRANSFER_SCOPES), default="limited", show_default=True,
+@click.option("--mode", type=LazyChoice("skybutler.transfer", "TRANSFER_SCOPES"), default="limited", show_default=True,
               help="full also brings the provenance ancestors of the datasets, with their executions.")
 @click.option("--new-ids", is_flag=True, help="Give the datasets and executions new ids in DEST_REPO.")
 @click.option("--no-provenance", is_flag=True, help="Do not carry executions and their edges.")
@@ -66,6 +66,10 @@ def transfer(source_repo: str, dest_repo: str, dataset_types: tuple[str, ...], c
 
     Example: skybutler transfer /repo/main /repo/mine calexp -c HSC/runs/w01 --where "visit = 903334"
     """
+    from ..butler import Butler
+    from ..config import CONFIG_FILE
+    from ..transfer import RegistrySource, import_content
+
     source = Butler(source_repo, writeable=False)
     if create_dest and not (Path(dest_repo) / CONFIG_FILE).exists():
         target = Butler.create(dest_repo, universe=source.universe)
@@ -99,7 +103,9 @@ def retrieve(repo: str, dest: str, dataset_types: tuple[str, ...], collections: 
 
     Example: skybutler retrieve /repo/main ./out calexp -c HSC/runs/w01 --where "visit = 903334"
     """
-    butler = Butler(repo, writeable=False)
+    from ..transfer.retrieve import retrieve_files
+
+    butler = open_butler(repo, writeable=False)
     names = list(dataset_types) or [dt.name for dt in butler.registry.dataset_types()]
     colls, bound = collection_names(collections), parse_bind(bind)
 
@@ -110,6 +116,3 @@ def retrieve(repo: str, dest: str, dataset_types: tuple[str, ...], collections: 
     report = retrieve_files(butler, refs(), dest, overwrite=overwrite, workers=workers, progress=True)
     console.print(f"{report.copied} file(s) copied ({report.bytes_copied:,} bytes), {report.skipped} already there, "
                   f"into {dest}")
-
-
-COMMANDS = [transfer, retrieve]

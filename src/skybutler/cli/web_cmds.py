@@ -8,7 +8,7 @@ import click
 
 from ..errors import ConfigError, MissingDependencyError
 
-__all__ = ["COMMANDS", "serve"]
+__all__ = ["serve"]
 
 _WEB_MODULES = ("starlette", "jinja2", "uvicorn", "markupsafe")
 
@@ -61,6 +61,3 @@ def serve(repo: str, host: str, port: int, token: str | None, token_file: str | 
             raise MissingDependencyError(f"skybutler serve needs {exc.name}: pip install 'skybutler[web]'") from None
         raise
     serve_web(repo, host=host, port=port, token=token)
-
-
-COMMANDS = [serve]
