@@ -14,12 +14,14 @@ from __future__ import annotations
 import datetime
 import errno
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._butler_put import check_leftover, commit_datasets, file_record
 from .datastore import FileTemplate
+from .datastore._ingest import scan_local
 from .datastore.backends import is_url
 from .errors import (
     ConfigError,
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from .datastore import Datastore, FileTemplates, PendingFile
     from .registry import FileRecord, Registry
 
-__all__ = ["FileDataset", "check_records", "check_sources", "ingest", "ingest_files", "ingest_formatter",
+__all__ = ["FileDataset", "check_contents", "check_records", "check_sources", "ingest", "ingest_files",
            "sync_records"]
 
 Records = Mapping[str, Sequence[Mapping[str, Any]]]
@@ -79,31 +81,74 @@ class FileDataset:
 
 def check_sources(files: Sequence[FileDataset]) -> None:
     """Raise `FileAccessError` naming a local file that is missing, not a file, or unreadable."""
-    missing = [f.path for f in files if not is_url(f.path) and not os.path.isfile(f.path)]
-    if missing:
+    missing: list[str] = []
+    unreadable: list[str] = []
+    for f in files:
+        if is_url(f.path):
+            continue
+        try:
+            regular = stat.S_ISREG(os.stat(f.path).st_mode)
+        except (OSError, ValueError):
+            regular = False
+        if not regular:
+            missing.append(f.path)
+        elif not os.access(f.path, os.R_OK):
+            unreadable.append(f.path)
+    if missing:  # reported first, whatever else is wrong
         raise FileAccessError(
             errno.ENOENT, f"Cannot ingest: {len(missing)} file(s) do not exist or are not files, e.g. {missing[0]}")
-    unreadable = [f.path for f in files if not is_url(f.path) and not os.access(f.path, os.R_OK)]
     if unreadable:
         raise FileAccessError(errno.EACCES, f"Cannot ingest: file {unreadable[0]} is not readable")
 
 
-def ingest_formatter(datastore: Datastore, dt: DatasetType, f: FileDataset,
-                     formatter_of: Callable[[DatasetType, str | None], Formatter]) -> Formatter:
-    """The formatter of a file to ingest, once its content is checked against the storage class.
+def check_contents(datastore: Datastore, todo: Sequence[tuple[FileDataset, DatasetRef]], transfer: str,
+                   checksum: bool, formatter_of: Callable[[DatasetType, str | None], Formatter],
+                   ) -> tuple[list[Formatter], list[PendingFile | None]]:
+    """Each file's formatter, its content checked; for a local ``direct`` ingest, also its stored form.
 
-    ``formatter_of(dt, format)`` is the butler's choice of formatter for a dataset type
-    (``format`` None for its configured default).
+    A local file is opened and read once: a ``direct`` ingest's checksum is taken from the
+    bytes the check read (`scan_local`), so the file is not read a second time to be
+    "transferred". The second list holds those files (None for the others).
     """
-    formatter = _guess_formatter(dt, f, formatter_of)
-    try:
-        # Local files are opened directly: bulk ingest of local files goes without fsspec.
-        with datastore.open(f.path) if is_url(f.path) else open(f.path, "rb") as fileobj:
-            formatter.check_file(fileobj, dt.storage_class)  # type: ignore[arg-type]
-    except (FormatError, StorageClassError) as exc:
-        raise type(exc)(f"Cannot ingest {f.path} as {dt.name} ({formatter.name}, storage class "
-                        f"{dt.storage_class!r}): {exc}") from None
-    return formatter
+    algorithm = datastore.checksum_algorithm if checksum else None
+    formatters: list[Formatter] = []
+    scanned: list[PendingFile | None] = []
+    chosen: dict[tuple[str, str | None, str], Formatter] = {}
+    for f, ref in todo:
+        dt = ref.dataset_type
+        # The choice depends only on these (see _guess_formatter): made once for a bulk ingest.
+        key = (dt.name, f.format, _last_extension(f.path))
+        formatter = chosen.get(key)
+        if formatter is None:
+            formatter = chosen[key] = _guess_formatter(dt, f, formatter_of)
+        check = _content_check(formatter, dt, f.path)
+        if is_url(f.path):
+            with datastore.open(f.path) as fileobj:
+                check(cast(BinaryIO, fileobj))
+            scanned.append(None)
+        elif transfer == "direct":
+            scanned.append(scan_local(f.path, algorithm, check))
+        else:
+            scan_local(f.path, None, check)
+            scanned.append(None)
+        formatters.append(formatter)
+    return formatters, scanned
+
+
+def _content_check(formatter: Formatter, dt: DatasetType, path: str) -> Callable[[BinaryIO], None]:
+    def check(fileobj: BinaryIO) -> None:
+        try:
+            formatter.check_file(fileobj, dt.storage_class)
+        except (FormatError, StorageClassError) as exc:
+            raise type(exc)(f"Cannot ingest {path} as {dt.name} ({formatter.name}, storage class "
+                            f"{dt.storage_class!r}): {exc}") from None
+
+    return check
+
+
+def _last_extension(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
 def _guess_formatter(dt: DatasetType, f: FileDataset,
@@ -186,7 +231,7 @@ def ingest(registry: Registry, datastore: Datastore, templates: FileTemplates, v
     existing = registry.get_datasets([r.id for r in refs])
     todo = [(f, r) for f, r in zip(files, refs, strict=True) if r.id not in existing]
     # Every file's content is checked before any is transferred: a refused file leaves no trace.
-    formatters = [ingest_formatter(datastore, ref.dataset_type, f, formatter_of) for f, ref in todo]
+    formatters, scanned = check_contents(datastore, todo, transfer, checksum, formatter_of)
     paths = plan_paths(registry, templates, variables, todo, formatters, transfer, rename)
 
     def before_commit(_refs: list[DatasetRef], _files: list[FileRecord]) -> None:
@@ -196,7 +241,7 @@ def ingest(registry: Registry, datastore: Datastore, templates: FileTemplates, v
         insert_origins(registry, [DatasetOrigin(ref.id, _original_path(f.path), f.plugin, f.metadata or {})
                                   for f, ref in todo])
 
-    ingest_files(registry, datastore, todo, paths, formatters, transfer, checksum, progress, before_commit)
+    ingest_files(registry, datastore, todo, paths, formatters, transfer, checksum, progress, before_commit, scanned)
     if records:
         data_ids = expand(types, data_ids)
         refs = [DatasetRef(r.id, r.dataset_type, di, r.run) for r, di in zip(refs, data_ids, strict=True)]
@@ -248,21 +293,25 @@ def plan_paths(registry: Registry, templates: FileTemplates, variables: Mapping[
 def ingest_files(registry: Registry, datastore: Datastore, todo: Sequence[tuple[FileDataset, DatasetRef]],
                  paths: Sequence[str], formatters: Sequence[Formatter], transfer: str, checksum: bool,
                  progress: Any = None, before_commit: Callable[[list[DatasetRef], list[FileRecord]], None] | None = None,
-                 ) -> None:
+                 scanned: Sequence[PendingFile | None] | None = None) -> None:
     """Transfer each file of ``todo`` to its planned path and commit them all at once.
 
     ``before_commit`` runs in the transaction that inserts the datasets, before any file is
-    moved into place: rows it writes commit or roll back with them.
+    moved into place: rows it writes commit or roll back with them. ``scanned[i]``, when
+    not None, is the ``i``-th file already brought in (a local ``direct`` ingest read by
+    `check_contents`): nothing left to transfer.
     """
     pending: list[PendingFile] = []
     records: list[FileRecord] = []
     try:
-        for (f, ref), path, formatter in zip(todo, paths, formatters, strict=True):
-            try:
-                pf = datastore.ingest(f.path, path, transfer, checksum=checksum)
-            except DatasetExistsError as exc:
-                check_leftover(registry, ref, path, exc)
-                pf = datastore.ingest(f.path, path, transfer, checksum=checksum, replace=True)
+        for i, ((f, ref), path, formatter) in enumerate(zip(todo, paths, formatters, strict=True)):
+            pf = scanned[i] if scanned is not None else None
+            if pf is None:
+                try:
+                    pf = datastore.ingest(f.path, path, transfer, checksum=checksum)
+                except DatasetExistsError as exc:
+                    check_leftover(registry, ref, path, exc)
+                    pf = datastore.ingest(f.path, path, transfer, checksum=checksum, replace=True)
             pending.append(pf)
             records.append(file_record(ref, pf, formatter.name))
             if progress is not None:

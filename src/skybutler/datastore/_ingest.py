@@ -7,11 +7,15 @@ the result is a `PendingFile` that the store's transactions commit or abort like
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
+import io
 import os
 import posixpath
 import shutil
 import stat
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
@@ -22,10 +26,16 @@ from ._location import file_hash
 from ._transactions import NO_LINK, FileTransactions
 from .backends import is_url
 
-__all__ = ["TRANSFER_MODES", "ingest_file"]
+__all__ = ["SMALL_FILE", "TRANSFER_MODES", "ingest_file", "scan_local"]
 
 TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
 """How `Datastore.ingest` may bring a file in."""
+
+SMALL_FILE = CHUNK
+"""Files up to this size are read into memory once, for both their check and their checksum."""
+
+# A FIFO or device opened by mistake must not block: the mode is checked once it is open.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
 
 
 def ingest_file(
@@ -43,18 +53,29 @@ def ingest_file(
         raise ConfigError(f"Unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
     loc = transactions.location
     if transfer == "direct" and not is_url(source):
-        return _direct_local(transactions, source, algorithm)
-    src_fs, src = loc.filesystem_of(source)
-    src_local = isinstance(src_fs, LocalFileSystem)
-    try:
-        is_file = src_fs.isfile(src)
-    except OSError:
-        is_file = False
+        return scan_local(source, algorithm)
+    src_size = None
+    if is_url(source):
+        src_fs, src = loc.filesystem_of(source)
+        src_local = isinstance(src_fs, LocalFileSystem)
+        try:
+            is_file = src_fs.isfile(src)
+        except OSError:
+            is_file = False
+        src_url = str(src_fs.unstrip_protocol(src))
+    else:
+        # A local path: one stat, no fsspec path handling (bulk ingest speed); the same checks.
+        src_fs, src, src_local = loc.fs if loc.local else LocalFileSystem(), os.path.abspath(source), True
+        try:
+            st = os.stat(src)
+            is_file, src_size = stat.S_ISREG(st.st_mode), st.st_size
+        except OSError:
+            is_file = False
+        src_url = "file://" + src
     if not is_file:
         raise FileAccessError(errno.ENOENT, f"Cannot ingest {source!r}: no such file")
     if src_local and not os.access(src, os.R_OK):
         raise FileAccessError(errno.EACCES, f"Cannot ingest {source!r}: the file is not readable")
-    src_url = str(src_fs.unstrip_protocol(src))
 
     if transfer == "direct":
         return _in_place(src_fs, src, src_url, algorithm, "direct")
@@ -76,11 +97,18 @@ def ingest_file(
 
     def copy(sink: BinaryIO) -> None:
         try:
-            stream = src_fs.open(src, "rb")
+            stream = src_fs.open(src, "rb") if src_size is None else open(src, "rb", buffering=0)  # noqa: SIM115
         except OSError as err:
             raise FileAccessError(err.errno, f"Cannot ingest {source!r}: {err}") from err
         with stream:
-            shutil.copyfileobj(stream, sink, CHUNK)
+            if src_size is None:
+                shutil.copyfileobj(stream, sink, CHUNK)
+                return
+            # A local file unbuffered, in reads of its own size (not of a 1 MiB buffer each):
+            # the last (empty) read ends it however the file changed since its stat.
+            step = max(1, min(CHUNK, src_size + 1))
+            while chunk := stream.read(step):
+                sink.write(chunk)
 
     return transactions.write(
         rel,
@@ -93,22 +121,97 @@ def ingest_file(
     )
 
 
-def _direct_local(transactions: FileTransactions, source: str, algorithm: str | None) -> PendingFile:
-    """``direct`` ingest of a local path: one ``stat``, no fsspec round trips (bulk ingest speed)."""
+def scan_local(source: str, algorithm: str | None, check: Callable[[BinaryIO], None] | None = None,
+               ) -> PendingFile:
+    """A local file as a ``direct`` ingest: opened once, its content checked and checksummed.
+
+    The file is opened once, without fsspec: a small file (up to `SMALL_FILE`) is read
+    once and both ``check`` and the checksum see those bytes; a larger one is given to
+    ``check`` as the open file, then read again for its checksum. With neither, only
+    its size is taken (one ``fstat``).
+
+    Parameters
+    ----------
+    source
+        Local path of the file.
+    algorithm
+        Checksum algorithm (``"md5"``), or None for none.
+    check
+        Called with a readable, seekable binary file object holding the content,
+        positioned at its start (a format's check of the content); what it raises
+        passes through.
+
+    Raises
+    ------
+    FileAccessError
+        If the file is missing, not a regular file, unreadable, or a read fails.
+    """
     src = os.path.abspath(source)
     try:
-        st = os.stat(src)
-    except OSError:
-        st = None
-    if st is None or not stat.S_ISREG(st.st_mode):
-        raise FileAccessError(errno.ENOENT, f"Cannot ingest {source!r}: no such file")
-    if not os.access(src, os.R_OK):
-        raise FileAccessError(errno.EACCES, f"Cannot ingest {source!r}: the file is not readable")
+        fd = os.open(src, _OPEN_FLAGS)
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise FileAccessError(errno.EACCES, f"Cannot ingest {source!r}: the file is not readable") from None
+        raise FileAccessError(errno.ENOENT, f"Cannot ingest {source!r}: no such file") from None
     url = "file://" + src
-    if algorithm is None:
-        return PendingFile(url, url, st.st_size, None, "direct")
-    loc = transactions.location
-    return _in_place(loc.fs if loc.local else LocalFileSystem(), src, url, algorithm, "direct")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileAccessError(errno.ENOENT, f"Cannot ingest {source!r}: no such file")
+        if algorithm is None and check is None:
+            return PendingFile(url, url, st.st_size, None, "direct")
+        try:
+            if st.st_size <= SMALL_FILE:
+                data = _read_all(fd, st.st_size)
+                if check is not None:
+                    check(io.BytesIO(data))
+                size, digest = len(data), _digest(algorithm, data)
+            else:
+                if check is not None:
+                    with open(fd, "rb", closefd=False) as fileobj:
+                        check(fileobj)
+                    os.lseek(fd, 0, os.SEEK_SET)
+                size, digest = _hash_fd(fd, algorithm) if algorithm else (st.st_size, None)
+        except OSError as err:
+            if isinstance(err, FileAccessError):
+                raise
+            raise FileAccessError(err.errno, f"Cannot read {url!r}: {err}") from err
+    finally:
+        os.close(fd)
+    return PendingFile(url, url, size, f"{algorithm}:{digest}" if digest else None, "direct")
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    # A regular file's read returns all it is asked for up to the end of the file, so a
+    # short read is the end; one byte more than fstat said tells a file that grew meanwhile.
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _digest(algorithm: str | None, data: bytes) -> str | None:
+    return _hasher(algorithm)(data, usedforsecurity=False).hexdigest() if algorithm else None
+
+
+@functools.cache
+def _hasher(algorithm: str) -> Callable[..., Any]:
+    # hashlib's named constructor (hashlib.md5) skips the lookup by name that hashlib.new
+    # makes on every call: a third of the cost of hashing a small file.
+    named = getattr(hashlib, algorithm, None) if algorithm in hashlib.algorithms_guaranteed else None
+    return named if named is not None else functools.partial(hashlib.new, algorithm)
+
+
+def _hash_fd(fd: int, algorithm: str) -> tuple[int, str]:
+    digest = _hasher(algorithm)(usedforsecurity=False)
+    size = 0
+    while chunk := os.read(fd, CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _in_place(fs: AbstractFileSystem, full: str, path: str, algorithm: str | None, transfer: str) -> PendingFile:
