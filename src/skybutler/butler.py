@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .errors import (
     RepositoryExistsError,
 )
 from .formats import Formatter, formatter_for
-from .model import CollectionType, DataId, DatasetRef, DatasetType, new_dataset_id
+from .model import CollectionType, DataId, DatasetRef, DatasetType, new_dataset_ids
 from .registry import (
     DataIdQueryResults,
     DatasetQueryResults,
@@ -243,12 +244,16 @@ class Butler:
             raise CollectionError("No run to write to: pass run=... or open the butler with run=...")
         dts: list[DatasetType] = []
         data_ids: list[DataId] = []
+        known: dict[str, DatasetType] = {}  # looked up once per dataset type, not per item
         for dt_or_name, data_id in items:
-            dt = self.registry.get_dataset_type(dt_or_name.name if isinstance(dt_or_name, DatasetType) else dt_or_name)
+            name = dt_or_name.name if isinstance(dt_or_name, DatasetType) else dt_or_name
+            dt = known.get(name)
+            if dt is None:
+                dt = known[name] = self.registry.get_dataset_type(name)
             dts.append(dt)
-            data_ids.append(self._data_id(dt, data_id, {}))
+            data_ids.append(self.universe.data_id(dt.dimensions, data_id, context=f"dataset type {name!r}"))
         expanded = self._expand(dts, data_ids)
-        return [DatasetRef(new_dataset_id(), dt, di, run) for dt, di in zip(dts, expanded, strict=True)]
+        return list(map(DatasetRef, new_dataset_ids(len(dts)), dts, expanded, repeat(run)))
 
     def _expand(self, dts: Sequence[DatasetType], data_ids: Sequence[DataId]) -> list[DataId]:
         """Check every data id's records and attach implied values: one registry call per dataset type."""
