@@ -9,9 +9,11 @@ module does the storing.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -73,22 +75,25 @@ def write_datasets(registry: Registry, datastore: Datastore, objects: Sequence[A
     """
     pending: list[PendingFile] = []
     records: list[FileRecord] = []
-    namers: dict[tuple[str, str], Callable[[DatasetRef], str]] = {}
+    # The formatter and the namer of each (dataset type, run), found once per call, not per item.
+    per_type: dict[tuple[str, str], tuple[Formatter, Callable[[DatasetRef], str]]] = {}
     try:
         for obj, ref in zip(objects, refs, strict=True):
-            formatter = formatter_of(ref.dataset_type)
+            dataset_type = ref.dataset_type
+            key = (dataset_type.name, ref.run)
+            known = per_type.get(key)
+            if known is None:
+                known = per_type[key] = (formatter_of(dataset_type), file_namer(dataset_type, ref.run))
+            formatter, namer = known
             try:
-                formatter.check(obj, ref.dataset_type.storage_class)
+                formatter.check(obj, dataset_type.storage_class)
             except StorageClassError as exc:
-                raise StorageClassError(f"Cannot put {ref.dataset_type.name} {{{ref.data_id}}}: {exc}") from None
-            key = (ref.dataset_type.name, ref.run)
-            namer = namers.get(key)
-            if namer is None:
-                namer = namers[key] = file_namer(ref.dataset_type, ref.run)
+                raise StorageClassError(f"Cannot put {dataset_type.name} {{{ref.data_id}}}: {exc}") from None
             path = namer(ref)
-            identity = {"dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
-                        "data_id": str(ref.data_id), "run": ref.run}
-            write = _writer(formatter, obj, identity)
+            # Formats without room for it ignore the identity (`Formatter.write`): not built for them.
+            identity = {"dataset_id": str(ref.id), "dataset_type": dataset_type.name, "data_id": str(ref.data_id),
+                        "run": ref.run} if formatter.stores_identity else _NO_IDENTITY
+            write = functools.partial(formatter.write, obj, identity=identity)
             try:
                 pf = datastore.write_temporary(path, write)
             except DatasetExistsError as exc:
@@ -103,11 +108,7 @@ def write_datasets(registry: Registry, datastore: Datastore, objects: Sequence[A
         raise
 
 
-def _writer(formatter: Formatter, obj: Any, identity: dict[str, str]) -> Any:
-    def write(f: Any) -> None:
-        formatter.write(obj, f, identity=identity)
-
-    return write
+_NO_IDENTITY: Mapping[str, str] = MappingProxyType({})
 
 
 def check_leftover(registry: Registry, ref: DatasetRef, path: str, exc: DatasetExistsError) -> None:
@@ -135,8 +136,19 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
                     pending: list[PendingFile], before_commit: BeforeCommit | None = None) -> None:
     """Insert rows, move files into place, commit; on failure remove what was placed."""
     committed: list[PendingFile] = []
+    # With sync (power-loss safe), the files that replace nothing are placed first and their
+    # syncs run while the rows are inserted; they are waited for before the COMMIT, so no
+    # committed row can name a file not yet on the device. Placing them early is safe: a
+    # rename that never replaces cannot touch another writer's file, and until the COMMIT
+    # such a file is one no row names, as after a crash (a leftover, which another writer
+    # replaces only after its own insert of the same dataset has succeeded). Files that
+    # replace a leftover are placed after the insert, as without sync.
+    early = [pf for pf in pending if not pf.replaces] if datastore.sync else []
+    late = [pf for pf in pending if pf.replaces] if early else pending
     try:
         with registry.transaction():
+            synced = datastore.commit_many(early, wait=False) if early else None
+            committed.extend(early)
             replaced = [pf.path for pf in pending if pf.replaces]
             # Checked again under the write transaction: on SQLite it holds the write lock,
             # on PostgreSQL a writer of the same dataset is stopped by the insert below.
@@ -151,10 +163,13 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
             if before_commit is not None:
                 before_commit(refs, records)
             # All or none; with sync, every file and directory flushed together, once.
-            datastore.commit_many(pending)
-            committed.extend(pending)
+            if late:
+                datastore.commit_many(late)
+                committed.extend(late)
             # Files an ingest brought in carry no identity of this repository's: listed whatever their format.
             record_manifest(datastore, refs, records, {pf.path for pf in pending if pf.transfer != "write"})
+            if synced is not None:
+                synced()  # every early file's sync done: now the COMMIT may start
     except BaseException as exc:
         lost = lost_connection(exc)
         doing = f"storing {len(refs)} dataset(s)"

@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, BinaryIO, cast
 
 from ..errors import FileAccessError, SkyButlerError
-from ._durability import rename_no_replace, sync_paths
+from ._durability import rename_no_replace, start_sync, sync_paths
 from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
 from ._location import StoreLocation, file_hash
 
@@ -71,6 +71,10 @@ _log = logging.getLogger(__name__)
 
 NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES})
 """Errors of a link that can be replaced by a copy (or a check-then-rename)."""
+
+
+def _no_wait() -> None:
+    """Nothing to wait for (`FileTransactions.commit_many` that synced nothing, or synced already)."""
 
 
 class FileTransactions:
@@ -117,25 +121,33 @@ class FileTransactions:
         loc = self.location
         final = loc.full(rel)
         if not replace:
-            self.refuse_existing(rel, final)
-        self.sweep(posixpath.dirname(rel))
+            if loc.local:
+                # lexists: a link, even broken, takes the name too. Straight to the syscall (a put
+                # of many files makes one per file): `loc.errors` translates remote errors only.
+                if os.path.lexists(final):
+                    raise loc.exists_error(rel)
+            else:
+                self.refuse_existing(rel, final)
+        directory = posixpath.dirname(rel)
+        if directory not in self.swept:
+            self.sweep(directory)
         to_temporary = loc.local or replace
         if to_temporary:
             temp_rel = temporary_name(rel)
             temp = loc.full(temp_rel)
             try:
-                with loc.errors("write", rel):
-                    try:
-                        raw: IO[bytes] = self._open_new(temp)
-                    except FileNotFoundError:
-                        # Directories are made only when missing: one syscall fewer per file.
-                        if loc.local:
-                            os.makedirs(posixpath.dirname(temp), exist_ok=True)
-                        raw = self._open_new(temp)
-            except OSError as err:
-                if isinstance(err, SkyButlerError):
-                    raise
-                raise FileAccessError(err.errno, f"Cannot write {rel!r} under {loc.root}: {err}") from err
+                try:
+                    raw: IO[bytes] = self._open_new(temp)
+                except FileNotFoundError:
+                    # Directories are made only when missing: one syscall fewer per file.
+                    if loc.local:
+                        os.makedirs(posixpath.dirname(temp), exist_ok=True)
+                    raw = self._open_new(temp)
+            except OSError as caught:
+                translated = self._translated(caught, rel)
+                if isinstance(translated, SkyButlerError):
+                    raise translated from None
+                raise FileAccessError(caught.errno, f"Cannot write {rel!r} under {loc.root}: {caught}") from caught
         else:
             temp_rel, temp = rel, final
             try:
@@ -149,29 +161,44 @@ class FileTransactions:
                 raise FileAccessError(err.errno, f"Cannot write {rel!r} under {loc.root}: {err}") from err
         sink = HashingWriter(raw, algorithm, disk_full_after)
         try:
-            with loc.errors("write", rel):
-                try:
-                    writer(cast(BinaryIO, sink))
-                finally:
-                    raw.close()
-        except BaseException as err:
+            try:
+                writer(cast(BinaryIO, sink))
+            finally:
+                raw.close()
+        except BaseException as caught:
+            problem = self._translated(caught, rel) if isinstance(caught, Exception) else caught
             # An exclusive create that lost a race on an object store reports it when the
             # upload finishes; the key then holds someone else's file, so leave it.
-            if to_temporary or not isinstance(err, FileExistsError):
+            if to_temporary or not isinstance(problem, FileExistsError):
                 loc.discard(temp)
-            if isinstance(err, FileExistsError) and not to_temporary:
+            if isinstance(problem, FileExistsError) and not to_temporary:
                 raise loc.exists_error(rel) from None
-            if isinstance(err, OSError) and not isinstance(err, SkyButlerError):
+            if isinstance(problem, OSError) and not isinstance(problem, SkyButlerError):
                 raise FileAccessError(
-                    err.errno, f"Cannot write {rel!r} under {loc.root}: {err.strerror or err}"
-                ) from err
-            raise
+                    problem.errno, f"Cannot write {rel!r} under {loc.root}: {problem.strerror or problem}"
+                ) from problem
+            if problem is caught:
+                raise
+            raise problem from None
         size, digest = sink.size, sink.hexdigest()
         if sink.rewritten:
             size = int(loc.fs.size(temp))
             digest = file_hash(loc.fs, temp, algorithm) if algorithm else None
         checksum = f"{algorithm}:{digest}" if algorithm and digest else None
         return PendingFile(rel, temp_rel, size, checksum, transfer, source, replaces=replace)
+
+    def _translated(self, err: Exception, rel: str) -> Exception:
+        """What ``location.errors("write", rel)`` makes of ``err`` (itself, or one `FileAccessError` line).
+
+        Written out of the way of `write`'s success path, where entering the context
+        manager around each step cost more than the step on local disk.
+        """
+        try:
+            with self.location.errors("write", rel):
+                raise err
+        except Exception as translated:  # noqa: BLE001 - returned to the caller, who raises it
+            return translated
+        return err  # pragma: no cover - the block above always raises
 
     def _open_new(self, full: str) -> IO[bytes]:
         if self.location.local:
@@ -251,10 +278,25 @@ class FileTransactions:
         """Put a pending file in its final place; see `Datastore.commit` (and the syncs above)."""
         self.commit_many([pending], sync=sync)
 
-    def commit_many(self, pendings: Sequence[PendingFile], *, sync: bool = False) -> None:
-        """Put pending files in their final places, all or none; see `Datastore.commit_many`."""
+    def commit_many(self, pendings: Sequence[PendingFile], *, sync: bool = False,
+                    wait: bool = True) -> Callable[[], None]:
+        """Put pending files in their final places, all or none; see `Datastore.commit_many`.
+
+        With ``wait=False`` the syncs (``sync``) run in the background: the function returned
+        waits for them, and must be called before anything that needs the files on the
+        device (the registry's COMMIT); if a sync failed it removes the placed files and
+        raises `FileAccessError`, as this call does with ``wait=True``. A ``move``'s source
+        is deleted once the syncs are over.
+        """
         loc = self.location
         placed: list[PendingFile] = []
+
+        def discard_placed() -> None:
+            # No row will name these: the registry transaction they were for rolls back.
+            for pending in placed:
+                if pending.temp_path != pending.path:
+                    loc.discard(loc.full(pending.path))
+
         try:
             for pending in pendings:
                 if pending.replaces:
@@ -262,14 +304,28 @@ class FileTransactions:
                 elif pending.temp_path != pending.path:
                     self._rename_into_place(pending.temp_path, pending.path)
                 placed.append(pending)
+            synced = _no_wait
             if sync and loc.local:
-                self._sync_placed([pf.path for pf in placed if pf.temp_path != pf.path])
+                synced = self._sync_placed([pf.path for pf in placed if pf.temp_path != pf.path], background=not wait)
         except BaseException:
-            # No row will name these: the registry transaction they were for rolls back.
-            for pending in placed:
-                if pending.temp_path != pending.path:
-                    loc.discard(loc.full(loc.relative(pending.path)))
+            discard_placed()
             raise
+
+        def finish() -> None:
+            try:
+                synced()
+            except BaseException:
+                discard_placed()
+                raise
+            self._remove_moved_sources(pendings)
+
+        if wait:
+            finish()
+            return _no_wait
+        return finish
+
+    def _remove_moved_sources(self, pendings: Sequence[PendingFile]) -> None:
+        loc = self.location
         for pending in pendings:
             if pending.source is not None:
                 try:
@@ -281,7 +337,8 @@ class FileTransactions:
 
     def _rename_into_place(self, temp_rel: str, rel: str) -> None:
         loc = self.location
-        temp, final = loc.full(loc.relative(temp_rel)), loc.full(loc.relative(rel))
+        # A pending file's paths were checked and normalised by `write` (or the ingest) that made it.
+        temp, final = loc.full(temp_rel), loc.full(rel)
         try:
             if not rename_no_replace(temp, final, no_link=NO_LINK, use_renameat2=self.use_renameat2):
                 self.use_renameat2 = False
@@ -308,21 +365,38 @@ class FileTransactions:
             paths.append(directory)
         return paths
 
-    def _sync_placed(self, placed: Sequence[str]) -> None:
-        """Sync what the files just placed at ``placed`` need (`durable_paths`), all at once."""
+    def _sync_placed(self, placed: Sequence[str], *, background: bool = False) -> Callable[[], None]:
+        """Sync what the files just placed at ``placed`` need (`durable_paths`), all at once.
+
+        Returns the function that waits for the syncs (raising `FileAccessError` if one
+        failed): with ``background`` they run meanwhile (`start_sync`), else they are done
+        here and it returns at once.
+        """
         if not placed:
-            return
+            return _no_wait
         loc = self.location
         chains = [self.durable_paths(loc.relative(path)) for path in placed]
-        try:
-            sync_paths(list(dict.fromkeys(p for chain in chains for p in chain)))
-        except OSError as err:
-            what = repr(placed[0]) if len(placed) == 1 else f"{len(placed)} files"
-            raise FileAccessError(err.errno, f"Cannot commit {what} under {loc.root}: syncing to the device "
-                                             f"failed: {err}") from err
-        for chain in chains:
-            # Each directory whose parent was synced (chain[2:] are those parents) has a durable name now.
-            self.durable_dirs.update(chain[1:-1])
+        paths = list(dict.fromkeys(p for chain in chains for p in chain))
+        running = start_sync(paths) if background else None
+
+        def wait() -> None:
+            try:
+                if running is None:
+                    sync_paths(paths)
+                else:
+                    running()
+            except OSError as err:
+                what = repr(placed[0]) if len(placed) == 1 else f"{len(placed)} files"
+                raise FileAccessError(err.errno, f"Cannot commit {what} under {loc.root}: syncing to the device "
+                                                 f"failed: {err}") from err
+            for chain in chains:
+                # Each directory whose parent was synced (chain[2:] are those parents) has a durable name now.
+                self.durable_dirs.update(chain[1:-1])
+
+        if running is None:
+            wait()
+            return _no_wait
+        return wait
 
     def _replace_leftover(self, temp_rel: str, rel: str) -> None:
         loc = self.location

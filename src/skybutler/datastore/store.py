@@ -206,12 +206,24 @@ class Datastore:
         """
         self._transactions.commit(pending, sync=self.sync)
 
-    def commit_many(self, pendings: Sequence[PendingFile]) -> None:
+    def commit_many(self, pendings: Sequence[PendingFile], *, wait: bool = True) -> Callable[[], None]:
         """`commit` every pending file, all or none: the way to commit the files of one transaction.
 
         With ``sync``, the files and their directories are synced together once all are in
         place (each directory once however many files it received), not file by file: a
         put of many files costs a few device flushes, not two per file.
+
+        Parameters
+        ----------
+        pendings
+            The files to place.
+        wait
+            False returns as soon as the files are in place, their syncs (``sync``) running
+            in the background: the caller does other work meanwhile (a durable put inserts
+            its registry rows) and must call the function returned before relying on the
+            files being on the device (before the registry's COMMIT). It raises as this
+            call would have, after removing the files placed. With True (or without
+            ``sync``) the function returned does nothing.
 
         Raises
         ------
@@ -219,7 +231,7 @@ class Datastore:
             As `commit`; the files this call had already placed are removed again, so the
             caller aborts every pending file as if none had been committed.
         """
-        self._transactions.commit_many(pendings, sync=self.sync)
+        return self._transactions.commit_many(pendings, sync=self.sync, wait=wait)
 
     def abort(self, pending: PendingFile) -> None:
         """Discard a pending file that was not committed; never raises if it is already gone.
