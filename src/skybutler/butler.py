@@ -28,7 +28,7 @@ from .errors import (
     RepositoryExistsError,
 )
 from .formats import Formatter, formatter_for
-from .model import CollectionType, DataId, DatasetRef, DatasetType, new_dataset_ids
+from .model import CollectionType, DataId, DatasetRef, DatasetType, new_dataset_id, new_dataset_ids
 from .registry import (
     DataIdQueryResults,
     DatasetQueryResults,
@@ -253,7 +253,8 @@ class Butler:
             dts.append(dt)
             data_ids.append(self.universe.data_id(dt.dimensions, data_id, context=f"dataset type {name!r}"))
         expanded = self._expand(dts, data_ids)
-        return list(map(DatasetRef, new_dataset_ids(len(dts)), dts, expanded, repeat(run)))
+        ids = new_dataset_ids(len(dts)) if len(dts) > 1 else [new_dataset_id()]
+        return list(map(DatasetRef, ids, dts, expanded, repeat(run)))
 
     def _expand(self, dts: Sequence[DatasetType], data_ids: Sequence[DataId]) -> list[DataId]:
         """Check every data id's records and attach implied values: one registry call per dataset type."""
@@ -314,8 +315,17 @@ class Butler:
             dts = [self.registry.get_dataset_type(r.dataset_type.name) for r in refs]
             expanded = self._expand(dts, [r.data_id for r in refs])
             new_refs = [DatasetRef(r.id, dt, di, r.run) for r, dt, di in zip(refs, dts, expanded, strict=True)]
+        file_namer = self.file_namer
+        if len(new_refs) == 1:
+            # One file: named by its template directly, as `file_namer`'s namer would name it
+            # (compiling one costs three times as much as naming one file without it).
+            def file_namer(dataset_type: DatasetType, run: str) -> Callable[[DatasetRef], str]:
+                template = self.templates.template_for(dataset_type.name, run)
+                extension = self._formatter(dataset_type).extension
+                return functools.partial(template.format_directly, variables=self.template_variables,
+                                         extension=extension)
         _butler_put.write_datasets(self.registry, self.datastore, [obj for obj, _, _ in items], new_refs,
-                                   self._formatter, self.file_namer, before_commit)
+                                   self._formatter, file_namer, before_commit)
         return new_refs
 
     # -- ingest ------------------------------------------------------------------------

@@ -151,7 +151,11 @@ def new_id() -> uuid.UUID:
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | (rand & ((1 << 62) - 1))
-    return uuid.UUID(int=value)
+    # Set as `new_ids` sets them: the value is built valid, so UUID()'s checks are skipped.
+    made: uuid.UUID = object.__new__(uuid.UUID)
+    _UUID_INT(made, value)
+    _UUID_SAFE(made, uuid.SafeUUID.unknown)
+    return made
 
 
 def new_dataset_id() -> uuid.UUID:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,8 @@ class DimensionRecords:
         self.universe = universe
         self._cache: dict[str, dict[tuple, dict[str, Any]]] = {}
         self._raw_cache: dict[str, dict[tuple, dict[str, Any]]] = {}
+        # What `expand_data_ids` needs to know of a set of dimensions, worked out once per set.
+        self._expand_plans: dict[tuple[str, ...], Any] = {}
 
     def _normalise_record(self, element: str, record: Mapping[str, Any]) -> dict[str, Any]:
         el = self.universe.elements[element]
@@ -313,35 +315,38 @@ class DimensionRecords:
         """Check that every value has a record and attach implied values (``band`` of a visit)."""
         if not data_ids:
             return []
-        implied_by = self.universe.implied_by(dimensions)
-        givers = {giver for giver in implied_by.values()}
+        plan = self._expand_plans.get(tuple(dimensions))
+        if plan is None:
+            plan = self._expand_plans[tuple(dimensions)] = self._expand_plan(dimensions)
+        steps, implied_by, getters = plan
         per_element: dict[str, dict[tuple, dict[str, Any]]] = {}
         with contextlib.ExitStack() as stack:
             conn = None
-            for d in dimensions:
-                pk = self.universe.elements[d].primary_key
-                key_of = tuple_getter(pk)
-                keys = list({key_of(di.required_items) for di in data_ids})
+            for d, pk, key_of, gives in steps:
                 cache = self._cache.get(d, {})
+                if len(data_ids) == 1:
+                    keys = [key_of(data_ids[0].required_items)]
+                else:
+                    keys = list({key_of(di.required_items) for di in data_ids})
                 if all(k in cache for k in keys):  # records never change: no query needed
-                    found = {k: cache[k] for k in keys}
+                    found = cache if gives else {}
+                    missing = []
                 else:
                     if conn is None:
                         conn = stack.enter_context(self.db.read(autocommit=True))
                     found = self.fetch(conn, d, keys)
-                if len(found) != len(keys):
                     missing = [k for k in keys if k not in found]
+                if missing:
                     example = dict(zip(pk, missing[0], strict=True))
                     raise DimensionError(
                         f"No {d} record for {example}{' (' + context + ')' if context else ''}; "
                         f"{len(missing)} value(s) of {d} have no record. Insert dimension records first."
                     )
-                if d in givers:
+                if gives:
                     per_element[d] = found
         if not implied_by:
             return list(data_ids)
         out = []
-        getters = {giver: tuple_getter(self.universe.elements[giver].primary_key) for giver in givers}
         for di in data_ids:
             implied: dict[str, Any] = {}
             items = di.required_items
@@ -356,3 +361,20 @@ class DimensionRecords:
                 implied[name] = value
             out.append(di.with_implied(implied))
         return out
+
+    def _expand_plan(self, dimensions: Sequence[str]) -> tuple[
+            list[tuple[str, tuple[str, ...], Callable[[Any], tuple], bool]], dict[str, str],
+            dict[str, Callable[[Any], tuple]]]:
+        """What `expand_data_ids` works out once per set of dimensions (the universe never changes).
+
+        For each dimension: its primary key, the getter of its key from a data id, and
+        whether it gives implied values; the implied values and their givers; each giver's key getter.
+        """
+        implied_by = self.universe.implied_by(dimensions)
+        givers = set(implied_by.values())
+        steps = []
+        for d in dimensions:
+            pk = tuple(self.universe.elements[d].primary_key)
+            steps.append((d, pk, tuple_getter(pk), d in givers))
+        getters = {giver: tuple_getter(self.universe.elements[giver].primary_key) for giver in givers}
+        return steps, implied_by, getters
