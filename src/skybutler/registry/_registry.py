@@ -28,7 +28,7 @@ from ..config import redact_url
 from ..dimensions import DimensionUniverse
 from ..errors import DimensionError, RepositoryExistsError, RepositoryNotFoundError, SchemaVersionError
 from ..model import CollectionType, DataId, DatasetRef, DatasetType
-from . import _migrate, schema
+from . import _migrate, _remove_run, schema
 from ._collections import CollectionRecords
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
@@ -308,4 +308,4 @@ class Registry:
 
     def remove_run(self, run: str) -> list[FileRecord]:
         """Delete a run with all its datasets, file records and executions; returns the file records."""
-        return self.dataset_records.remove_run(run)
+        return _remove_run.remove_run(self.database, self.tables, self.collection_records, run)

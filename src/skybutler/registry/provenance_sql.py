@@ -75,14 +75,19 @@ def delete_run_provenance(conn: sa.Connection, tables: Tables, run_id: int, data
     """Delete a run's executions with their used / wasGeneratedBy edges, and the wasDerivedFrom edges of ``datasets``.
 
     Part of removing a run (`skybutler.registry.Registry.remove_run`), in its transaction;
-    ``datasets`` selects the ids of the run's datasets.
+    ``datasets`` selects the ids of the run's datasets (from a table of them: it is read
+    once per statement). The executions' edges are deleted only when the run has
+    executions, the wasDerivedFrom edges only when there are any: most runs have no
+    provenance, and a DELETE that finds nothing still costs a pass over the run's ids.
     """
-    ex = tables.execution
-    run_execs = sa.select(ex.c.id).where(ex.c.run_id == run_id)
-    conn.execute(sa.delete(tables.used).where(tables.used.c.execution_id.in_(run_execs)))
-    conn.execute(sa.delete(tables.generated).where(tables.generated.c.execution_id.in_(run_execs)))
-    conn.execute(sa.delete(tables.derived).where(tables.derived.c.dataset_id.in_(datasets)))
-    conn.execute(sa.delete(ex).where(ex.c.run_id == run_id))
+    ex, derived = tables.execution, tables.derived
+    if conn.execute(sa.select(sa.exists().where(ex.c.run_id == run_id))).scalar():
+        run_execs = sa.select(ex.c.id).where(ex.c.run_id == run_id)
+        conn.execute(sa.delete(tables.used).where(tables.used.c.execution_id.in_(run_execs)))
+        conn.execute(sa.delete(tables.generated).where(tables.generated.c.execution_id.in_(run_execs)))
+        conn.execute(sa.delete(ex).where(ex.c.run_id == run_id))
+    if conn.execute(sa.select(sa.exists().select_from(derived))).scalar():
+        conn.execute(sa.delete(derived).where(derived.c.dataset_id.in_(datasets)))
 
 
 def _execution_select(registry: Registry) -> sa.Select:
