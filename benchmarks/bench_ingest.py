@@ -9,8 +9,9 @@ Usage::
 N small JSON files (about 60 bytes, HSC-like data ids: ``ceil(N / 100)`` visits x 100
 detectors) are written outside the repository, then ingested, each repeat into a fresh
 run of the same repository (ids are per run, so the same files serve every repeat; a
-``copy`` repeat gets new names under its run). Each row gives the best of ``--repeats``
-runs: wall time, user and system CPU per file (``getrusage``), files per second. The
+``copy`` repeat gets new names under its run). The cases are interleaved, each repeat in
+another order. Each row gives the best of ``--repeats`` runs: wall time, user and system
+CPU per file (``getrusage``), files per second. The
 floor row is the creation of the same N files by ``Path.write_text`` (an ingest with
 checksums must at least open and read each file, which costs about as much as making
 it). PostgreSQL uses a throwaway schema, dropped afterwards, and adds the floor of a
@@ -40,6 +41,7 @@ from typing import Any
 from _records import DETECTORS, hsc_records
 
 DATASET_TYPE = "bench_raw"
+FLOOR = ("floor: create the files", "", False)
 CASES = [  # (label, transfer, checksum)
     ("ingest direct (md5)", "direct", True),
     ("ingest direct (checksum=False)", "direct", False),
@@ -102,25 +104,29 @@ def run(n: int, repeats: int, pg_url: str | None) -> None:
         print(f"{'sqlite' if pg_url is None else 'postgresql'}, N = {n:,}, best of {repeats}, "
               f"python {sys.version.split()[0]}", flush=True)
 
-        floor = []
-        for i in range(repeats):
-            src = tmp / f"src{i}"
-            src.mkdir()
-            paths = [src / f"raw_{v}_{d:03d}.json" for v, d in data_ids]
-            floor.append(_measure(lambda paths=paths: [p.write_text(t) for p, t in zip(paths, texts, strict=True)]))
-            if i:
-                shutil.rmtree(src)  # the files of the first repeat are ingested
-        _row("floor: create the files", n, floor)
         files = [FileDataset(str(tmp / "src0" / f"raw_{v}_{d:03d}.json"), DATASET_TYPE,
                              {"instrument": "HSC", "visit": v, "detector": d}) for v, d in data_ids]
-
-        for label, transfer, checksum in CASES:
-            samples = []
-            for i in range(repeats):
+        samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in [FLOOR, *CASES]}
+        for i in range(repeats):
+            # Interleaved, each repeat in another order: a case is not always the one that
+            # finds the repository fuller, or the SQLite WAL checkpoint of the one before.
+            order = [FLOOR, *CASES]
+            for label, transfer, checksum in order[i % len(order):] + order[:i % len(order)]:
+                if label == FLOOR[0]:
+                    src = tmp / f"src{i}"
+                    src.mkdir()
+                    paths = [src / f"raw_{v}_{d:03d}.json" for v, d in data_ids]
+                    samples[label].append(_measure(
+                        lambda paths=paths: [p.write_text(t) for p, t in zip(paths, texts, strict=True)]))
+                    if i:
+                        shutil.rmtree(src)  # the files of the first repeat are the ones ingested
+                    continue
                 run_name = f"bench/{transfer}{'' if checksum else '_nock'}/{i}"
-                samples.append(_measure(lambda run_name=run_name, transfer=transfer, checksum=checksum: butler.ingest(
-                    files, run=run_name, transfer=transfer, checksum=checksum)))
-            _row(label, n, samples)
+                samples[label].append(_measure(lambda run_name=run_name, transfer=transfer, checksum=checksum:
+                                               butler.ingest(files, run=run_name, transfer=transfer,
+                                                             checksum=checksum)))
+        for label, values in samples.items():
+            _row(label, n, values)
         if pg_url is not None and namespace is not None:
             print(f"{'floor: one server commit':34s} {1e3 * _commit_floor(pg_url, namespace):.3f} ms "
                   f"(INSERT + COMMIT, raw psycopg)", flush=True)
