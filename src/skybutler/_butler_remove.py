@@ -39,7 +39,10 @@ _PER_TASK = 1000
 def owned_paths(records: Sequence[FileRecord]) -> list[str]:
     """The paths of ``records`` that the datastore owns (and so may delete)."""
     # Files recorded by absolute location were ingested "direct": they are not ours to delete.
-    return [r.path for r in records if Datastore.owns(r.path)]
+    # A URL has "://" (`Datastore.owns` says how it tells): the paths a run's files are
+    # recorded by almost never do, and a million calls cost 0.35 s inside the transaction.
+    paths = [r.path for r in records]
+    return [p for p in paths if p[:1] != "/" and ("://" not in p or Datastore.owns(p))]
 
 
 def delete_files(datastore: Datastore, paths: Sequence[str]) -> None:
