@@ -142,8 +142,11 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
     # rename that never replaces cannot touch another writer's file, and until the COMMIT
     # such a file is one no row names, as after a crash (a leftover, which another writer
     # replaces only after its own insert of the same dataset has succeeded). Files that
-    # replace a leftover are placed after the insert, as without sync.
-    early = [pf for pf in pending if not pf.replaces] if datastore.sync else []
+    # replace a leftover are placed after the insert, as without sync. A put of one file
+    # syncs after its insert, in this thread: its insert is too short to hide a sync behind,
+    # and handing the sync to another thread made one-per-call durable puts ~10 % slower
+    # (measured in alternating bursts, load 2.8).
+    early = [pf for pf in pending if not pf.replaces] if datastore.sync and len(pending) > 1 else []
     late = [pf for pf in pending if pf.replaces] if early else pending
     try:
         with registry.transaction():
