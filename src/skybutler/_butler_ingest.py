@@ -33,7 +33,7 @@ from .errors import (
     TemplateError,
 )
 from .formats import Formatter, file_suffixes, guess_format
-from .model import DataId, DatasetRef, DatasetType, dataset_id_for_ingest
+from .model import DataId, DatasetRef, DatasetType, dataset_ids_for_ingest
 from .registry import DatasetOrigin, pipeline_sql
 from .registry.origin_sql import insert_origins
 
@@ -226,8 +226,8 @@ def ingest(registry: Registry, datastore: Datastore, templates: FileTemplates, v
         data_ids.append(registry.universe.data_id(dt.dimensions, f.data_id, context=f"dataset type {dt.name!r}"))
     if not records:
         data_ids = expand(types, data_ids)  # the records must exist already
-    refs = [DatasetRef(dataset_id_for_ingest(dt.name, di, run), dt, di, run)
-            for dt, di in zip(types, data_ids, strict=True)]
+    ids = dataset_ids_for_ingest([dt.name for dt in types], data_ids, run)
+    refs = [DatasetRef(i, dt, di, run) for i, dt, di in zip(ids, types, data_ids, strict=True)]
     existing = registry.get_datasets([r.id for r in refs])
     todo = [(f, r) for f, r in zip(files, refs, strict=True) if r.id not in existing]
     # Every file's content is checked before any is transferred: a refused file leaves no trace.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -205,3 +206,26 @@ def new_dataset_ids(n: int) -> list[uuid.UUID]:
 def dataset_id_for_ingest(dataset_type: str, data_id: DataId, run: str) -> uuid.UUID:
     """Return the deterministic UUID5 of an ingested dataset, so re-ingest is idempotent."""
     return uuid.uuid5(_INGEST_NAMESPACE, f"{dataset_type}/{data_id.key()}/{run}")
+
+
+# The bits of a UUID's integer that say its variant (RFC 4122) and version (5).
+_V5_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_V5_SET = (0x8000 << 48) | (5 << 76)
+
+
+def dataset_ids_for_ingest(dataset_types: Sequence[str], data_ids: Sequence[DataId], run: str) -> list[uuid.UUID]:
+    """`dataset_id_for_ingest` of each (dataset type, data id) in ``run``: equal ids, made in bulk.
+
+    The namespace is hashed once and each id is filled as `uuids_from_hex` fills them,
+    without ``UUID()``'s argument checks (a third of the cost of an id).
+    """
+    base = hashlib.sha1(_INGEST_NAMESPACE.bytes, usedforsecurity=False)
+    values = []
+    for name, data_id in zip(dataset_types, data_ids, strict=True):
+        h = base.copy()
+        h.update(f"{name}/{data_id.key()}/{run}".encode())
+        values.append((int.from_bytes(h.digest()[:16], "big") & _V5_CLEAR) | _V5_SET)
+    ids = list(map(object.__new__, repeat(uuid.UUID, len(values))))
+    deque(map(_UUID_INT, ids, values), 0)
+    deque(map(_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, len(values))), 0)
+    return ids

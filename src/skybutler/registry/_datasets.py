@@ -10,11 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .._gc import paused_gc
 from ..dimensions import DimensionUniverse
 from ..errors import CollectionError, DatasetExistsError
-from ..model import CollectionType, DataId, DatasetRef, uuids_from_hex
-from . import provenance_sql
+from ..model import CollectionType, DataId, DatasetRef
 from ._collections import CollectionRecords
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
@@ -314,52 +312,6 @@ class DatasetRecords:
                 conn.execute(sa.delete(f).where(f.c.dataset_id.in_(chunk)))
                 conn.execute(sa.delete(d).where(d.c.id.in_(chunk)))
         return list(files.values())
-
-    def remove_run(self, run: str) -> list[FileRecord]:
-        """Delete a run with all its datasets, file records and executions; returns the file records."""
-        run_id = self.collections.run_id(run)
-        d, f, c = self.tables.dataset, self.tables.file, self.tables.collection
-        with self.db.transaction() as conn:
-            parents = conn.execute(sa.select(c.c.name).join(
-                self.tables.collection_chain, self.tables.collection_chain.c.parent_id == c.c.id)
-                .where(self.tables.collection_chain.c.child_id == run_id)).scalars().all()
-            if parents:
-                raise CollectionError(f"Run {run!r} is in chain(s) {', '.join(parents)}; remove it there first")
-            # Positionally, in FileRecord's field order (a mapping per row cost half the removal
-            # at 1M), with ids as the driver gives them: SQLite's hex text is turned into UUIDs
-            # column-wise (`uuids_from_hex`), not by one ``UUID()`` parse per row.
-            rows = conn.execute(
-                sa.select(sa.type_coerce(f.c.dataset_id, sa.String),
-                          *[f.c[name] for name in _FILE_FIELDS[1:]])
-                .join(d, d.c.id == f.c.dataset_id).where(d.c.run_id == run_id)).all()
-            files = _file_records(rows)
-            in_run = sa.select(d.c.id).where(d.c.run_id == run_id)
-            for table in (self.tables.tagged, self.tables.calibration):
-                # Asked first: most runs are in no TAGGED or CALIBRATION collection, and the
-                # DELETE ... IN (the run's ids) costs a pass over the run even on an empty table.
-                if conn.execute(sa.select(sa.exists().where(
-                        table.c.dataset_id == d.c.id, d.c.run_id == run_id))).scalar():
-                    conn.execute(sa.delete(table).where(table.c.dataset_id.in_(in_run)))
-            conn.execute(sa.delete(f).where(f.c.dataset_id.in_(in_run)))
-            provenance_sql.delete_run_provenance(conn, self.tables, run_id, in_run)
-            conn.execute(sa.delete(d).where(d.c.run_id == run_id))
-            self.db.forget_collections()
-            conn.execute(sa.delete(c).where(c.c.id == run_id))
-        return files
-
-
-def _file_records(rows: Sequence[Sequence[Any]]) -> list[FileRecord]:
-    """`FileRecord` objects from rows in its field order, the id as the driver returned it."""
-    if not rows:
-        return []
-    # Paused collector: a million small objects, all referenced, would trigger many full
-    # collections that free nothing.
-    with paused_gc():
-        columns = list(zip(*rows, strict=True))
-        ids = list(columns[0])
-        if type(ids[0]) is str:
-            ids = uuids_from_hex(ids)
-        return list(map(FileRecord, ids, *columns[1:]))
 
 
 def _check_no_duplicates(keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:

@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ._pg_insert import insert_new_rows_pg
+from ._sqlite_raw import raw_statement, run_statement
 from ._values import ARRAY_CHUNK, chunks
 
 if TYPE_CHECKING:
     from ._registry import Registry
 
 __all__ = ["DatasetOrigin", "get_origins", "insert_origins"]
+
+_COLUMNS = ("dataset_id", "original_path", "plugin", "metadata")
 
 
 @dataclass(frozen=True)
@@ -57,20 +60,27 @@ def _to_json(metadata: Mapping[str, Any]) -> str | None:
 def insert_origins(registry: Registry, origins: Iterable[DatasetOrigin]) -> int:
     """Insert origin rows (joins an open transaction); a dataset that has one keeps it. Returns how many were new."""
     table = registry.tables.dataset_origin
+    db = registry.database
+    if db.dialect == "sqlite":
+        # On the DB-API cursor (`_sqlite_raw`): through ``Connection.execute`` with RETURNING
+        # this was ~10 µs per ingested file. ``changes()`` after the executemany counts the new rows.
+        values = [(o.dataset_id, o.original_path, o.plugin, _to_json(o.metadata)) for o in origins]
+        if not values:
+            return 0
+        with registry.transaction() as conn:
+            statement = raw_statement(conn, db.raw_statements(), "sqlite|insert_origin", lambda: db.insert_new(
+                table).values({c: sa.bindparam(c) for c in _COLUMNS}))
+            before = conn.connection.driver_connection.total_changes  # type: ignore[union-attr]
+            run_statement(conn, statement, values)
+            return int(conn.connection.driver_connection.total_changes - before)  # type: ignore[union-attr]
     rows = [{"dataset_id": o.dataset_id, "original_path": o.original_path, "plugin": o.plugin,
              "metadata": _to_json(o.metadata)} for o in origins]
     if not rows:
         return 0
     done = 0
-    db = registry.database
     with registry.transaction() as conn:
-        if db.dialect == "postgresql":
-            for chunk in chunks(rows, ARRAY_CHUNK):
-                done += len(insert_new_rows_pg(conn, table, chunk, "dataset_id", db.raw_statements()))
-            return done
-        stmt = db.insert_new(table).returning(table.c.dataset_id)
-        for chunk in chunks(rows):
-            done += len(conn.execute(stmt, list(chunk)).all())
+        for chunk in chunks(rows, ARRAY_CHUNK):
+            done += len(insert_new_rows_pg(conn, table, chunk, "dataset_id", db.raw_statements()))
     return done
 
 
