@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from skybutler import Butler, _butler_remove
-from skybutler.errors import FileAccessError
+from skybutler.errors import DatasetExistsError, FileAccessError
 from support.records import DETECTORS, VISITS, insert_records
 
 TEMPLATE = "{run}/{dataset_type}/{instrument}/{visit:08d}/{dataset_type}_{visit:08d}_{detector:03d}"
@@ -79,3 +79,36 @@ def test_a_file_that_cannot_be_deleted_stops_no_other_thread_and_the_next_remova
     assert not (Path(butler.root) / "doomed").exists()
     assert list(butler.datastore.pending_removals()) == []
     assert len(files_under(Path(butler.root), "kept")) == len(VISITS) * len(DETECTORS)
+
+
+def test_a_put_that_finds_its_leftover_taken_by_another_writer_is_refused_as_an_existing_dataset(
+        tmp_path, monkeypatch):
+    """A leftover file at a put's path (no row names it) is replaced only if nobody stores the dataset meanwhile.
+
+    Here another writer stores the same dataset between the put's leftover check and its
+    transaction: the put is refused like any put of an existing dataset, and the other
+    writer's file stays.
+    """
+    from skybutler import _butler_put
+    from skybutler.datastore import is_temporary
+
+    butler = Butler.create(tmp_path / "repo", run="r")
+    butler.register_dataset_type("thing", [], "dict")
+    butler.put({"who": "crashed writer"}, "thing", {})
+    butler.remove_runs(["r"], purge=False)  # its file stays: a leftover no row names
+    other = Butler(butler.root, run="r")
+    check = _butler_put.check_leftover
+    raced: list = []
+
+    def check_then_lose_the_race(registry, ref, path, exc):
+        check(registry, ref, path, exc)
+        if not raced:  # the first put to get here; the other writer's own check passes straight through
+            raced.append(None)
+            raced[0] = other.put({"who": "other"}, "thing", {})
+
+    monkeypatch.setattr(_butler_put, "check_leftover", check_then_lose_the_race)
+    with pytest.raises(DatasetExistsError, match="already exists in run 'r'.*another writer meanwhile"):
+        butler.put({"who": "me"}, "thing", {})
+    (stored,) = butler.query_datasets("thing", collections=["r"])
+    assert stored.id == raced[0].id and butler.get(stored) == {"who": "other"}
+    assert not [p for p in butler.datastore.walk() if is_temporary(p)]

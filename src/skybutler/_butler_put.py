@@ -132,6 +132,26 @@ def check_leftover(registry: Registry, ref: DatasetRef, path: str, exc: DatasetE
     raise exc
 
 
+def _stored_meanwhile(registry: Registry, datastore: Datastore, refs: Sequence[DatasetRef],
+                      records: Sequence[FileRecord], path: str) -> DatasetExistsError:
+    """The error for a leftover file at ``path`` that another writer's committed dataset now names.
+
+    Usually that writer stored the same dataset (it won a race to put it): say so as any
+    put of an existing dataset does; otherwise name the file.
+    """
+    ref = next((r for r, rec in zip(refs, records, strict=True) if rec.path == path), None)
+    try:
+        existing = find_dataset(registry, ref.dataset_type.name, ref.data_id, [ref.run]) if ref else None
+    except CollectionError:
+        existing = None  # the run is this transaction's own, not yet committed
+    if ref is not None and existing is not None:
+        return DatasetExistsError(
+            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+            f"(id {existing.id}, stored by another writer meanwhile); no put ever overwrites a stored dataset")
+    return DatasetExistsError(f"File {path!r} was stored by another dataset meanwhile in the datastore at "
+                              f"{datastore.root}; no put ever overwrites a stored dataset")
+
+
 def commit_datasets(registry: Registry, datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord],
                     pending: list[PendingFile], before_commit: BeforeCommit | None = None) -> None:
     """Insert rows, move files into place, commit; on failure remove what was placed."""
@@ -157,9 +177,7 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
             # on PostgreSQL a writer of the same dataset is stopped by the insert below.
             named = pipeline_sql.known_paths(registry, replaced) if replaced else set()
             if named:
-                raise DatasetExistsError(
-                    f"File {sorted(named)[0]!r} was stored by another dataset meanwhile in the datastore at "
-                    f"{datastore.root}; no put ever overwrites a stored dataset")
+                raise _stored_meanwhile(registry, datastore, refs, records, sorted(named)[0])
             # The runs are registered by the insert itself: on PostgreSQL the run, the clash
             # check and the rows are one statement sent with the BEGIN, one round trip.
             registry.insert_datasets(refs, records, register_runs=True)
