@@ -121,15 +121,27 @@ def check_leftover(registry: Registry, ref: DatasetRef, path: str, exc: DatasetE
     """
     if not pipeline_sql.known_paths(registry, [path]):
         return
+    error = _already_stored(registry, ref)
+    if error is not None:
+        raise error from None
+    raise exc
+
+
+def _already_stored(registry: Registry, ref: DatasetRef, how: str = "") -> DatasetExistsError | None:
+    """The error for a put of ``ref`` when its run already holds that dataset (None when it does not).
+
+    ``how`` is added after the stored dataset's id (", stored by another writer meanwhile").
+    A run that does not exist (yet: it may be this transaction's own) holds nothing.
+    """
     try:
         existing = find_dataset(registry, ref.dataset_type.name, ref.data_id, [ref.run])
     except CollectionError:
-        existing = None  # the run does not exist: the file is another dataset's
-    if existing is not None:
-        raise DatasetExistsError(
-            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
-            f"(id {existing.id}); no put ever overwrites a stored dataset") from None
-    raise exc
+        return None
+    if existing is None:
+        return None
+    return DatasetExistsError(
+        f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+        f"(id {existing.id}{how}); no put ever overwrites a stored dataset")
 
 
 def _stored_meanwhile(registry: Registry, datastore: Datastore, refs: Sequence[DatasetRef],
@@ -140,16 +152,9 @@ def _stored_meanwhile(registry: Registry, datastore: Datastore, refs: Sequence[D
     put of an existing dataset does; otherwise name the file.
     """
     ref = next((r for r, rec in zip(refs, records, strict=True) if rec.path == path), None)
-    try:
-        existing = find_dataset(registry, ref.dataset_type.name, ref.data_id, [ref.run]) if ref else None
-    except CollectionError:
-        existing = None  # the run is this transaction's own, not yet committed
-    if ref is not None and existing is not None:
-        return DatasetExistsError(
-            f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
-            f"(id {existing.id}, stored by another writer meanwhile); no put ever overwrites a stored dataset")
-    return DatasetExistsError(f"File {path!r} was stored by another dataset meanwhile in the datastore at "
-                              f"{datastore.root}; no put ever overwrites a stored dataset")
+    error = _already_stored(registry, ref, ", stored by another writer meanwhile") if ref is not None else None
+    return error or DatasetExistsError(f"File {path!r} was stored by another dataset meanwhile in the datastore "
+                                       f"at {datastore.root}; no put ever overwrites a stored dataset")
 
 
 def commit_datasets(registry: Registry, datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord],
