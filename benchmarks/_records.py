@@ -1,5 +1,6 @@
 """What the benchmarks share: HSC-like dimension records (⌈N/100⌉ visits x 100 detectors),
-throwaway PostgreSQL schemas, and measurements run in a fresh process.
+throwaway PostgreSQL schemas, measurements run in a fresh process, the server's commit
+floor and a timer of one method.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import datetime
 import json
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 DETECTORS = 100
@@ -117,3 +119,43 @@ def run_fresh(script: str, *args: str, env: Mapping[str, str] | None = None) -> 
     if proc.returncode != 0 or line is None:
         raise FreshProcessError(proc.returncode, proc.stdout, proc.stderr)
     return json.loads(line[len(RESULT_PREFIX):])
+
+
+def commit_samples(pg_url: str, namespace: str, count: int = 200) -> list[float]:
+    """Seconds per one-row INSERT + COMMIT on a raw psycopg connection: two round trips and a WAL flush.
+
+    The floor of any durable write on the server (``synchronous_commit=on``): the flush
+    waits for the disk, shared with everything else the machine writes. The table goes
+    into ``namespace`` (a throwaway schema).
+    """
+    import psycopg
+
+    with psycopg.connect(pg_url) as raw:
+        raw.execute(f'CREATE TABLE IF NOT EXISTS "{namespace}".commit_floor (n integer)')
+        raw.commit()
+        samples = []
+        for i in range(count):
+            t0 = time.perf_counter()
+            raw.execute(f'INSERT INTO "{namespace}".commit_floor VALUES (%s)', (i,))
+            raw.commit()
+            samples.append(time.perf_counter() - t0)
+        return samples
+
+
+class MethodTimer:
+    """Wraps a bound method of one object and adds up the wall time spent in it (`restore` unwraps it)."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner, self.name, self.seconds = owner, name, 0.0
+        self.inner: Callable[..., Any] = getattr(owner, name)
+        setattr(owner, name, self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def restore(self) -> None:
+        setattr(self.owner, self.name, self.inner)

@@ -42,6 +42,7 @@ from typing import Any
 from _records import (
     DETECTORS,
     FreshProcessError,
+    commit_samples,
     drop_schemas,
     hsc_records,
     new_schema_name,
@@ -112,26 +113,6 @@ def _round_trips(pg_url: str, count: int = 1000) -> list[float]:
         return [_timed(lambda: raw.execute("SELECT 1").fetchall())[0] for _ in range(count)]
 
 
-def _commits(pg_url: str, namespace: str, count: int = 200) -> list[float]:
-    """Seconds per one-row INSERT + COMMIT on a raw psycopg connection: two round trips and a WAL flush.
-
-    The floor of any durable write on the server (``synchronous_commit=on``): the flush
-    waits for the disk, shared with everything else the machine writes.
-    """
-    import psycopg
-
-    with psycopg.connect(pg_url) as raw:
-        raw.execute(f'CREATE TABLE IF NOT EXISTS "{namespace}".commit_floor (n integer)')
-        raw.commit()
-        samples = []
-        for i in range(count):
-            t0 = time.perf_counter()
-            raw.execute(f'INSERT INTO "{namespace}".commit_floor VALUES (%s)', (i,))
-            raw.commit()
-            samples.append(time.perf_counter() - t0)
-        return samples
-
-
 def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) -> dict[str, Any]:
     """Run every operation for one backend and N; return the figures.
 
@@ -163,7 +144,7 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) 
         if backend == "postgresql":
             assert namespace is not None
             round_trips = _round_trips(pg_url)  # the floor of every statement, measured again at the end
-            commits = _commits(pg_url, namespace)  # the floor of every put (one commit each)
+            commits = commit_samples(pg_url, namespace)  # the floor of every put (one commit each)
 
         # put, one per call
         bp = butler.with_run("bench/put")
@@ -281,7 +262,7 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) 
         if backend == "postgresql":
             round_trips += _round_trips(pg_url)
             results["pg_round_trip"] = _latency(round_trips, 1)
-            results["pg_commit"] = _latency(commits + _commits(pg_url, namespace), 1)
+            results["pg_commit"] = _latency(commits + commit_samples(pg_url, namespace), 1)
             results["pg_round_trip_us"] = results["pg_round_trip"]["ms"] * 1e3
 
         # memory of streaming all N refs (tracemalloc: Python allocations only)

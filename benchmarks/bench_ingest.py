@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _records import DETECTORS, hsc_records
+from _records import DETECTORS, commit_samples, hsc_records
 
 DATASET_TYPE = "bench_raw"
 FLOOR = ("floor: create the files", "", False)
@@ -70,22 +70,6 @@ def _row(label: str, n: int, samples: list[tuple[float, float, float]]) -> None:
     print(f"{label:34s} {n / wall:9,.0f}/s  wall {1e6 * wall / n:6.1f} us  cpu {1e6 * cpu / n:6.1f} us "
           f"(user {1e6 * best[1] / n:5.1f}, sys {1e6 * best[2] / n:5.1f})  load {os.getloadavg()[0]:.2f}",
           flush=True)
-
-
-def _commit_floor(pg_url: str, namespace: str, count: int = 200) -> float:
-    """Best seconds of a one-row INSERT + COMMIT on a raw psycopg connection (the WAL flush)."""
-    import psycopg
-
-    with psycopg.connect(pg_url) as raw:
-        raw.execute(f'CREATE TABLE IF NOT EXISTS "{namespace}".commit_floor (n integer)')
-        raw.commit()
-        samples = []
-        for i in range(count):
-            t0 = time.perf_counter()
-            raw.execute(f'INSERT INTO "{namespace}".commit_floor VALUES (%s)', (i,))
-            raw.commit()
-            samples.append(time.perf_counter() - t0)
-    return min(samples)
 
 
 def run(n: int, repeats: int, pg_url: str | None) -> None:
@@ -128,7 +112,7 @@ def run(n: int, repeats: int, pg_url: str | None) -> None:
         for label, values in samples.items():
             _row(label, n, values)
         if pg_url is not None and namespace is not None:
-            print(f"{'floor: one server commit':34s} {1e3 * _commit_floor(pg_url, namespace):.3f} ms "
+            print(f"{'floor: one server commit':34s} {1e3 * min(commit_samples(pg_url, namespace)):.3f} ms "
                   f"(INSERT + COMMIT, raw psycopg)", flush=True)
     finally:
         if butler is not None:

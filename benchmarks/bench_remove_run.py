@@ -38,12 +38,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _records import DETECTORS, hsc_records
+from _records import DETECTORS, MethodTimer, hsc_records
 
 DATASET_TYPE = "bench_metadata"
 RUN = "bench/remove"
@@ -56,25 +56,6 @@ def _load() -> float:
 
 def _cpu() -> float:
     return time.process_time()
-
-
-class _Timer:
-    """Wraps a bound method of one object and adds up the wall time spent in it."""
-
-    def __init__(self, owner: Any, name: str) -> None:
-        self.owner, self.name, self.seconds = owner, name, 0.0
-        self.inner: Callable[..., Any] = getattr(owner, name)
-        setattr(owner, name, self)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return self.inner(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - t0
-
-    def restore(self) -> None:
-        setattr(self.owner, self.name, self.inner)
 
 
 @contextmanager
@@ -165,7 +146,7 @@ def registry_part(butler: Any, repeat: int) -> list[dict[str, Any]]:
 
 def full_removal(butler: Any) -> dict[str, Any]:
     """``Butler.remove_runs([RUN])`` split into rows, file list and files (after the commit)."""
-    timers = [_Timer(butler.registry, "remove_run"), _Timer(butler.datastore, "record_removal")]
+    timers = [MethodTimer(butler.registry, "remove_run"), MethodTimer(butler.datastore, "record_removal")]
     gc.collect()
     load = _load()
     try:

@@ -62,7 +62,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _records import DETECTORS, hsc_records
+from _records import DETECTORS, MethodTimer, hsc_records
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DATASET_TYPE = "bench_metadata"
@@ -185,28 +185,9 @@ def run_child(root: Path, kind: str, visit: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- one backend
 
 
-class _Timer:
-    """Wraps a bound method of one object and adds up the time spent in it (remove's phases)."""
-
-    def __init__(self, owner: Any, name: str) -> None:
-        self.owner, self.name, self.seconds = owner, name, 0.0
-        self.inner: Callable[..., Any] = getattr(owner, name)
-        setattr(owner, name, self)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return self.inner(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - t0
-
-    def restore(self) -> None:
-        setattr(self.owner, self.name, self.inner)
-
-
 def timed_remove(butler: Any, run: str) -> dict[str, float]:
     """Remove ``run``; total seconds and the registry / file-list / after-commit (file deletion) parts."""
-    timers = [_Timer(butler.registry, "remove_run"), _Timer(butler.datastore, "record_removal")]
+    timers = [MethodTimer(butler.registry, "remove_run"), MethodTimer(butler.datastore, "record_removal")]
     try:
         gc.collect()
         t0 = time.perf_counter()
