@@ -118,6 +118,18 @@ _UUID_INT = vars(uuid.UUID)["int"].__set__
 _UUID_SAFE = vars(uuid.UUID)["is_safe"].__set__
 
 
+def _uuids(values: Sequence[int]) -> list[uuid.UUID]:
+    """`uuid.UUID` objects of valid 128-bit ``values``, set as `uuid.UUID.__setstate__` sets them.
+
+    No Python-level call per id and none of ``UUID()``'s checks: the callers build the
+    values valid (32 hex digits read, or version and variant bits set).
+    """
+    ids = list(map(object.__new__, repeat(uuid.UUID, len(values))))
+    deque(map(_UUID_INT, ids, values), 0)
+    deque(map(_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, len(values))), 0)
+    return ids
+
+
 def uuids_from_hex(texts: Sequence[str]) -> list[uuid.UUID]:
     """`uuid.UUID` objects from 32-digit hex texts (as SQLite stores ids), without ``UUID()``'s parsing.
 
@@ -135,10 +147,7 @@ def uuids_from_hex(texts: Sequence[str]) -> list[uuid.UUID]:
     values = list(map(int, texts, repeat(16, n)))
     if n and min(values) < 0:
         raise ValueError("Dataset ids must be 32 hex digits")
-    ids = list(map(object.__new__, repeat(uuid.UUID, n)))
-    deque(map(_UUID_INT, ids, values), 0)
-    deque(map(_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, n)), 0)
-    return ids
+    return _uuids(values)
 
 
 def new_id() -> uuid.UUID:
@@ -191,11 +200,7 @@ def new_ids(n: int) -> list[uuid.UUID]:
     raw = os.urandom(16 * n)
     values = [int.from_bytes(raw[i:i + 16]) & _RANDOM_BITS | head for i in range(0, 16 * n, 16)]
     values.sort()
-    ids = list(map(object.__new__, repeat(uuid.UUID, n)))
-    # The int set as uuid.UUID.__setstate__ sets it: the value is built valid, so UUID()'s checks are skipped.
-    deque(map(_UUID_INT, ids, values), 0)
-    deque(map(_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, n)), 0)
-    return ids
+    return _uuids(values)
 
 
 def new_dataset_ids(n: int) -> list[uuid.UUID]:
@@ -225,7 +230,4 @@ def dataset_ids_for_ingest(dataset_types: Sequence[str], data_ids: Sequence[Data
         h = base.copy()
         h.update(f"{name}/{data_id.key()}/{run}".encode())
         values.append((int.from_bytes(h.digest()[:16], "big") & _V5_CLEAR) | _V5_SET)
-    ids = list(map(object.__new__, repeat(uuid.UUID, len(values))))
-    deque(map(_UUID_INT, ids, values), 0)
-    deque(map(_UUID_SAFE, ids, repeat(uuid.SafeUUID.unknown, len(values))), 0)
-    return ids
+    return _uuids(values)
