@@ -167,14 +167,16 @@ def _raw_refs(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], run: s
     with no query planning, no collection lookup, no type conversion: what is left is the
     fetch plus one UUID, one data id and one ref object per row.
     """
-    from skybutler._gc import paused_gc
     from skybutler.model import DataId, DatasetRef, uuids_from_hex
 
-    with paused_gc():  # as the query result does: a collection per 700 new objects would double the cost
+    gc.disable()  # as the query result does: a collection per 700 new objects would double the cost
+    try:
         rows = raw.execute(sql, params).fetchall()
         ids = uuids_from_hex([r[0] for r in rows])
         data_ids = DataId.from_rows(("instrument", "visit", "detector"), [r[2:] for r in rows])
         return len(DatasetRef.from_columns(sample.dataset_type, ids, data_ids, [run] * len(rows)))
+    finally:
+        gc.enable()
 
 
 def _adbc_fetch(db: Path, sql: str, params: list[Any]) -> int:
