@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,6 +42,12 @@ class Database:
         # building a SELECT costs ~60 µs of Python, executing a prebuilt one ~15 µs.
         self._statements: dict[str, Any] = {}
         self._raw_statements: dict[str, str] = {}
+        # On a SQLite file each thread keeps the connection of its write transactions (see
+        # `_writer`): checking one out of the pool and returning it cost a put as much as its
+        # two INSERTs. PostgreSQL connections stay pooled (a server may drop an idle one).
+        self._keeps_writers = self.dialect == "sqlite" and not isinstance(engine.pool, sa.pool.StaticPool)
+        self._writers: dict[int, tuple[threading.Thread, int, sa.Connection]] = {}
+        self._writers_lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -48,7 +55,37 @@ class Database:
         return self.engine.dialect.name
 
     def close(self) -> None:
+        with self._writers_lock:
+            kept = [conn for _, pid, conn in self._writers.values() if pid == os.getpid()]
+            self._writers.clear()
+        for conn in kept:
+            conn.close()
         self.engine.dispose()
+
+    def _writer(self) -> sa.Connection:
+        """This thread's connection for write transactions on SQLite, kept from one transaction to the next.
+
+        Made on a thread's first write; one that was invalidated or closed (or left in a
+        transaction by a failed rollback) is replaced.
+        Those of threads that have ended are closed when another thread makes its own,
+        and all of them by `close`. A forked process makes its own and leaves its
+        parent's alone.
+        """
+        thread, pid = threading.current_thread(), os.getpid()
+        kept = self._writers.get(thread.ident or 0)
+        if kept is not None and kept[0] is thread and kept[1] == pid and not (kept[2].closed or kept[2].invalidated or kept[2].in_transaction()):
+            return kept[2]
+        conn = self.engine.connect().execution_options(write=True)
+        with self._writers_lock:
+            gone = [key for key, (t, p, _) in self._writers.items() if p == pid and not t.is_alive()]
+            stale = [self._writers.pop(key)[2] for key in gone]
+            if kept is not None and kept[1] == pid:
+                stale.append(kept[2])
+            self._writers[thread.ident or 0] = (thread, pid, conn)
+        for old in stale:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                old.close()
+        return conn
 
     def statement(self, name: str, build: Callable[[], Any]) -> Any:
         """A statement with bind parameters, built by ``build`` on first use and kept (tables never change)."""
@@ -82,18 +119,12 @@ class Database:
         if active is not None:
             yield active
             return
+        if self._keeps_writers:
+            yield from self._in_transaction(self._writer())
+            return
         with self.engine.connect().execution_options(write=True) as conn:
             try:
-                with conn.begin():
-                    self._local.conn = conn
-                    # Collection rows read in this transaction (a put reads its run twice); any write
-                    # to the collection table empties it (`forget_collections`).
-                    self._local.collections = {}
-                    try:
-                        yield conn
-                    finally:
-                        self._local.conn = None
-                        self._local.collections = None
+                yield from self._in_transaction(conn)
             finally:
                 if self.dialect == "postgresql":
                     restore_autocommit(conn)
@@ -101,6 +132,19 @@ class Database:
                 # Committed: statistics are refreshed outside the write transaction (SQLite
                 # does it inside, see `_db.keep_sqlite_statistics`).
                 keep_postgresql_statistics(conn)
+
+    def _in_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
+        """The body of `transaction` on ``conn``: begin, hand it out, commit (or roll back on an error)."""
+        with conn.begin():
+            self._local.conn = conn
+            # Collection rows read in this transaction (a put reads its run twice); any write
+            # to the collection table empties it (`forget_collections`).
+            self._local.collections = {}
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+                self._local.collections = None
 
     @contextlib.contextmanager
     def read(self, *, autocommit: bool = False) -> Iterator[sa.Connection]:

@@ -18,7 +18,7 @@ from ._database import Database
 from ._dataset_types import DatasetTypeRecords
 from ._db import count_changes
 from ._pg_insert import insert_datasets_pg
-from ._sqlite_raw import raw_statement, run_statement
+from ._sqlite_raw import count_statement, raw_statement, run_statement
 from ._values import any_of, chunk_size, chunks
 from .schema import Tables
 
@@ -84,10 +84,46 @@ class DatasetRecords:
         if self.db.dialect == "postgresql" and len(runs) == 1 and self._insert_pg(refs, files, register_runs):
             return
         with self.db.transaction():
+            if register_runs and len(refs) == 1 and self.db.dialect == "sqlite" and self._insert_one_sqlite(refs[0], files):
+                return
             if register_runs:
                 for run in sorted(runs):
                     self.collections.register(run, CollectionType.RUN)
             self._insert_checked(refs, files)
+
+    def _insert_one_sqlite(self, ref: DatasetRef, files: Sequence[FileRecord]) -> bool:
+        """`insert` of one dataset on SQLite, its run found by name in the INSERT; False when the run does not exist.
+
+        A put's run is nearly always there already: looking it up first cost a statement and
+        more Python than the insert. When the INSERT finds no RUN of that name it inserts
+        nothing, and the caller registers the run (or says why it cannot) and inserts then.
+        """
+        self.collections.check_name(ref.run)
+        type_id = self.dataset_types.find(ref.dataset_type.name)[0]
+        key = ref.data_id.key()
+        required = ref.data_id.required_items
+        dimensions = [d for d in self.universe.dimensions if d in required]
+        d, c = self.tables.dataset, self.tables.collection
+        statements = self.db.raw_statements()
+        with self.db.transaction() as conn:
+            insert = raw_statement(conn, statements, "sqlite|insert_dataset_in_run|" + ",".join(dimensions),
+                                   lambda: sa.insert(d).from_select(
+                                       ["id", "dataset_type_id", "data_id_key", *dimensions, "run_id"],
+                                       sa.select(sa.bindparam("id", type_=d.c.id.type),
+                                                 sa.bindparam("type_id", type_=d.c.dataset_type_id.type),
+                                                 sa.bindparam("key", type_=d.c.data_id_key.type),
+                                                 *[sa.bindparam(n, type_=d.c[n].type) for n in dimensions], c.c.id)
+                                       .where(c.c.name == sa.bindparam("run"), c.c.type == sa.bindparam("run_type"))))
+            try:
+                if not count_statement(conn, insert, [(ref.id, type_id, key, *map(required.get, dimensions),
+                                                       ref.run, CollectionType.RUN.value)]):
+                    return False
+                self._insert_rows_sqlite(conn, (), dimensions, files)
+            except sa.exc.IntegrityError as exc:
+                run_id = self.collections.run_id(ref.run)
+                raise self._clash_error(conn, exc, [ref], {type_id: [(key, run_id, ref)]}, check_again=True) from None
+            count_changes(conn, 1 + len(files))
+        return True
 
     def _insert_pg(self, refs: Sequence[DatasetRef], files: Sequence[FileRecord], register_runs: bool) -> bool:
         """`insert` for the datasets of one run on PostgreSQL; False to take the general path instead.
@@ -190,18 +226,26 @@ class DatasetRecords:
                                      [f.__dict__ for f in files])
                 count_changes(conn, len(rows) + len(files))
             except sa.exc.IntegrityError as exc:
-                if check_after:
-                    self._check_not_existing(conn, keys_by_type)
-                detail = str(exc.orig).splitlines()[0]
-                if len(refs) == 1 and ("unique" in detail.lower() or "duplicate" in detail.lower()):
-                    # Checked above and absent, so another writer stored it meanwhile (PostgreSQL
-                    # runs transactions side by side and cannot look again after the error).
-                    ref = refs[0]
-                    raise DatasetExistsError(
-                        f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
-                        "(another writer stored it at the same time); no put ever overwrites a stored dataset"
-                    ) from None
-                raise DatasetExistsError(f"Cannot insert datasets: {detail}") from None
+                raise self._clash_error(conn, exc, refs, keys_by_type, check_again=check_after) from None
+
+    def _clash_error(self, conn: sa.Connection, exc: sa.exc.IntegrityError, refs: Sequence[DatasetRef],
+                     keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]], *,
+                     check_again: bool) -> DatasetExistsError:
+        """The error for an insert of ``refs`` that a constraint refused (``check_again``: look for the clash first).
+
+        Looking again raises the error naming the stored dataset when there is one.
+        """
+        if check_again:
+            self._check_not_existing(conn, keys_by_type)
+        detail = str(exc.orig).splitlines()[0]
+        if len(refs) == 1 and ("unique" in detail.lower() or "duplicate" in detail.lower()):
+            # Checked and absent, so another writer stored it meanwhile (PostgreSQL runs
+            # transactions side by side and cannot look again after the error).
+            ref = refs[0]
+            return DatasetExistsError(
+                f"Dataset {ref.dataset_type.name} {{{ref.data_id}}} already exists in run {ref.run!r} "
+                "(another writer stored it at the same time); no put ever overwrites a stored dataset")
+        return DatasetExistsError(f"Cannot insert datasets: {detail}")
 
     def _insert_rows_sqlite(self, conn: sa.Connection, rows: Sequence[tuple[Any, ...]], dimensions: Sequence[str],
                             files: Sequence[FileRecord]) -> None:
@@ -212,7 +256,8 @@ class DatasetRecords:
         statements = self.db.raw_statements()
         insert_dataset = raw_statement(conn, statements, "sqlite|insert_dataset|" + ",".join(dimensions),
                                        lambda: sa.insert(d).values({c: sa.bindparam(c) for c in columns}))
-        run_statement(conn, insert_dataset, [(i, t, r, k, *map(req.get, dimensions)) for i, t, r, k, req in rows])
+        if rows:
+            run_statement(conn, insert_dataset, [(i, t, r, k, *map(req.get, dimensions)) for i, t, r, k, req in rows])
         if files:
             insert_file = raw_statement(conn, statements, "sqlite|insert_file", lambda: sa.insert(f).values(
                 {c: sa.bindparam(c) for c in _FILE_FIELDS}))

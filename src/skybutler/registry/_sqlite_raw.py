@@ -21,7 +21,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from ._pg_insert import run_raw
 
-__all__ = ["RawStatement", "raw_statement", "run_statement"]
+__all__ = ["RawStatement", "count_statement", "raw_statement", "run_statement"]
 
 
 class RawStatement:
@@ -79,12 +79,34 @@ def run_statement(conn: sa.Connection, statement: RawStatement, rows: Sequence[S
     One row runs as ``execute``, several as one ``executemany``. ``fetch`` returns the
     rows the (single) statement selected. Errors are SQLAlchemy's, as through ``conn.execute``.
     """
+    return _run(conn, statement, rows, _fetch_all if fetch else _nothing)  # type: ignore[no-any-return]
+
+
+def count_statement(conn: sa.Connection, statement: RawStatement, rows: Sequence[Sequence[Any]]) -> int:
+    """`run_statement` for a write: returns how many rows it changed (inserted, updated, deleted)."""
+    return _run(conn, statement, rows, _row_count)  # type: ignore[no-any-return]
+
+
+def _fetch_all(cursor: Any) -> list[tuple[Any, ...]]:
+    return cursor.fetchall()  # type: ignore[no-any-return]
+
+
+def _nothing(cursor: Any) -> list[tuple[Any, ...]]:
+    return []
+
+
+def _row_count(cursor: Any) -> int:
+    return int(cursor.rowcount)
+
+
+def _run(conn: sa.Connection, statement: RawStatement, rows: Sequence[Sequence[Any]],
+         result: Callable[[Any], Any]) -> Any:
     params = statement.rows(rows)
     many = len(params) != 1
     values: Any = params if many else params[0]
     sql = statement.sql
 
-    def work(dbapi_conn: Any) -> list[tuple[Any, ...]]:
+    def work(dbapi_conn: Any) -> Any:
         cursor = dbapi_conn.cursor()
         try:
             conn.dispatch.before_cursor_execute(conn, cursor, sql, values, None, many)
@@ -93,8 +115,8 @@ def run_statement(conn: sa.Connection, statement: RawStatement, rows: Sequence[S
             else:
                 cursor.execute(sql, values)
             conn.dispatch.after_cursor_execute(conn, cursor, sql, values, None, many)
-            return cursor.fetchall() if fetch else []
+            return result(cursor)
         finally:
             cursor.close()
 
-    return run_raw(conn, sql, work)  # type: ignore[no-any-return]
+    return run_raw(conn, sql, work)
