@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("put_sync", "put, one per call, sync_every_commit", "rate"),
     ("put_floor", "floor: file + 2 rows by bare os/sqlite3", "rate"),
     ("put_sync_floor", "floor, synced: the same with fsyncs", "rate"),
+    ("put_schema_floor", "floor on this repository's own tables", "rate"),
+    ("put_sync_schema_floor", "floor on its own tables, synced", "rate"),
     ("put_many", f"put_many ({BATCH} per call) | daf: no batched put", "rate"),
     ("ingest_direct", "ingest direct", "rate"),
     ("ingest_copy", "ingest copy", "rate"),
@@ -158,6 +161,63 @@ def _put_floor(root: Path, data_ids: list[tuple[int, int]], sync: bool) -> dict[
     os.close(directory)
     db.close()
     return out
+
+
+def _put_schema_floor(registry_file: Path, files: Path, run_id: int, type_id: int,
+                      data_ids: list[tuple[int, int]], sync: bool) -> dict[str, float]:
+    """`_put_floor` on the repository's own registry tables: what a put of this schema costs at least.
+
+    The same bare ``os`` and ``sqlite3`` work, but the two rows go into skybutler's
+    ``dataset`` and ``file`` tables (a random UUID key, the unique data id constraint, the
+    run and dimension indexes, foreign keys on: about ten pages of the WAL per commit where
+    the two-table floor writes five), and the files into one directory per visit as the
+    default template does. No checks, no expansion, no naming, no checksum, no manifest.
+    """
+    files.mkdir()
+    db = sqlite3.connect(registry_file, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
+    db.execute("PRAGMA foreign_keys=ON")
+    dataset_sql = ("INSERT INTO dataset (id, dataset_type_id, run_id, data_id_key, instrument, visit, detector) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)")
+    file_sql = "INSERT INTO file (dataset_id, path, size, checksum, checksum_algorithm, format) VALUES (?, ?, ?, ?, ?, ?)"
+    directories: dict[int, int] = {}
+    gc.collect()
+    t0 = time.perf_counter()
+    for v, d in data_ids:
+        data = json.dumps(_obj(v, d)).encode()
+        directory = directories.get(v)
+        if directory is None:
+            (files / str(v)).mkdir()
+            directory = directories[v] = os.open(files / str(v), os.O_RDONLY)
+        name = f"{v}/{d:03d}.json"
+        tmp = files / f"{v}/.{d:03d}.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, files / name)
+        if sync:
+            os.fsync(directory)
+        key = uuid.uuid4().hex
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(dataset_sql, (key, type_id, run_id, f"HSC/{v}/{d}", "HSC", v, d))
+        db.execute(file_sql, (key, name, len(data), None, None, "json"))
+        db.execute("COMMIT")
+    out = _rate(len(data_ids), time.perf_counter() - t0)
+    for fd in directories.values():
+        os.close(fd)
+    db.close()
+    return out
+
+
+def _scalar(db: Path, sql: str, *params: Any) -> Any:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchone()[0]
+    finally:
+        conn.close()
 
 
 def _raw_refs(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...], run: str, sample: Any) -> int:
@@ -250,6 +310,12 @@ def skybutler_workload(n: int, root: Path, calls: int, queries_only: bool = Fals
         sb.close()
         for key, sync in (("put_floor", False), ("put_sync_floor", True)):
             out[key] = _put_floor(root / key, data_ids[:m], sync)
+        registry_file = Path(butler.root) / "registry.sqlite3"
+        type_id = _scalar(registry_file, "SELECT id FROM dataset_type WHERE name = ?", DATASET_TYPE)
+        for key, sync in (("put_schema_floor", False), ("put_sync_schema_floor", True)):
+            butler.registry.register_collection(f"bench/{key}")
+            run_id = _scalar(registry_file, "SELECT id FROM collection WHERE name = ?", f"bench/{key}")
+            out[key] = _put_schema_floor(registry_file, root / key, run_id, type_id, data_ids[:m], sync)
 
         items = [(_obj(v, d), DATASET_TYPE, did(v, d)) for v, d in data_ids]
         b = butler.with_run("bench/put_many")
@@ -345,8 +411,10 @@ def _durability(key: str, system: str) -> str:
         return "read"
     if key == "put_floor":
         return DEFAULT_DURABILITY + "; files not synced"
-    if key == "put_sync_floor":
+    if key in ("put_sync_floor", "put_sync_schema_floor"):
         return "WAL, synchronous=FULL (every commit synced); file and directory synced"
+    if key == "put_schema_floor":
+        return DEFAULT_DURABILITY + "; files not synced"
     if system == "daf_butler":
         return DAF_DURABILITY
     from skybutler.datastore import Datastore
@@ -384,7 +452,8 @@ def report(sky: dict[str, Any] | None, daf: dict[str, Any] | None) -> None:
     print(f"\n{'operation':<44} {'skybutler':>12} {'daf_butler':>12} {'ratio':>7}  durability (skybutler | daf_butler)")
     daf_keys = {"put_sync": "put", "query_all_arrow": "query_all", "query_all_arrow_dbapi": "query_all",
                 "query_all_raw": "query_all", "query_all_raw_adbc": "query_all", "query_all_raw_refs": "query_all",
-                "put_floor": "put", "put_sync_floor": "put"}
+                "put_floor": "put", "put_sync_floor": "put", "put_schema_floor": "put",
+                "put_sync_schema_floor": "put"}
     for key, label, kind in ROWS:
         s = _value(sky, key, kind)
         d = _value(daf, daf_keys.get(key, key), kind)
