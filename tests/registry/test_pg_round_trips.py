@@ -226,3 +226,25 @@ def test_a_small_table_is_two_round_trips(butler, tmp_path):
 
     assert trips.of(lambda: query().to_arrow()) == 2
     assert "BEGIN" not in trips.path.read_text()
+
+
+def test_a_find_in_one_collection_is_one_round_trip_and_finds_what_a_search_finds(butler, tmp_path):
+    from skybutler import CollectionError, CollectionType
+
+    ids = data_ids(butler)[:3]
+    refs = butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)])
+    butler.registry.register_collection("tags", CollectionType.TAGGED)
+    butler.registry.associate("tags", refs[:1])
+    butler.registry.set_chain("chain", ["tags", "r"])
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    found = []
+    assert trips.of(lambda: found.append(butler.find_dataset(DATASET_TYPE, ids[1], collections=["r"]))) == 1
+    assert found == [refs[1]] and found[0].data_id == refs[1].data_id and found[0].run == "r"
+    assert butler.find_dataset(DATASET_TYPE, data_ids(butler)[5], collections=["r"]) is None  # a RUN without it
+    # Another kind of collection is searched the general way, with the same answers.
+    assert butler.find_dataset(DATASET_TYPE, ids[0], collections=["tags"]) == refs[0]
+    assert butler.find_dataset(DATASET_TYPE, ids[1], collections=["tags"]) is None
+    assert butler.find_dataset(DATASET_TYPE, ids[1], collections=["chain"]) == refs[1]
+    with pytest.raises(CollectionError, match="Unknown collection 'nowhere'"):
+        butler.find_dataset(DATASET_TYPE, ids[0], collections=["nowhere"])
