@@ -59,6 +59,8 @@ def test_root_help_and_version_import_no_layer():
 
 
 @pytest.mark.parametrize("args", [("create", "--help"), ("query", "datasets", "--help"), ("demo", "--help"),
-                                  ("serve", "--help"), ("batch", "--help"), ("pipeline", "--help")])
+                                  ("serve", "--help"), ("batch", "--help"), ("pipeline", "--help"),
+                                  ("ingest", "--help"), ("transfer", "--help"), ("export", "--help"),
+                                  ("import", "--help")])
 def test_a_commands_help_imports_no_heavy_library(args):
     assert _imported_after(_run_cli(*args)) == []

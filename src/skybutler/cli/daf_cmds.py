@@ -37,7 +37,7 @@ def _storage_class_map(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--repo", "daf_repo", type=click.Path(exists=True, file_okay=False),
               help="Read this daf_butler repository (its butler.yaml, SQLite gen3.sqlite3 and files) directly "
                    "instead of an export file.")
-@click.option("--transfer", type=LazyChoice("skybutler.transfer.content", "TRANSFER_CHOICES"), default="copy", show_default=True,
+@click.option("--transfer", type=LazyChoice("skybutler._modes", "TRANSFER_CHOICES"), default="copy", show_default=True,
               help="How files come in: copy/move/hardlink/symlink into REPO's datastore at the paths they had; "
                    "'direct' uses them where they are; 'none' registers rows only. 'move' takes the files away "
                    "from the export or daf_butler repository (which then names missing files).")

@@ -82,7 +82,7 @@ def export(repo: str, dest: str, dataset_types: tuple[str, ...], collections: tu
 @click.command("import")
 @REPO
 @click.argument("dump", type=click.Path(exists=True))
-@click.option("--transfer", type=LazyChoice("skybutler.transfer.content", "TRANSFER_CHOICES"), default="copy",
+@click.option("--transfer", type=LazyChoice("skybutler._modes", "TRANSFER_CHOICES"), default="copy",
               show_default=True,
               help="How files come in: copy/move/hardlink/symlink into REPO's datastore at their recorded "
                    "paths; 'direct' uses them where they are (directory dumps); 'none' registers rows only "

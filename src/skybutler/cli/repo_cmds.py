@@ -375,7 +375,7 @@ class _IngestCommand(click.Command):
 @click.option("--data-id", "-d", multiple=True, help="KEY=VALUE,... for a single file.")
 @click.option("--plugin", help="Ingest plugin reading data ids, records and metadata from the files' headers "
               "(listed below); creates the instrument, filter, detector and visit records they need.")
-@click.option("--transfer", type=LazyChoice("skybutler.datastore", "TRANSFER_MODES"), default="auto", show_default=True)
+@click.option("--transfer", type=LazyChoice("skybutler._modes", "INGEST_TRANSFER_MODES"), default="auto", show_default=True)
 @click.option("--rename", metavar="TEMPLATE", help="Store the files under names from this file template instead "
               "of the repository's, e.g. '{run}/{dataset_type}/{band}/{visit:08d}/{dataset_type}_{visit:08d}_"
               "{detector:03d}' (fields: data id keys, run, dataset_type, id, and a plugin's metadata). Names are "

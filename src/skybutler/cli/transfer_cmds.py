@@ -41,11 +41,11 @@ def _print_report(report: TransferReport) -> None:
                    "CALIBRATION and CHAINED collections named here are carried with their memberships.")
 @click.option("--where", help="Query expression selecting the datasets, e.g. \"visit = 903334 AND band = 'r'\".")
 @click.option("--bind", multiple=True, help="NAME=VALUE for identifiers in --where (repeatable).")
-@click.option("--transfer", "transfer", type=LazyChoice("skybutler.transfer", "TRANSFER_CHOICES"), default="copy", show_default=True,
+@click.option("--transfer", "transfer", type=LazyChoice("skybutler._modes", "TRANSFER_CHOICES"), default="copy", show_default=True,
               help="How files travel: copy; move (the source's files are deleted, its rows then name missing "
                    "files); hardlink/symlink (same disk); direct (share the source's files in place); none "
                    "(rows only).")
-@click.option("--mode", type=LazyChoice("skybutler.transfer", "TRANSFER_SCOPES"), default="limited", show_default=True,
+@click.option("--mode", type=LazyChoice("skybutler._modes", "TRANSFER_SCOPES"), default="limited", show_default=True,
               help="full also brings the provenance ancestors of the datasets, with their executions.")
 @click.option("--new-ids", is_flag=True, help="Give the datasets and executions new ids in DEST_REPO.")
 @click.option("--no-provenance", is_flag=True, help="Do not carry executions and their edges.")

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from .. import _modes
 from ..errors import ConfigError, FileAccessError
 from ._files import CHUNK, PendingFile, temporary_name
 from ._location import file_hash
@@ -28,7 +29,7 @@ from .backends import is_url
 
 __all__ = ["SMALL_FILE", "TRANSFER_MODES", "ingest_file", "scan_local"]
 
-TRANSFER_MODES = ("auto", "copy", "move", "hardlink", "symlink", "direct")
+TRANSFER_MODES = _modes.INGEST_TRANSFER_MODES
 """How `Datastore.ingest` may bring a file in."""
 
 SMALL_FILE = CHUNK

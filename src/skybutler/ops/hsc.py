@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from astropy.coordinates import Angle
-
 from .plugins import IngestPlugin, footprint, observation_records
 
 __all__ = ["DETECTOR_MAX", "INSTRUMENT", "PHYSICAL_FILTER_BANDS", "HscRawPlugin", "day_obs", "header_to_data_id"]
@@ -90,6 +88,8 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown HSC filter {physical_filter!r}")
     tracking_ra = tracking_dec = None
     if "RA2000" in header and "DEC2000" in header:
+        from astropy.coordinates import Angle  # here: `ingest --help` lists this plugin without astropy
+
         tracking_ra = float(Angle(header["RA2000"], unit="hourangle").deg)
         tracking_dec = float(Angle(header["DEC2000"], unit="deg").deg)
     return {

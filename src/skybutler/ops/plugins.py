@@ -26,8 +26,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ..errors import ConfigError, FormatError
 from ..model import DatasetType
 
@@ -211,6 +209,7 @@ def footprint(header: Mapping[str, Any]) -> list[tuple[float, float]] | None:
     """
     if "CTYPE1" not in header or "NAXIS1" not in header:
         return None
+    import numpy as np
     from astropy.wcs import WCS, FITSFixedWarning
 
     with warnings.catch_warnings():
@@ -224,6 +223,8 @@ def footprint(header: Mapping[str, Any]) -> list[tuple[float, float]] | None:
 
 def convex_hull(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """Convex hull of points on a small patch of sky, counter-clockwise as seen from inside the sphere."""
+    import numpy as np
+
     pts = np.asarray(points, dtype=float)
     ra0, dec0 = np.radians(pts[:, 0].mean()), np.radians(pts[:, 1].mean())
     ra, dec = np.radians(pts[:, 0]), np.radians(pts[:, 1])

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import _modes
 from ..dimensions import DimensionUniverse
 from ..model import CollectionType, DatasetRef, DatasetType
 from ..registry import DatasetOrigin, FileRecord
@@ -44,7 +45,7 @@ __all__ = [
     "TransferReport",
 ]
 
-TRANSFER_CHOICES = ("copy", "move", "hardlink", "symlink", "direct", "none")
+TRANSFER_CHOICES = _modes.TRANSFER_CHOICES
 """How files travel between repositories.
 
 ``copy``/``move``/``hardlink``/``symlink``: the file is placed in the target's datastore

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _modes
 from ..datastore import is_url
 from ..errors import CollectionError, ConfigError, DatasetTypeError
 from ..model import CollectionType, DatasetRef, DatasetType
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TRANSFER_SCOPES", "RegistrySource"]
 
-TRANSFER_SCOPES = ("limited", "full")
+TRANSFER_SCOPES = _modes.TRANSFER_SCOPES
 """What a transfer from a live repository brings besides the datasets (see `RegistrySource`)."""
 
 _RECORD_BATCH = 5_000
