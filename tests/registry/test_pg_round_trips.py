@@ -248,3 +248,13 @@ def test_a_find_in_one_collection_is_one_round_trip_and_finds_what_a_search_find
     assert butler.find_dataset(DATASET_TYPE, ids[1], collections=["chain"]) == refs[1]
     with pytest.raises(CollectionError, match="Unknown collection 'nowhere'"):
         butler.find_dataset(DATASET_TYPE, ids[0], collections=["nowhere"])
+
+
+def test_a_get_by_ref_is_one_round_trip(butler, tmp_path):
+    ids = data_ids(butler)[:2]
+    refs = butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)])
+    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+
+    got = []
+    assert [trips.of(lambda ref=ref: got.append(butler.get(ref))) for ref in refs] == [1, 1]
+    assert got == [{"n": 0}, {"n": 1}]

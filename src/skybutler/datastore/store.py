@@ -356,6 +356,9 @@ class Datastore:
         fs, full = self._location.locate(path)
         try:
             with self._location.errors("read", path):
+                if self._local and fs is self._location.fs:
+                    # A file under a local root: Python's own file (fsspec's wrapper cost a get ~0.1 ms).
+                    return open(full, "rb") if mode == "rb" else open(full, encoding="utf-8")  # noqa: SIM115
                 if isinstance(fs, MemoryFileSystem):
                     # The memory filesystem hands out its one shared buffer; give each reader its own.
                     data: IO[Any] = io.BytesIO(fs.cat_file(full))

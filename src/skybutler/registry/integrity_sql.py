@@ -116,6 +116,17 @@ def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
     names = [c.name for c in f.c]
     out: dict[uuid.UUID, tuple[FileRecord, LostMark | None]] = {}
     with db.read(autocommit=True) as conn:
+        if len(ids) == 1 and db.dialect == "postgresql":
+            # A get of one dataset: on psycopg's cursor (the values are those SQLAlchemy would give).
+            found = db.first_row_raw(conn, "pg|files_for_read_one", lambda: sa.select(*columns).select_from(
+                f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id == sa.bindparam("id")),
+                {"id": ids[0]})
+            if found is not None:
+                record = FileRecord(*found[:len(names)])
+                noticed, reason = found[len(names):]
+                out[record.dataset_id] = (record, None if noticed is None else LostMark(record.dataset_id, noticed,
+                                                                                        reason))
+            return out
         for chunk in chunks(list(ids), chunk_size(db.dialect)):
             result = conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1 else conn.execute(many, {"ids": list(chunk)})
             for row in result.mappings():
