@@ -38,16 +38,19 @@ when all of these are on the device:
 4. for ``hardlink``, ``symlink`` and ``move`` ingests, 1 covers the bytes someone else
    wrote (the link's target), perhaps moments ago and not yet on the device.
 
-1, 2 and 3 are started together once the renames are done (`sync_paths`: a thread each, up
-to 16), so a journaling filesystem commits them as one; they are never synced one after
-another. If any sync fails, the placed files are removed again and `FileAccessError` raised (the
-registry transaction then rolls back). The registry's own commit (SQLite's WAL with
-``synchronous=FULL``) is the last flush, made by the registry. Nothing else is synced: the
-temporary file (renamed away), the run manifest lines the butler appends (a power loss may
-lose the last lines; every row and file stays, and a rebuild reads the files' own identity
-where the format holds it), and removals (a removal lost to a power loss leaves a file no
-row names, which ``verify`` finds). Object stores need none of this: a finished upload is
-stored.
+For several files, 1, 2 and 3 are started together once the renames are done (`sync_paths`:
+a thread each, up to 16), so a journaling filesystem commits them as one; they are never
+synced one file after another. For one file (a put of one dataset) they are synced in turn
+in the calling thread, the file first (`sync_in_order`): its ``fsync`` commits the journal
+transaction holding the rename as well, so the directory's finds nothing of this put left
+to commit, and no thread is started per put. If any sync fails, the placed files are
+removed again and `FileAccessError` raised (the registry transaction then rolls back).
+The registry's own commit (SQLite's WAL with ``synchronous=FULL``) is the last flush, made
+by the registry. Nothing else is synced: the temporary file (renamed away), the run
+manifest lines the butler appends (a power loss may lose the last lines; every row and
+file stays, and a rebuild reads the files' own identity where the format holds it), and
+removals (a removal lost to a power loss leaves a file no row names, which ``verify``
+finds). Object stores need none of this: a finished upload is stored.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, BinaryIO, cast
 
 from ..errors import FileAccessError, SkyButlerError
-from ._durability import rename_no_replace, start_sync, sync_paths
+from ._durability import rename_no_replace, start_sync, sync_in_order, sync_paths
 from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
 from ._location import StoreLocation, file_hash
 
@@ -370,7 +373,7 @@ class FileTransactions:
 
         Returns the function that waits for the syncs (raising `FileAccessError` if one
         failed): with ``background`` they run meanwhile (`start_sync`), else they are done
-        here and it returns at once.
+        here and it returns at once; one file's in turn (`sync_in_order`), several files' together.
         """
         if not placed:
             return _no_wait
@@ -381,10 +384,12 @@ class FileTransactions:
 
         def wait() -> None:
             try:
-                if running is None:
-                    sync_paths(paths)
-                else:
+                if running is not None:
                     running()
+                elif len(chains) == 1:
+                    sync_in_order(paths)  # the file, then its directory and each new one above
+                else:
+                    sync_paths(paths)
             except OSError as err:
                 what = repr(placed[0]) if len(placed) == 1 else f"{len(placed)} files"
                 raise FileAccessError(err.errno, f"Cannot commit {what} under {loc.root}: syncing to the device "
