@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 import uuid
 from collections.abc import Iterator, Sequence
@@ -349,14 +350,22 @@ class DatasetRecords:
     def remove(self, ids: Sequence[uuid.UUID]) -> list[FileRecord]:
         """Delete datasets and their file records; returns the file records (the caller deletes files)."""
         files = self.get_files(ids)
-        d, f = self.tables.dataset, self.tables.file
+        dialect = self.db.dialect
+        # Tags, certifications and file rows go before their datasets; one array per table
+        # and slice on PostgreSQL (`any_of`), so each statement's text is prepared once.
+        tables = [(t, t.c.dataset_id) for t in (self.tables.tagged, self.tables.calibration, self.tables.file)]
+        tables.append((self.tables.dataset, self.tables.dataset.c.id))
+        statements = [self.db.statement(f"remove_by_id|{t.name}", functools.partial(_delete_by_id, t, c, dialect))
+                      for t, c in tables]
         with self.db.transaction() as conn:
-            for chunk in chunks(list(ids)):
-                conn.execute(sa.delete(self.tables.tagged).where(self.tables.tagged.c.dataset_id.in_(chunk)))
-                conn.execute(sa.delete(self.tables.calibration).where(self.tables.calibration.c.dataset_id.in_(chunk)))
-                conn.execute(sa.delete(f).where(f.c.dataset_id.in_(chunk)))
-                conn.execute(sa.delete(d).where(d.c.id.in_(chunk)))
+            for chunk in chunks(list(ids), chunk_size(dialect)):
+                for stmt in statements:
+                    conn.execute(stmt, {"ids": list(chunk)})
         return list(files.values())
+
+
+def _delete_by_id(table: sa.Table, column: sa.ColumnElement[Any], dialect: str) -> sa.Delete:
+    return sa.delete(table).where(any_of(column, "ids", dialect))
 
 
 def _check_no_duplicates(keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
