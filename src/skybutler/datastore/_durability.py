@@ -21,12 +21,12 @@ the calling thread, the file first. A journaling filesystem's ``fsync`` of the f
 the journal transaction that holds its rename too, so the directory's ``fsync`` that follows
 finds its change on the device already (ext4 on Linux 6.18 then commits only what other
 processes changed meanwhile, often nothing). A thread to sync the directory alongside saved
-nothing measurable and cost ~0.3 ms of system CPU per put (starting and ending it), on the
-cores the put itself needs. Measured on this project's ext4 disk (``discard``, 2 cores
-shared, runs alternated): the bare operations of one durable put 1.19-1.35 ms in order
-against 1.27-1.71 ms with the thread (medians of 8 bursts of 300, two sessions, load
-1.6-2.7); durable puts equal within the disk's swings (3.24 against 3.41 ms median, 12
-bursts, load 1.5-2.5) with 0.2-0.3 ms less system CPU each. (An earlier measurement, 3.9 ms
+no wait and cost ~0.3 ms of system CPU per put (starting and ending it), on the cores the
+put itself needs. Measured on this project's ext4 disk (``discard``, 2 cores shared, runs
+alternated): the bare operations of one durable put 1.19-1.35 ms in order against
+1.27-1.71 ms with the thread (medians of 8 bursts of 300, two sessions, load 1.6-2.7);
+durable puts faster in 22 of 34 paired bursts of 300 (paired median gain 0.1-0.5 ms per
+session, load 1.5-3.6), with 0.3 ms less system CPU each. (An earlier measurement, 3.9 ms
 together against 6.5-7.5 ms in turn, did not recur on this kernel.)
 """
 
