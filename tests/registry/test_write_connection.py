@@ -98,3 +98,29 @@ def test_a_forked_process_writes_on_its_own_connection_and_leaves_its_parents_al
     butler.registry.register_collection("from_parent")
     names = {c["name"] for c in butler.registry.collections()}
     assert {"from_child", "from_parent"} <= names
+
+
+def test_every_commit_and_rollback_is_seen_by_the_engines_listeners(butler):
+    import sqlalchemy as sa
+
+    butler.registry.register_collection("other")
+    writer = write_connection(butler)
+    seen = []
+    for event in ("begin", "commit", "rollback"):
+        sa.event.listen(butler.registry.engine, event, lambda conn, event=event: seen.append(
+            event) if conn.connection.dbapi_connection is writer else None)  # reads begin and roll back too
+
+    def refuse(refs, records):
+        raise RuntimeError("refused before the commit")
+
+    butler.put({"a": 1}, "metadata")  # statements on the DB-API cursor only
+    assert seen == ["begin", "commit"]
+    seen.clear()
+    with pytest.raises(RuntimeError, match="refused"):
+        butler.put_many([({"a": 2}, "metadata", {})], run="other", before_commit=refuse)
+    assert seen == ["begin", "rollback"]
+    seen.clear()
+    butler.registry.register_collection("c")  # through SQLAlchemy's execute
+    assert seen == ["begin", "begin", "commit"]  # ours, then SQLAlchemy's record of the same transaction
+    assert butler.get("metadata", {}) == {"a": 1}
+    assert list(butler.query_datasets("metadata", collections=["other"])) == []

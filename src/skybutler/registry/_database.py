@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -120,7 +121,7 @@ class Database:
             yield active
             return
         if self._keeps_writers:
-            yield from self._in_transaction(self._writer())
+            yield from self._in_sqlite_transaction(self._writer())
             return
         with self.engine.connect().execution_options(write=True) as conn:
             try:
@@ -145,6 +146,52 @@ class Database:
             finally:
                 self._local.conn = None
                 self._local.collections = None
+
+    def _in_sqlite_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
+        """`_in_transaction` on a kept SQLite connection, begun and ended on its DB-API connection.
+
+        SQLAlchemy's transaction object (begin, commit, their bookkeeping) cost a put more
+        than its two INSERTs. The engine's ``begin`` and ``commit`` events still run here,
+        as SQLAlchemy runs them: the ``begin`` listener issues the BEGIN IMMEDIATE
+        (`_db.make_engine`), the ``commit`` one keeps the statistics, and listeners added
+        by others (tests that fail a commit) see every commit. A statement run through
+        ``conn.execute`` inside makes SQLAlchemy begin its own record of the transaction;
+        it is then ended through SQLAlchemy, which commits or rolls back the same one.
+        """
+        dbapi: Any = conn.connection.dbapi_connection
+        conn.dispatch.begin(conn)
+        self._local.conn = conn
+        self._local.collections = {}
+        try:
+            yield conn
+        except BaseException:
+            self._local.conn = None
+            self._local.collections = None
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                else:
+                    conn.dispatch.rollback(conn)
+                    dbapi.rollback()
+            except Exception as exc:  # never hide the error that made us roll back; a broken connection is replaced
+                conn.invalidate(exc)
+            raise
+        self._local.conn = None
+        self._local.collections = None
+        if conn.in_transaction():
+            conn.commit()
+            return
+        try:
+            conn.dispatch.commit(conn)
+            dbapi.commit()
+        except BaseException as exc:
+            try:
+                dbapi.rollback()
+            except Exception as err:
+                conn.invalidate(err)
+            if isinstance(exc, sqlite3.Error):
+                raise sa.exc.DBAPIError.instance("COMMIT", None, exc, sqlite3.Error, dialect=conn.dialect) from exc
+            raise
 
     @contextlib.contextmanager
     def read(self, *, autocommit: bool = False) -> Iterator[sa.Connection]:

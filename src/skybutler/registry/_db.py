@@ -144,6 +144,10 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
             # On the DB-API connection (a tenth of `exec_driver_sql`'s cost, which a put paid once).
             sql = "BEGIN IMMEDIATE" if options.get("write") else "BEGIN"
             dbapi = conn.connection.dbapi_connection
+            if dbapi.in_transaction:  # type: ignore[union-attr]
+                # Begun by `Database.transaction` on the DB-API connection: a `conn.execute`
+                # inside it makes SQLAlchemy begin its own record of the same transaction.
+                return
             try:
                 dbapi.execute(sql)  # type: ignore[union-attr]
             except sqlite3.Error as exc:  # "database is locked" after busy_timeout: as through `execute`
