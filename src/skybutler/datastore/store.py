@@ -209,9 +209,10 @@ class Datastore:
     def commit_many(self, pendings: Sequence[PendingFile], *, wait: bool = True) -> Callable[[], None]:
         """`commit` every pending file, all or none: the way to commit the files of one transaction.
 
-        With ``sync``, the files and their directories are synced together once all are in
-        place (each directory once however many files it received), not file by file: a
-        put of many files costs a few device flushes, not two per file.
+        With ``sync``, the files and their directories are synced once all are in place
+        (each directory once however many files it received): several files side by side,
+        a single file and then its directory in turn (the file's sync already commits the
+        journal holding its rename, so the directory's finds little left to do).
 
         Parameters
         ----------
