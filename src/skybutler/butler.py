@@ -88,6 +88,7 @@ class Butler:
             self._require_writeable)
         self.writeable = writeable
         self.template_variables = dict(template_variables or {})
+        self._formatters: dict[tuple[str, str, str | None], Formatter] = {}
         if run is not None and writeable:
             self.registry.register_collection(run, CollectionType.RUN)
 
@@ -213,9 +214,15 @@ class Butler:
         return self.registry.insert_dimension_records(element, records, skip_existing=skip_existing)
 
     def _formatter(self, dt: DatasetType, format: str | None = None) -> Formatter:
-        fmt = (format or self.config.formats.dataset_types.get(dt.name)
-               or self.config.formats.storage_classes.get(dt.storage_class))
-        return formatter_for(dt.storage_class, fmt, allow_pickle=self.config.formats.allow_pickle)
+        key = (dt.name, dt.storage_class, format)
+        known = self._formatters.get(key)
+        if known is None:
+            fmt = (format or self.config.formats.dataset_types.get(dt.name)
+                   or self.config.formats.storage_classes.get(dt.storage_class))
+            # Kept: the configuration never changes while the butler is open (a put asked twice).
+            known = self._formatters[key] = formatter_for(dt.storage_class, fmt,
+                                                          allow_pickle=self.config.formats.allow_pickle)
+        return known
 
     def file_namer(self, dataset_type: DatasetType, run: str) -> Callable[[DatasetRef], str]:
         """The function that names the files of ``dataset_type`` written to ``run``.

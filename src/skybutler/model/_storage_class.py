@@ -39,11 +39,11 @@ STORAGE_CLASSES: dict[str, StorageClass] = {
 
 def storage_class(name: str) -> StorageClass:
     """Look up a storage class by name, with a clear error listing the known ones."""
-    from ..errors import StorageClassError
-
     try:
         return STORAGE_CLASSES[name]
     except KeyError:
+        from ..errors import StorageClassError
+
         raise StorageClassError(
             f"Unknown storage class {name!r}; known: {', '.join(sorted(STORAGE_CLASSES))}"
         ) from None

@@ -200,6 +200,16 @@ class DimensionRecords:
         table = self.tables.dimensions[element]
         pk = self.universe.elements[element].primary_key
         cols = [table.c[k] for k in pk] + [table.c[c] for c in self.universe.record_columns(element)]
+        if len(todo) == 1:
+            # One record (a put's data id naming a detector or visit met for the first time):
+            # a statement built once per element, its key bound.
+            one = self.db.statement(f"dimension_record|{element}", lambda: sa.select(*cols).where(
+                *[table.c[k] == sa.bindparam(f"k{i}") for i, k in enumerate(pk)]))
+            for row in conn.execute(one, {f"k{i}": v for i, v in enumerate(todo[0])}).mappings():
+                rec = dict(row)
+                key = tuple(rec[k] for k in pk)  # as stored: a key of another type is not this record's
+                cache[key] = out[key] = rec
+            return out
         for chunk in chunks(todo):
             if len(pk) == 1:
                 cond = table.c[pk[0]].in_([k[0] for k in chunk])
