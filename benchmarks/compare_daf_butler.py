@@ -123,6 +123,18 @@ def _arrow_in_transaction(butler: Any, run: str) -> int:
         return int(butler.query_datasets(DATASET_TYPE, collections=[run]).to_arrow().num_rows)
 
 
+def _place_file(tmp: Path, final: Path, data: bytes, directory: int | None) -> None:
+    """A floor's file: written to ``tmp``, renamed to ``final``; with ``directory`` (its fd) synced as a durable put's."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, data)
+    if directory is not None:
+        os.fsync(fd)
+    os.close(fd)
+    os.rename(tmp, final)
+    if directory is not None:
+        os.fsync(directory)
+
+
 def _put_floor(root: Path, data_ids: list[tuple[int, int]], sync: bool) -> dict[str, float]:
     """The least a put can cost here: what any put must do, by the bare ``os`` and ``sqlite3`` modules.
 
@@ -143,15 +155,7 @@ def _put_floor(root: Path, data_ids: list[tuple[int, int]], sync: bool) -> dict[
     for v, d in data_ids:
         data = json.dumps(_obj(v, d)).encode()
         name = f"{v}_{d:03d}.json"
-        tmp = root / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-        os.close(fd)
-        os.rename(tmp, root / name)
-        if sync:
-            os.fsync(directory)
+        _place_file(root / f".{name}.tmp", root / name, data, directory if sync else None)
         key = f"{v:08d}{d:024d}"
         db.execute("BEGIN IMMEDIATE")
         db.execute("INSERT INTO dataset VALUES (?, ?, ?)", (key, v, d))
@@ -191,15 +195,7 @@ def _put_schema_floor(registry_file: Path, files: Path, run_id: int, type_id: in
             (files / str(v)).mkdir()
             directory = directories[v] = os.open(files / str(v), os.O_RDONLY)
         name = f"{v}/{d:03d}.json"
-        tmp = files / f"{v}/.{d:03d}.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-        os.close(fd)
-        os.rename(tmp, files / name)
-        if sync:
-            os.fsync(directory)
+        _place_file(files / f"{v}/.{d:03d}.json.tmp", files / name, data, directory if sync else None)
         key = uuid.uuid4().hex
         db.execute("BEGIN IMMEDIATE")
         db.execute(dataset_sql, (key, type_id, run_id, f"HSC/{v}/{d}", "HSC", v, d))
