@@ -166,13 +166,20 @@ class CollectionRecords:
         t, ch = self.tables.collection, self.tables.collection_chain
         out: list[SearchStep] = []
         seen: set[int] = set()
-        by_name = self.db.statement("collection_by_name",
-                                  lambda: sa.select(t).where(t.c.name == sa.bindparam("name")))
+        build = lambda: sa.select(t).where(t.c.name == sa.bindparam("name"))  # noqa: E731
+        by_name = self.db.statement("collection_by_name", build)
+        keys = t.c.keys()
+        postgresql = self.db.dialect == "postgresql"
         with contextlib.nullcontext(conn) if conn is not None else self.db.read() as c:
             def walk(name: str, depth: int) -> None:
                 if depth > 50:
                     raise CollectionError(f"Collection chain through {name!r} is too deep (a cycle?)")
-                row = c.execute(by_name, {"name": name}).mappings().first()
+                row: Any
+                if postgresql:  # every query starts here: on psycopg's cursor (`Database.first_row_raw`)
+                    found = self.db.first_row_raw(c, "pg|collection_by_name", build, {"name": name})
+                    row = None if found is None else dict(zip(keys, found, strict=True))
+                else:
+                    row = c.execute(by_name, {"name": name}).mappings().first()
                 if row is None:
                     raise CollectionError(f"Unknown collection {name!r}; see `skybutler collection list`")
                 ctype = CollectionType(row["type"])
