@@ -74,8 +74,10 @@ class Database:
         """
         thread, pid = threading.current_thread(), os.getpid()
         kept = self._writers.get(thread.ident or 0)
-        if kept is not None and kept[0] is thread and kept[1] == pid and not (kept[2].closed or kept[2].invalidated or kept[2].in_transaction()):
-            return kept[2]
+        if kept is not None and kept[0] is thread and kept[1] == pid:
+            conn = kept[2]
+            if not (conn.closed or conn.invalidated or conn.in_transaction()):
+                return conn
         conn = self.engine.connect().execution_options(write=True)
         with self._writers_lock:
             gone = [key for key, (t, p, _) in self._writers.items() if p == pid and not t.is_alive()]
