@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._butler_put import check_leftover, commit_datasets, file_record
-from .datastore import FileTemplate
-from .datastore._ingest import scan_local
+from .datastore import FileTemplate, scan_local
 from .datastore.backends import is_url
 from .errors import (
     ConfigError,
@@ -32,7 +31,7 @@ from .errors import (
     StorageClassError,
     TemplateError,
 )
-from .formats import Formatter, file_suffixes, guess_format
+from .formats import Formatter, file_suffixes, guess_format, last_extension
 from .model import DataId, DatasetRef, DatasetType, dataset_ids_for_ingest
 from .registry import DatasetOrigin, pipeline_sql
 from .registry.origin_sql import insert_origins
@@ -116,8 +115,8 @@ def check_contents(datastore: Datastore, todo: Sequence[tuple[FileDataset, Datas
     chosen: dict[tuple[str, str | None, str], Formatter] = {}
     for f, ref in todo:
         dt = ref.dataset_type
-        # The choice depends only on these (see _guess_formatter): made once for a bulk ingest.
-        key = (dt.name, f.format, _last_extension(f.path))
+        # The choice depends only on these (see _guess_formatter, `guess_format`): made once for a bulk ingest.
+        key = (dt.name, f.format, last_extension(f.path))
         formatter = chosen.get(key)
         if formatter is None:
             formatter = chosen[key] = _guess_formatter(dt, f, formatter_of)
@@ -144,11 +143,6 @@ def _content_check(formatter: Formatter, dt: DatasetType, path: str) -> Callable
                             f"{dt.storage_class!r}): {exc}") from None
 
     return check
-
-
-def _last_extension(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
 def _guess_formatter(dt: DatasetType, f: FileDataset,

@@ -1,5 +1,6 @@
 """Where bytes live: the fsspec-backed `Datastore` and the `FileTemplates` that name its files."""
 
+from ._ingest import scan_local
 from .backends import is_in_memory, is_url
 from .store import MANIFEST_DIR, TRANSFER_MODES, Datastore, PendingFile, is_temporary
 from .templates import DEFAULT_TEMPLATE, FileTemplate, FileTemplates, sanitize
@@ -16,4 +17,5 @@ __all__ = [
     "is_temporary",
     "is_url",
     "sanitize",
+    "scan_local",
 ]

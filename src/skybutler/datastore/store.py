@@ -130,7 +130,8 @@ class Datastore:
         Files ingested in place ("direct") are recorded by absolute path or URL: they
         belong to whoever put them there, and removing a dataset never deletes them.
         """
-        return not is_url(path) and not path.startswith("/")
+        # A URL has "://" (`is_url`): a run's paths almost never do, and a removal asks of each.
+        return not path.startswith("/") and ("://" not in path or not is_url(path))
 
     @property
     def in_memory(self) -> bool:

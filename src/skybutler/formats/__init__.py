@@ -40,6 +40,7 @@ __all__ = [
     "formatter_for",
     "get_formatter",
     "guess_format",
+    "last_extension",
 ]
 
 FORMATS: dict[str, type[Formatter]] = {
@@ -120,13 +121,18 @@ def file_suffixes(path: str) -> str:
     return "." + name.split(".", 1)[1] if "." in name else ""
 
 
+def last_extension(path: str) -> str:
+    """The last extension of a file name, lower case, with its dot (``".fz"`` for ``x.FITS.FZ``); "" for none."""
+    return "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+
+
 def guess_format(path: str) -> str | None:
     """The short name of the format a file name suggests (``"fits"`` for ``x.fits.fz``), or None.
 
-    The last extension decides; the formats' own ``extension`` and ``recognised`` ones
-    are the only table of them.
+    The last extension decides (`last_extension`); the formats' own ``extension`` and
+    ``recognised`` ones are the only table of them.
     """
-    last = "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    last = last_extension(path)
     for name, cls in FORMATS.items():
         if cls.executes_code or name == "raw":
             continue
