@@ -65,24 +65,33 @@ class CollectionRecords:
 
     def row(self, name: str, *, required: bool = True) -> Any:
         """The collection's row (``id, name, type, doc``); None or `CollectionError` when there is none."""
-        t = self.tables.collection
         cache = self.db.transaction_collections()
         row = cache.get(name) if cache is not None else None
         if row is None:
-            build = lambda: sa.select(t).where(t.c.name == sa.bindparam("name"))  # noqa: E731
             with self.db.read() as conn:
-                if cache is not None and self.db.dialect == "sqlite":
-                    # In a write transaction (a put): on the DB-API cursor, a tenth of the cost.
-                    raw = raw_statement(conn, self.db.raw_statements(), "sqlite|collection_by_name", build)
-                    found = run_statement(conn, raw, [(name,)], fetch=True)
-                    row = dict(zip(t.c.keys(), found[0], strict=True)) if found else None
-                else:
-                    row = conn.execute(self.db.statement("collection_by_name", build), {"name": name}).mappings().first()
+                row = self._by_name(conn, name)
             if cache is not None and row is not None:
                 cache[name] = row
         if row is None and required:
             raise CollectionError(f"Unknown collection {name!r}; see `skybutler collection list`")
         return row
+
+    def _by_name(self, conn: sa.Connection, name: str) -> dict[str, Any] | None:
+        """The row of the collection ``name`` read through ``conn``, None when there is none.
+
+        Every put looks up its run and every query its collections this way: on the DB-API
+        cursor (`_sqlite_raw`, `Database.first_row_raw`), a tenth of the cost of an execute
+        through SQLAlchemy; the columns need no conversion.
+        """
+        t = self.tables.collection
+        build = lambda: sa.select(t).where(t.c.name == sa.bindparam("name"))  # noqa: E731
+        if self.db.dialect == "postgresql":
+            found = self.db.first_row_raw(conn, "pg|collection_by_name", build, {"name": name})
+        else:
+            raw = raw_statement(conn, self.db.raw_statements(), "sqlite|collection_by_name", build)
+            rows = run_statement(conn, raw, [(name,)], fetch=True)
+            found = rows[0] if rows else None
+        return None if found is None else dict(zip(t.c.keys(), found, strict=True))
 
     def type_of(self, name: str) -> CollectionType:
         """The type of an existing collection."""
@@ -166,20 +175,11 @@ class CollectionRecords:
         t, ch = self.tables.collection, self.tables.collection_chain
         out: list[SearchStep] = []
         seen: set[int] = set()
-        build = lambda: sa.select(t).where(t.c.name == sa.bindparam("name"))  # noqa: E731
-        by_name = self.db.statement("collection_by_name", build)
-        keys = t.c.keys()
-        postgresql = self.db.dialect == "postgresql"
         with contextlib.nullcontext(conn) if conn is not None else self.db.read() as c:
             def walk(name: str, depth: int) -> None:
                 if depth > 50:
                     raise CollectionError(f"Collection chain through {name!r} is too deep (a cycle?)")
-                row: Any
-                if postgresql:  # every query starts here: on psycopg's cursor (`Database.first_row_raw`)
-                    found = self.db.first_row_raw(c, "pg|collection_by_name", build, {"name": name})
-                    row = None if found is None else dict(zip(keys, found, strict=True))
-                else:
-                    row = c.execute(by_name, {"name": name}).mappings().first()
+                row = self._by_name(c, name)
                 if row is None:
                     raise CollectionError(f"Unknown collection {name!r}; see `skybutler collection list`")
                 ctype = CollectionType(row["type"])

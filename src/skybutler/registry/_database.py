@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from ..config import redact_url
 from ..errors import ReadOnlyError
 from ._db import count_changes, keep_postgresql_statistics
-from ._pg_insert import restore_autocommit, run_raw
+from ._pg_insert import restore_autocommit
+from ._sqlite_raw import execute_raw
 
 
 class Database:
@@ -139,15 +140,22 @@ class Database:
     def _in_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
         """The body of `transaction` on ``conn``: begin, hand it out, commit (or roll back on an error)."""
         with conn.begin():
-            self._local.conn = conn
-            # Collection rows read in this transaction (a put reads its run twice); any write
-            # to the collection table empties it (`forget_collections`).
-            self._local.collections = {}
+            self._enter(conn)
             try:
                 yield conn
             finally:
-                self._local.conn = None
-                self._local.collections = None
+                self._leave()
+
+    def _enter(self, conn: sa.Connection) -> None:
+        """Make ``conn`` this thread's open write transaction (which `read` and nested `transaction` join)."""
+        self._local.conn = conn
+        # Collection rows read in this transaction (a put reads its run twice); any write
+        # to the collection table empties it (`forget_collections`).
+        self._local.collections = {}
+
+    def _leave(self) -> None:
+        self._local.conn = None
+        self._local.collections = None
 
     def _in_sqlite_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
         """`_in_transaction` on a kept SQLite connection, begun and ended on its DB-API connection.
@@ -162,13 +170,11 @@ class Database:
         """
         dbapi: Any = conn.connection.dbapi_connection
         conn.dispatch.begin(conn)
-        self._local.conn = conn
-        self._local.collections = {}
+        self._enter(conn)
         try:
             yield conn
         except BaseException:
-            self._local.conn = None
-            self._local.collections = None
+            self._leave()
             try:
                 if conn.in_transaction():
                     conn.rollback()
@@ -178,8 +184,7 @@ class Database:
             except Exception as exc:  # never hide the error that made us roll back; a broken connection is replaced
                 conn.invalidate(exc)
             raise
-        self._local.conn = None
-        self._local.collections = None
+        self._leave()
         if conn.in_transaction():
             conn.commit()
             return
@@ -231,18 +236,7 @@ class Database:
             namespace = conn.get_execution_options().get("schema_translate_map")
             sql = self._raw_statements[name] = str(build().compile(
                 dialect=conn.dialect, schema_translate_map=namespace, render_schema_translate=bool(namespace)))
-
-        def work(dbapi_conn: Any) -> tuple[Any, ...] | None:
-            cursor = dbapi_conn.cursor()
-            try:
-                conn.dispatch.before_cursor_execute(conn, cursor, sql, params, None, False)
-                cursor.execute(sql, params)
-                conn.dispatch.after_cursor_execute(conn, cursor, sql, params, None, False)
-                return cursor.fetchone()  # type: ignore[no-any-return]
-            finally:
-                cursor.close()
-
-        return run_raw(conn, sql, work)  # type: ignore[no-any-return]
+        return execute_raw(conn, sql, params, _fetch_one)  # type: ignore[no-any-return]
 
     def insert_new(self, table: sa.Table) -> Any:
         """``INSERT ... ON CONFLICT DO NOTHING``: rows whose unique keys exist are left out, never an error."""
@@ -263,3 +257,7 @@ class Database:
         cache = getattr(self._local, "collections", None)
         if cache:
             cache.clear()
+
+
+def _fetch_one(cursor: Any) -> tuple[Any, ...] | None:
+    return cursor.fetchone()  # type: ignore[no-any-return]

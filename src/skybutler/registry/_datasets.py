@@ -119,7 +119,7 @@ class DatasetRecords:
                 if not count_statement(conn, insert, [(ref.id, type_id, key, *map(required.get, dimensions),
                                                        ref.run, CollectionType.RUN.value)]):
                     return False
-                self._insert_rows_sqlite(conn, (), dimensions, files)
+                self._insert_files_sqlite(conn, files)
             except sa.exc.IntegrityError as exc:
                 run_id = self.collections.run_id(ref.run)
                 raise self._clash_error(conn, exc, [ref], {type_id: [(key, run_id, ref)]}, check_again=True) from None
@@ -252,17 +252,21 @@ class DatasetRecords:
                             files: Sequence[FileRecord]) -> None:
         """The INSERTs of `_insert_checked` on SQLite, on the DB-API cursor (`_sqlite_raw`): rows are
         ``(id, type id, run id, data id key, required values)``."""
-        d, f = self.tables.dataset, self.tables.file
+        d = self.tables.dataset
         columns = ["id", "dataset_type_id", "run_id", "data_id_key", *dimensions]
-        statements = self.db.raw_statements()
-        insert_dataset = raw_statement(conn, statements, "sqlite|insert_dataset|" + ",".join(dimensions),
+        insert_dataset = raw_statement(conn, self.db.raw_statements(), "sqlite|insert_dataset|" + ",".join(dimensions),
                                        lambda: sa.insert(d).values({c: sa.bindparam(c) for c in columns}))
-        if rows:
-            run_statement(conn, insert_dataset, [(i, t, r, k, *map(req.get, dimensions)) for i, t, r, k, req in rows])
-        if files:
-            insert_file = raw_statement(conn, statements, "sqlite|insert_file", lambda: sa.insert(f).values(
-                {c: sa.bindparam(c) for c in _FILE_FIELDS}))
-            run_statement(conn, insert_file, list(map(_FILE_VALUES, files)))
+        run_statement(conn, insert_dataset, [(i, t, r, k, *map(req.get, dimensions)) for i, t, r, k, req in rows])
+        self._insert_files_sqlite(conn, files)
+
+    def _insert_files_sqlite(self, conn: sa.Connection, files: Sequence[FileRecord]) -> None:
+        """The file rows' INSERT on SQLite, on the DB-API cursor (`_sqlite_raw`)."""
+        if not files:
+            return
+        f = self.tables.file
+        insert_file = raw_statement(conn, self.db.raw_statements(), "sqlite|insert_file", lambda: sa.insert(f).values(
+            {c: sa.bindparam(c) for c in _FILE_FIELDS}))
+        run_statement(conn, insert_file, list(map(_FILE_VALUES, files)))
 
     def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
         """Raise `DatasetExistsError` naming the first of these (type id -> (data id key, run id, ref)) that is stored."""

@@ -21,7 +21,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from ._pg_insert import run_raw
 
-__all__ = ["RawStatement", "count_statement", "raw_statement", "run_statement"]
+__all__ = ["RawStatement", "count_statement", "execute_raw", "raw_statement", "run_statement"]
 
 
 class RawStatement:
@@ -103,9 +103,17 @@ def _run(conn: sa.Connection, statement: RawStatement, rows: Sequence[Sequence[A
          result: Callable[[Any], Any]) -> Any:
     params = statement.rows(rows)
     many = len(params) != 1
-    values: Any = params if many else params[0]
-    sql = statement.sql
+    return execute_raw(conn, statement.sql, params if many else params[0], result, many=many)
 
+
+def execute_raw(conn: sa.Connection, sql: str, values: Any, result: Callable[[Any], Any], *,
+                many: bool = False) -> Any:
+    """Run ``sql`` with ``values`` on ``conn``'s DB-API cursor and return ``result(cursor)``.
+
+    The statement runs in ``conn``'s transaction (or none); the ``before/after_cursor_execute``
+    events see it and the driver's errors become SQLAlchemy's (`run_raw`), as through
+    ``conn.execute``. Any dialect: ``sql`` in its parameter style, ``many`` for ``executemany``.
+    """
     def work(dbapi_conn: Any) -> Any:
         cursor = dbapi_conn.cursor()
         try:

@@ -111,16 +111,15 @@ def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
     columns = [*f.c, t.c.noticed, t.c.reason]
     many = db.statement("files_for_read", lambda: sa.select(*columns).select_from(
         f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(any_of(f.c.dataset_id, "ids", db.dialect)))
-    one = db.statement("files_for_read_one", lambda: sa.select(*columns).select_from(
-        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id == sa.bindparam("id")))
+    build_one = lambda: sa.select(*columns).select_from(  # noqa: E731
+        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id == sa.bindparam("id"))
+    one = db.statement("files_for_read_one", build_one)
     names = [c.name for c in f.c]
     out: dict[uuid.UUID, tuple[FileRecord, LostMark | None]] = {}
     with db.read(autocommit=True) as conn:
         if len(ids) == 1 and db.dialect == "postgresql":
             # A get of one dataset: on psycopg's cursor (the values are those SQLAlchemy would give).
-            found = db.first_row_raw(conn, "pg|files_for_read_one", lambda: sa.select(*columns).select_from(
-                f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id == sa.bindparam("id")),
-                {"id": ids[0]})
+            found = db.first_row_raw(conn, "pg|files_for_read_one", build_one, {"id": ids[0]})
             if found is not None:
                 record = FileRecord(*found[:len(names)])
                 noticed, reason = found[len(names):]

@@ -368,7 +368,7 @@ def _find_in_named_run_pg(registry: Registry, conn: sa.Connection, type_id: int,
     d, c = registry.tables.dataset, registry.tables.collection
     row = registry.database.first_row_raw(
         conn, "pg|find_in_named_run|" + ",".join(dt.dimensions), lambda: sa.select(
-            c.c.type, d.c.id, *[d.c[name] for name in dt.dimensions]).select_from(c.outerjoin(d, sa.and_(
+            c.c.type, d.c.id, *[d.c[dim] for dim in dt.dimensions]).select_from(c.outerjoin(d, sa.and_(
                 d.c.run_id == c.c.id, d.c.dataset_type_id == sa.bindparam("type_id"),
                 d.c.data_id_key == sa.bindparam("key")))).where(c.c.name == sa.bindparam("name")),
         {"type_id": type_id, "key": key, "name": name})
