@@ -9,8 +9,7 @@ import os
 
 import pytest
 
-from skybutler.datastore import Datastore, _ingest
-from skybutler.datastore._ingest import scan_local
+from skybutler.datastore import Datastore, _ingest, scan_local
 from skybutler.errors import FileAccessError, FormatError
 
 
