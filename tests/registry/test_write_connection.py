@@ -124,3 +124,31 @@ def test_every_commit_and_rollback_is_seen_by_the_engines_listeners(butler):
     assert seen == ["begin", "begin", "commit"]  # ours, then SQLAlchemy's record of the same transaction
     assert butler.get("metadata", {}) == {"a": 1}
     assert list(butler.query_datasets("metadata", collections=["other"])) == []
+
+
+def test_threads_putting_at_once_each_commit_their_own_and_one_wins_a_race_for_the_same_dataset(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Butler.create(tmp_path / "repo", run="r") as butler:
+        butler.register_dataset_type("numbered", ["instrument"], "dict")
+        butler.insert_dimension_records("instrument", [{"instrument": f"I{i}"} for i in range(41)])
+        barrier = threading.Barrier(4)
+
+        def work(t):
+            barrier.wait()
+            for i in range(10):
+                butler.put({"t": t, "i": i}, "numbered", instrument=f"I{t * 10 + i}")
+            barrier.wait()
+            try:  # all four at the same dataset
+                butler.put({"t": t}, "numbered", instrument="I40")
+                return "stored"
+            except DatasetExistsError as exc:
+                assert "already exists in run 'r'" in str(exc)
+                return "refused"
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = sorted(pool.map(work, range(4)))
+        assert outcomes == ["refused", "refused", "refused", "stored"]
+        stored = {ref.data_id["instrument"]: butler.get(ref) for ref in butler.query_datasets("numbered", collections=["r"])}
+        assert len(stored) == 41
+        assert all(stored[f"I{t * 10 + i}"] == {"t": t, "i": i} for t in range(4) for i in range(10))
