@@ -37,6 +37,7 @@ from .._gc import paused_gc
 from ..errors import MissingDependencyError
 from ..model import DatasetType
 from ._arrow_adbc import ids_from_hex, open_reader, reader_errors, usable
+from ._database import unprepared
 
 if TYPE_CHECKING:
     import pandas
@@ -226,7 +227,8 @@ def first_rows(conn: sa.Connection, stmt: sa.Select, limit: int) -> FirstRows:
     ``LIMIT`` one row past ``limit``, a bound parameter so that one prepared statement
     serves every size, and a small result is read whole in one round trip.
     """
-    result = conn.execute(stmt.limit(sa.bindparam("probe_rows", limit + 1)))
+    with unprepared(conn):  # planned for its values, as `Database.rows_raw` does
+        result = conn.execute(stmt.limit(sa.bindparam("probe_rows", limit + 1)))
     try:
         with paused_gc():
             rows = result.cursor.fetchall()

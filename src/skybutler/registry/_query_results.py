@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow
 
+    from ._database import Database
     from ._registry import Registry
 
 __all__ = ["DataIdQueryResults", "DatasetQueryPlan", "DatasetQueryResults", "ref_batches", "row_chunks"]
@@ -102,7 +103,8 @@ class DatasetQueryPlan:
         return stmt, *at
 
 
-def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool) -> Iterator[Sequence[Any]]:
+def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool,
+               database: Database | None = None) -> Iterator[Sequence[Any]]:
     """The rows of ``stmt``, a chunk at a time.
 
     SQLAlchemy compiles and executes the statement (bound parameters, schema
@@ -118,13 +120,14 @@ def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool) -> Iterato
     none for a transaction when ``conn`` is in autocommit). A larger one is read again
     from its start through a server-side cursor, memory bounded by the chunk (see
     `_streamed`); the first rows are dropped unseen, so every row handed out comes
-    from that one statement.
+    from that one statement. Given the ``database``, that statement runs on psycopg's
+    cursor with its SQL compiled once per shape (`Database.rows_raw`) when it can.
     """
     if stream and conn.dialect.name != "sqlite":
-        first = first_rows(conn, stmt, _FIRST)
-        if not first.more:
-            if first.rows:
-                yield first.rows
+        first, more = _first_read(conn, stmt, database)
+        if not more:
+            if first:
+                yield first
             return
         yield from _streamed(conn, stmt)
         return
@@ -141,6 +144,17 @@ def row_chunks(conn: sa.Connection, stmt: sa.Select, *, stream: bool) -> Iterato
             yield rows
     finally:
         result.close()
+
+
+def _first_read(conn: sa.Connection, stmt: sa.Select, database: Database | None) -> tuple[Sequence[Any], bool]:
+    """At most `_FIRST` rows of ``stmt`` (PostgreSQL), and whether it has more: one LIMITed statement."""
+    if database is not None:
+        with paused_gc():
+            rows = database.rows_raw(conn, stmt.limit(sa.bindparam("probe_rows", _FIRST + 1)))
+        if rows is not None:
+            return (rows[:_FIRST], True) if len(rows) > _FIRST else (rows, False)
+    first = first_rows(conn, stmt, _FIRST)
+    return first.rows, first.more
 
 
 def _streamed(conn: sa.Connection, stmt: sa.Select) -> Iterator[Sequence[Any]]:
@@ -179,7 +193,7 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan)
     ids_of, runs_of = itemgetter(id_at), itemgetter(run_at)
     values_of = itemgetter(slice(dims_at, dims_at + len(dt.dimensions)))
     seen: set[Any] = set()
-    for rows in row_chunks(conn, stmt, stream=True):
+    for rows in row_chunks(conn, stmt, stream=True, database=registry.database):
         if check is not None and ambiguity is not None:
             for row in rows:
                 if row[check] > 1:
@@ -325,7 +339,7 @@ class DataIdQueryResults(_BatchedResults[DataId]):
         stmt, dims, implied_names = self._statement()
         n = len(dims)
         with self._registry.database.read(autocommit=True) as conn:  # as DatasetQueryResults._stream
-            for rows in row_chunks(conn, stmt, stream=True):
+            for rows in row_chunks(conn, stmt, stream=True, database=self._registry.database):
                 with paused_gc():
                     if implied_names:
                         batch = [DataId(dict(zip(dims, row[:n], strict=True)),

@@ -107,12 +107,13 @@ def _run(conn: sa.Connection, statement: RawStatement, rows: Sequence[Sequence[A
 
 
 def execute_raw(conn: sa.Connection, sql: str, values: Any, result: Callable[[Any], Any], *,
-                many: bool = False) -> Any:
+                many: bool = False, prepare: bool | None = None) -> Any:
     """Run ``sql`` with ``values`` on ``conn``'s DB-API cursor and return ``result(cursor)``.
 
     The statement runs in ``conn``'s transaction (or none); the ``before/after_cursor_execute``
     events see it and the driver's errors become SQLAlchemy's (`run_raw`), as through
     ``conn.execute``. Any dialect: ``sql`` in its parameter style, ``many`` for ``executemany``.
+    ``prepare`` (psycopg only) is passed to ``execute``: False never prepares the statement.
     """
     def work(dbapi_conn: Any) -> Any:
         cursor = dbapi_conn.cursor()
@@ -120,8 +121,10 @@ def execute_raw(conn: sa.Connection, sql: str, values: Any, result: Callable[[An
             conn.dispatch.before_cursor_execute(conn, cursor, sql, values, None, many)
             if many:
                 cursor.executemany(sql, values)
-            else:
+            elif prepare is None:
                 cursor.execute(sql, values)
+            else:
+                cursor.execute(sql, values, prepare=prepare)
             conn.dispatch.after_cursor_execute(conn, cursor, sql, values, None, many)
             return result(cursor)
         finally:
