@@ -29,10 +29,15 @@ class RoundTrips:
 
         self.path = path
         self._flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS
+        self._out: list = []  # traced connections not checked in (kept ones: `Database.read_one`)
         sa.event.listen(engine, "checkout", self._checkout)
         sa.event.listen(engine, "checkin", self._checkin)
 
     def _checkout(self, dbapi_conn, _record, _proxy) -> None:
+        self._trace(dbapi_conn)
+        self._out.append(dbapi_conn)
+
+    def _trace(self, dbapi_conn) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # libpq keeps it while tracing
         dbapi_conn.pgconn.trace(fd)
         dbapi_conn.pgconn.set_trace_flags(self._flags)
@@ -40,8 +45,13 @@ class RoundTrips:
     def _checkin(self, dbapi_conn, _record) -> None:
         if dbapi_conn is not None:
             dbapi_conn.pgconn.untrace()  # flushes what it wrote
+            self._out = [c for c in self._out if c is not dbapi_conn]
 
     def count(self) -> int:
+        for dbapi_conn in self._out:  # flush what those still out wrote, and go on tracing them
+            if not dbapi_conn.closed:
+                dbapi_conn.pgconn.untrace()
+                self._trace(dbapi_conn)
         return self.path.read_text().count("\tReadyForQuery") if self.path.exists() else 0
 
     def of(self, call) -> int:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,6 +53,9 @@ class Database:
         self._keeps_writers = self.dialect == "sqlite" and not isinstance(engine.pool, sa.pool.StaticPool)
         self._writers: dict[int, tuple[threading.Thread, int, sa.Connection]] = {}
         self._writers_lock = threading.Lock()
+        # PostgreSQL connections in autocommit kept for one-statement reads (`read_one`), with
+        # the process that made them and when they were last returned.
+        self._idle_readers: list[tuple[int, float, sa.Connection]] = []
 
     @property
     def dialect(self) -> str:
@@ -64,6 +68,10 @@ class Database:
             self._writers.clear()
         for conn in kept:
             conn.close()
+        while self._idle_readers:
+            pid, _, conn = self._idle_readers.pop()
+            if pid == os.getpid():  # a parent's would end the parent's session
+                conn.close()
         self.engine.dispose()
 
     def _writer(self) -> sa.Connection:
@@ -222,6 +230,51 @@ class Database:
                     **({"isolation_level": "AUTOCOMMIT"} if self.dialect == "postgresql" else {"autocommit": True}))
             yield conn
 
+    @contextlib.contextmanager
+    def read_one(self) -> Iterator[sa.Connection]:
+        """A connection for the few statements of one small read in autocommit (a get's file record, a find).
+
+        `read` with ``autocommit=True``, but on PostgreSQL from a few connections kept
+        between calls instead of the pool: checking one out, switching it to autocommit
+        and back, and returning it cost a get as much CPU as the rest of it (~40 µs of
+        ~110). The body must not hold the connection past its statements (no streaming).
+        At most `_IDLE_READERS` are kept, so threads beyond take pooled ones; one idle for
+        `_READER_IDLE_SECONDS` is closed rather than used (servers may drop idle sessions),
+        one that was invalidated (a lost connection) is replaced, and a forked process
+        makes its own and leaves its parent's alone.
+        """
+        if self.dialect != "postgresql" or getattr(self._local, "conn", None) is not None:
+            with self.read(autocommit=True) as conn:
+                yield conn
+            return
+        conn = self._idle_reader()
+        try:
+            yield conn
+        finally:
+            if conn.closed or conn.invalidated or len(self._idle_readers) >= _IDLE_READERS:
+                conn.close()
+            else:
+                if conn.in_transaction():  # SQLAlchemy's record of a statement it ran: no transaction in autocommit
+                    conn.rollback()
+                self._idle_readers.append((os.getpid(), time.monotonic(), conn))
+
+    def _idle_reader(self) -> sa.Connection:
+        """A kept autocommit connection for `read_one`, or a new one."""
+        pid, now = os.getpid(), time.monotonic()
+        while True:
+            try:
+                owner, since, conn = self._idle_readers.pop()
+            except IndexError:
+                return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            if owner != pid:
+                self._idle_readers.clear()  # the parent's: left unclosed
+                continue
+            if conn.closed or conn.invalidated or now - since > _READER_IDLE_SECONDS:
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.close()
+                continue
+            return conn
+
     def first_row_raw(self, conn: sa.Connection, name: str, build: Callable[[], Any],
                       params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The first row of the statement ``build()`` (kept as ``name``), run on ``conn``'s DB-API cursor.
@@ -307,6 +360,12 @@ def unprepared(conn: sa.Connection) -> Iterator[None]:
     finally:
         dbapi.prepare_threshold = threshold
 
+
+_IDLE_READERS = 2
+"""Connections `Database.read_one` keeps at most (out of the engine's pool of 5, and 10 more on demand)."""
+
+_READER_IDLE_SECONDS = 300.0
+"""A kept reader idle longer than this is closed, not used: well within any server's idle timeout."""
 
 _SHAPES = 256
 """Query shapes `Database.rows_raw` keeps compiled (all forgotten when full: shapes are few, a where clause's values are not part of one)."""

@@ -106,33 +106,42 @@ def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
     What a get needs in one round trip (the file joined to its mark), so that refusing
     datasets marked lost costs a get no extra statement.
     """
-    f, t = registry.tables.file, registry.tables.file_lost
     db = registry.database
-    columns = [*f.c, t.c.noticed, t.c.reason]
-    many = db.statement("files_for_read", lambda: sa.select(*columns).select_from(
-        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(any_of(f.c.dataset_id, "ids", db.dialect)))
-    build_one = lambda: sa.select(*columns).select_from(  # noqa: E731
-        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(f.c.dataset_id == sa.bindparam("id"))
-    one = db.statement("files_for_read_one", build_one)
-    names = [c.name for c in f.c]
     out: dict[uuid.UUID, tuple[FileRecord, LostMark | None]] = {}
+    if len(ids) == 1 and db.dialect == "postgresql":
+        # A get of one dataset: on psycopg's cursor (the values are those SQLAlchemy would give).
+        with db.read_one() as conn:
+            found = db.first_row_raw(conn, "pg|files_for_read_one", lambda: _files_for_read(registry, one=True),
+                                     {"id": ids[0]})
+        if found is not None:
+            record = FileRecord(*found[:_FILE_FIELDS])
+            noticed = found[_FILE_FIELDS]
+            out[record.dataset_id] = (record, None if noticed is None else LostMark(record.dataset_id, noticed,
+                                                                                    found[-1]))
+        return out
     with db.read(autocommit=True) as conn:
-        if len(ids) == 1 and db.dialect == "postgresql":
-            # A get of one dataset: on psycopg's cursor (the values are those SQLAlchemy would give).
-            found = db.first_row_raw(conn, "pg|files_for_read_one", build_one, {"id": ids[0]})
-            if found is not None:
-                record = FileRecord(*found[:len(names)])
-                noticed, reason = found[len(names):]
-                out[record.dataset_id] = (record, None if noticed is None else LostMark(record.dataset_id, noticed,
-                                                                                        reason))
-            return out
+        one = db.statement("files_for_read_one", lambda: _files_for_read(registry, one=True))
+        many = db.statement("files_for_read", lambda: _files_for_read(registry, one=False))
         for chunk in chunks(list(ids), chunk_size(db.dialect)):
             result = conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1 else conn.execute(many, {"ids": list(chunk)})
-            for row in result.mappings():
-                record = FileRecord(**{n: row[n] for n in names})
-                mark = None if row["noticed"] is None else LostMark(record.dataset_id, row["noticed"], row["reason"])
-                out[record.dataset_id] = (record, mark)
+            for row in result:
+                record = FileRecord(*row[:_FILE_FIELDS])
+                noticed = row[_FILE_FIELDS]
+                out[record.dataset_id] = (record, None if noticed is None else LostMark(record.dataset_id, noticed,
+                                                                                        row[-1]))
     return out
+
+
+_FILE_FIELDS = len(FileRecord.__dataclass_fields__)
+
+
+def _files_for_read(registry: Registry, *, one: bool) -> sa.Select:
+    """The file rows of datasets (``:id``, or ``:ids`` when not ``one``), each with its lost mark's columns."""
+    f, t = registry.tables.file, registry.tables.file_lost
+    assert [c.name for c in f.c] == list(FileRecord.__dataclass_fields__)  # rows become FileRecords in order
+    match = f.c.dataset_id == sa.bindparam("id") if one else any_of(f.c.dataset_id, "ids", registry.database.dialect)
+    return sa.select(*f.c, t.c.noticed, t.c.reason).select_from(
+        f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(match)
 
 
 def _file_select(registry: Registry, runs: Sequence[str] | None) -> Any:

@@ -310,7 +310,7 @@ def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collect
     type_id, dt = registry.dataset_type_records.find(dataset_type)
     d = registry.tables.dataset
     key = data_id.key()
-    with registry.database.read(autocommit=True) as conn:
+    with registry.database.read_one() as conn:
         if len(collections) == 1 and registry.dialect == "postgresql":
             found_pg = _find_in_named_run_pg(registry, conn, type_id, dt, key, collections[0])
             if found_pg is not _NOT_A_RUN:
