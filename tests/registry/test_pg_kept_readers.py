@@ -125,6 +125,7 @@ def test_a_forked_process_reads_on_its_own_connection_and_leaves_its_parents_alo
             got = butler.get(refs[1])
             (_, _, own), = butler.registry.database._idle_readers
             ok = got == {"n": 1} and own.connection.dbapi_connection.info.backend_pid != parent_backend
+            ok = ok and butler.registry.database._inherited == [parents]  # held: never back in the pool
         finally:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(child, 0)

@@ -56,6 +56,7 @@ class Database:
         # PostgreSQL connections in autocommit kept for one-statement reads (`read_one`), with
         # the process that made them and when they were last returned.
         self._idle_readers: list[tuple[int, float, sa.Connection]] = []
+        self._inherited: list[sa.Connection] = []
 
     @property
     def dialect(self) -> str:
@@ -267,7 +268,9 @@ class Database:
             except IndexError:
                 return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             if owner != pid:
-                self._idle_readers.clear()  # the parent's: left unclosed
+                # The parent's: closed they would end its sessions, and dropped they would go
+                # back to the pool (and to this process's statements): kept, unused.
+                self._inherited.append(conn)
                 continue
             if conn.closed or conn.invalidated or now - since > _READER_IDLE_SECONDS:
                 with contextlib.suppress(sa.exc.SQLAlchemyError):
