@@ -62,10 +62,10 @@ def test_a_dataset_query_is_never_a_prepared_statement(butler, tmp_path):
     """psycopg prepares a statement run five times; the server may then keep a generic plan for every value."""
     from test_pg_round_trips import RoundTrips
 
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
     for i in range(12):
         assert len(visit_query(butler, VISITS[i % 4])) == 4
-    parses = re.findall(r'\tParse\t "([^"]*)" "([^"]*)"', trips.path.read_text())
+    parses = re.findall(r'\tParse\t "([^"]*)" "([^"]*)"', trips.text())
     queries = [name for name, sql in parses if "LIMIT" in sql and ".visit" in sql]
     assert len(queries) == 12 and set(queries) == {""}  # unnamed every time: planned for its own values
 

@@ -22,23 +22,30 @@ DATASET_TYPE = "metrics"
 
 
 class RoundTrips:
-    """Round trips of an engine's connections to the server, read from libpq's trace."""
+    """Round trips of a registry's connections to the server, read from libpq's trace.
 
-    def __init__(self, engine: sa.Engine, path: Path):
+    Each connection traces into a file of its own (two may be out at once: a kept reader,
+    `Database.read_one`, and a pooled one), flushed by `count`.
+    """
+
+    def __init__(self, registry, path: Path):
         import psycopg
 
+        registry.database.close_idle_readers()  # kept connections are traced from their next checkout
         self.path = path
         self._flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS
-        self._out: list = []  # traced connections not checked in (kept ones: `Database.read_one`)
-        sa.event.listen(engine, "checkout", self._checkout)
-        sa.event.listen(engine, "checkin", self._checkin)
+        self._files: dict[int, Path] = {}
+        self._out: list = []  # traced connections not checked in
+        sa.event.listen(registry.engine, "checkout", self._checkout)
+        sa.event.listen(registry.engine, "checkin", self._checkin)
 
     def _checkout(self, dbapi_conn, _record, _proxy) -> None:
         self._trace(dbapi_conn)
         self._out.append(dbapi_conn)
 
     def _trace(self, dbapi_conn) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # libpq keeps it while tracing
+        path = self._files.setdefault(id(dbapi_conn), self.path.with_name(f"{self.path.name}.{len(self._files)}"))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # libpq keeps it while tracing
         dbapi_conn.pgconn.trace(fd)
         dbapi_conn.pgconn.set_trace_flags(self._flags)
 
@@ -47,12 +54,16 @@ class RoundTrips:
             dbapi_conn.pgconn.untrace()  # flushes what it wrote
             self._out = [c for c in self._out if c is not dbapi_conn]
 
-    def count(self) -> int:
+    def text(self) -> str:
+        """Every connection's trace so far, one after the other."""
         for dbapi_conn in self._out:  # flush what those still out wrote, and go on tracing them
             if not dbapi_conn.closed:
                 dbapi_conn.pgconn.untrace()
                 self._trace(dbapi_conn)
-        return self.path.read_text().count("\tReadyForQuery") if self.path.exists() else 0
+        return "".join(p.read_text() for p in self._files.values() if p.exists())
+
+    def count(self) -> int:
+        return self.text().count("\tReadyForQuery")
 
     def of(self, call) -> int:
         before = self.count()
@@ -78,7 +89,7 @@ def data_ids(butler) -> list[dict]:
 def test_a_put_is_two_round_trips_whatever_the_repository_holds(butler, tmp_path):
     ids = data_ids(butler)
     butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)])  # caches the data ids' records
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     counts = [trips.of(lambda di=di: butler.put({"n": 1}, DATASET_TYPE, di, run="later")) for di in ids[:30]]
 
@@ -90,7 +101,7 @@ def test_a_put_is_two_round_trips_whatever_the_repository_holds(butler, tmp_path
 def test_the_first_put_into_a_new_run_creates_it_in_the_same_round_trips(butler, tmp_path):
     ids = data_ids(butler)
     butler.put({"n": 0}, DATASET_TYPE, ids[0])
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     assert trips.of(lambda: butler.put({"n": 1}, DATASET_TYPE, ids[0], run="brand/new")) == 2
     assert butler.registry.collection_type("brand/new").value == "RUN"
@@ -99,7 +110,7 @@ def test_the_first_put_into_a_new_run_creates_it_in_the_same_round_trips(butler,
 def test_put_many_round_trips_do_not_grow_with_the_number_of_datasets(butler, tmp_path):
     ids = data_ids(butler)
     butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)], run="warm")
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     few = trips.of(lambda: butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids[:3])], run="a"))
     many = trips.of(lambda: butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)], run="b"))
@@ -171,10 +182,10 @@ def test_a_one_visit_query_is_two_round_trips_and_no_transaction(butler, tmp_pat
     butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(100), visit=visit))
     query = lambda: list(butler.query_datasets(DATASET_TYPE, collections=["r"], where=f"visit = {visit}"))  # noqa: E731
     assert len(query()) == 100  # the dataset type is cached from here on
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     assert trips.of(query) == 2  # the collection's row, then the datasets' rows (one LIMITed statement)
-    trace = trips.path.read_text()
+    trace = trips.text()
     assert "BEGIN" not in trace and "DECLARE" not in trace and "ROLLBACK" not in trace
     assert rows_per_round_trip(trace) == [1, 100]
 
@@ -186,15 +197,15 @@ def test_a_result_one_row_past_the_first_read_streams_it_all_again_from_a_cursor
     ids = data_ids(butler)
     butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(40), visit=ids[0]["visit"]))
     butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(39), visit=ids[-1]["visit"]))
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     def query(visit: int) -> list:
         return list(butler.query_datasets(DATASET_TYPE, collections=["r"], where=f"visit = {visit}"))
 
     assert trips.of(lambda: query(ids[-1]["visit"])) == 2  # 39 rows: all in the first read
-    assert "DECLARE" not in trips.path.read_text()
+    assert "DECLARE" not in trips.text()
     refs = query(ids[0]["visit"])
-    trace = trips.path.read_text()
+    trace = trips.text()
     assert "DECLARE" in trace and "BEGIN" in trace
     assert sorted(r.data_id["detector"] for r in refs) == list(range(40))  # none missed, none twice
 
@@ -207,7 +218,7 @@ def test_a_five_thousand_row_query_is_read_in_bounded_batches_from_one_snapshot(
                                             for d in range(4, 5000)])
     b.register_dataset_type("bias", ["instrument", "detector"], "dict")
     b.registry.insert_datasets(_refs_of_detectors(b, "bias", "r", range(5000)))
-    trips = RoundTrips(b.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(b.registry, tmp_path / "libpq.trace")
 
     results = b.query_datasets("bias", collections=["r"])
     first = next(results)
@@ -218,7 +229,7 @@ def test_a_five_thousand_row_query_is_read_in_bounded_batches_from_one_snapshot(
 
     assert sorted(r.data_id["detector"] for r in refs) == list(range(5000))
     assert len({r.id for r in refs}) == 5000
-    rows = rows_per_round_trip(trips.path.read_text())
+    rows = rows_per_round_trip(trips.text())
     # The LIMITed first read (one row past _FIRST, dropped), then the cursor's FETCHes:
     # no round trip brought more than a chunk, so memory is bounded by a chunk, not the result.
     assert query_results._FIRST + 1 in rows
@@ -232,10 +243,10 @@ def test_a_small_table_is_two_round_trips(butler, tmp_path):
     butler.registry.insert_datasets(_refs_of_detectors(butler, DATASET_TYPE, "r", range(40), visit=ids[0]["visit"]))
     query = lambda: butler.query_datasets(DATASET_TYPE, collections=["r"], where=f"visit = {ids[0]['visit']}")  # noqa: E731
     assert query().to_arrow().num_rows == 40
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     assert trips.of(lambda: query().to_arrow()) == 2
-    assert "BEGIN" not in trips.path.read_text()
+    assert "BEGIN" not in trips.text()
 
 
 def test_a_find_in_one_collection_is_one_round_trip_and_finds_what_a_search_finds(butler, tmp_path):
@@ -246,7 +257,7 @@ def test_a_find_in_one_collection_is_one_round_trip_and_finds_what_a_search_find
     butler.registry.register_collection("tags", CollectionType.TAGGED)
     butler.registry.associate("tags", refs[:1])
     butler.registry.set_chain("chain", ["tags", "r"])
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     found = []
     assert trips.of(lambda: found.append(butler.find_dataset(DATASET_TYPE, ids[1], collections=["r"]))) == 1
@@ -263,7 +274,7 @@ def test_a_find_in_one_collection_is_one_round_trip_and_finds_what_a_search_find
 def test_a_get_by_ref_is_one_round_trip(butler, tmp_path):
     ids = data_ids(butler)[:2]
     refs = butler.put_many([({"n": i}, DATASET_TYPE, di) for i, di in enumerate(ids)])
-    trips = RoundTrips(butler.registry.engine, tmp_path / "libpq.trace")
+    trips = RoundTrips(butler.registry, tmp_path / "libpq.trace")
 
     got = []
     assert [trips.of(lambda ref=ref: got.append(butler.get(ref))) for ref in refs] == [1, 1]

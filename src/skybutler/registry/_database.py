@@ -69,11 +69,15 @@ class Database:
             self._writers.clear()
         for conn in kept:
             conn.close()
+        self.close_idle_readers()
+        self.engine.dispose()
+
+    def close_idle_readers(self) -> None:
+        """Close the connections `read_one` keeps (a parent process's are left alone: closing them would end its sessions)."""
         while self._idle_readers:
             pid, _, conn = self._idle_readers.pop()
-            if pid == os.getpid():  # a parent's would end the parent's session
+            if pid == os.getpid():
                 conn.close()
-        self.engine.dispose()
 
     def _writer(self) -> sa.Connection:
         """This thread's connection for write transactions on SQLite, kept from one transaction to the next.

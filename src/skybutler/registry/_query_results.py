@@ -17,7 +17,7 @@ objects without a Python-level call per row. Figures: benchmarks/README.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -184,8 +184,13 @@ def _streamed(conn: sa.Connection, stmt: sa.Select) -> Iterator[Sequence[Any]]:
         streamed.close()
 
 
-def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan) -> Iterator[list[DatasetRef]]:
-    """Refs of one dataset type from the plan's rows, a list per chunk (the hot path of `query_datasets`)."""
+def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
+                chunks: Iterable[Sequence[Any]] | None = None) -> Iterator[list[DatasetRef]]:
+    """Refs of one dataset type from the plan's rows, a list per chunk (the hot path of `query_datasets`).
+
+    The rows are those of ``chunks`` when given (of the plan's `slim` statement), else
+    read here (`row_chunks`).
+    """
     if plan.statement is None:
         return
     dt, runs, check, ambiguity = plan.dataset_type, plan.runs, plan.check, plan.ambiguity
@@ -193,7 +198,9 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan)
     ids_of, runs_of = itemgetter(id_at), itemgetter(run_at)
     values_of = itemgetter(slice(dims_at, dims_at + len(dt.dimensions)))
     seen: set[Any] = set()
-    for rows in row_chunks(conn, stmt, stream=True, database=registry.database):
+    if chunks is None:
+        chunks = row_chunks(conn, stmt, stream=True, database=registry.database)
+    for rows in chunks:
         if check is not None and ambiguity is not None:
             for row in rows:
                 if row[check] > 1:
@@ -272,12 +279,29 @@ class DatasetQueryResults(_BatchedResults[DatasetRef]):
         self._plan = plan
 
     def _stream(self) -> Iterator[list[DatasetRef]]:
-        # One connection for the collection lookup and the query (on PostgreSQL each
-        # checkout costs round trips), in autocommit: each is one statement, so a
-        # transaction around them would only add BEGIN and ROLLBACK (`row_chunks` opens
-        # one for a result large enough to need a server-side cursor).
-        with self._registry.database.read(autocommit=True) as conn:
-            yield from ref_batches(self._registry, conn, self._plan(conn))
+        # One connection for the collection lookup and the query, in autocommit: each is one
+        # statement, so a transaction around them would only add BEGIN and ROLLBACK.
+        registry = self._registry
+        database = registry.database
+        if registry.dialect != "postgresql":
+            with database.read(autocommit=True) as conn:
+                yield from ref_batches(registry, conn, self._plan(conn))
+            return
+        # PostgreSQL: the lookup and the first read (all of a small result) on a kept
+        # connection (`Database.read_one`: no pool checkout), returned before the refs are
+        # handed out; a larger result is read again from a server-side cursor, on a pooled
+        # connection (in the transaction the cursor needs), as `row_chunks` does.
+        with database.read_one() as conn:
+            plan = self._plan(conn)
+            if plan.statement is None:
+                return
+            first, more = _first_read(conn, plan.slim()[0], database)
+            refs = [] if more or not first else list(ref_batches(registry, conn, plan, [first]))
+        if not more:
+            yield from refs
+            return
+        with database.read(autocommit=True) as conn:
+            yield from ref_batches(registry, conn, plan, _streamed(conn, plan.slim()[0]))
 
     def arrow_batches(self, size: int = DEFAULT_BATCH_ROWS, *, files: bool = False) -> Iterator[pyarrow.RecordBatch]:
         """The datasets as Arrow record batches of at most ``size`` rows, read as they are asked for.
