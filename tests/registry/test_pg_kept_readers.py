@@ -134,3 +134,20 @@ def test_a_forked_process_reads_on_its_own_connection_and_leaves_its_parents_alo
     assert butler.get(refs[2]) == {"n": 2}  # the parent's session was not ended by the child
     (_, _, still), = butler.registry.database._idle_readers
     assert still is parents
+
+
+def test_a_read_that_failed_keeps_its_connection_unless_it_left_it_busy(butler, refs):
+    from skybutler import CollectionError
+
+    database = butler.registry.database
+    assert butler.get(refs[0]) == {"n": 0}
+    (_, _, kept), = database._idle_readers
+    with pytest.raises(CollectionError):
+        butler.find_dataset("metrics", DATA_IDS[0], collections=["nowhere"])
+    assert [c for _, _, c in database._idle_readers] == [kept]  # the error came after its statements
+
+    with pytest.raises(KeyboardInterrupt), database.read_one() as conn:
+        conn.connection.dbapi_connection.pgconn.send_query(b"SELECT pg_sleep(0.01)")  # a result never read
+        raise KeyboardInterrupt
+    assert conn is kept and kept.closed and database._idle_readers == []
+    assert butler.get(refs[1]) == {"n": 1}

@@ -243,10 +243,11 @@ class Database:
         between calls instead of the pool: checking one out, switching it to autocommit
         and back, and returning it cost a get as much CPU as the rest of it (~40 µs of
         ~110). The body must not hold the connection past its statements (no streaming).
-        At most `_IDLE_READERS` are kept, so threads beyond take pooled ones; one idle for
-        `_READER_IDLE_SECONDS` is closed rather than used (servers may drop idle sessions),
-        one that was invalidated (a lost connection) is replaced, and a forked process
-        makes its own and leaves its parent's alone.
+        At most `_IDLE_READERS` are kept, so threads beyond take pooled ones; one left
+        busy (a read interrupted half way) is closed, one idle for `_READER_IDLE_SECONDS` is closed rather than
+        used (servers may drop idle sessions), one that was invalidated (a lost
+        connection) is replaced, and a forked process makes its own and leaves its
+        parent's alone.
         """
         if self.dialect != "postgresql" or getattr(self._local, "conn", None) is not None:
             with self.read(autocommit=True) as conn:
@@ -256,12 +257,23 @@ class Database:
         try:
             yield conn
         finally:
-            if conn.closed or conn.invalidated or len(self._idle_readers) >= _IDLE_READERS:
+            self._keep_reader(conn)
+
+    def _keep_reader(self, conn: sa.Connection) -> None:
+        """Keep ``conn`` for the next `read_one` if it is idle and there is room, else close it."""
+        try:
+            # Not idle: a result left half read (a read interrupted), or a transaction begun.
+            idle = not (conn.closed or conn.invalidated) and \
+                conn.connection.dbapi_connection.pgconn.transaction_status == _IDLE  # type: ignore[union-attr]
+        except sa.exc.SQLAlchemyError:
+            idle = False
+        if not idle or len(self._idle_readers) >= _IDLE_READERS:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 conn.close()
-            else:
-                if conn.in_transaction():  # SQLAlchemy's record of a statement it ran: no transaction in autocommit
-                    conn.rollback()
-                self._idle_readers.append((os.getpid(), time.monotonic(), conn))
+            return
+        if conn.in_transaction():  # SQLAlchemy's record of a statement it ran: no transaction in autocommit
+            conn.rollback()
+        self._idle_readers.append((os.getpid(), time.monotonic(), conn))
 
     def _idle_reader(self) -> sa.Connection:
         """A kept autocommit connection for `read_one`, or a new one."""
@@ -370,6 +382,9 @@ def unprepared(conn: sa.Connection) -> Iterator[None]:
 
 _IDLE_READERS = 2
 """Connections `Database.read_one` keeps at most (out of the engine's pool of 5, and 10 more on demand)."""
+
+_IDLE = 0
+"""psycopg.pq.TransactionStatus.IDLE: no transaction, no command in progress."""
 
 _READER_IDLE_SECONDS = 300.0
 """A kept reader idle longer than this is closed, not used: well within any server's idle timeout."""
