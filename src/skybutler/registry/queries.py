@@ -242,7 +242,8 @@ def _dataset_plan(registry: Registry, conn: sa.Connection, type_id: int, dt: Dat
     extra = referenced_dimensions(registry, dt.dimensions, {*(data_id or ()), *identifiers(node)}, bind=bind)
     query_dims = registry.universe.closure([*dt.dimensions, *extra]) if extra else dt.dimensions
     c = registry.tables.collection
-    run_name = sa.select(c.c.name).where(c.c.id == d.c.run_id).scalar_subquery()
+    run_name = registry.database.statement("dataset_run_name", lambda: sa.select(c.c.name).where(
+        c.c.id == d.c.run_id).scalar_subquery())
     region_keys: dict[tuple[str, Any], list[tuple[Any, ...]]] = {}
     selects = []
     for rank, branch in branches:

@@ -56,19 +56,22 @@ class Branch:
     ambiguous: bool = False
 
 
+_NO_VALIDITY = (sa.null().label("valid_begin"), sa.null().label("valid_end"))
+"""`Branch.validity` of collections whose datasets are valid at any time (built once: shared by every query)."""
+
+
 def dataset_branch(registry: Registry, step: SearchStep, type_id: int, dataset_type: DatasetType, *,
                    time: datetime.datetime | None = None) -> Branch | None:
     """The datasets of one type in one (non-chained) collection, or None when it cannot hold any."""
     d = registry.tables.dataset
     conditions: list[sa.ColumnElement[bool]] = [d.c.dataset_type_id == type_id]
-    nulls = (sa.null().label("valid_begin"), sa.null().label("valid_end"))
     if step.type is CollectionType.RUN:
         conditions.append(d.c.run_id == step.id)
-        return Branch(step, d, conditions, nulls)
+        return Branch(step, d, conditions, _NO_VALIDITY)
     if step.type is CollectionType.TAGGED:
         tg = registry.tables.tagged
         return Branch(step, d.join(tg, sa.and_(tg.c.dataset_id == d.c.id, tg.c.collection_id == step.id)),
-                      conditions, nulls)
+                      conditions, _NO_VALIDITY)
     if step.type is CollectionType.CALIBRATION:
         if not dataset_type.is_calibration:
             return None
