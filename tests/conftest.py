@@ -22,6 +22,28 @@ from support.slurm_cluster import pytest_sessionfinish, pytest_sessionstart, slu
 REQUIRE_SERVICES = os.environ.get("SKYBUTLER_REQUIRE_SERVICES") == "1"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Make ``--dist loadgroup`` (pyproject.toml) group the tests marked ``xdist_group`` on pytest 9.2.
+
+    pytest-xdist 3.8 tells its scheduler a test's group by appending ``@group`` to
+    ``item._nodeid``, which pytest 9.2 no longer reads (pytest-dev/pytest-xdist#1386): the
+    groups were silently ignored and a module fixture the group shares (the demo's run) was
+    built once per worker. This writes the same suffix into the id pytest 9.2 keeps; with a
+    pytest or xdist where the suffix is already there it does nothing.
+    """
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under loadgroup
+        return
+    for item in items:
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                 for m in item.iter_markers("xdist_group")}
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix):
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 def _service_missing(what: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is not available and SKYBUTLER_REQUIRE_SERVICES=1")

@@ -17,6 +17,11 @@ from skybutler.model import Image
 BAND = "r"
 
 
+# The tests share module fixtures (the processed visits, warps and coadd): on one xdist worker (--dist loadgroup in
+# pyproject.toml) they are built once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("demo-algorithms")
+
+
 @pytest.fixture(scope="module")
 def sky() -> pa.Table:
     return syn.make_sky(seed=1)

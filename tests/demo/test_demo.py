@@ -6,6 +6,9 @@ import pytest
 
 from skybutler.demo.run import OUTPUT_RUN, STEPS, run_demo
 
+# Every test reads the one demo run of the module fixture: on one xdist worker, it runs once.
+pytestmark = pytest.mark.xdist_group("demo")
+
 EXPECTED = {"processCcd": 16, "makeCoaddTempExp": 32, "assembleCoadd": 8, "detectCoaddSources": 8,
             "mergeCoaddDetections": 4, "measureCoaddSources": 8, "mergeCoaddMeasurements": 4,
             "forcedPhotCoadd": 8}

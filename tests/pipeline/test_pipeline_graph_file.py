@@ -11,6 +11,10 @@ from skybutler import GraphError
 from skybutler.pipeline import GRAPH_VERSION, QuantumGraph, build_quantum_graph
 from support.pipeline_repo import INPUTS
 
+# The tests share module fixtures (the built graph): on one xdist worker (--dist loadgroup in
+# pyproject.toml) they are built once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("graph-file")
+
 
 @pytest.fixture(scope="module")
 def graph(filled_repo_template, tmp_path_factory):

@@ -17,6 +17,11 @@ RUN = "u/test/run1"
 DATA = Path(__file__).parent / "data"
 
 
+# The tests share module fixtures (the repository and its streamed graph): on one xdist worker (--dist loadgroup in
+# pyproject.toml) they are built once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("graph-stream")
+
+
 @pytest.fixture(scope="module")
 def butler(filled_repo_template, tmp_path_factory):
     butler = copy_repository(filled_repo_template, tmp_path_factory.mktemp("stream") / "repo")

@@ -30,6 +30,11 @@ def _run(butler, pipeline):
     return graph
 
 
+# The tests share module fixtures (the toy pipeline's run): on one xdist worker (--dist loadgroup in
+# pyproject.toml) they are built once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("provenance")
+
+
 @pytest.fixture(scope="module")
 def done(filled_repo_template, tmp_path_factory):
     """A repository where the whole toy pipeline ran (shared: these tests only read it)."""

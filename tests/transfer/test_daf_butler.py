@@ -39,6 +39,11 @@ RUN_RAW, RUN_PROC = "HSC/raw/all", "u/someone/proc"
 SOURCES = {"export": (EXPORT, False), "repo": (DAF_REPO, True)}
 
 
+# The tests share module fixtures (the imported daf_butler repositories): on one xdist worker
+# (--dist loadgroup in pyproject.toml) they are built once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("daf-butler-import")
+
+
 @pytest.fixture(params=["sqlite-local", "postgresql-s3"])
 def backend(request):
     """Targets: the embedded default, and the shared central repository's combination."""

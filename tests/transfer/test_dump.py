@@ -35,6 +35,11 @@ CHAIN = "HSC/defaults"
 REPO_ROOT = Path(__file__).parents[2]
 
 
+# The tests share module fixtures (the source repository and its dumps): on one xdist worker (--dist loadgroup in
+# pyproject.toml) they are built once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("dump")
+
+
 @pytest.fixture(params=["sqlite-local", "postgresql-s3"])
 def backend(request):
     """Import targets: the embedded default and the shared central repository's combination."""

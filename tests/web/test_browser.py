@@ -23,7 +23,9 @@ from skybutler.registry import batch_sql
 
 from .conftest import make_submission, service_missing
 
-pytestmark = pytest.mark.browser
+# The tests share a browser and a server (module fixtures): on one xdist worker (--dist loadgroup
+# in pyproject.toml) chromium starts once per run, not once per worker.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 TOKEN = "browser-test-token"
 WAIT = 20  # seconds a condition may take on a loaded machine (a bound on waiting, not a speed check)

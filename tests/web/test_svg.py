@@ -22,6 +22,11 @@ XLINK = "{http://www.w3.org/1999/xlink}href"
 HOSTILE = '<script>alert("x")</script>'
 
 
+# The tests share module fixtures (the toy pipeline's run): on one xdist worker (--dist loadgroup in
+# pyproject.toml) they are built once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("svg")
+
+
 @pytest.fixture(scope="module")
 def done(filled_repo_template, tmp_path_factory):  # noqa: F811
     """A repository where the toy pipeline ran, and its graph (shared: these tests only read)."""
