@@ -18,7 +18,16 @@ from skybutler.batch import api
 from skybutler.batch.engines import EngineState, JobReport, make_engine
 from skybutler.pipeline import QuantumGraph
 from skybutler.registry import batch_sql
-from support.batch_campaign import make_campaign
+from support.batch_campaign import FEW_JOBS, make_campaign
+
+# The default campaign's sixteen jobs run once, in the module's ``finished`` run; the tests of a
+# fault (a failing task, a killed or lost job, a missing file) run it in five (`FEW_JOBS`): the
+# same visit jobs, then one job staging in all their outputs, so a fault blocks what depends on
+# it as it does with sixteen, and each job spared is a process and a merge fewer.
+
+FINISHED = pytest.mark.xdist_group("batch-finished")
+"""For the tests that read the module's ``finished`` campaign: on one xdist worker (--dist loadgroup in
+pyproject.toml) it runs once per run, not once per worker."""
 
 
 def _outputs_once(butler: Butler, graph: QuantumGraph) -> None:
@@ -43,6 +52,7 @@ def _events(butler: Butler, submission: str) -> list[dict]:
     return batch_sql.events(butler.registry, row["id"])
 
 
+@FINISHED
 def test_campaign_runs_as_jobs_and_every_output_is_merged_once(finished):
     repo, result = finished
     assert result.summary is not None and result.summary.state.value == "succeeded", result.summary
@@ -61,6 +71,7 @@ def test_campaign_runs_as_jobs_and_every_output_is_merged_once(finished):
     assert {r["task_label"]: r["executions"] for r in rows} == graph.counts()
 
 
+@FINISHED
 def test_every_job_state_change_is_a_row_in_order(finished):
     repo, result = finished
     events = _events(repo, result.name)
@@ -72,6 +83,7 @@ def test_every_job_state_change_is_a_row_in_order(finished):
     assert sub["state"] == "succeeded"
 
 
+@FINISHED
 def test_manifest_and_subset_do_not_name_the_central_database(finished):
     repo, result = finished
     registry_file = str(repo.registry.url).split("///")[-1]
@@ -88,6 +100,7 @@ def test_dry_run_plans_and_writes_nothing(repo, write_campaign):
     assert sum(row["quanta"] for row in result.clusters) == result.quanta
 
 
+@FINISHED
 def test_submitting_the_same_campaign_twice_is_refused_with_the_restart_hint(finished, tmp_path):
     repo, result = finished
     with pytest.raises(BatchError, match=f"batch restart {result.name}"):
@@ -97,7 +110,8 @@ def test_submitting_the_same_campaign_twice_is_refused_with_the_restart_hint(fin
 def test_task_failure_is_not_retried_blocks_downstream_and_restart_completes(repo, write_campaign, tmp_path, local_engine):
     marker = tmp_path / "broken"
     marker.touch()
-    path = write_campaign(pipeline_config={"make_calexp": {"fail_detector": 1, "fail_while_exists": str(marker)}})
+    path = write_campaign(pipeline_config={"make_calexp": {"fail_detector": 1, "fail_while_exists": str(marker)}},
+                          clustering=FEW_JOBS)
     result = api.submit(repo, path, engine=local_engine)
     assert result.summary.state.value == "failed"
     sub = batch_sql.get_submission(repo.registry, result.name)
@@ -119,7 +133,7 @@ def test_job_killed_by_sigkill_is_retried_automatically(repo, write_campaign, tm
     marker.touch()
     # the first attempt of each single-frame job dies; the marker goes after the first death
     path = write_campaign(pipeline_config={"make_calexp": {"kill_detector": 2, "kill_while_exists": str(marker)}},
-                          retry={"max_attempts": 3})
+                          retry={"max_attempts": 3}, clustering=FEW_JOBS)
 
     class RemoveMarkerAfterFirstDeath:
         """The local engine, with the marker removed once the first job has been killed."""
@@ -162,7 +176,7 @@ def test_missing_input_file_fails_its_job_at_staging_naming_the_file(repo, write
     full = Path(repo.datastore.url(path))
     content = full.read_bytes()
     full.unlink()
-    result = api.submit(repo, write_campaign(retry={"max_attempts": 1}), engine=local_engine)
+    result = api.submit(repo, write_campaign(retry={"max_attempts": 1}, clustering=FEW_JOBS), engine=local_engine)
     assert result.summary.state.value == "failed"
     sub = batch_sql.get_submission(repo.registry, result.name)
     failures = batch_sql.failures(repo.registry, sub["id"])
@@ -206,7 +220,7 @@ def test_a_job_the_engine_loses_is_run_again(repo, write_campaign):
 
     engine = LosesTheFirstJob()
     try:
-        result = api.submit(repo, write_campaign(), engine=engine)
+        result = api.submit(repo, write_campaign(clustering=FEW_JOBS), engine=engine)
     finally:
         engine.close()
     assert result.summary.state.value == "succeeded"
@@ -215,6 +229,7 @@ def test_a_job_the_engine_loses_is_run_again(repo, write_campaign):
     _outputs_once(repo, QuantumGraph.read(result.directory / "graph.qgraph"))
 
 
+@FINISHED
 def test_merging_an_outcome_again_changes_nothing(finished):
     from skybutler.transfer import merge_run
 
@@ -241,7 +256,8 @@ def test_bad_campaign_is_refused_before_anything_is_submitted(repo, write_campai
 
 
 def test_excluded_data_ids_are_not_processed(repo, write_campaign, local_engine):
-    path = write_campaign(exclude={"data_ids": [{"instrument": "HSC", "visit": 903334, "detector": 0}]})
+    path = write_campaign(exclude={"data_ids": [{"instrument": "HSC", "visit": 903334, "detector": 0}]},
+                          clustering=FEW_JOBS)
     result = api.submit(repo, path, engine=local_engine)
     graph = QuantumGraph.read(result.directory / "graph.qgraph")
     assert all(not (q.data_id["visit"] == 903334 and q.data_id.get("detector") == 0)
@@ -249,6 +265,7 @@ def test_excluded_data_ids_are_not_processed(repo, write_campaign, local_engine)
     assert len(graph.by_task("make_calexp")) == 15
 
 
+@FINISHED
 def test_status_and_report_answer_the_operator_questions(finished):
     repo, result = finished
     [st] = api.status(repo, result.name)
@@ -277,11 +294,13 @@ def test_unknown_submission_is_a_clear_error(repo):
         api.status(repo, "nope")
 
 
+@FINISHED
 def test_submission_ids_are_uuids(finished):
     repo, result = finished
     assert isinstance(batch_sql.get_submission(repo.registry, result.name)["id"], uuid.UUID)
 
 
+@FINISHED
 def test_outputs_whose_format_cannot_hold_their_identity_are_in_the_run_manifest(finished):
     # calexps of the toy pipeline are npy files: their identity goes to the central run manifest,
     # as a put would write it, so the registry could be rebuilt from the files.
