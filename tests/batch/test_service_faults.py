@@ -26,7 +26,7 @@ from skybutler.batch import api
 from skybutler.batch.states import TERMINAL_STATES, JobState
 from skybutler.pipeline import QuantumGraph
 from skybutler.registry import batch_sql
-from support.batch_campaign import make_campaign
+from support.batch_campaign import FEW_JOBS, make_campaign
 from support.batch_checks import (
     assert_nothing_half_registered,
     assert_run_complete_and_whole,
@@ -39,8 +39,13 @@ NAME = "toy_r1_a1"  # the submission of the toy campaign's run toy/r1/a1
 
 
 def _slow_campaign(directory: Path, *, sleep_s: float, marker: Path | None = None, **overrides) -> Path:
-    """The toy campaign whose ``make_calexp`` sleeps ``sleep_s`` per quantum (while ``marker`` exists)."""
-    path = make_campaign(directory, **overrides)
+    """The toy campaign whose ``make_calexp`` sleeps ``sleep_s`` per quantum (while ``marker`` exists).
+
+    In five jobs (`FEW_JOBS`), not the default's sixteen: a kill lands among jobs that ran, run
+    and wait all the same (four visit jobs, two at a time, then one that stages in their
+    outputs), and each job is one more process and merge on a busy machine.
+    """
+    path = make_campaign(directory, **{"clustering": FEW_JOBS, **overrides})
     pipeline_file = directory / "toy_pipeline.yaml"
     pipe = yaml.safe_load(pipeline_file.read_text())
     config = {"scale": 3.0, "sleep_s": sleep_s}
