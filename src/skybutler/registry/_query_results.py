@@ -8,7 +8,8 @@ whatever has been iterated, and build Arrow data without one Python object per r
 (`skybutler.registry._query_arrow`, where the columns are described).
 
 How refs are built. Rows are read from the DB-API cursor (SQLAlchemy compiles and
-executes the statement; its Row objects are skipped) a chunk at a time, only the
+executes the statement, its Row objects skipped; on PostgreSQL a small result is one
+statement compiled once per shape and run unprepared, `Database.rows_raw`) a chunk at a time, only the
 columns a ref needs (id, run, dimensions), and each chunk becomes refs column by
 column: ids by `uuids_from_hex` (SQLite keeps them as hex text), data ids by
 `DataId.from_rows` (keys shared), refs by `DatasetRef.from_columns`, each filling its
