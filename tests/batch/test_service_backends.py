@@ -100,10 +100,14 @@ def test_campaign_on_the_parsl_engine_completes_with_real_workers(repo, tmp_path
     settings = {"provider": {"name": "local", "init_blocks": 1, "min_blocks": 1, "max_blocks": 1,
                              "worker_init": f"export PYTHONPATH={TESTS_DIR}"},
                 "executor": {"max_workers_per_node": 2}, "cancel_grace_s": 0.5}
-    # Few jobs: each starts a fresh interpreter that imports skybutler (seconds on a busy machine).
+    # Two jobs: each starts a fresh interpreter that imports skybutler (seconds on a busy machine);
+    # the second stages in what the first staged out, as any number of jobs would.
+    two_jobs = {"clusters": [
+        {"name": "visits", "tasks": ["make_calexp", "gather_visit"], "dimensions": []},
+        {"name": "coaddition", "tasks": ["make_warp", "coadd"], "dimensions": []}]}
     result = api.submit(repo, make_campaign(tmp_path, engine={"name": "parsl", "settings": settings},
-                                            clustering=FEW_JOBS))
-    assert result.jobs == 5  # one per visit, then one for every warp and coadd after them
+                                            clustering=two_jobs))
+    assert result.jobs == 2  # every single-frame quantum, then every warp and coadd
     assert result.summary is not None and result.summary.state.value == "succeeded", \
         batch_sql.failures(repo.registry, batch_sql.get_submission(repo.registry, result.name)["id"])
     graph = QuantumGraph.read(result.directory / "graph.qgraph")
