@@ -93,10 +93,14 @@ def remove_run(db: Database, tables: Tables, collections: CollectionRecords, run
         in_run = sa.select(ids.c.id)
         # One pass over the file rows: deleted and returned together, positionally in
         # FileRecord's field order (a mapping per row cost half the removal at 1M), the id
-        # as the driver gives it (SQLite: hex text, turned into UUIDs column-wise).
-        files = _file_records(conn.execute(
-            sa.delete(f).where(f.c.dataset_id.in_(in_run))
-            .returning(sa.type_coerce(f.c.dataset_id, sa.String), *[f.c[name] for name in _FILE_FIELDS[1:]])).all())
+        # as the driver gives it (SQLite: hex text, turned into UUIDs column-wise). The
+        # collector is paused while the driver makes a tuple per row too: the fetch of
+        # 1,000,000 rows cost 6.5 s of CPU with it running, 2.7 s without (PostgreSQL).
+        with paused_gc():
+            rows = conn.execute(
+                sa.delete(f).where(f.c.dataset_id.in_(in_run))
+                .returning(sa.type_coerce(f.c.dataset_id, sa.String), *[f.c[name] for name in _FILE_FIELDS[1:]])).all()
+            files = _file_records(rows)
         for column in dataset_references(tables):
             if column.table is not f and has_rows(conn, column.table):
                 conn.execute(sa.delete(column.table).where(column.in_(in_run)))
