@@ -14,9 +14,10 @@ put_many would write, without the files), in batches of ``--batch``. All in one 
 Measuring (in this process, after a ``gc.collect()``):
 
 - default: ``Butler.remove_runs([run])``, split into rows (`Registry.remove_run`), file list
-  (`Datastore.record_removal`, inside the transaction) and files (deleted after the commit,
-  the rest of the wall time). The run is gone afterwards: to measure again, build again or
-  copy a kept SQLite repository (``cp -a``) first.
+  (`Datastore.record_removal`, inside the transaction), files (`_butler_remove.delete_files`,
+  after the commit) and the rest (finishing earlier removals, the commit, forgetting the
+  list). The run is gone afterwards: to measure again, build again or copy a kept
+  repository first (``cp -a``; PostgreSQL: its schema too, e.g. ``pg_dump -n`` renamed).
 - ``--rollback R``: the registry part only, R times, each in a transaction that is rolled
   back (the run is still there afterwards, so before/after code can be timed on the same
   rows in the same minutes: run the script with ``PYTHONPATH`` pointing at the other tree).
@@ -146,7 +147,10 @@ def registry_part(butler: Any, repeat: int) -> list[dict[str, Any]]:
 
 def full_removal(butler: Any) -> dict[str, Any]:
     """``Butler.remove_runs([RUN])`` split into rows, file list and files (after the commit)."""
-    timers = [MethodTimer(butler.registry, "remove_run"), MethodTimer(butler.datastore, "record_removal")]
+    from skybutler import _butler_remove
+
+    timers = [MethodTimer(butler.registry, "remove_run"), MethodTimer(butler.datastore, "record_removal"),
+              MethodTimer(_butler_remove, "delete_files")]
     gc.collect()
     load = _load()
     try:
@@ -156,11 +160,12 @@ def full_removal(butler: Any) -> dict[str, Any]:
     finally:
         for t in timers:
             t.restore()
-    rows, listed = timers[0].seconds, timers[1].seconds
+    rows, listed, deleted = (t.seconds for t in timers)
+    other = wall - rows - listed - deleted
     out = {"n": counts[RUN], "wall_s": wall, "cpu_s": cpu, "rows_s": rows, "list_s": listed,
-           "files_s": wall - rows - listed, "load_before": load, "load_after": _load()}
-    print(f"remove_runs: {wall:.1f} s wall ({cpu:.1f} s CPU): rows {rows:.1f}, list {listed:.1f}, files and "
-          f"commit {wall - rows - listed:.1f}; {counts[RUN]:,} datasets; load {load:.1f} -> {out['load_after']:.1f}",
+           "files_s": deleted, "other_s": other, "load_before": load, "load_after": _load()}
+    print(f"remove_runs: {wall:.1f} s wall ({cpu:.1f} s CPU): rows {rows:.1f}, list {listed:.1f}, files {deleted:.1f}, "
+          f"other (commit...) {other:.1f}; {counts[RUN]:,} datasets; load {load:.1f} -> {out['load_after']:.1f}",
           file=sys.stderr, flush=True)
     return out
 
@@ -177,12 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-only", action="store_true", help="build, measure nothing")
     parser.add_argument("--rollback", type=int, default=0, metavar="R",
                         help="time only the registry part, R times, each rolled back")
+    parser.add_argument("--threads", type=int, metavar="T",
+                        help="threads deleting the files (default: _butler_remove.DELETE_THREADS)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
 
-    from skybutler import Butler
+    from skybutler import Butler, _butler_remove
+
+    if args.threads:
+        _butler_remove.DELETE_THREADS = args.threads
 
     result: dict[str, Any] = {"n": args.n, "files": args.files, "backend": "postgresql" if args.postgresql else "sqlite",
+                              "threads": _butler_remove.DELETE_THREADS,
                               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     namespace = args.namespace
     workdir = None
