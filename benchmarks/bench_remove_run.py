@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_remove_run.py --n 1000000 --keep /tmp/rr       # build, then remove (SQLite)
     python benchmarks/bench_remove_run.py --n 1000000 --postgresql postgresql://postgres@127.0.0.1:5432/test
     python benchmarks/bench_remove_run.py --repo /tmp/rr/repo --rollback 3  # registry part only, 3 times
+    python benchmarks/bench_remove_run.py --copy-of /tmp/rr/repo            # remove from a copy of it
 
 Building: ``⌈N/100⌉`` HSC-like visits x 100 detectors (`_records.hsc_records`); ``--files K``
 datasets are stored by ``put_many`` (real JSON files, md5), the other N - K as rows only,
@@ -16,8 +17,9 @@ Measuring (in this process, after a ``gc.collect()``):
 - default: ``Butler.remove_runs([run])``, split into rows (`Registry.remove_run`), file list
   (`Datastore.record_removal`, inside the transaction), files (`_butler_remove.delete_files`,
   after the commit) and the rest (finishing earlier removals, the commit, forgetting the
-  list). The run is gone afterwards: to measure again, build again or copy a kept
-  repository first (``cp -a``; PostgreSQL: its schema too, e.g. ``pg_dump -n`` renamed).
+  list). The run is gone afterwards: to measure again, build again or remove from a copy
+  (``--copy-of`` a kept repository: its files by ``cp -a``, on PostgreSQL its schema by
+  ``pg_dump -n`` into a new one; the copy is deleted afterwards).
 - ``--rollback R``: the registry part only, R times, each in a transaction that is rolled
   back (the run is still there afterwards, so before/after code can be timed on the same
   rows in the same minutes: run the script with ``PYTHONPATH`` pointing at the other tree).
@@ -170,6 +172,42 @@ def full_removal(butler: Any) -> dict[str, Any]:
     return out
 
 
+def copy_repository(source: Path, target: Path) -> tuple[str | None, str | None]:
+    """Copy the kept repository ``source`` to ``target`` and, on PostgreSQL, its schema to a new one.
+
+    Returns the database URL and the new schema's name (None, None for SQLite). The files
+    go by ``cp -a`` (1,000,000 take minutes), then ``sync``, so that their writeback does
+    not compete with the removal measured next.
+    """
+    import subprocess
+
+    import yaml
+
+    target.mkdir(parents=True)
+    subprocess.run(["cp", "-a", f"{source}/.", str(target)], check=True)
+    config_path = target / "skybutler.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    url, old = config["registry"]["db"], config["registry"].get("namespace")
+    if not str(url).startswith("postgresql") or not old:
+        subprocess.run(["sync"], check=True)
+        return None, None
+    new = f"remove_{uuid.uuid4().hex[:12]}"
+    libpq_url = "postgresql://" + url.split("://", 1)[1]
+    dump = subprocess.Popen(["pg_dump", "-n", old, "-d", libpq_url], stdout=subprocess.PIPE)
+    renamed = subprocess.Popen(["sed", f"s/\\b{old}\\b/{new}/g"], stdin=dump.stdout, stdout=subprocess.PIPE)
+    assert dump.stdout is not None
+    dump.stdout.close()
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", libpq_url], stdin=renamed.stdout,
+                   stdout=subprocess.DEVNULL, check=True)
+    if dump.wait() or renamed.wait():
+        raise RuntimeError(f"copying schema {old} failed")
+    subprocess.run(["psql", "-q", "-d", libpq_url, "-c", f'ANALYZE "{new}".dataset; ANALYZE "{new}".file'], check=True)
+    config["registry"]["namespace"] = new
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    subprocess.run(["sync"], check=True)
+    return url, new
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="datasets in the run")
@@ -178,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgresql", metavar="URL", help="registry on this PostgreSQL database (else SQLite)")
     parser.add_argument("--namespace", help="PostgreSQL schema (with --repo: the kept one)")
     parser.add_argument("--repo", help="reuse this repository (built with --keep) instead of building one")
+    parser.add_argument("--copy-of", metavar="REPO",
+                        help="remove from a copy of this kept repository (and its schema), deleted afterwards")
     parser.add_argument("--keep", metavar="DIR", help="build in DIR and keep it (and the PostgreSQL schema)")
     parser.add_argument("--build-only", action="store_true", help="build, measure nothing")
     parser.add_argument("--rollback", type=int, default=0, metavar="R",
@@ -199,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = None
     if args.repo:
         butler = Butler(args.repo)
+    elif args.copy_of:
+        workdir = Path(tempfile.mkdtemp(prefix="skybutler-remove-"))
+        t0 = time.perf_counter()
+        args.postgresql, namespace = copy_repository(Path(args.copy_of), workdir / "repo")
+        print(f"copied {args.copy_of} in {time.perf_counter() - t0:.0f} s"
+              + (f", schema {namespace}" if namespace else ""), file=sys.stderr, flush=True)
+        butler = Butler(workdir / "repo")
     else:
         workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="skybutler-remove-"))
         workdir.mkdir(parents=True, exist_ok=True)
