@@ -220,8 +220,8 @@ def pg_butler(pg_engine, pg_namespace, tmp_path):
     butler.close()
 
 
-def drop_connection_after(butler: Butler, pg_engine, prefix: str) -> list[int]:
-    """Terminate the butler's server backend right after its next statement starting with ``prefix``."""
+def drop_connection_after(butler: Butler, pg_engine, prefix: str | tuple[str, ...]) -> list[int]:
+    """Terminate the butler's server backend right after its next statement starting with ``prefix`` (or one of them)."""
     killed: list[int] = []
 
     def after(conn, cursor, statement, parameters, context, executemany):
@@ -240,7 +240,8 @@ def drop_connection_after(butler: Butler, pg_engine, prefix: str) -> list[int]:
 def test_a_put_whose_postgresql_connection_drops_mid_transaction_stores_nothing_and_the_retry_does(
         pg_butler, pg_engine):
     before = dump(pg_butler)
-    killed = drop_connection_after(pg_butler, pg_engine, "INSERT INTO")
+    # A put's rows are one statement, ``WITH ... INSERT`` (`skybutler.registry._pg_insert`).
+    killed = drop_connection_after(pg_butler, pg_engine, ("INSERT INTO", "WITH"))
 
     with pytest.raises(DatabaseConnectionError) as caught:
         pg_butler.put_many(items("new"), run="new")

@@ -2,26 +2,28 @@
 
 Through SQLAlchemy a put on PostgreSQL was six network round trips (run lookup, clash
 check, BEGIN, two INSERTs, COMMIT), each ≈ 100 µs on a loopback server plus the
-driver's and SQLAlchemy's share. Here the transaction's BEGIN and three INSERTs go to
+driver's and SQLAlchemy's share. Here the transaction's BEGIN and one statement go to
 the server together (psycopg's pipeline mode, one Sync), and the caller's COMMIT is
-the second round trip:
+the second round trip. The statement's CTEs insert:
 
 - the run, when the put is its first (``INSERT ... WHERE NOT EXISTS``: no sequence
   value is spent on a run that exists);
-- the datasets, their run found by name in the same statement; the rows travel as one
-  typed array per column (``unnest``), so the statement's text depends only on which
-  dimension columns are set: psycopg prepares it after a few uses, and one put or
-  10,000 rows are the same single statement. The unique constraints do the clash check
-  (``ON CONFLICT DO NOTHING ... RETURNING id``): a clash aborts nothing, so the caller
-  names the stored dataset in the same transaction, and a writer racing on the same
-  dataset is waited for by the server, never missed;
-- their file rows, for the datasets now in the table.
+- the datasets, their run found by name in the same statement; a put's one row travels
+  as one typed value per column, more rows as one typed array per column (``unnest``),
+  so the statement's text depends only on its shape: psycopg prepares it after a few
+  uses, and 10 or 10,000 rows are the same single statement. The unique constraints do
+  the clash check (``ON CONFLICT DO NOTHING ... RETURNING id``): a clash aborts
+  nothing, so the caller names the stored dataset in the same transaction, and a
+  writer racing on the same dataset is waited for by the server, never missed;
+- their file rows, for the datasets the statement inserted.
 
-The caller raises on any dataset not inserted, rolling all of it back. Raw psycopg is
-used only here and for COPY (`skybutler.registry._bulk`); its errors become
-SQLAlchemy's (`sa.exc.IntegrityError`, ``connection_invalidated`` on a lost
-connection) and SQLAlchemy's ``before/after_cursor_execute`` events see each statement,
-so callers and listeners see one kind of statement.
+One statement instead of three saved a put ~30 % of the registry's CPU (psycopg's
+work per statement in a pipeline, a cursor each, SQLAlchemy's events). The caller
+raises on any dataset not inserted, rolling all of it back. Raw psycopg is used only
+here and for COPY (`skybutler.registry._bulk`); its errors become SQLAlchemy's
+(`sa.exc.IntegrityError`, ``connection_invalidated`` on a lost connection) and
+SQLAlchemy's ``before/after_cursor_execute`` events see each statement, so callers and
+listeners see one kind of statement.
 """
 
 from __future__ import annotations
@@ -88,28 +90,56 @@ def _unnest(table: sa.Table, columns: Sequence[str], prefix: str) -> str:
     return f"unnest({arrays}) AS {prefix.rstrip('_')}({', '.join(quote(n) for n in columns)})"
 
 
-def _statements(conn: sa.Connection, tables: Tables, dimensions: Sequence[str]) -> tuple[str, str, str]:
-    """The SQL of the run, dataset and file inserts, for datasets with these dimension columns."""
+def _one_row(table: sa.Table, columns: Sequence[str], prefix: str) -> str:
+    """``(VALUES (%(p_a)s::TYPE, ...)) AS alias(a, ...)``: one row from one typed value per column.
+
+    A put's single row: psycopg's array dumpers are Python, ~3 µs per array where a
+    scalar costs ~0.5 µs, and a put sends a dozen.
+    """
+    quote = _DIALECT.identifier_preparer.quote
+    values = ", ".join(f"%({prefix}{n})b::{table.c[n].type.compile(dialect=_DIALECT)}" for n in columns)
+    return f"(VALUES ({values})) AS {prefix.rstrip('_')}({', '.join(quote(n) for n in columns)})"
+
+
+def _statement(conn: sa.Connection, tables: Tables, dimensions: Sequence[str], *, one: bool, create_run: bool,
+               files: bool) -> str:
+    """The SQL of the run, dataset and file inserts as one statement, for datasets with these dimension columns.
+
+    ``one``: the parameters are one row's values, not one array per column. The run a
+    ``created`` CTE inserts is found by the dataset INSERT through its RETURNING (all
+    CTEs see the snapshot the statement began with); the result is one ``(id, run_id)``
+    row per dataset inserted and, when the run was created, ``(NULL, run id)``.
+    """
     quote = _DIALECT.identifier_preparer.quote
     d, f = tables.dataset, tables.file
     dataset, file, collection = (_qualified(conn, t) for t in (d, f, tables.collection))
+    rows = _one_row if one else _unnest
     run = CollectionType.RUN.value
     name = f"%(run)s::{tables.collection.c.name.type.compile(dialect=_DIALECT)}"
-    run_sql = (f"INSERT INTO {collection} (name, type) SELECT {name}, '{run}' "
-               f"WHERE NOT EXISTS (SELECT FROM {collection} WHERE name = {name}) ON CONFLICT DO NOTHING")
+    ctes = []
+    run_ids = f"SELECT id FROM {collection} WHERE name = {name} AND type = '{run}'"
+    if create_run:
+        ctes.append(f"created AS (INSERT INTO {collection} (name, type) SELECT {name}, '{run}' "
+                    f"WHERE NOT EXISTS (SELECT FROM {collection} WHERE name = {name}) ON CONFLICT DO NOTHING "
+                    "RETURNING id)")
+        run_ids += " UNION ALL SELECT id FROM created"
+    ctes.append(f"c AS ({run_ids})")
     row_columns = ["id", "dataset_type_id", "data_id_key", *dimensions]
     listed = ", ".join(quote(n) for n in row_columns)
-    dataset_sql = (
-        f"INSERT INTO {dataset} (run_id, {listed}) SELECT c.id, {', '.join('r.' + quote(n) for n in row_columns)} "
-        f"FROM {_unnest(d, row_columns, 'r_')} "
-        f"CROSS JOIN (SELECT id FROM {collection} WHERE name = {name} AND type = '{run}') AS c "
-        "ON CONFLICT DO NOTHING RETURNING id, run_id")
-    # Only for datasets now in the table: with a clash the caller rolls everything back anyway.
-    file_sql = (
-        f"INSERT INTO {file} ({', '.join(_FILE_COLUMNS)}) SELECT {', '.join('f.' + n for n in _FILE_COLUMNS)} "
-        f"FROM {_unnest(f, _FILE_COLUMNS, 'f_')} "
-        f"WHERE EXISTS (SELECT FROM {dataset} AS d WHERE d.id = f.dataset_id) ON CONFLICT DO NOTHING")
-    return run_sql, dataset_sql, file_sql
+    ctes.append(
+        f"inserted AS (INSERT INTO {dataset} (run_id, {listed}) "
+        f"SELECT c.id, {', '.join('r.' + quote(n) for n in row_columns)} FROM {rows(d, row_columns, 'r_')} "
+        "CROSS JOIN c ON CONFLICT DO NOTHING RETURNING id, run_id)")
+    if files:
+        # Only for datasets inserted: with a clash the caller rolls everything back anyway.
+        ctes.append(
+            f"filed AS (INSERT INTO {file} ({', '.join(_FILE_COLUMNS)}) "
+            f"SELECT {', '.join('f.' + n for n in _FILE_COLUMNS)} FROM {rows(f, _FILE_COLUMNS, 'f_')} "
+            "WHERE f.dataset_id IN (SELECT id FROM inserted))")
+    result = "SELECT id, run_id FROM inserted"
+    if create_run:
+        result += " UNION ALL SELECT NULL, id FROM created"
+    return f"WITH {', '.join(ctes)} {result}"
 
 
 def insert_datasets_pg(conn: sa.Connection, tables: Tables, run: str, rows: Sequence[dict[str, Any]],
@@ -122,54 +152,52 @@ def insert_datasets_pg(conn: sa.Connection, tables: Tables, run: str, rows: Sequ
     has its name. When no transaction is open yet, its BEGIN is sent in the same round
     trip. ``statements`` caches the SQL text by its shape.
     """
-    key = f"datasets|{','.join(dimensions)}|{conn.get_execution_options().get('schema_translate_map')}"
-    sql = statements.get(key)
-    if sql is None:
-        sql = statements[key] = _statements(conn, tables, dimensions)
-    run_sql, dataset_sql, file_sql = sql
-    params: dict[str, Any] = {"run": run, "r_id": [r["id"] for r in rows],
-                              "r_dataset_type_id": [r["dataset_type_id"] for r in rows],
-                              "r_data_id_key": [r["data_id_key"] for r in rows]}
-    for n in dimensions:
-        params[f"r_{n}"] = [r.get(n) for r in rows]
-    file_params = {f"f_{n}": [getattr(f, n) for f in files] for n in _FILE_COLUMNS}
-    work_list = [(dataset_sql, params)]
-    if create_run:
-        work_list.insert(0, (run_sql, {"run": run}))
-    if files:
-        work_list.append((file_sql, file_params))
+    one = len(rows) == 1 and len(files) <= 1
+    key = (f"datasets|{','.join(dimensions)}|{one}|{create_run}|{bool(files)}|"
+           f"{conn.get_execution_options().get('schema_translate_map')}")
+    statement = statements.get(key)
+    if statement is None:
+        statement = statements[key] = _statement(conn, tables, dimensions, one=one, create_run=create_run,
+                                                 files=bool(files))
+    params: dict[str, Any]
+    if one:
+        row = rows[0]
+        params = {"run": run, "r_id": row["id"], "r_dataset_type_id": row["dataset_type_id"],
+                  "r_data_id_key": row["data_id_key"]}
+        for n in dimensions:
+            params[f"r_{n}"] = row.get(n)
+        for f in files:
+            params.update({f"f_{n}": getattr(f, n) for n in _FILE_COLUMNS})
+    else:
+        params = {"run": run, "r_id": [r["id"] for r in rows],
+                  "r_dataset_type_id": [r["dataset_type_id"] for r in rows],
+                  "r_data_id_key": [r["data_id_key"] for r in rows]}
+        for n in dimensions:
+            params[f"r_{n}"] = [r.get(n) for r in rows]
+        if files:
+            params.update({f"f_{n}": [getattr(f, n) for f in files] for n in _FILE_COLUMNS})
 
-    def work(dbapi_conn: Any) -> tuple[dict[uuid.UUID, int], bool]:
-        cursors = [dbapi_conn.cursor() for _ in work_list]
-        try:
-            for cursor, (statement, values) in zip(cursors, work_list, strict=True):
-                conn.dispatch.before_cursor_execute(conn, cursor, statement, values, None, False)
+    def work(dbapi_conn: Any) -> list[tuple[Any, int]]:
+        with dbapi_conn.cursor() as cursor:
+            conn.dispatch.before_cursor_execute(conn, cursor, statement, params, None, False)
             if dbapi_conn.pgconn.transaction_status == _IDLE and not dbapi_conn.autocommit and _pipelines_supported():
                 # psycopg syncs its own implicit BEGIN, a round trip of its own even in a pipeline;
-                # with autocommit on it sends none, and ours goes with the statements. The
+                # with autocommit on it sends none, and ours goes with the statement. The
                 # server is then in a transaction block: every later statement on the
                 # connection is in it until the caller's COMMIT or ROLLBACK, after which
                 # `restore_autocommit` turns autocommit off again.
                 dbapi_conn.autocommit = True
                 conn.info[_RESTORE] = True
-                with dbapi_conn.pipeline():  # leaving it sends all with one Sync and waits once
-                    cursors[0].execute("BEGIN")
-                    for cursor, (statement, values) in zip(cursors, work_list, strict=True):
-                        cursor.execute(statement, values)
+                with dbapi_conn.pipeline():  # leaving it sends both with one Sync and waits once
+                    cursor.execute("BEGIN")
+                    cursor.execute(statement, params)
             else:
-                for cursor, (statement, values) in zip(cursors, work_list, strict=True):
-                    cursor.execute(statement, values)
-            for cursor, (statement, values) in zip(cursors, work_list, strict=True):
-                conn.dispatch.after_cursor_execute(conn, cursor, statement, values, None, False)
-            created = create_run and cursors[0].rowcount == 1
-            inserted = dict(cursors[1 if create_run else 0].fetchall())
-            return inserted, created
-        finally:
-            for cursor in cursors:
-                cursor.close()
+                cursor.execute(statement, params)
+            conn.dispatch.after_cursor_execute(conn, cursor, statement, params, None, False)
+            return cursor.fetchall()
 
-    inserted, created = run_raw(conn, dataset_sql, work)
-    return PgInsertResult(inserted, created)
+    returned = run_raw(conn, statement, work)
+    return PgInsertResult({i: r for i, r in returned if i is not None}, any(i is None for i, _ in returned))
 
 
 def insert_new_rows_pg(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], returning: str,
