@@ -18,6 +18,9 @@ no planner statistics). ``registry.sync_every_commit: true`` (fsync on every com
 always measured as one extra row for SQLite (put one per call, on the same repository);
 ``--sync`` measures it over N puts instead of at most 2,000. On PostgreSQL the
 one-per-call loops (put, get) cover ``--pg-calls`` datasets (default 2,000), not N.
+The PostgreSQL case ends with the floors of its writes (`pg_floors`): the same rows
+on raw psycopg into the repository's own tables, the same number of files made, and
+each ingested file read, so that a write's rate shows what is skybutler's beyond them.
 
 See benchmarks/RESULTS.md for figures on the project machine.
 """
@@ -75,6 +78,13 @@ OPS: list[tuple[str, str, str, float | None]] = [
     ("remove_run", "remove run (N datasets + files)", "rate", None),
     ("pg_round_trip", "round trip: psycopg SELECT 1 (the floor)", "ms", None),
     ("pg_commit", "INSERT + COMMIT, raw psycopg (a put's floor: WAL flush)", "ms", None),
+    ("pg_floor_put", "floor of put: bare psycopg, dataset + file row, 1 transaction", "rate", None),
+    ("pg_floor_put_many", "floor of put_many: rows by COPY + files made, 1000 per commit", "rate", None),
+    ("pg_floor_put_many_rows", "  its rows: datasets + file records by COPY", "rate", None),
+    ("pg_floor_put_many_files", "  its files: written + renamed, one directory", "rate", None),
+    ("pg_floor_ingest", "floor of ingest direct (md5): rows by COPY + each file read", "rate", None),
+    ("pg_floor_ingest_rows", "  its rows: datasets, file records, origins by COPY", "rate", None),
+    ("pg_floor_ingest_read", "  its files: open, fstat, read, md5, close", "rate", None),
 ]
 
 # PostgreSQL's own targets (issue 11, loopback server), where they differ from SQLite's.
@@ -111,6 +121,118 @@ def _round_trips(pg_url: str, count: int = 1000) -> list[float]:
 
     with psycopg.connect(pg_url, autocommit=True) as raw:
         return [_timed(lambda: raw.execute("SELECT 1").fetchall())[0] for _ in range(count)]
+
+
+def _floor_rows(raw: Any, run: str, data_ids: list[tuple[int, int]], dataset_type: str,
+                ) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """``(dataset row, file row)`` of each data id, as skybutler stores them, in a new run ``run``."""
+    import uuid
+
+    type_id = raw.execute("SELECT id FROM dataset_type WHERE name = %s", (dataset_type,)).fetchone()[0]
+    run_id = raw.execute("INSERT INTO collection (name, type) VALUES (%s, 'RUN') RETURNING id", (run,)).fetchone()[0]
+    rows = []
+    for v, d in data_ids:
+        i = uuid.uuid4()
+        rows.append(((i, type_id, run_id, f"detector={d}|instrument=HSC|visit={v}", "HSC", v, d),
+                     (i, f"{run}/{v}/{dataset_type}_{v}_{d:03d}.json", 80, "0" * 32, "md5", "json")))
+    return rows
+
+
+_DATASET_COLUMNS = "id, dataset_type_id, run_id, data_id_key, instrument, visit, detector"
+_FILE_COLUMNS = "dataset_id, path, size, checksum, checksum_algorithm, format"
+
+
+def _copy_rows(raw: Any, rows: list[tuple[tuple[Any, ...], tuple[Any, ...]]], origins: list[str] | None = None) -> None:
+    """The rows by COPY (datasets, file records and, when given, origins), in the transaction open on ``raw``."""
+    with raw.cursor() as cursor:
+        with cursor.copy(f"COPY dataset ({_DATASET_COLUMNS}) FROM STDIN") as copy:
+            for row, _ in rows:
+                copy.write_row(row)
+        with cursor.copy(f"COPY file ({_FILE_COLUMNS}) FROM STDIN") as copy:
+            for _, row in rows:
+                copy.write_row(row)
+        if origins is not None:
+            with cursor.copy("COPY dataset_origin (dataset_id, original_path) FROM STDIN") as copy:
+                for (row, _), path in zip(rows, origins, strict=True):
+                    copy.write_row((row[0], path))
+
+
+def pg_floors(pg_url: str, namespace: str, data_ids: list[tuple[int, int]], calls: int, work: Path,
+              sources: list[Path]) -> dict[str, Any]:
+    """What the server and the disk alone take for the rows and files of put, put_many and ingest direct.
+
+    On raw psycopg, into the repository's own tables (their indexes, foreign keys and
+    WAL), each in a run of its own: (a) put: one dataset and its file row per
+    transaction, BEGIN and both INSERTs sent together (a pipeline) and COMMIT, two
+    round trips as skybutler's put; (b) put_many: per 1,000, the rows by COPY and as
+    many files written under a temporary name and renamed into one directory, one
+    commit; (c) ingest direct: the rows (datasets, file records, origins) by COPY in
+    one transaction, and each source file opened, sized (fstat), read and checksummed
+    (md5), which is all a direct ingest does with a file.
+    """
+    import hashlib
+
+    import psycopg
+
+    out: dict[str, Any] = {}
+    with psycopg.connect(pg_url, autocommit=True) as raw:
+        raw.execute(f'SET search_path TO "{namespace}"')
+        rows = _floor_rows(raw, "floor/put", data_ids[:calls], DATASET_TYPE)
+        insert_dataset = f"INSERT INTO dataset ({_DATASET_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        insert_file = f"INSERT INTO file ({_FILE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
+        gc.collect()
+        t0 = time.perf_counter()
+        for dataset_row, file_row in rows:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                raw.execute(insert_dataset, dataset_row)
+                raw.execute(insert_file, file_row)
+            raw.execute("COMMIT")
+        out["pg_floor_put"] = _rate(len(rows), time.perf_counter() - t0)
+
+        payload = b'{"visit": 903334, "detector": 0, "zero_point": 27.0, "ok": true}' + b" " * 16
+        took: dict[str, float] = {}
+        for part in ("rows", "files", "both"):
+            rows = _floor_rows(raw, f"floor/put_many_{part}", data_ids, DATASET_TYPE)
+            gc.collect()
+            t0 = time.perf_counter()
+            for start in range(0, len(rows), BATCH):
+                batch = rows[start:start + BATCH]
+                with raw.transaction():
+                    if part != "files":
+                        _copy_rows(raw, batch)
+                    if part != "rows":
+                        folder = work / part / str(start)
+                        folder.mkdir(parents=True)
+                        for i in range(len(batch)):
+                            temporary = folder / f".tmp_{i}"
+                            with open(temporary, "xb") as f:
+                                f.write(payload)
+                            os.rename(temporary, folder / f"{i}.json")
+            took[part] = time.perf_counter() - t0
+        out["pg_floor_put_many"] = _rate(len(rows), took["both"])
+        out["pg_floor_put_many_rows"] = _rate(len(rows), took["rows"])
+        out["pg_floor_put_many_files"] = _rate(len(rows), took["files"])
+
+        rows = _floor_rows(raw, "floor/ingest", data_ids[:len(sources)], DATASET_TYPE)
+        gc.collect()
+        t0 = time.perf_counter()
+        for path in sources:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fstat(fd)
+                hashlib.md5(os.read(fd, 1 << 20)).hexdigest()
+            finally:
+                os.close(fd)
+        read_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with raw.transaction():
+            _copy_rows(raw, rows, [str(p) for p in sources])
+        rows_s = time.perf_counter() - t0
+        out["pg_floor_ingest"] = _rate(len(rows), read_s + rows_s)
+        out["pg_floor_ingest_rows"] = _rate(len(rows), rows_s)
+        out["pg_floor_ingest_read"] = _rate(len(rows), read_s)
+    return out
 
 
 def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) -> dict[str, Any]:
@@ -278,6 +400,10 @@ def run_case(backend: str, n: int, *, pg_url: str, sync_count: int, calls: int) 
         dt, counts = _timed(lambda: butler.remove_runs([run]))
         assert counts[run] == n
         results["remove_run"] = _rate(n, dt)
+        if backend == "postgresql":
+            assert namespace is not None
+            results.update(pg_floors(pg_url, namespace, data_ids, m_calls, tmp / "floor",
+                                     sorted((tmp / "src" / "ingest_direct").iterdir())))
         results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results["load_after"] = os.getloadavg()[0]
         return results
