@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f", schema {namespace}" if args.postgresql else ""), file=sys.stderr, flush=True)
         result["build"] = build(butler, args.n, args.files, args.batch)
         print(f"built: {result['build']}", file=sys.stderr, flush=True)
+    if args.repo or args.copy_of:  # what the kept repository holds, not the build options' defaults
+        result.update(n=None, files=None, backend=butler.registry.database.dialect)
     try:
         if args.rollback:
             result["registry"] = registry_part(butler, args.rollback)
