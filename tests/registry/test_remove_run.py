@@ -91,3 +91,34 @@ def test_two_runs_removed_in_one_transaction(make_butler):
         assert len(butler.registry.remove_run("gone")) == 10
         assert len(butler.registry.remove_run("keep")) == 10
     assert _counts(butler)["dataset"] == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql-local"])
+def test_a_large_run_is_removed_with_more_memory_for_its_ids_and_the_transaction_keeps_its_own_setting(
+        make_butler, monkeypatch):
+    # As if each id needed 1 MB of hash: this run of 10 then needs more than the default work_mem.
+    monkeypatch.setattr(_remove_run, "_HASHED_ID_BYTES", 1 << 20)
+    butler = make_butler()
+    refs = _two_runs(butler)
+    statements = []
+    engine = butler.registry.database.engine
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if "set_config('work_mem'" in statement:
+            statements.append(parameters)
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        with butler.registry.transaction():
+            with butler.registry.database.transaction() as conn:
+                conn.execute(sa.text("SET LOCAL work_mem = '5MB'"))
+            files = butler.registry.remove_run("gone")
+            with butler.registry.database.transaction() as conn:
+                after = conn.execute(sa.text("SHOW work_mem")).scalar_one()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+
+    assert sorted(f.dataset_id for f in files) == sorted(r.id for r in refs["gone"])
+    assert [p["value"] for p in statements] == [f"{10 * 1024}kB", "5MB"]  # raised, then put back
+    assert after == "5MB"
+    assert _counts(butler)["dataset"] == 10

@@ -25,7 +25,7 @@ changes nothing; the caller deletes the files after the commit (`skybutler._butl
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -44,6 +44,7 @@ __all__ = ["dataset_references", "has_rows", "remove_run", "unindexed_references
 
 _FILE_FIELDS = [f.name for f in fields(FileRecord)]
 _NAMES = itertools.count()  # temporary tables' names, unique within a process
+_HASHED_ID_BYTES = 64  # PostgreSQL's hash of the run's ids: 61 bytes per id measured at 1,000,000
 
 
 def dataset_references(tables: Tables) -> list[sa.Column[Any]]:
@@ -91,6 +92,7 @@ def remove_run(db: Database, tables: Tables, collections: CollectionRecords, run
             raise CollectionError(f"Run {run!r} is in chain(s) {', '.join(parents)}; remove it there first")
         ids = _fill_ids(conn, d, run_id)
         in_run = sa.select(ids.c.id)
+        restore = _memory_for_ids(conn, ids)
         # One pass over the file rows: deleted and returned together, positionally in
         # FileRecord's field order (a mapping per row cost half the removal at 1M), the id
         # as the driver gives it (SQLite: hex text, turned into UUIDs column-wise). The
@@ -105,6 +107,7 @@ def remove_run(db: Database, tables: Tables, collections: CollectionRecords, run
             if column.table is not f and has_rows(conn, column.table):
                 conn.execute(sa.delete(column.table).where(column.in_(in_run)))
         provenance_sql.delete_run_provenance(conn, tables, run_id, in_run)
+        restore()
         conn.execute(sa.delete(d).where(d.c.run_id == run_id))
         db.forget_collections()
         conn.execute(sa.delete(c).where(c.c.id == run_id))
@@ -115,6 +118,32 @@ def remove_run(db: Database, tables: Tables, collections: CollectionRecords, run
 def has_rows(conn: sa.Connection, table: sa.Table) -> bool:
     """Whether ``table`` has any row (answered from its first row, whatever its size)."""
     return bool(conn.execute(sa.select(sa.exists().select_from(table))).scalar())
+
+
+def _memory_for_ids(conn: sa.Connection, ids: sa.Table) -> Callable[[], None]:
+    """PostgreSQL: raise this transaction's ``work_mem`` so that a hash of the ``ids`` fits; returns the undo.
+
+    The statements keyed on the run's ids hash them. With the default 4 MB, a million ids
+    (61 MB of hash) were split into 8 batches written to disk: the file rows' DELETE took
+    1.8-2.2 s, in memory 1.1-1.4 s. Set for this transaction only, and put back once the
+    ids are no longer joined (a failure rolls it back with the rest). The number of ids is
+    the table's statistics (`_fill_ids` analyzes it).
+    """
+    if conn.dialect.name != "postgresql":
+        return lambda: None
+    count, setting, current_kb = conn.execute(sa.text(
+        "SELECT c.reltuples, current_setting('work_mem'), s.setting::bigint FROM pg_class c, pg_settings s "
+        f"WHERE c.oid = 'pg_temp.{ids.name}'::regclass AND s.name = 'work_mem'")).one()
+    needed_kb = int(max(count, 0) * _HASHED_ID_BYTES) // 1024
+    if current_kb >= needed_kb:
+        return lambda: None
+    set_work_mem = sa.text("SELECT set_config('work_mem', :value, true)")
+    conn.execute(set_work_mem, {"value": f"{needed_kb}kB"})
+
+    def restore() -> None:
+        conn.execute(set_work_mem, {"value": setting})
+
+    return restore
 
 
 def _fill_ids(conn: sa.Connection, d: sa.Table, run_id: int) -> sa.Table:
