@@ -11,12 +11,17 @@ PostgreSQL plans an ``EXISTS`` for its first row, and against a table of a milli
 without an index that plan compared every row with every id, 472 s for 5,000 tagged rows
 at 1M; the DELETE itself hashes the ids, 0.5 s.)
 
-Why the children go before the datasets: every table that refers to ``dataset.id`` does
-so ``ON DELETE CASCADE``, and the database then runs one lookup per deleted dataset and
-table (PostgreSQL one trigger query each, SQLite one index probe each). Deleted first,
-in bulk, those lookups find nothing; deleting a million rows one cascade at a time would
-cost far more. Every such foreign key column is indexed (`unindexed_references` lists
-any that is not), so the lookups are index probes.
+Why the children go before the datasets: the file rows are read anyway (their paths), and
+deleting them in the same pass costs little. Every table that refers to ``dataset.id`` does
+so ``ON DELETE CASCADE``, so the database still runs one lookup per deleted dataset and
+table, whether it finds rows or not (PostgreSQL one trigger call each, ~2 µs; SQLite one
+index probe each): no order of statements avoids them short of disabling the keys, which
+this does not do. PostgreSQL, 1,000,000 datasets: a bare DELETE of the run's datasets, the
+cascade deleting the file rows, 12.3-12.5 s; file rows first, then the datasets, 12.4 s, of
+which the triggers of the five referencing tables 10 s; without triggers (measured with
+``session_replication_role = replica``, never used here) 0.5 s. Every such foreign key
+column is indexed (`unindexed_references` lists any that is not), so the lookups are
+index probes.
 
 All of it runs in the caller's transaction (or its own): a failure or a killed process
 changes nothing; the caller deletes the files after the commit (`skybutler._butler_remove`).
