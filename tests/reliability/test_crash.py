@@ -14,12 +14,14 @@ The seed is printed (``SKYBUTLER_CRASH_SEED=<seed>`` replays a run), and so is a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import signal
 import time
 from collections import Counter
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,25 @@ def _check_complete(butler: Butler, op: str, trial_dir: Path, runs: list[str] | 
         assert len(pipeline_sql.existing_dataset_ids(butler.registry, outputs)) == len(outputs)
 
 
+def _kill_at_random(proc, rng: random.Random, duration: float) -> float:
+    """SIGKILL ``proc`` after a delay drawn from ``[0, duration]`` unless its work ends first; joins it.
+
+    Returns the duration to draw the next delays from: ``duration``, or the time the work took
+    when it ended first. The one calibrating run may have been slowed by a busy machine (0.46 s
+    where the work takes 0.05 s): delays drawn past the work's end kill nothing, and the test
+    would run out of trials.
+    """
+    delay = rng.uniform(0, duration)
+    t0 = time.perf_counter()
+    if wait([proc.sentinel], delay):  # ended before the delay
+        duration = min(duration, time.perf_counter() - t0)
+    else:
+        with contextlib.suppress(ProcessLookupError):  # it may end between the wait and the kill
+            os.kill(proc.pid, signal.SIGKILL)
+    proc.join(60)
+    return duration
+
+
 def _duration(op: str, template: Path, tmp_path: Path) -> float:
     """How long ``op`` runs when nobody kills it (the range random kill delays are drawn from)."""
     trial_dir = tmp_path / f"{op}-calibrate"
@@ -138,10 +159,7 @@ def test_a_writer_killed_at_random_moments_leaves_a_repository_the_retry_complet
         trial_dir = tmp_path / f"{op}-{trials}"
         root = _copy(template, trial_dir)
         proc = _start(op, root)
-        time.sleep(rng.uniform(0, duration))
-        if proc.is_alive():
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.join(60)
+        duration = _kill_at_random(proc, rng, duration)
         if proc.exitcode == -signal.SIGKILL:
             kills += 1
         else:
@@ -180,10 +198,7 @@ def test_put_many_on_postgresql_killed_at_random_moments_leaves_a_repository_the
         trials += 1
         runs = [f"pg/{trials}/{k}" for k in range(4)]
         proc = _start("put_many", root, runs)
-        time.sleep(rng.uniform(0, duration))
-        if proc.is_alive():
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.join(60)
+        duration = _kill_at_random(proc, rng, duration)
         kills += proc.exitcode == -signal.SIGKILL
         checked += _check_consistent(root, "put_many", tmp_path, complete=False, runs=runs)
         work.put_many(root, runs)
