@@ -34,14 +34,18 @@ def pytest_collection_modifyitems(config, items) -> None:
     """
     if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under loadgroup
         return
+    try:  # pytest's private id class: another pytest may lack it, and then grouping is only lost (slower)
+        from _pytest.nodeid import NodeId
+
+        parse = NodeId.parse
+    except (ImportError, AttributeError):
+        return
     for item in items:
         names = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                  for m in item.iter_markers("xdist_group")}
         suffix = "@" + "_".join(sorted(names))
         if names and not item.nodeid.endswith(suffix):
-            from _pytest.nodeid import NodeId
-
-            item._id = NodeId.parse(item.nodeid + suffix)
+            item._id = parse(item.nodeid + suffix)
 
 
 def _service_missing(what: str) -> None:
