@@ -122,3 +122,27 @@ def test_a_large_run_is_removed_with_more_memory_for_its_ids_and_the_transaction
     assert [p["value"] for p in statements] == [f"{10 * 1024}kB", "5MB"]  # raised, then put back
     assert after == "5MB"
     assert _counts(butler)["dataset"] == 10
+
+
+@pytest.mark.parametrize("backend", ["postgresql-local"])
+def test_the_memory_raised_for_a_large_run_is_capped(make_butler, monkeypatch):
+    # As if each id needed 1 MB of hash (10 MB for this run), with a cap of 6 MB: 6 MB is asked for.
+    monkeypatch.setattr(_remove_run, "_HASHED_ID_BYTES", 1 << 20)
+    monkeypatch.setattr(_remove_run, "_MAX_ID_MEMORY_KB", 6 * 1024)
+    butler = make_butler()
+    refs = _two_runs(butler)
+    asked = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if "set_config('work_mem'" in statement:
+            asked.append(parameters["value"])
+
+    engine = butler.registry.database.engine
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        files = butler.registry.remove_run("gone")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+
+    assert sorted(f.dataset_id for f in files) == sorted(r.id for r in refs["gone"])
+    assert asked[0] == f"{6 * 1024}kB"

@@ -50,6 +50,7 @@ __all__ = ["dataset_references", "has_rows", "remove_run", "unindexed_references
 _FILE_FIELDS = [f.name for f in fields(FileRecord)]
 _NAMES = itertools.count()  # temporary tables' names, unique within a process
 _HASHED_ID_BYTES = 64  # PostgreSQL's hash of the run's ids: 61 bytes per id measured at 1,000,000
+_MAX_ID_MEMORY_KB = 512 * 1024  # beyond ~8M ids the hash spills to disk in batches rather than take more
 
 
 def dataset_references(tables: Tables) -> list[sa.Column[Any]]:
@@ -132,14 +133,15 @@ def _memory_for_ids(conn: sa.Connection, ids: sa.Table) -> Callable[[], None]:
     (61 MB of hash) were split into 8 batches written to disk: the file rows' DELETE took
     1.8-2.2 s, in memory 1.1-1.4 s. Set for this transaction only, and put back once the
     ids are no longer joined (a failure rolls it back with the rest). The number of ids is
-    the table's statistics (`_fill_ids` analyzes it).
+    the table's statistics (`_fill_ids` analyzes it). Never more than `_MAX_ID_MEMORY_KB`
+    (a server's memory is shared: a run of many millions spills to disk instead).
     """
     if conn.dialect.name != "postgresql":
         return lambda: None
     count, setting, current_kb = conn.execute(sa.text(
         "SELECT c.reltuples, current_setting('work_mem'), s.setting::bigint FROM pg_class c, pg_settings s "
         f"WHERE c.oid = 'pg_temp.{ids.name}'::regclass AND s.name = 'work_mem'")).one()
-    needed_kb = int(max(count, 0) * _HASHED_ID_BYTES) // 1024
+    needed_kb = min(int(max(count, 0) * _HASHED_ID_BYTES) // 1024, _MAX_ID_MEMORY_KB)
     if current_kb >= needed_kb:
         return lambda: None
     set_work_mem = sa.text("SELECT set_config('work_mem', :value, true)")
