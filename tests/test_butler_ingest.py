@@ -76,3 +76,22 @@ def test_checksums_off_records_the_size_only_and_still_checks_the_content(butler
     with pytest.raises(FormatError, match="bad.json"):
         butler.ingest([FileDataset(str(bad), "metadata", {**DATA_ID, "detector": 2})], transfer="direct",
                       checksum=False)
+
+
+def test_an_ingest_and_a_put_many_leave_the_garbage_collector_running_whether_they_succeed_or_fail(butler, tmp_path):
+    import gc
+
+    from skybutler import DatasetExistsError
+
+    files = _files(tmp_path, {"a.json": '{"a": 1}', "b.json": '{"b": 2}'})
+    running = []
+    butler.ingest(files, transfer="copy")  # pauses the collector for its bulk bookkeeping
+    running.append(gc.isenabled())
+    items = [({"n": d}, "metadata", {**DATA_ID, "detector": d}) for d in range(2)]
+    butler.put_many(items, run="run2")
+    running.append(gc.isenabled())
+    with pytest.raises(DatasetExistsError):
+        butler.put_many(items, run="run2")  # fails inside its insert
+    running.append(gc.isenabled())
+
+    assert running == [True, True, True]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from ._gc import paused_gc
 from .config import redact_url
 from .errors import (
     CollectionError,
@@ -101,7 +102,11 @@ def write_datasets(registry: Registry, datastore: Datastore, objects: Sequence[A
                 pf = datastore.write_temporary(path, write, replace=True)
             pending.append(pf)
             records.append(file_record(ref, pf, formatter.name))
-        commit_datasets(registry, datastore, list(refs), records, pending, before_commit)
+        if len(refs) > 1:
+            with paused_gc():  # rows and manifest lines by the thousand, none in a cycle (see `_gc`)
+                commit_datasets(registry, datastore, list(refs), records, pending, before_commit)
+        else:
+            commit_datasets(registry, datastore, list(refs), records, pending, before_commit)
     except BaseException:
         for pf in pending:
             datastore.abort(pf)
