@@ -39,8 +39,10 @@ class FileRecord:
     format: str
 
 
-_FILE_FIELDS = tuple(f.name for f in fields(FileRecord))
-_FILE_VALUES = operator.attrgetter(*_FILE_FIELDS)
+FILE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FileRecord))
+"""`FileRecord`'s fields in order: the ``file`` table's columns, and a row's values read by position."""
+
+_FILE_VALUES = operator.attrgetter(*FILE_FIELDS)
 
 
 class DatasetRecords:
@@ -265,7 +267,7 @@ class DatasetRecords:
             return
         f = self.tables.file
         insert_file = raw_statement(conn, self.db.raw_statements(), "sqlite|insert_file", lambda: sa.insert(f).values(
-            {c: sa.bindparam(c) for c in _FILE_FIELDS}))
+            {c: sa.bindparam(c) for c in FILE_FIELDS}))
         run_statement(conn, insert_file, list(map(_FILE_VALUES, files)))
 
     def _check_not_existing(self, conn: sa.Connection, keys_by_type: dict[int, list[tuple[str, int, DatasetRef]]]) -> None:
@@ -313,7 +315,7 @@ class DatasetRecords:
     def get_files(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, FileRecord]:
         f = self.tables.file
         # Columns in FileRecord's field order: built positionally (a mapping's keys cost more than the row).
-        cols = [f.c[name] for name in _FILE_FIELDS]
+        cols = [f.c[name] for name in FILE_FIELDS]
         stmt = self.db.statement("files_by_id", lambda: sa.select(*cols).where(
             any_of(f.c.dataset_id, "ids", self.db.dialect)))
         one = self.db.statement("files_by_one_id", lambda: sa.select(*cols).where(

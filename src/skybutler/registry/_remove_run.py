@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,12 +41,11 @@ from ..model import uuids_from_hex
 from . import provenance_sql
 from ._collections import CollectionRecords
 from ._database import Database
-from ._datasets import FileRecord
+from ._datasets import FILE_FIELDS, FileRecord
 from .schema import Tables
 
 __all__ = ["dataset_references", "has_rows", "remove_run", "unindexed_references"]
 
-_FILE_FIELDS = [f.name for f in fields(FileRecord)]
 _NAMES = itertools.count()  # temporary tables' names, unique within a process
 _HASHED_ID_BYTES = 64  # PostgreSQL's hash of the run's ids: 61 bytes per id measured at 1,000,000
 _MAX_ID_MEMORY_KB = 512 * 1024  # beyond ~8M ids the hash spills to disk in batches rather than take more
@@ -107,7 +105,7 @@ def remove_run(db: Database, tables: Tables, collections: CollectionRecords, run
         with paused_gc():
             rows = conn.execute(
                 sa.delete(f).where(f.c.dataset_id.in_(in_run))
-                .returning(sa.type_coerce(f.c.dataset_id, sa.String), *[f.c[name] for name in _FILE_FIELDS[1:]])).all()
+                .returning(sa.type_coerce(f.c.dataset_id, sa.String), *[f.c[name] for name in FILE_FIELDS[1:]])).all()
             files = _file_records(rows)
         for column in dataset_references(tables):
             if column.table is not f and has_rows(conn, column.table):

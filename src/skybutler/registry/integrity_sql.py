@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from ..model import DatasetRef
 from ._bulk import insert_rows
-from ._datasets import FileRecord
+from ._datasets import FILE_FIELDS, FileRecord
 from ._values import any_of, chunk_size, chunks
 
 if TYPE_CHECKING:
@@ -114,8 +114,8 @@ def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
             found = db.first_row_raw(conn, "pg|files_for_read_one", lambda: _files_for_read(registry, one=True),
                                      {"id": ids[0]})
         if found is not None:
-            record = FileRecord(*found[:_FILE_FIELDS])
-            noticed = found[_FILE_FIELDS]
+            record = FileRecord(*found[:_FILE_WIDTH])
+            noticed = found[_FILE_WIDTH]
             out[record.dataset_id] = (record, None if noticed is None else LostMark(record.dataset_id, noticed,
                                                                                     found[-1]))
         return out
@@ -125,20 +125,20 @@ def files_for_read(registry: Registry, ids: Sequence[uuid.UUID],
         for chunk in chunks(list(ids), chunk_size(db.dialect)):
             result = conn.execute(one, {"id": chunk[0]}) if len(chunk) == 1 else conn.execute(many, {"ids": list(chunk)})
             for row in result:
-                record = FileRecord(*row[:_FILE_FIELDS])
-                noticed = row[_FILE_FIELDS]
+                record = FileRecord(*row[:_FILE_WIDTH])
+                noticed = row[_FILE_WIDTH]
                 out[record.dataset_id] = (record, None if noticed is None else LostMark(record.dataset_id, noticed,
                                                                                         row[-1]))
     return out
 
 
-_FILE_FIELDS = len(FileRecord.__dataclass_fields__)
+_FILE_WIDTH = len(FILE_FIELDS)  # a file row's values come first, then its lost mark's
 
 
 def _files_for_read(registry: Registry, *, one: bool) -> sa.Select:
     """The file rows of datasets (``:id``, or ``:ids`` when not ``one``), each with its lost mark's columns."""
     f, t = registry.tables.file, registry.tables.file_lost
-    assert [c.name for c in f.c] == list(FileRecord.__dataclass_fields__)  # rows become FileRecords in order
+    assert tuple(c.name for c in f.c) == FILE_FIELDS  # rows become FileRecords in order
     match = f.c.dataset_id == sa.bindparam("id") if one else any_of(f.c.dataset_id, "ids", registry.database.dialect)
     return sa.select(*f.c, t.c.noticed, t.c.reason).select_from(
         f.outerjoin(t, t.c.dataset_id == f.c.dataset_id)).where(match)
