@@ -314,8 +314,7 @@ def ingest_files(registry: Registry, datastore: Datastore, todo: Sequence[tuple[
             records.append(file_record(ref, pf, formatter.name))
             if progress is not None:
                 progress()
-        with paused_gc():  # rows, origins and manifest lines by the thousand (see `ingest`)
-            commit_datasets(registry, datastore, [r for _, r in todo], records, pending, before_commit)
+        commit_datasets(registry, datastore, [r for _, r in todo], records, pending, before_commit)
     except BaseException:
         for pf in pending:
             datastore.abort(pf)
