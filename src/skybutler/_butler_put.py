@@ -110,6 +110,7 @@ def write_datasets(registry: Registry, datastore: Datastore, objects: Sequence[A
 
 
 _NO_IDENTITY: Mapping[str, str] = MappingProxyType({})
+_SORTED_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True) makes an encoder per call
 
 
 def check_leftover(registry: Registry, ref: DatasetRef, path: str, exc: DatasetExistsError) -> None:
@@ -245,7 +246,7 @@ def record_manifest(datastore: Datastore, refs: list[DatasetRef], records: list[
             continue
         by_run.setdefault(ref.run, []).append({
             "dataset_id": str(ref.id), "dataset_type": ref.dataset_type.name,
-            "data_id": json.dumps(dict(ref.data_id.required_items), sort_keys=True),
+            "data_id": _SORTED_JSON(dict(ref.data_id.required_items)),
             "run": ref.run, "path": record.path, "format": record.format})
     for run, entries in by_run.items():
         datastore.append_manifest(run, entries)

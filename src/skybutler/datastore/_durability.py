@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["MAX_SYNC_THREADS", "NO_RENAMEAT2", "link_or_check", "rename_no_replace", "renameat2_noreplace", "start_sync",
-           "sync_in_order", "sync_paths"]
+           "start_writeback", "sync_in_order", "sync_paths"]
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -63,6 +63,34 @@ def _load_renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 
 
 _RENAMEAT2 = _load_renameat2()
+
+
+def _load_sync_file_range() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):  # not Linux: `start_writeback` does nothing
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Start writing the file open at ``fd`` to the device, without waiting (Linux ``sync_file_range``).
+
+    Only a head start for the ``fsync`` that a durable commit makes later: the device
+    writes the bytes while the registry's rows are inserted, and the ``fsync`` then waits
+    for little more than the device's cache flush (a durable put's file ``fsync`` took
+    ~100 µs instead of ~150 µs on this project's disk, medians of 400). It guarantees
+    nothing, so its failure is ignored; where there is no ``sync_file_range`` it does nothing.
+    """
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 def renameat2_noreplace(source: str, target: str) -> int:

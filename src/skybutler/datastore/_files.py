@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import posixpath
+import random
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -49,7 +50,9 @@ def is_temporary(path: str) -> bool:
 def temporary_name(path: str) -> str:
     head, name = posixpath.split(path)
     # Keep the temporary name within the 255-byte limit of most filesystems.
-    return posixpath.join(head, f".{name[:190]}.tmp-{HOST_TAG}-{os.getpid()}-{os.urandom(16).hex()}")
+    # The random part only keeps writers apart (the file is created O_EXCL): the random
+    # module's generator (reseeded in a forked child) instead of a getrandom syscall per file.
+    return posixpath.join(head, f".{name[:190]}.tmp-{HOST_TAG}-{os.getpid()}-{random.getrandbits(128):032x}")
 
 
 def writer_gone(name: str, changed: float, now: float) -> bool:

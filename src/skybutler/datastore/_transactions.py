@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, BinaryIO, cast
 
 from ..errors import FileAccessError, SkyButlerError
-from ._durability import rename_no_replace, start_sync, sync_in_order, sync_paths
+from ._durability import rename_no_replace, start_sync, start_writeback, sync_in_order, sync_paths
 from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
 from ._location import StoreLocation, file_hash
 
@@ -116,10 +116,13 @@ class FileTransactions:
         source: str | None = None,
         replace: bool = False,
         disk_full_after: int | None = None,
+        head_start: bool = False,
     ) -> PendingFile:
         """Write a new file at ``rel`` (already checked) through ``writer``; see `Datastore.write_temporary`.
 
         Nothing is synced here, even with ``sync``: `commit` syncs the file under its final name.
+        ``head_start`` (given with ``sync``) starts writing a local file to the device
+        (`start_writeback`), so that `commit`'s ``fsync`` finds most of it done.
         """
         loc = self.location
         final = loc.full(rel)
@@ -166,6 +169,9 @@ class FileTransactions:
         try:
             try:
                 writer(cast(BinaryIO, sink))
+                if head_start and to_temporary and loc.local:
+                    raw.flush()
+                    start_writeback(raw.fileno())
             finally:
                 raw.close()
         except BaseException as caught:

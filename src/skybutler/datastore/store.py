@@ -184,7 +184,7 @@ class Datastore:
         """
         return self._transactions.write(
             self._location.relative(path), writer, self.checksum_algorithm, transfer="write", replace=replace,
-            disk_full_after=self.disk_full_after,
+            disk_full_after=self.disk_full_after, head_start=self.sync,
         )
 
     def commit(self, pending: PendingFile) -> None:

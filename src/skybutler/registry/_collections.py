@@ -17,6 +17,9 @@ from ._values import chunks, to_datetime
 from .schema import MAX_COLLECTION_NAME, Tables
 from .search import SearchStep
 
+_VALID_NAMES: set[str] = set()
+"""Names `CollectionRecords.check_name` has accepted (at most 4,096 kept): the check is pure."""
+
 
 class CollectionRecords:
     """The collections of a repository and what TAGGED, CHAINED and CALIBRATION ones hold.
@@ -56,12 +59,16 @@ class CollectionRecords:
     @staticmethod
     def check_name(name: str) -> None:
         """Raise `CollectionError` for a name no collection may have (empty, control characters, too long...)."""
+        if name in _VALID_NAMES:  # every put checks its run's name again
+            return
         if not name or any(c in name for c in "\0\n\r\t") or name.startswith("/") or ".." in name.split("/") \
                 or any("\ud800" <= c <= "\udfff" for c in name):  # lone surrogates: no database holds them
             raise CollectionError(f"Invalid collection name {name!r}")
         if len(name) > MAX_COLLECTION_NAME:
             raise CollectionError(f"Collection name {name[:40]!r}... is {len(name)} characters long; "
                                   f"names hold at most {MAX_COLLECTION_NAME}")
+        if len(_VALID_NAMES) < 4096:
+            _VALID_NAMES.add(name)
 
     def row(self, name: str, *, required: bool = True) -> Any:
         """The collection's row (``id, name, type, doc``); None or `CollectionError` when there is none."""
