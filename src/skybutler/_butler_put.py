@@ -168,42 +168,37 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
     manifest lines are thousands of small objects in no cycle, and the collector's passes
     over them cost an ingest of small files ~30 % of its CPU (`skybutler._gc`).
     """
-    committed: list[PendingFile] = []
-    # With sync (power-loss safe), the files that replace nothing are placed first and their
-    # syncs run while the rows are inserted; they are waited for before the COMMIT, so no
-    # committed row can name a file not yet on the device. Placing them early is safe: a
-    # rename that never replaces cannot touch another writer's file, and until the COMMIT
-    # such a file is one no row names, as after a crash (a leftover, which another writer
-    # replaces only after its own insert of the same dataset has succeeded). Files that
-    # replace a leftover are placed after the insert, as without sync. A put of one file
-    # syncs after its insert, in this thread: its insert is too short to hide a sync behind,
-    # and handing the sync to another thread made one-per-call durable puts ~10 % slower
-    # (measured in alternating bursts, load 2.8).
-    early = [pf for pf in pending if not pf.replaces] if datastore.sync and len(pending) > 1 else []
-    late = [pf for pf in pending if pf.replaces] if early else pending
+    placed: list[PendingFile] = []
     try:
         with registry.transaction():
-            synced = datastore.commit_many(early, wait=False) if early else None
-            committed.extend(early)
-            replaced = [pf.path for pf in pending if pf.replaces]
-            # Checked again under the write transaction: on SQLite it holds the write lock,
-            # on PostgreSQL a writer of the same dataset is stopped by the insert below.
-            named = pipeline_sql.known_paths(registry, replaced) if replaced else set()
-            if named:
-                raise _stored_meanwhile(registry, datastore, refs, records, sorted(named)[0])
-            # The runs are registered by the insert itself: on PostgreSQL the run, the clash
-            # check and the rows are one statement sent with the BEGIN, one round trip.
-            registry.insert_datasets(refs, records, register_runs=True)
-            if before_commit is not None:
-                before_commit(refs, records)
-            # All or none; with sync, every file and directory flushed together, once.
-            if late:
-                datastore.commit_many(late)
-                committed.extend(late)
-            # Files an ingest brought in carry no identity of this repository's: listed whatever their format.
-            record_manifest(datastore, refs, records, {pf.path for pf in pending if pf.transfer != "write"})
-            if synced is not None:
-                synced()  # every early file's sync done: now the COMMIT may start
+            try:
+                replaced = [pf.path for pf in pending if pf.replaces]
+                # Checked again under the write transaction: on SQLite it holds the write lock,
+                # on PostgreSQL a writer of the same dataset is stopped by the insert below.
+                named = pipeline_sql.known_paths(registry, replaced) if replaced else set()
+                if named:
+                    raise _stored_meanwhile(registry, datastore, refs, records, sorted(named)[0])
+                # The runs are registered by the insert itself: on PostgreSQL the run, the clash
+                # check and the rows are one statement sent with the BEGIN, one round trip.
+                registry.insert_datasets(refs, records, register_runs=True)
+                if before_commit is not None:
+                    before_commit(refs, records)
+                # Only now, with the rows inserted: until this transaction ends, no other writer's
+                # insert of these datasets can succeed, so none can replace a file placed here
+                # (it replaces a leftover only after its own insert). All or none; with sync,
+                # every file and directory flushed before the COMMIT.
+                datastore.commit_many(pending)
+                placed.extend(pending)
+                # Files an ingest brought in carry no identity of this repository's: listed whatever their format.
+                record_manifest(datastore, refs, records, {pf.path for pf in pending if pf.transfer != "write"})
+            except BaseException as exc:
+                if lost_connection(exc) is None:
+                    # Removed before the rollback, while the rows' locks still keep out any writer
+                    # that took these files for a crashed write's leftovers: once they are gone,
+                    # its insert succeeds and it puts its own file in their place, which a
+                    # removal after the rollback could delete.
+                    _remove_placed(datastore, placed)
+                raise
     except BaseException as exc:
         lost = lost_connection(exc)
         doing = f"storing {len(refs)} dataset(s)"
@@ -219,14 +214,45 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
                 raise connection_lost(registry, lost, doing, "it may or may not be stored") from None
             if stored:
                 return
-        # The transaction rolled back: files already moved into place have no row now.
-        try:
-            datastore.remove([pf.path for pf in committed if pf.transfer not in ("direct", "in_place")])
-        except SkyButlerError as err:  # never mask the error that made us clean up
-            _log.warning("%s", err)
+        # The COMMIT failed, or the connection was lost: the files placed (if any are left) have no row.
+        _remove_placed(datastore, placed)
+        _keep_named(registry, pending)
         if lost is not None:
             raise connection_lost(registry, lost, doing, "nothing of it was stored") from None
         raise
+
+
+def _remove_placed(datastore: Datastore, placed: list[PendingFile]) -> None:
+    """Delete the files `commit_datasets` moved into place (none is named by a committed row), then forget them.
+
+    Files written in place (object stores) and ingested in place or ``direct`` are left to
+    the caller's `Datastore.abort`, which deletes an object only while it holds our bytes.
+    """
+    try:
+        datastore.remove([pf.path for pf in placed if pf.temp_path != pf.path and pf.transfer not in ("direct", "in_place")])
+    except SkyButlerError as err:  # never mask the error that made us clean up
+        _log.warning("%s", err)
+    placed.clear()
+
+
+def _keep_named(registry: Registry, pending: list[PendingFile]) -> None:
+    """Drop from ``pending`` the files written in place whose path a committed row names now.
+
+    On an object store a put's bytes go to their final key before its insert. A writer
+    that found them there, took them for a crashed write's leftover and stored the same
+    dataset first put its own object at that key: the caller's `Datastore.abort` must
+    leave it, even when its bytes equal ours (its check compares sizes and checksums).
+    """
+    in_place = [pf.path for pf in pending if pf.temp_path == pf.path and pf.transfer == "write"]
+    if not in_place:
+        return
+    try:
+        named = pipeline_sql.known_paths(registry, in_place)
+    except Exception as err:  # noqa: BLE001 - cannot tell: keep them all (verify finds a file without a row)
+        _log.warning("Could not check which files other writers stored meanwhile (%s); keeping them", err)
+        named = set(in_place)
+    if named:
+        pending[:] = [pf for pf in pending if pf.path not in named]
 
 
 def record_manifest(datastore: Datastore, refs: list[DatasetRef], records: list[FileRecord],

@@ -38,10 +38,10 @@ import ctypes.util
 import errno
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_SYNC_THREADS", "NO_RENAMEAT2", "link_or_check", "rename_no_replace", "renameat2_noreplace", "start_sync",
+__all__ = ["MAX_SYNC_THREADS", "NO_RENAMEAT2", "link_or_check", "rename_no_replace", "renameat2_noreplace",
            "start_writeback", "sync_in_order", "sync_paths"]
 
 _AT_FDCWD = -100
@@ -214,38 +214,6 @@ def sync_in_order(paths: Sequence[str]) -> None:
     """
     for path in paths:
         _sync(path)
-
-
-def start_sync(paths: Sequence[str]) -> Callable[[], None]:
-    """Start `sync_paths` of ``paths`` in a thread of its own; return the function that waits for it.
-
-    The caller does other work meanwhile (the registry's INSERTs of a durable put) and
-    calls the returned function before anything that must follow the syncs (the registry's
-    COMMIT): it returns once every sync has finished, raising the first error. Calling it
-    again returns (or raises) at once. The thread is started without waiting for it to
-    run, as in `sync_paths`.
-    """
-    errors: list[BaseException] = []
-    done = _thread.allocate_lock()
-    done.acquire()
-
-    def run() -> None:
-        try:
-            sync_paths(paths)
-        except BaseException as err:  # handed to the caller by wait()
-            errors.append(err)
-        finally:
-            done.release()
-
-    _thread.start_new_thread(run, ())
-
-    def wait() -> None:
-        with done:  # acquired once the thread has released it: the syncs are over
-            pass
-        if errors:
-            raise errors[0]
-
-    return wait
 
 
 def _sync(path: str) -> None:

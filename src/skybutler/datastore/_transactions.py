@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, BinaryIO, cast
 
 from ..errors import FileAccessError, SkyButlerError
-from ._durability import rename_no_replace, start_sync, start_writeback, sync_in_order, sync_paths
+from ._durability import rename_no_replace, start_writeback, sync_in_order, sync_paths
 from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
 from ._location import StoreLocation, file_hash
 
@@ -74,10 +74,6 @@ _log = logging.getLogger(__name__)
 
 NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES})
 """Errors of a link that can be replaced by a copy (or a check-then-rename)."""
-
-
-def _no_wait() -> None:
-    """Nothing to wait for (`FileTransactions.commit_many` that synced nothing, or synced already)."""
 
 
 class FileTransactions:
@@ -287,25 +283,15 @@ class FileTransactions:
         """Put a pending file in its final place; see `Datastore.commit` (and the syncs above)."""
         self.commit_many([pending], sync=sync)
 
-    def commit_many(self, pendings: Sequence[PendingFile], *, sync: bool = False,
-                    wait: bool = True) -> Callable[[], None]:
+    def commit_many(self, pendings: Sequence[PendingFile], *, sync: bool = False) -> None:
         """Put pending files in their final places, all or none; see `Datastore.commit_many`.
 
-        With ``wait=False`` the syncs (``sync``) run in the background: the function returned
-        waits for them, and must be called before anything that needs the files on the
-        device (the registry's COMMIT); if a sync failed it removes the placed files and
-        raises `FileAccessError`, as this call does with ``wait=True``. A ``move``'s source
-        is deleted once the syncs are over.
+        With ``sync`` the call returns once they are on the device; if a sync fails the
+        placed files are removed and `FileAccessError` raised. A ``move``'s source is
+        deleted once the files are in place (and synced).
         """
         loc = self.location
         placed: list[PendingFile] = []
-
-        def discard_placed() -> None:
-            # No row will name these: the registry transaction they were for rolls back.
-            for pending in placed:
-                if pending.temp_path != pending.path:
-                    loc.discard(loc.full(pending.path))
-
         try:
             for pending in pendings:
                 if pending.replaces:
@@ -313,25 +299,15 @@ class FileTransactions:
                 elif pending.temp_path != pending.path:
                     self._rename_into_place(pending.temp_path, pending.path)
                 placed.append(pending)
-            synced = _no_wait
             if sync and loc.local:
-                synced = self._sync_placed([pf.path for pf in placed if pf.temp_path != pf.path], background=not wait)
+                self._sync_placed([pf.path for pf in placed if pf.temp_path != pf.path])
         except BaseException:
-            discard_placed()
+            # No row will name these: the registry transaction they were for rolls back.
+            for pending in placed:
+                if pending.temp_path != pending.path:
+                    loc.discard(loc.full(pending.path))
             raise
-
-        def finish() -> None:
-            try:
-                synced()
-            except BaseException:
-                discard_placed()
-                raise
-            self._remove_moved_sources(pendings)
-
-        if wait:
-            finish()
-            return _no_wait
-        return finish
+        self._remove_moved_sources(pendings)
 
     def _remove_moved_sources(self, pendings: Sequence[PendingFile]) -> None:
         loc = self.location
@@ -374,40 +350,29 @@ class FileTransactions:
             paths.append(directory)
         return paths
 
-    def _sync_placed(self, placed: Sequence[str], *, background: bool = False) -> Callable[[], None]:
+    def _sync_placed(self, placed: Sequence[str]) -> None:
         """Sync what the files just placed at ``placed`` need (`durable_paths`), all at once.
 
-        Returns the function that waits for the syncs (raising `FileAccessError` if one
-        failed): with ``background`` they run meanwhile (`start_sync`), else they are done
-        here and it returns at once; one file's in turn (`sync_in_order`), several files' together.
+        One file's in turn (`sync_in_order`), several files' together (`sync_paths`);
+        raises `FileAccessError` if a sync failed.
         """
         if not placed:
-            return _no_wait
+            return
         loc = self.location
         chains = [self.durable_paths(loc.relative(path)) for path in placed]
         paths = list(dict.fromkeys(p for chain in chains for p in chain))
-        running = start_sync(paths) if background else None
-
-        def wait() -> None:
-            try:
-                if running is not None:
-                    running()
-                elif len(chains) == 1:
-                    sync_in_order(paths)  # the file, then its directory and each new one above
-                else:
-                    sync_paths(paths)
-            except OSError as err:
-                what = repr(placed[0]) if len(placed) == 1 else f"{len(placed)} files"
-                raise FileAccessError(err.errno, f"Cannot commit {what} under {loc.root}: syncing to the device "
-                                                 f"failed: {err}") from err
-            for chain in chains:
-                # Each directory whose parent was synced (chain[2:] are those parents) has a durable name now.
-                self.durable_dirs.update(chain[1:-1])
-
-        if running is None:
-            wait()
-            return _no_wait
-        return wait
+        try:
+            if len(chains) == 1:
+                sync_in_order(paths)  # the file, then its directory and each new one above
+            else:
+                sync_paths(paths)
+        except OSError as err:
+            what = repr(placed[0]) if len(placed) == 1 else f"{len(placed)} files"
+            raise FileAccessError(err.errno, f"Cannot commit {what} under {loc.root}: syncing to the device "
+                                             f"failed: {err}") from err
+        for chain in chains:
+            # Each directory whose parent was synced (chain[2:] are those parents) has a durable name now.
+            self.durable_dirs.update(chain[1:-1])
 
     def _replace_leftover(self, temp_rel: str, rel: str) -> None:
         loc = self.location

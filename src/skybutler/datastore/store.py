@@ -207,7 +207,7 @@ class Datastore:
         """
         self._transactions.commit(pending, sync=self.sync)
 
-    def commit_many(self, pendings: Sequence[PendingFile], *, wait: bool = True) -> Callable[[], None]:
+    def commit_many(self, pendings: Sequence[PendingFile]) -> None:
         """`commit` every pending file, all or none: the way to commit the files of one transaction.
 
         With ``sync``, the files and their directories are synced once all are in place
@@ -219,13 +219,6 @@ class Datastore:
         ----------
         pendings
             The files to place.
-        wait
-            False returns as soon as the files are in place, their syncs (``sync``) running
-            in the background: the caller does other work meanwhile (a durable put inserts
-            its registry rows) and must call the function returned before relying on the
-            files being on the device (before the registry's COMMIT). It raises as this
-            call would have, after removing the files placed. With True (or without
-            ``sync``) the function returned does nothing.
 
         Raises
         ------
@@ -233,7 +226,7 @@ class Datastore:
             As `commit`; the files this call had already placed are removed again, so the
             caller aborts every pending file as if none had been committed.
         """
-        return self._transactions.commit_many(pendings, sync=self.sync, wait=wait)
+        self._transactions.commit_many(pendings, sync=self.sync)
 
     def abort(self, pending: PendingFile) -> None:
         """Discard a pending file that was not committed; never raises if it is already gone.

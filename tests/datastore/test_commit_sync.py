@@ -1,9 +1,8 @@
-"""Committing files whose syncs run in the background (``Datastore.commit_many(wait=False)``).
+"""Committing files with ``sync`` (``Datastore.commit_many`` of a durable put).
 
-A durable put places its files, lets their syncs run while the registry's rows are
-inserted, and waits for them before the registry commits. What it waits with must
-tell it about a failed sync, after removing what was placed, exactly as a
-``commit_many`` that waited would have.
+A durable put places its files after its registry rows are inserted and syncs them
+before the registry commits: when ``commit_many`` returns they are on the device, and a
+failed sync removes what was placed and says so.
 """
 
 from __future__ import annotations
@@ -22,22 +21,20 @@ def pending(store: Datastore, paths: list[str]) -> list:
     return [store.write_temporary(p, lambda f, p=p: f.write(p.encode())) for p in paths]
 
 
-def test_files_are_in_place_when_commit_many_returns_and_synced_when_its_wait_returns(tmp_path, monkeypatch):
+def test_files_are_in_place_and_synced_when_commit_many_returns(tmp_path, monkeypatch):
     synced: list[str] = []
     monkeypatch.setattr(_durability, "_sync", lambda path: synced.append(path))
     store = Datastore(str(tmp_path / "repo"), sync=True)
     files = pending(store, ["run/a/x.json", "run/a/y.json"])
 
-    wait = store.commit_many(files, wait=False)
-    assert all(os.path.exists(store.url(f.path)) for f in files)
-    wait()
+    store.commit_many(files)
 
+    assert all(os.path.exists(store.url(f.path)) for f in files)
     assert {store.url(f.path) for f in files} <= set(synced)
     assert store.url("run/a") in synced  # the directory holding their names
-    wait()  # waiting again is harmless
 
 
-def test_a_failed_background_sync_removes_the_placed_files_and_raises_when_waited_for(tmp_path, monkeypatch):
+def test_a_failed_sync_removes_the_placed_files_and_raises(tmp_path, monkeypatch):
     def fail(path: str) -> None:
         raise OSError(errno.EIO, "Input/output error", path)
 
@@ -45,20 +42,19 @@ def test_a_failed_background_sync_removes_the_placed_files_and_raises_when_waite
     store = Datastore(str(tmp_path / "repo"), sync=True)
     files = pending(store, ["run/a/x.json", "run/b/y.json"])
 
-    wait = store.commit_many(files, wait=False)
     with pytest.raises(FileAccessError, match="syncing to the device failed") as caught:
-        wait()
+        store.commit_many(files)
 
     assert caught.value.errno == errno.EIO
     assert not any(os.path.exists(store.url(f.path)) for f in files)
 
 
-def test_without_sync_commit_many_places_the_files_and_has_nothing_to_wait_for(tmp_path, monkeypatch):
+def test_without_sync_commit_many_places_the_files_and_syncs_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(_durability, "_sync", lambda path: pytest.fail(f"synced {path} without sync"))
     store = Datastore(str(tmp_path / "repo"))
     files = pending(store, ["run/a/x.json"])
 
-    store.commit_many(files, wait=False)()
+    store.commit_many(files)
 
     assert os.path.exists(store.url("run/a/x.json"))
 

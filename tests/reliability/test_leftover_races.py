@@ -1,0 +1,132 @@
+"""A put that fails after placing its file never deletes the file of a writer that stored the same dataset.
+
+Writer A places its file once its rows are inserted, then fails before its COMMIT (here
+its run manifest cannot be written). Writer B, putting the same dataset meanwhile,
+finds A's file at the final path with no committed row naming it: to B that is a
+crashed write's leftover, which it replaces once its own insert has succeeded. B's
+insert waits for A's transaction. A must remove its file while its transaction still
+keeps B out: removed after A's rollback, the removal can hit the file B put in its
+place and B commits a dataset whose file is gone.
+
+The removal is held up (`hold_removal`) until B has finished or has waited a while, so a
+removal made after the rollback always comes too late for B's file, as it can by chance.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from skybutler import Butler
+from support.services import PG_URL
+
+DATASET_TYPE = "meta"
+
+
+def make_repository(root: Path, namespace: str | None) -> None:
+    registry = {"registry": PG_URL, "namespace": namespace} if namespace else {}
+    butler = Butler.create(str(root), run="r", **registry)
+    butler.register_dataset_type(DATASET_TYPE, [], "dict")
+    butler.close()
+
+
+def temporaries(directory: Path) -> list[str]:
+    return [n for n in os.listdir(directory) if n.startswith(".") and ".tmp-" in n] if directory.exists() else []
+
+
+def race(root: Path) -> tuple[Butler, dict, BaseException | None]:
+    """A's failing put with B's put of the same dataset in between; returns (B's butler, B's outcome, A's error)."""
+    a, b = Butler(str(root), run="r"), Butler(str(root), run="r")
+    outcome: dict = {}
+
+    def put_b() -> None:
+        try:
+            outcome["ref"] = b.put({"writer": "B"}, DATASET_TYPE)
+        except BaseException as err:  # reported by the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=put_b)
+
+    def fail_after_b_started(run: str, entries: object) -> str:
+        (entry,) = list(entries)  # type: ignore[call-overload]
+        directory = root / os.path.dirname(entry["path"])
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not temporaries(directory) and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)  # B found A's file, took it for a leftover and wrote its own beside it
+        time.sleep(0.3)  # B goes on to its insert, which waits for A's transaction
+        raise OSError(errno.ENOSPC, "No space left on device (injected)", run)
+
+    really_remove = a.datastore.remove
+
+    def hold_removal(paths):  # noqa: ANN001, ANN202
+        thread.join(timeout=1.5)
+        return really_remove(paths)
+
+    a.datastore.append_manifest = fail_after_b_started  # type: ignore[method-assign]
+    a.datastore.remove = hold_removal  # type: ignore[method-assign]
+    error = None
+    try:
+        a.put({"writer": "A"}, DATASET_TYPE)
+    except BaseException as err:
+        error = err
+    thread.join(timeout=30)
+    a.close()
+    return b, outcome, error
+
+
+def check(b: Butler, outcome: dict, error: BaseException | None) -> None:
+    assert error is not None and "No space left" in str(error)
+    assert "error" not in outcome, outcome.get("error")
+    (stored,) = b.query_datasets(DATASET_TYPE, collections=["r"])
+    assert stored.id == outcome["ref"].id
+    assert b.get(stored) == {"writer": "B"}  # B's file is there
+    b.close()
+
+
+def test_on_sqlite(tmp_path):
+    root = tmp_path / "repo"
+    make_repository(root, None)
+    check(*race(root))
+
+
+@pytest.mark.postgresql
+def test_on_postgresql(tmp_path, pg_namespace):
+    root = tmp_path / "repo"
+    make_repository(root, pg_namespace)
+    check(*race(root))
+
+
+@pytest.mark.postgresql
+@pytest.mark.s3
+def test_on_an_object_store_a_clashing_put_leaves_the_object_the_winner_stored(tmp_path, pg_namespace, s3_bucket):
+    """On S3 a put's bytes go to the final key before its insert; B replaces them and commits first.
+
+    A's insert then clashes. Its clean-up must leave the object B stored, though its bytes
+    are exactly A's (the same dataset, put twice with the same content: a retry).
+    """
+    bucket, options = s3_bucket
+    root = tmp_path / "repo"
+    Butler.create(str(root), run="r", registry=PG_URL, namespace=pg_namespace, datastore=f"s3://{bucket}/repo",
+                  config={"datastore": {"storage_options": options}}).close()
+    a, b = Butler(str(root), run="r"), Butler(str(root), run="r")
+    a.register_dataset_type(DATASET_TYPE, [], "dict")
+    really_insert = a.registry.insert_datasets
+
+    def b_first(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        b.put({"writer": "same"}, DATASET_TYPE)  # finds A's object, no row naming it: replaces it
+        return really_insert(*args, **kwargs)
+
+    a.registry.insert_datasets = b_first  # type: ignore[method-assign]
+    with pytest.raises(Exception, match="already exists"):
+        a.put({"writer": "same"}, DATASET_TYPE)
+
+    (stored,) = b.query_datasets(DATASET_TYPE, collections=["r"])
+    assert b.get(stored) == {"writer": "same"}  # the object is still there
+    a.close()
+    b.close()
