@@ -35,11 +35,23 @@ class RawStatement:
         For each parameter in order, the column type's bind processor (None: no conversion).
     """
 
-    __slots__ = ("processors", "sql")
+    __slots__ = ("_converted", "processors", "sql")
 
     def __init__(self, sql: str, processors: Sequence[Callable[[Any], Any] | None]):
         self.sql = sql
         self.processors = tuple(processors)
+        self._converted = tuple((i, p) for i, p in enumerate(self.processors) if p is not None)
+
+    def row(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        """One row's values converted as `rows` converts them (a put's statements: one row each)."""
+        if not self._converted:
+            return tuple(row)
+        values = list(row)
+        for i, process in self._converted:
+            value = values[i]
+            if value is not None:
+                values[i] = process(value)
+        return tuple(values)
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """``rows`` (values in parameter order) with each value converted as its column's type does."""
@@ -101,9 +113,9 @@ def _row_count(cursor: Any) -> int:
 
 def _run(conn: sa.Connection, statement: RawStatement, rows: Sequence[Sequence[Any]],
          result: Callable[[Any], Any]) -> Any:
-    params = statement.rows(rows)
-    many = len(params) != 1
-    return execute_raw(conn, statement.sql, params if many else params[0], result, many=many)
+    if len(rows) == 1:
+        return execute_raw(conn, statement.sql, statement.row(rows[0]), result)
+    return execute_raw(conn, statement.sql, statement.rows(rows), result, many=True)
 
 
 def execute_raw(conn: sa.Connection, sql: str, values: Any, result: Callable[[Any], Any], *,
