@@ -100,8 +100,8 @@ def test_a_put_that_finds_its_leftover_taken_by_another_writer_is_refused_as_an_
     check = _butler_put.check_leftover
     raced: list = []
 
-    def check_then_lose_the_race(registry, ref, path, exc):
-        check(registry, ref, path, exc)
+    def check_then_lose_the_race(registry, datastore, ref, path, exc):
+        check(registry, datastore, ref, path, exc)
         if not raced:  # the first put to get here; the other writer's own check passes straight through
             raced.append(None)
             raced[0] = other.put({"who": "other"}, "thing", {})

@@ -308,7 +308,7 @@ def ingest_files(registry: Registry, datastore: Datastore, todo: Sequence[tuple[
                 try:
                     pf = datastore.ingest(f.path, path, transfer, checksum=checksum)
                 except DatasetExistsError as exc:
-                    check_leftover(registry, ref, path, exc)
+                    check_leftover(registry, datastore, ref, path, exc)
                     pf = datastore.ingest(f.path, path, transfer, checksum=checksum, replace=True)
             pending.append(pf)
             records.append(file_record(ref, pf, formatter.name))

@@ -9,6 +9,7 @@ module does the storing.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -24,6 +25,7 @@ from .errors import (
     CollectionError,
     DatabaseConnectionError,
     DatasetExistsError,
+    FileAccessError,
     SkyButlerError,
     StorageClassError,
 )
@@ -98,7 +100,7 @@ def write_datasets(registry: Registry, datastore: Datastore, objects: Sequence[A
             try:
                 pf = datastore.write_temporary(path, write)
             except DatasetExistsError as exc:
-                check_leftover(registry, ref, path, exc)
+                check_leftover(registry, datastore, ref, path, exc)
                 pf = datastore.write_temporary(path, write, replace=True)
             pending.append(pf)
             records.append(file_record(ref, pf, formatter.name))
@@ -113,16 +115,26 @@ _NO_IDENTITY: Mapping[str, str] = MappingProxyType({})
 _SORTED_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True) makes an encoder per call
 
 
-def check_leftover(registry: Registry, ref: DatasetRef, path: str, exc: DatasetExistsError) -> None:
+def check_leftover(registry: Registry, datastore: Datastore, ref: DatasetRef, path: str,
+                   exc: DatasetExistsError) -> None:
     """Raise unless the file found at ``path`` is a leftover of a crashed write that may be replaced.
 
     A file that some dataset's row names is never overwritten. One that no row names was
     placed by a write killed before its transaction committed (which also rolled back
     any run it registered: the run need not exist): the next write replaces it, after
-    checking again inside its own transaction (see `commit_datasets`).
+    checking again inside its own transaction (see `commit_datasets`). Unless a removal
+    lists it: its datasets' rows are deleted and the file is next on the removal's list,
+    so a file put in its place would be deleted with it (`FileAccessError`, ``EBUSY``).
     """
     if not pipeline_sql.known_paths(registry, [path]):
-        return
+        removal = datastore.removal_listing(path)
+        if removal is None:
+            return
+        raise FileAccessError(
+            errno.EBUSY, f"Cannot store {ref.dataset_type.name} {{{ref.data_id}}} in run {ref.run!r}: its file "
+            f"{path!r} is still to be deleted by the removal of {removal!r}, which has not finished. Store it again "
+            f"once that removal is over; one interrupted by a crash is finished by repeating it (`skybutler "
+            f"remove-runs {removal}`) or by Butler.finish_removals()") from None
     error = _already_stored(registry, ref)
     if error is not None:
         raise error from None

@@ -20,7 +20,7 @@ from ._files import HOST_TAG, owner_gone
 from ._location import StoreLocation
 
 __all__ = ["MANIFEST_DIR", "REMOVALS_DIR", "append_manifest", "forget_removal", "pending_removals",
-           "record_removal"]
+           "record_removal", "removal_listing"]
 
 MANIFEST_DIR = ".skybutler/manifests"
 """Where run manifests live, relative to the datastore root."""
@@ -88,6 +88,41 @@ def pending_removals(location: StoreLocation, open_file: Callable[[str], IO[Any]
             yield rel, str(data["label"]), [str(p) for p in data["paths"]]
         except (ValueError, KeyError, TypeError):
             forget_removal(location, rel)
+
+
+def removal_listing(location: StoreLocation, open_file: Callable[[str], IO[Any]], path: str,
+                    known: dict[str, tuple[str, frozenset[str]]]) -> str | None:
+    """The label of a removal whose list names ``path`` (running or interrupted), or None.
+
+    ``known`` keeps the lists already read, by name (a list never changes once written):
+    a put into a run being removed meets the same lists for every file. Lists that are
+    gone are dropped from it; an unreadable one (cut short by a crash) names nothing.
+    """
+    base = location.full(REMOVALS_DIR)
+    with location.errors("list", REMOVALS_DIR):
+        try:
+            names = [posixpath.basename(str(n)) for n in (
+                os.listdir(base) if location.local else location.fs.ls(base, detail=False, refresh=True))]
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+    present = {n for n in names if _REMOVAL.match(n)}
+    for gone in set(known) - present:
+        del known[gone]
+    for name in sorted(present):
+        listed = known.get(name)
+        if listed is None:
+            try:
+                with open_file(f"{REMOVALS_DIR}/{name}") as f:
+                    data = json.loads(f.read())
+                listed = (str(data["label"]), frozenset(str(p) for p in data["paths"]))
+            except FileNotFoundError:  # finished meanwhile
+                continue
+            except (ValueError, KeyError, TypeError):
+                listed = ("", frozenset())
+            known[name] = listed
+        if path in listed[1]:
+            return listed[0]
+    return None
 
 
 def forget_removal(location: StoreLocation, rel: str) -> None:

@@ -38,7 +38,14 @@ from fsspec.implementations.memory import MemoryFileSystem
 from ..errors import ConfigError, ReadOnlyError
 from ._files import TEMPORARY_MAX_AGE, GuardedFile, PendingFile, is_temporary
 from ._ingest import TRANSFER_MODES, ingest_file
-from ._journal import MANIFEST_DIR, append_manifest, forget_removal, pending_removals, record_removal
+from ._journal import (
+    MANIFEST_DIR,
+    append_manifest,
+    forget_removal,
+    pending_removals,
+    record_removal,
+    removal_listing,
+)
 from ._location import StoreLocation, file_hash
 from ._ranges import RangedFile
 from ._transactions import FileTransactions
@@ -110,6 +117,7 @@ class Datastore:
         # the methods here say what each does and delegate the doing.
         self._location = StoreLocation(root, storage_options or {})
         self._transactions = FileTransactions(self._location)
+        self._removal_lists: dict[str, tuple[str, frozenset[str]]] = {}  # read by `removal_listing`
         self._storage_options = self._location.storage_options
         self._fs = self._location.fs
         self._root = self._location.path
@@ -432,6 +440,15 @@ class Datastore:
         temporary files); so are unreadable ones (a list cut short by a crash is removed).
         """
         return pending_removals(self._location, self.open)
+
+    def removal_listing(self, path: str) -> str | None:
+        """The label of a removal (running, or interrupted) that will delete the file at ``path``; None if none.
+
+        A file that no registry row names may be a crashed write's leftover, which the next
+        write replaces, or a file of removed datasets not deleted yet, which must not be
+        replaced: the removal would delete the new file after it. This tells them apart.
+        """
+        return removal_listing(self._location, self.open, path, self._removal_lists)
 
     def forget_removal(self, rel: str) -> None:
         """Delete a list written by `record_removal` once its files are gone."""
