@@ -32,3 +32,48 @@ def test_a_leftover_file_no_row_names_is_replaced_by_the_transferred_one(tmp_pat
     finally:
         source.close()
         target.close()
+
+
+def test_a_file_a_removal_still_has_to_delete_is_neither_adopted_nor_replaced(tmp_path, standard_records, monkeypatch):
+    """The target removed the run and is still deleting its files: importing it again meanwhile would lose them.
+
+    The files at the target's paths hold the same bytes as the source's, which an import
+    would otherwise adopt; the removal then deletes them after the import committed.
+    """
+    import threading
+
+    import pytest
+
+    from skybutler import _butler_remove
+    from skybutler.errors import TransferError
+
+    source, target = Butler.create(tmp_path / "source", run=RUN), Butler.create(tmp_path / "target")
+    try:
+        for b in (source, target):
+            standard_records.fill(b)
+        source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+        refs = source.put_many([({"v": d}, "calexp", {"instrument": "HSC", "visit": 903334, "detector": d})
+                                for d in range(2)])
+        import_content(target, RegistrySource(source, refs), transfer="copy")
+        committed, release = threading.Event(), threading.Event()
+        really_delete = _butler_remove.delete_files
+
+        def slow_delete(datastore, paths):  # noqa: ANN001, ANN202 - rows gone, files still there
+            committed.set()
+            release.wait(timeout=30)
+            return really_delete(datastore, paths)
+
+        monkeypatch.setattr(_butler_remove, "delete_files", slow_delete)
+        removal = threading.Thread(target=Butler(target.root).remove_runs, args=([RUN],))
+        removal.start()
+        assert committed.wait(timeout=30)
+        with pytest.raises(TransferError, match=f"still to be deleted by the removal of '{RUN}'"):
+            import_content(target, RegistrySource(source, refs), transfer="copy")
+        release.set()
+        removal.join(timeout=30)
+
+        report = import_content(target, RegistrySource(source, refs), transfer="copy")
+        assert report.datasets_added == 2 and [target.get(r)["v"] for r in refs] == [0, 1]
+    finally:
+        source.close()
+        target.close()

@@ -76,6 +76,13 @@ def place_file(store: Datastore, content: DatasetContent, transfer: str, dataset
     try:
         pending = _write(store, content, transfer, rel, replace=False)
     except DatasetExistsError:
+        removal = store.removal_listing(rel)
+        if removal is not None and not path_taken(rel):
+            # The file of a removed dataset, next on its removal's list: neither adopted nor
+            # replaced, or the removal would delete the file this transfer records.
+            raise TransferError(f"Cannot transfer {describe(content)} now: the target's file at {rel!r} is still to "
+                                f"be deleted by the removal of {removal!r}, which has not finished. Transfer again "
+                                f"once it is over (repeat an interrupted removal to finish it)") from None
         held = _held_matches(store, rel, src)
         if held:
             return Placed(FileRecord(dataset_id, rel, src.size, src.checksum, src.checksum_algorithm, src.format),
