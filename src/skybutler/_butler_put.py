@@ -96,7 +96,8 @@ def write_datasets(registry: Registry, datastore: Datastore, objects: Sequence[A
             # Formats without room for it ignore the identity (`Formatter.write`): not built for them.
             identity = {"dataset_id": str(ref.id), "dataset_type": dataset_type.name, "data_id": str(ref.data_id),
                         "run": ref.run} if formatter.stores_identity else _NO_IDENTITY
-            write = functools.partial(formatter.write, obj, identity=identity)
+            data = formatter.to_bytes(obj, identity=identity)
+            write = data if data is not None else functools.partial(formatter.write, obj, identity=identity)
             try:
                 pf = datastore.write_temporary(path, write)
             except DatasetExistsError as exc:

@@ -626,3 +626,33 @@ def test_a_missing_extra_is_a_missing_dependency_error_with_the_install_line(mon
     with pytest.raises(MissingDependencyError, match=r"pip install 'skybutler\[s3\]'") as info:
         filesystem("s3://bucket/repo")
     assert isinstance(info.value, ImportError) and isinstance(info.value, ConfigError)
+
+
+def test_a_failed_write_of_known_bytes_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """A put of a small object hands its file's bytes to the store (`Formatter.to_bytes`): one ``os.write``."""
+    from skybutler.datastore import _transactions
+
+    store = Datastore(str(tmp_path / "repo"))
+    store.commit(store.write_temporary("run/a/first.json", b'{"a": 1}\n'))  # the directory exists
+
+    def full(fd, data):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_transactions.os, "write", full)
+    with pytest.raises(FileAccessError, match=r"Cannot write 'run/a/x.json' under .*No space left") as caught:
+        store.write_temporary("run/a/x.json", b'{"x": 1}\n')
+    monkeypatch.undo()
+
+    assert caught.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(tmp_path / "repo" / "run" / "a")) == ["first.json"]  # no temporary left
+
+
+def test_known_bytes_are_stored_with_their_size_and_checksum(tmp_path):
+    store = Datastore(str(tmp_path / "repo"))
+    data = b'{"x": 1}\n'
+    pending = store.write_temporary("run/a/x.json", data)
+    store.commit(pending)
+
+    assert pending.size == len(data) and pending.checksum == f"md5:{hashlib.md5(data).hexdigest()}"
+    with open(store.url("run/a/x.json"), "rb") as f:
+        assert f.read() == data

@@ -56,6 +56,7 @@ finds). Object stores need none of this: a finished upload is stored.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import posixpath
@@ -74,6 +75,9 @@ _log = logging.getLogger(__name__)
 
 NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES})
 """Errors of a link that can be replaced by a copy (or a check-then-rename)."""
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+"""How `FileTransactions._write_bytes` opens a temporary file: created here or not at all."""
 
 
 class FileTransactions:
@@ -105,7 +109,7 @@ class FileTransactions:
     def write(
         self,
         rel: str,
-        writer: Callable[[BinaryIO], object],
+        writer: Callable[[BinaryIO], object] | bytes,
         algorithm: str | None,
         *,
         transfer: str,
@@ -118,8 +122,15 @@ class FileTransactions:
 
         Nothing is synced here, even with ``sync``: `commit` syncs the file under its final name.
         ``head_start`` (given with ``sync``) starts writing a local file to the device
-        (`start_writeback`), so that `commit`'s ``fsync`` finds most of it done.
+        (`start_writeback`), so that `commit`'s ``fsync`` finds most of it done. ``writer``
+        may be the file's bytes (`Formatter.to_bytes`): on local disk they are written with
+        ``os.write`` and hashed at once.
         """
+        if isinstance(writer, bytes):
+            if self.location.local and disk_full_after is None and not replace:
+                return self._write_bytes(rel, writer, algorithm, transfer, head_start)
+            data = writer
+            writer = lambda f: f.write(data)  # noqa: E731
         loc = self.location
         final = loc.full(rel)
         if not replace:
@@ -191,6 +202,49 @@ class FileTransactions:
             digest = file_hash(loc.fs, temp, algorithm) if algorithm else None
         checksum = f"{algorithm}:{digest}" if algorithm and digest else None
         return PendingFile(rel, temp_rel, size, checksum, transfer, source, replaces=replace)
+
+    def _write_bytes(self, rel: str, data: bytes, algorithm: str | None, transfer: str, head_start: bool,
+                     ) -> PendingFile:
+        """`write` of a new local file whose bytes are known: one ``os.write``, hashed in one go.
+
+        Checks, names and errors as `write`'s, without the file object and the hashing wrapper.
+        """
+        loc = self.location
+        final = loc.full(rel)
+        if os.path.lexists(final):
+            raise loc.exists_error(rel)
+        directory = posixpath.dirname(rel)
+        if directory not in self.swept:
+            self.sweep(directory)
+        temp_rel = temporary_name(rel)
+        temp = loc.full(temp_rel)
+        try:
+            try:
+                fd = os.open(temp, _NEW_FILE, 0o666)
+            except FileNotFoundError:
+                os.makedirs(posixpath.dirname(temp), exist_ok=True)  # directories made only when missing
+                fd = os.open(temp, _NEW_FILE, 0o666)
+        except OSError as caught:
+            translated = self._translated(caught, rel)
+            if isinstance(translated, SkyButlerError):
+                raise translated from None
+            raise FileAccessError(caught.errno, f"Cannot write {rel!r} under {loc.root}: {caught}") from caught
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if head_start:
+                    start_writeback(fd)
+            finally:
+                os.close(fd)
+        except OSError as caught:
+            loc.discard(temp)
+            raise FileAccessError(caught.errno, f"Cannot write {rel!r} under {loc.root}: "
+                                                f"{caught.strerror or caught}") from caught
+        checksum = f"{algorithm}:{hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()}" if algorithm \
+            else None
+        return PendingFile(rel, temp_rel, len(data), checksum, transfer)
 
     def _translated(self, err: Exception, rel: str) -> Exception:
         """What ``location.errors("write", rel)`` makes of ``err`` (itself, or one `FileAccessError` line).

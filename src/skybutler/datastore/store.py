@@ -159,7 +159,7 @@ class Datastore:
 
     # -- writing (done by ._transactions) ------------------------------------------------
 
-    def write_temporary(self, path: str, writer: Callable[[BinaryIO], object], *, replace: bool = False,
+    def write_temporary(self, path: str, writer: Callable[[BinaryIO], object] | bytes, *, replace: bool = False,
                         ) -> PendingFile:
         """Write a new file through ``writer``, ready to `commit`.
 
@@ -170,7 +170,8 @@ class Datastore:
         writer
             Called once with a binary file open for writing (closing it is harmless).
             Size and checksum are computed as it writes; a writer that seeks back and
-            rewrites gets its file hashed again afterwards.
+            rewrites gets its file hashed again afterwards. Or the file's bytes
+            (`Formatter.to_bytes`), written at once.
         replace
             The caller has found a file at ``path`` that no registry row names (left by a
             crashed write): the bytes go to a temporary name even on an object store, and

@@ -16,6 +16,10 @@ import numpy as np
 from ..errors import FormatError
 from .base import Formatter, check_parameters, type_name
 
+# No indent: an indented dump runs the pure-Python encoder, several times slower. One
+# encoder for every file (``json.dumps`` with any option makes a new one per call).
+_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
 
 class JsonFormatter(Formatter):
     """A dict as UTF-8 JSON with sorted keys, so equal dicts give equal bytes.
@@ -31,10 +35,11 @@ class JsonFormatter(Formatter):
     storage_classes = ("dict",)
 
     def write(self, obj: Any, fileobj: BinaryIO, *, identity: Mapping[str, str]) -> None:
+        fileobj.write(self.to_bytes(obj, identity=identity))
+
+    def to_bytes(self, obj: Any, *, identity: Mapping[str, str]) -> bytes:
         self.check(obj, "dict")
-        # No indent: an indented dump runs the pure-Python encoder, several times slower.
-        text = json.dumps(plain_values(obj, self.name), sort_keys=True, ensure_ascii=False)
-        fileobj.write(text.encode("utf-8") + b"\n")
+        return _JSON(plain_values(obj, self.name)).encode("utf-8") + b"\n"
 
     def read(self, fileobj: BinaryIO, *, parameters: Mapping[str, Any] | None = None) -> Any:
         check_parameters(parameters, (), what=self.name)
