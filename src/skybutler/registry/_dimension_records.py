@@ -329,15 +329,28 @@ class DimensionRecords:
         if plan is None:
             plan = self._expand_plans[tuple(dimensions)] = self._expand_plan(dimensions)
         steps, implied_by, getters = plan
+        if len(data_ids) == 1:
+            # One data id (a put): its records looked up by key, with no set of keys to gather.
+            di = data_ids[0]
+            items = di.required_items
+            records: dict[str, dict[str, Any]] = {}
+            for d, pk, key_of, gives in steps:
+                key = key_of(items)
+                record = self._cache.get(d, {}).get(key)  # records never change: no query needed
+                if record is None:
+                    with self.db.read(autocommit=True) as reader:
+                        record = self.fetch(reader, d, [key]).get(key)
+                    if record is None:
+                        raise self._missing(d, pk, [key], context)
+                if gives:
+                    records[d] = record
+            return [self._with_implied(di, implied_by, records, context)] if implied_by else [di]
         per_element: dict[str, dict[tuple, dict[str, Any]]] = {}
         with contextlib.ExitStack() as stack:
             conn = None
             for d, pk, key_of, gives in steps:
                 cache = self._cache.get(d, {})
-                if len(data_ids) == 1:
-                    keys = [key_of(data_ids[0].required_items)]
-                else:
-                    keys = list({key_of(di.required_items) for di in data_ids})
+                keys = list({key_of(di.required_items) for di in data_ids})
                 if all(k in cache for k in keys):  # records never change: no query needed
                     found = cache if gives else {}
                     missing = []
@@ -347,30 +360,37 @@ class DimensionRecords:
                     found = self.fetch(conn, d, keys)
                     missing = [k for k in keys if k not in found]
                 if missing:
-                    example = dict(zip(pk, missing[0], strict=True))
-                    raise DimensionError(
-                        f"No {d} record for {example}{' (' + context + ')' if context else ''}; "
-                        f"{len(missing)} value(s) of {d} have no record. Insert dimension records first."
-                    )
+                    raise self._missing(d, pk, missing, context)
                 if gives:
                     per_element[d] = found
         if not implied_by:
             return list(data_ids)
-        out = []
-        for di in data_ids:
-            implied: dict[str, Any] = {}
-            items = di.required_items
-            for name, giver in implied_by.items():
-                value = per_element[giver][getters[giver](items)].get(name)
-                given = di.implied.get(name)
-                if given is not None and value is not None and given != value:
-                    raise DimensionError(
-                        f"Data id {di}{' (' + context + ')' if context else ''} gives {name}={given!r} "
-                        f"but its {giver} record says {name}={value!r}"
-                    )
-                implied[name] = value
-            out.append(di.with_implied(implied))
-        return out
+        return [self._with_implied(di, implied_by, {giver: per_element[giver][getters[giver](di.required_items)]
+                                                    for giver in per_element}, context) for di in data_ids]
+
+    @staticmethod
+    def _missing(element: str, pk: Sequence[str], missing: Sequence[tuple], context: str) -> DimensionError:
+        example = dict(zip(pk, missing[0], strict=True))
+        return DimensionError(
+            f"No {element} record for {example}{' (' + context + ')' if context else ''}; "
+            f"{len(missing)} value(s) of {element} have no record. Insert dimension records first."
+        )
+
+    @staticmethod
+    def _with_implied(di: DataId, implied_by: Mapping[str, str], records: Mapping[str, Mapping[str, Any]],
+                      context: str) -> DataId:
+        """``di`` with the values its records imply (``records``: each giver's record for it), checked against any given."""
+        implied: dict[str, Any] = {}
+        for name, giver in implied_by.items():
+            value = records[giver].get(name)
+            given = di.implied.get(name)
+            if given is not None and value is not None and given != value:
+                raise DimensionError(
+                    f"Data id {di}{' (' + context + ')' if context else ''} gives {name}={given!r} "
+                    f"but its {giver} record says {name}={value!r}"
+                )
+            implied[name] = value
+        return di.with_implied(implied)
 
     def _expand_plan(self, dimensions: Sequence[str]) -> tuple[
             list[tuple[str, tuple[str, ...], Callable[[Any], tuple], bool]], dict[str, str],
