@@ -249,6 +249,15 @@ class Butler:
         run = run or self.run
         if run is None:
             raise CollectionError("No run to write to: pass run=... or open the butler with run=...")
+        if len(items) == 1:  # a put: no lists and dicts gathered for one item
+            ((dt_or_name, data_id),) = items
+            name = dt_or_name.name if isinstance(dt_or_name, DatasetType) else dt_or_name
+            one_type = self.registry.get_dataset_type(name)
+            context = f"dataset type {name!r}"
+            (one_id,) = self.registry.expand_data_ids(
+                one_type.dimensions, [self.universe.data_id(one_type.dimensions, data_id, context=context)],
+                context=context)
+            return [DatasetRef(new_dataset_id(), one_type, one_id, run)]
         dts: list[DatasetType] = []
         data_ids: list[DataId] = []
         known: dict[str, DatasetType] = {}  # looked up once per dataset type, not per item
