@@ -238,11 +238,13 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
 def _remove_placed(datastore: Datastore, placed: list[PendingFile]) -> None:
     """Delete the files `commit_datasets` moved into place (none is named by a committed row), then forget them.
 
-    Files written in place (object stores) and ingested in place or ``direct`` are left to
-    the caller's `Datastore.abort`, which deletes an object only while it holds our bytes.
+    Each only while it is still the file written here (`Datastore.remove_placed`): after
+    a failed COMMIT another writer may have replaced it already. Files written in place
+    (object stores) and ingested in place or ``direct`` are left to the caller's
+    `Datastore.abort`, which deletes an object only while it holds our bytes.
     """
     try:
-        datastore.remove([pf.path for pf in placed if pf.temp_path != pf.path and pf.transfer not in ("direct", "in_place")])
+        datastore.remove_placed(placed)
     except SkyButlerError as err:  # never mask the error that made us clean up
         _log.warning("%s", err)
     placed.clear()

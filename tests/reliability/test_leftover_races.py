@@ -80,8 +80,8 @@ def race(root: Path) -> tuple[Butler, dict, BaseException | None]:
     return b, outcome, error
 
 
-def check(b: Butler, outcome: dict, error: BaseException | None) -> None:
-    assert error is not None and "No space left" in str(error)
+def check(b: Butler, outcome: dict) -> None:
+    """B stored its dataset, and its file is there."""
     assert "error" not in outcome, outcome.get("error")
     (stored,) = b.query_datasets(DATASET_TYPE, collections=["r"])
     assert stored.id == outcome["ref"].id
@@ -92,14 +92,18 @@ def check(b: Butler, outcome: dict, error: BaseException | None) -> None:
 def test_on_sqlite(tmp_path):
     root = tmp_path / "repo"
     make_repository(root, None)
-    check(*race(root))
+    b, outcome, error = race(root)
+    assert "No space left" in str(error)
+    check(b, outcome)
 
 
 @pytest.mark.postgresql
 def test_on_postgresql(tmp_path, pg_namespace):
     root = tmp_path / "repo"
     make_repository(root, pg_namespace)
-    check(*race(root))
+    b, outcome, error = race(root)
+    assert "No space left" in str(error)
+    check(b, outcome)
 
 
 @pytest.mark.postgresql
@@ -130,3 +134,47 @@ def test_on_an_object_store_a_clashing_put_leaves_the_object_the_winner_stored(t
     assert b.get(stored) == {"writer": "same"}  # the object is still there
     a.close()
     b.close()
+
+
+def test_a_failed_commit_leaves_the_file_another_writer_put_in_place_of_its_own(tmp_path):
+    """A's COMMIT fails after its file is placed: the rollback lets B's insert through, B replaces the file.
+
+    The removal that follows a failed COMMIT comes after the rollback by force: it deletes
+    the path only while it still holds the file A wrote. Here it is held up until B has
+    committed, as the scheduler can do by chance.
+    """
+    import sqlalchemy as sa
+
+    root = tmp_path / "repo"
+    make_repository(root, None)
+    a, b = Butler(str(root), run="r"), Butler(str(root), run="r")
+    outcome: dict = {}
+
+    def put_b() -> None:
+        try:
+            outcome["ref"] = b.put({"writer": "B"}, DATASET_TYPE)
+        except BaseException as err:  # reported by the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=put_b)
+    engine = a.registry.database.engine
+
+    def fail_commit(conn) -> None:  # noqa: ANN001
+        sa.event.remove(engine, "commit", fail_commit)
+        thread.start()
+        time.sleep(0.3)  # B finds A's file, takes it for a leftover, and waits for A's write lock
+        raise OSError(errno.EIO, "COMMIT failed (injected)")
+
+    sa.event.listen(engine, "commit", fail_commit)
+    really_remove = a.datastore.remove_placed
+
+    def after_b(placed):  # noqa: ANN001, ANN202
+        thread.join(timeout=10)
+        return really_remove(placed)
+
+    a.datastore.remove_placed = after_b  # type: ignore[method-assign]
+    with pytest.raises(Exception, match="COMMIT failed"):
+        a.put({"writer": "A"}, DATASET_TYPE)
+    thread.join(timeout=30)
+    a.close()
+    check(b, outcome)

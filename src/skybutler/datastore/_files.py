@@ -105,6 +105,10 @@ class PendingFile:
     replaces
         The final path holds a file no registry row names (left by a crashed write), which
         `Datastore.commit` replaces; the bytes wait under a temporary name until then.
+    inode
+        The inode of a local file this store wrote, or None: a clean-up after its registry
+        transaction failed deletes the file only while the path still holds this inode
+        (`Datastore.remove_placed`).
     """
 
     path: str
@@ -114,6 +118,7 @@ class PendingFile:
     transfer: str = "write"
     source: str | None = None
     replaces: bool = False
+    inode: int | None = None
 
 
 class HashingWriter(io.RawIOBase):

@@ -76,6 +76,14 @@ _log = logging.getLogger(__name__)
 NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.EACCES})
 """Errors of a link that can be replaced by a copy (or a check-then-rename)."""
 
+def _inode(full: str) -> int | None:
+    """The inode at local path ``full`` (not following a link), or None when nothing is there."""
+    try:
+        return os.lstat(full).st_ino
+    except FileNotFoundError:
+        return None
+
+
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 """How `FileTransactions._write_bytes` opens a temporary file: created here or not at all."""
 
@@ -201,7 +209,8 @@ class FileTransactions:
             size = int(loc.fs.size(temp))
             digest = file_hash(loc.fs, temp, algorithm) if algorithm else None
         checksum = f"{algorithm}:{digest}" if algorithm and digest else None
-        return PendingFile(rel, temp_rel, size, checksum, transfer, source, replaces=replace)
+        inode = _inode(temp) if loc.local else None
+        return PendingFile(rel, temp_rel, size, checksum, transfer, source, replaces=replace, inode=inode)
 
     def _write_bytes(self, rel: str, data: bytes, algorithm: str | None, transfer: str, head_start: bool,
                      ) -> PendingFile:
@@ -236,6 +245,7 @@ class FileTransactions:
                     view = view[os.write(fd, view):]
                 if head_start:
                     start_writeback(fd)
+                inode = os.fstat(fd).st_ino
             finally:
                 os.close(fd)
         except OSError as caught:
@@ -244,7 +254,7 @@ class FileTransactions:
                                                 f"{caught.strerror or caught}") from caught
         checksum = f"{algorithm}:{hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()}" if algorithm \
             else None
-        return PendingFile(rel, temp_rel, len(data), checksum, transfer)
+        return PendingFile(rel, temp_rel, len(data), checksum, transfer, inode=inode)
 
     def _translated(self, err: Exception, rel: str) -> Exception:
         """What ``location.errors("write", rel)`` makes of ``err`` (itself, or one `FileAccessError` line).
@@ -471,6 +481,20 @@ class FileTransactions:
         return True
 
     # -- removal ---------------------------------------------------------------------------
+
+    def remove_placed(self, placed: Iterable[PendingFile]) -> None:
+        """Delete files `commit_many` placed for a registry transaction that failed; see `Datastore.remove_placed`."""
+        loc = self.location
+        doomed = []
+        for pending in placed:
+            if pending.temp_path == pending.path or pending.transfer in ("direct", "in_place"):
+                continue  # written in place: the caller's `abort` decides
+            if loc.local and pending.inode is not None and _inode(loc.full(pending.path)) != pending.inode:
+                _log.warning("Left %r under %s in place: another writer stored its own file there after this one",
+                             pending.path, loc.root)
+                continue
+            doomed.append(pending.path)
+        self.remove(doomed)
 
     def remove(self, paths: Iterable[str]) -> None:
         """Delete files under the root, missing ones ignored; see `Datastore.remove`."""

@@ -265,6 +265,24 @@ class Datastore:
             dirs = sorted({self._location.relative(d) if d not in ("", ".") else "" for d in directories})
         return self._transactions.clean(dirs)
 
+    def remove_placed(self, placed: Iterable[PendingFile]) -> None:
+        """Delete files `commit_many` placed for a registry transaction that then failed.
+
+        A file placed (renamed into its final name) for a transaction that did not commit
+        is named by no row: another writer of the same dataset may take it for a crashed
+        write's leftover and put its own file in its place once this transaction has
+        ended. A local file is therefore deleted only while its path still holds the inode
+        this store wrote (`PendingFile.inode`); another is left, with a warning. Files
+        written in place (object stores, ``direct`` and in-place ingests) are left to
+        `abort`. Missing files are ignored.
+
+        Raises
+        ------
+        FileAccessError
+            As `remove`.
+        """
+        self._transactions.remove_placed(placed)
+
     def remove(self, paths: Iterable[str]) -> None:
         """Delete files under the root; missing ones are ignored, so a repeated prune is harmless.
 
