@@ -121,3 +121,60 @@ def test_an_import_never_records_the_file_of_a_put_that_then_fails(tmp_path, sta
     finally:
         for b in (source, target, importer):
             b.close()
+
+
+def test_finishing_an_interrupted_removal_never_deletes_the_file_of_an_import_meanwhile(tmp_path, standard_records,
+                                                                                         monkeypatch):
+    """The target's removal of the run deleted its file and was cut short; the run is imported again.
+
+    The import placed the file anew (nothing at the path to meet the removal's list), and
+    another process finished the removal meanwhile: it found no row naming the path and,
+    once the import had committed, deleted its file.
+    """
+    import errno
+
+    from skybutler import _butler_remove
+    from skybutler.errors import FileAccessError
+
+    source, refs = source_with(tmp_path / "source", standard_records, "S")
+    target = Butler.create(str(tmp_path / "target"))
+    standard_records.fill(target)
+    import_content(target, RegistrySource(source, refs), transfer="copy")
+    really_delete = _butler_remove.delete_files
+
+    def crash_after_deleting(datastore, paths):  # noqa: ANN001, ANN202 - as a kill before the list is dropped
+        really_delete(datastore, paths)
+        raise FileAccessError(errno.EIO, "interrupted (injected)")
+
+    monkeypatch.setattr(_butler_remove, "delete_files", crash_after_deleting)
+    with pytest.raises(FileAccessError, match="injected"):
+        target.remove_runs([RUN])
+    outcome: dict = {}
+
+    def import_again() -> None:
+        try:
+            outcome["report"] = import_content(target, RegistrySource(source, refs), transfer="copy")
+        except BaseException as err:  # reported by the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=import_again)
+
+    def import_then_delete(datastore, paths):  # noqa: ANN001, ANN202 - checked: no row names these paths
+        thread.start()
+        thread.join(timeout=3)  # imported meanwhile, unless the finishing keeps writers out until it is over
+        return really_delete(datastore, paths)
+
+    monkeypatch.setattr(_butler_remove, "delete_files", import_then_delete)
+    finisher = Butler(target.root)
+    try:
+        assert finisher.finish_removals() == {RUN: 1}
+        monkeypatch.undo()
+        thread.join(timeout=60)
+        if "error" in outcome:  # its file went while it waited: refused, and a repeat stores it
+            assert isinstance(outcome["error"], TransferError), outcome["error"]
+            outcome["report"] = import_content(target, RegistrySource(source, refs), transfer="copy")
+        assert outcome["report"].datasets_added == 1
+        assert target.get(refs[0])["v"] == "S"
+    finally:
+        for b in (source, target, finisher):
+            b.close()
