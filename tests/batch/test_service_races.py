@@ -74,3 +74,45 @@ def test_two_restarts_at_once_run_the_submission_once(finished, local_engine, mo
     assert isinstance(outcome["restart-b"], RunSummary)
     assert isinstance(api.restart(repo, result.name, engine=local_engine), RunSummary)  # once B is over
 
+
+def test_stage_out_never_keeps_a_file_a_removal_still_has_to_delete(tmp_path, monkeypatch):
+    """The run's removal committed and is deleting its files; a job stages out the same bytes to one of them.
+
+    Before: stage-out found the file with the same size and checksum, kept it as a repeated
+    attempt's, and the merge named it; the removal then deleted it. Now it is a problem that
+    names the removal (the job fails and is retried once the removal is over).
+    """
+    import shutil
+
+    from skybutler import Butler, _butler_remove
+    from skybutler.batch.staging import StagedOutput, stage_out
+
+    root = str(tmp_path / "repo")
+    butler = Butler.create(root, run="r")
+    butler.register_dataset_type("meta", [], "dict")
+    ref = butler.put({"version": 1}, "meta")
+    (record,) = butler.registry.get_files([ref.id]).values()
+    scratch = tmp_path / "scratch.json"
+    shutil.copyfile(f"{root}/{record.path}", scratch)  # the job wrote the same bytes again
+    committed, release = threading.Event(), threading.Event()
+    really_delete = _butler_remove.delete_files
+
+    def slow_delete(datastore, paths):  # noqa: ANN001, ANN202 - the rows are gone, the files not yet
+        committed.set()
+        assert release.wait(timeout=60)
+        return really_delete(datastore, paths)
+
+    monkeypatch.setattr(_butler_remove, "delete_files", slow_delete)
+    removal = threading.Thread(target=Butler(root).remove_runs, args=(["r"],))
+    removal.start()
+    try:
+        assert committed.wait(timeout=60)
+        result = stage_out([StagedOutput(scratch, record.path, ref.id, record.size, record.checksum,
+                                         record.checksum_algorithm)], root)
+    finally:
+        release.set()
+        removal.join(timeout=60)
+        butler.close()
+    assert result.staged == set(), result
+    (problem,) = result.problems
+    assert "still to be deleted by the removal of 'r'" in problem and record.path in problem
