@@ -15,6 +15,7 @@ import pytest
 from skybutler import Butler
 from skybutler.errors import TransferError
 from skybutler.transfer import RegistrySource, _import_datasets, import_content
+from support.services import PG_URL
 
 RUN = "src/run"
 DATA_ID = {"instrument": "HSC", "visit": 903334, "detector": 0}
@@ -73,8 +74,10 @@ def test_an_import_never_replaces_the_file_of_an_import_about_to_commit(tmp_path
             b.close()
 
 
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 @pytest.mark.parametrize("value", ["S", "put"], ids=["same-bytes-adopted", "other-bytes-replaced"])
-def test_an_import_never_records_the_file_of_a_put_that_then_fails(tmp_path, standard_records, monkeypatch, value):
+def test_an_import_never_records_the_file_of_a_put_that_then_fails(tmp_path, standard_records, monkeypatch, request,
+                                                                    value, database):
     """A put placed its file inside its transaction, then fails; an import of the same dataset ran meanwhile.
 
     The import found the put's file with no committed row naming it, and adopted it (same
@@ -82,7 +85,9 @@ def test_an_import_never_records_the_file_of_a_put_that_then_fails(tmp_path, sta
     the import then committed its rows: its dataset had no file.
     """
     source, refs = source_with(tmp_path / "source", standard_records, "S")
-    target = Butler.create(str(tmp_path / "target"), run=RUN)
+    # On SQLite the import's insert waits for the put's write lock; on PostgreSQL for its row (the same key).
+    registry = {} if database == "sqlite" else {"registry": PG_URL, "namespace": request.getfixturevalue("pg_namespace")}
+    target = Butler.create(str(tmp_path / "target"), run=RUN, **registry)
     standard_records.fill(target)
     target.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
     importer = Butler(target.root)
