@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,6 +21,8 @@ from .states import TERMINAL_STATES, FailureClass, JobState
 
 if TYPE_CHECKING:
     from ..butler import Butler
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["RUNNER_FILE", "RUNNER_LOCK", "cancel_submission", "kill_local", "live_runner", "runner_marker"]
 
@@ -126,6 +129,9 @@ def runner_marker(directory: Path) -> Iterator[None]:
             raise BatchError(f"The submission in {directory} is being run by "
                              f"{live_runner(directory) or 'another process'}; wait for it or `skybutler batch "
                              "cancel` it first") from None
+        except OSError as exc:  # a file system without locks (ENOLCK, EOPNOTSUPP): the runner file alone
+            _log.warning("Cannot lock %s (%s): two runners started at once would not be told apart",
+                         directory / RUNNER_LOCK, exc)
         path = directory / RUNNER_FILE
         path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         try:
