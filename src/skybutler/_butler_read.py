@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._read_checks import lost_error, missing_error, read_verified
-from .errors import ChecksumMismatchError, DatasetNotFoundError, FileAccessError, FormatError
+from .errors import ChecksumMismatchError, DatasetNotFoundError, FileAccessError, FileLostError, FormatError
 from .formats import get_formatter
 from .model import DatasetRef, Image
 from .registry import integrity_sql
@@ -69,7 +69,14 @@ def read_datasets(registry: Registry, datastore: Datastore, refs: Sequence[Datas
             raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
         if mark is not None:
             raise lost_error(ref, record, mark)
-        out.append(read_dataset(datastore, ref, record, parameters, verify_checksum=verify_checksum))
+        try:
+            out.append(read_dataset(datastore, ref, record, parameters, verify_checksum=verify_checksum))
+        except FileLostError:
+            # Its file went after its record was read: removed meanwhile (rows first, then
+            # files), unless the registry still names it.
+            if registry.get_files([ref.id]):
+                raise
+            raise DatasetNotFoundError(f"Dataset {ref} was removed while it was read") from None
     return out
 
 

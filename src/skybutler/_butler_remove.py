@@ -9,7 +9,8 @@ behind, and `finish_removals` (run by the next removal) deletes the files that n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -92,12 +93,43 @@ def remove_then_delete(registry: Registry, datastore: Datastore, remove_rows: Ca
 
 
 def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
-    """Delete the files no row names of every interrupted removal; the count per label (see `Butler.finish_removals`)."""
+    """Delete the files no row names of every interrupted removal; the count per label (see `Butler.finish_removals`).
+
+    The check and the deletion of each part of a list happen while writers of file rows
+    are kept out (`_writers_kept_out`): a removal that got to a file before it was cut
+    short leaves no file at that path, so a write of the same dataset places a new one
+    there without meeting the list; checked before that write committed and deleted
+    after, the new dataset would have no file.
+    """
     done: dict[str, int] = {}
+    step = _PER_TASK * DELETE_THREADS
     for rel, label, paths in datastore.pending_removals():
-        named = pipeline_sql.known_paths(registry, paths)
-        gone = [p for p in paths if p not in named]
-        delete_files(datastore, gone)
+        count = 0
+        for start in range(0, len(paths), step):
+            part = paths[start:start + step]
+            with _writers_kept_out(registry):
+                named = pipeline_sql.known_paths(registry, part)
+                gone = [p for p in part if p not in named]
+                delete_files(datastore, gone)
+            count += len(gone)
         datastore.forget_removal(rel)
-        done[label] = done.get(label, 0) + len(gone)
+        done[label] = done.get(label, 0) + count
     return done
+
+
+@contextlib.contextmanager
+def _writers_kept_out(registry: Registry) -> Iterator[None]:
+    """A write transaction no other writer of file rows runs beside, committed or not.
+
+    SQLite: the transaction holds the write lock (a put places its files and commits
+    under it; an import checks its files are still there under it). PostgreSQL: ``LOCK
+    TABLE file IN SHARE MODE`` waits for the transactions inserting file rows to end and
+    makes new ones wait until this one commits. Nothing is written in it.
+    """
+    with registry.transaction() as conn:
+        if conn.dialect.name == "postgresql":
+            quote = conn.dialect.identifier_preparer.quote
+            namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+            prefix = f"{quote(namespace)}." if namespace else ""
+            conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(registry.tables.file.name)} IN SHARE MODE"))
+        yield

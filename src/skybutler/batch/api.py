@@ -160,8 +160,8 @@ def restart(butler: Butler, name: str, *, engine: Engine | None = None,
         return result.summary
     runner = SubmissionRunner(butler, name, engine=engine, progress=progress)
     try:
-        runner.reset_for_restart()
-        with runner_marker(runner.directory):
+        with runner_marker(runner.directory):  # first: another restart may have checked just as this one did
+            runner.reset_for_restart()
             return runner.run()
     finally:
         if engine is None:

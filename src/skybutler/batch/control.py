@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,7 +22,9 @@ from .states import TERMINAL_STATES, FailureClass, JobState
 if TYPE_CHECKING:
     from ..butler import Butler
 
-__all__ = ["RUNNER_FILE", "cancel_submission", "kill_local", "live_runner", "runner_marker"]
+_log = logging.getLogger(__name__)
+
+__all__ = ["RUNNER_FILE", "RUNNER_LOCK", "cancel_submission", "kill_local", "live_runner", "runner_marker"]
 
 
 def kill_local(attempt_dir: Path) -> None:
@@ -101,13 +105,39 @@ def live_runner(directory: Path) -> str | None:
     return f"process {data.get('pid')} on {data.get('host')}"
 
 
+RUNNER_LOCK = "runner.lock"
+"""Locked (``flock``) by the process driving a submission, while it does (see `runner_marker`)."""
+
+
 @contextlib.contextmanager
 def runner_marker(directory: Path) -> Iterator[None]:
-    """Mark this process as the one driving the submission while the block runs."""
-    path = directory / RUNNER_FILE
-    path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    """Mark this process as the one driving the submission while the block runs; `BatchError` if another does.
+
+    The mark that counts is an exclusive lock on `RUNNER_LOCK`, held until the block ends:
+    of two processes starting at once exactly one gets it (checking `RUNNER_FILE` and then
+    writing it let both through), and the kernel drops it with its process however that
+    ends, so a dead runner never blocks a restart. Two runners of one submission would
+    each hand the same jobs over and remove, before each new attempt, the files that no
+    row names yet: the other runner's, staged out and about to be merged.
+    `RUNNER_FILE` says who holds it (for `cancel_submission` and this error).
+    """
+    lock = open(directory / RUNNER_LOCK, "a")  # noqa: SIM115 - held until the block ends
     try:
-        yield
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BatchError(f"The submission in {directory} is being run by "
+                             f"{live_runner(directory) or 'another process'}; wait for it or `skybutler batch "
+                             "cancel` it first") from None
+        except OSError as exc:  # a file system without locks (ENOLCK, EOPNOTSUPP): the runner file alone
+            _log.warning("Cannot lock %s (%s): two runners started at once would not be told apart",
+                         directory / RUNNER_LOCK, exc)
+        path = directory / RUNNER_FILE
+        path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        lock.close()

@@ -11,8 +11,8 @@ Stage-out puts each output at its planned path under the destination through a
 `Datastore` on it, so the rules of every put apply: on local disk the bytes go to a
 temporary name beside the final one and are linked into place (never over an existing
 file), on an object store to the final key with an exclusive create. A file already
-there with the same size and checksum is a repeated attempt's and is kept; a different
-one is a problem, never overwritten.
+there with the same size and checksum is a repeated attempt's and is kept, unless a
+removal still has to delete it; a different one is a problem, never overwritten.
 """
 
 from __future__ import annotations
@@ -243,6 +243,23 @@ def _compare(store: Datastore, item: StagedOutput, digest: str, algorithm: str) 
             f"{algorithm} {digest}); not overwritten")
 
 
+def _kept(store: Datastore, item: StagedOutput, digest: str, algorithm: str) -> tuple[str, str | None]:
+    """``("present", None)`` when the file at ``item.path`` holds this job's bytes and may be kept, else why not.
+
+    Not when a removal still has to delete it (its rows are gone, the file is next on the
+    list): the merge would name a file that the removal then deletes.
+    """
+    problem = _compare(store, item, digest, algorithm)
+    if problem is not None:
+        return "failed", problem
+    removal = store.removal_listing(item.path)
+    if removal is not None:
+        return "failed", (f"output {item.path!r} (dataset {item.dataset_id}): the destination's file with the same "
+                          f"bytes is still to be deleted by the removal of {removal!r}, which has not finished; not "
+                          "kept (run the job again once the removal is over)")
+    return "present", None
+
+
 def _stage_out_one(item: StagedOutput, dest: _Destination, transfer: str) -> tuple[str, str | None]:
     """``("copied" | "present" | "failed", problem)`` for one output."""
     digest, algorithm = split_checksum(item.checksum, item.checksum_algorithm)
@@ -254,8 +271,7 @@ def _stage_out_one(item: StagedOutput, dest: _Destination, transfer: str) -> tup
         try:
             pending = _place(store, item, transfer)
         except DatasetExistsError:
-            problem = _compare(store, item, digest, algorithm)
-            return ("present", None) if problem is None else ("failed", problem)
+            return _kept(store, item, digest, algorithm)
         if pending.checksum != f"{algorithm}:{digest}" or pending.size != item.size:
             store.abort(pending)
             return "failed", (f"{name}: {pending.size} bytes, {pending.checksum} written, but the job recorded "
@@ -264,8 +280,7 @@ def _stage_out_one(item: StagedOutput, dest: _Destination, transfer: str) -> tup
             store.commit(pending)
         except DatasetExistsError:  # another attempt got there between our check and our commit
             store.abort(pending)
-            problem = _compare(store, item, digest, algorithm)
-            return ("present", None) if problem is None else ("failed", problem)
+            return _kept(store, item, digest, algorithm)
         return "copied", None
     except (OSError, SkyButlerError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

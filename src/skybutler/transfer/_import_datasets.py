@@ -3,6 +3,12 @@
 The order is what makes an import idempotent and safe to kill: files first (in parallel),
 then the batch's dataset and file rows in one transaction. A killed import leaves at most
 files no row names, which the repeat finds identical and adopts.
+
+Until the rows commit, another writer may take the batch's files for leftovers: a put
+replaces one once its own insert succeeded, and removes it again if it then fails. So,
+inside the transaction and after the insert (whose rows now keep such writers out),
+every file placed or adopted is checked to be still there, and only then are the
+leftovers with other bytes replaced (`Placed.replacing`).
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import sqlalchemy as sa
 
 from .._butler_put import record_manifest
 from ..datastore import is_url
-from ..errors import DatasetTypeError, TransferError
+from ..errors import DatasetTypeError, FileAccessError, TransferError
 from ..model import CollectionType, DatasetRef, DatasetType, new_id
+from ..registry import FileRecord
 from ..registry.origin_sql import insert_origins
 from ._placement import Placed, describe, place_file, remove_source_file, same_checksum
 from ._target_rows import datasets_by_id, datasets_by_key, insert, taken_paths
@@ -106,9 +113,24 @@ class DatasetWriter:
 
             # Rows only, or a URL recorded: nothing to wait for, so no thread hand-offs either.
             inline = self.transfer in ("none", "direct")
-            for it, placed in zip(todo, map(place, todo) if inline else self.pool.map(place, todo), strict=True):
-                it.placed = placed
-            self._insert(todo)
+            try:
+                if inline:
+                    for it in todo:
+                        it.placed = place(it)
+                else:
+                    futures = [(it, self.pool.submit(place, it)) for it in todo]
+                    for it, future in futures:
+                        if future.exception() is None:
+                            it.placed = future.result()
+                    for _, future in futures:
+                        future.result()
+                self._insert(todo)
+            except BaseException:
+                # Replacements not committed: their bytes wait under temporary names.
+                for it in todo:
+                    if it.placed is not None and it.placed.replacing is not None:
+                        self.target.datastore.abort(it.placed.replacing)
+                raise
             for it in todo:
                 assert it.placed is not None
                 self.report.files_copied += it.placed.copied
@@ -230,6 +252,7 @@ class DatasetWriter:
                 file_rows.append((it.target_id.hex, rec.path, rec.size, rec.checksum, rec.checksum_algorithm,
                                   rec.format))
         self._record_manifest(todo)
+        replacing = [it.placed.replacing for it in todo if it.placed is not None and it.placed.replacing is not None]
         with registry.transaction() as conn:
             # Checked again inside the transaction: another writer may have added some since the lookup.
             again = datasets_by_id(registry, conn, [it.target_id.hex for it in todo]) or \
@@ -237,6 +260,10 @@ class DatasetWriter:
             if again:
                 raise TransferError("The target changed during the transfer (another writer added some of the same "
                                     "datasets); transfer again: what is done is skipped")
+            named = taken_paths(registry, conn, sorted(pf.path for pf in replacing)) if replacing else set()
+            if named:
+                raise TransferError(f"The target changed during the transfer (another writer stored a dataset at "
+                                    f"{sorted(named)[0]!r}); transfer again: what is done is skipped")
             try:
                 insert(conn, tables.dataset, columns, dataset_rows)
                 insert(conn, tables.file, _FILE_COLUMNS, file_rows)
@@ -247,3 +274,30 @@ class DatasetWriter:
                 detail = str(exc).strip().splitlines()[0]
                 raise TransferError(f"The target changed during the transfer ({detail}); transfer again: what "
                                     "is done is skipped") from None
+            self._check_placed(todo)
+            if replacing:
+                self.target.datastore.commit_many(replacing)
+
+    def _check_placed(self, todo: list[_Item]) -> None:
+        """Raise unless every file this batch placed or adopted is still at its path with its size.
+
+        Run after the insert: a writer that took one for a leftover has either finished
+        (committed, and the insert failed; or failed, and removed the file before its
+        rollback) or is now kept out by these rows. Files of other bytes at the same path
+        come only from a writer that committed, so the size tells.
+        """
+        store = self.target.datastore
+        records = [it.placed.record for it in todo if it.placed is not None and it.placed.record is not None
+                   and it.placed.replacing is None and (it.placed.copied or it.placed.adopted)]
+
+        def kept(rec: FileRecord) -> bool:
+            try:
+                return store.size(rec.path) == rec.size
+            except FileAccessError:
+                return False
+
+        for rec, ok in zip(records, self.pool.map(kept, records) if len(records) > 1 else map(kept, records),
+                           strict=True):
+            if not ok:
+                raise TransferError(f"The target changed during the transfer (its file {rec.path!r} was replaced "
+                                    "or removed by another writer); transfer again: what is done is skipped")

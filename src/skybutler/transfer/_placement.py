@@ -4,6 +4,11 @@ Every file goes in atomically through the target `Datastore` (a temporary name a
 rename that never replaces, or an exclusive create on an object store) at the path it had
 in the source. A file already at that path with the same size and checksum (left by an
 import that was killed before its rows committed) is adopted, not copied again.
+
+A file found there with other bytes and no row naming it is replaced only once the
+import's rows are inserted (`Placed.replacing`, committed by the caller inside its
+transaction), as a put replaces a leftover: until then it may be the file of another
+writer about to commit, whose dataset would read this import's bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..datastore import Datastore
+from ..datastore import Datastore, PendingFile
 from ..datastore.backends import filesystem, is_url
 from ..errors import DatasetExistsError, FileAccessError, TransferError
 from ..registry import FileRecord
@@ -31,12 +36,18 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Placed:
-    """What placing one file did: the target's file record, and whether bytes were written."""
+    """What placing one file did: the target's file record, and whether bytes were written.
+
+    ``replacing`` is the file written to replace one found at the record's path that no
+    row named: the caller commits it inside its transaction, after its rows are inserted
+    and the path is checked again (or aborts it).
+    """
 
     record: FileRecord | None
     bytes_copied: int = 0
     copied: bool = False
     adopted: bool = False
+    replacing: PendingFile | None = None
 
 
 def describe(content: DatasetContent) -> str:
@@ -58,7 +69,8 @@ def place_file(store: Datastore, content: DatasetContent, transfer: str, dataset
     ``path_taken(path)`` says whether a row of the target names that path (a different file
     found there is then another dataset's, a conflict; otherwise a leftover to replace).
     ``move`` copies here (linking on one local disk); the caller removes the source file
-    once the rows are committed.
+    once the rows are committed. A file replacing one found at the path is not committed
+    here (`Placed.replacing`).
     """
     src = content.file
     if src is None:
@@ -98,6 +110,9 @@ def place_file(store: Datastore, content: DatasetContent, transfer: str, dataset
         raise TransferError(f"The source file of {describe(content)} ({content.url}) does not match its record: "
                             f"size {pending.size}, checksum {pending.checksum} read; size {src.size}, checksum "
                             f"{src.checksum_algorithm}:{src.checksum} recorded. Check the source (verify).")
+    record = FileRecord(dataset_id, rel, pending.size, digest or None, algorithm or None, src.format)
+    if pending.replaces:
+        return Placed(record, bytes_copied=pending.size, copied=True, replacing=pending)
     try:
         store.commit(pending)
     except DatasetExistsError:  # another importer placed it meanwhile
@@ -107,8 +122,7 @@ def place_file(store: Datastore, content: DatasetContent, transfer: str, dataset
                                 "while it was copied") from None
         return Placed(FileRecord(dataset_id, rel, src.size, src.checksum, src.checksum_algorithm, src.format),
                       adopted=True)
-    return Placed(FileRecord(dataset_id, rel, pending.size, digest or None, algorithm or None, src.format),
-                  bytes_copied=pending.size, copied=True)
+    return Placed(record, bytes_copied=pending.size, copied=True)
 
 
 def _write(store: Datastore, content: DatasetContent, transfer: str, rel: str, *, replace: bool):

@@ -1,0 +1,118 @@
+"""Two `batch restart`s of one submission at once: exactly one runs it.
+
+Two runners of one submission each hand the same jobs over as new attempts and remove,
+before each attempt, the files an earlier attempt staged out that no row names
+(`SubmissionRunner._remove_unmerged_outputs`): one runner's removal can then delete
+files the other's job staged out and its merge is about to name. `restart` refuses while
+another process runs the submission; the check and the marking must be one step.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from skybutler import BatchError
+from skybutler.batch import api
+from skybutler.batch.service import RunSummary, SubmissionRunner
+from skybutler.batch.states import JobState
+
+
+def test_two_restarts_at_once_run_the_submission_once(finished, local_engine, monkeypatch):
+    """Restart A has found no runner alive and is held; restart B starts and runs; A then goes on.
+
+    Before: A went on to run the submission beside B (both had found no runner).
+    """
+    repo, result = finished
+    a_checked, a_go, b_running, b_go = (threading.Event() for _ in range(4))
+    ran: list[str] = []
+    really_live_runner = api.live_runner
+
+    def live_runner(directory):  # noqa: ANN001, ANN202
+        found = really_live_runner(directory)
+        if threading.current_thread().name == "restart-a":
+            a_checked.set()
+            assert a_go.wait(timeout=60)
+        return found
+
+    def run(runner):  # noqa: ANN001, ANN202 - stands for the loop; B's is held until A has gone on
+        ran.append(threading.current_thread().name)
+        if threading.current_thread().name == "restart-b":
+            b_running.set()
+            assert b_go.wait(timeout=60)
+        return RunSummary(runner.name, JobState.SUCCEEDED)
+
+    monkeypatch.setattr(api, "live_runner", live_runner)
+    monkeypatch.setattr(SubmissionRunner, "run", run)
+    outcome: dict[str, BaseException | RunSummary] = {}
+
+    def restart() -> None:
+        name = threading.current_thread().name
+        try:
+            outcome[name] = api.restart(repo, result.name, engine=local_engine)
+        except BaseException as err:  # reported by the test
+            outcome[name] = err
+        finally:
+            if name == "restart-a":
+                b_go.set()
+
+    a, b = threading.Thread(target=restart, name="restart-a"), threading.Thread(target=restart, name="restart-b")
+    try:
+        a.start()
+        assert a_checked.wait(timeout=60)
+        b.start()
+        assert b_running.wait(timeout=60)
+        a_go.set()
+        a.join(timeout=60)
+        b_go.set()
+        b.join(timeout=60)
+    finally:
+        a_go.set()
+        b_go.set()
+    assert ran == ["restart-b"], outcome
+    assert isinstance(outcome["restart-a"], BatchError), outcome
+    assert "is being run by" in str(outcome["restart-a"])
+    assert isinstance(outcome["restart-b"], RunSummary)
+    assert isinstance(api.restart(repo, result.name, engine=local_engine), RunSummary)  # once B is over
+
+
+def test_stage_out_never_keeps_a_file_a_removal_still_has_to_delete(tmp_path, monkeypatch):
+    """The run's removal committed and is deleting its files; a job stages out the same bytes to one of them.
+
+    Before: stage-out found the file with the same size and checksum, kept it as a repeated
+    attempt's, and the merge named it; the removal then deleted it. Now it is a problem that
+    names the removal (the job fails and is retried once the removal is over).
+    """
+    import shutil
+
+    from skybutler import Butler, _butler_remove
+    from skybutler.batch.staging import StagedOutput, stage_out
+
+    root = str(tmp_path / "repo")
+    butler = Butler.create(root, run="r")
+    butler.register_dataset_type("meta", [], "dict")
+    ref = butler.put({"version": 1}, "meta")
+    (record,) = butler.registry.get_files([ref.id]).values()
+    scratch = tmp_path / "scratch.json"
+    shutil.copyfile(f"{root}/{record.path}", scratch)  # the job wrote the same bytes again
+    committed, release = threading.Event(), threading.Event()
+    really_delete = _butler_remove.delete_files
+
+    def slow_delete(datastore, paths):  # noqa: ANN001, ANN202 - the rows are gone, the files not yet
+        committed.set()
+        assert release.wait(timeout=60)
+        return really_delete(datastore, paths)
+
+    monkeypatch.setattr(_butler_remove, "delete_files", slow_delete)
+    removal = threading.Thread(target=Butler(root).remove_runs, args=(["r"],))
+    removal.start()
+    try:
+        assert committed.wait(timeout=60)
+        result = stage_out([StagedOutput(scratch, record.path, ref.id, record.size, record.checksum,
+                                         record.checksum_algorithm)], root)
+    finally:
+        release.set()
+        removal.join(timeout=60)
+        butler.close()
+    assert result.staged == set(), result
+    (problem,) = result.problems
+    assert "still to be deleted by the removal of 'r'" in problem and record.path in problem

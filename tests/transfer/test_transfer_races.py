@@ -1,0 +1,185 @@
+"""Imports racing with other writers of the same target: a committed dataset never ends up with another's file.
+
+An import places its files before its rows (`skybutler.transfer._import_datasets`). Until
+its rows commit, another writer sees a file at that path that no row names: a crashed
+write's leftover to it, which it may replace or adopt. Each test holds one writer at that
+moment and runs the other one through.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from skybutler import Butler
+from skybutler.errors import TransferError
+from skybutler.transfer import RegistrySource, _import_datasets, import_content
+from support.services import PG_URL
+
+RUN = "src/run"
+DATA_ID = {"instrument": "HSC", "visit": 903334, "detector": 0}
+
+
+def source_with(root, standard_records, value) -> tuple[Butler, list]:
+    source = Butler.create(str(root), run=RUN)
+    standard_records.fill(source)
+    source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    return source, [source.put({"v": value}, "calexp", DATA_ID)]
+
+
+def test_an_import_never_replaces_the_file_of_an_import_about_to_commit(tmp_path, standard_records, monkeypatch):
+    """Import A placed its file and is about to insert its rows; import B of the same dataset (other bytes) runs.
+
+    B found A's file with no row naming it, took it for a leftover and replaced it with
+    its own before A committed: A's committed dataset then read B's bytes (B failed, as
+    the target held the dataset by then).
+    """
+    (a_source, a_refs), (b_source, b_refs) = (source_with(tmp_path / "a", standard_records, "A"),
+                                              source_with(tmp_path / "b", standard_records, "B"))
+    target = Butler.create(str(tmp_path / "target"))
+    standard_records.fill(target)
+    placed, release = threading.Event(), threading.Event()
+    really_insert = _import_datasets.DatasetWriter._insert
+    outcome: dict = {}
+
+    def insert(writer, todo):  # noqa: ANN001, ANN202
+        if threading.current_thread() is a_thread:
+            placed.set()  # A's file is in place, its rows not yet inserted
+            assert release.wait(timeout=30)
+        else:  # B has placed (or replaced) its file: A commits first
+            release.set()
+            a_thread.join(timeout=30)
+        return really_insert(writer, todo)
+
+    def import_a() -> None:
+        try:
+            outcome["report"] = import_content(Butler(target.root), RegistrySource(a_source, a_refs), transfer="copy")
+        except BaseException as err:  # reported by the test
+            outcome["error"] = err
+
+    monkeypatch.setattr(_import_datasets.DatasetWriter, "_insert", insert)
+    a_thread = threading.Thread(target=import_a)
+    try:
+        a_thread.start()
+        assert placed.wait(timeout=30)
+        with pytest.raises(TransferError, match="changed during the transfer"):
+            import_content(target, RegistrySource(b_source, b_refs), transfer="copy")
+        a_thread.join(timeout=30)
+        assert "error" not in outcome and outcome["report"].datasets_added == 1
+        assert target.get(a_refs[0])["v"] == "A"
+    finally:
+        release.set()
+        for b in (a_source, b_source, target):
+            b.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+@pytest.mark.parametrize("value", ["S", "put"], ids=["same-bytes-adopted", "other-bytes-replaced"])
+def test_an_import_never_records_the_file_of_a_put_that_then_fails(tmp_path, standard_records, monkeypatch, request,
+                                                                    value, database):
+    """A put placed its file inside its transaction, then fails; an import of the same dataset ran meanwhile.
+
+    The import found the put's file with no committed row naming it, and adopted it (same
+    bytes) or replaced it (other bytes); the put removed its file before its rollback, and
+    the import then committed its rows: its dataset had no file.
+    """
+    source, refs = source_with(tmp_path / "source", standard_records, "S")
+    # On SQLite the import's insert waits for the put's write lock; on PostgreSQL for its row (the same key).
+    registry = {} if database == "sqlite" else {"registry": PG_URL, "namespace": request.getfixturevalue("pg_namespace")}
+    target = Butler.create(str(tmp_path / "target"), run=RUN, **registry)
+    standard_records.fill(target)
+    target.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    importer = Butler(target.root)
+    reached_insert = threading.Event()
+    outcome: dict = {}
+
+    def import_meanwhile() -> None:
+        try:
+            outcome["report"] = import_content(importer, RegistrySource(source, refs), transfer="copy")
+        except BaseException as err:  # reported by the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=import_meanwhile)
+    really_insert = _import_datasets.DatasetWriter._insert
+
+    def insert(writer, todo):  # noqa: ANN001, ANN202
+        reached_insert.set()  # the import's file is placed; its insert waits for the put's transaction
+        return really_insert(writer, todo)
+
+    def fail_once_the_import_placed(run: str, entries: object) -> str:
+        thread.start()
+        assert reached_insert.wait(timeout=30)
+        raise OSError(28, "No space left on device (injected)", run)
+
+    monkeypatch.setattr(_import_datasets.DatasetWriter, "_insert", insert)
+    target.datastore.append_manifest = fail_once_the_import_placed  # type: ignore[method-assign]
+    try:
+        with pytest.raises(OSError, match="injected"):
+            target.put({"v": value}, "calexp", DATA_ID)
+        thread.join(timeout=60)
+        if "error" in outcome:  # refused: nothing of it stored, and a repeat stores it
+            assert isinstance(outcome["error"], TransferError), outcome["error"]
+            outcome["report"] = import_content(importer, RegistrySource(source, refs), transfer="copy")
+        assert outcome["report"].datasets_added == 1
+        assert importer.get(refs[0])["v"] == "S"
+    finally:
+        for b in (source, target, importer):
+            b.close()
+
+
+def test_finishing_an_interrupted_removal_never_deletes_the_file_of_an_import_meanwhile(tmp_path, standard_records,
+                                                                                         monkeypatch):
+    """The target's removal of the run deleted its file and was cut short; the run is imported again.
+
+    The import placed the file anew (nothing at the path to meet the removal's list), and
+    another process finished the removal meanwhile: it found no row naming the path and,
+    once the import had committed, deleted its file.
+    """
+    import errno
+
+    from skybutler import _butler_remove
+    from skybutler.errors import FileAccessError
+
+    source, refs = source_with(tmp_path / "source", standard_records, "S")
+    target = Butler.create(str(tmp_path / "target"))
+    standard_records.fill(target)
+    import_content(target, RegistrySource(source, refs), transfer="copy")
+    really_delete = _butler_remove.delete_files
+
+    def crash_after_deleting(datastore, paths):  # noqa: ANN001, ANN202 - as a kill before the list is dropped
+        really_delete(datastore, paths)
+        raise FileAccessError(errno.EIO, "interrupted (injected)")
+
+    monkeypatch.setattr(_butler_remove, "delete_files", crash_after_deleting)
+    with pytest.raises(FileAccessError, match="injected"):
+        target.remove_runs([RUN])
+    outcome: dict = {}
+
+    def import_again() -> None:
+        try:
+            outcome["report"] = import_content(target, RegistrySource(source, refs), transfer="copy")
+        except BaseException as err:  # reported by the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=import_again)
+
+    def import_then_delete(datastore, paths):  # noqa: ANN001, ANN202 - checked: no row names these paths
+        thread.start()
+        thread.join(timeout=3)  # imported meanwhile, unless the finishing keeps writers out until it is over
+        return really_delete(datastore, paths)
+
+    monkeypatch.setattr(_butler_remove, "delete_files", import_then_delete)
+    finisher = Butler(target.root)
+    try:
+        assert finisher.finish_removals() == {RUN: 1}
+        monkeypatch.undo()
+        thread.join(timeout=60)
+        if "error" in outcome:  # its file went while it waited: refused, and a repeat stores it
+            assert isinstance(outcome["error"], TransferError), outcome["error"]
+            outcome["report"] = import_content(target, RegistrySource(source, refs), transfer="copy")
+        assert outcome["report"].datasets_added == 1
+        assert target.get(refs[0])["v"] == "S"
+    finally:
+        for b in (source, target, finisher):
+            b.close()
