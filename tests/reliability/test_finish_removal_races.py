@@ -91,8 +91,6 @@ def test_on_postgresql(tmp_path, pg_namespace, monkeypatch):
     check(*race(root, monkeypatch))
 
 
-@pytest.mark.xfail(strict=True, reason="datastore._journal.pending_removals must skip a list that is gone when it "
-                                       "opens it, as removal_listing does: see the report of branch races")
 def test_two_processes_finishing_the_same_removal_both_succeed(tmp_path, monkeypatch):
     """One lists the pending removals, the other finishes and drops the list before the first reads it.
 

@@ -6,6 +6,7 @@ Split from `skybutler.datastore.store`, which documents both (`Datastore.record_
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -85,9 +86,15 @@ def pending_removals(location: StoreLocation, open_file: Callable[[str], IO[Any]
         try:
             with open_file(rel) as f:
                 data = json.loads(f.read())
-            yield rel, str(data["label"]), [str(p) for p in data["paths"]]
+            listed = str(data["label"]), [str(p) for p in data["paths"]]
+        except OSError as err:
+            if err.errno == errno.ENOENT:  # another process finished that removal meanwhile
+                continue
+            raise
         except (ValueError, KeyError, TypeError):
             forget_removal(location, rel)
+            continue
+        yield rel, *listed
 
 
 def removal_listing(location: StoreLocation, open_file: Callable[[str], IO[Any]], path: str,
@@ -115,8 +122,10 @@ def removal_listing(location: StoreLocation, open_file: Callable[[str], IO[Any]]
                 with open_file(f"{REMOVALS_DIR}/{name}") as f:
                     data = json.loads(f.read())
                 listed = (str(data["label"]), frozenset(str(p) for p in data["paths"]))
-            except FileNotFoundError:  # finished meanwhile
-                continue
+            except OSError as err:
+                if err.errno == errno.ENOENT:  # finished meanwhile
+                    continue
+                raise
             except (ValueError, KeyError, TypeError):
                 listed = ("", frozenset())
             known[name] = listed
