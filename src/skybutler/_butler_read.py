@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,12 @@ def read_datasets(registry: Registry, datastore: Datastore, refs: Sequence[Datas
     """Read the objects of ``refs`` (`Butler.get_many`); a dataset recorded lost raises `FileLostError`.
 
     One registry query gives every file record with its lost mark (``verify --mark-lost``).
+    A local file placed after that query (its change time says so) may be another
+    dataset's: removed meanwhile and stored again at the same path. The registry is then
+    asked again, and a removed dataset raises `DatasetNotFoundError` instead of returning
+    the bytes of the one stored in its place. Files of object stores are not checked so.
     """
+    looked = time.time_ns() - _CLOCK_SLACK_NS
     found = integrity_sql.files_for_read(registry, [r.id for r in refs])
     out = []
     for ref in refs:
@@ -70,14 +76,30 @@ def read_datasets(registry: Registry, datastore: Datastore, refs: Sequence[Datas
         if mark is not None:
             raise lost_error(ref, record, mark)
         try:
-            out.append(read_dataset(datastore, ref, record, parameters, verify_checksum=verify_checksum))
+            obj = read_dataset(datastore, ref, record, parameters, verify_checksum=verify_checksum)
         except FileLostError:
             # Its file went after its record was read: removed meanwhile (rows first, then
             # files), unless the registry still names it.
             if registry.get_files([ref.id]):
                 raise
             raise DatasetNotFoundError(f"Dataset {ref} was removed while it was read") from None
+        if datastore.is_local and _placed_since(datastore.url(record.path), looked) and \
+                not registry.get_files([ref.id]):
+            raise DatasetNotFoundError(f"Dataset {ref} was removed while it was read")
+        out.append(obj)
     return out
+
+
+_CLOCK_SLACK_NS = 50_000_000
+"""How far a file's change time may lag the clock (filesystems stamp it from a coarse clock, a tick late)."""
+
+
+def _placed_since(path: str, since_ns: int) -> bool:
+    """Whether the local file at ``path`` was placed (or changed) at or after ``since_ns``, or is gone."""
+    try:
+        return os.stat(path).st_ctime_ns >= since_ns
+    except OSError:
+        return True
 
 
 def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,

@@ -67,8 +67,6 @@ def test_a_file_gone_while_its_row_stays_is_still_lost(stored):
     assert caught.value.errno == errno.ENOENT
 
 
-@pytest.mark.xfail(strict=True, reason="needs a check after the open that the row still names the file "
-                                       "(one more registry statement per get): see the report of branch races")
 def test_a_get_never_returns_the_dataset_stored_in_place_of_the_removed_one(stored):
     """Removed and stored again (a new id, the same path) between the get's record and its open.
 
