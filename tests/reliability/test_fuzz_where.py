@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from skybutler.dimensions.regions import Circle, Point, Region
@@ -148,6 +148,7 @@ def test_random_token_strings_compile_or_raise_one_query_error(engine: sa.Engine
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(alphabet=st.sampled_from(list("visitbandT0123456789 .,:;'\"()=<>!-+*/%_\n\t\x00é")), max_size=40))
+@example("T'\n'")  # a time literal holding a line break: its message quoted it raw, on two lines
 def test_random_characters_compile_or_raise_one_query_error(engine: sa.Engine, text: str) -> None:
     outcome(engine, text)
 

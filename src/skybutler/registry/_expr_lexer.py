@@ -102,7 +102,8 @@ def _parse_time(text: str, start: int, raw: str) -> datetime.datetime:
 
     def bad(why: str = "") -> QueryError:
         hint = "write ISO-8601 such as T'2026-01-01T00:00:00' or an MJD such as T'61000.5' (TAI)"
-        return syntax_error(text, start, f"bad time literal T'{raw}'{why}: {hint}")
+        shown = raw.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")  # messages are one line
+        return syntax_error(text, start, f"bad time literal T'{shown}'{why}: {hint}")
 
     parts = raw.strip().split("/")
     fmt = scale = None
