@@ -656,3 +656,24 @@ def test_known_bytes_are_stored_with_their_size_and_checksum(tmp_path):
     assert pending.size == len(data) and pending.checksum == f"md5:{hashlib.md5(data).hexdigest()}"
     with open(store.url("run/a/x.json"), "rb") as f:
         assert f.read() == data
+
+
+def test_a_write_into_a_directory_a_removal_takes_away_meanwhile_makes_it_again(tmp_path, monkeypatch):
+    """A removal deletes the directories it empties: one can go between a write's makedirs and its open."""
+    from skybutler.datastore import _transactions
+
+    store = Datastore(str(tmp_path / "repo"))
+    really_makedirs = _transactions.os.makedirs
+    taken: list[str] = []
+
+    def makedirs_then_lose_it(path, exist_ok=False):  # noqa: ANN001, ANN202
+        really_makedirs(path, exist_ok=exist_ok)  # (os.makedirs calls the patched name for the parents)
+        if not taken and os.path.basename(path) in ("a", "b"):  # once: the removal's rmdir of the emptied directory
+            taken.append(path)
+            os.rmdir(path)
+
+    monkeypatch.setattr(_transactions.os, "makedirs", makedirs_then_lose_it)
+    for name, writer in (("a/x.json", b'{"x": 1}\n'), ("b/y.json", lambda f: f.write(b'{"y": 1}\n'))):
+        taken.clear()
+        store.commit(store.write_temporary(f"run/{name}", writer))
+        assert taken and os.path.exists(store.url(f"run/{name}"))

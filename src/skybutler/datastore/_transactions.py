@@ -62,7 +62,7 @@ import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, BinaryIO, cast
+from typing import IO, BinaryIO, TypeVar, cast
 
 from ..errors import FileAccessError, SkyButlerError
 from ._durability import rename_no_replace, start_writeback, sync_in_order, sync_paths
@@ -83,6 +83,26 @@ def _inode(full: str) -> int | None:
     except FileNotFoundError:
         return None
 
+
+def _making_directories(create: Callable[[], _T], path: str) -> _T:
+    """``create()`` of the local file ``path``, its directories made when missing.
+
+    Made only when the first try finds them missing (one system call fewer per file), and
+    again if a removal that emptied the directory took it away between the two (it
+    removes the directories it leaves empty): a few tries, then the error.
+    """
+    for attempt in range(_TRIES):
+        try:
+            return create()
+        except FileNotFoundError:
+            if attempt == _TRIES - 1:
+                raise
+            os.makedirs(posixpath.dirname(path), exist_ok=True)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_T = TypeVar("_T")
+_TRIES = 4
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 """How `FileTransactions._write_bytes` opens a temporary file: created here or not at all."""
@@ -157,13 +177,8 @@ class FileTransactions:
             temp_rel = temporary_name(rel)
             temp = loc.full(temp_rel)
             try:
-                try:
-                    raw: IO[bytes] = self._open_new(temp)
-                except FileNotFoundError:
-                    # Directories are made only when missing: one syscall fewer per file.
-                    if loc.local:
-                        os.makedirs(posixpath.dirname(temp), exist_ok=True)
-                    raw = self._open_new(temp)
+                raw: IO[bytes] = _making_directories(lambda: self._open_new(temp), temp) if loc.local else \
+                    self._open_new(temp)
             except OSError as caught:
                 translated = self._translated(caught, rel)
                 if isinstance(translated, SkyButlerError):
@@ -228,11 +243,7 @@ class FileTransactions:
         temp_rel = temporary_name(rel)
         temp = loc.full(temp_rel)
         try:
-            try:
-                fd = os.open(temp, _NEW_FILE, 0o666)
-            except FileNotFoundError:
-                os.makedirs(posixpath.dirname(temp), exist_ok=True)  # directories made only when missing
-                fd = os.open(temp, _NEW_FILE, 0o666)
+            fd = _making_directories(lambda: os.open(temp, _NEW_FILE, 0o666), temp)
         except OSError as caught:
             translated = self._translated(caught, rel)
             if isinstance(translated, SkyButlerError):
