@@ -90,8 +90,9 @@ def read_datasets(registry: Registry, datastore: Datastore, refs: Sequence[Datas
     return out
 
 
-_CLOCK_SLACK_NS = 50_000_000
-"""How far a file's change time may lag the clock (filesystems stamp it from a coarse clock, a tick late)."""
+_CLOCK_SLACK_NS = 20_000_000
+"""How far a file's change time may lag the clock: filesystems stamp it from a coarse clock, up to a tick
+(4-10 ms) late. A file placed less than this before a get's query costs that get one more query."""
 
 
 def _placed_since(path: str, since_ns: int) -> bool:
