@@ -75,16 +75,17 @@ def read_datasets(registry: Registry, datastore: Datastore, refs: Sequence[Datas
             raise DatasetNotFoundError(f"Dataset {ref} has no file in this repository")
         if mark is not None:
             raise lost_error(ref, record, mark)
+        changed: list[bool] = []
         try:
-            obj = read_dataset(datastore, ref, record, parameters, verify_checksum=verify_checksum)
+            obj = read_dataset(datastore, ref, record, parameters, verify_checksum=verify_checksum,
+                               changed_since=(looked, changed))
         except FileLostError:
             # Its file went after its record was read: removed meanwhile (rows first, then
             # files), unless the registry still names it.
             if registry.get_files([ref.id]):
                 raise
             raise DatasetNotFoundError(f"Dataset {ref} was removed while it was read") from None
-        if datastore.is_local and _placed_since(datastore.url(record.path), looked) and \
-                not registry.get_files([ref.id]):
+        if changed and not registry.get_files([ref.id]):
             raise DatasetNotFoundError(f"Dataset {ref} was removed while it was read")
         out.append(obj)
     return out
@@ -95,20 +96,14 @@ _CLOCK_SLACK_NS = 20_000_000
 (4-10 ms) late. A file placed less than this before a get's query costs that get one more query."""
 
 
-def _placed_since(path: str, since_ns: int) -> bool:
-    """Whether the local file at ``path`` was placed (or changed) at or after ``since_ns``, or is gone."""
-    try:
-        return os.stat(path).st_ctime_ns >= since_ns
-    except OSError:
-        return True
-
-
 def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
-                 parameters: Mapping[str, Any] | None, *, verify_checksum: bool = False) -> Any:
+                 parameters: Mapping[str, Any] | None, *, verify_checksum: bool = False,
+                 changed_since: tuple[int, list[bool]] | None = None) -> Any:
     """Read the object of ``ref`` from its file (``parameters`` read part of it).
 
     ``verify_checksum`` compares the file's checksum with the registry's (`ChecksumMismatchError`);
-    a file that is gone raises `FileLostError`.
+    a file that is gone raises `FileLostError`. ``changed_since`` is ``(time in ns, flags)``:
+    True is appended to ``flags`` when the local file read changed at or after that time.
     """
     formatter = get_formatter(record.format)
     try:
@@ -116,6 +111,8 @@ def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
         # (so is a box whose file is verified: its checksum needs every byte).
         partial = bool(parameters and "bbox" in parameters) and not verify_checksum
         with datastore.open(record.path, partial=partial) as f:
+            if changed_since is not None and datastore.is_local and _changed_since(f, changed_since[0]):
+                changed_since[1].append(True)
             if verify_checksum:
                 return read_verified(formatter, f, ref, record, parameters)
             return formatter.read(f, parameters=parameters)  # type: ignore[arg-type]
@@ -127,6 +124,14 @@ def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
         if exc.errno == errno.ENOENT:
             raise missing_error(ref, record, exc) from None
         raise FileAccessError(exc.errno, f"File of {ref.dataset_type.name} {{{ref.data_id}}} is missing: {exc}") from None
+
+
+def _changed_since(fileobj: Any, since_ns: int) -> bool:
+    """Whether the open local file changed (was placed) at or after ``since_ns`` (True if it cannot tell)."""
+    try:
+        return os.fstat(fileobj.fileno()).st_ctime_ns >= since_ns
+    except (OSError, AttributeError, ValueError):
+        return True
 
 
 def read_cutouts(datastore: Datastore, ref: DatasetRef, record: FileRecord,
