@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from ..config import redact_url
 from ..errors import ReadOnlyError
 from ._db import count_changes, keep_postgresql_statistics
-from ._pg_insert import restore_autocommit
 from ._sqlite_raw import execute_raw
 
 
@@ -142,11 +141,7 @@ class Database:
             yield from self._in_sqlite_transaction(self._writer())
             return
         with self.engine.connect().execution_options(write=True) as conn:
-            try:
-                yield from self._in_transaction(conn)
-            finally:
-                if self.dialect == "postgresql":
-                    restore_autocommit(conn)
+            yield from self._in_transaction(conn)
             if self.dialect == "postgresql":
                 # Committed: statistics are refreshed outside the write transaction (SQLite
                 # does it inside, see `_db.keep_sqlite_statistics`).
