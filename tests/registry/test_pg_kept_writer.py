@@ -246,3 +246,24 @@ def test_a_connection_given_other_execution_options_in_a_transaction_is_not_kept
     ref = butler.put({"n": 1}, DATASET_TYPE, data_ids[1])
     assert butler.get(ref) == {"n": 1}
     assert "yield_per" not in kept_writers(butler)[0].get_execution_options()
+
+
+def test_puts_after_the_sessions_prepared_statements_were_deallocated_work(butler, data_ids):
+    butler.put({"n": 0}, DATASET_TYPE, data_ids[0])  # prepares its statement on the kept connection
+    (writer,) = kept_writers(butler)
+    # As psycopg does when it forgets its own prepared statements (after a ROLLBACK on a
+    # connection where it prepared some): every statement of the session, ours too.
+    dbapi = writer.connection.dbapi_connection
+    dbapi.execute("DEALLOCATE ALL")
+    dbapi.commit()
+
+    ref = butler.put({"n": 1}, DATASET_TYPE, data_ids[1])
+    dbapi.execute("DEALLOCATE ALL")
+    dbapi.commit()
+    with butler.registry.transaction():  # inside a caller's transaction: nothing of it is rolled back
+        butler.registry.register_collection("tagged", __import__("skybutler").CollectionType.TAGGED)
+        inner = butler.put({"n": 2}, DATASET_TYPE, data_ids[2])
+
+    assert [butler.get(r) for r in (ref, inner)] == [{"n": 1}, {"n": 2}]
+    assert "tagged" in {c["name"] for c in butler.registry.collections()}
+    assert kept_writers(butler) == [writer]

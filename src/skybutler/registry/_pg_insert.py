@@ -10,8 +10,8 @@ the second round trip. The statement's CTEs insert:
   value is spent on a run that exists);
 - the datasets, their run found by name in the same statement; a put's one row travels
   as one typed value per column, more rows as one typed array per column (``unnest``),
-  so the statement's text depends only on its shape: it is prepared on its first use on
-  a connection, and 10 or 10,000 rows are the same single statement. The unique
+  so the statement's text depends only on its shape: it is prepared on its first use in
+  a session, and 10 or 10,000 rows are the same single statement. The unique
   constraints do the clash check (``ON CONFLICT DO NOTHING ... RETURNING id``): a clash
   aborts nothing, so the caller names the stored dataset in the same transaction, and
   a writer racing on the same dataset is waited for by the server, never missed;
@@ -238,7 +238,7 @@ def _execute(conn: sa.Connection, sql: _Sql, values: Sequence[Any]) -> list[tupl
 
     One write and one wait, in libpq's pipeline mode: BEGIN (unless a transaction is open
     or the connection is in autocommit), the statement's PREPARE the first time this
-    session runs it with values of these types, the statement, the Sync. The server is
+    session runs it with values of these types (see `_exchange`), the statement, the Sync. The server is
     then in the transaction block BEGIN opened, and so is psycopg (its transaction status
     is read from libpq): every later statement on the connection is in it until the
     caller's COMMIT or ROLLBACK. Values are dumped in binary and rows loaded by psycopg's
@@ -273,26 +273,65 @@ def _execute(conn: sa.Connection, sql: _Sql, values: Sequence[Any]) -> list[tupl
 
 def _exchange(conn: sa.Connection, dbapi_conn: Any, session: _Session, sql: _Sql,
               values: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """`_execute`'s round trip on ``dbapi_conn``'s libpq connection."""
-    from psycopg import errors, generators
+    """`_execute`'s round trip on ``dbapi_conn``'s libpq connection.
+
+    The statement is prepared only in a transaction the exchange begins: psycopg
+    deallocates every prepared statement of a session when it forgets its own (after a
+    ROLLBACK, a DROP, ... on a connection where it prepared some), ours with them. Found
+    gone, the statement fails and aborts the transaction, which then holds nothing but
+    our BEGIN: it is rolled back and the statement prepared again. In a transaction
+    already open (a second chunk of a large insert, an insert inside a caller's
+    transaction), a failure would abort the caller's work: the statement is sent
+    unprepared (parsed and planned each time, ~0.1 ms of the server's time for a put's).
+    """
+    from psycopg import errors
     from psycopg.adapt import PyFormat
 
     pgconn = dbapi_conn.pgconn
     tx = session.transformer
     params = tx.dump_sequence(values, [PyFormat.BINARY] * len(values))
     types, formats = tx.types, tx.formats
-    key = (sql.encoded, types)
-    name = session.prepared.get(key)
-    prepare = b"skybutler_%d" % len(session.prepared) if name is None and len(session.prepared) < _PREPARED else None
     begin = pgconn.transaction_status == _IDLE and not dbapi_conn.autocommit
+    prepared = session.prepared if begin else {}
+    key = (sql.encoded, types)
+    while True:
+        name = prepared.get(key)
+        prepare = b"skybutler_%d" % len(prepared) if begin and name is None and len(prepared) < _PREPARED else None
+        results = _pipeline(conn, dbapi_conn, begin, prepare, name or prepare, sql, params, types, formats)
+        if prepare is not None and results[int(begin)].status == _COMMAND_OK:
+            prepared[key] = prepare  # even if the statement failed: a PREPARE outlives its transaction
+        error = next((r for r in results if r.status == _FATAL_ERROR), None)  # any after it were skipped
+        if error is not None and name is not None and error.error_field(_SQLSTATE) == _NO_SUCH_STATEMENT:
+            prepared.clear()  # all of them: deallocated together
+            dbapi_conn.rollback()
+            continue
+        break
+    if error is not None:
+        raise errors.error_from_result(error, encoding=dbapi_conn.info.encoding)
+    statement = results[-2]
+    if statement.status != _TUPLES_OK:
+        raise errors.InterfaceError(f"Unexpected result {statement.status} from {sql.text[:40]!r}...")
+    tx.set_pgresult(statement)
+    return tx.load_rows(0, statement.ntuples, tuple)  # type: ignore[no-any-return]
+
+
+def _pipeline(conn: sa.Connection, dbapi_conn: Any, begin: bool, prepare: bytes | None, name: bytes | None,
+              sql: _Sql, params: Sequence[Any], types: Any, formats: Any) -> list[Any]:
+    """The results of BEGIN, PREPARE, the statement and a Sync sent in one write (pipeline mode), the Sync's last.
+
+    BEGIN only when ``begin``, the PREPARE only of a ``prepare`` name; the statement runs
+    as prepared under ``name``, or unnamed when there is none.
+    """
+    from psycopg import generators
+
+    pgconn = dbapi_conn.pgconn
     pgconn.enter_pipeline_mode()
     try:
         if begin:
             pgconn.send_query_params(b"BEGIN", None)
         if prepare is not None:
             pgconn.send_prepare(prepare, sql.encoded, types)
-            name = prepare
-        if name is None:  # as many statements prepared as kept: the rest are parsed each time
+        if name is None:
             pgconn.send_query_params(sql.encoded, params, types, formats, _BINARY_ROWS)
         else:
             pgconn.send_query_prepared(name, params, formats, _BINARY_ROWS)
@@ -305,16 +344,7 @@ def _exchange(conn: sa.Connection, dbapi_conn: Any, session: _Session, sql: _Sql
     except BaseException as exc:
         _leave_pipeline(conn, pgconn, exc)
         raise
-    if prepare is not None and results[int(begin)].status == _COMMAND_OK:
-        session.prepared[key] = prepare  # even if the statement failed: a PREPARE outlives its transaction
-    for result in results:
-        if result.status == _FATAL_ERROR:  # the first; any after it were skipped (PIPELINE_ABORTED)
-            raise errors.error_from_result(result, encoding=dbapi_conn.info.encoding)
-    statement = results[-2]
-    if statement.status != _TUPLES_OK:
-        raise errors.InterfaceError(f"Unexpected result {statement.status} from {sql.text[:40]!r}...")
-    tx.set_pgresult(statement)
-    return tx.load_rows(0, statement.ntuples, tuple)  # type: ignore[no-any-return]
+    return results
 
 
 def _leave_pipeline(conn: sa.Connection, pgconn: Any, exc: BaseException) -> None:
@@ -367,3 +397,5 @@ _PREPARED = 64
 _BINARY_ROWS = 1  # psycopg.pq.Format.BINARY
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 _COMMAND_OK, _TUPLES_OK, _FATAL_ERROR, _PIPELINE_SYNC = 1, 2, 7, 10  # psycopg.pq.ExecStatus
+_SQLSTATE = 67  # psycopg.pq.DiagnosticField.SQLSTATE
+_NO_SUCH_STATEMENT = b"26000"  # invalid_sql_statement_name: "prepared statement ... does not exist"
