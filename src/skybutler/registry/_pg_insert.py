@@ -238,10 +238,10 @@ def _execute(conn: sa.Connection, sql: _Sql, values: Sequence[Any]) -> list[tupl
 
     One write and one wait, in libpq's pipeline mode: BEGIN (unless a transaction is open
     or the connection is in autocommit), the statement's PREPARE the first time this
-    session runs it with values of these types (see `_exchange`), the statement, the Sync. The server is
-    then in the transaction block BEGIN opened, and so is psycopg (its transaction status
-    is read from libpq): every later statement on the connection is in it until the
-    caller's COMMIT or ROLLBACK. Values are dumped in binary and rows loaded by psycopg's
+    session runs it with values of these types (see `_exchange`), the statement, the
+    Sync. The server is then in the transaction block BEGIN opened, and so is psycopg
+    (its transaction status is read from libpq): every later statement on the connection
+    is in it until the caller's COMMIT or ROLLBACK. Values are dumped in binary and rows loaded by psycopg's
     adapters, as its cursor does; prepared statements are keyed, as psycopg keys its own,
     by the text and the parameter types (an ``int`` is sent as the smallest integer type
     holding it). Errors are SQLAlchemy's (`run_raw`); a connection left half way through
@@ -320,7 +320,9 @@ def _pipeline(conn: sa.Connection, dbapi_conn: Any, begin: bool, prepare: bytes 
     """The results of BEGIN, PREPARE, the statement and a Sync sent in one write (pipeline mode), the Sync's last.
 
     BEGIN only when ``begin``, the PREPARE only of a ``prepare`` name; the statement runs
-    as prepared under ``name``, or unnamed when there is none.
+    as prepared under ``name``, or unnamed when there is none. The non-blocking I/O is
+    psycopg's own (its ``generators``, C in its binary package), as for its cursors, and
+    ``Connection.wait`` waits as it does for them (cancelling the query on Ctrl-C).
     """
     from psycopg import generators
 
