@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from ..config import redact_url
 from ..errors import ReadOnlyError
 from ._db import count_changes, keep_postgresql_statistics
-from ._pg_insert import restore_autocommit
+from ._pg_insert import run_raw
 from ._sqlite_raw import execute_raw
 
 
@@ -49,14 +49,18 @@ class Database:
         self._shapes: dict[Any, Any] = {}
         # On a SQLite file each thread keeps the connection of its write transactions (see
         # `_writer`): checking one out of the pool and returning it cost a put as much as its
-        # two INSERTs. PostgreSQL connections stay pooled (a server may drop an idle one).
+        # two INSERTs. On PostgreSQL a few are kept for any thread (`_pg_transaction`).
         self._keeps_writers = self.dialect == "sqlite" and not isinstance(engine.pool, sa.pool.StaticPool)
         self._writers: dict[int, tuple[threading.Thread, int, sa.Connection]] = {}
         self._writers_lock = threading.Lock()
-        # PostgreSQL connections in autocommit kept for one-statement reads (`read_one`), with
-        # the process that made them and when they were last returned.
+        # PostgreSQL connections in autocommit kept for one-statement reads (`read_one`), and
+        # others kept for write transactions, with the process that made them and when they
+        # were last returned.
         self._idle_readers: list[tuple[int, float, sa.Connection]] = []
+        self._idle_writers: list[tuple[int, float, sa.Connection]] = []
         self._inherited: list[sa.Connection] = []
+        # Those of a connection for writing as made (`_writer`, `_idle_writer`).
+        self._write_options = engine.get_execution_options().union({"write": True})
 
     @property
     def dialect(self) -> str:
@@ -73,17 +77,21 @@ class Database:
         self.engine.dispose()
 
     def close_idle_readers(self) -> None:
-        """Close the connections `read_one` keeps (a parent process's are left alone: closing them would end its sessions)."""
-        while self._idle_readers:
-            pid, _, conn = self._idle_readers.pop()
-            if pid == os.getpid():
-                conn.close()
+        """Close the PostgreSQL connections kept between calls: `read_one`'s and the write transactions'.
+
+        A parent process's are left alone: closing them would end its sessions.
+        """
+        for kept in (self._idle_readers, self._idle_writers):
+            while kept:
+                pid, _, conn = kept.pop()
+                if pid == os.getpid():
+                    conn.close()
 
     def _writer(self) -> sa.Connection:
         """This thread's connection for write transactions on SQLite, kept from one transaction to the next.
 
         Made on a thread's first write; one that was invalidated or closed (or left in a
-        transaction by a failed rollback) is replaced.
+        transaction by a failed rollback, or given other execution options) is replaced.
         Those of threads that have ended are closed when another thread makes its own,
         and all of them by `close`. A forked process makes its own and leaves its
         parent's alone.
@@ -92,7 +100,8 @@ class Database:
         kept = self._writers.get(thread.ident or 0)
         if kept is not None and kept[0] is thread and kept[1] == pid:
             conn = kept[2]
-            if not (conn.closed or conn.invalidated or conn.in_transaction()):
+            if not (conn.closed or conn.invalidated or conn.in_transaction()) and \
+                    conn.get_execution_options() == self._write_options:
                 return conn
         conn = self.engine.connect().execution_options(write=True)
         with self._writers_lock:
@@ -139,18 +148,68 @@ class Database:
             yield active
             return
         if self._keeps_writers:
-            yield from self._in_sqlite_transaction(self._writer())
+            yield from self._in_kept_transaction(self._writer())
+            return
+        if self.dialect == "postgresql":
+            yield from self._pg_transaction()
             return
         with self.engine.connect().execution_options(write=True) as conn:
+            yield from self._in_transaction(conn)
+
+    def _pg_transaction(self) -> Iterator[sa.Connection]:
+        """`transaction` on PostgreSQL: on a connection kept between transactions, begun and ended on psycopg's.
+
+        A put's transaction through the pool and SQLAlchemy's transaction object (checkout,
+        begin, commit, checkin and its reset) cost it ~26 µs more CPU, of ~320 µs (one-per-call
+        puts on tmpfs, loopback server). Up to `_IDLE_WRITERS` connections are kept, for any
+        thread, as `read_one` keeps its readers: threads beyond take pooled ones, and no
+        number of threads holds more of the pool than that. One that was lost, left in a
+        transaction or with execution options changed, or idle for `_READER_IDLE_SECONDS`
+        is closed, not used; one the server has written to while it was idle (a session
+        ended by the server, `pg_terminate_backend` or an idle timeout, says so before it
+        closes) is closed before it is used, so the call that would have used it does not
+        fail. A forked process makes its own and leaves its parent's alone.
+        """
+        conn = self._idle_writer()
+        try:
+            yield from self._in_kept_transaction(conn)
+            # Committed: statistics are refreshed outside the write transaction (SQLite
+            # does it inside, see `_db.keep_sqlite_statistics`).
+            keep_postgresql_statistics(conn)
+        finally:
+            self._keep_writer(conn)
+
+    def _idle_writer(self) -> sa.Connection:
+        """A kept connection for `_pg_transaction`, or a new one."""
+        pid, now = os.getpid(), time.monotonic()
+        while True:
             try:
-                yield from self._in_transaction(conn)
-            finally:
-                if self.dialect == "postgresql":
-                    restore_autocommit(conn)
-            if self.dialect == "postgresql":
-                # Committed: statistics are refreshed outside the write transaction (SQLite
-                # does it inside, see `_db.keep_sqlite_statistics`).
-                keep_postgresql_statistics(conn)
+                owner, since, conn = self._idle_writers.pop()
+            except IndexError:
+                return self.engine.connect().execution_options(write=True)
+            if owner != pid:
+                self._inherited.append(conn)  # the parent's: see `_idle_reader`
+                continue
+            if conn.closed or conn.invalidated or now - since > _READER_IDLE_SECONDS or _server_spoke(conn):
+                _discard(conn)
+                continue
+            return conn
+
+    def _keep_writer(self, conn: sa.Connection) -> None:
+        """Keep ``conn`` for the next `_pg_transaction` if it is idle and there is room, else close it."""
+        try:
+            # Execution options are the connection's own once set (a streamed read inside the
+            # transaction sets ``yield_per``): one that has other options than a new one is not kept.
+            idle = not (conn.closed or conn.invalidated or conn.in_transaction()) and \
+                conn.get_execution_options() == self._write_options and \
+                conn.connection.dbapi_connection.pgconn.transaction_status == _IDLE  # type: ignore[union-attr]
+        except sa.exc.SQLAlchemyError:
+            idle = False
+        if not idle or len(self._idle_writers) >= _IDLE_WRITERS:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.close()
+            return
+        self._idle_writers.append((os.getpid(), time.monotonic(), conn))
 
     def _in_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
         """The body of `transaction` on ``conn``: begin, hand it out, commit (or roll back on an error)."""
@@ -172,16 +231,20 @@ class Database:
         self._local.conn = None
         self._local.collections = None
 
-    def _in_sqlite_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
-        """`_in_transaction` on a kept SQLite connection, begun and ended on its DB-API connection.
+    def _in_kept_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
+        """`_in_transaction` on a kept connection, begun and ended on its DB-API connection.
 
-        SQLAlchemy's transaction object (begin, commit, their bookkeeping) cost a put more
-        than its two INSERTs. The engine's ``begin`` and ``commit`` events still run here,
-        as SQLAlchemy runs them: the ``begin`` listener issues the BEGIN IMMEDIATE
-        (`_db.make_engine`), the ``commit`` one keeps the statistics, and listeners added
-        by others (tests that fail a commit) see every commit. A statement run through
+        SQLAlchemy's transaction object (begin, commit, their bookkeeping) cost a put on
+        SQLite more than its two INSERTs. The engine's ``begin`` and ``commit`` events still
+        run here, as SQLAlchemy runs them: on SQLite the ``begin`` listener issues the BEGIN
+        IMMEDIATE (`_db.make_engine`) and the ``commit`` one keeps the statistics, and
+        listeners added by others (tests that fail a commit) see every commit. On
+        PostgreSQL nothing is sent at the beginning: psycopg begins the transaction with the
+        first statement, or `_pg_insert` sends BEGIN with its own. A statement run through
         ``conn.execute`` inside makes SQLAlchemy begin its own record of the transaction;
-        it is then ended through SQLAlchemy, which commits or rolls back the same one.
+        it is then ended through SQLAlchemy, which commits or rolls back the same one. A
+        failed COMMIT is SQLAlchemy's error, as through it: ``connection_invalidated`` says
+        the connection was lost (and it is invalidated).
         """
         dbapi: Any = conn.connection.dbapi_connection
         conn.dispatch.begin(conn)
@@ -205,14 +268,13 @@ class Database:
             return
         try:
             conn.dispatch.commit(conn)
-            dbapi.commit()
-        except BaseException as exc:
-            try:
-                dbapi.rollback()
-            except Exception as err:
-                conn.invalidate(err)
-            if isinstance(exc, sqlite3.Error):
-                raise sa.exc.DBAPIError.instance("COMMIT", None, exc, sqlite3.Error, dialect=conn.dialect) from exc
+            run_raw(conn, "COMMIT", _commit)
+        except BaseException:
+            if not conn.invalidated:
+                try:
+                    dbapi.rollback()
+                except Exception as err:
+                    conn.invalidate(err)
             raise
 
     @contextlib.contextmanager
@@ -289,8 +351,7 @@ class Database:
                 self._inherited.append(conn)
                 continue
             if conn.closed or conn.invalidated or now - since > _READER_IDLE_SECONDS:
-                with contextlib.suppress(sa.exc.SQLAlchemyError):
-                    conn.close()
+                _discard(conn)
                 continue
             return conn
 
@@ -383,6 +444,9 @@ def unprepared(conn: sa.Connection) -> Iterator[None]:
 _IDLE_READERS = 2
 """Connections `Database.read_one` keeps at most (out of the engine's pool of 5, and 10 more on demand)."""
 
+_IDLE_WRITERS = 2
+"""Connections `Database.transaction` keeps at most on PostgreSQL (as many again as `_IDLE_READERS`)."""
+
 _IDLE = 0
 """psycopg.pq.TransactionStatus.IDLE: no transaction, no command in progress."""
 
@@ -391,6 +455,33 @@ _READER_IDLE_SECONDS = 300.0
 
 _SHAPES = 256
 """Query shapes `Database.rows_raw` keeps compiled (all forgotten when full: shapes are few, a where clause's values are not part of one)."""
+
+
+def _discard(conn: sa.Connection) -> None:
+    """Close ``conn`` and its DB-API connection, which may be dead: not given back to the pool for another call to find so."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        if not (conn.closed or conn.invalidated):
+            conn.invalidate()
+        conn.close()
+
+
+def _commit(dbapi_conn: Any) -> None:
+    dbapi_conn.commit()
+
+
+def _server_spoke(conn: sa.Connection) -> bool:
+    """Whether the server sent something on ``conn``, idle between transactions (or its socket is gone).
+
+    Nothing is due on an idle session: what arrives is the server's notice that it ended
+    the session (and its end of the socket), which psycopg would read only at the next
+    statement, failing it. One poll of the socket, no round trip.
+    """
+    try:
+        poll = select.poll()
+        poll.register(conn.connection.dbapi_connection.pgconn.socket, select.POLLIN)  # type: ignore[union-attr]
+        return bool(poll.poll(0))
+    except Exception:  # no socket: closed or broken
+        return True
 
 
 def _fetch_one(cursor: Any) -> tuple[Any, ...] | None:
