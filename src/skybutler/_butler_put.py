@@ -215,18 +215,26 @@ def commit_datasets(registry: Registry, datastore: Datastore, refs: list[Dataset
     except BaseException as exc:
         lost = lost_connection(exc)
         doing = f"storing {len(refs)} dataset(s)"
-        if lost is not None:
-            # The connection dropped: perhaps before the commit, perhaps while the server
-            # was acknowledging it. Ask again on a fresh connection before removing anything.
+        if lost is not None or placed:
+            # The connection dropped, or the failure came with the COMMIT or after it (the
+            # body's own failures removed their files above): perhaps before the commit,
+            # perhaps while the server was acknowledging it, perhaps after (Ctrl-C while
+            # statistics were refreshed). Ask again before removing anything.
             try:
                 stored = bool(refs) and bool(registry.get_datasets([refs[0].id]))
             except Exception:
                 # Cannot tell: keep every file (a file without a row is harmless and found
                 # by verify; a row without its file is not). The caller must not abort them.
                 pending.clear()
-                raise connection_lost(registry, lost, doing, "it may or may not be stored") from None
+                if lost is not None:
+                    raise connection_lost(registry, lost, doing, "it may or may not be stored") from None
+                raise
             if stored:
-                return
+                pending.clear()  # committed: not one of them may be aborted
+                if isinstance(exc, Exception):
+                    _log.warning("Stored %d dataset(s), then: %s", len(refs), exc)
+                    return
+                raise  # an interrupt after the COMMIT: the datasets are stored, the caller still stops
         # The COMMIT failed, or the connection was lost: the files placed (if any are left) have no row.
         _remove_placed(datastore, placed)
         _keep_named(registry, pending)

@@ -178,3 +178,30 @@ def test_a_failed_commit_leaves_the_file_another_writer_put_in_place_of_its_own(
     thread.join(timeout=30)
     a.close()
     check(b, outcome)
+
+
+@pytest.mark.postgresql
+def test_an_interrupt_after_the_commit_keeps_the_files_of_what_was_stored(tmp_path, pg_namespace, monkeypatch):
+    """Ctrl-C while PostgreSQL's statistics are refreshed, after the COMMIT: the put is stored, its file stays.
+
+    The put's clean-up took the interrupt for a failed transaction and removed the file
+    of a committed dataset. Now a failure that comes with or after the COMMIT asks the
+    registry first; the interrupt still reaches the caller.
+    """
+    from skybutler.registry import _database
+
+    root = tmp_path / "repo"
+    make_repository(root, pg_namespace)
+    butler = Butler(str(root), run="r")
+
+    def interrupted(conn) -> None:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_database, "keep_postgresql_statistics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        butler.put({"writer": "A"}, DATASET_TYPE)
+    monkeypatch.undo()
+
+    (stored,) = butler.query_datasets(DATASET_TYPE, collections=["r"])
+    assert butler.get(stored) == {"writer": "A"}
+    butler.close()
