@@ -39,6 +39,7 @@ class Database:
     def __init__(self, engine: sa.Engine, url: str, *, writeable: bool = True):
         self.engine = engine
         self.url = url
+        self._pid = os.getpid()
         self.writeable = writeable
         self._local = threading.local()
         # Statements of the per-call hot paths (one put, one get, one find), built once:
@@ -74,7 +75,9 @@ class Database:
         for conn in kept:
             conn.close()
         self.close_idle_readers()
-        self.engine.dispose()
+        # In a forked process the pool still holds its parent's connections: dropped, not
+        # closed (closing one ends the parent's session on the server).
+        self.engine.dispose(close=os.getpid() == self._pid)
 
     def close_idle_readers(self) -> None:
         """Close the PostgreSQL connections kept between calls: `read_one`'s and the write transactions'.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,8 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
             kwargs["poolclass"] = sa.pool.StaticPool
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
         engine = sa.create_engine(url, **kwargs)
+        if not in_memory:  # one in-memory database lives in its one connection
+            _fork_safe(engine)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -164,9 +167,30 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
     if read_only:
         kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
     engine = sa.create_engine(url, pool_pre_ping=False, pool_recycle=3600, **kwargs)
+    _fork_safe(engine)
     if namespace:
         engine = engine.execution_options(schema_translate_map={None: namespace})
     return engine
+
+
+def _fork_safe(engine: sa.Engine) -> None:
+    """Make a forked process open its own connections instead of using its parent's pooled ones.
+
+    A connection is a session on the server: two processes writing on one socket mix their
+    messages. A pooled connection made by another process is never handed out here (the
+    pool makes a new one, as for a lost connection); `Database.close` in a forked process
+    drops the pool without closing its parent's sessions (SQLAlchemy's recipe for ``fork``).
+    """
+    @sa.event.listens_for(engine, "connect")
+    def _made(_dbapi_conn: Any, record: Any) -> None:
+        record.info["pid"] = os.getpid()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(_dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        pid = os.getpid()
+        if record.info.get("pid", pid) != pid:
+            record.dbapi_connection = proxy.dbapi_connection = None  # the parent's: left open for it
+            raise sa.exc.DisconnectionError(f"Connection made by process {record.info['pid']}, not {pid}")
 
 
 def keep_sqlite_statistics(conn: sa.Connection) -> None:
