@@ -40,10 +40,9 @@ when all of these are on the device:
 
 For several files, 1, 2 and 3 are started together once the renames are done (`sync_paths`:
 a thread each, up to 16), so a journaling filesystem commits them as one; they are never
-synced one file after another. For one file (a put of one dataset) they are synced in turn
-in the calling thread, the file first (`sync_in_order`): its ``fsync`` commits the journal
-transaction holding the rename as well, so the directory's finds nothing of this put left
-to commit, and no thread is started per put. If any sync fails, the placed files are
+synced one file after another. For one file (a put of one dataset) the file is synced in the
+process's syncer thread while the calling thread syncs its directory and each new one above
+(`sync_alongside`): no thread is started per put. If any sync fails, the placed files are
 removed again and `FileAccessError` raised (the registry transaction then rolls back).
 The registry's own commit (SQLite's WAL with ``synchronous=FULL``) is the last flush, made
 by the registry. Nothing else is synced: the temporary file (renamed away), the run
@@ -65,7 +64,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, BinaryIO, TypeVar, cast
 
 from ..errors import FileAccessError, SkyButlerError
-from ._durability import rename_no_replace, start_writeback, sync_in_order, sync_paths
+from ._durability import rename_no_replace, start_writeback, sync_alongside, sync_paths
 from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
 from ._location import StoreLocation, file_hash
 
@@ -428,7 +427,7 @@ class FileTransactions:
     def _sync_placed(self, placed: Sequence[str]) -> None:
         """Sync what the files just placed at ``placed`` need (`durable_paths`), all at once.
 
-        One file's in turn (`sync_in_order`), several files' together (`sync_paths`);
+        One file's beside its directories' (`sync_alongside`), several files' together (`sync_paths`);
         raises `FileAccessError` if a sync failed.
         """
         if not placed:
@@ -438,7 +437,7 @@ class FileTransactions:
         paths = list(dict.fromkeys(p for chain in chains for p in chain))
         try:
             if len(chains) == 1:
-                sync_in_order(paths)  # the file, then its directory and each new one above
+                sync_alongside(paths)  # the file, beside its directory and each new one above
             else:
                 sync_paths(paths)
         except OSError as err:
