@@ -116,3 +116,48 @@ def test_stage_out_never_keeps_a_file_a_removal_still_has_to_delete(tmp_path, mo
     assert result.staged == set(), result
     (problem,) = result.problems
     assert "still to be deleted by the removal of 'r'" in problem and record.path in problem
+
+
+def test_stage_out_refuses_a_path_an_interrupted_removal_lists_even_when_its_file_is_gone(tmp_path, monkeypatch):
+    """The removal deleted the file, then stopped (crash) with its list left: the path is free on disk.
+
+    A job staging out there placed its file; finishing the removal (any later removal does)
+    found no row naming the path until the merge and deleted it, so the merge named a file
+    that was gone. Now the path is refused while the list stands, and staged once finished.
+    """
+    import errno
+    import os
+
+    import pytest
+
+    from skybutler import Butler, _butler_remove
+    from skybutler.batch.staging import StagedOutput, stage_out
+    from skybutler.errors import FileAccessError
+
+    root = str(tmp_path / "repo")
+    butler = Butler.create(root, run="r")
+    butler.register_dataset_type("meta", [], "dict")
+    ref = butler.put({"version": 1}, "meta")
+    (record,) = butler.registry.get_files([ref.id]).values()
+
+    def crashed_after_deleting(datastore, paths):  # noqa: ANN001, ANN202 - the file went, the list stays
+        datastore.remove(paths)
+        raise FileAccessError(errno.EIO, "the store went away (injected)")
+
+    monkeypatch.setattr(_butler_remove, "delete_files", crashed_after_deleting)
+    with pytest.raises(FileAccessError):
+        butler.remove_runs(["r"])
+    monkeypatch.undo()
+    assert not os.path.exists(f"{root}/{record.path}")
+
+    scratch = tmp_path / "scratch.json"
+    scratch.write_bytes(b'{"version": 2}\n')
+    output = StagedOutput(scratch, record.path, ref.id, scratch.stat().st_size, None, "md5")
+    refused = stage_out([output], root)
+    (problem,) = refused.problems
+    assert "still to be deleted by the removal of 'r'" in problem and record.path in problem
+    assert not os.path.exists(f"{root}/{record.path}")
+
+    assert butler.finish_removals() == {"r": 1}
+    assert stage_out([output], root).copied == [record.path]
+    butler.close()

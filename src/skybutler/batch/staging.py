@@ -332,8 +332,21 @@ def stage_out(outputs: Iterable[StagedOutput], destination: str, options: Mappin
     dest = _Destination(destination, options or {}, sync)
     items = list(outputs)
     transfer = "hardlink" if link else "copy"
-    results = _parallel(lambda item: _stage_out_one(item, dest, transfer), items, threads)
     out = StageOutResult([], [], [])
+    if items:
+        # A path that a removal (running or interrupted) still lists is refused, file or no file:
+        # between this stage-out and the merge that names it, finishing that removal would
+        # delete the file placed here (nothing names it until the merge).
+        listed = dest.store(split_checksum(items[0].checksum, items[0].checksum_algorithm)[1]).removal_listings(
+            item.path for item in items)
+        for item in items:
+            if item.path in listed:
+                out.problems.append(
+                    f"output {item.path!r} (dataset {item.dataset_id}): its path is still to be deleted by the "
+                    f"removal of {listed[item.path]!r}, which has not finished; not staged (run the job again "
+                    "once the removal is over; one interrupted by a crash is finished by repeating it)")
+        items = [item for item in items if item.path not in listed]
+    results = _parallel(lambda item: _stage_out_one(item, dest, transfer), items, threads)
     for item, (status, problem) in zip(items, results, strict=True):
         if status == "copied":
             out.copied.append(item.path)

@@ -97,14 +97,16 @@ def pending_removals(location: StoreLocation, open_file: Callable[[str], IO[Any]
         yield rel, *listed
 
 
-def removal_listing(location: StoreLocation, open_file: Callable[[str], IO[Any]], path: str,
-                    known: dict[str, tuple[str, frozenset[str]]]) -> str | None:
-    """The label of a removal whose list names ``path`` (running or interrupted), or None.
+def removal_listing(location: StoreLocation, open_file: Callable[[str], IO[Any]], paths: Iterable[str],
+                    known: dict[str, tuple[str, frozenset[str]]]) -> dict[str, str]:
+    """The label of a removal (running or interrupted) whose list names each of ``paths`` that one names.
 
-    ``known`` keeps the lists already read, by name (a list never changes once written):
-    a put into a run being removed meets the same lists for every file. Lists that are
-    gone are dropped from it; an unreadable one (cut short by a crash) names nothing.
+    One listing of the lists for all of ``paths``. ``known`` keeps the lists already read,
+    by name (a list never changes once written): a put into a run being removed meets the
+    same lists for every file. Lists that are gone are dropped from it; an unreadable one
+    (cut short by a crash) names nothing.
     """
+    wanted = set(paths)
     base = location.full(REMOVALS_DIR)
     with location.errors("list", REMOVALS_DIR):
         try:
@@ -115,6 +117,7 @@ def removal_listing(location: StoreLocation, open_file: Callable[[str], IO[Any]]
     present = {n for n in names if _REMOVAL.match(n)}
     for gone in set(known) - present:
         del known[gone]
+    found: dict[str, str] = {}
     for name in sorted(present):
         listed = known.get(name)
         if listed is None:
@@ -129,9 +132,9 @@ def removal_listing(location: StoreLocation, open_file: Callable[[str], IO[Any]]
             except (ValueError, KeyError, TypeError):
                 listed = ("", frozenset())
             known[name] = listed
-        if path in listed[1]:
-            return listed[0]
-    return None
+        for path in wanted & listed[1]:
+            found.setdefault(path, listed[0])
+    return found
 
 
 def forget_removal(location: StoreLocation, rel: str) -> None:

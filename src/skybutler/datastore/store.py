@@ -467,7 +467,11 @@ class Datastore:
         write replaces, or a file of removed datasets not deleted yet, which must not be
         replaced: the removal would delete the new file after it. This tells them apart.
         """
-        return removal_listing(self._location, self.open, path, self._removal_lists)
+        return self.removal_listings([path]).get(path)
+
+    def removal_listings(self, paths: Iterable[str]) -> dict[str, str]:
+        """`removal_listing` of many paths with one listing: the label for each path a removal lists."""
+        return removal_listing(self._location, self.open, paths, self._removal_lists)
 
     def forget_removal(self, rel: str) -> None:
         """Delete a list written by `record_removal` once its files are gone."""
