@@ -153,9 +153,7 @@ class FileTransactions:
         may be the file's bytes (`Formatter.to_bytes`): on local disk they are written with
         ``os.write`` and hashed at once.
         """
-        if isinstance(writer, bytes):
-            if self.location.local and disk_full_after is None and not replace:
-                return self._write_bytes(rel, writer, algorithm, transfer, head_start)
+        if isinstance(writer, bytes) and not (self.location.local and disk_full_after is None and not replace):
             data = writer
             writer = lambda f: f.write(data)  # noqa: E731
         loc = self.location
@@ -172,17 +170,11 @@ class FileTransactions:
         if directory not in self.swept:
             self.sweep(directory)
         to_temporary = loc.local or replace
+        if isinstance(writer, bytes):  # a new local file: one os.write
+            temp_rel, temp, fd = self._new_temporary(rel, lambda path: os.open(path, _NEW_FILE, 0o666))
+            return self._write_bytes(rel, temp_rel, temp, fd, writer, algorithm, transfer, head_start)
         if to_temporary:
-            temp_rel = temporary_name(rel)
-            temp = loc.full(temp_rel)
-            try:
-                raw: IO[bytes] = _making_directories(lambda: self._open_new(temp), temp) if loc.local else \
-                    self._open_new(temp)
-            except OSError as caught:
-                translated = self._translated(caught, rel)
-                if isinstance(translated, SkyButlerError):
-                    raise translated from None
-                raise FileAccessError(caught.errno, f"Cannot write {rel!r} under {loc.root}: {caught}") from caught
+            temp_rel, temp, raw = self._new_temporary(rel, self._open_new)
         else:
             temp_rel, temp = rel, final
             try:
@@ -226,28 +218,26 @@ class FileTransactions:
         inode = _inode(temp) if loc.local else None
         return PendingFile(rel, temp_rel, size, checksum, transfer, source, replaces=replace, inode=inode)
 
-    def _write_bytes(self, rel: str, data: bytes, algorithm: str | None, transfer: str, head_start: bool,
-                     ) -> PendingFile:
-        """`write` of a new local file whose bytes are known: one ``os.write``, hashed in one go.
+    def _new_temporary(self, rel: str, create: Callable[[str], _T]) -> tuple[str, str, _T]:
+        """A temporary name beside ``rel`` (relative, full) and what ``create(full name)`` opened there.
 
-        Checks, names and errors as `write`'s, without the file object and the hashing wrapper.
+        Local directories are made when missing; an error is one `FileAccessError` line.
         """
         loc = self.location
-        final = loc.full(rel)
-        if os.path.lexists(final):
-            raise loc.exists_error(rel)
-        directory = posixpath.dirname(rel)
-        if directory not in self.swept:
-            self.sweep(directory)
         temp_rel = temporary_name(rel)
         temp = loc.full(temp_rel)
         try:
-            fd = _making_directories(lambda: os.open(temp, _NEW_FILE, 0o666), temp)
+            return temp_rel, temp, _making_directories(lambda: create(temp), temp) if loc.local else create(temp)
         except OSError as caught:
             translated = self._translated(caught, rel)
             if isinstance(translated, SkyButlerError):
                 raise translated from None
             raise FileAccessError(caught.errno, f"Cannot write {rel!r} under {loc.root}: {caught}") from caught
+
+    def _write_bytes(self, rel: str, temp_rel: str, temp: str, fd: int, data: bytes, algorithm: str | None,
+                     transfer: str, head_start: bool) -> PendingFile:
+        """`write`'s end for known bytes in a new local temporary file open at ``fd``: one ``os.write``, one hash."""
+        loc = self.location
         try:
             try:
                 view = memoryview(data)
