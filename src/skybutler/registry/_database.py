@@ -183,17 +183,29 @@ class Database:
             self._keep_writer(conn)
 
     def _idle_writer(self) -> sa.Connection:
-        """A kept connection for `_pg_transaction`, or a new one."""
+        """A kept connection for `_pg_transaction`, or a new one (one the server ended while idle is replaced)."""
+        return self._take_kept(self._idle_writers, lambda: self.engine.connect().execution_options(write=True),
+                               probe=True)
+
+    def _take_kept(self, kept: list[tuple[int, float, sa.Connection]], make: Callable[[], sa.Connection], *,
+                   probe: bool) -> sa.Connection:
+        """A connection from ``kept`` (`read_one`'s or the write transactions'), or ``make()``'s when none will do.
+
+        A parent process's connections are set aside, never used nor closed (closed they
+        would end its sessions, dropped they would go back to the pool and to this process's
+        statements). One closed, lost, idle longer than `_READER_IDLE_SECONDS` or, with
+        ``probe``, whose session the server ended (`_server_spoke`) is discarded.
+        """
         pid, now = os.getpid(), time.monotonic()
         while True:
             try:
-                owner, since, conn = self._idle_writers.pop()
+                owner, since, conn = kept.pop()
             except IndexError:
-                return self.engine.connect().execution_options(write=True)
+                return make()
             if owner != pid:
-                self._inherited.append(conn)  # the parent's: see `_idle_reader`
+                self._inherited.append(conn)
                 continue
-            if conn.closed or conn.invalidated or now - since > _READER_IDLE_SECONDS or _server_spoke(conn):
+            if conn.closed or conn.invalidated or now - since > _READER_IDLE_SECONDS or (probe and _server_spoke(conn)):
                 _discard(conn)
                 continue
             return conn
@@ -208,11 +220,7 @@ class Database:
                 conn.connection.dbapi_connection.pgconn.transaction_status == _IDLE  # type: ignore[union-attr]
         except sa.exc.SQLAlchemyError:
             idle = False
-        if not idle or len(self._idle_writers) >= _IDLE_WRITERS:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                conn.close()
-            return
-        self._idle_writers.append((os.getpid(), time.monotonic(), conn))
+        _put_back(conn, self._idle_writers, _IDLE_WRITERS, idle)
 
     def _in_transaction(self, conn: sa.Connection) -> Iterator[sa.Connection]:
         """The body of `transaction` on ``conn``: begin, hand it out, commit (or roll back on an error)."""
@@ -332,31 +340,15 @@ class Database:
                 conn.connection.dbapi_connection.pgconn.transaction_status == _IDLE  # type: ignore[union-attr]
         except sa.exc.SQLAlchemyError:
             idle = False
-        if not idle or len(self._idle_readers) >= _IDLE_READERS:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                conn.close()
-            return
-        if conn.in_transaction():  # SQLAlchemy's record of a statement it ran: no transaction in autocommit
+        if idle and conn.in_transaction():  # SQLAlchemy's record of a statement it ran: no transaction in autocommit
             conn.rollback()
-        self._idle_readers.append((os.getpid(), time.monotonic(), conn))
+        _put_back(conn, self._idle_readers, _IDLE_READERS, idle)
 
     def _idle_reader(self) -> sa.Connection:
         """A kept autocommit connection for `read_one`, or a new one."""
-        pid, now = os.getpid(), time.monotonic()
-        while True:
-            try:
-                owner, since, conn = self._idle_readers.pop()
-            except IndexError:
-                return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            if owner != pid:
-                # The parent's: closed they would end its sessions, and dropped they would go
-                # back to the pool (and to this process's statements): kept, unused.
-                self._inherited.append(conn)
-                continue
-            if conn.closed or conn.invalidated or now - since > _READER_IDLE_SECONDS:
-                _discard(conn)
-                continue
-            return conn
+        return self._take_kept(
+            self._idle_readers, lambda: self.engine.connect().execution_options(isolation_level="AUTOCOMMIT"),
+            probe=False)
 
     def first_row_raw(self, conn: sa.Connection, name: str, build: Callable[[], Any],
                       params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -458,6 +450,15 @@ _READER_IDLE_SECONDS = 300.0
 
 _SHAPES = 256
 """Query shapes `Database.rows_raw` keeps compiled (all forgotten when full: shapes are few, a where clause's values are not part of one)."""
+
+
+def _put_back(conn: sa.Connection, kept: list[tuple[int, float, sa.Connection]], room: int, idle: bool) -> None:
+    """Keep ``conn`` in ``kept`` (with this process and the time) if it is ``idle`` and fewer than ``room`` are kept, else close it."""
+    if not idle or len(kept) >= room:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            conn.close()
+        return
+    kept.append((os.getpid(), time.monotonic(), conn))
 
 
 def _discard(conn: sa.Connection) -> None:
