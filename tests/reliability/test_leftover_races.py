@@ -39,9 +39,8 @@ def temporaries(directory: Path) -> list[str]:
     return [n for n in os.listdir(directory) if n.startswith(".") and ".tmp-" in n] if directory.exists() else []
 
 
-def race(root: Path) -> tuple[Butler, dict, BaseException | None]:
-    """A's failing put with B's put of the same dataset in between; returns (B's butler, B's outcome, A's error)."""
-    a, b = Butler(str(root), run="r"), Butler(str(root), run="r")
+def writer_b(b: Butler) -> tuple[threading.Thread, dict]:
+    """The thread that puts B's dataset (not started), and the dict it leaves B's ref or error in."""
     outcome: dict = {}
 
     def put_b() -> None:
@@ -50,7 +49,13 @@ def race(root: Path) -> tuple[Butler, dict, BaseException | None]:
         except BaseException as err:  # reported by the test
             outcome["error"] = err
 
-    thread = threading.Thread(target=put_b)
+    return threading.Thread(target=put_b), outcome
+
+
+def race(root: Path) -> tuple[Butler, dict, BaseException | None]:
+    """A's failing put with B's put of the same dataset in between; returns (B's butler, B's outcome, A's error)."""
+    a, b = Butler(str(root), run="r"), Butler(str(root), run="r")
+    thread, outcome = writer_b(b)
 
     def fail_after_b_started(run: str, entries: object) -> str:
         (entry,) = list(entries)  # type: ignore[call-overload]
@@ -148,15 +153,7 @@ def test_a_failed_commit_leaves_the_file_another_writer_put_in_place_of_its_own(
     root = tmp_path / "repo"
     make_repository(root, None)
     a, b = Butler(str(root), run="r"), Butler(str(root), run="r")
-    outcome: dict = {}
-
-    def put_b() -> None:
-        try:
-            outcome["ref"] = b.put({"writer": "B"}, DATASET_TYPE)
-        except BaseException as err:  # reported by the test
-            outcome["error"] = err
-
-    thread = threading.Thread(target=put_b)
+    thread, outcome = writer_b(b)
     engine = a.registry.database.engine
 
     def fail_commit(conn) -> None:  # noqa: ANN001
