@@ -125,29 +125,18 @@ def test_stage_out_refuses_a_path_an_interrupted_removal_lists_even_when_its_fil
     found no row naming the path until the merge and deleted it, so the merge named a file
     that was gone. Now the path is refused while the list stands, and staged once finished.
     """
-    import errno
     import os
 
-    import pytest
-
-    from skybutler import Butler, _butler_remove
+    from skybutler import Butler
     from skybutler.batch.staging import StagedOutput, stage_out
-    from skybutler.errors import FileAccessError
+    from support.removals import remove_crashing_after_the_files
 
     root = str(tmp_path / "repo")
     butler = Butler.create(root, run="r")
     butler.register_dataset_type("meta", [], "dict")
     ref = butler.put({"version": 1}, "meta")
     (record,) = butler.registry.get_files([ref.id]).values()
-
-    def crashed_after_deleting(datastore, paths):  # noqa: ANN001, ANN202 - the file went, the list stays
-        datastore.remove(paths)
-        raise FileAccessError(errno.EIO, "the store went away (injected)")
-
-    monkeypatch.setattr(_butler_remove, "delete_files", crashed_after_deleting)
-    with pytest.raises(FileAccessError):
-        butler.remove_runs(["r"])
-    monkeypatch.undo()
+    remove_crashing_after_the_files(lambda: butler.remove_runs(["r"]), monkeypatch)  # the file went, the list stays
     assert not os.path.exists(f"{root}/{record.path}")
 
     scratch = tmp_path / "scratch.json"

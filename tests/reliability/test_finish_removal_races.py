@@ -12,13 +12,12 @@ The finishing process is held between its check and its deletion while the write
 
 from __future__ import annotations
 
-import errno
 import threading
 
 import pytest
 
 from skybutler import Butler, _butler_remove
-from skybutler.errors import FileAccessError
+from support.removals import remove_crashing_after_the_files
 from support.services import PG_URL
 
 DATASET_TYPE = "meta"
@@ -30,16 +29,7 @@ def interrupted_removal(root: str, namespace: str | None, monkeypatch) -> None:
     butler = Butler.create(root, run="r", **registry)
     butler.register_dataset_type(DATASET_TYPE, [], "dict")
     butler.put({"version": 1}, DATASET_TYPE)
-    really_delete = _butler_remove.delete_files
-
-    def crash_after_deleting(datastore, paths):  # noqa: ANN001, ANN202 - as a kill before the list is dropped
-        really_delete(datastore, paths)
-        raise FileAccessError(errno.EIO, "interrupted (injected)")
-
-    monkeypatch.setattr(_butler_remove, "delete_files", crash_after_deleting)
-    with pytest.raises(FileAccessError, match="injected"):
-        butler.remove_runs(["r"])
-    monkeypatch.undo()
+    remove_crashing_after_the_files(lambda: butler.remove_runs(["r"]), monkeypatch)
     butler.close()
 
 

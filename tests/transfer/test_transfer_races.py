@@ -136,24 +136,15 @@ def test_finishing_an_interrupted_removal_never_deletes_the_file_of_an_import_me
     another process finished the removal meanwhile: it found no row naming the path and,
     once the import had committed, deleted its file.
     """
-    import errno
-
     from skybutler import _butler_remove
-    from skybutler.errors import FileAccessError
+    from support.removals import remove_crashing_after_the_files
 
     source, refs = source_with(tmp_path / "source", standard_records, "S")
     target = Butler.create(str(tmp_path / "target"))
     standard_records.fill(target)
     import_content(target, RegistrySource(source, refs), transfer="copy")
+    remove_crashing_after_the_files(lambda: target.remove_runs([RUN]), monkeypatch)
     really_delete = _butler_remove.delete_files
-
-    def crash_after_deleting(datastore, paths):  # noqa: ANN001, ANN202 - as a kill before the list is dropped
-        really_delete(datastore, paths)
-        raise FileAccessError(errno.EIO, "interrupted (injected)")
-
-    monkeypatch.setattr(_butler_remove, "delete_files", crash_after_deleting)
-    with pytest.raises(FileAccessError, match="injected"):
-        target.remove_runs([RUN])
     outcome: dict = {}
 
     def import_again() -> None:
