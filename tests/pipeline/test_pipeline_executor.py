@@ -201,9 +201,16 @@ def test_death_reasons_say_out_of_memory_only_on_the_kernels_word_or_near_the_li
 
 
 def test_a_registry_set_by_environment_is_the_one_workers_use(tmp_path, monkeypatch, pipeline):
+    from multiprocessing import forkserver
+
     from skybutler import Butler
+    from support.forkserver import forkserver_context
     from support.pipeline_repo import fill_repository
 
+    # The test process's one forkserver keeps the environment it started with: started here,
+    # after the override, every process later tests fork from it would open `other`.
+    forkserver_context()
+    forkserver.ensure_running()
     other = tmp_path / "elsewhere" / "other.sqlite3"
     other.parent.mkdir()
     monkeypatch.setenv("SKYBUTLER_REGISTRY_DB", f"sqlite:///{other}")
