@@ -23,7 +23,7 @@ from .registry import pipeline_sql
 if TYPE_CHECKING:
     from .registry import FileRecord, Registry
 
-__all__ = ["DELETE_THREADS", "delete_files", "finish_removals", "owned_paths", "remove_then_delete"]
+__all__ = ["DELETE_THREADS", "delete_files", "finish_removals", "owned_paths", "remove_then_delete", "writers_kept_out"]
 
 DELETE_THREADS = 8
 """Threads deleting the files of one removal.
@@ -96,7 +96,7 @@ def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
     """Delete the files no row names of every interrupted removal; the count per label (see `Butler.finish_removals`).
 
     The check and the deletion of each part of a list happen while writers of file rows
-    are kept out (`_writers_kept_out`): a removal that got to a file before it was cut
+    are kept out (`writers_kept_out`): a removal that got to a file before it was cut
     short leaves no file at that path, so a write of the same dataset places a new one
     there without meeting the list; checked before that write committed and deleted
     after, the new dataset would have no file.
@@ -107,7 +107,7 @@ def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
         count = 0
         for start in range(0, len(paths), step):
             part = paths[start:start + step]
-            with _writers_kept_out(registry):
+            with writers_kept_out(registry):
                 named = pipeline_sql.known_paths(registry, part)
                 gone = [p for p in part if p not in named]
                 delete_files(datastore, gone)
@@ -118,7 +118,7 @@ def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _writers_kept_out(registry: Registry) -> Iterator[None]:
+def writers_kept_out(registry: Registry) -> Iterator[None]:
     """A write transaction no other writer of file rows runs beside, committed or not.
 
     SQLite: the transaction holds the write lock (a put places its files and commits

@@ -348,6 +348,29 @@ class Datastore:
             except FileNotFoundError:
                 return False
 
+    def changed(self, path: str) -> float | None:
+        """When the file at ``path`` was last placed or changed (seconds since the epoch), None if there is none.
+
+        On local disk the inode's change time (a rename or a hard link into place sets it,
+        where the modification time stays the source's); on an object store the object's
+        last modification.
+        """
+        fs, full = self._location.locate(path)
+        with self._location.errors("check", path):
+            if isinstance(fs, LocalFileSystem):
+                try:
+                    return os.stat(full, follow_symlinks=False).st_ctime
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+            try:
+                info = fs.info(full)
+            except FileNotFoundError:
+                return None
+        stamp = info.get("LastModified") or info.get("created") or info.get("mtime")
+        if stamp is None:
+            return None
+        return float(stamp.timestamp() if hasattr(stamp, "timestamp") else stamp)
+
     def open(self, path: str, mode: str = "rb", *, partial: bool = False) -> IO[Any]:
         """Open a file for reading (``"rb"`` or ``"r"``); use it as a context manager.
 
