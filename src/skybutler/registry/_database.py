@@ -74,12 +74,12 @@ class Database:
             self._writers.clear()
         for conn in kept:
             conn.close()
-        self.close_idle_readers()
+        self.close_kept_connections()
         # In a forked process the pool still holds its parent's connections: dropped, not
         # closed (closing one ends the parent's session on the server).
         self.engine.dispose(close=os.getpid() == self._pid)
 
-    def close_idle_readers(self) -> None:
+    def close_kept_connections(self) -> None:
         """Close the PostgreSQL connections kept between calls: `read_one`'s and the write transactions'.
 
         A parent process's are left alone: closing them would end its sessions.
