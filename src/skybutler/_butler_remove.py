@@ -127,9 +127,5 @@ def writers_kept_out(registry: Registry) -> Iterator[None]:
     makes new ones wait until this one commits. Nothing is written in it.
     """
     with registry.transaction() as conn:
-        if conn.dialect.name == "postgresql":
-            quote = conn.dialect.identifier_preparer.quote
-            namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-            prefix = f"{quote(namespace)}." if namespace else ""
-            conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(registry.tables.file.name)} IN SHARE MODE"))
+        registry.database.lock_table(conn, registry.tables.file, "SHARE")
         yield

@@ -128,19 +128,25 @@ class CollectionRecords:
         with the cycle named.
         """
         self.register(name, CollectionType.CHAINED)
-        row = self.row(name)
-        assert row is not None
-        child_ids = []
-        for child in children:
-            crow = self.row(child)
-            assert crow is not None
-            cycle = self._chain_path(child, name)
-            if cycle is not None:
-                raise CollectionError(
-                    f"Chain {name!r} cannot contain {child!r}: that makes a cycle {' -> '.join([name, *cycle])}")
-            child_ids.append(crow["id"])
         ch = self.tables.collection_chain
         with self.db.transaction() as conn:
+            # Chains change one at a time, each checked against the others as committed: two
+            # writers each making a chain contain the other would otherwise both pass the
+            # check (neither sees the other's rows) and make a cycle.
+            self.db.lock_table(conn, ch, "SHARE ROW EXCLUSIVE")
+            row = self.row(name)
+            assert row is not None
+            if row["type"] != CollectionType.CHAINED.value:  # removed and made again as another type meanwhile
+                raise CollectionError(f"Collection {name!r} is a {row['type']}, not a CHAINED collection")
+            child_ids = []
+            for child in children:
+                crow = self.row(child)
+                assert crow is not None
+                cycle = self._chain_path(child, name)
+                if cycle is not None:
+                    raise CollectionError(
+                        f"Chain {name!r} cannot contain {child!r}: that makes a cycle {' -> '.join([name, *cycle])}")
+                child_ids.append(crow["id"])
             conn.execute(sa.delete(ch).where(ch.c.parent_id == row["id"]))
             if child_ids:
                 conn.execute(sa.insert(ch), [
@@ -232,6 +238,9 @@ class CollectionRecords:
             rows[key] = {"collection_id": row["id"], "dataset_id": ref.id, "dataset_type_id": type_id,
                          "data_id_key": key[1]}
         with self.db.transaction() as conn:
+            # One writer at a time: two tagging the same type and data id would both find
+            # nothing to replace, and the second's insert would break the one-per-data-id rule.
+            self._hold(conn, row["id"])
             for chunk in chunks(list(rows.values())):
                 conn.execute(sa.delete(tg).where(
                     tg.c.collection_id == row["id"],
@@ -259,6 +268,7 @@ class CollectionRecords:
         cal = self.tables.calibration
         refs = list(refs)
         with self.db.transaction() as conn:
+            self._hold(conn, row["id"])
             for ref in refs:
                 type_id, dt = self.dataset_types.find(ref.dataset_type.name)
                 if not dt.is_calibration:
@@ -308,6 +318,7 @@ class CollectionRecords:
         ids = [ref.id for ref in refs] if refs is not None else None
         changed = 0
         with self.db.transaction() as conn:
+            self._hold(conn, row["id"])
             found = conn.execute(sa.select(cal).where(*conds)).mappings().all()
             for cert in found:
                 if keys is not None and cert["data_id_key"] not in keys:
@@ -322,6 +333,18 @@ class CollectionRecords:
                 if hi is not None and cert["valid_end"] > hi:
                     conn.execute(sa.insert(cal).values(**keep, valid_begin=hi, valid_end=cert["valid_end"]))
         return changed
+
+    def _hold(self, conn: sa.Connection, collection_id: int) -> None:
+        """Lock a TAGGED or CALIBRATION collection's row in ``conn``'s transaction: its content changes one writer at a time.
+
+        A certification's overlap check, and a tag's replacement of the dataset of the same
+        type and data id, read what is committed: two writers certifying one calibration
+        over overlapping ranges would each pass the check beside the other, two tagging
+        one data id would each find nothing to replace (PostgreSQL; SQLite's write
+        transaction keeps them apart already).
+        """
+        c = self.tables.collection
+        conn.execute(sa.select(c.c.id).where(c.c.id == collection_id).with_for_update())
 
     def certifications(self, collection: str, dataset_type: str | None = None) -> list[dict[str, Any]]:
         """The certifications of a CALIBRATION collection: ``{dataset_id, dataset_type, data_id_key, begin, end}``."""
@@ -344,6 +367,7 @@ class CollectionRecords:
             raise CollectionError(f"{name!r} is a RUN; use remove-runs to delete it with its datasets")
         c, ch = self.tables.collection, self.tables.collection_chain
         with self.db.transaction() as conn:
+            self.db.lock_table(conn, ch, "SHARE ROW EXCLUSIVE")  # no chain takes it in meanwhile
             parents = conn.execute(sa.select(c.c.name).join(ch, ch.c.parent_id == c.c.id)
                                    .where(ch.c.child_id == row["id"])).scalars().all()
             if parents:

@@ -414,6 +414,23 @@ class Database:
         """Collection rows by name read in the open write transaction (None outside one)."""
         return getattr(self._local, "collections", None)
 
+    def lock_table(self, conn: sa.Connection, table: sa.Table, mode: str) -> None:
+        """Take PostgreSQL's ``LOCK TABLE table IN mode MODE`` in ``conn``'s write transaction, until it ends.
+
+        ``mode`` is ``"SHARE"`` (no writer of the table runs beside it, committed or not) or
+        ``"SHARE ROW EXCLUSIVE"`` (nor another holder of this mode: changes of the table
+        made one at a time). Readers are never kept out. Nothing on SQLite, whose write
+        transaction keeps out every other writer already.
+        """
+        if mode not in _LOCK_MODES:
+            raise ValueError(f"lock_table takes a mode of {_LOCK_MODES}, not {mode!r}")
+        if self.dialect != "postgresql":
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        prefix = f"{quote(namespace)}." if namespace else ""
+        conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(table.name)} IN {mode} MODE"))
+
     def forget_collections(self) -> None:
         """Empty `transaction_collections` (before any write to the collection table)."""
         cache = getattr(self._local, "collections", None)
@@ -438,6 +455,9 @@ def unprepared(conn: sa.Connection) -> Iterator[None]:
 
 _IDLE_READERS = 2
 """Connections `Database.read_one` keeps at most (out of the engine's pool of 5, and 10 more on demand)."""
+
+_LOCK_MODES = ("SHARE", "SHARE ROW EXCLUSIVE")
+"""The modes `Database.lock_table` takes."""
 
 _IDLE_WRITERS = 2
 """Connections `Database.transaction` keeps at most on PostgreSQL (as many again as `_IDLE_READERS`)."""
