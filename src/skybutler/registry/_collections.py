@@ -240,7 +240,7 @@ class CollectionRecords:
         with self.db.transaction() as conn:
             # One writer at a time: two tagging the same type and data id would both find
             # nothing to replace, and the second's insert would break the one-per-data-id rule.
-            self._hold(conn, row["id"])
+            self._hold(conn, row)
             for chunk in chunks(list(rows.values())):
                 conn.execute(sa.delete(tg).where(
                     tg.c.collection_id == row["id"],
@@ -268,7 +268,7 @@ class CollectionRecords:
         cal = self.tables.calibration
         refs = list(refs)
         with self.db.transaction() as conn:
-            self._hold(conn, row["id"])
+            self._hold(conn, row)
             for ref in refs:
                 type_id, dt = self.dataset_types.find(ref.dataset_type.name)
                 if not dt.is_calibration:
@@ -318,7 +318,7 @@ class CollectionRecords:
         ids = [ref.id for ref in refs] if refs is not None else None
         changed = 0
         with self.db.transaction() as conn:
-            self._hold(conn, row["id"])
+            self._hold(conn, row)
             found = conn.execute(sa.select(cal).where(*conds)).mappings().all()
             for cert in found:
                 if keys is not None and cert["data_id_key"] not in keys:
@@ -334,7 +334,7 @@ class CollectionRecords:
                     conn.execute(sa.insert(cal).values(**keep, valid_begin=hi, valid_end=cert["valid_end"]))
         return changed
 
-    def _hold(self, conn: sa.Connection, collection_id: int) -> None:
+    def _hold(self, conn: sa.Connection, row: Any) -> None:
         """Lock a TAGGED or CALIBRATION collection's row in ``conn``'s transaction: its content changes one writer at a time.
 
         A certification's overlap check, and a tag's replacement of the dataset of the same
@@ -344,7 +344,8 @@ class CollectionRecords:
         transaction keeps them apart already).
         """
         c = self.tables.collection
-        conn.execute(sa.select(c.c.id).where(c.c.id == collection_id).with_for_update())
+        if conn.execute(sa.select(c.c.id).where(c.c.id == row["id"]).with_for_update()).first() is None:
+            raise CollectionError(f"Collection {row['name']!r} was removed while it was being changed")
 
     def certifications(self, collection: str, dataset_type: str | None = None) -> list[dict[str, Any]]:
         """The certifications of a CALIBRATION collection: ``{dataset_id, dataset_type, data_id_key, begin, end}``."""
