@@ -150,3 +150,48 @@ def test_stage_out_refuses_a_path_an_interrupted_removal_lists_even_when_its_fil
     assert butler.finish_removals() == {"r": 1}
     assert stage_out([output], root).copied == [record.path]
     butler.close()
+
+
+def _merge_after(monkeypatch, before_merge) -> list:
+    """Make the runner call ``before_merge(runner, job, outcome)`` (once, for the first outcome with outputs)
+    before merging it; returns the list of ``(job name, attempt, output)`` it was called with."""
+    seen: list = []
+    real_merge = SubmissionRunner._merge
+
+    def merge(self, job, outcome):  # noqa: ANN001, ANN202
+        if not seen and outcome.outputs:
+            seen.append((job.name, job.attempt, outcome.outputs[0]))
+            before_merge(self, job, outcome)
+        return real_merge(self, job, outcome)
+
+    monkeypatch.setattr(SubmissionRunner, "_merge", merge)
+    return seen
+
+
+def test_a_staged_output_deleted_before_its_merge_fails_the_merge_and_the_retry_completes(
+        repo, write_campaign, local_engine, monkeypatch):
+    """Between a job's stage-out and its merge, one of its files is deleted (an operator, a clean-up).
+
+    Before: the merge committed the dataset's row without its file, and the job succeeded.
+    Now the merge refuses, naming the dataset, its data id and the file, commits nothing of
+    the job, and the job's retry (a merge failure is a system failure) stages it out again.
+    """
+    from skybutler.pipeline import QuantumGraph
+    from skybutler.registry import batch_sql
+    from support.batch_campaign import FEW_JOBS
+    from support.batch_checks import assert_run_complete_and_whole
+
+    seen = _merge_after(monkeypatch, lambda runner, job, outcome: runner.butler.datastore.remove(
+        [outcome.outputs[0].path]))
+    result = api.submit(repo, write_campaign(clustering=FEW_JOBS), engine=local_engine)
+    (name, attempt, output), = seen
+    row = batch_sql.get_submission(repo.registry, result.name)
+    assert result.summary.state == JobState.SUCCEEDED, batch_sql.failures(repo.registry, row["id"])
+    assert_run_complete_and_whole(repo, QuantumGraph.read(result.directory / "graph.qgraph"))
+    (retried,) = [e["detail"] for e in batch_sql.events(repo.registry, row["id"])
+                  if e["kind"] == "job" and "automatic retry" in (e["detail"] or "")]
+    assert "automatic retry after merge: merging its outcome failed" in retried, retried
+    assert f"the file {output.path!r} of dataset {output.dataset_type} {{" in retried, retried
+    assert f"(dataset {output.dataset_id}) is missing" in retried, retried
+    (job,) = [j for j in batch_sql.jobs(repo.registry, row["id"]) if j["name"] == name]
+    assert job["attempt"] == attempt + 1

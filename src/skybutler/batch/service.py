@@ -471,7 +471,9 @@ class SubmissionRunner:
         planned = self._planned_refs()
         refs = [planned[i] for i in files if i in planned]
         record_manifest(self.butler.datastore, refs, [files[r.id] for r in refs])
-        return merge_run(self.butler.registry, source, run=outcome.run, files=files)
+        # Checked against the datastore before each commit: a staged file deleted since (an operator, a
+        # clean-up) fails the merge, and the job is retried, instead of a row without its file.
+        return merge_run(self.butler.registry, source, run=outcome.run, files=files, datastore=self.butler.datastore)
 
     def _planned_refs(self) -> dict[uuid.UUID, Any]:
         if self._refs is None:
