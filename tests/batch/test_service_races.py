@@ -195,3 +195,41 @@ def test_a_staged_output_deleted_before_its_merge_fails_the_merge_and_the_retry_
     assert f"(dataset {output.dataset_id}) is missing" in retried, retried
     (job,) = [j for j in batch_sql.jobs(repo.registry, row["id"]) if j["name"] == name]
     assert job["attempt"] == attempt + 1
+
+
+def test_a_job_whose_merge_failed_half_way_is_retried_without_clashing_with_what_was_merged(
+        repo, write_campaign, local_engine, monkeypatch):
+    """A job's merge commits some of its bounded transactions, then one fails; the job is retried.
+
+    The merge goes one execution per transaction here, and the file of the job's last
+    output is deleted before it, so the executions before it are merged and its own is not.
+    Before: the retry ran every quantum of the job again, as if nothing had been merged;
+    the new attempt's logs differ from the merged ones, so its stage-out refused them and
+    the job failed for good. Now the quanta whose outputs were merged count as done and
+    the retry runs only the rest: every output once, one execution per quantum.
+    """
+    import functools
+
+    from skybutler.batch import service
+    from skybutler.pipeline import QuantumGraph
+    from skybutler.registry import batch_sql
+    from support.batch_campaign import FEW_JOBS
+    from support.batch_checks import assert_run_complete_and_whole, executions_per_task
+
+    monkeypatch.setattr(service, "merge_run", functools.partial(service.merge_run, chunk_size=1))
+    seen = _merge_after(monkeypatch, lambda runner, job, outcome: runner.butler.datastore.remove(
+        [outcome.outputs[-1].path]))
+    result = api.submit(repo, write_campaign(clustering=FEW_JOBS), engine=local_engine)
+    (name, attempt, _), = seen
+    row = batch_sql.get_submission(repo.registry, result.name)
+    assert result.summary.state == JobState.SUCCEEDED, [f["reason"] for f in batch_sql.failures(repo.registry,
+                                                                                              row["id"])]
+    graph = QuantumGraph.read(result.directory / "graph.qgraph")
+    assert_run_complete_and_whole(repo, graph)
+    assert executions_per_task(repo, graph.run) == graph.counts()
+    (job,) = [j for j in batch_sql.jobs(repo.registry, row["id"]) if j["name"] == name]
+    assert job["attempt"] == attempt + 1
+    progress = batch_sql.progress(repo.registry, row["id"])
+    assert all(set(c) == {"succeeded"} for c in progress.values()), progress
+    # The merge was half way: the retry found some of the job's quanta merged.
+    assert any(e["detail"] == "merged by an earlier attempt" for e in batch_sql.events(repo.registry, row["id"]))

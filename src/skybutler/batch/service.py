@@ -36,7 +36,8 @@ import yaml
 from .._butler_put import record_manifest
 from ..errors import ConfigError, SkyButlerError
 from ..pipeline import QuantumGraph
-from ..registry import FileRecord, batch_sql, pipeline_sql
+from ..provenance import ExecutionStatus
+from ..registry import FileRecord, batch_sql, pipeline_sql, provenance_sql
 from ..registry.batch_sql import StateChange
 from ..transfer import merge_run
 from .campaign import Campaign
@@ -332,6 +333,8 @@ class SubmissionRunner:
         return busy
 
     def _hand_over(self, job: _Job) -> None:
+        if job.attempt > 1:
+            self._count_merged(job)
         remaining = [q for q in job.plan.quanta if self.quantum_state.get(q) != JobState.SUCCEEDED.value]
         quanta = [self.graph[q] for q in remaining]
         resources = self._resources(job)
@@ -354,6 +357,27 @@ class SubmissionRunner:
                                      resources))
         self._set_job(job, JobState.SUBMITTED, submit_time=_now(), memory_mb=resources.memory_mb)
         self._set_quanta(remaining, JobState.PENDING, job.attempt)
+
+    def _count_merged(self, job: _Job) -> None:
+        """Record as succeeded the unfinished quanta of ``job`` whose outcome an earlier attempt's merge committed.
+
+        A merge commits whole executions in bounded transactions; one that failed half way
+        (a staged file deleted, a conflict) leaves some quanta merged and not recorded. Run
+        again, they would write outputs that clash with the merged ones (a log's times differ:
+        stage-out and merge refuse them, attempt after attempt) and a second execution each.
+        """
+        unfinished = [q for q in job.plan.quanta if self.quantum_state.get(q) != JobState.SUCCEEDED.value]
+        if not unfinished:
+            return
+        registry = self.butler.registry
+        merged = {r["quantum_id"]: r["id"] for r in provenance_sql.executions(
+            registry, status=ExecutionStatus.SUCCEEDED.value, quantum_ids=unfinished)}
+        registered = pipeline_sql.existing_dataset_ids(
+            registry, [r.id for q in merged for r in self.graph[q].output_refs()])
+        for qid, execution_id in merged.items():
+            if all(r.id in registered for r in self.graph[qid].output_refs()):
+                self._set_quanta([qid], JobState.SUCCEEDED, job.attempt, detail="merged by an earlier attempt",
+                                 execution_id=execution_id)
 
     def _remove_unmerged_outputs(self, quanta: list[Any]) -> None:
         """Remove files an earlier attempt staged out but that were never merged (no row names them).
