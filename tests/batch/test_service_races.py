@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from skybutler import BatchError
 from skybutler.batch import api
 from skybutler.batch.service import RunSummary, SubmissionRunner
@@ -199,6 +201,24 @@ def test_a_staged_output_deleted_before_its_merge_fails_the_merge_and_the_retry_
 
 def test_a_job_whose_merge_failed_half_way_is_retried_without_clashing_with_what_was_merged(
         repo, write_campaign, local_engine, monkeypatch):
+    """A job's merge commits some of its bounded transactions, then one fails; the job is retried.
+
+    See `_merge_failing_half_way_then_retried`.
+    """
+    _merge_failing_half_way_then_retried(repo, write_campaign, local_engine, monkeypatch)
+
+
+@pytest.mark.parametrize("backend", ["postgresql-local"])
+def test_a_job_whose_merge_failed_half_way_on_postgresql_is_retried_without_clashing(
+        backend, make_butler, write_campaign, local_engine, monkeypatch):
+    from support.pipeline_repo import fill_repository
+
+    butler = make_butler()
+    fill_repository(butler)
+    _merge_failing_half_way_then_retried(butler, write_campaign, local_engine, monkeypatch)
+
+
+def _merge_failing_half_way_then_retried(repo, write_campaign, local_engine, monkeypatch) -> None:
     """A job's merge commits some of its bounded transactions, then one fails; the job is retried.
 
     The merge goes one execution per transaction here, and the file of the job's last
