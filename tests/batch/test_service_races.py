@@ -10,6 +10,7 @@ another process runs the submission; the check and the marking must be one step.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +254,52 @@ def _merge_failing_half_way_then_retried(repo, write_campaign, local_engine, mon
     assert all(set(c) == {"succeeded"} for c in progress.values()), progress
     # The merge was half way: the retry found some of the job's quanta merged.
     assert any(e["detail"] == "merged by an earlier attempt" for e in batch_sql.events(repo.registry, row["id"]))
+
+
+def test_an_output_stage_out_refused_is_not_merged_with_the_scratch_file_row(
+        repo, write_campaign, local_engine, monkeypatch):
+    """A file of the same size, other bytes and no row is at a job's planned output path when it stages out.
+
+    Stage-out refuses to replace it and the job fails (staging). Before, its outcome was
+    merged all the same: the refused output kept the scratch registry's file row, which
+    named the other file at that path (its size matched, so no check saw it), its quantum
+    counted as done, and the jobs downstream failed to stage it in (checksum). Now an
+    outcome with outputs not staged out is not merged; the retry, as for any attempt,
+    removes what no row names at its paths and runs the job again.
+    """
+    import io
+
+    import numpy as np
+
+    from skybutler.pipeline import QuantumGraph
+    from skybutler.registry import batch_sql
+    from support.batch_campaign import FEW_JOBS
+    from support.batch_checks import assert_run_complete_and_whole
+
+    placed: list[str] = []
+    real_hand_over = SubmissionRunner._hand_over
+
+    def hand_over(self, job):  # noqa: ANN001, ANN202
+        if not placed and "make_calexp" in job.plan.task_labels:
+            path = self.graph[job.plan.quanta[0]].outputs["calexp"][0].extra["path"]
+            other = io.BytesIO()
+            np.save(other, np.zeros((4, 4)))  # a calexp's size (4 x 4 float64), not its values
+            full = Path(self.butler.datastore.url(path))
+            full.parent.mkdir(parents=True, exist_ok=True)
+            full.write_bytes(other.getvalue())
+            placed.append(path)
+        return real_hand_over(self, job)
+
+    monkeypatch.setattr(SubmissionRunner, "_hand_over", hand_over)
+    result = api.submit(repo, write_campaign(clustering=FEW_JOBS), engine=local_engine)
+    row = batch_sql.get_submission(repo.registry, result.name)
+    assert result.summary.state == JobState.SUCCEEDED, [f["reason"] for f in batch_sql.failures(repo.registry,
+                                                                                              row["id"])]
+    assert_run_complete_and_whole(repo, QuantumGraph.read(result.directory / "graph.qgraph"))
+    (path,) = placed
+    (record,) = [r for r in repo.registry.get_files(
+        [ref.id for ref in repo.query_datasets("calexp", collections=[result.run])]).values() if r.path == path]
+    assert repo.datastore.checksum(path, record.checksum_algorithm) == f"{record.checksum_algorithm}:{record.checksum}"
+    (retried,) = [e["detail"] for e in batch_sql.events(repo.registry, row["id"])
+                  if e["kind"] == "job" and "automatic retry" in (e["detail"] or "")]
+    assert retried.startswith("automatic retry after staging:") and path in retried, retried

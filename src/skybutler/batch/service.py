@@ -481,8 +481,22 @@ class SubmissionRunner:
         if report.state == EngineState.CANCELLED and outcome.state != JobState.SUCCEEDED.value:
             self._fail(job, FailureClass.CANCELLED, report.reason or "cancelled", report)
             return
+        unstaged = self._unstaged_outputs(outcome)
+        if unstaged:
+            # Its stage-out refused them (another file at the path, a removal listing it). Merged,
+            # they would keep the scratch registry's file row, which names whatever the central
+            # datastore holds at that path. Nothing of the outcome is merged; the retry runs it all.
+            self._fail(job, FailureClass.STAGING, outcome.reason or f"{len(unstaged)} output(s) not staged out, "
+                       f"first: dataset {unstaged[0]}", report)
+            return
         self._set_job(job, JobState.MERGING, exit_code=report.exit_code)
         self._merges[job.name] = (self._pool.submit(self._merge, job, outcome), outcome)
+
+    def _unstaged_outputs(self, outcome: JobOutcome) -> list[uuid.UUID]:
+        """The outputs of the outcome's succeeded quanta that its stage-out did not place."""
+        staged = {o.dataset_id for o in outcome.outputs}
+        return [r.id for q in outcome.quanta if q.status == ExecutionStatus.SUCCEEDED.value
+                for r in self.graph[q.quantum_id].output_refs() if r.id not in staged]
 
     def _merge(self, job: _Job, outcome: JobOutcome) -> Any:
         files = {o.dataset_id: FileRecord(o.dataset_id, o.path, o.size, o.checksum, o.checksum_algorithm, o.format)
