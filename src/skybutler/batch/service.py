@@ -483,11 +483,13 @@ class SubmissionRunner:
             return
         unstaged = self._unstaged_outputs(outcome)
         if unstaged:
-            # Its stage-out refused them (another file at the path, a removal listing it). Merged,
-            # they would keep the scratch registry's file row, which names whatever the central
-            # datastore holds at that path. Nothing of the outcome is merged; the retry runs it all.
-            self._fail(job, FailureClass.STAGING, outcome.reason or f"{len(unstaged)} output(s) not staged out, "
-                       f"first: dataset {unstaged[0]}", report)
+            # Its stage-out refused them (another file at the path, a removal listing it) or never ran
+            # (the job runner failed). Merged, they would keep the scratch registry's file row, which
+            # names whatever the central datastore holds at that path. Nothing of the outcome is
+            # merged; the retry runs it all.
+            failure = FailureClass(outcome.failure_class) if outcome.failure_class else FailureClass.STAGING
+            self._fail(job, failure, outcome.reason or f"{len(unstaged)} output(s) not staged out, first: dataset "
+                       f"{unstaged[0]}", report)
             return
         self._set_job(job, JobState.MERGING, exit_code=report.exit_code)
         self._merges[job.name] = (self._pool.submit(self._merge, job, outcome), outcome)
