@@ -36,7 +36,8 @@ import yaml
 from .._butler_put import record_manifest
 from ..errors import ConfigError, SkyButlerError
 from ..pipeline import QuantumGraph
-from ..registry import FileRecord, batch_sql, pipeline_sql
+from ..provenance import ExecutionStatus
+from ..registry import FileRecord, batch_sql, pipeline_sql, provenance_sql
 from ..registry.batch_sql import StateChange
 from ..transfer import merge_run
 from .campaign import Campaign
@@ -332,6 +333,8 @@ class SubmissionRunner:
         return busy
 
     def _hand_over(self, job: _Job) -> None:
+        if job.attempt > 1:
+            self._count_merged(job)
         remaining = [q for q in job.plan.quanta if self.quantum_state.get(q) != JobState.SUCCEEDED.value]
         quanta = [self.graph[q] for q in remaining]
         resources = self._resources(job)
@@ -354,6 +357,27 @@ class SubmissionRunner:
                                      resources))
         self._set_job(job, JobState.SUBMITTED, submit_time=_now(), memory_mb=resources.memory_mb)
         self._set_quanta(remaining, JobState.PENDING, job.attempt)
+
+    def _count_merged(self, job: _Job) -> None:
+        """Record as succeeded the unfinished quanta of ``job`` whose outcome an earlier attempt's merge committed.
+
+        A merge commits whole executions in bounded transactions; one that failed half way
+        (a staged file deleted, a conflict) leaves some quanta merged and not recorded. Run
+        again, they would write outputs that clash with the merged ones (a log's times differ:
+        stage-out and merge refuse them, attempt after attempt) and a second execution each.
+        """
+        unfinished = [q for q in job.plan.quanta if self.quantum_state.get(q) != JobState.SUCCEEDED.value]
+        if not unfinished:
+            return
+        registry = self.butler.registry
+        merged = {r["quantum_id"]: r["id"] for r in provenance_sql.executions(
+            registry, status=ExecutionStatus.SUCCEEDED.value, quantum_ids=unfinished)}
+        registered = pipeline_sql.existing_dataset_ids(
+            registry, [r.id for q in merged for r in self.graph[q].output_refs()])
+        for qid, execution_id in merged.items():
+            if all(r.id in registered for r in self.graph[qid].output_refs()):
+                self._set_quanta([qid], JobState.SUCCEEDED, job.attempt, detail="merged by an earlier attempt",
+                                 execution_id=execution_id)
 
     def _remove_unmerged_outputs(self, quanta: list[Any]) -> None:
         """Remove files an earlier attempt staged out but that were never merged (no row names them).
@@ -457,8 +481,24 @@ class SubmissionRunner:
         if report.state == EngineState.CANCELLED and outcome.state != JobState.SUCCEEDED.value:
             self._fail(job, FailureClass.CANCELLED, report.reason or "cancelled", report)
             return
+        unstaged = self._unstaged_outputs(outcome)
+        if unstaged:
+            # Its stage-out refused them (another file at the path, a removal listing it) or never ran
+            # (the job runner failed). Merged, they would keep the scratch registry's file row, which
+            # names whatever the central datastore holds at that path. Nothing of the outcome is
+            # merged; the retry runs it all.
+            failure = FailureClass(outcome.failure_class) if outcome.failure_class else FailureClass.STAGING
+            self._fail(job, failure, outcome.reason or f"{len(unstaged)} output(s) not staged out, first: dataset "
+                       f"{unstaged[0]}", report)
+            return
         self._set_job(job, JobState.MERGING, exit_code=report.exit_code)
         self._merges[job.name] = (self._pool.submit(self._merge, job, outcome), outcome)
+
+    def _unstaged_outputs(self, outcome: JobOutcome) -> list[uuid.UUID]:
+        """The outputs of the outcome's succeeded quanta that its stage-out did not place."""
+        staged = {o.dataset_id for o in outcome.outputs}
+        return [r.id for q in outcome.quanta if q.status == ExecutionStatus.SUCCEEDED.value
+                for r in self.graph[q.quantum_id].output_refs() if r.id not in staged]
 
     def _merge(self, job: _Job, outcome: JobOutcome) -> Any:
         files = {o.dataset_id: FileRecord(o.dataset_id, o.path, o.size, o.checksum, o.checksum_algorithm, o.format)
@@ -471,7 +511,9 @@ class SubmissionRunner:
         planned = self._planned_refs()
         refs = [planned[i] for i in files if i in planned]
         record_manifest(self.butler.datastore, refs, [files[r.id] for r in refs])
-        return merge_run(self.butler.registry, source, run=outcome.run, files=files)
+        # Checked against the datastore before each commit: a staged file deleted since (an operator, a
+        # clean-up) fails the merge, and the job is retried, instead of a row without its file.
+        return merge_run(self.butler.registry, source, run=outcome.run, files=files, datastore=self.butler.datastore)
 
     def _planned_refs(self) -> dict[uuid.UUID, Any]:
         if self._refs is None:
