@@ -303,3 +303,43 @@ def test_an_output_stage_out_refused_is_not_merged_with_the_scratch_file_row(
     (retried,) = [e["detail"] for e in batch_sql.events(repo.registry, row["id"])
                   if e["kind"] == "job" and "automatic retry" in (e["detail"] or "")]
     assert retried.startswith("automatic retry after staging:") and path in retried, retried
+
+
+def test_a_retry_never_removes_an_earlier_attempts_output_that_a_put_stored_meanwhile(tmp_path):
+    """Before a retry, files an earlier attempt staged out that no row names are removed.
+
+    Between that lookup and the removal, a put of the same dataset took the file for a
+    crashed write's leftover, replaced it and committed. Before: the removal deleted the
+    put's file (a stored dataset without its file). Now the files are looked up again
+    while writers of file rows are kept out.
+    """
+    from types import SimpleNamespace
+
+    from skybutler import Butler
+    from skybutler.model import DataId, DatasetRef, new_dataset_id
+
+    root = str(tmp_path / "repo")
+    butler = Butler.create(root, run="r")
+    butler.register_dataset_type("meta", [], "dict")
+    dataset_type = butler.registry.get_dataset_type("meta")
+    planned = DatasetRef(new_dataset_id(), dataset_type, DataId(), "r")
+    path = butler.file_namer(dataset_type, "r")(planned)
+    Path(butler.datastore.url(path)).parent.mkdir(parents=True)
+    Path(butler.datastore.url(path)).write_bytes(b'{"attempt": 1}')  # staged out, never merged
+    planned = DatasetRef(planned.id, dataset_type, DataId(), "r", extra={"path": path})
+    user = Butler(root, run="r")
+    stored = []
+    really_exists = butler.datastore.exists
+
+    def exists_then_put(p):  # noqa: ANN001, ANN202 - the runner found the file; a put stores the dataset now
+        found = really_exists(p)
+        if not stored:
+            stored.append(user.put({"by": "user"}, "meta"))
+        return found
+
+    butler.datastore.exists = exists_then_put  # type: ignore[method-assign]
+    quantum = SimpleNamespace(output_refs=lambda: [planned])
+    SubmissionRunner._remove_unmerged_outputs(SimpleNamespace(butler=butler), [quantum])  # type: ignore[arg-type]
+
+    (ref,) = stored
+    assert Butler(root).get(ref) == {"by": "user"}

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from .._butler_put import record_manifest
+from .._butler_remove import writers_kept_out
 from ..errors import ConfigError, SkyButlerError
 from ..pipeline import QuantumGraph
 from ..provenance import ExecutionStatus
@@ -388,11 +389,16 @@ class SubmissionRunner:
         paths = [r.extra["path"] for q in quanta for r in q.output_refs() if "path" in r.extra]
         if not paths:
             return
-        named = pipeline_sql.known_paths(self.butler.registry, paths)
-        datastore = self.butler.datastore
+        registry, datastore = self.butler.registry, self.butler.datastore
+        named = pipeline_sql.known_paths(registry, paths)
         stray = [p for p in paths if p not in named and datastore.exists(p)]
         if stray:
-            datastore.remove(stray)
+            # Looked up again and removed while writers of file rows are kept out: a put of
+            # the same dataset may have taken one for a crashed write's leftover, replaced it
+            # and committed since (or be about to).
+            with writers_kept_out(registry):
+                named = pipeline_sql.known_paths(registry, stray)
+                datastore.remove([p for p in stray if p not in named])
         # And the temporary files of an earlier attempt killed while staging out (those of
         # live writers, other jobs staging into the same directories, are left alone). Only
         # on local disk: an object store is written at the final key, and listing it would

@@ -31,6 +31,7 @@ on PostgreSQL.
 
 from __future__ import annotations
 
+import errno
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -483,7 +484,10 @@ class _Merge:
         def found(path: str) -> int | None:
             try:
                 return store.size(path)
-            except FileAccessError:
+            except FileAccessError as exc:
+                if exc.errno != errno.ENOENT:  # the store cannot be reached: say so, not "missing"
+                    raise MergeError(f"{self.where}: cannot check the file {path!r} in the datastore at "
+                                     f"{store.root}: {exc}; nothing of this transaction was merged") from None
                 return None
 
         # An absolute location (a "direct" ingest) is not the datastore's own: not checked.
