@@ -332,3 +332,28 @@ def test_the_example_plugin_of_the_documentation_ingests_files(make_butler, tmp_
         f"LAMBDA%2Fraw%2Fall/raw/z/00000012/raw_00000012_{d:03d}.fits" for d in (0, 1)]
     assert origin_of(butler, refs[0]).plugin == "lambda-raw"
     assert origin_of(butler, refs[0]).metadata["airmass"] == 1.2
+
+
+def test_an_hsc_raw_header_as_the_camera_writes_it_gives_the_exposure_times_of_ut_str_and_ut_end():
+    """A real HSC raw has the UT date alone in DATE-OBS and the times in UT-STR / UT-END.
+
+    Before: DATE-OBS alone was read, as midnight: visits started hours early, and a
+    calibration lookup at the exposure's time found the wrong calibration.
+    """
+    import datetime
+
+    from skybutler.ops.hsc import header_to_data_id
+
+    header = {"INSTRUME": "Hyper Suprime-Cam", "EXP-ID": "HSCE00095104", "FILTER01": "HSC-I", "DET-ID": 16,
+              "EXPTIME": 150.0, "DATE-OBS": "2016-03-07", "UT-STR": "08:16:40.567", "UT-END": "08:19:10.600"}
+    utc = datetime.UTC
+    values = header_to_data_id(header)
+    assert values["timespan_begin"] == datetime.datetime(2016, 3, 7, 8, 16, 40, 567000, tzinfo=utc)
+    assert values["timespan_end"] == datetime.datetime(2016, 3, 7, 8, 19, 10, 600000, tzinfo=utc)
+    assert values["day_obs"] == 20160306
+    across_midnight = header_to_data_id({**header, "UT-STR": "23:59:00.000", "UT-END": "00:01:30.000"})
+    assert across_midnight["timespan_end"] == datetime.datetime(2016, 3, 8, 0, 1, 30, tzinfo=utc)
+    without_end = header_to_data_id({k: v for k, v in header.items() if k != "UT-END"})
+    assert without_end["timespan_end"] == values["timespan_begin"] + datetime.timedelta(seconds=150)
+    with pytest.raises(ValueError, match="DATE-OBS='2016-03-07' has no time of day"):
+        header_to_data_id({k: v for k, v in header.items() if k not in ("UT-STR", "UT-END")})

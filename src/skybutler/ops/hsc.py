@@ -79,8 +79,8 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"cannot read an exposure id from {key}={value!r}")
         exposure = int(match.group(1)) // divisor
         physical_filter = str(header["FILTER01"]).strip()
-        begin = datetime.fromisoformat(str(header["DATE-OBS"])).replace(tzinfo=UTC)
         exposure_time = float(header["EXPTIME"])
+        begin, end = _exposure_times(header, exposure_time)
         detector = int(header["DET-ID"])
     except KeyError as err:
         raise ValueError(f"raw header lacks {err.args[0]!r}") from None
@@ -103,12 +103,40 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
         "day_obs": day_obs(begin),
         "exposure_time": exposure_time,
         "timespan_begin": begin,
-        "timespan_end": begin + timedelta(seconds=exposure_time),
+        "timespan_end": end,
         "observation_type": _OBSERVATION_TYPES.get(str(header.get("DATA-TYP", "OBJECT")).strip(), "unknown"),
         "target_name": str(header.get("OBJECT", "")).strip(),
         "tracking_ra": tracking_ra,
         "tracking_dec": tracking_dec,
     }
+
+
+def _exposure_times(header: Mapping[str, Any], exposure_time: float) -> tuple[datetime, datetime]:
+    """The exposure's start and end (aware, UTC) from its header.
+
+    A real HSC raw gives the UT date in ``DATE-OBS`` (``2016-03-07``) and the UT times of
+    start and end in ``UT-STR`` and ``UT-END`` (older ones: ``UT``); the date with a time
+    (``2016-03-07T08:16:40.567``) is read as it is. Without an end time it is the start
+    plus ``EXPTIME``; an end before the start crossed midnight UT.
+    """
+    date = str(header["DATE-OBS"]).strip()
+    try:
+        if "T" in date:
+            begin = datetime.fromisoformat(date)
+        else:
+            start = header.get("UT-STR", header.get("UT"))
+            if start is None:
+                raise ValueError(f"DATE-OBS={date!r} has no time of day and the header has no UT-STR (or UT)")
+            begin = datetime.fromisoformat(f"{date}T{str(start).strip()}")
+        begin = begin.astimezone(UTC) if begin.tzinfo else begin.replace(tzinfo=UTC)
+        if "T" in date or "UT-END" not in header:
+            return begin, begin + timedelta(seconds=exposure_time)
+        end = datetime.fromisoformat(f"{begin.date().isoformat()}T{str(header['UT-END']).strip()}").replace(tzinfo=UTC)
+    except ValueError as err:
+        if "DATE-OBS=" in str(err):
+            raise
+        raise ValueError(f"cannot read the exposure's time from DATE-OBS={date!r}, UT-STR/UT/UT-END: {err}") from None
+    return begin, end if end >= begin else end + timedelta(days=1)
 
 
 class HscRawPlugin(IngestPlugin):
@@ -120,7 +148,8 @@ class HscRawPlugin(IngestPlugin):
     """
 
     name = "hsc-raw"
-    description = "Hyper Suprime-Cam raw frames (FITS): EXP-ID, DET-ID, FILTER01, DATE-OBS; regions from the WCS"
+    description = ("Hyper Suprime-Cam raw frames (FITS): EXP-ID, DET-ID, FILTER01, DATE-OBS with UT-STR/UT-END; "
+                   "regions from the WCS")
     metadata_keys = {"object": "OBJECT", "airmass": "AIRMASS", "seeing": "SEEING", "mjd": "MJD",
                      "gain": "GAIN", "read_noise": "RDNOISE", "ra": "RA2000", "dec": "DEC2000"}
 
