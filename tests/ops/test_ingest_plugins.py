@@ -357,3 +357,16 @@ def test_an_hsc_raw_header_as_the_camera_writes_it_gives_the_exposure_times_of_u
     assert without_end["timespan_end"] == values["timespan_begin"] + datetime.timedelta(seconds=150)
     with pytest.raises(ValueError, match="DATE-OBS='2016-03-07' has no time of day"):
         header_to_data_id({k: v for k, v in header.items() if k not in ("UT-STR", "UT-END")})
+
+
+@pytest.mark.parametrize(("physical_filter", "band"), [("HSC-G", "g"), ("HSC-R2", "r"), ("HSC-I2", "i"),
+                                                       ("HSC-Y", "y"), ("NB0921", "N921"), ("NB1010", "N1010")])
+def test_every_hsc_filter_has_its_band(physical_filter, band):
+    """Real HSC data is taken in g, z, y and narrow bands too; before, only HSC-R and HSC-I were read."""
+    from skybutler.ops.hsc import header_to_data_id
+
+    header = {"INSTRUME": "HSC", "EXP-ID": "HSCE00095104", "FILTER01": physical_filter, "DET-ID": 16,
+              "EXPTIME": 30.0, "DATE-OBS": "2016-03-07T08:16:40"}
+    assert header_to_data_id(header)["band"] == band
+    with pytest.raises(ValueError, match="unknown HSC filter FILTER01='HSC-Q'; known: HSC-G, HSC-R"):
+        header_to_data_id({**header, "FILTER01": "HSC-Q"})

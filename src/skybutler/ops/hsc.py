@@ -20,11 +20,19 @@ from typing import Any
 
 from .plugins import IngestPlugin, footprint, observation_records
 
-__all__ = ["DETECTOR_MAX", "INSTRUMENT", "PHYSICAL_FILTER_BANDS", "HscRawPlugin", "day_obs", "header_to_data_id"]
+__all__ = ["DETECTOR_MAX", "FILTER_BANDS", "INSTRUMENT", "PHYSICAL_FILTER_BANDS", "HscRawPlugin", "day_obs", "header_to_data_id"]
 
 INSTRUMENT = "HSC"
 PHYSICAL_FILTER_BANDS: dict[str, str] = {"HSC-R": "r", "HSC-I": "i"}
-"""Physical filter -> band, for the filters this plugin knows."""
+"""Physical filter -> band of the two broad-band filters the demo's synthetic raws use."""
+
+_NARROW = ("NB0387", "NB0400", "NB0468", "NB0515", "NB0527", "NB0656", "NB0718", "NB0816", "NB0921", "NB0926",
+           "NB0973", "NB1010")
+FILTER_BANDS: dict[str, str] = {
+    "HSC-G": "g", "HSC-R": "r", "HSC-R2": "r", "HSC-I": "i", "HSC-I2": "i", "HSC-Z": "z", "HSC-Y": "y",
+    **{f: f"N{int(f[2:])}" for f in _NARROW}, "IB0945": "I945"}
+"""Physical filter -> band of every HSC filter this plugin reads: the broad bands (the second R and I
+filters are the same bands) and the narrow (``NB0921`` -> ``N921``) and intermediate ones."""
 DETECTOR_MAX = 112
 """Detector ids are below this: 0-103 are science CCDs, 104-111 focus CCDs."""
 _SCIENCE_DETECTORS = 104
@@ -84,8 +92,8 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
         detector = int(header["DET-ID"])
     except KeyError as err:
         raise ValueError(f"raw header lacks {err.args[0]!r}") from None
-    if physical_filter not in PHYSICAL_FILTER_BANDS:
-        raise ValueError(f"unknown HSC filter {physical_filter!r}")
+    if physical_filter not in FILTER_BANDS:
+        raise ValueError(f"unknown HSC filter FILTER01={physical_filter!r}; known: {', '.join(FILTER_BANDS)}")
     tracking_ra = tracking_dec = None
     if "RA2000" in header and "DEC2000" in header:
         from astropy.coordinates import Angle  # here: `ingest --help` lists this plugin without astropy
@@ -99,7 +107,7 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
         "detector": detector,
         "detector_name": str(header.get("DETNAME", "")),
         "physical_filter": physical_filter,
-        "band": PHYSICAL_FILTER_BANDS[physical_filter],
+        "band": FILTER_BANDS[physical_filter],
         "day_obs": day_obs(begin),
         "exposure_time": exposure_time,
         "timespan_begin": begin,
@@ -143,7 +151,7 @@ class HscRawPlugin(IngestPlugin):
     """Hyper Suprime-Cam raws: data ids from ``EXP-ID``/``DET-ID``/``FILTER01``, regions from the WCS.
 
     The records it gives: the instrument (``HSC``), each filter found with its band
-    (`PHYSICAL_FILTER_BANDS`), each detector found (``DET-ID``, named by ``DETNAME``,
+    (`FILTER_BANDS`), each detector found (``DET-ID``, named by ``DETNAME``,
     purpose SCIENCE or FOCUS), and the observation records of `observation_records`.
     """
 
