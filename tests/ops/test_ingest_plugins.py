@@ -370,3 +370,25 @@ def test_every_hsc_filter_has_its_band(physical_filter, band):
     assert header_to_data_id(header)["band"] == band
     with pytest.raises(ValueError, match="unknown HSC filter FILTER01='HSC-Q'; known: HSC-G, HSC-R"):
         header_to_data_id({**header, "FILTER01": "HSC-Q"})
+
+
+def test_a_tile_compressed_raw_is_read_from_its_image_header(make_butler, raw_dir, tmp_path):
+    """A ``.fits.fz`` raw (fpack) has an empty primary HDU and the image, with its header, in a compressed one.
+
+    Before: the primary header alone was read: "raw header lacks 'INSTRUME'".
+    """
+    from astropy.io import fits
+
+    src, visits = raw_dir
+    plain = sorted(src.iterdir())[0]
+    with fits.open(plain) as hdus:
+        header, data = hdus[0].header.copy(), hdus[0].data.copy()
+    compressed = tmp_path / (plain.stem + ".fits.fz")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data=data, header=header)]).writeto(compressed)
+
+    butler = make_butler()
+    (ref,) = ingest_raws(butler, "hsc-raw", [str(compressed)], run="HSC/raw/fz", transfer="copy")
+    (expected,) = ingest_raws(make_butler(), "hsc-raw", [str(plain)], run="HSC/raw/all", transfer="copy")
+    assert ref.data_id == expected.data_id
+    (visit,) = butler.query_dimension_records("visit", where=f"visit = {ref.data_id['visit']}")
+    assert visit["region"] is not None  # the WCS and the image's size come from the image's header
