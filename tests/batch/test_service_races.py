@@ -2,7 +2,7 @@
 
 Two runners of one submission each hand the same jobs over as new attempts and remove,
 before each attempt, the files an earlier attempt staged out that no row names
-(`SubmissionRunner._remove_unmerged_outputs`): one runner's removal can then delete
+(`skybutler.batch.attempts.remove_unmerged_outputs`): one runner's removal can then delete
 files the other's job staged out and its merge is about to name. `restart` refuses while
 another process runs the submission; the check and the marking must be one step.
 """
@@ -16,6 +16,7 @@ import pytest
 
 from skybutler import BatchError
 from skybutler.batch import api
+from skybutler.batch.attempts import remove_unmerged_outputs
 from skybutler.batch.service import RunSummary, SubmissionRunner
 from skybutler.batch.states import JobState
 
@@ -339,7 +340,7 @@ def test_a_retry_never_removes_an_earlier_attempts_output_that_a_put_stored_mean
 
     butler.datastore.exists = exists_then_put  # type: ignore[method-assign]
     quantum = SimpleNamespace(output_refs=lambda: [planned])
-    SubmissionRunner._remove_unmerged_outputs(SimpleNamespace(butler=butler), [quantum])  # type: ignore[arg-type]
+    remove_unmerged_outputs(butler, [quantum])
 
     (ref,) = stored
     assert Butler(root).get(ref) == {"by": "user"}

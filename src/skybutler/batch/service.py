@@ -22,7 +22,6 @@ attempt left nothing are run again.
 from __future__ import annotations
 
 import datetime
-import posixpath
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -34,13 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from .._butler_put import record_manifest
-from .._butler_remove import writers_kept_out
 from ..errors import ConfigError, SkyButlerError
 from ..pipeline import QuantumGraph
 from ..provenance import ExecutionStatus
 from ..registry import FileRecord, batch_sql, pipeline_sql, provenance_sql
 from ..registry.batch_sql import StateChange
 from ..transfer import merge_run
+from .attempts import remove_unmerged_outputs, unstaged_outputs
 from .campaign import Campaign
 from .clustering import JobPlan
 from .control import find_submission, kill_local
@@ -351,7 +350,7 @@ class SubmissionRunner:
             job.attempt += 1
             attempt_dir = self._attempt_dir(job)
         if job.attempt > 1:
-            self._remove_unmerged_outputs(quanta)
+            remove_unmerged_outputs(self.butler, quanta)
         attempt_dir.mkdir(parents=True, exist_ok=True)
         job.offset = 0
         self.engine.submit(EngineJob(job.name, self.writer.job_dir(job.name) / "manifest.json", attempt_dir,
@@ -379,33 +378,6 @@ class SubmissionRunner:
             if all(r.id in registered for r in self.graph[qid].output_refs()):
                 self._set_quanta([qid], JobState.SUCCEEDED, job.attempt, detail="merged by an earlier attempt",
                                  execution_id=execution_id)
-
-    def _remove_unmerged_outputs(self, quanta: list[Any]) -> None:
-        """Remove files an earlier attempt staged out but that were never merged (no row names them).
-
-        A new attempt writes the same paths; its logs (times, execution ids) differ from the
-        earlier ones, and stage-out never overwrites a file.
-        """
-        paths = [r.extra["path"] for q in quanta for r in q.output_refs() if "path" in r.extra]
-        if not paths:
-            return
-        registry, datastore = self.butler.registry, self.butler.datastore
-        named = pipeline_sql.known_paths(registry, paths)
-        stray = [p for p in paths if p not in named and datastore.exists(p)]
-        if stray:
-            # Looked up again and removed while writers of file rows are kept out: a put of
-            # the same dataset may have taken one for a crashed write's leftover, replaced it
-            # and committed since (or be about to).
-            with writers_kept_out(registry):
-                named = pipeline_sql.known_paths(registry, stray)
-                datastore.remove([p for p in stray if p not in named])
-        # And the temporary files of an earlier attempt killed while staging out (those of
-        # live writers, other jobs staging into the same directories, are left alone). Only
-        # on local disk: an object store is written at the final key, and listing it would
-        # fill fsspec's listings cache, after which this process's `exists` misses the files
-        # jobs stage out later.
-        if datastore.is_local:
-            datastore.clean_temporaries({posixpath.dirname(p) for p in paths})
 
     def _resources(self, job: _Job) -> Resources:
         base = job_resources(self.campaign, job.plan.task_labels)
@@ -487,7 +459,7 @@ class SubmissionRunner:
         if report.state == EngineState.CANCELLED and outcome.state != JobState.SUCCEEDED.value:
             self._fail(job, FailureClass.CANCELLED, report.reason or "cancelled", report)
             return
-        unstaged = self._unstaged_outputs(outcome)
+        unstaged = unstaged_outputs(self.graph, outcome)
         if unstaged:
             # Its stage-out refused them (another file at the path, a removal listing it) or never ran
             # (the job runner failed). Merged, they would keep the scratch registry's file row, which
@@ -499,12 +471,6 @@ class SubmissionRunner:
             return
         self._set_job(job, JobState.MERGING, exit_code=report.exit_code)
         self._merges[job.name] = (self._pool.submit(self._merge, job, outcome), outcome)
-
-    def _unstaged_outputs(self, outcome: JobOutcome) -> list[uuid.UUID]:
-        """The outputs of the outcome's succeeded quanta that its stage-out did not place."""
-        staged = {o.dataset_id for o in outcome.outputs}
-        return [r.id for q in outcome.quanta if q.status == ExecutionStatus.SUCCEEDED.value
-                for r in self.graph[q.quantum_id].output_refs() if r.id not in staged]
 
     def _merge(self, job: _Job, outcome: JobOutcome) -> Any:
         files = {o.dataset_id: FileRecord(o.dataset_id, o.path, o.size, o.checksum, o.checksum_algorithm, o.format)

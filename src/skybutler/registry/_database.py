@@ -75,6 +75,9 @@ class Database:
         for conn in kept:
             conn.close()
         self.close_kept_connections()
+        checkpointer = getattr(self.engine, "skybutler_checkpointer", None)
+        if checkpointer is not None:
+            checkpointer.close()
         # In a forked process the pool still holds its parent's connections: dropped, not
         # closed (closing one ends the parent's session on the server).
         self.engine.dispose(close=os.getpid() == self._pid)
