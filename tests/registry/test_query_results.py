@@ -26,9 +26,8 @@ CALEXP_DIMS = ["instrument", "visit", "detector"]
 
 @pytest.fixture(params=["sqlite-local", "sqlite-memory", "postgresql-local"])
 def backend(request):
-    # Results are built in the registry. A SQLite file is read through ADBC when the
-    # arrow-db extra is installed; in-memory SQLite never is (another connection cannot
-    # open it), so both ways of building a table are compared with the refs.
+    # Results are built in the registry: from the DB-API's rows on SQLite (a file or in
+    # memory), through ADBC on PostgreSQL when the arrow-db extra is installed.
     return request.param
 
 
@@ -279,3 +278,37 @@ def test_large_results_as_one_table_or_as_batches_hold_the_refs(make_butler, bac
     assert [b.num_rows for b in batches] == [300, 300, 100]
     assert sorted(map(DataId, pa.Table.from_batches(batches).to_pylist()), key=str) == \
         sorted((r.data_id for r in refs), key=str)
+
+
+@pytest.mark.parametrize("backend", ["sqlite-local"])
+def test_writes_after_large_query_tables_are_stored_for_every_process(make_butler, tmp_path):
+    """A put after a large query table in the same process is seen by another process.
+
+    Before: the table was read by ADBC's SQLite driver, whose own copy of SQLite deleted
+    the WAL and its shared memory when its connection closed, under this process's open
+    connections. The next put returned its ref, but committed into the deleted WAL: no
+    other process ever saw it, and a new connection in this one failed ("disk I/O error").
+    """
+    import subprocess
+    import sys
+
+    from skybutler import Butler
+
+    butler = make_butler(records=True, run="r")
+    butler.register_dataset_type("meta", ["instrument", "detector"], "dict")
+    butler.put_many([({"d": d}, "meta", {"instrument": "HSC", "detector": d}) for d in range(2)])
+    records = [{"instrument": "HSC", "detector": d} for d in range(10, 3010)]
+    butler.insert_dimension_records("detector", records)
+    butler.put_many([({"d": r["detector"]}, "meta", r) for r in records])
+    for _ in range(2):
+        assert butler.query_datasets("meta", collections=["r"]).to_arrow().num_rows == 3002
+        assert len(list(butler.query_datasets("meta", collections=["r"]))) == 3002
+    after = butler.put({"d": 1}, "meta", instrument="HSC", detector=1, run="later")
+
+    with Butler(butler.root) as again:  # a new connection in this process
+        assert again.find_dataset("meta", instrument="HSC", detector=1, collections=["later"]) == after
+    seen = subprocess.run([sys.executable, "-c", (
+        "import sys; from skybutler import Butler; b = Butler(sys.argv[1]); "
+        "print(b.find_dataset('meta', instrument='HSC', detector=1, collections=['later']).id)"), str(butler.root)],
+        capture_output=True, text=True, timeout=120)
+    assert seen.stdout.strip() == str(after.id), seen.stderr[-2000:]

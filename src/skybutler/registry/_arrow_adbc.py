@@ -1,16 +1,24 @@
 """Arrow record batches straight from the database through ADBC (the optional ``arrow-db`` extra).
 
-``adbc-driver-sqlite`` and ``adbc-driver-postgresql`` read a result into Arrow arrays
-in C, without a Python object per row or per value (PostgreSQL's through a binary
-``COPY``). The query tables of `skybutler.registry._query_arrow` use them for results
-too large for the DB-API's tuples to be cheap, read outside a write transaction (the
-other connection would not see its rows), from a SQLite file (an in-memory database
-has no file another connection could open) or a PostgreSQL server. The SQL is the
-statement SQLAlchemy already compiled and executed for the first rows, with the
-parameters it sent, so its schema translation and bind processing hold.
+``adbc-driver-postgresql`` reads a result into Arrow arrays in C, without a Python
+object per row or per value (through a binary ``COPY``). The query tables of
+`skybutler.registry._query_arrow` use it for results too large for the DB-API's tuples
+to be cheap, read outside a write transaction (the other connection would not see its
+rows). The SQL is the statement SQLAlchemy already compiled and executed for the first
+rows, with the parameters it sent, so its schema translation and bind processing hold.
 
-Connections. Opening a SQLite one costs well under a millisecond: one per query. An
-ADBC PostgreSQL connection reads the server's type catalogue when it opens, tens of
+Never on SQLite. ``adbc-driver-sqlite`` carries its own copy of SQLite, and two copies
+of SQLite in one process must never open the same database: neither sees the other's
+connections or locks (POSIX locks belong to the process, and closing any descriptor
+of a file drops them all). Closing its connection, ADBC's copy took itself for the last
+one and deleted the WAL and its shared-memory file under this process's open
+connections: every commit after a SQLite query table then went into a deleted WAL and
+was lost, silently (a put returned its ref, no other process ever saw the dataset), and
+the next connection failed with "disk I/O error" or the process died of SIGBUS
+(`tests/registry/test_query_results.py`). SQLite's query tables are built from the
+DB-API's rows, column-wise (`_query_arrow`).
+
+Connections. An ADBC PostgreSQL connection reads the server's type catalogue when it opens, tens of
 milliseconds of CPU: a few idle ones are kept per database URL and process, as
 SQLAlchemy's pool keeps its own, in autocommit mode (an idle one holds no snapshot and
 no lock), and closed at exit. A process forked with some open leaves them to its parent.
@@ -28,30 +36,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ._db import sqlite_file
-
 __all__ = ["ids_from_hex", "open_reader", "reader_errors", "usable"]
 
 _IDLE_PER_URL = 2
 """Idle ADBC PostgreSQL connections kept per database URL."""
 
 
-def _driver(dialect: str) -> Any:
-    name = "adbc_driver_sqlite.dbapi" if dialect == "sqlite" else "adbc_driver_postgresql.dbapi"
+def _driver() -> Any:
     try:
-        return importlib.import_module(name)
+        return importlib.import_module("adbc_driver_postgresql.dbapi")
     except ImportError:
         return None
 
 
 def usable(conn: sa.Connection, url: str) -> bool:
     """Whether `open_reader` can read for ``conn`` (see the module docstring)."""
-    dialect = conn.dialect.name
     if conn.get_execution_options().get("write") or conn.in_nested_transaction():
         return False
-    if dialect == "sqlite":
-        return sqlite_file(url) is not None and _driver("sqlite") is not None
-    return dialect == "postgresql" and conn.dialect.driver == "psycopg" and _driver("postgresql") is not None
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and _driver() is not None
 
 
 class _PostgresPool:
@@ -74,7 +76,7 @@ class _PostgresPool:
             idle = self.idle.setdefault(uri, [])
             conn = idle.pop() if idle else None
         if conn is None:
-            conn = _driver("postgresql").connect(uri, autocommit=True)
+            conn = _driver().connect(uri, autocommit=True)
         try:
             yield conn
         except BaseException:
@@ -129,26 +131,11 @@ def _literal_sql(conn: sa.Connection, sql: str, params: Any) -> str:
 def open_reader(conn: sa.Connection, url: str, sql: str, params: Any, batch_rows: int) -> Iterator[Any] | None:
     """The record batches of ``sql`` (as executed on ``conn`` with ``params``), read by ADBC; None where it cannot be.
 
-    Batches are read as they are asked for. On SQLite, ADBC takes a column's type from
-    its first rows and refuses a later value of another type: callers only hand over
-    statements whose columns are never NULL and of one type (ids, run ids, dimensions).
+    Batches are read as they are asked for (``batch_rows`` is the DB-API path's size).
     """
     if not usable(conn, url):
         return None
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        path = sqlite_file(url)
-        values = list(params) if params else None
-        return _read_sqlite(str(path), sql, values, batch_rows)
     return _read_postgres(_postgres_uri(url), _literal_sql(conn, sql, params))
-
-
-def _read_sqlite(path: str, sql: str, params: list[Any] | None, batch_rows: int) -> Iterator[Any]:
-    driver = _driver("sqlite")
-    with driver.connect(path) as adbc, adbc.cursor() as cursor:
-        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-        cursor.execute(sql, params)
-        yield from cursor.fetch_record_batch()
 
 
 def _read_postgres(uri: str, sql: str) -> Iterator[Any]:

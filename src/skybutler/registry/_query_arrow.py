@@ -16,12 +16,12 @@ the limit NULL).
 A small result ends there: its tuples are transposed
 with ``zip(*rows)`` and each column becomes one Arrow array (ids by one
 ``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy). A
-larger one, with the ``arrow-db`` extra installed, is read again by ADBC
+larger one from PostgreSQL, with the ``arrow-db`` extra installed, is read again by ADBC
 (`skybutler.registry._arrow_adbc`) straight into Arrow arrays: no Python object per row.
-Otherwise (in-memory SQLite, inside a write transaction, a calibration lookup that must
-check for ambiguity, a query that must drop duplicates, nullable columns on SQLite,
-whose type ADBC would guess from the first rows) the DB-API's tuples are read a
-chunk at a time, so memory stays bounded by a batch either way.
+Otherwise (SQLite, whose ADBC driver brings a second copy of SQLite that must never open
+the process's databases; inside a write transaction; a calibration lookup that must check
+for ambiguity; a query that must drop duplicates) the DB-API's tuples are read a chunk at
+a time, so memory stays bounded by a batch either way.
 """
 
 from __future__ import annotations
@@ -316,9 +316,8 @@ def _dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQuery
         width = len(stmt.selected_columns)
         rest_at += [width - 2, width - 1]
     types = [f.type for f in list(schema)[3:]]
-    # ADBC's SQLite driver types a column by its first rows: nullable file columns stay
-    # on the DB-API path there; ambiguity checks and duplicates need the rows themselves.
-    adbc = plan.check is None and not plan.dedupe and not (files and conn.dialect.name == "sqlite")
+    # Ambiguity checks and duplicates need the rows themselves.
+    adbc = plan.check is None and not plan.dedupe
     seen: set[Any] = set()
     for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
         if arrow:
@@ -352,9 +351,7 @@ def data_id_batches(registry: Registry, conn: sa.Connection, stmt: sa.Select, di
                         for i, (n, t) in enumerate(zip(names, types, strict=True))])
 
     def batches() -> Iterator[pyarrow.RecordBatch]:
-        # Implied values may be NULL: on SQLite, ADBC would type such a column by its first rows.
-        adbc = not implied_names or conn.dialect.name != "sqlite"
-        for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
+        for arrow, data in _columns(registry, conn, stmt, size=size, adbc=True):
             if arrow:
                 arrays = [c if c.type == t else c.cast(t) for c, t in zip(data, types, strict=True)]
             else:
