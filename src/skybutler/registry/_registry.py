@@ -177,9 +177,10 @@ class Registry:
             with self.database.transaction() as conn:
                 yield conn
         except BaseException:
-            # Records this transaction inserted and then read (a physical_filter's instrument)
-            # were cached as existing; rolled back, they are not.
+            # Records and dataset types this transaction inserted and then read (a physical_filter's
+            # instrument, a type registered and put) were cached as existing; rolled back, they are not.
             self.dimension_records.forget_cached()
+            self.dataset_type_records.forget_cached()
             raise
 
     # -- dimension records -------------------------------------------------------------
