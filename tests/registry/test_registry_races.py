@@ -120,3 +120,66 @@ def test_an_ingest_whose_records_clash_with_a_record_inserted_meanwhile_is_refus
     assert list(butler.query_datasets("raw", collections=["u/me/run"])) == []
     record, = butler.registry.fetch_dimension_records("exposure")
     assert record["exposure_time"] == 30.0
+
+
+def test_a_chain_changed_while_a_run_it_names_is_being_removed_waits_for_the_removal(butler, backend, monkeypatch):
+    """PostgreSQL: the chain's writer locks the chain table, then waits for the run's row; the
+    removal, holding that row, deletes the run, whose foreign keys reach the chain table."""
+    if backend != "postgresql-local":
+        pytest.skip("SQLite's writers take turns: the chain's waits for the removal's whole transaction")
+    import threading
+
+    import sqlalchemy as sa
+
+    from skybutler.registry import _remove_run
+
+    butler.put({"m": 1}, "meta", instrument="HSC", detector=0, run="u/me/old")
+    a, b = other(butler), other(butler)
+    a.collections.set_chain("defaults", ["u/me/run"])
+    inside, go, outcome = threading.Event(), threading.Event(), {}
+    delete_provenance = _remove_run.provenance_sql.delete_run_provenance
+
+    def held(*args, **kwargs):  # noqa: ANN002, ANN003
+        inside.set()
+        go.wait(30)
+        return delete_provenance(*args, **kwargs)
+
+    monkeypatch.setattr(_remove_run.provenance_sql, "delete_run_provenance", held)
+
+    def remove() -> None:
+        try:
+            a.registry.remove_run("u/me/old")
+            outcome["removed"] = True
+        except Exception as exc:  # reported by the test
+            outcome["removal_error"] = exc
+
+    remover = threading.Thread(target=remove)
+    remover.start()
+    assert inside.wait(30)
+    changer = threading.Thread(target=lambda: outcome.update(
+        chain=_outcome(lambda: b.collections.set_chain("defaults", ["u/me/run", "u/me/old"]))))
+    changer.start()
+    namespace = butler.config.registry.namespace
+    waiting = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                      "AND query LIKE '%collection_chain%' AND query LIKE :namespace")
+    with butler.registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for _ in range(3000):  # until the chain's writer waits for a lock (at most a minute)
+            if conn.execute(waiting, {"namespace": f"%{namespace}%"}).scalar():
+                break
+            threading.Event().wait(0.02)
+    go.set()
+    remover.join(60)
+    changer.join(60)
+
+    assert outcome.get("removed") is True, outcome
+    assert isinstance(outcome["chain"].get("error"), CollectionError), outcome
+    assert "u/me/old" in str(outcome["chain"]["error"])
+    assert butler.collections.resolve(["defaults"]) == ["u/me/run"]
+
+
+def _outcome(change) -> dict:  # noqa: ANN001
+    try:
+        change()
+        return {"done": True}
+    except Exception as exc:  # reported by the test
+        return {"error": exc}
