@@ -183,3 +183,110 @@ def _outcome(change) -> dict:  # noqa: ANN001
         return {"done": True}
     except Exception as exc:  # reported by the test
         return {"error": exc}
+
+
+def _creates_at_once(create_a, create_b, hold_a, b_held=lambda: False) -> dict:  # noqa: ANN001
+    """Run ``create_a`` and ``create_b`` in two threads; A waits at ``hold_a`` until B is done or ``b_held()``."""
+    import threading
+
+    outcome: dict = {}
+
+    def run(name: str, create) -> None:  # noqa: ANN001
+        outcome[name] = _outcome(create)
+
+    a = threading.Thread(target=run, args=("a", create_a))
+    a.start()
+    assert hold_a.inside.wait(30)
+    b = threading.Thread(target=run, args=("b", create_b))
+    b.start()
+    hold_a.until(lambda: not b.is_alive() or b_held())
+    a.join(60)
+    b.join(60)
+    return outcome
+
+
+class _Hold:
+    """Holds the first thread that reaches it until ``until``'s condition (or 30 s)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.inside, self.go, self.lock = threading.Event(), threading.Event(), threading.Lock()
+        self.held = False
+
+    def here(self) -> None:
+        with self.lock:
+            first, self.held = not self.held, True
+        if first:
+            self.inside.set()
+            self.go.wait(30)
+
+    def until(self, done) -> None:  # noqa: ANN001
+        import time
+
+        deadline = time.monotonic() + 30
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.go.set()
+
+
+def test_two_creates_of_one_root_at_once_leave_the_winners_repository(tmp_path, monkeypatch, backend):
+    """The loser of two creates must not delete the root it took for its own: the winner's repository is in it."""
+    if backend != "sqlite-local":
+        pytest.skip("the root's directory, whatever the registry")
+    from pathlib import Path
+
+    root = tmp_path / "new" / "repo"
+    hold, mkdir = _Hold(), Path.mkdir
+
+    def held(self: Path, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        if self == root:  # A, about to make the root, waits for B's whole create
+            hold.here()
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", held)
+    outcome = _creates_at_once(lambda: Butler.create(root, run="r").close(),
+                               lambda: Butler.create(root, run="r").close(), hold)
+    monkeypatch.undo()
+
+    errors = [o["error"] for o in outcome.values() if "error" in o]
+    assert len(errors) == 1 and "already" in str(errors[0]), outcome
+    with Butler(root, run="r") as butler:
+        butler.register_dataset_type("meta", [], "dict")
+        assert butler.get(butler.put({"a": 1}, "meta")) == {"a": 1}
+
+
+def test_two_creates_in_one_postgresql_namespace_at_once_refuse_the_second(tmp_path, monkeypatch, backend,
+                                                                          pg_engine, pg_namespace):
+    if backend != "postgresql-local":
+        pytest.skip("PostgreSQL's namespaces")
+    import sqlalchemy as sa
+
+    from skybutler import RepositoryExistsError
+    from skybutler.registry import schema
+    from support.services import PG_URL
+
+    hold, create_views, pids = _Hold(), schema.create_views, []
+
+    def held(conn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        pids.append(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+        hold.here()
+        return create_views(conn, *args, **kwargs)
+
+    monkeypatch.setattr(schema, "create_views", held)
+    waiting = sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+
+    def b_waits_for_a() -> bool:
+        with pg_engine.connect() as conn:
+            return bool(conn.execute(waiting, {"pid": pids[0]}).scalar())
+
+    outcome = _creates_at_once(lambda: Butler.create(tmp_path / "a", registry=PG_URL, namespace=pg_namespace).close(),
+                               lambda: Butler.create(tmp_path / "b", registry=PG_URL, namespace=pg_namespace).close(),
+                               hold, b_waits_for_a)
+
+    assert outcome["a"] == {"done": True}, outcome
+    assert isinstance(outcome["b"].get("error"), RepositoryExistsError), outcome
+    assert not (tmp_path / "b").exists()
+    with Butler(tmp_path / "a", run="r") as butler:
+        butler.register_dataset_type("meta", [], "dict")
+        assert butler.get(butler.put({"a": 1}, "meta")) == {"a": 1}
