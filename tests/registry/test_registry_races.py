@@ -12,9 +12,13 @@ What was wrong before each fix:
   foreign-key error (a stale ref alone did too);
 - a chain given a run that another writer was removing failed with a raw foreign-key
   error (PostgreSQL);
+- an ingest inserting visits and then their detectors' regions deadlocked with a patch
+  inserted between the two (PostgreSQL);
 - an ingest whose records clash with a record another writer had just inserted was
   accepted, its files' values silently dropped (PostgreSQL), where one after the other
-  it is refused.
+  it is refused;
+- two creates of one root at once: the loser deleted the root, the winner's repository
+  with it; two of one PostgreSQL namespace failed with a raw catalog unique-key error.
 """
 
 from __future__ import annotations
@@ -290,3 +294,45 @@ def test_two_creates_in_one_postgresql_namespace_at_once_refuse_the_second(tmp_p
     with Butler(tmp_path / "a", run="r") as butler:
         butler.register_dataset_type("meta", [], "dict")
         assert butler.get(butler.put({"a": 1}, "meta")) == {"a": 1}
+
+
+def test_visits_and_patches_inserted_at_once_both_get_their_overlaps(butler, backend):
+    """PostgreSQL: an ingest inserts visits, then their detectors' regions, in one transaction;
+    a patch inserted meanwhile locks its overlap tables, from visit_detector_region's on."""
+    if backend != "postgresql-local":
+        pytest.skip("SQLite's writers take turns")
+    import threading
+
+    import sqlalchemy as sa
+
+    from support.records import square
+
+    a, b = other(butler), other(butler)
+    visit = {"instrument": "HSC", "visit": 903342, "physical_filter": "HSC-R", "day_obs": 20260315,
+             "region": square(150.0, 2.0, 0.2)}
+    patch = {"skymap": "rings", "tract": 0, "patch": 4, "cell_x": 0, "cell_y": 2, "region": square(150.0, 2.0, 0.1)}
+    outcome: dict = {}
+    changer = threading.Thread(target=lambda: outcome.update(
+        patch=_outcome(lambda: b.insert_dimension_records("patch", [patch]))))
+    waiting = sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+
+    def ingest() -> None:
+        with a.registry.transaction() as conn:
+            a.insert_dimension_records("visit", [visit])
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+            changer.start()
+            with butler.registry.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
+                for _ in range(3000):  # until the patch's writer waits for this transaction (at most a minute)
+                    if watch.execute(waiting, {"pid": pid}).scalar() or not changer.is_alive():
+                        break
+                    threading.Event().wait(0.02)
+            a.insert_dimension_records("visit_detector_region", [
+                {"instrument": "HSC", "visit": 903342, "detector": 0, "region": square(150.0, 2.0, 0.1)}])
+
+    outcome["ingest"] = _outcome(ingest)
+    changer.join(60)
+
+    assert outcome == {"ingest": {"done": True}, "patch": {"done": True}}, outcome
+    records = butler.registry.dimension_records
+    assert len(records.overlap_rows("visit", "patch", [("HSC", 903342)], [("rings", 0, 4)])) == 1
+    assert len(records.overlap_rows("visit_detector_region", "patch", [("HSC", 903342, 0)], [("rings", 0, 4)])) == 1
