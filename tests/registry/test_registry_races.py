@@ -10,8 +10,8 @@ What was wrong before each fix:
   with a raw foreign-key error (PostgreSQL);
 - tagging or certifying a dataset that another writer was removing failed with a raw
   foreign-key error (a stale ref alone did too);
-- a chain given a run that another writer was removing failed with a raw foreign-key
-  error (PostgreSQL);
+- a chain changed to name a run that another writer was removing deadlocked with the
+  removal, which failed (PostgreSQL's raw DeadlockDetected) while the chain kept the run;
 - an ingest inserting visits and then their detectors' regions deadlocked with a patch
   inserted between the two (PostgreSQL);
 - an ingest whose records clash with a record another writer had just inserted was
