@@ -174,3 +174,39 @@ def test_finishing_an_interrupted_removal_never_deletes_the_file_of_an_import_me
     finally:
         for b in (source, target, finisher):
             b.close()
+
+
+@pytest.mark.parametrize("way", ["transfer", "dump"])
+def test_a_dataset_removed_while_it_is_transferred_is_left_out_not_copied_without_its_file(
+        tmp_path, standard_records, monkeypatch, way):
+    """The selection is read, then the datasets' file rows: a dataset removed in between had none.
+
+    It was written as a dataset without a file, and the target got a row with no file.
+    """
+    source = Butler.create(str(tmp_path / "source"), run=RUN)
+    standard_records.fill(source)
+    source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    kept = source.put({"v": 1}, "calexp", DATA_ID)
+    removed = source.put({"v": 2}, "calexp", {**DATA_ID, "detector": 1})
+    remover = Butler(source.root, writeable=True)
+    really_get_files = source.registry.get_files
+
+    def get_files(ids):  # noqa: ANN001, ANN202
+        if removed.id in ids and remover.find_dataset("calexp", removed.data_id, collections=[RUN]) is not None:
+            remover.remove_datasets([removed])  # after the selection was read, before its file rows
+        return really_get_files(ids)
+
+    monkeypatch.setattr(source.registry, "get_files", get_files)
+    target = Butler.create(str(tmp_path / "target"))
+    if way == "transfer":
+        report = import_content(target, RegistrySource(source, dataset_types=["calexp"], collections=[RUN]),
+                                transfer="copy")
+    else:
+        from skybutler.transfer.dump import export_dump, import_dump
+
+        export_dump(source, tmp_path / "dump", ["calexp"], collections=[RUN], files=True)
+        report = import_dump(target, tmp_path / "dump")
+
+    assert report.datasets_added == 1
+    assert list(target.query_datasets("calexp", collections=[RUN])) == [kept]
+    assert target.get(kept) == {"v": 1}

@@ -274,6 +274,12 @@ class RegistrySource:
         for batch in self._batches():
             ids = [r.id for r in batch]
             files = self.registry.get_files(ids)
+            if len(files) < len(ids):
+                # A dataset removed since the selection was read has no file row either: it is
+                # left out, as if the removal had come first, not written without its file.
+                there = self.registry.get_datasets([i for i in ids if i not in files])
+                batch = [r for r in batch if r.id in files or r.id in there]
+                ids = [r.id for r in batch]
             origins = get_origins(self.registry, ids)
             out = []
             for ref in batch:
