@@ -210,3 +210,36 @@ def test_a_dataset_removed_while_it_is_transferred_is_left_out_not_copied_withou
     assert report.datasets_added == 1
     assert list(target.query_datasets("calexp", collections=[RUN])) == [kept]
     assert target.get(kept) == {"v": 1}
+
+
+def test_a_dataset_stored_while_a_transfer_runs_never_arrives_without_its_records(tmp_path, standard_records,
+                                                                                 monkeypatch):
+    """A transfer by query reads its selection once for the records, again for the datasets.
+
+    A dataset stored in between, of a visit inserted with it, came without that visit's
+    record: the target held a dataset whose data id has no record.
+    """
+    from skybutler.transfer import importer
+    from support.records import square
+
+    source = Butler.create(str(tmp_path / "source"), run=RUN)
+    standard_records.fill(source)
+    source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    kept = source.put({"v": 1}, "calexp", DATA_ID)
+    writer = Butler(source.root, writeable=True, run=RUN)
+    really_import_collections = importer._import_collections
+
+    def import_collections(*args):  # noqa: ANN002, ANN202  (between the records and the datasets)
+        writer.insert_dimension_records("visit", [{"instrument": "HSC", "visit": 1, "physical_filter": "HSC-R",
+                                                   "day_obs": 20260315, "region": square(150.0, 2.0, 0.2)}])
+        writer.put({"v": 2}, "calexp", {**DATA_ID, "visit": 1})
+        return really_import_collections(*args)
+
+    monkeypatch.setattr(importer, "_import_collections", import_collections)
+    target = Butler.create(str(tmp_path / "target"))
+    import_content(target, RegistrySource(source, dataset_types=["calexp"], collections=[RUN]), transfer="copy")
+
+    visits = {r["visit"] for r in target.registry.fetch_dimension_records("visit")}
+    stored = list(target.query_datasets("calexp", collections=[RUN]))
+    assert {ref.data_id["visit"] for ref in stored} <= visits
+    assert kept in stored
