@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from skybutler import Butler
-from skybutler.errors import TransferError
+from skybutler.errors import TransferConflictError, TransferError
 from skybutler.transfer import RegistrySource, _import_datasets, import_content
 from support.services import PG_URL
 
@@ -243,3 +243,36 @@ def test_a_dataset_stored_while_a_transfer_runs_never_arrives_without_its_record
     stored = list(target.query_datasets("calexp", collections=[RUN]))
     assert {ref.data_id["visit"] for ref in stored} <= visits
     assert kept in stored
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_record_inserted_otherwise_while_a_transfer_brings_it_is_reported_as_a_conflict(
+        tmp_path, standard_records, request, database):
+    """The transfer looked the visit up, found none, then inserted it as new: the record another writer
+    inserted with other values meanwhile was kept, silently, where one after the other it is a conflict."""
+    from support.holding import while_a_holds
+    from support.records import square
+
+    visit = {"instrument": "HSC", "visit": 903342, "physical_filter": "HSC-R", "day_obs": 20260315,
+             "region": square(150.0, 2.0, 0.2)}
+    source = Butler.create(str(tmp_path / "source"), run=RUN)
+    standard_records.fill(source)
+    source.insert_dimension_records("visit", [{**visit, "exposure_time": 30.0}])
+    source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    refs = [source.put({"v": 1}, "calexp", {**DATA_ID, "visit": 903342})]
+    if database == "postgresql":
+        request.getfixturevalue("pg_engine")
+        namespace = request.getfixturevalue("pg_namespace")
+        target = Butler.create(str(tmp_path / "target"), registry=PG_URL, namespace=namespace)
+    else:
+        target = Butler.create(str(tmp_path / "target"))
+    standard_records.fill(target)
+    other = Butler(target.root, writeable=True)
+
+    outcome = while_a_holds(other, lambda: other.insert_dimension_records("visit", [{**visit, "exposure_time": 15.0}]),
+                            lambda: import_content(Butler(target.root), RegistrySource(source, refs), transfer="copy"))
+
+    assert isinstance(outcome.get("error"), TransferConflictError), outcome
+    assert "visit record {'instrument': 'HSC', 'visit': 903342}" in str(outcome["error"])
+    record, = target.registry.fetch_dimension_records("visit", where="visit = 903342")
+    assert record["exposure_time"] == 15.0
