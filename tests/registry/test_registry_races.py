@@ -72,17 +72,21 @@ def test_a_dataset_type_registered_in_a_rolled_back_transaction_is_registered_ag
     assert list(b.query_datasets("flat", collections=["u/me/run"])) == []
 
 
+@pytest.mark.parametrize("removal", ["datasets", "run"])
 @pytest.mark.parametrize("change", ["tag", "certify"])
-def test_tagging_or_certifying_a_dataset_removed_meanwhile_names_it(butler, change):
+def test_tagging_or_certifying_a_dataset_removed_meanwhile_names_it(butler, change, removal):
     dataset_type = "meta" if change == "tag" else "bias"
-    ref = butler.put({"m": 1}, dataset_type, instrument="HSC", detector=0)
+    ref = butler.put({"m": 1}, dataset_type, instrument="HSC", detector=0, run="u/me/old")
     a, b = other(butler), other(butler)
     a.collections.register("best", CollectionType.TAGGED)
     a.collections.register("calib", CollectionType.CALIBRATION)
     b_change = (lambda: b.collections.tag("best", [ref])) if change == "tag" else \
         (lambda: b.collections.certify("calib", [ref], "2026-01-01", "2027-01-01"))
 
-    outcome = while_a_holds(a.registry, lambda: a.registry.remove_datasets([ref.id]), b_change)
+    remove = (lambda: a.registry.remove_datasets([ref.id])) if removal == "datasets" else \
+        (lambda: a.registry.remove_run("u/me/old"))
+
+    outcome = while_a_holds(a.registry, remove, b_change)
 
     assert isinstance(outcome.get("error"), DatasetNotFoundError), outcome
     assert str(ref.id) in str(outcome["error"]) and "removed" in str(outcome["error"])
