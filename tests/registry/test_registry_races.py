@@ -9,7 +9,7 @@ What was wrong before each fix:
   whatever type another writer had registered with that id meanwhile (SQLite), or failed
   with a raw foreign-key error (PostgreSQL);
 - tagging or certifying a dataset that another writer was removing failed with a raw
-  foreign-key error (a stale ref alone did too);
+  foreign-key error (a stale ref alone did too), and so did marking it lost (PostgreSQL);
 - a chain changed to name a run that another writer was removing deadlocked with the
   removal, which failed (PostgreSQL's raw DeadlockDetected) while the chain kept the run;
 - an ingest inserting visits and then their detectors' regions deadlocked with a patch
@@ -340,3 +340,19 @@ def test_visits_and_patches_inserted_at_once_both_get_their_overlaps(butler, bac
     records = butler.registry.dimension_records
     assert len(records.overlap_rows("visit", "patch", [("HSC", 903342)], [("rings", 0, 4)])) == 1
     assert len(records.overlap_rows("visit_detector_region", "patch", [("HSC", 903342, 0)], [("rings", 0, 4)])) == 1
+
+
+def test_marking_lost_a_dataset_removed_meanwhile_skips_it(butler):
+    """``verify --mark-lost`` marks datasets whose files are missing; one removed meanwhile is skipped
+    (PostgreSQL: its removal was not committed when the mark looked for it, a raw foreign-key error)."""
+    from skybutler.registry import integrity_sql
+
+    gone = butler.put({"m": 1}, "meta", instrument="HSC", detector=0)
+    kept = butler.put({"m": 2}, "meta", instrument="HSC", detector=1)
+    a, b = other(butler), other(butler)
+
+    outcome = while_a_holds(a.registry, lambda: a.registry.remove_datasets([gone.id]),
+                            lambda: integrity_sql.mark_lost(b.registry, [(gone.id, "missing"), (kept.id, "missing")]))
+
+    assert outcome == {"done": True}, outcome
+    assert set(integrity_sql.lost_marks(butler.registry)) == {kept.id}
