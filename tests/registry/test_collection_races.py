@@ -17,11 +17,10 @@ did not see A's uncommitted rows and both committed.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from skybutler import Butler, CollectionError, CollectionType
+from support.holding import while_a_holds
 
 
 @pytest.fixture(params=["sqlite-local", "postgresql-local"])
@@ -34,33 +33,6 @@ def butler(make_butler):
     butler = make_butler(run="u/me/run", records=True)
     butler.register_dataset_type("bias", ["detector"], "dict", is_calibration=True)
     return butler
-
-
-def while_a_holds(a: Butler, change_a, change_b) -> dict:  # noqa: ANN001
-    """Run ``change_a`` in A's transaction, then ``change_b`` in another thread while A has not committed.
-
-    A commits one second after its change (or as soon as B is done). Returns B's
-    outcome: ``{"done": True}`` or ``{"error": exc}``.
-    """
-    changed, outcome = threading.Event(), {}
-
-    def run_b() -> None:
-        changed.wait(30)
-        try:
-            change_b()
-            outcome["done"] = True
-        except Exception as exc:  # reported by the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run_b)
-    thread.start()
-    with a.transaction():
-        change_a()
-        changed.set()
-        thread.join(timeout=1.0)  # B finishes here unless it waits for A's commit
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    return outcome
 
 
 def test_two_writers_never_certify_one_calibration_over_overlapping_ranges(butler):

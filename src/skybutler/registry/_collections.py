@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import CollectionError
+from ..errors import CollectionError, DatasetNotFoundError
 from ..model import CollectionType, DataId, DatasetRef
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
@@ -226,7 +226,9 @@ class CollectionRecords:
         row = self.of_type(collection, CollectionType.TAGGED)
         tg = self.tables.tagged
         rows: dict[tuple[int, str], dict[str, Any]] = {}
+        by_id: dict[Any, DatasetRef] = {}
         for ref in refs:
+            by_id[ref.id] = ref
             type_id, _ = self.dataset_types.find(ref.dataset_type.name)
             key = (type_id, ref.data_id.key())
             other = rows.get(key)
@@ -246,6 +248,7 @@ class CollectionRecords:
                     tg.c.collection_id == row["id"],
                     sa.tuple_(tg.c.dataset_type_id, tg.c.data_id_key).in_(
                         [(r["dataset_type_id"], r["data_id_key"]) for r in chunk])))
+                self._hold_datasets(conn, [by_id[r["dataset_id"]] for r in chunk], f"tag it in {collection!r}")
                 conn.execute(sa.insert(tg), list(chunk))
 
     def disassociate(self, collection: str, refs: Iterable[DatasetRef]) -> int:
@@ -269,6 +272,7 @@ class CollectionRecords:
         refs = list(refs)
         with self.db.transaction() as conn:
             self._hold(conn, row)
+            self._hold_datasets(conn, refs, f"certify it in {collection!r}")
             for ref in refs:
                 type_id, dt = self.dataset_types.find(ref.dataset_type.name)
                 if not dt.is_calibration:
@@ -346,6 +350,27 @@ class CollectionRecords:
         c = self.tables.collection
         if conn.execute(sa.select(c.c.id).where(c.c.id == row["id"]).with_for_update()).first() is None:
             raise CollectionError(f"Collection {row['name']!r} was removed while it was being changed")
+
+    def _hold_datasets(self, conn: sa.Connection, refs: Sequence[DatasetRef], what: str) -> None:
+        """Check that the datasets of ``refs`` exist, and keep them from being removed until ``conn``'s transaction ends.
+
+        A dataset removed before (a stale ref) or meanwhile by another writer is a
+        `DatasetNotFoundError` naming it, not the foreign key's error. On PostgreSQL the
+        rows are locked ``FOR KEY SHARE`` (what the foreign key's own check takes): a
+        removal that deleted one first is waited for, and one that comes later waits for
+        this transaction; SQLite's write transaction keeps removals out already.
+        """
+        d = self.tables.dataset
+        found: set[Any] = set()
+        for chunk in chunks(list(dict.fromkeys(ref.id for ref in refs))):
+            found.update(conn.execute(sa.select(d.c.id).where(d.c.id.in_(chunk))
+                                      .with_for_update(key_share=True)).scalars())
+        missing = [ref for ref in refs if ref.id not in found]
+        if missing:
+            ref = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DatasetNotFoundError(f"Cannot {what}: dataset {ref.id} ({ref.dataset_type.name} "
+                                       f"{{{ref.data_id}}} in run {ref.run!r}) was removed{more}")
 
     def certifications(self, collection: str, dataset_type: str | None = None) -> list[dict[str, Any]]:
         """The certifications of a CALIBRATION collection: ``{dataset_id, dataset_type, data_id_key, begin, end}``."""

@@ -420,9 +420,10 @@ class Database:
     def lock_table(self, conn: sa.Connection, table: sa.Table, mode: str) -> None:
         """Take PostgreSQL's ``LOCK TABLE table IN mode MODE`` in ``conn``'s write transaction, until it ends.
 
-        ``mode`` is ``"SHARE"`` (no writer of the table runs beside it, committed or not) or
+        ``mode`` is ``"SHARE"`` (no writer of the table runs beside it, committed or not),
         ``"SHARE ROW EXCLUSIVE"`` (nor another holder of this mode: changes of the table
-        made one at a time). Readers are never kept out. Nothing on SQLite, whose write
+        made one at a time) or ``"ROW EXCLUSIVE"`` (what any writer of the table takes, here
+        taken early: holders of the other two are waited for, and wait). Readers are never kept out. Nothing on SQLite, whose write
         transaction keeps out every other writer already.
         """
         if mode not in _LOCK_MODES:
@@ -459,7 +460,7 @@ def unprepared(conn: sa.Connection) -> Iterator[None]:
 _IDLE_READERS = 2
 """Connections `Database.read_one` keeps at most (out of the engine's pool of 5, and 10 more on demand)."""
 
-_LOCK_MODES = ("SHARE", "SHARE ROW EXCLUSIVE")
+_LOCK_MODES = ("SHARE", "SHARE ROW EXCLUSIVE", "ROW EXCLUSIVE")
 """The modes `Database.lock_table` takes."""
 
 _IDLE_WRITERS = 2
