@@ -276,3 +276,34 @@ def test_a_record_inserted_otherwise_while_a_transfer_brings_it_is_reported_as_a
     assert "visit record {'instrument': 'HSC', 'visit': 903342}" in str(outcome["error"])
     record, = target.registry.fetch_dimension_records("visit", where="visit = 903342")
     assert record["exposure_time"] == 15.0
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_tag_of_the_same_data_id_made_while_a_transfer_brings_its_own_is_reported_as_a_conflict(
+        tmp_path, standard_records, request, database):
+    """The source tags its calexp in ``best``; meanwhile a writer of the target tags another calexp of the same
+    data id there. One after the other, the transfer reports a conflict and leaves the tag as it is; at the
+    same moment on PostgreSQL it failed with a raw unique-key error."""
+    from skybutler import CollectionType
+    from support.holding import while_a_holds
+
+    source, refs = source_with(tmp_path / "source", standard_records, 1)
+    source.collections.tag("best", refs)
+    if database == "postgresql":
+        request.getfixturevalue("pg_engine")
+        target = Butler.create(str(tmp_path / "target"), registry=PG_URL,
+                               namespace=request.getfixturevalue("pg_namespace"))
+    else:
+        target = Butler.create(str(tmp_path / "target"))
+    standard_records.fill(target)
+    target.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    theirs = target.put({"v": 2}, "calexp", DATA_ID, run="target/run")
+    target.collections.register("best", CollectionType.TAGGED)
+    other = Butler(target.root, writeable=True)
+
+    outcome = while_a_holds(other, lambda: other.collections.tag("best", [theirs]), lambda: import_content(
+        Butler(target.root), RegistrySource(source, refs, collections=["best"]), transfer="copy"))
+
+    assert isinstance(outcome.get("error"), TransferConflictError), outcome
+    assert f"TAGGED 'best' holds dataset {theirs.id}" in str(outcome["error"])
+    assert list(target.query_datasets("calexp", collections=["best"])) == [theirs]

@@ -242,13 +242,13 @@ class CollectionRecords:
         with self.db.transaction() as conn:
             # One writer at a time: two tagging the same type and data id would both find
             # nothing to replace, and the second's insert would break the one-per-data-id rule.
-            self._hold(conn, row)
+            self.hold(conn, row)
             for chunk in chunks(list(rows.values())):
                 conn.execute(sa.delete(tg).where(
                     tg.c.collection_id == row["id"],
                     sa.tuple_(tg.c.dataset_type_id, tg.c.data_id_key).in_(
                         [(r["dataset_type_id"], r["data_id_key"]) for r in chunk])))
-                self._hold_datasets(conn, [by_id[r["dataset_id"]] for r in chunk], f"tag it in {collection!r}")
+                self.hold_datasets(conn, [by_id[r["dataset_id"]] for r in chunk], f"tag it in {collection!r}")
                 conn.execute(sa.insert(tg), list(chunk))
 
     def disassociate(self, collection: str, refs: Iterable[DatasetRef]) -> int:
@@ -271,8 +271,8 @@ class CollectionRecords:
         cal = self.tables.calibration
         refs = list(refs)
         with self.db.transaction() as conn:
-            self._hold(conn, row)
-            self._hold_datasets(conn, refs, f"certify it in {collection!r}")
+            self.hold(conn, row)
+            self.hold_datasets(conn, refs, f"certify it in {collection!r}")
             for ref in refs:
                 type_id, dt = self.dataset_types.find(ref.dataset_type.name)
                 if not dt.is_calibration:
@@ -322,7 +322,7 @@ class CollectionRecords:
         ids = [ref.id for ref in refs] if refs is not None else None
         changed = 0
         with self.db.transaction() as conn:
-            self._hold(conn, row)
+            self.hold(conn, row)
             found = conn.execute(sa.select(cal).where(*conds)).mappings().all()
             for cert in found:
                 if keys is not None and cert["data_id_key"] not in keys:
@@ -338,7 +338,7 @@ class CollectionRecords:
                     conn.execute(sa.insert(cal).values(**keep, valid_begin=hi, valid_end=cert["valid_end"]))
         return changed
 
-    def _hold(self, conn: sa.Connection, row: Any) -> None:
+    def hold(self, conn: sa.Connection, row: Any) -> None:
         """Lock a TAGGED or CALIBRATION collection's row in ``conn``'s transaction: its content changes one writer at a time.
 
         A certification's overlap check, and a tag's replacement of the dataset of the same
@@ -351,7 +351,7 @@ class CollectionRecords:
         if conn.execute(sa.select(c.c.id).where(c.c.id == row["id"]).with_for_update()).first() is None:
             raise CollectionError(f"Collection {row['name']!r} was removed while it was being changed")
 
-    def _hold_datasets(self, conn: sa.Connection, refs: Sequence[DatasetRef], what: str) -> None:
+    def hold_datasets(self, conn: sa.Connection, refs: Sequence[DatasetRef], what: str) -> None:
         """Check that the datasets of ``refs`` exist, and keep them from being removed until ``conn``'s transaction ends.
 
         A dataset removed before (a stale ref) or meanwhile by another writer is a

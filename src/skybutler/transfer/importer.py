@@ -256,6 +256,10 @@ def _import_tags(target: Butler, batches: Iterator[list[tuple[str, uuid.UUID]]],
             row = registry.collection_records.of_type(collection, CollectionType.TAGGED)
             refs = registry.get_datasets(ids)  # a dataset refused as a conflict is not there: nor is its tag
             with registry.transaction() as conn:
+                # As a tag does: one writer of the collection at a time (the one-per-data-id check
+                # reads what is committed), and the datasets kept from removal until the commit.
+                registry.collection_records.hold(conn, row)
+                registry.collection_records.hold_datasets(conn, list(refs.values()), f"tag it in {collection!r}")
                 held = {(r[0], r[1], r[2]) for r in conn.execute(
                     sa.select(tg.c.dataset_id, tg.c.dataset_type_id, tg.c.data_id_key)
                     .where(tg.c.collection_id == row["id"]))}
