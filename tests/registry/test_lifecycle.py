@@ -137,3 +137,46 @@ def test_creating_over_an_existing_repository_is_refused(tmp_path):
     with pytest.raises(SkyButlerError, match="already holds a repository"):
         Registry.create(url)
     Registry.open(url).close()
+
+
+def _create_killed_before_its_configuration(root, registry: dict) -> None:
+    """Run ``Butler.create(root, **registry)`` in a process killed after its registry, before ``skybutler.yaml``."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys; from skybutler import Butler; from skybutler.config import RepositoryConfig; "
+            "RepositoryConfig.write = lambda self, root: os.kill(os.getpid(), signal.SIGKILL); "
+            "Butler.create(sys.argv[1], **eval(sys.argv[2]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(root), repr(registry)], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+
+
+def test_a_create_killed_before_its_configuration_is_finished_by_the_next_create(tmp_path):
+    """Killed between its registry (one transaction) and its skybutler.yaml, a create left a root that neither
+    opened ("not a repository: create one") nor created ("already holds a repository")."""
+    root = tmp_path / "repo"
+    _create_killed_before_its_configuration(root, {})
+    assert (root / "registry.sqlite3").exists() and not (root / "skybutler.yaml").exists()
+    with pytest.raises(RepositoryNotFoundError, match="create one with"):
+        Butler(root)
+    with Butler.create(root, run="r") as butler:
+        butler.register_dataset_type("metadata", ["instrument"], "dict")
+        butler.insert_dimension_records("instrument", [{"instrument": "HSC"}])
+        assert butler.get(butler.put({"a": 1}, "metadata", instrument="HSC")) == {"a": 1}
+
+
+def test_a_registry_with_data_but_no_configuration_is_never_created_over(sqlite_repo):
+    (sqlite_repo / "skybutler.yaml").unlink()
+    with pytest.raises(SkyButlerError, match="holds collections or dataset types, but .* has no skybutler.yaml: "
+                                             "restore that file"):
+        Butler.create(sqlite_repo)
+    assert (sqlite_repo / "registry.sqlite3").exists()
+
+
+@pytest.mark.postgresql
+def test_a_postgresql_repository_is_never_taken_over_by_another_root(tmp_path, pg_engine, pg_namespace):
+    Butler.create(tmp_path / "one", registry=PG_URL, namespace=pg_namespace).close()
+    with pytest.raises(SkyButlerError, match="another repository's .* give another namespace"):
+        Butler.create(tmp_path / "two", registry=PG_URL, namespace=pg_namespace)
+    assert not (tmp_path / "two").exists()
+    Butler(tmp_path / "one").close()
