@@ -1,7 +1,7 @@
 """Value types of skybutler: no I/O happens here."""
 
 from ._collection import CollectionType
-from ._data_id import DataId, DataIdValue
+from ._data_id import DataId, DataIdValue, data_ids_of_tuples
 from ._dataset import (
     DatasetRef,
     DatasetType,
@@ -11,6 +11,7 @@ from ._dataset import (
     new_dataset_ids,
     new_id,
     new_ids,
+    uuids_from_bytes,
     uuids_from_hex,
 )
 from ._image import Image
@@ -25,6 +26,7 @@ __all__ = [
     "DatasetType",
     "Image",
     "StorageClass",
+    "data_ids_of_tuples",
     "dataset_id_for_ingest",
     "dataset_ids_for_ingest",
     "new_dataset_id",
@@ -32,5 +34,6 @@ __all__ = [
     "new_id",
     "new_ids",
     "storage_class",
+    "uuids_from_bytes",
     "uuids_from_hex",
 ]

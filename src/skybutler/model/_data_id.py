@@ -87,7 +87,7 @@ class DataId(Mapping[str, DataIdValue]):
         >>> DataId.from_rows(("instrument", "detector"), [("HSC", 1), ("HSC", 2)])
         [DataId(instrument='HSC', detector=1), DataId(instrument='HSC', detector=2)]
         """
-        values = rows if isinstance(rows, list) else list(rows)
+        values: list[Any] = rows if isinstance(rows, list) else list(rows)
         if values and set(map(type, values)) != {tuple}:  # database rows, lists: made tuples once
             values = list(map(tuple, values))
         index = _index_of(tuple(keys))

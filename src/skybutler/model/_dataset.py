@@ -129,7 +129,8 @@ def _extra(self: DatasetRef) -> dict:
 
 # The slot stays where it is; reading it goes through `_extra`. Setting it is reserved to
 # `object.__setattr__` (unpickling), as for the other fields: `ref.extra = ...` is refused.
-DatasetRef.extra = property(_extra, _SET_EXTRA, doc="Annotations that are not part of the identity.")  # type: ignore[assignment,method-assign]
+DatasetRef.extra = property(  # type: ignore[assignment,method-assign,misc]
+    _extra, _SET_EXTRA, doc="Annotations that are not part of the identity.")
 
 _UUID_INT = vars(uuid.UUID)["int"].__set__
 _UUID_SAFE = vars(uuid.UUID)["is_safe"].__set__
@@ -165,6 +166,26 @@ def uuids_from_hex(texts: Sequence[str]) -> list[uuid.UUID]:
     if n and min(values) < 0:
         raise ValueError("Dataset ids must be 32 hex digits")
     return _uuids(values)
+
+
+def uuids_from_bytes(raw: bytes) -> list[uuid.UUID]:
+    """`uuid.UUID` objects from ids laid end to end, 16 bytes each (as an Arrow column of ids holds them).
+
+    Equal to ``[uuid.UUID(bytes=raw[i:i + 16]) for i in range(0, len(raw), 16)]``, several
+    times faster: no Python-level call per id (see `uuids_from_hex`).
+
+    Raises
+    ------
+    ValueError
+        If the length of ``raw`` is not a multiple of 16.
+    """
+    import numpy as np
+
+    if len(raw) % 16:
+        raise ValueError(f"Dataset ids must be 16 bytes each; got {len(raw)} bytes")
+    # A void item keeps its trailing zero bytes, where numpy's bytes type would drop them.
+    blocks = np.frombuffer(raw, dtype="V16").tolist()
+    return _uuids(list(map(int.from_bytes, blocks)))  # big-endian: the default since Python 3.11
 
 
 def new_id() -> uuid.UUID:

@@ -9,17 +9,22 @@ has no file another connection could open) or a PostgreSQL server. The SQL is th
 statement SQLAlchemy already compiled and executed for the first rows, with the
 parameters it sent, so its schema translation and bind processing hold.
 
-Connections. Opening a SQLite one costs well under a millisecond: one per query. An
-ADBC PostgreSQL connection reads the server's type catalogue when it opens, tens of
-milliseconds of CPU: a few idle ones are kept per database URL and process, as
-SQLAlchemy's pool keeps its own, in autocommit mode (an idle one holds no snapshot and
-no lock), and closed at exit. A process forked with some open leaves them to its parent.
+Connections. A new SQLite one costs about 0.8 ms before its first statement (it reads
+and parses the repository's schema: more than reading a visit's datasets), and an ADBC
+PostgreSQL connection reads the server's type catalogue when it opens, tens of
+milliseconds of CPU. So idle ones are kept per process, as SQLAlchemy's pool keeps its
+own, in autocommit mode (an idle one holds no snapshot and no lock), and closed at exit:
+a few per PostgreSQL URL; a few SQLite ones in all (a process may open many
+repositories), each checked against its file's identity (device, inode) before it is
+used again, so a repository made anew at the same path is never read through a
+connection to the file it replaced. A process forked with some open leaves them to its parent.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import importlib
 import os
 import threading
@@ -35,6 +40,9 @@ __all__ = ["ids_from_hex", "open_reader", "reader_errors", "usable"]
 _IDLE_PER_URL = 2
 """Idle ADBC PostgreSQL connections kept per database URL."""
 
+_IDLE_SQLITE = 4
+"""Idle ADBC SQLite connections kept per process, whatever their files (the least recently used go first)."""
+
 
 def _driver(dialect: str) -> Any:
     name = "adbc_driver_sqlite.dbapi" if dialect == "sqlite" else "adbc_driver_postgresql.dbapi"
@@ -44,13 +52,20 @@ def _driver(dialect: str) -> Any:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def _sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL as ADBC opens it (parsed once per URL: a query asks several times)."""
+    path = sqlite_file(url)
+    return None if path is None else str(path)
+
+
 def usable(conn: sa.Connection, url: str) -> bool:
     """Whether `open_reader` can read for ``conn`` (see the module docstring)."""
     dialect = conn.dialect.name
     if conn.get_execution_options().get("write") or conn.in_nested_transaction():
         return False
     if dialect == "sqlite":
-        return sqlite_file(url) is not None and _driver("sqlite") is not None
+        return _sqlite_path(url) is not None and _driver("sqlite") is not None
     return dialect == "postgresql" and conn.dialect.driver == "psycopg" and _driver("postgresql") is not None
 
 
@@ -100,6 +115,62 @@ _POOL = _PostgresPool()
 atexit.register(_POOL.close)
 
 
+class _SqlitePool:
+    """Idle ADBC SQLite connections of this process: ``(path, file identity, connection)``, oldest first."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.idle: list[tuple[str, tuple[int, int], Any]] = []
+        self.inherited: list[Any] = []
+
+    @contextlib.contextmanager
+    def connection(self, path: str) -> Iterator[Any]:
+        stat = os.stat(path)
+        identity = (stat.st_dev, stat.st_ino)
+        conn, stale = None, []
+        with self.lock:
+            if self.pid != os.getpid():
+                self.inherited += [c for _, _, c in self.idle]  # see _PostgresPool.connection
+                self.idle, self.pid = [], os.getpid()
+            for i in range(len(self.idle) - 1, -1, -1):
+                if self.idle[i][0] == path:
+                    _, kept_identity, kept = self.idle.pop(i)
+                    if kept_identity == identity:
+                        conn = kept
+                        break
+                    stale.append(kept)  # the file at this path was replaced
+        for old in stale:
+            with contextlib.suppress(Exception):
+                old.close()
+        if conn is None:
+            conn = _driver("sqlite").connect(path, autocommit=True)
+        try:
+            yield conn
+        except BaseException:
+            conn.close()  # its state is unknown after a failure (or a read left half done)
+            raise
+        with self.lock:
+            if self.pid == os.getpid():
+                self.idle.append((path, identity, conn))
+                if len(self.idle) <= _IDLE_SQLITE:
+                    return
+                _, _, conn = self.idle.pop(0)
+        conn.close()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.pid == os.getpid():
+                for _, _, conn in self.idle:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+            self.idle = []
+
+
+_SQLITE_POOL = _SqlitePool()
+atexit.register(_SQLITE_POOL.close)
+
+
 def reader_errors() -> tuple[type[BaseException], ...]:
     """What a failed ADBC read raises (connecting, preparing, reading the first batch)."""
     errors: list[type[BaseException]] = []
@@ -137,18 +208,26 @@ def open_reader(conn: sa.Connection, url: str, sql: str, params: Any, batch_rows
         return None
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        path = sqlite_file(url)
+        path = _sqlite_path(url)
+        assert path is not None  # usable
         values = list(params) if params else None
-        return _read_sqlite(str(path), sql, values, batch_rows)
+        return _read_sqlite(path, sql, values, batch_rows)
     return _read_postgres(_postgres_uri(url), _literal_sql(conn, sql, params))
 
 
 def _read_sqlite(path: str, sql: str, params: list[Any] | None, batch_rows: int) -> Iterator[Any]:
-    driver = _driver("sqlite")
-    with driver.connect(path) as adbc, adbc.cursor() as cursor:
-        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-        cursor.execute(sql, params)
-        yield from cursor.fetch_record_batch()
+    with _SQLITE_POOL.connection(path) as adbc:
+        cursor = adbc.cursor()
+        try:
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            cursor.execute(sql, params)
+            reader = cursor.fetch_record_batch()
+            try:
+                yield from reader
+            finally:
+                reader.close()  # a read stopped early: the statement is finished before the connection is kept
+        finally:
+            cursor.close()
 
 
 def _read_postgres(uri: str, sql: str) -> Iterator[Any]:

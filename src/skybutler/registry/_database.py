@@ -387,6 +387,19 @@ class Database:
         (expanding lists, literal values, types converted on the way in): the caller runs
         it through SQLAlchemy.
         """
+        compiled = self.compiled(conn, stmt)
+        if compiled is None:
+            return None
+        sql, params = compiled
+        return execute_raw(conn, sql, params, _fetch_all, prepare=False)  # type: ignore[no-any-return]
+
+    def compiled(self, conn: sa.Connection, stmt: sa.Select) -> tuple[str, Any] | None:
+        """The SQL of the query ``stmt`` for ``conn``'s driver and its parameters, compiled once per statement shape.
+
+        The parameters are in the driver's style: a list in order on SQLite, a dict by name
+        on PostgreSQL. None when a parameter needs SQLAlchemy's processing (see `rows_raw`):
+        the statement must then run through SQLAlchemy.
+        """
         key = stmt._generate_cache_key()
         if key is None:
             return None
@@ -398,7 +411,9 @@ class Database:
         if shape is False:
             return None
         params = shape.construct_params(extracted_parameters=key.bindparams)
-        return execute_raw(conn, shape.string, params, _fetch_all, prepare=False)  # type: ignore[no-any-return]
+        if shape.positiontup is not None:
+            return shape.string, [params[name] for name in shape.positiontup]
+        return shape.string, params
 
     def insert_new(self, table: sa.Table) -> Any:
         """``INSERT ... ON CONFLICT DO NOTHING``: rows whose unique keys exist are left out, never an error."""

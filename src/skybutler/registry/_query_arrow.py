@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ._query_results import DatasetQueryPlan
     from ._registry import Registry
 
-__all__ = ["DEFAULT_BATCH_ROWS", "FirstRows", "data_id_batches", "dataset_batches", "first_rows", "table_of",
+__all__ = ["DEFAULT_BATCH_ROWS", "FirstRows", "data_id_batches", "dataset_batches", "first_rows", "read_columns", "table_of",
            "to_pandas"]
 
 DEFAULT_BATCH_ROWS = 65536
@@ -138,6 +138,9 @@ def _rechunk(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
     held: list[Any] = []
     rows = 0
     for batch in batches:
+        if not held and batch.num_rows == size:  # ADBC reads batches of this size: most come as they are
+            yield batch.columns
+            continue
         if batch.num_rows:
             held.append(batch)
             rows += batch.num_rows
@@ -146,7 +149,9 @@ def _rechunk(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
             yield [c.combine_chunks() for c in table.slice(0, size).columns]
             rest = table.slice(size)
             held, rows = rest.to_batches(), rest.num_rows
-    if rows:
+    if len(held) == 1:  # a small result: its one batch as it came
+        yield held[0].columns
+    elif rows:
         yield [c.combine_chunks() for c in pa.Table.from_batches(held).columns]
 
 
@@ -162,19 +167,36 @@ def _regroup(chunks: Iterator[Sequence[Any]], size: int) -> Iterator[list[Any]]:
         yield held
 
 
-def _columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: int,
-             adbc: bool) -> Iterator[tuple[bool, Any]]:
-    """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``."""
+def read_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: int,
+            adbc: bool, probe: int = 0) -> Iterator[tuple[bool, Any]]:
+    """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``.
+
+    ``probe`` (SQLite): read that many rows by the DB-API first, and only a result with
+    more is read again by ADBC, from its start (for callers that make Python objects of
+    the rows: a small result's tuples cost them less than Arrow arrays). Else ADBC
+    reads a SQLite statement straight away, whatever its size.
+    """
     adbc = adbc and usable(conn, registry.database.url)
     if adbc and conn.dialect.name == "postgresql":
         yield from _postgres_columns(registry, conn, stmt, size=size)
         return
+    if adbc and not probe:
+        # With the SQL SQLAlchemy compiles once per statement shape; one whose parameters
+        # need SQLAlchemy's processing takes the way below. ADBC's kept connections cost
+        # no more than the DB-API's for a visit's rows (`_arrow_adbc`).
+        compiled = registry.database.compiled(conn, stmt)
+        if compiled is not None:
+            batches = _adbc_first(registry, conn, *compiled, size)
+            if batches is not None:
+                yield from batches
+                return
     result = conn.execute(stmt)
     try:
         fetch = result.cursor.fetchmany
+        limit = probe or _PROBE
         with paused_gc():
-            probe = fetch(_PROBE)
-        if len(probe) == _PROBE and adbc:
+            first_rows = fetch(limit)
+        if len(first_rows) == limit and adbc:
             context = result.context
             first = _adbc_first(registry, conn, context.statement,
                                 context.parameters[0] if context.parameters else None, size)
@@ -182,7 +204,7 @@ def _columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: 
                 result.close()
                 yield from first
                 return
-        yield from ((False, rows) for rows in _regroup(_fetched(probe, fetch), size))
+        yield from ((False, rows) for rows in _regroup(_fetched(first_rows, fetch), size))
     finally:
         result.close()
 
@@ -243,7 +265,7 @@ def first_rows(conn: sa.Connection, stmt: sa.Select, limit: int) -> FirstRows:
 
 def _postgres_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *,
                       size: int) -> Iterator[tuple[bool, Any]]:
-    """As `_columns` on PostgreSQL: the first rows by a LIMIT (`first_rows`), the whole result by ADBC if there are more.
+    """As `read_columns` on PostgreSQL: the first rows by a LIMIT (`first_rows`), the whole result by ADBC if there are more.
 
     ADBC reads the statement again with the limit NULL (none).
     """
@@ -280,17 +302,21 @@ def _fetched(probe: Sequence[Any], fetch: Callable[[int], Sequence[Any]], *,
 
 def _dataset_batch(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, schema: pyarrow.Schema,
                    ids: pyarrow.Array, run_ids: Any, rest: list[pyarrow.Array]) -> pyarrow.RecordBatch:
-    """One batch of a dataset table: ids, the type's name, run names (from ``run_ids``), then ``rest``."""
+    """One batch of a dataset table: ids, the type's name, run names (from ``run_ids``, None: the plan's run), then ``rest``."""
     import numpy as np
 
     pa = pyarrow_module()
-    unique_runs, where = np.unique(run_ids, return_inverse=True)
-    missing = set(unique_runs.tolist()) - plan.runs.keys()
-    if missing:
-        registry.collection_records.run_names(conn, missing, plan.runs)
-    names = pa.array([plan.runs[int(r)] for r in unique_runs], pa.string())
-    arrays = [ids, pa.repeat(pa.scalar(plan.dataset_type.name, pa.string()), len(ids)),
-              names.take(pa.array(where.astype(np.int32)))]
+    if run_ids is None:  # every row is in the plan's one run
+        assert plan.run is not None
+        runs = pa.repeat(pa.scalar(plan.runs[plan.run], pa.string()), len(ids))
+    else:
+        unique_runs, where = np.unique(run_ids, return_inverse=True)
+        missing = set(unique_runs.tolist()) - plan.runs.keys()
+        if missing:
+            registry.collection_records.run_names(conn, missing, plan.runs)
+        names = pa.array([plan.runs[int(r)] for r in unique_runs], pa.string())
+        runs = names.take(pa.array(where.astype(np.int32)))
+    arrays = [ids, pa.repeat(pa.scalar(plan.dataset_type.name, pa.string()), len(ids)), runs]
     arrays += [a if a.type == f.type else a.cast(f.type) for a, f in zip(rest, list(schema)[3:], strict=True)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -320,10 +346,11 @@ def _dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQuery
     # on the DB-API path there; ambiguity checks and duplicates need the rows themselves.
     adbc = plan.check is None and not plan.dedupe and not (files and conn.dialect.name == "sqlite")
     seen: set[Any] = set()
-    for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
+    for arrow, data in read_columns(registry, conn, stmt, size=size, adbc=adbc):
         if arrow:
             yield _dataset_batch(registry, conn, plan, schema, _arrow_ids(data[id_at]),
-                                 data[run_at].to_numpy(zero_copy_only=False), [data[i] for i in rest_at])
+                                 None if run_at is None else data[run_at].to_numpy(zero_copy_only=False),
+                                 [data[i] for i in rest_at])
             continue
         rows = data
         if plan.check is not None and plan.ambiguity is not None:
@@ -338,7 +365,7 @@ def _dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQuery
         columns = list(zip(*rows, strict=True))
         rest = [pa.array(columns[i], t) for i, t in zip(rest_at, types, strict=True)]
         yield _dataset_batch(registry, conn, plan, schema, _ids(columns[id_at]),
-                             np.asarray(columns[run_at], dtype=np.int64), rest)
+                             None if run_at is None else np.asarray(columns[run_at], dtype=np.int64), rest)
 
 
 def data_id_batches(registry: Registry, conn: sa.Connection, stmt: sa.Select, dims: Sequence[str],
@@ -354,7 +381,7 @@ def data_id_batches(registry: Registry, conn: sa.Connection, stmt: sa.Select, di
     def batches() -> Iterator[pyarrow.RecordBatch]:
         # Implied values may be NULL: on SQLite, ADBC would type such a column by its first rows.
         adbc = not implied_names or conn.dialect.name != "sqlite"
-        for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
+        for arrow, data in read_columns(registry, conn, stmt, size=size, adbc=adbc):
             if arrow:
                 arrays = [c if c.type == t else c.cast(t) for c, t in zip(data, types, strict=True)]
             else:

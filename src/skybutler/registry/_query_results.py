@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from .._gc import paused_gc
-from ..model import DataId, DatasetRef, DatasetType, uuids_from_hex
+from ..model import DataId, DatasetRef, DatasetType, data_ids_of_tuples, uuids_from_bytes, uuids_from_hex
+from ._arrow_adbc import ids_from_hex
 from ._query_arrow import (
     DEFAULT_BATCH_ROWS,
     data_id_batches,
     dataset_batches,
     first_rows,
+    read_columns,
     table_of,
     to_pandas,
 )
@@ -52,6 +54,16 @@ _CHUNK = 2000
 _FIRST = 1000
 """Rows a PostgreSQL query reads by one plain statement before it takes a server-side cursor (`row_chunks`)."""
 
+_SMALL = 256
+"""Rows up to which a SQLite query makes its refs from the DB-API's tuples; a larger result is read by ADBC.
+
+Reading a result twice costs these rows again (about 0.2 ms); Arrow arrays and their
+conversion cost a small result more than tuples.
+"""
+
+_ARROW_CHUNK = 8192
+"""Rows per ADBC batch when refs are made of them (each batch's conversion has a fixed cost)."""
+
 
 @dataclass
 class DatasetQueryPlan:
@@ -64,7 +76,10 @@ class DatasetQueryPlan:
     count that must be 1, else ``ambiguity(row)`` is raised. ``lean``: the statement with
     only ``(id, run_id, *dimensions)`` selected, when it can say so without a subquery
     (one collection's SELECT): what `slim` gives, without building a subquery's columns
-    on every query (a third of a one-visit query's time in Python).
+    on every query (a third of a one-visit query's time in Python). ``run``: the id of
+    the one RUN collection searched, when that is all: every row is in it, so ``lean``
+    selects ``(id, *dimensions)`` (a column less to read per row: a tenth of reading
+    them all).
     """
 
     dataset_type: DatasetType
@@ -74,19 +89,21 @@ class DatasetQueryPlan:
     check: int | None = None
     ambiguity: Callable[[Any], Exception] | None = None
     lean: sa.Select | None = None
+    run: int | None = None
 
-    def slim(self, *, files: sa.Table | None = None) -> tuple[sa.Select, int, int, int]:
+    def slim(self, *, files: sa.Table | None = None) -> tuple[sa.Select, int, int | None, int]:
         """The statement with only what a ref (or a table row) needs: ``(statement, id, run, first dimension)``.
 
         Rows are then ``(id, run_id, *dimensions)``, plus ``path, size`` when ``files``
         (the file table) is given: no data id key, type id or rank to fetch and convert.
+        The run's position is None when the rows have none: all are in `run`.
         A plan that checks for ambiguity keeps its whole rows (the error names them).
         """
         assert self.statement is not None
         if self.check is not None and files is None:
             return self.statement, 0, 2, 4
         if self.lean is not None and files is None:
-            return self.lean, 0, 1, 2
+            return (self.lean, 0, None, 1) if self.run is not None else (self.lean, 0, 1, 2)
         inner = self.statement.subquery()
         columns = list(inner.c)
         n = len(self.dataset_type.dimensions)
@@ -196,9 +213,20 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
         return
     dt, runs, check, ambiguity = plan.dataset_type, plan.runs, plan.check, plan.ambiguity
     stmt, id_at, run_at, dims_at = plan.slim()
-    ids_of, runs_of = itemgetter(id_at), itemgetter(run_at)
+    ids_of = itemgetter(id_at)
     values_of = itemgetter(slice(dims_at, dims_at + len(dt.dimensions)))
     seen: set[Any] = set()
+    if chunks is None and registry.dialect == "sqlite" and check is None and not plan.dedupe:
+        # A large result is read by ADBC (when it can: see `read_columns`) and its refs made
+        # from the Arrow columns; a small one (a visit's) from the DB-API's tuples, below.
+        for arrow, data in read_columns(registry, conn, stmt, size=_ARROW_CHUNK, adbc=True, probe=_SMALL):
+            if arrow:
+                with paused_gc():
+                    refs = _refs_of_columns(registry, conn, plan, data, run_at, dims_at)
+                yield refs
+            else:
+                yield from ref_batches(registry, conn, plan, [data])
+        return
     if chunks is None:
         chunks = row_chunks(conn, stmt, stream=True, database=registry.database)
     for rows in chunks:
@@ -210,10 +238,15 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
             rows = [row for row in rows if not (row[id_at] in seen or seen.add(row[id_at]))]  # type: ignore[func-returns-value]
             if not rows:
                 continue
-        run_ids = list(map(runs_of, rows))
-        missing = set(run_ids) - runs.keys()
-        if missing:
-            registry.collection_records.run_names(conn, missing, runs)
+        if run_at is None:
+            assert plan.run is not None
+            names: list[str] = [runs[plan.run]] * len(rows)
+        else:
+            run_ids = list(map(itemgetter(run_at), rows))
+            missing = set(run_ids) - runs.keys()
+            if missing:
+                registry.collection_records.run_names(conn, missing, runs)
+            names = list(map(runs.__getitem__, run_ids))
         # Each ref is a few small objects; letting the cyclic collector run every few
         # hundred of them (it cannot free any: they are all referenced) costs more than
         # building them, so a chunk is built with it paused and handed out afterwards.
@@ -221,9 +254,47 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
             ids = list(map(ids_of, rows))
             if ids and type(ids[0]) is str:
                 ids = uuids_from_hex(ids)
-            refs = DatasetRef.from_columns(dt, ids, DataId.from_rows(dt.dimensions, map(values_of, rows)),
-                                           list(map(runs.__getitem__, run_ids)))
+            refs = DatasetRef.from_columns(dt, ids, DataId.from_rows(dt.dimensions, map(values_of, rows)), names)
         yield refs
+
+
+def _refs_of_columns(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, columns: Sequence[Any],
+                     run_at: int | None, dims_at: int) -> list[DatasetRef]:
+    """Refs from Arrow columns of the plan's `slim` statement (ids first), read by ADBC.
+
+    Each column becomes a list once: ids from the 16 bytes each that their hex text
+    stands for (`uuids_from_bytes`), integer keys through numpy, and string keys through a
+    dictionary of their distinct values, so that one ``str`` serves every row with that
+    value (an instrument's name, not one copy per ref).
+    """
+    dt, runs = plan.dataset_type, plan.runs
+    n = len(columns[0])
+    raw = ids_from_hex(columns[0])
+    ids = uuids_from_hex(columns[0].to_pylist()) if raw is None else uuids_from_bytes(raw)
+    values = [_python_values(c) for c in columns[dims_at:dims_at + len(dt.dimensions)]]
+    data_ids = data_ids_of_tuples(dt.dimensions, list(zip(*values, strict=True)) if values else [()] * n)
+    if run_at is None:
+        assert plan.run is not None
+        names = [runs[plan.run]] * n
+    else:
+        run_ids = _python_values(columns[run_at])
+        missing = set(run_ids) - runs.keys()
+        if missing:
+            registry.collection_records.run_names(conn, missing, runs)
+        names = list(map(runs.__getitem__, run_ids))
+    return DatasetRef.from_columns(dt, ids, data_ids, names)
+
+
+def _python_values(column: Any) -> list[Any]:
+    """The values of an Arrow column (not null) as a list: ints by numpy, strings shared by value."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(column.type):
+        return column.to_numpy().tolist()  # type: ignore[no-any-return]
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        encoded = column.dictionary_encode()
+        return list(map(encoded.dictionary.to_pylist().__getitem__, encoded.indices.to_numpy().tolist()))
+    return column.to_pylist()  # type: ignore[no-any-return]
 
 
 _T = TypeVar("_T")

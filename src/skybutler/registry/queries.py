@@ -272,11 +272,14 @@ def _dataset_plan(registry: Registry, conn: sa.Connection, type_id: int, dt: Dat
     ambiguous = find_first and any(b.ambiguous for _, b in branches)
     check = None
     lean = None
+    only_run = None
     if len(selects) == 1 and not ambiguous:
         stmt = selects[0]
+        step = branches[0][1].step
+        only_run = step.id if step.type is CollectionType.RUN else None
         # The id fixes the other columns, so DISTINCT (if any) keeps the same rows.
-        lean = stmt.with_only_columns(id_column, d.c.run_id, *[d.c[k] for k in dt.dimensions],
-                                      maintain_column_froms=False)
+        lean = stmt.with_only_columns(id_column, *([d.c.run_id] if only_run is None else []),
+                                      *[d.c[k] for k in dt.dimensions], maintain_column_froms=False)
     elif not find_first:
         stmt = sa.select(sa.union_all(*selects).subquery())
     else:
@@ -297,7 +300,7 @@ def _dataset_plan(registry: Registry, conn: sa.Connection, type_id: int, dt: Dat
                                DataId(dict(zip(dt.dimensions, row[4:len(columns)], strict=True))))
 
     return DatasetQueryPlan(dt, stmt, runs, dedupe=len(selects) > 1 and not find_first, check=check,
-                            ambiguity=ambiguity, lean=lean)
+                            ambiguity=ambiguity, lean=lean, run=only_run)
 
 
 def find_dataset(registry: Registry, dataset_type: str, data_id: DataId, collections: Sequence[str], *,
