@@ -339,6 +339,13 @@ def test_a_large_result_read_again_sees_what_was_committed_since(make_butler, ba
     butler.registry.insert_datasets(more)
     assert set(butler.query_datasets("calexp", collections=["a"])) == set(stored + more)
     assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 700
+    # Inside a write transaction its own uncommitted rows are read (by its connection, not ADBC's).
+    last = [DatasetRef(new_dataset_id(), dt, DataId({"instrument": "HSC", "visit": 903348, "detector": d}), "a")
+            for d in range(100)]
+    with butler.transaction():
+        butler.registry.insert_datasets(last)
+        assert set(butler.query_datasets("calexp", collections=["a"])) == set(stored + more + last)
+        assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 800
 
 
 def test_a_repository_made_again_at_the_same_path_is_read_anew(tmp_path):
