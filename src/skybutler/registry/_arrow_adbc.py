@@ -2,12 +2,12 @@
 
 ``adbc-driver-sqlite`` and ``adbc-driver-postgresql`` read a result into Arrow arrays
 in C, without a Python object per row or per value (PostgreSQL's through a binary
-``COPY``). The query tables of `skybutler.registry._query_arrow` use them for results
-too large for the DB-API's tuples to be cheap, read outside a write transaction (the
+``COPY``). Query tables (`skybutler.registry._query_arrow`) and large ref results
+(`skybutler.registry._query_results`) use them, read outside a write transaction (the
 other connection would not see its rows), from a SQLite file (an in-memory database
-has no file another connection could open) or a PostgreSQL server. The SQL is the
-statement SQLAlchemy already compiled and executed for the first rows, with the
-parameters it sent, so its schema translation and bind processing hold.
+has no file another connection could open) or a PostgreSQL server. The SQL is what
+SQLAlchemy compiled for the statement, with the parameters it sent or would send
+(`Database.compiled`), so its schema translation and bind processing hold.
 
 Connections. A new SQLite one costs about 0.8 ms before its first statement (it reads
 and parses the repository's schema: more than reading a visit's datasets), and an ADBC

@@ -9,19 +9,18 @@ file record). A data id table has one column per dimension, then the implied
 dimensions when the query asked for them. An empty result has the same schema.
 
 How a batch is built. The statement is the one the iterator runs, cut to the columns
-the table shows (`DatasetQueryPlan.slim`). SQLAlchemy executes it and the first rows
-are read from the DB-API cursor (on PostgreSQL the statement with a ``LIMIT``
-parameter, `first_rows`: only those rows cross the wire; ADBC reads it again with
-the limit NULL).
-A small result ends there: its tuples are transposed
-with ``zip(*rows)`` and each column becomes one Arrow array (ids by one
-``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy). A
-larger one, with the ``arrow-db`` extra installed, is read again by ADBC
-(`skybutler.registry._arrow_adbc`) straight into Arrow arrays: no Python object per row.
-Otherwise (in-memory SQLite, inside a write transaction, a calibration lookup that must
-check for ambiguity, a query that must drop duplicates, nullable columns on SQLite,
-whose type ADBC would guess from the first rows) the DB-API's tuples are read a
-chunk at a time, so memory stays bounded by a batch either way.
+the table shows (`DatasetQueryPlan.slim`). With the ``arrow-db`` extra installed, a
+SQLite file's statement is read by ADBC straight away (`skybutler.registry._arrow_adbc`,
+on a kept connection) into Arrow arrays: no Python object per row. On PostgreSQL the
+first rows are read from the DB-API cursor (the statement with a ``LIMIT`` parameter,
+`first_rows`: only those rows cross the wire) and a larger result is read again by ADBC
+with the limit NULL. Rows read by the DB-API (a small PostgreSQL result, and where ADBC
+cannot read: in-memory SQLite, inside a write transaction, a calibration lookup that
+must check for ambiguity, a query that must drop duplicates, nullable columns on
+SQLite, whose type ADBC would guess from the first rows) are transposed with
+``zip(*rows)`` a chunk at a time and each column becomes one Arrow array (ids by one
+``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy), so
+memory stays bounded by a batch either way.
 """
 
 from __future__ import annotations

@@ -10,10 +10,13 @@ whatever has been iterated, and build Arrow data without one Python object per r
 How refs are built. Rows are read from the DB-API cursor (SQLAlchemy compiles and
 executes the statement, its Row objects skipped; on PostgreSQL a small result is one
 statement compiled once per shape and run unprepared, `Database.rows_raw`) a chunk at a time, only the
-columns a ref needs (id, run, dimensions), and each chunk becomes refs column by
-column: ids by `uuids_from_hex` (SQLite keeps them as hex text), data ids by
-`DataId.from_rows` (keys shared), refs by `DatasetRef.from_columns`, each filling its
-objects without a Python-level call per row. Figures: benchmarks/README.md.
+columns a ref needs (id, run unless the query searched one run, dimensions), and each
+chunk becomes refs column by column: ids by `uuids_from_hex` (SQLite keeps them as hex
+text), data ids by `DataId.from_rows` (keys shared), refs by `DatasetRef.from_columns`,
+each filling its objects without a Python-level call per row. On a SQLite file, a
+result larger than `_SMALL` rows is read again by ADBC and its refs are made from the
+Arrow columns (`_refs_of_columns`): the driver's read costs about half the DB-API's
+tuples. Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
