@@ -364,3 +364,21 @@ def test_a_repository_made_again_at_the_same_path_is_read_anew(tmp_path):
         butler.close()
         shutil.rmtree(tmp_path / "repo")
     assert set(found[0]) != set(found[1])
+
+
+def test_a_small_ref_result_does_not_load_the_arrow_driver(tmp_path):
+    """A process that only reads a visit's refs never imports ADBC or pyarrow (tens of ms at first use)."""
+    import subprocess
+    import sys
+
+    from skybutler import Butler
+
+    butler = Butler.create(tmp_path / "repo")
+    _stored_refs(butler, ["a"], visits=3)
+    butler.close()
+    code = ("import sys; from skybutler import Butler; b = Butler(sys.argv[1]); "
+            "n = len(list(b.query_datasets('calexp', collections=['a'], where='visit = 903336'))); "
+            "print(n, sorted(m for m in ('pyarrow', 'adbc_driver_sqlite', 'adbc_driver_manager') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo")], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["100", "[]"]

@@ -175,7 +175,10 @@ def read_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, si
     the rows: a small result's tuples cost them less than Arrow arrays). Else ADBC
     reads a SQLite statement straight away, whatever its size.
     """
-    adbc = adbc and usable(conn, registry.database.url)
+    # Asked only once a probe found a large result: the first `usable` imports the driver
+    # and pyarrow (tens of milliseconds), which a process that only reads a visit's refs
+    # never needs.
+    adbc = adbc and (bool(probe) and conn.dialect.name == "sqlite" or usable(conn, registry.database.url))
     if adbc and conn.dialect.name == "postgresql":
         yield from _postgres_columns(registry, conn, stmt, size=size)
         return
@@ -195,7 +198,7 @@ def read_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, si
         limit = probe or _PROBE
         with paused_gc():
             first_rows = fetch(limit)
-        if len(first_rows) == limit and adbc:
+        if len(first_rows) == limit and adbc and usable(conn, registry.database.url):
             context = result.context
             first = _adbc_first(registry, conn, context.statement,
                                 context.parameters[0] if context.parameters else None, size)
