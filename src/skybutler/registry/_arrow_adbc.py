@@ -180,8 +180,11 @@ atexit.register(_SQLITE_POOL.close)
 
 
 def reader_errors() -> tuple[type[BaseException], ...]:
-    """What a failed ADBC read raises (connecting, preparing, reading the first batch)."""
-    errors: list[type[BaseException]] = []
+    """What a failed ADBC read raises (connecting, preparing, reading the first batch).
+
+    `OSError` too: a SQLite file gone from its path since it was opened (its identity is checked).
+    """
+    errors: list[type[BaseException]] = [OSError]
     with contextlib.suppress(ImportError):
         import adbc_driver_manager
 
