@@ -382,3 +382,17 @@ def test_a_small_ref_result_does_not_load_the_arrow_driver(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo")], capture_output=True, text=True,
                           check=True)
     assert done.stdout.split() == ["100", "[]"]
+
+
+def test_a_query_repeated_after_its_chain_changed_searches_the_new_chain(repo):
+    """Plans of where-less queries are kept per search path: a redefined chain is searched anew."""
+    first = list(repo.query_datasets("calexp", collections=["chain"]))
+    assert {r.run for r in first} == {"new", "old"} and len(first) == 16
+    repo.registry.set_chain("chain", ["old"])
+    assert {r.run for r in repo.query_datasets("calexp", collections=["chain"])} == {"old"}
+    assert set(repo.query_datasets("calexp", collections=["chain"]).to_arrow().column("run").to_pylist()) == {"old"}
+    repo.registry.set_chain("chain", ["new"])
+    assert len(list(repo.query_datasets("calexp", collections=["chain"]))) == 8
+    repo.put({"run": "new"}, "calexp", instrument="HSC", visit=903336, detector=0, run="new")
+    assert len(list(repo.query_datasets("calexp", collections=["chain"]))) == 9
+    assert [len(list(repo.query_datasets("calexp", collections=["chain"], find_first=f))) for f in (True, False)] == [9, 9]
