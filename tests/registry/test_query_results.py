@@ -8,8 +8,10 @@ Each test compares the table with the refs of the same query, on SQLite and Post
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.util
+import os
 import uuid
 
 import pyarrow as pa
@@ -396,3 +398,21 @@ def test_a_query_repeated_after_its_chain_changed_searches_the_new_chain(repo):
     repo.put({"run": "new"}, "calexp", instrument="HSC", visit=903336, detector=0, run="new")
     assert len(list(repo.query_datasets("calexp", collections=["chain"]))) == 9
     assert [len(list(repo.query_datasets("calexp", collections=["chain"], find_first=f))) for f in (True, False)] == [9, 9]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to list open files")
+def test_a_closed_repository_keeps_no_file_open_for_its_tables(tmp_path):
+    """ADBC's kept SQLite connections to a repository are closed with it."""
+    from skybutler import Butler
+
+    butler = Butler.create(tmp_path / "repo")
+    _stored_refs(butler, ["a"], visits=3)
+    assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 300
+    assert len(list(butler.query_datasets("calexp", collections=["a"]))) == 300
+    butler.close()
+    registry = str(tmp_path / "repo")
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert [f for f in open_files if f.startswith(registry)] == []

@@ -17,7 +17,8 @@ own, in autocommit mode (an idle one holds no snapshot and no lock), and closed 
 a few per PostgreSQL URL; a few SQLite ones in all (a process may open many
 repositories), each checked against its file's identity (device, inode) before it is
 used again, so a repository made anew at the same path is never read through a
-connection to the file it replaced. A process forked with some open leaves them to its parent.
+connection to the file it replaced; `Database.close` closes those of its file. A process
+forked with some open leaves them to its parent.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import sqlalchemy as sa
 
 from ._db import sqlite_file
 
-__all__ = ["ids_from_hex", "open_reader", "reader_errors", "usable"]
+__all__ = ["close_idle", "ids_from_hex", "open_reader", "reader_errors", "usable"]
 
 _IDLE_PER_URL = 2
 """Idle ADBC PostgreSQL connections kept per database URL."""
@@ -166,17 +167,32 @@ class _SqlitePool:
                 _, _, conn = self.idle.pop(0)
         conn.close()
 
-    def close(self) -> None:
+    def close(self, path: str | None = None) -> None:
+        """Close the idle connections (to ``path`` only, if given); a parent process's are left alone."""
         with self.lock:
-            if self.pid == os.getpid():
-                for _, _, conn in self.idle:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-            self.idle = []
+            if self.pid != os.getpid():
+                self.inherited += [c for _, _, c in self.idle]  # see _PostgresPool.connection
+                self.idle, self.pid = [], os.getpid()
+                return
+            closing = [c for p, _, c in self.idle if path is None or p == path]
+            self.idle = [kept for kept in self.idle if path is not None and kept[0] != path]
+        for conn in closing:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 _SQLITE_POOL = _SqlitePool()
 atexit.register(_SQLITE_POOL.close)
+
+
+def close_idle(url: str) -> None:
+    """Close the ADBC connections kept idle for the SQLite file of ``url`` (none for other URLs).
+
+    For `Database.close`: a closed repository keeps no file open through them.
+    """
+    path = _sqlite_path(url)
+    if path is not None:
+        _SQLITE_POOL.close(path)
 
 
 def reader_errors() -> tuple[type[BaseException], ...]:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from ..config import redact_url
 from ..errors import ReadOnlyError
+from ._arrow_adbc import close_idle
 from ._db import count_changes, keep_postgresql_statistics
 from ._pg_insert import run_raw
 from ._sqlite_raw import execute_raw
@@ -75,6 +76,7 @@ class Database:
         for conn in kept:
             conn.close()
         self.close_idle_readers()
+        close_idle(self.url)  # ADBC's kept SQLite connections to this file (`_arrow_adbc`)
         # In a forked process the pool still holds its parent's connections: dropped, not
         # closed (closing one ends the parent's session on the server).
         self.engine.dispose(close=os.getpid() == self._pid)
