@@ -103,6 +103,10 @@ def _raw(butler: Any, adbc: bool) -> int:
         if adbc:
             import adbc_driver_sqlite.dbapi as driver
 
+            # Its own copy of SQLite must not open the database beside this process's
+            # connections (it deletes the WAL under them when it closes): close them first.
+            butler.close()
+
             with driver.connect(path) as c, c.cursor() as cur:
                 cur.execute(sql)
                 return int(cur.fetch_arrow_table().num_rows)

@@ -54,6 +54,14 @@ def test_register_chain_tag_certify_and_list_through_the_facade(butler):
     assert "best" not in [c["name"] for c in butler.collections.query()]
 
 
+def test_a_collection_type_may_be_given_by_name(butler):
+    assert butler.collections.register("calib", "calibration") is True
+    assert butler.collections.register("calib", CollectionType.CALIBRATION) is False
+    assert butler.collections.type_of("calib") is CollectionType.CALIBRATION
+    with pytest.raises(CollectionError, match="Unknown collection type 'CALIB'; one of RUN, TAGGED, CHAINED, CALIBRATION"):
+        butler.collections.register("other", "CALIB")
+
+
 def test_a_read_only_butler_refuses_every_collection_change(butler):
     ro = Butler(butler.root, writeable=False)
     for change in (lambda: ro.collections.register("x", CollectionType.TAGGED),

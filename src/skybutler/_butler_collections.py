@@ -11,6 +11,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
+from .errors import CollectionError
 from .model import CollectionType, DataId, DatasetRef
 
 if TYPE_CHECKING:
@@ -94,10 +95,13 @@ class ButlerCollections(Sequence[str]):
 
     # -- changing ------------------------------------------------------------------------
 
-    def register(self, name: str, type: CollectionType = CollectionType.RUN, *, doc: str | None = None) -> bool:
-        """Register a collection; an existing one of the same type is left alone (returns False)."""
+    def register(self, name: str, type: CollectionType | str = CollectionType.RUN, *, doc: str | None = None) -> bool:
+        """Register a collection; an existing one of the same type is left alone (returns False).
+
+        ``type`` is a `CollectionType` or its name (``"CALIBRATION"``, any case).
+        """
         self._require_writeable()
-        return self._registry.register_collection(name, type, doc=doc)
+        return self._registry.register_collection(name, _collection_type(type), doc=doc)
 
     def set_chain(self, name: str, children: Sequence[str]) -> None:
         """Define (or redefine) a CHAINED collection; a cycle through nested chains is refused."""
@@ -131,3 +135,14 @@ class ButlerCollections(Sequence[str]):
         """Remove a TAGGED, CHAINED or CALIBRATION collection (not its datasets); runs go with `remove_runs`."""
         self._require_writeable()
         self._registry.remove_collection(name)
+
+
+def _collection_type(value: CollectionType | str) -> CollectionType:
+    """``value`` as a `CollectionType`; a name of one in any case is accepted, anything else is a `CollectionError`."""
+    if isinstance(value, CollectionType):
+        return value
+    try:
+        return CollectionType(str(value).upper())
+    except ValueError:
+        raise CollectionError(f"Unknown collection type {value!r}; one of "
+                              f"{', '.join(t.value for t in CollectionType)}") from None

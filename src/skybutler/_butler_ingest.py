@@ -166,18 +166,21 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-def check_records(registry: Registry, records: Records) -> None:
+def check_records(registry: Registry, records: Records) -> dict[str, int]:
     """Raise `DimensionError` if a record of ``records`` exists with other values (regions aside).
 
     Only values both sides have are compared: a record inserted by hand without a
     detector's ``purpose`` is kept as it is. Regions are not compared either (a visit's
-    region depends on which of its files were ingested first).
+    region depends on which of its files were ingested first). Returns how many of each
+    element's records exist.
     """
     universe = registry.universe
+    held: dict[str, int] = {}
     for element, recs in records.items():
         pk = universe.elements[element].primary_key
         by_key = {tuple(universe.coerce(k, r[k]) for k in pk): r for r in recs}
         existing = registry.dimension_records.raw_rows(element, by_key)
+        held[element] = len(existing)
         for key, old in existing.items():
             for column, value in by_key[key].items():
                 if column in pk or column == "region" or value is None or old.get(column) is None:
@@ -187,15 +190,20 @@ def check_records(registry: Registry, records: Records) -> None:
                         f"The {element} record {dict(zip(pk, key, strict=True))} exists with {column}="
                         f"{old[column]!r}, but the files to ingest give {column}={value!r}; nothing was "
                         "ingested (fix the record or the files)")
+    return held
 
 
 def sync_records(registry: Registry, records: Records) -> None:
     """Insert the records of ``records`` that do not exist yet, in dependency order (joins an open transaction)."""
-    check_records(registry, records)
+    held = check_records(registry, records)
     with registry.transaction():
         for element in registry.universe.elements:
-            if records.get(element):
-                registry.insert_dimension_records(element, records[element], skip_existing=True)
+            recs = records.get(element)
+            if recs and registry.insert_dimension_records(element, recs, skip_existing=True) < len(recs) - held[element]:
+                # Another writer inserted some of them since the check (PostgreSQL runs writers
+                # side by side; the insert waited for its commit): they are compared now, as
+                # they would have been had it committed first.
+                check_records(registry, {element: recs})
 
 
 def _original_path(path: str) -> str:

@@ -64,7 +64,9 @@ def read_datasets(registry: Registry, datastore: Datastore, refs: Sequence[Datas
     A local file placed after that query (its change time says so) may be another
     dataset's: removed meanwhile and stored again at the same path. The registry is then
     asked again, and a removed dataset raises `DatasetNotFoundError` instead of returning
-    the bytes of the one stored in its place. Files of object stores are not checked so.
+    the bytes of the one stored in its place. A file of an object store says when it was
+    placed in whole seconds of its store's clock: one placed in the minute before the
+    query costs one more query (`Datastore.placed_since`).
     """
     looked = time.time_ns() - _CLOCK_SLACK_NS
     found = integrity_sql.files_for_read(registry, [r.id for r in refs])
@@ -103,7 +105,7 @@ def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
 
     ``verify_checksum`` compares the file's checksum with the registry's (`ChecksumMismatchError`);
     a file that is gone raises `FileLostError`. ``changed_since`` is ``(time in ns, flags)``:
-    True is appended to ``flags`` when the local file read changed at or after that time.
+    True is appended to ``flags`` when the file read changed at or after that time (`Datastore.placed_since`).
     """
     formatter = get_formatter(record.format)
     try:
@@ -111,7 +113,7 @@ def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
         # (so is a box whose file is verified: its checksum needs every byte).
         partial = bool(parameters and "bbox" in parameters) and not verify_checksum
         with datastore.open(record.path, partial=partial) as f:
-            if changed_since is not None and datastore.is_local and _changed_since(f, changed_since[0]):
+            if changed_since is not None and datastore.placed_since(f, changed_since[0]):
                 changed_since[1].append(True)
             if verify_checksum:
                 return read_verified(formatter, f, ref, record, parameters)
@@ -124,14 +126,6 @@ def read_dataset(datastore: Datastore, ref: DatasetRef, record: FileRecord,
         if exc.errno == errno.ENOENT:
             raise missing_error(ref, record, exc) from None
         raise FileAccessError(exc.errno, f"File of {ref.dataset_type.name} {{{ref.data_id}}} is missing: {exc}") from None
-
-
-def _changed_since(fileobj: Any, since_ns: int) -> bool:
-    """Whether the open local file changed (was placed) at or after ``since_ns`` (True if it cannot tell)."""
-    try:
-        return os.fstat(fileobj.fileno()).st_ctime_ns >= since_ns
-    except (OSError, AttributeError, ValueError):
-        return True
 
 
 def read_cutouts(datastore: Datastore, ref: DatasetRef, record: FileRecord,

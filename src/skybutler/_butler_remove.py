@@ -10,6 +10,7 @@ behind, and `finish_removals` (run by the next removal) deletes the files that n
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -23,7 +24,8 @@ from .registry import pipeline_sql
 if TYPE_CHECKING:
     from .registry import FileRecord, Registry
 
-__all__ = ["DELETE_THREADS", "delete_files", "finish_removals", "owned_paths", "remove_then_delete"]
+__all__ = ["DELETE_THREADS", "PART_SECONDS", "delete_files", "finish_removals", "next_part_size", "owned_paths",
+           "remove_then_delete", "writers_kept_out"]
 
 DELETE_THREADS = 8
 """Threads deleting the files of one removal.
@@ -35,6 +37,34 @@ not on Python, so a few threads overlap those waits: a run of 1,000,000 files is
 
 _PER_TASK = 1000
 """Paths per thread task: a removal smaller than this runs in the calling thread."""
+
+PART_SECONDS = 0.5
+"""About how long one part of a removal being finished keeps other writers out (`finish_removals`).
+
+Every other writer of the repository waits meanwhile (SQLite: up to its 60 s busy timeout).
+8,000 local files take about 0.15 s; on an object store each file is a round trip (1,000
+took 6 s on a loopback moto server, one thread), so a part's size follows the time its
+last part took.
+"""
+
+_FIRST_PART = 64
+_MAX_PART = _PER_TASK * DELETE_THREADS
+
+
+def next_part_size(size: int, seconds: float) -> int:
+    """The size of a removal's next part after one of ``size`` paths kept writers out ``seconds``.
+
+    Scaled to `PART_SECONDS` at the pace of the last part, but at most twice its size
+    (starting from 64 files, a slow store is found out before a part takes long), between
+    1 and 8,000.
+
+    Examples
+    --------
+    >>> next_part_size(64, 0.01), next_part_size(64, 1.0), next_part_size(8000, 0.15)
+    (128, 32, 8000)
+    """
+    scaled = int(size * PART_SECONDS / seconds) if seconds > 0 else 2 * size
+    return max(1, min(scaled, 2 * size, _MAX_PART))
 
 
 def owned_paths(records: Sequence[FileRecord]) -> list[str]:
@@ -96,21 +126,27 @@ def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
     """Delete the files no row names of every interrupted removal; the count per label (see `Butler.finish_removals`).
 
     The check and the deletion of each part of a list happen while writers of file rows
-    are kept out (`_writers_kept_out`): a removal that got to a file before it was cut
+    are kept out (`writers_kept_out`): a removal that got to a file before it was cut
     short leaves no file at that path, so a write of the same dataset places a new one
     there without meeting the list; checked before that write committed and deleted
-    after, the new dataset would have no file.
+    after, the new dataset would have no file. Each part keeps them out about
+    `PART_SECONDS`: its size follows the time the previous part took (`next_part_size`).
     """
     done: dict[str, int] = {}
-    step = _PER_TASK * DELETE_THREADS
+    size = _FIRST_PART
     for rel, label, paths in datastore.pending_removals():
         count = 0
-        for start in range(0, len(paths), step):
-            part = paths[start:start + step]
-            with _writers_kept_out(registry):
+        start = 0
+        while start < len(paths):
+            part = paths[start:start + size]
+            with writers_kept_out(registry):
+                t0 = time.monotonic()  # not the wait for the lock: that is other writers' time
                 named = pipeline_sql.known_paths(registry, part)
                 gone = [p for p in part if p not in named]
                 delete_files(datastore, gone)
+                held = time.monotonic() - t0
+            size = next_part_size(len(part), held)
+            start += len(part)
             count += len(gone)
         datastore.forget_removal(rel)
         done[label] = done.get(label, 0) + count
@@ -118,7 +154,7 @@ def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _writers_kept_out(registry: Registry) -> Iterator[None]:
+def writers_kept_out(registry: Registry) -> Iterator[None]:
     """A write transaction no other writer of file rows runs beside, committed or not.
 
     SQLite: the transaction holds the write lock (a put places its files and commits
@@ -127,9 +163,5 @@ def _writers_kept_out(registry: Registry) -> Iterator[None]:
     makes new ones wait until this one commits. Nothing is written in it.
     """
     with registry.transaction() as conn:
-        if conn.dialect.name == "postgresql":
-            quote = conn.dialect.identifier_preparer.quote
-            namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-            prefix = f"{quote(namespace)}." if namespace else ""
-            conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(registry.tables.file.name)} IN SHARE MODE"))
+        registry.database.lock_table(conn, registry.tables.file, "SHARE")
         yield

@@ -141,8 +141,14 @@ class Butler:
             universe = DimensionUniverse.from_file(universe)
         # Fail on a bad template before anything is written.
         FileTemplates(cfg.templates.default, cfg.templates.dataset_types, cfg.templates.runs)
-        made_root = not root_path.exists()
-        root_path.mkdir(parents=True, exist_ok=True)
+        # Whether this call made the root is what it may remove on failure: told by the mkdir
+        # itself, not a check before it (another create may make the root in between, and
+        # its repository would be removed with it).
+        try:
+            root_path.mkdir(parents=True)
+            made_root = True
+        except FileExistsError:
+            made_root = False
         try:
             # The file keeps the given values; what is created is what opening it will use
             # (SKYBUTLER_REGISTRY_DB set while creating means the same as while opening).

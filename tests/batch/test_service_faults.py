@@ -188,6 +188,36 @@ def test_submit_killed_inside_a_merge_transaction_is_completed_by_restart(repo, 
     _check_restart_completes(repo, local_engine)
 
 
+def test_submit_killed_between_the_transactions_of_a_merge_is_completed_by_restart(repo, tmp_path, local_engine):
+    """Part of a job's outcome is merged when the runner dies; the restart merges the rest, once.
+
+    A merge is idempotent: the restart merges the same outcome again, skipping what is
+    there. Nothing merged is run again, deleted, or registered twice.
+    """
+    campaign = _slow_campaign(tmp_path, sleep_s=0.0)
+    log = tmp_path / "submit.log"
+    proc = _start(_cli("merged", "2", "batch", "submit", str(repo.root), str(campaign), "--quiet",
+                       module="support.kill_points"), log)
+    try:
+        assert proc.wait(timeout=180) == -signal.SIGKILL, log.read_text()
+    finally:
+        _stop(proc)
+    row = batch_sql.get_submission(repo.registry, NAME)
+    directory = Path(row["directory"])
+    graph = QuantumGraph.read(directory / "graph.qgraph")
+    quanta_of: dict = {}
+    for q in batch_sql.quanta(repo.registry, row["id"]):
+        quanta_of.setdefault(q["job_id"], []).append(q["quantum_id"])
+    merging = [j for j in batch_sql.jobs(repo.registry, row["id"]) if j["state"] == JobState.MERGING.value]
+    registered = []
+    for job in merging:
+        outputs = [r.id for qid in quanta_of[job["id"]] for r in graph[qid].output_refs()]
+        registered.append(len(repo.registry.get_datasets(outputs)) / len(outputs))
+    assert any(0.0 < r < 1.0 for r in registered), registered  # killed half way through a merge
+    assert_nothing_half_registered(repo, graph)
+    _check_restart_completes(repo, local_engine)
+
+
 def test_cancel_from_another_process_stops_running_jobs_and_restart_completes_after(repo, tmp_path, local_engine):
     marker = tmp_path / "keep-sleeping"
     marker.touch()

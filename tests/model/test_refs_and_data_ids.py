@@ -149,19 +149,6 @@ def test_uuids_from_hex_refuse_what_is_not_an_id():
         uuids_from_hex(["xyz"])
 
 
-def test_ids_from_bytes_are_the_ids_built_one_by_one_whatever_their_zero_bytes():
-    from skybutler.model import uuids_from_bytes
-
-    ids = [uuid.UUID(bytes=bytes(15) + b"\x01"), uuid.UUID(bytes=b"\x01" + bytes(15)), uuid.UUID(int=0),
-           uuid.UUID(bytes=b"\xff" * 16), *(uuid.uuid4() for _ in range(5))]
-    made = uuids_from_bytes(b"".join(i.bytes for i in ids))
-    assert made == ids and [str(m) for m in made] == [str(i) for i in ids]
-    assert all(type(m) is uuid.UUID and hash(m) == hash(i) for m, i in zip(made, ids, strict=True))
-    assert pickle.loads(pickle.dumps(made)) == ids and uuids_from_bytes(b"") == []
-    with pytest.raises(ValueError, match="16 bytes"):
-        uuids_from_bytes(b"\x00" * 17)
-
-
 def test_data_ids_without_implied_values_report_none_and_take_them_when_given():
     from skybutler.model import data_ids_of_tuples
 

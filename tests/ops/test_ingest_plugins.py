@@ -332,3 +332,63 @@ def test_the_example_plugin_of_the_documentation_ingests_files(make_butler, tmp_
         f"LAMBDA%2Fraw%2Fall/raw/z/00000012/raw_00000012_{d:03d}.fits" for d in (0, 1)]
     assert origin_of(butler, refs[0]).plugin == "lambda-raw"
     assert origin_of(butler, refs[0]).metadata["airmass"] == 1.2
+
+
+def test_an_hsc_raw_header_as_the_camera_writes_it_gives_the_exposure_times_of_ut_str_and_ut_end():
+    """A real HSC raw has the UT date alone in DATE-OBS and the times in UT-STR / UT-END.
+
+    Before: DATE-OBS alone was read, as midnight: visits started hours early, and a
+    calibration lookup at the exposure's time found the wrong calibration.
+    """
+    import datetime
+
+    from skybutler.ops.hsc import header_to_data_id
+
+    header = {"INSTRUME": "Hyper Suprime-Cam", "EXP-ID": "HSCE00095104", "FILTER01": "HSC-I", "DET-ID": 16,
+              "EXPTIME": 150.0, "DATE-OBS": "2016-03-07", "UT-STR": "08:16:40.567", "UT-END": "08:19:10.600"}
+    utc = datetime.UTC
+    values = header_to_data_id(header)
+    assert values["timespan_begin"] == datetime.datetime(2016, 3, 7, 8, 16, 40, 567000, tzinfo=utc)
+    assert values["timespan_end"] == datetime.datetime(2016, 3, 7, 8, 19, 10, 600000, tzinfo=utc)
+    assert values["day_obs"] == 20160306
+    across_midnight = header_to_data_id({**header, "UT-STR": "23:59:00.000", "UT-END": "00:01:30.000"})
+    assert across_midnight["timespan_end"] == datetime.datetime(2016, 3, 8, 0, 1, 30, tzinfo=utc)
+    without_end = header_to_data_id({k: v for k, v in header.items() if k != "UT-END"})
+    assert without_end["timespan_end"] == values["timespan_begin"] + datetime.timedelta(seconds=150)
+    with pytest.raises(ValueError, match="DATE-OBS='2016-03-07' has no time of day"):
+        header_to_data_id({k: v for k, v in header.items() if k not in ("UT-STR", "UT-END")})
+
+
+@pytest.mark.parametrize(("physical_filter", "band"), [("HSC-G", "g"), ("HSC-R2", "r"), ("HSC-I2", "i"),
+                                                       ("HSC-Y", "y"), ("NB0921", "N921"), ("NB1010", "N1010")])
+def test_every_hsc_filter_has_its_band(physical_filter, band):
+    """Real HSC data is taken in g, z, y and narrow bands too; before, only HSC-R and HSC-I were read."""
+    from skybutler.ops.hsc import header_to_data_id
+
+    header = {"INSTRUME": "HSC", "EXP-ID": "HSCE00095104", "FILTER01": physical_filter, "DET-ID": 16,
+              "EXPTIME": 30.0, "DATE-OBS": "2016-03-07T08:16:40"}
+    assert header_to_data_id(header)["band"] == band
+    with pytest.raises(ValueError, match="unknown HSC filter FILTER01='HSC-Q'; known: HSC-G, HSC-R"):
+        header_to_data_id({**header, "FILTER01": "HSC-Q"})
+
+
+def test_a_tile_compressed_raw_is_read_from_its_image_header(make_butler, raw_dir, tmp_path):
+    """A ``.fits.fz`` raw (fpack) has an empty primary HDU and the image, with its header, in a compressed one.
+
+    Before: the primary header alone was read: "raw header lacks 'INSTRUME'".
+    """
+    from astropy.io import fits
+
+    src, visits = raw_dir
+    plain = sorted(src.iterdir())[0]
+    with fits.open(plain) as hdus:
+        header, data = hdus[0].header.copy(), hdus[0].data.copy()
+    compressed = tmp_path / (plain.stem + ".fits.fz")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data=data, header=header)]).writeto(compressed)
+
+    butler = make_butler()
+    (ref,) = ingest_raws(butler, "hsc-raw", [str(compressed)], run="HSC/raw/fz", transfer="copy")
+    (expected,) = ingest_raws(make_butler(), "hsc-raw", [str(plain)], run="HSC/raw/all", transfer="copy")
+    assert ref.data_id == expected.data_id
+    (visit,) = butler.query_dimension_records("visit", where=f"visit = {ref.data_id['visit']}")
+    assert visit["region"] is not None  # the WCS and the image's size come from the image's header

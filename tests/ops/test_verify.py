@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from skybutler import Butler, FileDataset, Image
 from skybutler.cli import main
 from skybutler.datastore._files import HOST_TAG
-from skybutler.errors import ChecksumMismatchError, CollectionError, FileLostError
+from skybutler.errors import ChecksumMismatchError, CollectionError, ConfigError, FileLostError
 from skybutler.ops.verify import PROBLEM_KINDS, QUARANTINE_DIR, verify
 
 
@@ -175,9 +175,10 @@ def test_quarantine_moves_only_dark_files_and_keeps_their_bytes(butler):
     lost = path_of(butler, ref_of(butler, "psf", visit=903334))
     delete(butler, lost)
 
-    report = verify(butler, quarantine=True)
+    report = verify(butler, quarantine=True, quarantine_min_age=0)
 
     assert found(report, "dark") == ["r/stray/a.fits", "stray_b.txt"]
+    assert report.quarantined == 2 and report.too_recent == 0
     assert report.quarantine is not None and report.quarantine.startswith(QUARANTINE_DIR + "/")
     assert read(butler, f"{report.quarantine}/r/stray/a.fits") == b"dark a"
     assert read(butler, f"{report.quarantine}/stray_b.txt") == b"dark b"
@@ -185,6 +186,21 @@ def test_quarantine_moves_only_dark_files_and_keeps_their_bytes(butler):
     after = verify(butler)
     assert after.counts["dark"] == 0 and after.counts["temporary"] == 1 and found(after, "lost") == [lost]
     assert butler.get(ref_of(butler, "psf", visit=903336)).tolist() == list(np.arange(6.0))
+
+
+def test_quarantine_leaves_dark_files_placed_less_than_its_minimum_age_ago(butler):
+    # A write to an object store, an import or a batch job's staged output is in place
+    # before the row that names it is committed: files this new are reported, not moved.
+    write(butler, "r/stray/a.fits", b"dark a")
+    write(butler, "stray_b.txt", b"dark b")
+
+    report = verify(butler, quarantine=True)
+
+    assert found(report, "dark") == ["r/stray/a.fits", "stray_b.txt"]
+    assert report.too_recent == 2 and report.quarantined == 0 and report.quarantine is None
+    assert read(butler, "r/stray/a.fits") == b"dark a" and read(butler, "stray_b.txt") == b"dark b"
+    with pytest.raises(ConfigError, match="quarantine_min_age"):
+        verify(butler, quarantine=True, quarantine_min_age=-1)
 
 
 def test_a_file_marked_lost_is_refused_by_get_until_verify_finds_it_back(butler):

@@ -13,7 +13,7 @@ import datetime
 
 import pytest
 
-from skybutler import CollectionError, CollectionType
+from skybutler import CollectionError, CollectionType, DimensionError
 from skybutler.registry import pipeline_sql
 
 T0 = datetime.datetime(2026, 3, 1)
@@ -180,3 +180,39 @@ def test_disassociate_removes_a_tag_and_associate_refuses_two_datasets_for_one_d
     # Associate replaces the dataset tagged for the same type and data id.
     butler.registry.associate("best", [refs["B0"]])
     assert ids(butler.query_datasets("bias", collections=["best"])) == ids([refs["B0"], refs["A1"]])
+
+
+HAWAII = datetime.timezone(datetime.timedelta(hours=-10))
+
+
+@pytest.mark.parametrize("given", [
+    T1.replace(tzinfo=datetime.UTC).astimezone(HAWAII),           # an aware datetime, HST
+    T1.replace(tzinfo=datetime.UTC).astimezone(HAWAII).isoformat(),  # the same as an ISO string with its offset
+    T1.isoformat() + "Z",
+])
+def test_a_time_with_a_time_zone_means_that_instant_in_utc(repo, given):
+    """Times are compared in UTC; one with an offset is converted, not read as if it were UTC.
+
+    T1 given in Hawaii time (10 hours behind UTC) is the instant T1, where B0 starts. Before:
+    its wall-clock digits were taken as UTC (T1 - 10 h), inside A0's range.
+    """
+    butler, refs = repo
+    assert butler.find_dataset("bias", instrument="HSC", detector=0, collections=["calib"], time=given) == refs["B0"]
+
+
+def test_a_certification_given_with_a_time_zone_covers_that_utc_range(repo):
+    butler, refs = repo
+    butler.registry.register_collection("calib_hst", CollectionType.CALIBRATION)
+    begin = T0.replace(tzinfo=datetime.UTC).astimezone(HAWAII)
+    butler.registry.certify("calib_hst", [refs["A0"]], begin, begin + (T1 - T0))
+    (cert,) = butler.registry.certifications("calib_hst")
+    assert (cert["begin"], cert["end"]) == (T0, T1)
+    assert butler.find_dataset("bias", instrument="HSC", detector=0, collections=["calib_hst"],
+                               time=T1 - SECOND) == refs["A0"]
+    assert butler.find_dataset("bias", instrument="HSC", detector=0, collections=["calib_hst"], time=T1) is None
+
+
+def test_a_time_that_is_not_one_is_a_clear_error(repo):
+    butler, _ = repo
+    with pytest.raises(DimensionError, match="Cannot interpret 'last tuesday' as a time"):
+        butler.find_dataset("bias", instrument="HSC", detector=0, collections=["calib"], time="last tuesday")

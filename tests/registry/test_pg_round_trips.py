@@ -32,7 +32,7 @@ class RoundTrips:
     def __init__(self, registry, path: Path):
         import psycopg
 
-        registry.database.close_idle_readers()  # kept connections are traced from their next checkout
+        registry.database.close_kept_connections()  # kept connections are traced from their next checkout
         self.path = path
         self._flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS
         self._files: dict[int, Path] = {}

@@ -28,9 +28,8 @@ CALEXP_DIMS = ["instrument", "visit", "detector"]
 
 @pytest.fixture(params=["sqlite-local", "sqlite-memory", "postgresql-local"])
 def backend(request):
-    # Results are built in the registry. A SQLite file is read through ADBC when the
-    # arrow-db extra is installed; in-memory SQLite never is (another connection cannot
-    # open it), so both ways of building a table are compared with the refs.
+    # Results are built in the registry: from the DB-API's rows on SQLite (a file or in
+    # memory), through ADBC on PostgreSQL when the arrow-db extra is installed.
     return request.param
 
 
@@ -283,6 +282,40 @@ def test_large_results_as_one_table_or_as_batches_hold_the_refs(make_butler, bac
         sorted((r.data_id for r in refs), key=str)
 
 
+@pytest.mark.parametrize("backend", ["sqlite-local"])
+def test_writes_after_large_query_tables_are_stored_for_every_process(make_butler, tmp_path):
+    """A put after a large query table in the same process is seen by another process.
+
+    Before: the table was read by ADBC's SQLite driver, whose own copy of SQLite deleted
+    the WAL and its shared memory when its connection closed, under this process's open
+    connections. The next put returned its ref, but committed into the deleted WAL: no
+    other process ever saw it, and a new connection in this one failed ("disk I/O error").
+    """
+    import subprocess
+    import sys
+
+    from skybutler import Butler
+
+    butler = make_butler(records=True, run="r")
+    butler.register_dataset_type("meta", ["instrument", "detector"], "dict")
+    butler.put_many([({"d": d}, "meta", {"instrument": "HSC", "detector": d}) for d in range(2)])
+    records = [{"instrument": "HSC", "detector": d} for d in range(10, 3010)]
+    butler.insert_dimension_records("detector", records)
+    butler.put_many([({"d": r["detector"]}, "meta", r) for r in records])
+    for _ in range(2):
+        assert butler.query_datasets("meta", collections=["r"]).to_arrow().num_rows == 3002
+        assert len(list(butler.query_datasets("meta", collections=["r"]))) == 3002
+    after = butler.put({"d": 1}, "meta", instrument="HSC", detector=1, run="later")
+
+    with Butler(butler.root) as again:  # a new connection in this process
+        assert again.find_dataset("meta", instrument="HSC", detector=1, collections=["later"]) == after
+    seen = subprocess.run([sys.executable, "-c", (
+        "import sys; from skybutler import Butler; b = Butler(sys.argv[1]); "
+        "print(b.find_dataset('meta', instrument='HSC', detector=1, collections=['later']).id)"), str(butler.root)],
+        capture_output=True, text=True, timeout=120)
+    assert seen.stdout.strip() == str(after.id), seen.stderr[-2000:]
+
+
 def _stored_refs(butler, runs, *, visits=7):
     """calexps of ``visits`` x 100 detectors split between ``runs``, with ids chosen to start
     and end with zero bytes (and all ones) among random ones; returns the refs as stored."""
@@ -306,8 +339,8 @@ def _stored_refs(butler, runs, *, visits=7):
 
 
 def test_a_large_result_gives_the_refs_as_stored(make_butler, backend):
-    """Past a few hundred rows refs are made from columns (read through ADBC on a SQLite
-    file when installed): the same refs, ids, data ids and runs as stored, one by one."""
+    """Refs made column-wise over several chunks (one run: no run column read; a chain: one
+    per row) are the refs as stored, one by one: ids, data ids, runs."""
     butler = make_butler()
     stored = _stored_refs(butler, ["a", "b"])
     butler.registry.set_chain("both", ["a", "b"])
@@ -327,7 +360,7 @@ def test_a_large_result_gives_the_refs_as_stored(make_butler, backend):
 
 
 def test_a_large_result_read_again_sees_what_was_committed_since(make_butler, backend):
-    """Reads between writes see each write (kept ADBC connections hold no snapshot)."""
+    """Reads between writes see each write, and a transaction's reads its own rows."""
     from skybutler import DataId, DatasetRef
     from skybutler.model import new_dataset_id
 
@@ -341,7 +374,7 @@ def test_a_large_result_read_again_sees_what_was_committed_since(make_butler, ba
     butler.registry.insert_datasets(more)
     assert set(butler.query_datasets("calexp", collections=["a"])) == set(stored + more)
     assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 700
-    # Inside a write transaction its own uncommitted rows are read (by its connection, not ADBC's).
+    # Inside a write transaction its own uncommitted rows are read.
     last = [DatasetRef(new_dataset_id(), dt, DataId({"instrument": "HSC", "visit": 903348, "detector": d}), "a")
             for d in range(100)]
     with butler.transaction():
@@ -351,7 +384,7 @@ def test_a_large_result_read_again_sees_what_was_committed_since(make_butler, ba
 
 
 def test_a_repository_made_again_at_the_same_path_is_read_anew(tmp_path):
-    """A SQLite file replaced at its path is never read through a connection kept to the old one."""
+    """A registry made anew at the same path is read anew (nothing of the old file is kept)."""
     import shutil
 
     from skybutler import Butler
@@ -402,7 +435,7 @@ def test_a_query_repeated_after_its_chain_changed_searches_the_new_chain(repo):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to list open files")
 def test_a_closed_repository_keeps_no_file_open_for_its_tables(tmp_path):
-    """ADBC's kept SQLite connections to a repository are closed with it."""
+    """A closed repository leaves no file of its registry open, once tables and refs were read."""
     from skybutler import Butler
 
     butler = Butler.create(tmp_path / "repo")

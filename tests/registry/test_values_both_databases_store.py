@@ -49,3 +49,18 @@ def test_names_longer_than_their_columns_are_refused_on_both(make_butler):
         butler.register_dataset_type("t" * 129, ["instrument"], "dict")
     butler.register_dataset_type("t" * 128, ["instrument"], "dict")
     assert [c["name"] for c in butler.collections.query()] == ["r" * 256]
+
+
+def test_a_record_time_with_a_time_zone_is_stored_as_that_instant_in_utc(make_butler):
+    """An exposure's start given in Hawaii time (or as a string with its offset) is that instant, in UTC."""
+    import datetime
+
+    hst = datetime.timezone(datetime.timedelta(hours=-10))
+    butler = make_butler()
+    butler.insert_dimension_records("instrument", [{"instrument": "HSC"}])
+    begin = datetime.datetime(2026, 3, 14, 20, 5, tzinfo=hst)
+    butler.insert_dimension_records("visit", [
+        {"instrument": "HSC", "visit": 1, "timespan_begin": begin, "timespan_end": "2026-03-14T20:05:30-10:00"}])
+    (record,) = butler.query_dimension_records("visit")
+    assert (record["timespan_begin"], record["timespan_end"]) == (
+        datetime.datetime(2026, 3, 15, 6, 5), datetime.datetime(2026, 3, 15, 6, 5, 30))

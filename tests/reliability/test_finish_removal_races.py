@@ -103,3 +103,36 @@ def test_two_processes_finishing_the_same_removal_both_succeed(tmp_path, monkeyp
         assert first.finish_removals() == {}
     finally:
         first.close()
+
+
+def test_on_a_slow_store_each_part_keeps_writers_out_for_a_bounded_time(tmp_path, monkeypatch):
+    """Each part is checked and deleted while every other writer waits: its size follows its deletion time.
+
+    Before, a part was 8,000 files whatever they cost: on an object store (a round trip
+    each) writers waited tens of seconds, near SQLite's 60 s busy timeout. Here each
+    deletion takes at least 5 ms, so a part of more than `PART_SECONDS` / 5 ms files would
+    keep writers out longer than `PART_SECONDS`.
+    """
+    import time
+
+    root = str(tmp_path / "repo")
+    butler = Butler.create(root)
+    paths = [f"r/meta/{i // 100:02d}/meta_{i:04d}.json" for i in range(300)]
+    for path in paths:
+        full = tmp_path / "repo" / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(b"{}\n")
+    butler.datastore.record_removal(paths, label="r")  # a removal that stopped before its files
+    parts: list[int] = []
+    really_delete = _butler_remove.delete_files
+
+    def slow_delete(datastore, part):  # noqa: ANN001, ANN202 - a store with a round trip per file
+        parts.append(len(part))
+        time.sleep(0.005 * len(part))
+        return really_delete(datastore, part)
+
+    monkeypatch.setattr(_butler_remove, "delete_files", slow_delete)
+    assert butler.finish_removals() == {"r": 300}
+    butler.close()
+    assert sum(parts) == 300 and not any((tmp_path / "repo" / p).exists() for p in paths)
+    assert max(parts) <= _butler_remove.PART_SECONDS / 0.005, parts

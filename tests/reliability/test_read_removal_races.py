@@ -7,6 +7,7 @@ A get reads the dataset's file record, then opens the file. Each test runs a rem
 from __future__ import annotations
 
 import errno
+import uuid
 
 import pytest
 
@@ -20,6 +21,21 @@ DATASET_TYPE = "meta"
 def stored(tmp_path):
     root = str(tmp_path / "repo")
     butler = Butler.create(root, run="r")
+    butler.register_dataset_type(DATASET_TYPE, [], "dict")
+    ref = butler.put({"version": 1}, DATASET_TYPE)
+    butler.close()
+    return root, ref
+
+
+@pytest.fixture(params=["local", "s3"])
+def stored_anywhere(request, tmp_path):
+    """`stored`, its files on local disk or in an S3 bucket (moto's server)."""
+    root = str(tmp_path / "repo")
+    kwargs = {}
+    if request.param == "s3":
+        bucket, options = request.getfixturevalue("s3_shared_bucket")
+        kwargs = {"datastore": f"s3://{bucket}/{uuid.uuid4().hex}", "config": {"datastore": {"storage_options": options}}}
+    butler = Butler.create(root, run="r", **kwargs)
     butler.register_dataset_type(DATASET_TYPE, [], "dict")
     ref = butler.put({"version": 1}, DATASET_TYPE)
     butler.close()
@@ -67,12 +83,13 @@ def test_a_file_gone_while_its_row_stays_is_still_lost(stored):
     assert caught.value.errno == errno.ENOENT
 
 
-def test_a_get_never_returns_the_dataset_stored_in_place_of_the_removed_one(stored):
+def test_a_get_never_returns_the_dataset_stored_in_place_of_the_removed_one(stored_anywhere):
     """Removed and stored again (a new id, the same path) between the get's record and its open.
 
-    The get of the removed dataset opens the path and reads the new dataset's bytes.
+    The get of the removed dataset opens the path and reads the new dataset's bytes (on
+    an object store too: there the time its store says the object was placed tells).
     """
-    root, ref = stored
+    root, ref = stored_anywhere
 
     def remove_and_store_again() -> None:
         with Butler(root, run="r") as other:

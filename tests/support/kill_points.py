@@ -6,6 +6,10 @@
     The N-th outcome the batch service merges kills the process when it sends its
     first file row to SQLite: inside the merge's transaction, after its dataset rows,
     before its commit.
+``merged``
+    Merges go one execution per transaction, and the N-th outcome the batch service
+    merges kills the process right after its first transaction committed: a merge cut
+    between its bounded transactions, part of the job's outcome in the central registry.
 ``hand_over``
     The process dies right after handing its N-th job to the engine, once that job's
     process has started and before its new state is written (the job runs on,
@@ -27,7 +31,7 @@ import sys
 import threading
 import time
 
-POINTS = ("merge", "hand_over", "record")
+POINTS = ("merge", "merged", "hand_over", "record")
 
 _state = threading.local()
 
@@ -71,6 +75,17 @@ def install(point: str, n: int) -> None:
 
         _on_sql(lambda sql: _die() if getattr(_state, "merge", None) == n and _inserts_into(sql, "file") else None)
         service.merge_run = counting_merge_run
+    elif point == "merged":
+        real_merge_run = service.merge_run
+
+        def merge_run_dying_after_a_commit(*args, **kwargs):
+            with lock:
+                count[0] += 1
+                nth = count[0]
+            progress = (lambda report: _die()) if nth == n else None
+            return real_merge_run(*args, **kwargs, chunk_size=1, progress=progress)
+
+        service.merge_run = merge_run_dying_after_a_commit
     elif point == "hand_over":
         real_hand_over = service.SubmissionRunner._hand_over
 

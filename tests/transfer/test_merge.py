@@ -167,6 +167,38 @@ def test_the_same_id_with_another_checksum_is_a_conflict(ran, make_butler):
         merge_run(target.registry, source_registry(ran), run=RUN, files=changed)
 
 
+def test_a_file_missing_from_the_target_datastore_fails_its_transaction_naming_the_dataset_and_the_file(
+        ran, make_butler):
+    """Given the datastore, a merge checks that every file its rows name is there before it commits.
+
+    Before, the merge committed the row of a staged file deleted meanwhile: a row without its file.
+    """
+    import shutil
+
+    butler, graph, _ = ran
+    target = make_butler(records=True)
+    for _, path, *_ in snapshot(butler.registry)["files"]:  # the job's outputs, staged out to the target
+        Path(target.datastore.url(path)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(butler.datastore.url(path), target.datastore.url(path))
+    calexp = graph.by_task("make_calexp")[0].outputs["calexp"][0]
+    path = butler.registry.get_files([calexp.id])[calexp.id].path
+    kept = Path(target.datastore.url(path)).read_bytes()
+    target.datastore.remove([path])
+    with pytest.raises(MergeError) as info:
+        merge_run(target.registry, source_registry(ran), run=RUN, chunk_size=10**6, datastore=target.datastore)
+    message = str(info.value)
+    assert f"the file {path!r} of dataset calexp {{" in message and "visit=" in message and RUN in message
+    assert f"(dataset {calexp.id}) is missing" in message
+    assert snapshot(target.registry)["executions"] == {}  # one chunk: nothing of it written
+
+    Path(target.datastore.url(path)).write_bytes(kept[:-1])  # back, but not whole
+    with pytest.raises(MergeError, match=f"{path!r}.*has {len(kept) - 1} bytes, not the {len(kept)} recorded"):
+        merge_run(target.registry, source_registry(ran), run=RUN, datastore=target.datastore)
+    Path(target.datastore.url(path)).write_bytes(kept)
+    merge_run(target.registry, source_registry(ran), run=RUN, datastore=target.datastore)
+    assert snapshot(target.registry) == snapshot(butler.registry)
+
+
 def test_a_dataset_type_registered_differently_is_refused(ran, make_butler):
     target = make_butler(records=True)
     target.register_dataset_type(DatasetType("calexp", ("visit",), "dict"))

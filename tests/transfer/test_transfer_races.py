@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from skybutler import Butler
-from skybutler.errors import TransferError
+from skybutler.errors import TransferConflictError, TransferError
 from skybutler.transfer import RegistrySource, _import_datasets, import_content
 from support.services import PG_URL
 
@@ -174,3 +174,105 @@ def test_finishing_an_interrupted_removal_never_deletes_the_file_of_an_import_me
     finally:
         for b in (source, target, finisher):
             b.close()
+
+
+@pytest.mark.parametrize("way", ["transfer", "dump"])
+def test_a_dataset_removed_while_it_is_transferred_is_left_out_not_copied_without_its_file(
+        tmp_path, standard_records, monkeypatch, way):
+    """The selection is read, then the datasets' file rows: a dataset removed in between had none.
+
+    It was written as a dataset without a file, and the target got a row with no file.
+    """
+    source = Butler.create(str(tmp_path / "source"), run=RUN)
+    standard_records.fill(source)
+    source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    kept = source.put({"v": 1}, "calexp", DATA_ID)
+    removed = source.put({"v": 2}, "calexp", {**DATA_ID, "detector": 1})
+    remover = Butler(source.root, writeable=True)
+    really_get_files = source.registry.get_files
+
+    def get_files(ids):  # noqa: ANN001, ANN202
+        if removed.id in ids and remover.find_dataset("calexp", removed.data_id, collections=[RUN]) is not None:
+            remover.remove_datasets([removed])  # after the selection was read, before its file rows
+        return really_get_files(ids)
+
+    monkeypatch.setattr(source.registry, "get_files", get_files)
+    target = Butler.create(str(tmp_path / "target"))
+    if way == "transfer":
+        report = import_content(target, RegistrySource(source, dataset_types=["calexp"], collections=[RUN]),
+                                transfer="copy")
+    else:
+        from skybutler.transfer.dump import export_dump, import_dump
+
+        export_dump(source, tmp_path / "dump", ["calexp"], collections=[RUN], files=True)
+        report = import_dump(target, tmp_path / "dump")
+
+    assert report.datasets_added == 1
+    assert list(target.query_datasets("calexp", collections=[RUN])) == [kept]
+    assert target.get(kept) == {"v": 1}
+
+
+def test_a_dataset_stored_while_a_transfer_runs_never_arrives_without_its_records(tmp_path, standard_records,
+                                                                                 monkeypatch):
+    """A transfer by query reads its selection once for the records, again for the datasets.
+
+    A dataset stored in between, of a visit inserted with it, came without that visit's
+    record: the target held a dataset whose data id has no record.
+    """
+    from skybutler.transfer import importer
+    from support.records import square
+
+    source = Butler.create(str(tmp_path / "source"), run=RUN)
+    standard_records.fill(source)
+    source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    kept = source.put({"v": 1}, "calexp", DATA_ID)
+    writer = Butler(source.root, writeable=True, run=RUN)
+    really_import_collections = importer._import_collections
+
+    def import_collections(*args):  # noqa: ANN002, ANN202  (between the records and the datasets)
+        writer.insert_dimension_records("visit", [{"instrument": "HSC", "visit": 1, "physical_filter": "HSC-R",
+                                                   "day_obs": 20260315, "region": square(150.0, 2.0, 0.2)}])
+        writer.put({"v": 2}, "calexp", {**DATA_ID, "visit": 1})
+        return really_import_collections(*args)
+
+    monkeypatch.setattr(importer, "_import_collections", import_collections)
+    target = Butler.create(str(tmp_path / "target"))
+    import_content(target, RegistrySource(source, dataset_types=["calexp"], collections=[RUN]), transfer="copy")
+
+    visits = {r["visit"] for r in target.registry.fetch_dimension_records("visit")}
+    stored = list(target.query_datasets("calexp", collections=[RUN]))
+    assert {ref.data_id["visit"] for ref in stored} <= visits
+    assert kept in stored
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_record_inserted_otherwise_while_a_transfer_brings_it_is_reported_as_a_conflict(
+        tmp_path, standard_records, request, database):
+    """The transfer looked the visit up, found none, then inserted it as new: the record another writer
+    inserted with other values meanwhile was kept, silently, where one after the other it is a conflict."""
+    from support.holding import while_a_holds
+    from support.records import square
+
+    visit = {"instrument": "HSC", "visit": 903342, "physical_filter": "HSC-R", "day_obs": 20260315,
+             "region": square(150.0, 2.0, 0.2)}
+    source = Butler.create(str(tmp_path / "source"), run=RUN)
+    standard_records.fill(source)
+    source.insert_dimension_records("visit", [{**visit, "exposure_time": 30.0}])
+    source.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
+    refs = [source.put({"v": 1}, "calexp", {**DATA_ID, "visit": 903342})]
+    if database == "postgresql":
+        request.getfixturevalue("pg_engine")
+        namespace = request.getfixturevalue("pg_namespace")
+        target = Butler.create(str(tmp_path / "target"), registry=PG_URL, namespace=namespace)
+    else:
+        target = Butler.create(str(tmp_path / "target"))
+    standard_records.fill(target)
+    other = Butler(target.root, writeable=True)
+
+    outcome = while_a_holds(other, lambda: other.insert_dimension_records("visit", [{**visit, "exposure_time": 15.0}]),
+                            lambda: import_content(Butler(target.root), RegistrySource(source, refs), transfer="copy"))
+
+    assert isinstance(outcome.get("error"), TransferConflictError), outcome
+    assert "visit record {'instrument': 'HSC', 'visit': 903342}" in str(outcome["error"])
+    record, = target.registry.fetch_dimension_records("visit", where="visit = 903342")
+    assert record["exposure_time"] == 15.0

@@ -22,7 +22,6 @@ attempt left nothing are run again.
 from __future__ import annotations
 
 import datetime
-import posixpath
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -36,9 +35,11 @@ import yaml
 from .._butler_put import record_manifest
 from ..errors import ConfigError, SkyButlerError
 from ..pipeline import QuantumGraph
-from ..registry import FileRecord, batch_sql, pipeline_sql
+from ..provenance import ExecutionStatus
+from ..registry import FileRecord, batch_sql, pipeline_sql, provenance_sql
 from ..registry.batch_sql import StateChange
 from ..transfer import merge_run
+from .attempts import remove_unmerged_outputs, unstaged_outputs
 from .campaign import Campaign
 from .clustering import JobPlan
 from .control import find_submission, kill_local
@@ -332,6 +333,8 @@ class SubmissionRunner:
         return busy
 
     def _hand_over(self, job: _Job) -> None:
+        if job.attempt > 1:
+            self._count_merged(job)
         remaining = [q for q in job.plan.quanta if self.quantum_state.get(q) != JobState.SUCCEEDED.value]
         quanta = [self.graph[q] for q in remaining]
         resources = self._resources(job)
@@ -347,7 +350,7 @@ class SubmissionRunner:
             job.attempt += 1
             attempt_dir = self._attempt_dir(job)
         if job.attempt > 1:
-            self._remove_unmerged_outputs(quanta)
+            remove_unmerged_outputs(self.butler, quanta)
         attempt_dir.mkdir(parents=True, exist_ok=True)
         job.offset = 0
         self.engine.submit(EngineJob(job.name, self.writer.job_dir(job.name) / "manifest.json", attempt_dir,
@@ -355,27 +358,26 @@ class SubmissionRunner:
         self._set_job(job, JobState.SUBMITTED, submit_time=_now(), memory_mb=resources.memory_mb)
         self._set_quanta(remaining, JobState.PENDING, job.attempt)
 
-    def _remove_unmerged_outputs(self, quanta: list[Any]) -> None:
-        """Remove files an earlier attempt staged out but that were never merged (no row names them).
+    def _count_merged(self, job: _Job) -> None:
+        """Record as succeeded the unfinished quanta of ``job`` whose outcome an earlier attempt's merge committed.
 
-        A new attempt writes the same paths; its logs (times, execution ids) differ from the
-        earlier ones, and stage-out never overwrites a file.
+        A merge commits whole executions in bounded transactions; one that failed half way
+        (a staged file deleted, a conflict) leaves some quanta merged and not recorded. Run
+        again, they would write outputs that clash with the merged ones (a log's times differ:
+        stage-out and merge refuse them, attempt after attempt) and a second execution each.
         """
-        paths = [r.extra["path"] for q in quanta for r in q.output_refs() if "path" in r.extra]
-        if not paths:
+        unfinished = [q for q in job.plan.quanta if self.quantum_state.get(q) != JobState.SUCCEEDED.value]
+        if not unfinished:
             return
-        named = pipeline_sql.known_paths(self.butler.registry, paths)
-        datastore = self.butler.datastore
-        stray = [p for p in paths if p not in named and datastore.exists(p)]
-        if stray:
-            datastore.remove(stray)
-        # And the temporary files of an earlier attempt killed while staging out (those of
-        # live writers, other jobs staging into the same directories, are left alone). Only
-        # on local disk: an object store is written at the final key, and listing it would
-        # fill fsspec's listings cache, after which this process's `exists` misses the files
-        # jobs stage out later.
-        if datastore.is_local:
-            datastore.clean_temporaries({posixpath.dirname(p) for p in paths})
+        registry = self.butler.registry
+        merged = {r["quantum_id"]: r["id"] for r in provenance_sql.executions(
+            registry, status=ExecutionStatus.SUCCEEDED.value, quantum_ids=unfinished)}
+        registered = pipeline_sql.existing_dataset_ids(
+            registry, [r.id for q in merged for r in self.graph[q].output_refs()])
+        for qid, execution_id in merged.items():
+            if all(r.id in registered for r in self.graph[qid].output_refs()):
+                self._set_quanta([qid], JobState.SUCCEEDED, job.attempt, detail="merged by an earlier attempt",
+                                 execution_id=execution_id)
 
     def _resources(self, job: _Job) -> Resources:
         base = job_resources(self.campaign, job.plan.task_labels)
@@ -457,6 +459,16 @@ class SubmissionRunner:
         if report.state == EngineState.CANCELLED and outcome.state != JobState.SUCCEEDED.value:
             self._fail(job, FailureClass.CANCELLED, report.reason or "cancelled", report)
             return
+        unstaged = unstaged_outputs(self.graph, outcome)
+        if unstaged:
+            # Its stage-out refused them (another file at the path, a removal listing it) or never ran
+            # (the job runner failed). Merged, they would keep the scratch registry's file row, which
+            # names whatever the central datastore holds at that path. Nothing of the outcome is
+            # merged; the retry runs it all.
+            failure = FailureClass(outcome.failure_class) if outcome.failure_class else FailureClass.STAGING
+            self._fail(job, failure, outcome.reason or f"{len(unstaged)} output(s) not staged out, first: dataset "
+                       f"{unstaged[0]}", report)
+            return
         self._set_job(job, JobState.MERGING, exit_code=report.exit_code)
         self._merges[job.name] = (self._pool.submit(self._merge, job, outcome), outcome)
 
@@ -471,7 +483,9 @@ class SubmissionRunner:
         planned = self._planned_refs()
         refs = [planned[i] for i in files if i in planned]
         record_manifest(self.butler.datastore, refs, [files[r.id] for r in refs])
-        return merge_run(self.butler.registry, source, run=outcome.run, files=files)
+        # Checked against the datastore before each commit: a staged file deleted since (an operator, a
+        # clean-up) fails the merge, and the job is retried, instead of a row without its file.
+        return merge_run(self.butler.registry, source, run=outcome.run, files=files, datastore=self.butler.datastore)
 
     def _planned_refs(self) -> dict[uuid.UUID, Any]:
         if self._refs is None:

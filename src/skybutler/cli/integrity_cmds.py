@@ -24,14 +24,17 @@ _SHOWN = 5  # paths shown per kind of problem in the table (--json lists up to M
               help="Check only the files of this run (repeat for more); skips the search for dark files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts) instead of tables.")
 @click.option("--quarantine", is_flag=True,
-              help="Move dark files (no dataset names them) to .skybutler/quarantine/<time>/; never deletes.")
+              help="Move dark files (no dataset names them) to .skybutler/quarantine/<time>/; never deletes. "
+                   "Files placed less than --min-age ago stay (a write or a batch job may be about to name them).")
+@click.option("--min-age", "min_age", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --quarantine: move only dark files placed at least this long ago (default: 3600, an hour).")
 @click.option("--mark-lost", is_flag=True,
               help="Record lost and corrupted files in the registry (get then refuses them, naming the file); "
                    "clears the record of files found back and correct.")
 @click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True,
               help="Files checked in parallel.")
-def verify(repo: str, no_checksums: bool, runs: tuple[str, ...], as_json: bool, quarantine: bool, mark_lost: bool,
-           workers: int) -> None:
+def verify(repo: str, no_checksums: bool, runs: tuple[str, ...], as_json: bool, quarantine: bool, min_age: float | None,
+           mark_lost: bool, workers: int) -> None:
     """Check that every registered file of REPO is there, whole and unchanged, and nothing else is.
 
     Reports, per kind: lost (registered, no file), size and checksum (the file changed:
@@ -45,12 +48,14 @@ def verify(repo: str, no_checksums: bool, runs: tuple[str, ...], as_json: bool, 
     temporaries and removals are cleaned by a later write into their directory.
     """
     from ..butler import Butler
-    from ..ops.verify import PROBLEM_KINDS
+    from ..ops.verify import PROBLEM_KINDS, QUARANTINE_MIN_AGE
     from ..ops.verify import verify as run_verify
 
+    min_age = QUARANTINE_MIN_AGE if min_age is None else min_age
     butler = Butler(repo, writeable=quarantine or mark_lost)
     report = run_verify(butler, checksums=not no_checksums, workers=workers, progress=not as_json,
-                        quarantine=quarantine, mark_lost=mark_lost, runs=list(runs) or None)
+                        quarantine=quarantine, mark_lost=mark_lost, runs=list(runs) or None,
+                        quarantine_min_age=min_age)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
         sys.exit(0 if report.ok else 1)
@@ -72,7 +77,12 @@ def verify(repo: str, no_checksums: bool, runs: tuple[str, ...], as_json: bool, 
             table.add_row(kind, str(count), meaning, "\n".join(shown + more))
     console.print(table)
     if report.quarantine:
-        console.print(f"Dark files moved to {report.quarantine} under {report.root}")
+        console.print(f"{report.quarantined} dark file(s) moved to {report.quarantine} under {report.root}")
+    if report.too_recent:
+        console.print(f"{report.too_recent} dark file(s) placed less than {min_age:g} s ago left in place "
+                      "(a write or a batch job may be about to name them; --min-age 0 moves them too)")
+    if report.named_meanwhile:
+        console.print(f"{report.named_meanwhile} file(s) found dark were stored by a dataset meanwhile: left in place")
     if mark_lost:
         console.print(f"Marked lost: {report.marked_lost}; marks cleared: {report.cleared}")
     sys.exit(1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fsspec import AbstractFileSystem
@@ -84,11 +84,13 @@ class RangedFile(io.RawIOBase):
 
     def __init__(self, fs: AbstractFileSystem, path: str, size: int, *,
                  guard: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
-                 read_ahead: int = READ_AHEAD):
+                 read_ahead: int = READ_AHEAD, details: Mapping[str, Any] | None = None):
         super().__init__()
         self.fs = fs
         self.path = path
         self.size = size
+        self.details = dict(details or {})
+        """The store's description of the file when it was opened (``fs.info``), as fsspec's files keep it."""
         self.bytes_fetched = 0
         self.requests = 0
         self._guard = guard

@@ -51,7 +51,11 @@ from ._ranges import RangedFile
 from ._transactions import FileTransactions
 from .backends import is_in_memory, is_url
 
-__all__ = ["MANIFEST_DIR", "TEMPORARY_MAX_AGE", "TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
+REMOTE_CLOCK_SLACK = 60.0
+"""Seconds an object store's modification time may lag this machine's clock (`Datastore.placed_since`): a
+file placed that long before a get's registry query costs the get one more query."""
+
+__all__ = ["MANIFEST_DIR", "REMOTE_CLOCK_SLACK", "TEMPORARY_MAX_AGE", "TRANSFER_MODES", "Datastore", "PendingFile", "is_temporary"]
 
 
 class Datastore:
@@ -348,6 +352,29 @@ class Datastore:
             except FileNotFoundError:
                 return False
 
+    def changed(self, path: str) -> float | None:
+        """When the file at ``path`` was last placed or changed (seconds since the epoch), None if there is none.
+
+        On local disk the inode's change time (a rename or a hard link into place sets it,
+        where the modification time stays the source's); on an object store the object's
+        last modification.
+        """
+        fs, full = self._location.locate(path)
+        with self._location.errors("check", path):
+            if isinstance(fs, LocalFileSystem):
+                try:
+                    return os.stat(full, follow_symlinks=False).st_ctime
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+            try:
+                info = fs.info(full)
+            except FileNotFoundError:
+                return None
+        stamp = info.get("LastModified") or info.get("created") or info.get("mtime")
+        if stamp is None:
+            return None
+        return float(stamp.timestamp() if hasattr(stamp, "timestamp") else stamp)
+
     def open(self, path: str, mode: str = "rb", *, partial: bool = False) -> IO[Any]:
         """Open a file for reading (``"rb"`` or ``"r"``); use it as a context manager.
 
@@ -389,7 +416,7 @@ class Datastore:
                     info = fs.info(full)
                     if info.get("type") != "file":
                         raise IsADirectoryError(full)
-                    return cast(IO[Any], RangedFile(fs, full, int(info["size"]),
+                    return cast(IO[Any], RangedFile(fs, full, int(info["size"]), details=info,
                                                     guard=lambda: self._location.errors("read", path)))
                 stream = fs.open(full, mode)
         except (FileNotFoundError, IsADirectoryError):
@@ -398,6 +425,33 @@ class Datastore:
             return cast(IO[Any], stream)
         # A remote file reads lazily: the store can fail on any read, long after open.
         return cast(IO[Any], GuardedFile(stream, lambda: self._location.errors("read", path)))
+
+    @staticmethod
+    def placed_since(fileobj: Any, since_ns: int) -> bool:
+        """Whether the file ``fileobj`` (from `open`) was placed or changed at or after ``since_ns`` (ns since the epoch).
+
+        A local file says by its change time (True if it cannot tell). An object store's
+        file by the modification time its store gave when it was opened, which comes
+        from another clock and in whole seconds: it counts as changed up to
+        `REMOTE_CLOCK_SLACK` seconds earlier. An in-memory file never says (False).
+        """
+        details = getattr(fileobj, "details", None)  # before fileno: a remote file may pass on any attribute
+        if not isinstance(details, Mapping) and isinstance(fileobj, io.IOBase):
+            try:
+                fd = fileobj.fileno()
+            except io.UnsupportedOperation:  # in memory: no descriptor
+                return False
+            try:
+                return os.fstat(fd).st_ctime_ns >= since_ns
+            except OSError:
+                return True
+        if not isinstance(details, Mapping):
+            return False
+        stamp = details.get("LastModified") or details.get("mtime") or details.get("created")
+        if stamp is None:
+            return True
+        seconds = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+        return seconds + REMOTE_CLOCK_SLACK >= since_ns / 1e9
 
     def size(self, path: str) -> int:
         """Size of a file in bytes; `FileAccessError` if it is missing."""

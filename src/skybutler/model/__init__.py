@@ -11,7 +11,6 @@ from ._dataset import (
     new_dataset_ids,
     new_id,
     new_ids,
-    uuids_from_bytes,
     uuids_from_hex,
 )
 from ._image import Image
@@ -34,6 +33,5 @@ __all__ = [
     "new_id",
     "new_ids",
     "storage_class",
-    "uuids_from_bytes",
     "uuids_from_hex",
 ]

@@ -20,11 +20,19 @@ from typing import Any
 
 from .plugins import IngestPlugin, footprint, observation_records
 
-__all__ = ["DETECTOR_MAX", "INSTRUMENT", "PHYSICAL_FILTER_BANDS", "HscRawPlugin", "day_obs", "header_to_data_id"]
+__all__ = ["DETECTOR_MAX", "FILTER_BANDS", "INSTRUMENT", "PHYSICAL_FILTER_BANDS", "HscRawPlugin", "day_obs", "header_to_data_id"]
 
 INSTRUMENT = "HSC"
 PHYSICAL_FILTER_BANDS: dict[str, str] = {"HSC-R": "r", "HSC-I": "i"}
-"""Physical filter -> band, for the filters this plugin knows."""
+"""Physical filter -> band of the two broad-band filters the demo's synthetic raws use."""
+
+_NARROW = ("NB0387", "NB0400", "NB0468", "NB0515", "NB0527", "NB0656", "NB0718", "NB0816", "NB0921", "NB0926",
+           "NB0973", "NB1010")
+FILTER_BANDS: dict[str, str] = {
+    "HSC-G": "g", "HSC-R": "r", "HSC-R2": "r", "HSC-I": "i", "HSC-I2": "i", "HSC-Z": "z", "HSC-Y": "y",
+    **{f: f"N{int(f[2:])}" for f in _NARROW}, "IB0945": "I945"}
+"""Physical filter -> band of every HSC filter this plugin reads: the broad bands (the second R and I
+filters are the same bands) and the narrow (``NB0921`` -> ``N921``) and intermediate ones."""
 DETECTOR_MAX = 112
 """Detector ids are below this: 0-103 are science CCDs, 104-111 focus CCDs."""
 _SCIENCE_DETECTORS = 104
@@ -79,13 +87,13 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"cannot read an exposure id from {key}={value!r}")
         exposure = int(match.group(1)) // divisor
         physical_filter = str(header["FILTER01"]).strip()
-        begin = datetime.fromisoformat(str(header["DATE-OBS"])).replace(tzinfo=UTC)
         exposure_time = float(header["EXPTIME"])
+        begin, end = _exposure_times(header, exposure_time)
         detector = int(header["DET-ID"])
     except KeyError as err:
         raise ValueError(f"raw header lacks {err.args[0]!r}") from None
-    if physical_filter not in PHYSICAL_FILTER_BANDS:
-        raise ValueError(f"unknown HSC filter {physical_filter!r}")
+    if physical_filter not in FILTER_BANDS:
+        raise ValueError(f"unknown HSC filter FILTER01={physical_filter!r}; known: {', '.join(FILTER_BANDS)}")
     tracking_ra = tracking_dec = None
     if "RA2000" in header and "DEC2000" in header:
         from astropy.coordinates import Angle  # here: `ingest --help` lists this plugin without astropy
@@ -99,11 +107,11 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
         "detector": detector,
         "detector_name": str(header.get("DETNAME", "")),
         "physical_filter": physical_filter,
-        "band": PHYSICAL_FILTER_BANDS[physical_filter],
+        "band": FILTER_BANDS[physical_filter],
         "day_obs": day_obs(begin),
         "exposure_time": exposure_time,
         "timespan_begin": begin,
-        "timespan_end": begin + timedelta(seconds=exposure_time),
+        "timespan_end": end,
         "observation_type": _OBSERVATION_TYPES.get(str(header.get("DATA-TYP", "OBJECT")).strip(), "unknown"),
         "target_name": str(header.get("OBJECT", "")).strip(),
         "tracking_ra": tracking_ra,
@@ -111,16 +119,45 @@ def header_to_data_id(header: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _exposure_times(header: Mapping[str, Any], exposure_time: float) -> tuple[datetime, datetime]:
+    """The exposure's start and end (aware, UTC) from its header.
+
+    A real HSC raw gives the UT date in ``DATE-OBS`` (``2016-03-07``) and the UT times of
+    start and end in ``UT-STR`` and ``UT-END`` (older ones: ``UT``); the date with a time
+    (``2016-03-07T08:16:40.567``) is read as it is. Without an end time it is the start
+    plus ``EXPTIME``; an end before the start crossed midnight UT.
+    """
+    date = str(header["DATE-OBS"]).strip()
+    try:
+        if "T" in date:
+            begin = datetime.fromisoformat(date)
+        else:
+            start = header.get("UT-STR", header.get("UT"))
+            if start is None:
+                raise ValueError(f"DATE-OBS={date!r} has no time of day and the header has no UT-STR (or UT)")
+            begin = datetime.fromisoformat(f"{date}T{str(start).strip()}")
+        begin = begin.astimezone(UTC) if begin.tzinfo else begin.replace(tzinfo=UTC)
+        if "T" in date or "UT-END" not in header:
+            return begin, begin + timedelta(seconds=exposure_time)
+        end = datetime.fromisoformat(f"{begin.date().isoformat()}T{str(header['UT-END']).strip()}").replace(tzinfo=UTC)
+    except ValueError as err:
+        if "DATE-OBS=" in str(err):
+            raise
+        raise ValueError(f"cannot read the exposure's time from DATE-OBS={date!r}, UT-STR/UT/UT-END: {err}") from None
+    return begin, end if end >= begin else end + timedelta(days=1)
+
+
 class HscRawPlugin(IngestPlugin):
     """Hyper Suprime-Cam raws: data ids from ``EXP-ID``/``DET-ID``/``FILTER01``, regions from the WCS.
 
     The records it gives: the instrument (``HSC``), each filter found with its band
-    (`PHYSICAL_FILTER_BANDS`), each detector found (``DET-ID``, named by ``DETNAME``,
+    (`FILTER_BANDS`), each detector found (``DET-ID``, named by ``DETNAME``,
     purpose SCIENCE or FOCUS), and the observation records of `observation_records`.
     """
 
     name = "hsc-raw"
-    description = "Hyper Suprime-Cam raw frames (FITS): EXP-ID, DET-ID, FILTER01, DATE-OBS; regions from the WCS"
+    description = ("Hyper Suprime-Cam raw frames (FITS): EXP-ID, DET-ID, FILTER01, DATE-OBS with UT-STR/UT-END; "
+                   "regions from the WCS")
     metadata_keys = {"object": "OBJECT", "airmass": "AIRMASS", "seeing": "SEEING", "mjd": "MJD",
                      "gain": "GAIN", "read_noise": "RDNOISE", "ra": "RA2000", "dec": "DEC2000"}
 

@@ -186,7 +186,12 @@ def available_plugins() -> dict[str, str]:
 
 
 def read_fits_header(path: str) -> dict[str, Any]:
-    """The primary header of a FITS file as a dict (reads the header only; COMMENT and HISTORY left out).
+    """The header of a FITS file's image as a dict (reads headers only; COMMENT and HISTORY left out).
+
+    The primary header, unless the primary HDU holds no data and the next HDU is an image
+    (a tile-compressed ``.fits.fz`` file, or a raw written with its pixels in an
+    extension): then the primary's keys with the image's over them, as the image's
+    size and WCS are there.
 
     Raises
     ------
@@ -196,10 +201,24 @@ def read_fits_header(path: str) -> dict[str, Any]:
     from astropy.io import fits
 
     try:
-        header = fits.getheader(path, 0)
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdus:
+            header = hdus[0].header
+            merged = {k: header[k] for k in header if k not in _NOT_METADATA}
+            if header.get("NAXIS", 0) == 0:
+                try:
+                    image = hdus[1]
+                except IndexError:
+                    image = None
+                if image is not None and image.is_image:
+                    extension = image.header
+                    merged.update({k: extension[k] for k in extension if k not in _NOT_METADATA + _EXTENSION_ONLY})
     except (OSError, ValueError) as exc:
         raise FormatError(f"Cannot read a FITS header from {path}: {exc}") from None
-    return {k: header[k] for k in header if k not in ("COMMENT", "HISTORY", "")}
+    return merged
+
+
+_NOT_METADATA = ("COMMENT", "HISTORY", "")
+_EXTENSION_ONLY = ("XTENSION", "PCOUNT", "GCOUNT", "EXTNAME", "EXTVER", "INHERIT")
 
 
 def footprint(header: Mapping[str, Any]) -> list[tuple[float, float]] | None:

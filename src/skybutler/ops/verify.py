@@ -37,7 +37,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,9 @@ MAX_LISTED = 1000
 QUARANTINE_DIR = ".skybutler/quarantine"
 """Where ``quarantine`` moves dark files, under a directory per verify (``<UTC time>/<path>``)."""
 
+QUARANTINE_MIN_AGE = 3600.0
+"""Seconds since a dark file was placed before ``quarantine`` moves it (see `verify`)."""
+
 _SUBMISSIONS = "submissions/"  # the batch service's files, when the datastore root is the repository's
 _CHUNK = 1 << 20
 _SMALL = 1 << 16  # files up to this size are read in one system call
@@ -80,6 +83,7 @@ _HASHERS: dict[str, Callable[..., Any]] = {}
 _buffers = threading.local()
 _BATCH = 64  # files per task: per-task overhead of the pool is paid once per batch of small files
 _LOOKUP = 500  # walked paths looked up in the registry per query
+_FIRST_MOVED = 64  # dark files checked again and moved in the first hold of the file-row writers' lock
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,14 @@ class VerifyReport:
         Wall time of the whole verify.
     quarantine
         The directory dark files were moved to, relative to the root (None if none were).
+    quarantined
+        Dark files moved there.
+    too_recent
+        Dark files left in place because they were placed less than ``quarantine_min_age``
+        seconds ago (a write, an import or a batch job's output may be about to name them).
+    named_meanwhile
+        Files found dark that a dataset stored while verify ran now names (left in place;
+        they are no longer a problem).
     marked_lost, cleared
         Datasets recorded lost, and marks removed because the file is back and correct
         (``mark_lost`` only).
@@ -149,6 +161,9 @@ class VerifyReport:
     files_walked: int = 0
     seconds: float = 0.0
     quarantine: str | None = None
+    quarantined: int = 0
+    too_recent: int = 0
+    named_meanwhile: int = 0
     marked_lost: int = 0
     cleared: int = 0
 
@@ -168,11 +183,13 @@ class VerifyReport:
                 "problems": {k: [p.to_dict() for p in v] for k, v in self.problems.items()},
                 "files_checked": self.files_checked, "bytes_read": self.bytes_read,
                 "files_walked": self.files_walked, "seconds": round(self.seconds, 3),
-                "quarantine": self.quarantine, "marked_lost": self.marked_lost, "cleared": self.cleared}
+                "quarantine": self.quarantine, "quarantined": self.quarantined, "too_recent": self.too_recent,
+                "named_meanwhile": self.named_meanwhile, "marked_lost": self.marked_lost, "cleared": self.cleared}
 
 
 def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress: bool = False,
-           quarantine: bool = False, mark_lost: bool = False, runs: Sequence[str] | None = None) -> VerifyReport:
+           quarantine: bool = False, mark_lost: bool = False, runs: Sequence[str] | None = None,
+           quarantine_min_age: float = QUARANTINE_MIN_AGE) -> VerifyReport:
     """Compare the files of a repository with its registry.
 
     Parameters
@@ -188,7 +205,13 @@ def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress
         Show rich progress bars on standard error.
     quarantine
         Move dark files to ``.skybutler/quarantine/<UTC time>/<their path>`` (never deleted:
-        look at them, then delete or ingest them).
+        look at them, then delete or ingest them). Each is checked again just before it is
+        moved, while no writer of file rows runs: one that a dataset stored meanwhile names
+        stays. One placed less than ``quarantine_min_age`` seconds ago stays too: a write
+        to an object store, an import or a batch job's staged output is in place before its
+        row is committed (`VerifyReport.too_recent`).
+    quarantine_min_age
+        See ``quarantine``; 0 moves every dark file that no row names.
     mark_lost
         Record datasets whose file is lost, of the wrong size or checksum in the registry
         (a get then raises `FileLostError` naming them), and remove the mark of datasets
@@ -216,6 +239,8 @@ def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress
     """
     if workers < 1:
         raise ConfigError(f"verify needs at least one worker, not {workers}")
+    if not quarantine_min_age >= 0:
+        raise ConfigError(f"verify's quarantine_min_age is seconds, 0 or more, not {quarantine_min_age}")
     if (quarantine or mark_lost) and not butler.writeable:
         raise ReadOnlyError(f"verify with quarantine or mark_lost changes the repository at {butler.root}; "
                             "open it writeable")
@@ -248,7 +273,7 @@ def verify(butler: Butler, *, checksums: bool = True, workers: int = 8, progress
         if runs is None:
             dark = _walk(butler, report, bars, keep=quarantine)
             if quarantine and dark:
-                report.quarantine = _quarantine(datastore, dark)
+                _quarantine(butler, dark, quarantine_min_age, report)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -440,25 +465,68 @@ def _walk(butler: Butler, report: VerifyReport, bars: ProgressBars, *, keep: boo
     return dark
 
 
-def _quarantine(datastore: Datastore, paths: Iterable[str]) -> str:
-    """Move ``paths`` to a new directory under `QUARANTINE_DIR`; returns that directory."""
+def _quarantine(butler: Butler, paths: Sequence[str], min_age: float, report: VerifyReport) -> None:
+    """Move the dark ``paths`` placed at least ``min_age`` seconds ago to a new directory under `QUARANTINE_DIR`.
+
+    Found dark during the walk, a file may have been named since: a put, an import or a
+    merge placed it before committing its row, or replaced it as a crashed write's
+    leftover. Each part is looked up again and moved while writers of file rows are kept
+    out (as `finish_removals` deletes), so a row committed before the move names a file
+    that stays, and none can be committed while it moves.
+    """
+    from .._butler_remove import next_part_size, writers_kept_out
+
+    datastore, registry = butler.datastore, butler.registry
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     base = f"{QUARANTINE_DIR}/{stamp}"
+    now = time.time()
+    old: list[str] = []
     for path in paths:
-        target = f"{base}/{path}"
-        source = datastore.url(path)
-        if not is_url(source):
-            # Local disk: a rename keeps the file as it is (a symlink stays a symlink).
-            destination = datastore.url(target)
-            os.makedirs(os.path.dirname(destination), exist_ok=True)
+        changed = datastore.changed(path)
+        if changed is None:
+            continue  # gone meanwhile (its writer failed and removed it, or someone else did)
+        if now - changed < min_age:
+            report.too_recent += 1
+        else:
+            old.append(path)
+    start, size = 0, _FIRST_MOVED
+    while start < len(old):
+        part = old[start:start + size]
+        with writers_kept_out(registry):
+            t0 = time.monotonic()
+            named = pipeline_sql.known_paths(registry, part)
+            report.named_meanwhile += len(named)
+            for path in part:
+                if path not in named and _move(datastore, path, f"{base}/{path}"):
+                    report.quarantined += 1
+                    report.quarantine = base
+            held = time.monotonic() - t0
+        # Writers wait while a part moves (on an object store a move is a copy and a delete):
+        # about half a second per part, as a removal's parts (`next_part_size`).
+        size = next_part_size(len(part), held)
+        start += len(part)
+
+
+def _move(datastore: Datastore, path: str, target: str) -> bool:
+    """Move the file at ``path`` to ``target`` (both under the root); False if it was gone."""
+    source = datastore.url(path)
+    if not is_url(source):
+        # Local disk: a rename keeps the file as it is (a symlink stays a symlink).
+        destination = datastore.url(target)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        try:
             os.rename(source, destination)
-            _remove_empty_parents(datastore, path)
-            continue
-        with datastore.open(path) as src:
-            pending = datastore.write_temporary(target, _copier(src))
-        datastore.commit(pending)
-        datastore.remove([path])
-    return base
+        except FileNotFoundError:
+            return False
+        _remove_empty_parents(datastore, path)
+        return True
+    if not datastore.exists(path):
+        return False
+    with datastore.open(path) as src:
+        pending = datastore.write_temporary(target, _copier(src))
+    datastore.commit(pending)
+    datastore.remove([path])
+    return True
 
 
 def _copier(src: Any) -> Callable[[Any], None]:

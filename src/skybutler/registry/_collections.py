@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import CollectionError
+from ..errors import CollectionError, DatasetNotFoundError
 from ..model import CollectionType, DataId, DatasetRef
 from ._database import Database
 from ._dataset_types import DatasetTypeRecords
@@ -128,19 +128,25 @@ class CollectionRecords:
         with the cycle named.
         """
         self.register(name, CollectionType.CHAINED)
-        row = self.row(name)
-        assert row is not None
-        child_ids = []
-        for child in children:
-            crow = self.row(child)
-            assert crow is not None
-            cycle = self._chain_path(child, name)
-            if cycle is not None:
-                raise CollectionError(
-                    f"Chain {name!r} cannot contain {child!r}: that makes a cycle {' -> '.join([name, *cycle])}")
-            child_ids.append(crow["id"])
         ch = self.tables.collection_chain
         with self.db.transaction() as conn:
+            # Chains change one at a time, each checked against the others as committed: two
+            # writers each making a chain contain the other would otherwise both pass the
+            # check (neither sees the other's rows) and make a cycle.
+            self.db.lock_table(conn, ch, "SHARE ROW EXCLUSIVE")
+            row = self.row(name)
+            assert row is not None
+            if row["type"] != CollectionType.CHAINED.value:  # removed and made again as another type meanwhile
+                raise CollectionError(f"Collection {name!r} is a {row['type']}, not a CHAINED collection")
+            child_ids = []
+            for child in children:
+                crow = self.row(child)
+                assert crow is not None
+                cycle = self._chain_path(child, name)
+                if cycle is not None:
+                    raise CollectionError(
+                        f"Chain {name!r} cannot contain {child!r}: that makes a cycle {' -> '.join([name, *cycle])}")
+                child_ids.append(crow["id"])
             conn.execute(sa.delete(ch).where(ch.c.parent_id == row["id"]))
             if child_ids:
                 conn.execute(sa.insert(ch), [
@@ -220,7 +226,9 @@ class CollectionRecords:
         row = self.of_type(collection, CollectionType.TAGGED)
         tg = self.tables.tagged
         rows: dict[tuple[int, str], dict[str, Any]] = {}
+        by_id: dict[Any, DatasetRef] = {}
         for ref in refs:
+            by_id[ref.id] = ref
             type_id, _ = self.dataset_types.find(ref.dataset_type.name)
             key = (type_id, ref.data_id.key())
             other = rows.get(key)
@@ -232,11 +240,15 @@ class CollectionRecords:
             rows[key] = {"collection_id": row["id"], "dataset_id": ref.id, "dataset_type_id": type_id,
                          "data_id_key": key[1]}
         with self.db.transaction() as conn:
+            # One writer at a time: two tagging the same type and data id would both find
+            # nothing to replace, and the second's insert would break the one-per-data-id rule.
+            self._hold(conn, row)
             for chunk in chunks(list(rows.values())):
                 conn.execute(sa.delete(tg).where(
                     tg.c.collection_id == row["id"],
                     sa.tuple_(tg.c.dataset_type_id, tg.c.data_id_key).in_(
                         [(r["dataset_type_id"], r["data_id_key"]) for r in chunk])))
+                self._hold_datasets(conn, [by_id[r["dataset_id"]] for r in chunk], f"tag it in {collection!r}")
                 conn.execute(sa.insert(tg), list(chunk))
 
     def disassociate(self, collection: str, refs: Iterable[DatasetRef]) -> int:
@@ -259,6 +271,8 @@ class CollectionRecords:
         cal = self.tables.calibration
         refs = list(refs)
         with self.db.transaction() as conn:
+            self._hold(conn, row)
+            self._hold_datasets(conn, refs, f"certify it in {collection!r}")
             for ref in refs:
                 type_id, dt = self.dataset_types.find(ref.dataset_type.name)
                 if not dt.is_calibration:
@@ -308,6 +322,7 @@ class CollectionRecords:
         ids = [ref.id for ref in refs] if refs is not None else None
         changed = 0
         with self.db.transaction() as conn:
+            self._hold(conn, row)
             found = conn.execute(sa.select(cal).where(*conds)).mappings().all()
             for cert in found:
                 if keys is not None and cert["data_id_key"] not in keys:
@@ -322,6 +337,40 @@ class CollectionRecords:
                 if hi is not None and cert["valid_end"] > hi:
                     conn.execute(sa.insert(cal).values(**keep, valid_begin=hi, valid_end=cert["valid_end"]))
         return changed
+
+    def _hold(self, conn: sa.Connection, row: Any) -> None:
+        """Lock a TAGGED or CALIBRATION collection's row in ``conn``'s transaction: its content changes one writer at a time.
+
+        A certification's overlap check, and a tag's replacement of the dataset of the same
+        type and data id, read what is committed: two writers certifying one calibration
+        over overlapping ranges would each pass the check beside the other, two tagging
+        one data id would each find nothing to replace (PostgreSQL; SQLite's write
+        transaction keeps them apart already).
+        """
+        c = self.tables.collection
+        if conn.execute(sa.select(c.c.id).where(c.c.id == row["id"]).with_for_update()).first() is None:
+            raise CollectionError(f"Collection {row['name']!r} was removed while it was being changed")
+
+    def _hold_datasets(self, conn: sa.Connection, refs: Sequence[DatasetRef], what: str) -> None:
+        """Check that the datasets of ``refs`` exist, and keep them from being removed until ``conn``'s transaction ends.
+
+        A dataset removed before (a stale ref) or meanwhile by another writer is a
+        `DatasetNotFoundError` naming it, not the foreign key's error. On PostgreSQL the
+        rows are locked ``FOR KEY SHARE`` (what the foreign key's own check takes): a
+        removal that deleted one first is waited for, and one that comes later waits for
+        this transaction; SQLite's write transaction keeps removals out already.
+        """
+        d = self.tables.dataset
+        found: set[Any] = set()
+        for chunk in chunks(list(dict.fromkeys(ref.id for ref in refs))):
+            found.update(conn.execute(sa.select(d.c.id).where(d.c.id.in_(chunk))
+                                      .with_for_update(key_share=True)).scalars())
+        missing = [ref for ref in refs if ref.id not in found]
+        if missing:
+            ref = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DatasetNotFoundError(f"Cannot {what}: dataset {ref.id} ({ref.dataset_type.name} "
+                                       f"{{{ref.data_id}}} in run {ref.run!r}) was removed{more}")
 
     def certifications(self, collection: str, dataset_type: str | None = None) -> list[dict[str, Any]]:
         """The certifications of a CALIBRATION collection: ``{dataset_id, dataset_type, data_id_key, begin, end}``."""
@@ -344,6 +393,7 @@ class CollectionRecords:
             raise CollectionError(f"{name!r} is a RUN; use remove-runs to delete it with its datasets")
         c, ch = self.tables.collection, self.tables.collection_chain
         with self.db.transaction() as conn:
+            self.db.lock_table(conn, ch, "SHARE ROW EXCLUSIVE")  # no chain takes it in meanwhile
             parents = conn.execute(sa.select(c.c.name).join(ch, ch.c.parent_id == c.c.id)
                                    .where(ch.c.child_id == row["id"])).scalars().all()
             if parents:

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from ..config import redact_url
 from ..errors import ReadOnlyError
-from ._arrow_adbc import close_idle
 from ._db import count_changes, keep_postgresql_statistics
 from ._pg_insert import run_raw
 from ._sqlite_raw import execute_raw
@@ -75,13 +74,15 @@ class Database:
             self._writers.clear()
         for conn in kept:
             conn.close()
-        self.close_idle_readers()
-        close_idle(self.url)  # ADBC's kept SQLite connections to this file (`_arrow_adbc`)
+        self.close_kept_connections()
+        checkpointer = getattr(self.engine, "skybutler_checkpointer", None)
+        if checkpointer is not None:
+            checkpointer.close()
         # In a forked process the pool still holds its parent's connections: dropped, not
         # closed (closing one ends the parent's session on the server).
         self.engine.dispose(close=os.getpid() == self._pid)
 
-    def close_idle_readers(self) -> None:
+    def close_kept_connections(self) -> None:
         """Close the PostgreSQL connections kept between calls: `read_one`'s and the write transactions'.
 
         A parent process's are left alone: closing them would end its sessions.
@@ -389,19 +390,6 @@ class Database:
         (expanding lists, literal values, types converted on the way in): the caller runs
         it through SQLAlchemy.
         """
-        compiled = self.compiled(conn, stmt)
-        if compiled is None:
-            return None
-        sql, params = compiled
-        return execute_raw(conn, sql, params, _fetch_all, prepare=False)  # type: ignore[no-any-return]
-
-    def compiled(self, conn: sa.Connection, stmt: sa.Select) -> tuple[str, Any] | None:
-        """The SQL of the query ``stmt`` for ``conn``'s driver and its parameters, compiled once per statement shape.
-
-        The parameters are in the driver's style: a list in order on SQLite, a dict by name
-        on PostgreSQL. None when a parameter needs SQLAlchemy's processing (see `rows_raw`):
-        the statement must then run through SQLAlchemy.
-        """
         key = stmt._generate_cache_key()
         if key is None:
             return None
@@ -413,9 +401,7 @@ class Database:
         if shape is False:
             return None
         params = shape.construct_params(extracted_parameters=key.bindparams)
-        if shape.positiontup is not None:
-            return shape.string, [params[name] for name in shape.positiontup]
-        return shape.string, params
+        return execute_raw(conn, shape.string, params, _fetch_all, prepare=False)  # type: ignore[no-any-return]
 
     def insert_new(self, table: sa.Table) -> Any:
         """``INSERT ... ON CONFLICT DO NOTHING``: rows whose unique keys exist are left out, never an error."""
@@ -430,6 +416,24 @@ class Database:
     def transaction_collections(self) -> dict[str, Any] | None:
         """Collection rows by name read in the open write transaction (None outside one)."""
         return getattr(self._local, "collections", None)
+
+    def lock_table(self, conn: sa.Connection, table: sa.Table, mode: str) -> None:
+        """Take PostgreSQL's ``LOCK TABLE table IN mode MODE`` in ``conn``'s write transaction, until it ends.
+
+        ``mode`` is ``"SHARE"`` (no writer of the table runs beside it, committed or not),
+        ``"SHARE ROW EXCLUSIVE"`` (nor another holder of this mode: changes of the table
+        made one at a time) or ``"ROW EXCLUSIVE"`` (what any writer of the table takes, here
+        taken early: holders of the other two are waited for, and wait). Readers are never kept out. Nothing on SQLite, whose write
+        transaction keeps out every other writer already.
+        """
+        if mode not in _LOCK_MODES:
+            raise ValueError(f"lock_table takes a mode of {_LOCK_MODES}, not {mode!r}")
+        if self.dialect != "postgresql":
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        prefix = f"{quote(namespace)}." if namespace else ""
+        conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(table.name)} IN {mode} MODE"))
 
     def forget_collections(self) -> None:
         """Empty `transaction_collections` (before any write to the collection table)."""
@@ -455,6 +459,9 @@ def unprepared(conn: sa.Connection) -> Iterator[None]:
 
 _IDLE_READERS = 2
 """Connections `Database.read_one` keeps at most (out of the engine's pool of 5, and 10 more on demand)."""
+
+_LOCK_MODES = ("SHARE", "SHARE ROW EXCLUSIVE", "ROW EXCLUSIVE")
+"""The modes `Database.lock_table` takes."""
 
 _IDLE_WRITERS = 2
 """Connections `Database.transaction` keeps at most on PostgreSQL (as many again as `_IDLE_READERS`)."""

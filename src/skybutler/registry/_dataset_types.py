@@ -16,7 +16,8 @@ _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
 class DatasetTypeRecords:
     """The registered dataset types, each with its id in the ``dataset_type`` table.
 
-    A dataset type is never changed once registered, so those read are cached.
+    A dataset type is never changed once registered, so those read are cached (all
+    forgotten when a write transaction rolls back: `forget_cached`).
     """
 
     def __init__(self, db: Database, tables: Tables, universe: DimensionUniverse):
@@ -62,6 +63,15 @@ class DatasetTypeRecords:
                     f"cannot register it again as {normalised}"
                 )
         return inserted
+
+    def forget_cached(self) -> None:
+        """Drop every cached dataset type: one a rolled-back transaction registered and read is not there.
+
+        Kept, it would make registering it again a no-op and give its next put an id that
+        another writer's dataset type may have taken meanwhile.
+        """
+        self._by_name.clear()
+        self._by_id.clear()
 
     def reload(self) -> None:
         """Read every registered dataset type (those registered by other processes too)."""

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from ..config import redact_url
 from ..errors import ConfigError, DatabaseConnectionError, RepositoryDamagedError, RepositoryNotFoundError
+from ._checkpoint import INLINE_PAGES, WAKE_AFTER_ROWS, WalCheckpointer
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql")
 """Database kinds a registry runs on (a URL may name a driver: ``postgresql+psycopg://``)."""
@@ -121,6 +122,10 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
         engine = sa.create_engine(url, **kwargs)
         if not in_memory:  # one in-memory database lives in its one connection
             _fork_safe(engine)
+        file = sqlite_file(url)
+        checkpointer = None if read_only or file is None else WalCheckpointer(
+            file, synchronous="FULL" if sync_every_commit else "NORMAL")
+        engine.skybutler_checkpointer = checkpointer  # type: ignore[attr-defined]
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -129,6 +134,8 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
             cur = dbapi_conn.cursor()
             if not in_memory:
                 cur.execute("PRAGMA journal_mode=WAL")
+            if checkpointer is not None:  # checkpoints in the background (`_checkpoint`); inline only past this
+                cur.execute(f"PRAGMA wal_autocheckpoint={INLINE_PAGES}")
             cur.execute(f"PRAGMA synchronous={'FULL' if sync_every_commit else 'NORMAL'}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
@@ -159,6 +166,12 @@ def make_engine(url: str, *, namespace: str | None = None, sync_every_commit: bo
         @sa.event.listens_for(engine, "commit")
         def _commit(conn: sa.Connection) -> None:
             keep_sqlite_statistics(conn)
+            if checkpointer is not None:
+                pooled = conn.connection
+                changes = getattr(pooled.dbapi_connection, "total_changes", 0)
+                if changes - pooled.info.get("skybutler_checkpoint_seen", 0) >= WAKE_AFTER_ROWS:
+                    pooled.info["skybutler_checkpoint_seen"] = changes
+                    checkpointer.wake()
 
         return engine
     # No pre-ping: it costs a round trip on every checkout (a put or get makes one or two).

@@ -109,7 +109,7 @@ class DimensionRecords:
                 new_rows.append(r)
             columns = [c.name for c in table.columns]
             if new_rows and el.region:
-                self._lock_overlaps(conn, element)
+                self._lock_overlaps(conn)
             if new_rows:
                 # Another writer may insert the same records between the check above and here
                 # (PostgreSQL runs transactions side by side): its rows are left alone, and only
@@ -134,19 +134,23 @@ class DimensionRecords:
         self._cache.clear()
         self._raw_cache.clear()
 
-    def _lock_overlaps(self, conn: sa.Connection, element: str) -> None:
+    def _lock_overlaps(self, conn: sa.Connection) -> None:
         """Serialise writers of region-bearing records of related elements (PostgreSQL).
 
         Overlaps are computed against the other element's rows as this transaction sees
         them; two transactions inserting a visit and a patch side by side would each miss
-        the other's row. SQLite needs nothing: its writers already take turns.
+        the other's row. Every overlap table is locked, in one order, not only the inserted
+        element's: a transaction that inserts records of two elements (an ingest's visits,
+        then their detectors' regions) would otherwise lock its tables in two steps, and
+        deadlock with a patch's insert that took its first table between them. SQLite needs
+        nothing: its writers already take turns.
         """
         if self.db.dialect != "postgresql":
             return
         quote = conn.dialect.identifier_preparer.quote
         namespace = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
         prefix = f"{quote(namespace)}." if namespace else ""
-        names = sorted(self.tables.overlaps[pair].name for pair in self.universe.overlaps if element in pair)
+        names = sorted(self.tables.overlaps[pair].name for pair in self.universe.overlaps)
         for name in names:  # one order everywhere: no deadlocks
             conn.execute(sa.text(f"LOCK TABLE {prefix}{quote(name)} IN SHARE ROW EXCLUSIVE MODE"))
 

@@ -9,18 +9,19 @@ file record). A data id table has one column per dimension, then the implied
 dimensions when the query asked for them. An empty result has the same schema.
 
 How a batch is built. The statement is the one the iterator runs, cut to the columns
-the table shows (`DatasetQueryPlan.slim`). With the ``arrow-db`` extra installed, a
-SQLite file's statement is read by ADBC straight away (`skybutler.registry._arrow_adbc`,
-on a kept connection) into Arrow arrays: no Python object per row. On PostgreSQL the
-first rows are read from the DB-API cursor (the statement with a ``LIMIT`` parameter,
-`first_rows`: only those rows cross the wire) and a larger result is read again by ADBC
-with the limit NULL. Rows read by the DB-API (a small PostgreSQL result, and where ADBC
-cannot read: in-memory SQLite, inside a write transaction, a calibration lookup that
-must check for ambiguity, a query that must drop duplicates, nullable columns on
-SQLite, whose type ADBC would guess from the first rows) are transposed with
-``zip(*rows)`` a chunk at a time and each column becomes one Arrow array (ids by one
-``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy), so
-memory stays bounded by a batch either way.
+the table shows (`DatasetQueryPlan.slim`). SQLAlchemy executes it and the first rows
+are read from the DB-API cursor (on PostgreSQL the statement with a ``LIMIT``
+parameter, `first_rows`: only those rows cross the wire; ADBC reads it again with
+the limit NULL).
+A small result ends there: its tuples are transposed
+with ``zip(*rows)`` and each column becomes one Arrow array (ids by one
+``bytes.fromhex`` over the joined hex text, run ids mapped to names with numpy). A
+larger one from PostgreSQL, with the ``arrow-db`` extra installed, is read again by ADBC
+(`skybutler.registry._arrow_adbc`) straight into Arrow arrays: no Python object per row.
+Otherwise (SQLite, whose ADBC driver brings a second copy of SQLite that must never open
+the process's databases; inside a write transaction; a calibration lookup that must check
+for ambiguity; a query that must drop duplicates) the DB-API's tuples are read a chunk at
+a time, so memory stays bounded by a batch either way.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from ._query_results import DatasetQueryPlan
     from ._registry import Registry
 
-__all__ = ["DEFAULT_BATCH_ROWS", "FirstRows", "data_id_batches", "dataset_batches", "first_rows", "read_columns", "table_of",
+__all__ = ["DEFAULT_BATCH_ROWS", "FirstRows", "data_id_batches", "dataset_batches", "first_rows", "table_of",
            "to_pandas"]
 
 DEFAULT_BATCH_ROWS = 65536
@@ -137,9 +138,6 @@ def _rechunk(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
     held: list[Any] = []
     rows = 0
     for batch in batches:
-        if not held and batch.num_rows == size:  # ADBC reads batches of this size: most come as they are
-            yield batch.columns
-            continue
         if batch.num_rows:
             held.append(batch)
             rows += batch.num_rows
@@ -148,9 +146,7 @@ def _rechunk(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
             yield [c.combine_chunks() for c in table.slice(0, size).columns]
             rest = table.slice(size)
             held, rows = rest.to_batches(), rest.num_rows
-    if len(held) == 1:  # a small result: its one batch as it came
-        yield held[0].columns
-    elif rows:
+    if rows:
         yield [c.combine_chunks() for c in pa.Table.from_batches(held).columns]
 
 
@@ -166,39 +162,19 @@ def _regroup(chunks: Iterator[Sequence[Any]], size: int) -> Iterator[list[Any]]:
         yield held
 
 
-def read_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: int,
-            adbc: bool, probe: int = 0) -> Iterator[tuple[bool, Any]]:
-    """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``.
-
-    ``probe`` (SQLite): read that many rows by the DB-API first, and only a result with
-    more is read again by ADBC, from its start (for callers that make Python objects of
-    the rows: a small result's tuples cost them less than Arrow arrays). Else ADBC
-    reads a SQLite statement straight away, whatever its size.
-    """
-    # Asked only once a probe found a large result: the first `usable` imports the driver
-    # and pyarrow (tens of milliseconds), which a process that only reads a visit's refs
-    # never needs.
-    adbc = adbc and (bool(probe) and conn.dialect.name == "sqlite" or usable(conn, registry.database.url))
+def _columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: int,
+             adbc: bool) -> Iterator[tuple[bool, Any]]:
+    """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``."""
+    adbc = adbc and usable(conn, registry.database.url)
     if adbc and conn.dialect.name == "postgresql":
         yield from _postgres_columns(registry, conn, stmt, size=size)
         return
-    if adbc and not probe:
-        # With the SQL SQLAlchemy compiles once per statement shape; one whose parameters
-        # need SQLAlchemy's processing takes the way below. ADBC's kept connections cost
-        # no more than the DB-API's for a visit's rows (`_arrow_adbc`).
-        compiled = registry.database.compiled(conn, stmt)
-        if compiled is not None:
-            batches = _adbc_first(registry, conn, *compiled, size)
-            if batches is not None:
-                yield from batches
-                return
     result = conn.execute(stmt)
     try:
         fetch = result.cursor.fetchmany
-        limit = probe or _PROBE
         with paused_gc():
-            first_rows = fetch(limit)
-        if len(first_rows) == limit and adbc and usable(conn, registry.database.url):
+            probe = fetch(_PROBE)
+        if len(probe) == _PROBE and adbc:
             context = result.context
             first = _adbc_first(registry, conn, context.statement,
                                 context.parameters[0] if context.parameters else None, size)
@@ -206,7 +182,7 @@ def read_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, si
                 result.close()
                 yield from first
                 return
-        yield from ((False, rows) for rows in _regroup(_fetched(first_rows, fetch), size))
+        yield from ((False, rows) for rows in _regroup(_fetched(probe, fetch), size))
     finally:
         result.close()
 
@@ -267,7 +243,7 @@ def first_rows(conn: sa.Connection, stmt: sa.Select, limit: int) -> FirstRows:
 
 def _postgres_columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *,
                       size: int) -> Iterator[tuple[bool, Any]]:
-    """As `read_columns` on PostgreSQL: the first rows by a LIMIT (`first_rows`), the whole result by ADBC if there are more.
+    """As `_columns` on PostgreSQL: the first rows by a LIMIT (`first_rows`), the whole result by ADBC if there are more.
 
     ADBC reads the statement again with the limit NULL (none).
     """
@@ -344,11 +320,10 @@ def _dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQuery
         width = len(stmt.selected_columns)
         rest_at += [width - 2, width - 1]
     types = [f.type for f in list(schema)[3:]]
-    # ADBC's SQLite driver types a column by its first rows: nullable file columns stay
-    # on the DB-API path there; ambiguity checks and duplicates need the rows themselves.
-    adbc = plan.check is None and not plan.dedupe and not (files and conn.dialect.name == "sqlite")
+    # Ambiguity checks and duplicates need the rows themselves.
+    adbc = plan.check is None and not plan.dedupe
     seen: set[Any] = set()
-    for arrow, data in read_columns(registry, conn, stmt, size=size, adbc=adbc):
+    for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
         if arrow:
             yield _dataset_batch(registry, conn, plan, schema, _arrow_ids(data[id_at]),
                                  None if run_at is None else data[run_at].to_numpy(zero_copy_only=False),
@@ -381,9 +356,7 @@ def data_id_batches(registry: Registry, conn: sa.Connection, stmt: sa.Select, di
                         for i, (n, t) in enumerate(zip(names, types, strict=True))])
 
     def batches() -> Iterator[pyarrow.RecordBatch]:
-        # Implied values may be NULL: on SQLite, ADBC would type such a column by its first rows.
-        adbc = not implied_names or conn.dialect.name != "sqlite"
-        for arrow, data in read_columns(registry, conn, stmt, size=size, adbc=adbc):
+        for arrow, data in _columns(registry, conn, stmt, size=size, adbc=True):
             if arrow:
                 arrays = [c if c.type == t else c.cast(t) for c, t in zip(data, types, strict=True)]
             else:

@@ -13,10 +13,7 @@ statement compiled once per shape and run unprepared, `Database.rows_raw`) a chu
 columns a ref needs (id, run unless the query searched one run, dimensions), and each
 chunk becomes refs column by column: ids by `uuids_from_hex` (SQLite keeps them as hex
 text), data ids by `DataId.from_rows` (keys shared), refs by `DatasetRef.from_columns`,
-each filling its objects without a Python-level call per row. On a SQLite file, a
-result larger than `_SMALL` rows is read again by ADBC and its refs are made from the
-Arrow columns (`_refs_of_columns`): the driver's read costs about half the DB-API's
-tuples. Figures: benchmarks/README.md.
+each filling its objects without a Python-level call per row. Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -30,14 +27,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from .._gc import paused_gc
-from ..model import DataId, DatasetRef, DatasetType, data_ids_of_tuples, uuids_from_bytes, uuids_from_hex
-from ._arrow_adbc import ids_from_hex
+from ..model import DataId, DatasetRef, DatasetType, data_ids_of_tuples, uuids_from_hex
 from ._query_arrow import (
     DEFAULT_BATCH_ROWS,
     data_id_batches,
     dataset_batches,
     first_rows,
-    read_columns,
     table_of,
     to_pandas,
 )
@@ -56,16 +51,6 @@ _CHUNK = 2000
 
 _FIRST = 1000
 """Rows a PostgreSQL query reads by one plain statement before it takes a server-side cursor (`row_chunks`)."""
-
-_SMALL = 256
-"""Rows up to which a SQLite query makes its refs from the DB-API's tuples; a larger result is read by ADBC.
-
-Reading a result twice costs these rows again (about 0.2 ms); Arrow arrays and their
-conversion cost a small result more than tuples.
-"""
-
-_ARROW_CHUNK = 8192
-"""Rows per ADBC batch when refs are made of them (each batch's conversion has a fixed cost)."""
 
 
 @dataclass
@@ -219,17 +204,6 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
     ids_of = itemgetter(id_at)
     values_of = itemgetter(slice(dims_at, dims_at + len(dt.dimensions)))
     seen: set[Any] = set()
-    if chunks is None and registry.dialect == "sqlite" and check is None and not plan.dedupe:
-        # A large result is read by ADBC (when it can: see `read_columns`) and its refs made
-        # from the Arrow columns; a small one (a visit's) from the DB-API's tuples, below.
-        for arrow, data in read_columns(registry, conn, stmt, size=_ARROW_CHUNK, adbc=True, probe=_SMALL):
-            if arrow:
-                with paused_gc():
-                    refs = _refs_of_columns(registry, conn, plan, data, run_at, dims_at)
-                yield refs
-            else:
-                yield from ref_batches(registry, conn, plan, [data])
-        return
     if chunks is None:
         chunks = row_chunks(conn, stmt, stream=True, database=registry.database)
     for rows in chunks:
@@ -257,47 +231,11 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
             ids = list(map(ids_of, rows))
             if ids and type(ids[0]) is str:
                 ids = uuids_from_hex(ids)
-            refs = DatasetRef.from_columns(dt, ids, DataId.from_rows(dt.dimensions, map(values_of, rows)), names)
+            # A row sliced is a tuple of the type's dimensions (sqlite3's, psycopg's and
+            # SQLAlchemy's rows alike): `DataId.from_rows`'s checks would find nothing.
+            data_ids = data_ids_of_tuples(dt.dimensions, list(map(values_of, rows)))
+            refs = DatasetRef.from_columns(dt, ids, data_ids, names)
         yield refs
-
-
-def _refs_of_columns(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan, columns: Sequence[Any],
-                     run_at: int | None, dims_at: int) -> list[DatasetRef]:
-    """Refs from Arrow columns of the plan's `slim` statement (ids first), read by ADBC.
-
-    Each column becomes a list once: ids from the 16 bytes each that their hex text
-    stands for (`uuids_from_bytes`), integer keys through numpy, and string keys through a
-    dictionary of their distinct values, so that one ``str`` serves every row with that
-    value (an instrument's name, not one copy per ref).
-    """
-    dt, runs = plan.dataset_type, plan.runs
-    n = len(columns[0])
-    raw = ids_from_hex(columns[0])
-    ids = uuids_from_hex(columns[0].to_pylist()) if raw is None else uuids_from_bytes(raw)
-    values = [_python_values(c) for c in columns[dims_at:dims_at + len(dt.dimensions)]]
-    data_ids = data_ids_of_tuples(dt.dimensions, list(zip(*values, strict=True)) if values else [()] * n)
-    if run_at is None:
-        assert plan.run is not None
-        names = [runs[plan.run]] * n
-    else:
-        run_ids = _python_values(columns[run_at])
-        missing = set(run_ids) - runs.keys()
-        if missing:
-            registry.collection_records.run_names(conn, missing, runs)
-        names = list(map(runs.__getitem__, run_ids))
-    return DatasetRef.from_columns(dt, ids, data_ids, names)
-
-
-def _python_values(column: Any) -> list[Any]:
-    """The values of an Arrow column (not null) as a list: ints by numpy, strings shared by value."""
-    import pyarrow as pa
-
-    if pa.types.is_integer(column.type):
-        return column.to_numpy().tolist()  # type: ignore[no-any-return]
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        encoded = column.dictionary_encode()
-        return list(map(encoded.dictionary.to_pylist().__getitem__, encoded.indices.to_numpy().tolist()))
-    return column.to_pylist()  # type: ignore[no-any-return]
 
 
 _T = TypeVar("_T")

@@ -92,6 +92,12 @@ class Registry:
         try:
             check_connection(engine, sa_url)
             with engine.connect().execution_options(write=True) as conn, conn.begin():
+                if registry.dialect == "postgresql":
+                    # Creates of one namespace take turns: side by side, both found no repository
+                    # and the second failed on the server's catalog (a raw unique-key error);
+                    # now it waits and finds the first's. SQLite's write lock does the same.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                                 {"key": f"skybutler create {namespace or ''}"})
                 if namespace and registry.dialect == "postgresql":
                     conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"'))
                 if sa.inspect(conn).has_table("meta", schema=namespace):
@@ -177,9 +183,10 @@ class Registry:
             with self.database.transaction() as conn:
                 yield conn
         except BaseException:
-            # Records this transaction inserted and then read (a physical_filter's instrument)
-            # were cached as existing; rolled back, they are not.
+            # Records and dataset types this transaction inserted and then read (a physical_filter's
+            # instrument, a type registered and put) were cached as existing; rolled back, they are not.
             self.dimension_records.forget_cached()
+            self.dataset_type_records.forget_cached()
             raise
 
     # -- dimension records -------------------------------------------------------------

@@ -84,6 +84,10 @@ def remove_run(db: Database, tables: Tables, collections: CollectionRecords, run
     """
     d, f, c, chain = tables.dataset, tables.file, tables.collection, tables.collection_chain
     with db.transaction() as conn:
+        # Before the run's row: deleting the run reaches the chain table through its foreign
+        # keys, so a chain changed meanwhile (its table lock taken, the run's row then awaited
+        # to add it as a child) would deadlock with this removal; it now waits for it instead.
+        db.lock_table(conn, chain, "ROW EXCLUSIVE")
         run_id = collections.run_id(run)
         if db.dialect == "postgresql":
             # Taken first: a put into this run (which locks the run's row FOR KEY SHARE through

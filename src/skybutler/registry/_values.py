@@ -54,11 +54,29 @@ def chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 
 def to_datetime(value: Any) -> Any:
-    """A naive UTC `datetime.datetime` from a datetime, an ISO string or an astropy ``Time`` (None stays None)."""
-    if value is None or isinstance(value, datetime.datetime):
-        return value.replace(tzinfo=None) if isinstance(value, datetime.datetime) and value.tzinfo else value
+    """A naive UTC `datetime.datetime` from a datetime, an ISO string or an astropy ``Time`` (None stays None).
+
+    A datetime or string with a time zone (``+05:00``, ``Z``) is converted to UTC; one
+    without is taken as UTC already. A ``Time`` in any scale (TAI, TT, ...) is converted
+    to UTC. Anything else, or a string that is not an ISO time, is a `DimensionError`.
+
+    Examples
+    --------
+    >>> to_datetime("2026-03-15T06:00:00-10:00")
+    datetime.datetime(2026, 3, 15, 16, 0)
+    """
+    if value is None:
+        return None
     if isinstance(value, str):
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
-    if hasattr(value, "to_datetime"):  # astropy Time
+        try:
+            value = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise DimensionError(f"Cannot interpret {value!r} as a time: not an ISO 8601 date or time "
+                                 "(e.g. 2026-03-15 or 2026-03-15T06:00:00Z)") from None
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+    if isinstance(value, datetime.date):
+        return datetime.datetime(value.year, value.month, value.day)
+    if hasattr(value, "utc") and hasattr(value.utc, "to_datetime"):  # astropy Time
         return value.utc.to_datetime()
     raise DimensionError(f"Cannot interpret {value!r} as a time")

@@ -63,8 +63,10 @@ def mark_lost(registry: Registry, marks: Iterable[tuple[uuid.UUID, str]], *,
     stmt = stmt.on_conflict_do_update(index_elements=[t.c.dataset_id], set_={"reason": stmt.excluded.reason})
     with registry.transaction() as conn:
         for chunk in chunks(rows):
-            existing = set(conn.execute(sa.select(d.c.id).where(d.c.id.in_([r["dataset_id"] for r in chunk])))
-                           .scalars())
+            # Locked FOR KEY SHARE (PostgreSQL), as the foreign key's own check: a removal not yet
+            # committed is waited for (its datasets are then skipped) rather than failing the insert.
+            existing = set(conn.execute(sa.select(d.c.id).where(d.c.id.in_([r["dataset_id"] for r in chunk]))
+                                        .with_for_update(key_share=True)).scalars())
             present = [r for r in chunk if r["dataset_id"] in existing]
             if present:
                 conn.execute(stmt, present)

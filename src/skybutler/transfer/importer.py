@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -189,16 +189,29 @@ def _import_records(target: Butler, source: ContentSource, report: TransferRepor
         pk = universe.elements[element].primary_key
         keys = [tuple(universe.coerce(k, r[k]) for k in pk) for r in records]
         held = registry.dimension_records.raw_rows(element, keys)
-        new = []
+        new, new_keys = [], []
         for key, rec in zip(keys, records, strict=True):
             found = held.get(key)
             if found is None:
                 new.append(rec)
+                new_keys.append(key)
             elif not _same_record(rec, found):
-                report.conflicts.append(f"{element} record {dict(zip(pk, key, strict=True))}: the target holds "
-                                        f"another record under this key ({found}; source: {rec})")
+                report.conflicts.append(_record_conflict(element, pk, key, found, rec))
         if new:
-            report.dimension_records_added += registry.insert_dimension_records(element, new, skip_existing=True)
+            added = registry.insert_dimension_records(element, new, skip_existing=True)
+            report.dimension_records_added += added
+            if added < len(new):
+                # Another writer inserted some of them since they were looked up: compared now,
+                # as they would have been had it been first.
+                held = registry.dimension_records.raw_rows(element, new_keys)
+                report.conflicts.extend(_record_conflict(element, pk, key, held[key], rec)
+                                        for key, rec in zip(new_keys, new, strict=True)
+                                        if key in held and not _same_record(rec, held[key]))
+
+
+def _record_conflict(element: str, pk: Sequence[str], key: tuple, held: dict[str, Any], rec: dict[str, Any]) -> str:
+    return (f"{element} record {dict(zip(pk, key, strict=True))}: the target holds another record under this key "
+            f"({held}; source: {rec})")
 
 
 def _import_collections(target: Butler, collections: list[CollectionContent], report: TransferReport) -> None:

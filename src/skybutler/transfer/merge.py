@@ -14,6 +14,13 @@ dataset without its file row or its generating execution, and at most about
 ``chunk_size`` rows are written per transaction (an execution with more rows than that
 gets a transaction of its own).
 
+Given the target's datastore, each transaction checks, after its insert and before its
+commit, that every file its rows name is there at its recorded size: a file deleted since
+it was staged out (by an operator, a clean-up) fails the merge instead of leaving a row
+without its file. From the insert on, the rows keep out every writer that deletes or
+replaces a file no row names (a put replacing a leftover, a removal being finished), so
+what is checked is what commits.
+
 The source is read as four streams ordered by execution id (executions; generated
 datasets with their rows and files; used edges; derived edges) and joined in Python,
 so memory stays flat in the size of the run (except for ``id_map`` with
@@ -24,9 +31,11 @@ on PostgreSQL.
 
 from __future__ import annotations
 
+import errno
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +43,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..config import redact_url
-from ..errors import CollectionError, ConfigError, DatasetTypeError, MergeError
+from ..datastore import Datastore
+from ..errors import CollectionError, ConfigError, DatasetTypeError, FileAccessError, MergeError
 from ..model import CollectionType, DatasetType, new_id
 from ..registry import FileRecord, Registry
 from ._target_rows import (
@@ -82,7 +92,8 @@ class MergeReport:
 
 def merge_run(target: Registry, source: Registry | str | Path, *, run: str,
               files: Mapping[uuid.UUID, FileRecord] | None = None, new_ids: bool = False,
-              chunk_size: int = 20_000, progress: Callable[[MergeReport], None] | None = None) -> MergeReport:
+              chunk_size: int = 20_000, progress: Callable[[MergeReport], None] | None = None,
+              datastore: Datastore | None = None) -> MergeReport:
     """Import into ``target`` the datasets, files and provenance that ``source`` produced in ``run``.
 
     Parameters
@@ -111,6 +122,10 @@ def merge_run(target: Registry, source: Registry | str | Path, *, run: str,
         transaction of its own).
     progress
         Called with the report after each committed transaction.
+    datastore
+        The target's datastore: each transaction then checks, before it commits, that the
+        file of every dataset it adds is there at its recorded size (see the module
+        docstring). Without it, file rows are written unchecked.
 
     Returns
     -------
@@ -123,8 +138,9 @@ def merge_run(target: Registry, source: Registry | str | Path, *, run: str,
         The source has no such run; a dataset type registered differently in the
         target; a dataset of the same type, data id and run held in the target with
         another id, or the same id held for another dataset or with another file
-        checksum. Nothing of the transaction that met it is written (earlier ones stay:
-        merging again after the conflict is resolved continues from there).
+        checksum; with ``datastore``, the file of a dataset missing or of another size.
+        Nothing of the transaction that met it is written (earlier ones stay: merging
+        again after the conflict is resolved continues from there).
 
     Examples
     --------
@@ -138,7 +154,7 @@ def merge_run(target: Registry, source: Registry | str | Path, *, run: str,
     owned = not isinstance(source, Registry)
     src = _open_source(source) if not isinstance(source, Registry) else source
     try:
-        return _Merge(target, src, run, dict(files or {}), new_ids, chunk_size, progress).run()
+        return _Merge(target, src, run, dict(files or {}), new_ids, chunk_size, progress, datastore).run()
     finally:
         if owned:
             src.close()
@@ -186,8 +202,10 @@ class _Unit:
 
 class _Merge:
     def __init__(self, target: Registry, source: Registry, run: str, files: dict[uuid.UUID, FileRecord],
-                 new_ids: bool, chunk_size: int, progress: Callable[[MergeReport], None] | None):
+                 new_ids: bool, chunk_size: int, progress: Callable[[MergeReport], None] | None,
+                 datastore: Datastore | None):
         self.target, self.source, self.run_name = target, source, run
+        self.datastore = datastore
         self.files = {k.hex: v for k, v in files.items()}
         self.new_ids, self.chunk_size, self.progress = new_ids, chunk_size, progress
         self.report = MergeReport(run)
@@ -376,6 +394,7 @@ class _Merge:
             fresh = [g for g in generated if m(g["id"]) not in by_id]
             by_key = datasets_by_key(target, conn, [self._target_key(g) for g in fresh])
             dataset_rows, file_rows, skipped = [], [], 0
+            described: dict[str, Any] = {}  # target id -> the source row, for a missing file's message
             added: set[str] = set()
             dataset_columns = [c.name for c in tables.dataset.c]
             for g in generated:
@@ -406,6 +425,7 @@ class _Merge:
                 if rec is not None:
                     file_rows.append((new, rec["path"], rec["size"], rec["checksum"], rec["checksum_algorithm"],
                                       rec["format"]))
+                    described[new] = g
             execution_columns = [c.name for c in tables.execution.c]
             execution_rows = []
             new_execs: set[str] = set()
@@ -440,6 +460,8 @@ class _Merge:
                 detail = str(exc).strip().splitlines()[0]
                 raise MergeError(f"{self.where}: the target changed during the merge ({detail}); "
                                  "merge again") from None
+            if self.datastore is not None:
+                self._check_files(file_rows, described)
         self.report.datasets_added += len(dataset_rows)
         self.report.datasets_skipped += skipped
         self.report.executions_added += len(execution_rows)
@@ -447,6 +469,41 @@ class _Merge:
         self.report.transactions += 1
         if self.progress is not None:
             self.progress(self.report)
+
+    def _check_files(self, file_rows: Sequence[tuple[Any, ...]], described: Mapping[str, Any]) -> None:
+        """Raise `MergeError` (the transaction then rolls back) unless every file the rows name is there at its size.
+
+        Sizes only: a checksum would read every byte of the job's outputs again while the
+        transaction holds the write lock. Other bytes of the same size at the path come only
+        from a writer that replaced a file no row named, a put of the same dataset, whose row
+        then clashes with this merge's.
+        """
+        store = self.datastore
+        assert store is not None
+
+        def found(path: str) -> int | None:
+            try:
+                return store.size(path)
+            except FileAccessError as exc:
+                if exc.errno != errno.ENOENT:  # the store cannot be reached: say so, not "missing"
+                    raise MergeError(f"{self.where}: cannot check the file {path!r} in the datastore at "
+                                     f"{store.root}: {exc}; nothing of this transaction was merged") from None
+                return None
+
+        # An absolute location (a "direct" ingest) is not the datastore's own: not checked.
+        rows = [r for r in file_rows if Datastore.owns(r[1])]
+        if len(rows) > 1 and not store.is_local:  # a round trip each: overlap them
+            with ThreadPoolExecutor(max_workers=min(8, len(rows)), thread_name_prefix="skybutler-merge") as pool:
+                sizes = list(pool.map(found, [r[1] for r in rows]))
+        else:
+            sizes = [found(r[1]) for r in rows]
+        for (dataset_id, path, size, *_), held in zip(rows, sizes, strict=True):
+            if held == size:
+                continue
+            what = "is missing" if held is None else f"has {held} bytes, not the {size} recorded"
+            raise MergeError(f"{self.where}: the file {path!r} of {self._describe(described[dataset_id])} (dataset "
+                             f"{uuid_of(dataset_id)}) {what} in the datastore at {store.root} (deleted or "
+                             "changed after the job staged it out?); nothing of this transaction was merged")
 
     def _remap_details(self, text: str) -> str:
         return remap_details(text, self.ids.get)

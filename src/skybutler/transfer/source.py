@@ -124,6 +124,10 @@ class RegistrySource:
                 self._types = list(dict.fromkeys(dataset_types))
         self._ancestors: set[uuid.UUID] | None = None
         self._runs: list[str] | None = None
+        # The record keys `dimension_records` handed out (by element), once it has run; and by
+        # the dimensions of a data id, the elements (and their keys) it needs records of.
+        self._record_keys: dict[str, set[tuple]] | None = None
+        self._record_plans: dict[tuple[str, ...], list[tuple[str, tuple[str, ...]]]] = {}
         self._storage_options = dict(butler.config.datastore.storage_options)
 
     # -- the selection, streamed -------------------------------------------------------
@@ -190,7 +194,6 @@ class RegistrySource:
         universe = self.universe
         elements = universe.elements
         wanted: dict[str, set[tuple]] = {}
-        plans: dict[tuple[str, ...], list[tuple[set[tuple], tuple[str, ...]]]] = {}
         runs: set[str] = set()
         seen_ids: set[DataId] = set()
         for batch in self._batches():
@@ -200,18 +203,13 @@ class RegistrySource:
                 if di in seen_ids:
                     continue
                 seen_ids.add(di)
-                names = tuple(di.required_items)
-                plan = plans.get(names)
-                if plan is None:
-                    given = set(names)
-                    plan = plans[names] = [(wanted.setdefault(n, set()), el.primary_key) for n, el in elements.items()
-                                           if el.primary_key and set(el.primary_key) <= given]
                 items = di.required_items
-                for keys, pk in plan:
-                    keys.add(tuple(items[k] for k in pk))
+                for name, pk in self._record_plan(tuple(items)):
+                    wanted.setdefault(name, set()).add(tuple(items[k] for k in pk))
             if len(seen_ids) > 100_000:  # distinct data ids are only a shortcut: keep memory bounded
                 seen_ids.clear()
         self._runs = sorted(runs)
+        self._record_keys = wanted
         records: dict[str, dict[tuple, dict[str, Any]]] = {}
         todo = {name: keys for name, keys in wanted.items() if keys}
         while todo:
@@ -236,6 +234,22 @@ class RegistrySource:
             rows = list(records.get(name, {}).values())
             for i in range(0, len(rows), _RECORD_BATCH):
                 yield name, [_record(row) for row in rows[i:i + _RECORD_BATCH]]
+
+    def _record_plan(self, names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+        """The elements whose records a data id over the dimensions ``names`` needs, with their keys."""
+        plan = self._record_plans.get(names)
+        if plan is None:
+            given = set(names)
+            plan = self._record_plans[names] = [(n, el.primary_key) for n, el in self.universe.elements.items()
+                                                if el.primary_key and set(el.primary_key) <= given]
+        return plan
+
+    def _has_records(self, ref: DatasetRef) -> bool:
+        """Whether `dimension_records` handed out the records of ``ref``'s data id (it has run)."""
+        assert self._record_keys is not None
+        items = ref.data_id.required_items
+        return all(tuple(items[k] for k in pk) in self._record_keys.get(name, ())
+                   for name, pk in self._record_plan(tuple(items)))
 
     def dataset_types(self) -> list[DatasetType]:
         if self.mode == "full" or self._refs is not None:
@@ -272,8 +286,19 @@ class RegistrySource:
         store = self.butler.datastore
         options = self._storage_options
         for batch in self._batches():
+            if self._record_keys is not None and self._refs is None:
+                # The selection is read again for each part: a dataset stored since the records
+                # were handed out (an import reads them first) may need records they lack. It is
+                # left out, as if it had been stored after the transfer.
+                batch = [r for r in batch if self._has_records(r)]
             ids = [r.id for r in batch]
             files = self.registry.get_files(ids)
+            if len(files) < len(ids):
+                # A dataset removed since the selection was read has no file row either: it is
+                # left out, as if the removal had come first, not written without its file.
+                there = self.registry.get_datasets([i for i in ids if i not in files])
+                batch = [r for r in batch if r.id in files or r.id in there]
+                ids = [r.id for r in batch]
             origins = get_origins(self.registry, ids)
             out = []
             for ref in batch:
