@@ -449,3 +449,18 @@ def test_a_closed_repository_keeps_no_file_open_for_its_tables(tmp_path):
         with contextlib.suppress(OSError):
             open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
     assert [f for f in open_files if f.startswith(registry)] == []
+
+
+def test_a_table_of_values_holding_separators_matches_the_refs(make_butler, backend):
+    """On SQLite a table's columns are read concatenated; a value holding a separator (a
+    comma, the unit separator) is read as it is: the table still holds exactly the refs."""
+    butler = make_butler()
+    odd = "A\x1fB,C"
+    butler.insert_dimension_records("instrument", [{"instrument": odd, "class_name": "x"},
+                                                   {"instrument": "HSC", "class_name": "x"}])
+    butler.insert_dimension_records("detector", [{"instrument": i, "detector": k} for i in (odd, "HSC") for k in range(3)])
+    butler.register_dataset_type("meta", ["instrument", "detector"], "dict")
+    butler.put_many([({"k": k}, "meta", {"instrument": i, "detector": k}) for i in (odd, "HSC") for k in range(3)],
+                    run="r")
+    refs = assert_same(butler, "meta", collections=["r"])
+    assert sorted(r.data_id["instrument"] for r in refs) == [odd] * 3 + ["HSC"] * 3

@@ -353,7 +353,7 @@ class DatasetQueryResults(_BatchedResults[DatasetRef]):
         # Autocommit as in arrow_batches.
         with self._registry.database.read(autocommit=True) as conn, paused_gc():
             plan = self._plan(conn)
-            return table_of(dataset_batches(self._registry, conn, plan, files=files))
+            return table_of(dataset_batches(self._registry, conn, plan, files=files, whole=True))
 
     def to_pandas(self, *, files: bool = False) -> pandas.DataFrame:
         """The table of `to_arrow` as a `pandas.DataFrame` (needs pandas installed)."""
