@@ -147,3 +147,17 @@ def test_uuids_from_hex_refuse_what_is_not_an_id():
     assert uuids_from_hex(["0" * 31 + "1"]) == [uuid.UUID(int=1)]
     with pytest.raises(ValueError):
         uuids_from_hex(["xyz"])
+
+
+def test_data_ids_without_implied_values_report_none_and_take_them_when_given():
+    from skybutler.model import data_ids_of_tuples
+
+    made = data_ids_of_tuples(KEYS, [("HSC", 903334, 1)])[0]
+    assert made == DataId(dict(zip(KEYS, ("HSC", 903334, 1), strict=True))) and dict(made.implied) == {}
+    assert made.full == dict(made) and "band" not in made
+    with pytest.raises(KeyError):
+        made["band"]
+    expanded = made.with_implied({"band": "r"})
+    assert expanded["band"] == "r" and expanded == made and hash(expanded) == hash(made)
+    assert pickle.loads(pickle.dumps(expanded)).implied == {"band": "r"}
+    assert dict(pickle.loads(pickle.dumps(made)).implied) == {}

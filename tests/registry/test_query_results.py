@@ -8,8 +8,10 @@ Each test compares the table with the refs of the same query, on SQLite and Post
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.util
+import os
 import uuid
 
 import pyarrow as pa
@@ -312,3 +314,153 @@ def test_writes_after_large_query_tables_are_stored_for_every_process(make_butle
         "print(b.find_dataset('meta', instrument='HSC', detector=1, collections=['later']).id)"), str(butler.root)],
         capture_output=True, text=True, timeout=120)
     assert seen.stdout.strip() == str(after.id), seen.stderr[-2000:]
+
+
+def _stored_refs(butler, runs, *, visits=7):
+    """calexps of ``visits`` x 100 detectors split between ``runs``, with ids chosen to start
+    and end with zero bytes (and all ones) among random ones; returns the refs as stored."""
+    from skybutler import DataId, DatasetRef
+    from support.records import insert_records
+
+    visit_ids = {903334 + 2 * i: "HSC-R" for i in range(visits)}
+    insert_records(butler, visits=visit_ids, detectors=range(100), skymap=False)
+    butler.register_dataset_type("calexp", CALEXP_DIMS, "dict")
+    dt = butler.registry.get_dataset_type("calexp")
+    special = [uuid.UUID(bytes=bytes(15) + b"\x01"), uuid.UUID(bytes=b"\x01" + bytes(15)),
+               uuid.UUID(bytes=b"\xff" * 16), uuid.UUID(bytes=bytes(8) + b"\x80" + bytes(7))]
+    pairs = [(v, d) for v in visit_ids for d in range(100)]
+    ids = special + [uuid.uuid4() for _ in range(len(pairs) - len(special))]
+    stored = [DatasetRef(i, dt, DataId({"instrument": "HSC", "visit": v, "detector": d}), runs[k % len(runs)])
+              for k, (i, (v, d)) in enumerate(zip(ids, pairs, strict=True))]
+    for run in runs:
+        butler.registry.register_collection(run)
+        butler.registry.insert_datasets([r for r in stored if r.run == run])
+    return stored
+
+
+def test_a_large_result_gives_the_refs_as_stored(make_butler, backend):
+    """Refs made column-wise over several chunks (one run: no run column read; a chain: one
+    per row) are the refs as stored, one by one: ids, data ids, runs."""
+    butler = make_butler()
+    stored = _stored_refs(butler, ["a", "b"])
+    butler.registry.set_chain("both", ["a", "b"])
+    for collections, expected in ((["a"], [r for r in stored if r.run == "a"]), (["both"], stored)):
+        refs = list(butler.query_datasets("calexp", collections=collections))
+        assert len(refs) == len(expected) and set(refs) == set(expected)
+        by_id = {r.id: r for r in expected}
+        for ref in refs:
+            want = by_id[ref.id]
+            assert type(ref.id) is uuid.UUID and ref.id.bytes == want.id.bytes and str(ref.id) == str(want.id)
+            assert ref.data_id == want.data_id and hash(ref.data_id) == hash(want.data_id)
+            assert ref.data_id.key() == want.data_id.key() and dict(ref.data_id.implied) == {}
+            assert [type(v) for v in ref.data_id.values()] == [str, int, int]
+            assert ref.run == want.run and ref.dataset_type == want.dataset_type and ref.extra == {}
+        assert rows_of_table(butler.query_datasets("calexp", collections=collections).to_arrow(),
+                             CALEXP_DIMS) == rows_of_refs(expected)
+
+
+def test_a_large_result_read_again_sees_what_was_committed_since(make_butler, backend):
+    """Reads between writes see each write, and a transaction's reads its own rows."""
+    from skybutler import DataId, DatasetRef
+    from skybutler.model import new_dataset_id
+
+    butler = make_butler()
+    stored = _stored_refs(butler, ["a"], visits=6)
+    dt = butler.registry.get_dataset_type("calexp")
+    assert len(list(butler.query_datasets("calexp", collections=["a"]))) == 600
+    assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 600
+    more = [DatasetRef(new_dataset_id(), dt, DataId({"instrument": "HSC", "visit": 903346, "detector": d}), "a")
+            for d in range(100)]
+    butler.registry.insert_datasets(more)
+    assert set(butler.query_datasets("calexp", collections=["a"])) == set(stored + more)
+    assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 700
+    # Inside a write transaction its own uncommitted rows are read.
+    last = [DatasetRef(new_dataset_id(), dt, DataId({"instrument": "HSC", "visit": 903348, "detector": d}), "a")
+            for d in range(100)]
+    with butler.transaction():
+        butler.registry.insert_datasets(last)
+        assert set(butler.query_datasets("calexp", collections=["a"])) == set(stored + more + last)
+        assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 800
+
+
+def test_a_repository_made_again_at_the_same_path_is_read_anew(tmp_path):
+    """A registry made anew at the same path is read anew (nothing of the old file is kept)."""
+    import shutil
+
+    from skybutler import Butler
+
+    found = []
+    for _ in range(2):
+        butler = Butler.create(tmp_path / "repo")
+        stored = _stored_refs(butler, ["a"], visits=4)
+        assert set(butler.query_datasets("calexp", collections=["a"])) == set(stored)
+        found.append(butler.query_datasets("calexp", collections=["a"]).to_arrow().column("id").to_pylist())
+        assert sorted(found[-1]) == sorted(r.id for r in stored)
+        butler.close()
+        shutil.rmtree(tmp_path / "repo")
+    assert set(found[0]) != set(found[1])
+
+
+def test_a_small_ref_result_does_not_load_the_arrow_driver(tmp_path):
+    """A process that only reads a visit's refs never imports ADBC or pyarrow (tens of ms at first use)."""
+    import subprocess
+    import sys
+
+    from skybutler import Butler
+
+    butler = Butler.create(tmp_path / "repo")
+    _stored_refs(butler, ["a"], visits=3)
+    butler.close()
+    code = ("import sys; from skybutler import Butler; b = Butler(sys.argv[1]); "
+            "n = len(list(b.query_datasets('calexp', collections=['a'], where='visit = 903336'))); "
+            "print(n, sorted(m for m in ('pyarrow', 'adbc_driver_sqlite', 'adbc_driver_manager') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo")], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["100", "[]"]
+
+
+def test_a_query_repeated_after_its_chain_changed_searches_the_new_chain(repo):
+    """Plans of where-less queries are kept per search path: a redefined chain is searched anew."""
+    first = list(repo.query_datasets("calexp", collections=["chain"]))
+    assert {r.run for r in first} == {"new", "old"} and len(first) == 16
+    repo.registry.set_chain("chain", ["old"])
+    assert {r.run for r in repo.query_datasets("calexp", collections=["chain"])} == {"old"}
+    assert set(repo.query_datasets("calexp", collections=["chain"]).to_arrow().column("run").to_pylist()) == {"old"}
+    repo.registry.set_chain("chain", ["new"])
+    assert len(list(repo.query_datasets("calexp", collections=["chain"]))) == 8
+    repo.put({"run": "new"}, "calexp", instrument="HSC", visit=903336, detector=0, run="new")
+    assert len(list(repo.query_datasets("calexp", collections=["chain"]))) == 9
+    assert [len(list(repo.query_datasets("calexp", collections=["chain"], find_first=f))) for f in (True, False)] == [9, 9]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to list open files")
+def test_a_closed_repository_keeps_no_file_open_for_its_tables(tmp_path):
+    """A closed repository leaves no file of its registry open, once tables and refs were read."""
+    from skybutler import Butler
+
+    butler = Butler.create(tmp_path / "repo")
+    _stored_refs(butler, ["a"], visits=3)
+    assert butler.query_datasets("calexp", collections=["a"]).to_arrow().num_rows == 300
+    assert len(list(butler.query_datasets("calexp", collections=["a"]))) == 300
+    butler.close()
+    registry = str(tmp_path / "repo")
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert [f for f in open_files if f.startswith(registry)] == []
+
+
+def test_a_table_of_values_holding_separators_matches_the_refs(make_butler, backend):
+    """On SQLite a table's columns are read concatenated; a value holding a separator (a
+    comma, the unit separator) is read as it is: the table still holds exactly the refs."""
+    butler = make_butler()
+    odd = "A\x1fB,C"
+    butler.insert_dimension_records("instrument", [{"instrument": odd, "class_name": "x"},
+                                                   {"instrument": "HSC", "class_name": "x"}])
+    butler.insert_dimension_records("detector", [{"instrument": i, "detector": k} for i in (odd, "HSC") for k in range(3)])
+    butler.register_dataset_type("meta", ["instrument", "detector"], "dict")
+    butler.put_many([({"k": k}, "meta", {"instrument": i, "detector": k}) for i in (odd, "HSC") for k in range(3)],
+                    run="r")
+    refs = assert_same(butler, "meta", collections=["r"])
+    assert sorted(r.data_id["instrument"] for r in refs) == [odd] * 3 + ["HSC"] * 3

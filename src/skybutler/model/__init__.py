@@ -1,7 +1,7 @@
 """Value types of skybutler: no I/O happens here."""
 
 from ._collection import CollectionType
-from ._data_id import DataId, DataIdValue
+from ._data_id import DataId, DataIdValue, data_ids_of_tuples
 from ._dataset import (
     DatasetRef,
     DatasetType,
@@ -25,6 +25,7 @@ __all__ = [
     "DatasetType",
     "Image",
     "StorageClass",
+    "data_ids_of_tuples",
     "dataset_id_for_ingest",
     "dataset_ids_for_ingest",
     "new_dataset_id",

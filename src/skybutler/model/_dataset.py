@@ -63,7 +63,8 @@ class DatasetRef:
         _SET_TYPE(self, dataset_type)
         _SET_DATA_ID(self, data_id)
         _SET_RUN(self, run)
-        _SET_EXTRA(self, {} if extra is None else extra)
+        if extra is not None:  # else made when first asked for (`_extra`)
+            _SET_EXTRA(self, extra)
 
     @classmethod
     def from_columns(cls, dataset_type: DatasetType, ids: Sequence[uuid.UUID], data_ids: Sequence[DataId],
@@ -88,7 +89,6 @@ class DatasetRef:
         deque(map(_SET_TYPE, refs, repeat(dataset_type)), 0)
         deque(map(_SET_DATA_ID, refs, data_ids), 0)
         deque(map(_SET_RUN, refs, runs), 0)
-        deque(map(_SET_EXTRA, refs, map(dict, repeat((), n))), 0)
         return refs
 
     def __str__(self) -> str:
@@ -112,7 +112,25 @@ _SET_ID = vars(DatasetRef)["id"].__set__
 _SET_TYPE = vars(DatasetRef)["dataset_type"].__set__
 _SET_DATA_ID = vars(DatasetRef)["data_id"].__set__
 _SET_RUN = vars(DatasetRef)["run"].__set__
-_SET_EXTRA = vars(DatasetRef)["extra"].__set__
+_EXTRA_SLOT = vars(DatasetRef)["extra"]
+_SET_EXTRA = _EXTRA_SLOT.__set__
+
+
+def _extra(self: DatasetRef) -> dict:
+    # Most refs (a query's) never have annotations: their dict is made when first asked for,
+    # not with the ref (a dict per ref was a fifth of the cost of making one).
+    try:
+        return _EXTRA_SLOT.__get__(self, DatasetRef)  # type: ignore[no-any-return]
+    except AttributeError:
+        made: dict = {}
+        _SET_EXTRA(self, made)
+        return made
+
+
+# The slot stays where it is; reading it goes through `_extra`. Setting it is reserved to
+# `object.__setattr__` (unpickling), as for the other fields: `ref.extra = ...` is refused.
+DatasetRef.extra = property(  # type: ignore[assignment,method-assign,misc]
+    _extra, _SET_EXTRA, doc="Annotations that are not part of the identity.")
 
 _UUID_INT = vars(uuid.UUID)["int"].__set__
 _UUID_SAFE = vars(uuid.UUID)["is_safe"].__set__

@@ -10,10 +10,10 @@ whatever has been iterated, and build Arrow data without one Python object per r
 How refs are built. Rows are read from the DB-API cursor (SQLAlchemy compiles and
 executes the statement, its Row objects skipped; on PostgreSQL a small result is one
 statement compiled once per shape and run unprepared, `Database.rows_raw`) a chunk at a time, only the
-columns a ref needs (id, run, dimensions), and each chunk becomes refs column by
-column: ids by `uuids_from_hex` (SQLite keeps them as hex text), data ids by
-`DataId.from_rows` (keys shared), refs by `DatasetRef.from_columns`, each filling its
-objects without a Python-level call per row. Figures: benchmarks/README.md.
+columns a ref needs (id, run unless the query searched one run, dimensions), and each
+chunk becomes refs column by column: ids by `uuids_from_hex` (SQLite keeps them as hex
+text), data ids by `DataId.from_rows` (keys shared), refs by `DatasetRef.from_columns`,
+each filling its objects without a Python-level call per row. Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from .._gc import paused_gc
-from ..model import DataId, DatasetRef, DatasetType, uuids_from_hex
+from ..model import DataId, DatasetRef, DatasetType, data_ids_of_tuples, uuids_from_hex
 from ._query_arrow import (
     DEFAULT_BATCH_ROWS,
     data_id_batches,
@@ -64,7 +64,10 @@ class DatasetQueryPlan:
     count that must be 1, else ``ambiguity(row)`` is raised. ``lean``: the statement with
     only ``(id, run_id, *dimensions)`` selected, when it can say so without a subquery
     (one collection's SELECT): what `slim` gives, without building a subquery's columns
-    on every query (a third of a one-visit query's time in Python).
+    on every query (a third of a one-visit query's time in Python). ``run``: the id of
+    the one RUN collection searched, when that is all: every row is in it, so ``lean``
+    selects ``(id, *dimensions)`` (a column less to read per row: a tenth of reading
+    them all).
     """
 
     dataset_type: DatasetType
@@ -74,19 +77,21 @@ class DatasetQueryPlan:
     check: int | None = None
     ambiguity: Callable[[Any], Exception] | None = None
     lean: sa.Select | None = None
+    run: int | None = None
 
-    def slim(self, *, files: sa.Table | None = None) -> tuple[sa.Select, int, int, int]:
+    def slim(self, *, files: sa.Table | None = None) -> tuple[sa.Select, int, int | None, int]:
         """The statement with only what a ref (or a table row) needs: ``(statement, id, run, first dimension)``.
 
         Rows are then ``(id, run_id, *dimensions)``, plus ``path, size`` when ``files``
         (the file table) is given: no data id key, type id or rank to fetch and convert.
+        The run's position is None when the rows have none: all are in `run`.
         A plan that checks for ambiguity keeps its whole rows (the error names them).
         """
         assert self.statement is not None
         if self.check is not None and files is None:
             return self.statement, 0, 2, 4
         if self.lean is not None and files is None:
-            return self.lean, 0, 1, 2
+            return (self.lean, 0, None, 1) if self.run is not None else (self.lean, 0, 1, 2)
         inner = self.statement.subquery()
         columns = list(inner.c)
         n = len(self.dataset_type.dimensions)
@@ -196,7 +201,7 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
         return
     dt, runs, check, ambiguity = plan.dataset_type, plan.runs, plan.check, plan.ambiguity
     stmt, id_at, run_at, dims_at = plan.slim()
-    ids_of, runs_of = itemgetter(id_at), itemgetter(run_at)
+    ids_of = itemgetter(id_at)
     values_of = itemgetter(slice(dims_at, dims_at + len(dt.dimensions)))
     seen: set[Any] = set()
     if chunks is None:
@@ -210,10 +215,15 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
             rows = [row for row in rows if not (row[id_at] in seen or seen.add(row[id_at]))]  # type: ignore[func-returns-value]
             if not rows:
                 continue
-        run_ids = list(map(runs_of, rows))
-        missing = set(run_ids) - runs.keys()
-        if missing:
-            registry.collection_records.run_names(conn, missing, runs)
+        if run_at is None:
+            assert plan.run is not None
+            names: list[str] = [runs[plan.run]] * len(rows)
+        else:
+            run_ids = list(map(itemgetter(run_at), rows))
+            missing = set(run_ids) - runs.keys()
+            if missing:
+                registry.collection_records.run_names(conn, missing, runs)
+            names = list(map(runs.__getitem__, run_ids))
         # Each ref is a few small objects; letting the cyclic collector run every few
         # hundred of them (it cannot free any: they are all referenced) costs more than
         # building them, so a chunk is built with it paused and handed out afterwards.
@@ -221,8 +231,10 @@ def ref_batches(registry: Registry, conn: sa.Connection, plan: DatasetQueryPlan,
             ids = list(map(ids_of, rows))
             if ids and type(ids[0]) is str:
                 ids = uuids_from_hex(ids)
-            refs = DatasetRef.from_columns(dt, ids, DataId.from_rows(dt.dimensions, map(values_of, rows)),
-                                           list(map(runs.__getitem__, run_ids)))
+            # A row sliced is a tuple of the type's dimensions (sqlite3's, psycopg's and
+            # SQLAlchemy's rows alike): `DataId.from_rows`'s checks would find nothing.
+            data_ids = data_ids_of_tuples(dt.dimensions, list(map(values_of, rows)))
+            refs = DatasetRef.from_columns(dt, ids, data_ids, names)
         yield refs
 
 
@@ -341,7 +353,7 @@ class DatasetQueryResults(_BatchedResults[DatasetRef]):
         # Autocommit as in arrow_batches.
         with self._registry.database.read(autocommit=True) as conn, paused_gc():
             plan = self._plan(conn)
-            return table_of(dataset_batches(self._registry, conn, plan, files=files))
+            return table_of(dataset_batches(self._registry, conn, plan, files=files, whole=True))
 
     def to_pandas(self, *, files: bool = False) -> pandas.DataFrame:
         """The table of `to_arrow` as a `pandas.DataFrame` (needs pandas installed)."""
