@@ -399,12 +399,15 @@ def aggregated_columns(conn: sa.Connection, stmt: sa.Select, kinds: dict[int, st
     concatenated = {"id": lambda c: sa.func.group_concat(c, ""), "int": lambda c: sa.func.group_concat(c, ","),
                     "str": lambda c: sa.func.group_concat(c, _UNIT_SEPARATOR)}
     positions = list(kinds)
-    row = conn.execute(sa.select(sa.func.count(), *[concatenated[kinds[i]](columns[i]) for i in positions])).one()
+    row = conn.execute(sa.select(sa.func.count(), *[sa.func.count(columns[i]) for i in positions],
+                                 *[concatenated[kinds[i]](columns[i]) for i in positions])).one()
     n = row[0]
+    if any(count != n for count in row[1:1 + len(positions)]):
+        return None  # a NULL: left out of its concatenation, which would no longer line up with the others
     out: dict[int, Any] = {}
-    for i, text in zip(positions, row[1:], strict=True):
+    for i, value in zip(positions, row[1 + len(positions):], strict=True):
         kind = kinds[i]
-        text = text or ""
+        text = str(value or "")
         if kind == "id":
             if len(text) != 32 * n:
                 return None
