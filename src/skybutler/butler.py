@@ -10,7 +10,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from . import _butler_ingest, _butler_put, _butler_read, _butler_remove
+from . import _butler_create, _butler_ingest, _butler_put, _butler_read, _butler_remove
 from ._butler_collections import ButlerCollections
 from ._butler_ingest import FileDataset
 from ._butler_read import Cutouts
@@ -153,11 +153,7 @@ class Butler:
             # The file keeps the given values; what is created is what opening it will use
             # (SKYBUTLER_REGISTRY_DB set while creating means the same as while opening).
             in_force = cfg.with_environment()
-            try:
-                reg = Registry.create(in_force.registry.db, universe=universe, namespace=in_force.registry.namespace,
-                                      root=str(root_path), sync_every_commit=in_force.registry.sync_every_commit)
-            except RepositoryExistsError as exc:
-                reg = _left_by_an_interrupted_create(in_force, root_path, universe, exc)
+            reg = _butler_create.new_registry(in_force, root_path, universe)
             cfg.write(root_path)
             return cls(root_path, run=run, _config=in_force, _registry=reg)
         except BaseException:
@@ -596,40 +592,6 @@ class Butler:
         """Group registry writes (files are still written per call)."""
         with self.registry.transaction():
             yield
-
-
-def _left_by_an_interrupted_create(cfg: RepositoryConfig, root: Path, universe: DimensionUniverse | None,
-                                   exists: RepositoryExistsError) -> Registry:
-    """The registry a create of ``root`` made before it was stopped, to be taken over; else a clear error.
-
-    The registry is made in one transaction and the root's configuration file written
-    after it, so a create killed in between leaves a whole, empty registry and no
-    ``skybutler.yaml``: neither opening the root nor creating it again worked. A SQLite
-    file inside ``root`` is this root's own: holding no collection and no dataset type
-    (nothing can have been written without the configuration file), it is taken over.
-    A database elsewhere (a PostgreSQL namespace, a file outside the root) may be another
-    repository's: it is never taken over.
-    """
-    from .registry._db import normalise_url, sqlite_file
-
-    url = normalise_url(cfg.registry.db, str(root))
-    file = sqlite_file(url)
-    if file is None or root.resolve() not in file.resolve().parents:
-        where = f"namespace {cfg.registry.namespace!r} of " if cfg.registry.namespace else ""
-        raise RepositoryExistsError(
-            f"{exists}; {root} has no {CONFIG_FILE}, so it is another repository's (or this one's from a create "
-            f"that was interrupted): give another {'namespace' if cfg.registry.namespace else 'registry'}, or remove "
-            f"the repository in {where}that database if nothing uses it") from None
-    reg = Registry.open(cfg.registry.db, namespace=cfg.registry.namespace, root=str(root),
-                        sync_every_commit=cfg.registry.sync_every_commit)
-    same_universe = universe is None or universe.document == reg.universe.document
-    if reg.collections() or reg.dataset_types() or not same_universe:
-        reg.close()
-        what = "holds collections or dataset types" if same_universe else "has another dimension universe"
-        raise RepositoryExistsError(
-            f"{exists} that {what}, but {root} has no {CONFIG_FILE}: restore that file from a backup instead of "
-            "creating the repository again") from None
-    return reg
 
 
 __all__ = ["Butler", "Cutouts", "FileDataset", "TRANSFER_MODES", "DatasetExistsError"]
