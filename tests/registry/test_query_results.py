@@ -464,3 +464,28 @@ def test_a_table_of_values_holding_separators_matches_the_refs(make_butler, back
                     run="r")
     refs = assert_same(butler, "meta", collections=["r"])
     assert sorted(r.data_id["instrument"] for r in refs) == [odd] * 3 + ["HSC"] * 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite-local"])
+def test_a_table_too_large_for_one_concatenated_column_is_read_from_rows(make_butler):
+    """SQLite's longest string (1 GB by default: tens of millions of ids) bounds a concatenated column;
+    past it the table is read from rows, not refused. The limit is lowered on the connection here."""
+    import sqlite3
+
+    butler = make_butler(records=True, run="r")
+    butler.register_dataset_type("meta", ["instrument", "detector"], "dict")
+    records = [{"instrument": "HSC", "detector": d} for d in range(10, 1010)]
+    butler.insert_dimension_records("detector", records)
+    butler.put_many([({"d": r["detector"]}, "meta", r) for r in records])
+    refs = list(butler.query_datasets("meta", collections=["r"]))
+    with butler.transaction():  # the table is read on the transaction's connection, whose limit is lowered
+        with butler.registry.database.read() as conn:
+            dbapi = conn.connection.dbapi_connection
+        before = dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # 1,000 ids are 32,000 hex digits
+        try:
+            with pytest.raises(sqlite3.Error, match="too big"):  # the limit does bite
+                dbapi.execute("SELECT group_concat(id, '') FROM dataset").fetchall()
+            table = butler.query_datasets("meta", collections=["r"]).to_arrow()
+        finally:
+            dbapi.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, before)
+    assert sorted(table.column("id").to_pylist()) == sorted(r.id for r in refs)

@@ -399,8 +399,13 @@ def aggregated_columns(conn: sa.Connection, stmt: sa.Select, kinds: dict[int, st
     concatenated = {"id": lambda c: sa.func.group_concat(c, ""), "int": lambda c: sa.func.group_concat(c, ","),
                     "str": lambda c: sa.func.group_concat(c, _UNIT_SEPARATOR)}
     positions = list(kinds)
-    row = conn.execute(sa.select(sa.func.count(), *[sa.func.count(columns[i]) for i in positions],
-                                 *[concatenated[kinds[i]](columns[i]) for i in positions])).one()
+    try:
+        row = conn.execute(sa.select(sa.func.count(), *[sa.func.count(columns[i]) for i in positions],
+                                     *[concatenated[kinds[i]](columns[i]) for i in positions])).one()
+    except sa.exc.DBAPIError as exc:  # SQLITE_TOOBIG: a DataError
+        if "too big" not in str(exc.orig):
+            raise
+        return None  # a column's text past SQLite's longest string (1 GB, tens of millions of rows): read rows
     n = row[0]
     if any(count != n for count in row[1:1 + len(positions)]):
         return None  # a NULL: left out of its concatenation, which would no longer line up with the others
