@@ -79,3 +79,26 @@ def test_a_forked_process_checkpoints_its_own_commits(root):
     assert child.exitcode == 0
     assert wait_for(lambda: rows_in_database_file(root) >= 200), rows_in_database_file(root)
     butler.close()
+
+
+def test_a_fork_waits_for_a_checkpoint_under_way():
+    """A process forked while the checkpointer is inside SQLite would copy SQLite's mutexes held: the fork waits."""
+    import os
+
+    from skybutler.registry import _checkpoint
+
+    forked = threading.Event()
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        forked.set()
+
+    with _checkpoint._IN_SQLITE:  # a checkpoint under way
+        thread = threading.Thread(target=fork)
+        thread.start()
+        assert not forked.wait(0.5)  # the fork waits for it
+    assert forked.wait(30)
+    thread.join(30)

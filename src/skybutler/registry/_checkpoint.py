@@ -90,16 +90,18 @@ class WalCheckpointer:
                 event.clear()
                 if self._closed:
                     return
-                if conn is None:
-                    conn = sqlite3.connect(self._path, timeout=60, isolation_level=None, check_same_thread=False)
-                    conn.execute(f"PRAGMA synchronous={self._synchronous}")
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with _IN_SQLITE:  # a fork waits for it (see `_IN_SQLITE`)
+                    if conn is None:
+                        conn = sqlite3.connect(self._path, timeout=60, isolation_level=None, check_same_thread=False)
+                        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except Exception as exc:  # noqa: BLE001 - never fatal: the writers' own checkpoints take over
             _log.warning("Background WAL checkpoints of %s stopped (%s); commits checkpoint it past %d pages",
                          self._path, exc, INLINE_PAGES)
         finally:
             if conn is not None:
-                conn.close()
+                with _IN_SQLITE:
+                    conn.close()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread (after the checkpoint under way, if any) and close its connection."""
@@ -113,6 +115,25 @@ class WalCheckpointer:
 
 
 _open: weakref.WeakSet[WalCheckpointer] = weakref.WeakSet()
+
+_IN_SQLITE = threading.Lock()
+"""Held by a checkpointer thread while it is inside SQLite, and by ``os.fork`` around the fork.
+
+A process forked while another thread is inside SQLite copies SQLite's internal mutexes
+held: the child's first connection may wait for them forever. The batch and pipeline
+workers start from a forkserver (no threads), but a user's own ``fork`` may come at
+any moment; it waits for the checkpoint under way (milliseconds) instead.
+"""
+
+
+def _release_in_child() -> None:
+    global _IN_SQLITE
+    _IN_SQLITE = threading.Lock()  # the parent's, copied held; no thread of the child holds it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=lambda: _IN_SQLITE.acquire(), after_in_parent=lambda: _IN_SQLITE.release(),
+                        after_in_child=_release_in_child)
 
 
 def _close_all() -> None:
