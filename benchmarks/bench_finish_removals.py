@@ -7,7 +7,7 @@ Usage::
 Builds a SQLite repository with N datasets stored by ``put_many`` (real JSON files, md5)
 in one run, removes the run with its file deletion cut short (rows gone, every file and
 the removal list left, as after a kill), then times `Butler.finish_removals`: the whole
-call, and each part's time inside `_butler_remove._writers_kept_out` (SQLite's write lock
+call, and each part's time inside `_butler_remove.writers_kept_out` (SQLite's write lock
 held: every other writer waits). Prints the figures and the 1-minute load. ``--s3`` puts
 the files in a bucket of a moto server started here (a round trip per file, on loopback).
 """
@@ -70,7 +70,7 @@ def finish(root: str) -> tuple[float, list[float], dict[str, int]]:
     from skybutler import Butler, _butler_remove
 
     held: list[float] = []
-    real = _butler_remove._writers_kept_out
+    real = _butler_remove.writers_kept_out
 
     @contextlib.contextmanager
     def timed(registry: Any) -> Iterator[None]:
@@ -79,14 +79,14 @@ def finish(root: str) -> tuple[float, list[float], dict[str, int]]:
             yield
             held.append(time.perf_counter() - t0)
 
-    _butler_remove._writers_kept_out = timed
+    _butler_remove.writers_kept_out = timed
     butler = Butler(root)
     try:
         t0 = time.perf_counter()
         done = butler.finish_removals()
         total = time.perf_counter() - t0
     finally:
-        _butler_remove._writers_kept_out = real
+        _butler_remove.writers_kept_out = real
         butler.close()
     return total, held, done
 

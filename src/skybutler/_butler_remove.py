@@ -24,8 +24,8 @@ from .registry import pipeline_sql
 if TYPE_CHECKING:
     from .registry import FileRecord, Registry
 
-__all__ = ["DELETE_THREADS", "PART_SECONDS", "delete_files", "finish_removals", "next_part_size", "owned_paths",
-           "remove_then_delete", "writers_kept_out"]
+__all__ = ["DELETE_THREADS", "PART_SECONDS", "delete_files", "finish_removals", "in_parts_kept_out", "next_part_size",
+           "owned_paths", "remove_then_delete", "writers_kept_out"]
 
 DELETE_THREADS = 8
 """Threads deleting the files of one removal.
@@ -129,28 +129,41 @@ def finish_removals(registry: Registry, datastore: Datastore) -> dict[str, int]:
     are kept out (`writers_kept_out`): a removal that got to a file before it was cut
     short leaves no file at that path, so a write of the same dataset places a new one
     there without meeting the list; checked before that write committed and deleted
-    after, the new dataset would have no file. Each part keeps them out about
-    `PART_SECONDS`: its size follows the time the previous part took (`next_part_size`).
+    after, the new dataset would have no file (`in_parts_kept_out`).
     """
+    def delete_unnamed(part: Sequence[str], named: set[str]) -> int:
+        unnamed = [p for p in part if p not in named]
+        delete_files(datastore, unnamed)
+        return len(unnamed)
+
     done: dict[str, int] = {}
-    size = _FIRST_PART
     for rel, label, paths in datastore.pending_removals():
-        count = 0
-        start = 0
-        while start < len(paths):
-            part = paths[start:start + size]
-            with writers_kept_out(registry):
-                t0 = time.monotonic()  # not the wait for the lock: that is other writers' time
-                named = pipeline_sql.known_paths(registry, part)
-                gone = [p for p in part if p not in named]
-                delete_files(datastore, gone)
-                held = time.monotonic() - t0
-            size = next_part_size(len(part), held)
-            start += len(part)
-            count += len(gone)
+        deleted = in_parts_kept_out(registry, paths, delete_unnamed)
         datastore.forget_removal(rel)
-        done[label] = done.get(label, 0) + count
+        done[label] = done.get(label, 0) + deleted
     return done
+
+
+def in_parts_kept_out(registry: Registry, paths: Sequence[str],
+                      act: Callable[[Sequence[str], set[str]], int]) -> int:
+    """Call ``act(part, named)`` on ``paths`` in parts, ``named`` the part's paths a file row names; the sum of its counts.
+
+    Each part is looked up and acted on (its unnamed files deleted or moved) while writers
+    of file rows are kept out (`writers_kept_out`): no dataset can be stored at one of its
+    paths between the check and the act. A part keeps them out about `PART_SECONDS`: its
+    size follows the time the previous part took, the wait for the lock left out
+    (`next_part_size`).
+    """
+    start, size, total = 0, _FIRST_PART, 0
+    while start < len(paths):
+        part = paths[start:start + size]
+        with writers_kept_out(registry):
+            t0 = time.monotonic()  # not the wait for the lock: that is other writers' time
+            total += act(part, pipeline_sql.known_paths(registry, part))
+            held = time.monotonic() - t0
+        size = next_part_size(len(part), held)
+        start += len(part)
+    return total
 
 
 @contextlib.contextmanager

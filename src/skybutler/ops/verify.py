@@ -83,7 +83,6 @@ _HASHERS: dict[str, Callable[..., Any]] = {}
 _buffers = threading.local()
 _BATCH = 64  # files per task: per-task overhead of the pool is paid once per batch of small files
 _LOOKUP = 500  # walked paths looked up in the registry per query
-_FIRST_MOVED = 64  # dark files checked again and moved in the first hold of the file-row writers' lock
 
 
 @dataclass(frozen=True)
@@ -474,7 +473,7 @@ def _quarantine(butler: Butler, paths: Sequence[str], min_age: float, report: Ve
     out (as `finish_removals` deletes), so a row committed before the move names a file
     that stays, and none can be committed while it moves.
     """
-    from .._butler_remove import next_part_size, writers_kept_out
+    from .._butler_remove import in_parts_kept_out
 
     datastore, registry = butler.datastore, butler.registry
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -489,22 +488,14 @@ def _quarantine(butler: Butler, paths: Sequence[str], min_age: float, report: Ve
             report.too_recent += 1
         else:
             old.append(path)
-    start, size = 0, _FIRST_MOVED
-    while start < len(old):
-        part = old[start:start + size]
-        with writers_kept_out(registry):
-            t0 = time.monotonic()
-            named = pipeline_sql.known_paths(registry, part)
-            report.named_meanwhile += len(named)
-            for path in part:
-                if path not in named and _move(datastore, path, f"{base}/{path}"):
-                    report.quarantined += 1
-                    report.quarantine = base
-            held = time.monotonic() - t0
-        # Writers wait while a part moves (on an object store a move is a copy and a delete):
-        # about half a second per part, as a removal's parts (`next_part_size`).
-        size = next_part_size(len(part), held)
-        start += len(part)
+    def move_unnamed(part: Sequence[str], named: set[str]) -> int:
+        report.named_meanwhile += len(named)
+        return sum(_move(datastore, path, f"{base}/{path}") for path in part if path not in named)
+
+    # Writers wait while a part moves (on an object store a move is a copy and a delete).
+    report.quarantined = in_parts_kept_out(registry, old, move_unnamed)
+    if report.quarantined:
+        report.quarantine = base
 
 
 def _move(datastore: Datastore, path: str, target: str) -> bool:
