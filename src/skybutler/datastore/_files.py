@@ -16,12 +16,12 @@ import posixpath
 import random
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
 __all__ = ["CHUNK", "HOST_TAG", "TEMPORARY_MAX_AGE", "TEMPORARY_NAME", "GuardedFile", "HashingWriter",
-           "PendingFile", "is_temporary", "owner_gone", "temporary_name", "writer_gone"]
+           "PendingFile", "is_temporary", "owner_gone", "stamp_seconds", "temporary_name", "writer_gone"]
 
 CHUNK = 1 << 20
 # ``.{name}.tmp-{host tag}-{pid}-{random}``; names without host and pid (older releases) too.
@@ -53,6 +53,18 @@ def temporary_name(path: str) -> str:
     # The random part only keeps writers apart (the file is created O_EXCL): the random
     # module's generator (reseeded in a forked child) instead of a getrandom syscall per file.
     return posixpath.join(head, f".{name[:190]}.tmp-{HOST_TAG}-{os.getpid()}-{random.getrandbits(128):032x}")
+
+
+def stamp_seconds(info: Mapping[str, Any]) -> float | None:
+    """When a file was last changed, in seconds since the epoch, from a filesystem's description of it; None if not said.
+
+    ``info`` is what fsspec's ``info``/``ls`` give (``LastModified`` on S3, ``created`` /
+    ``mtime`` elsewhere, a datetime or a number) or a local ``{"ctime": ...}``.
+    """
+    stamp = info.get("ctime") or info.get("LastModified") or info.get("created") or info.get("mtime")
+    if stamp is None:
+        return None
+    return float(stamp.timestamp() if hasattr(stamp, "timestamp") else stamp)
 
 
 def writer_gone(name: str, changed: float, now: float) -> bool:

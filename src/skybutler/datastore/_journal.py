@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from ..errors import FileAccessError
 from ._file_namer import sanitize_cached
-from ._files import HOST_TAG, owner_gone
+from ._files import HOST_TAG, owner_gone, stamp_seconds
 from ._location import StoreLocation
 
 __all__ = ["MANIFEST_DIR", "REMOVALS_DIR", "append_manifest", "forget_removal", "pending_removals",
@@ -77,8 +77,8 @@ def pending_removals(location: StoreLocation, open_file: Callable[[str], IO[Any]
         match = _REMOVAL.match(name)
         if match is None:
             continue
-        changed = info.get("ctime") or info.get("LastModified") or info.get("created") or now
-        changed = changed.timestamp() if hasattr(changed, "timestamp") else float(changed)
+        stamp = stamp_seconds(info)
+        changed = now if stamp is None else stamp
         mine = match["host"] == HOST_TAG and int(match["pid"]) == os.getpid()
         if not mine and not owner_gone(match["host"], match["pid"], changed, now):
             continue

@@ -65,7 +65,7 @@ from typing import IO, BinaryIO, TypeVar, cast
 
 from ..errors import FileAccessError, SkyButlerError
 from ._durability import rename_no_replace, start_writeback, sync_alongside, sync_paths
-from ._files import HashingWriter, PendingFile, temporary_name, writer_gone
+from ._files import HashingWriter, PendingFile, stamp_seconds, temporary_name, writer_gone
 from ._location import StoreLocation, file_hash
 
 __all__ = ["NO_LINK", "FileTransactions"]
@@ -323,8 +323,8 @@ class FileTransactions:
                 name = posixpath.basename(str(info["name"]).rstrip("/"))
                 if info.get("type") != "file" or not (name.startswith(".") and ".tmp-" in name):
                     continue
-                modified = info.get("LastModified") or info.get("created") or info.get("mtime")
-                changed = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or now)
+                stamp = stamp_seconds(info)
+                changed = now if stamp is None else stamp
                 if writer_gone(name, changed, now):
                     stale.append(str(info["name"]))
         for path in stale:

@@ -36,7 +36,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from ..errors import ConfigError, ReadOnlyError
-from ._files import TEMPORARY_MAX_AGE, GuardedFile, PendingFile, is_temporary
+from ._files import TEMPORARY_MAX_AGE, GuardedFile, PendingFile, is_temporary, stamp_seconds
 from ._ingest import TRANSFER_MODES, ingest_file
 from ._journal import (
     MANIFEST_DIR,
@@ -367,13 +367,9 @@ class Datastore:
                 except (FileNotFoundError, NotADirectoryError):
                     return None
             try:
-                info = fs.info(full)
+                return stamp_seconds(fs.info(full))
             except FileNotFoundError:
                 return None
-        stamp = info.get("LastModified") or info.get("created") or info.get("mtime")
-        if stamp is None:
-            return None
-        return float(stamp.timestamp() if hasattr(stamp, "timestamp") else stamp)
 
     def open(self, path: str, mode: str = "rb", *, partial: bool = False) -> IO[Any]:
         """Open a file for reading (``"rb"`` or ``"r"``); use it as a context manager.
@@ -447,11 +443,8 @@ class Datastore:
                 return True
         if not isinstance(details, Mapping):
             return False
-        stamp = details.get("LastModified") or details.get("mtime") or details.get("created")
-        if stamp is None:
-            return True
-        seconds = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
-        return seconds + REMOTE_CLOCK_SLACK >= since_ns / 1e9
+        seconds = stamp_seconds(details)
+        return seconds is None or seconds + REMOTE_CLOCK_SLACK >= since_ns / 1e9
 
     def size(self, path: str) -> int:
         """Size of a file in bytes; `FileAccessError` if it is missing."""
