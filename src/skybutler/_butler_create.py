@@ -7,8 +7,7 @@ from pathlib import Path
 from .config import CONFIG_FILE, RepositoryConfig
 from .dimensions import DimensionUniverse
 from .errors import RepositoryExistsError
-from .registry import Registry
-from .registry._db import normalise_url, sqlite_file
+from .registry import Registry, normalise_url, sqlite_file
 
 __all__ = ["left_by_an_interrupted_create", "new_registry"]
 

@@ -1,6 +1,7 @@
 """The registry: SQL on SQLite or PostgreSQL (the only layer that runs SQL)."""
 
 from ._datasets import FileRecord
+from ._db import normalise_url, sqlite_file
 from ._expr_sql import compile_expression, compile_where
 from ._migrate import MigrationStep, upgrade
 from ._query_results import DataIdQueryResults, DatasetQueryResults
@@ -11,5 +12,5 @@ from .origin_sql import DatasetOrigin
 from .queries import find_dataset, query_data_ids, query_datasets
 
 __all__ = ["DataIdQueryResults", "DatasetOrigin", "DatasetQueryResults", "FileRecord", "MigrationStep", "Registry",
-           "compile_expression", "compile_where", "find_dataset", "parse_expression", "query_data_ids", "query_datasets",
-           "tuple_getter", "upgrade"]
+           "compile_expression", "compile_where", "find_dataset", "normalise_url", "parse_expression", "query_data_ids",
+           "query_datasets", "sqlite_file", "tuple_getter", "upgrade"]
