@@ -226,9 +226,8 @@ class CollectionRecords:
         row = self.of_type(collection, CollectionType.TAGGED)
         tg = self.tables.tagged
         rows: dict[tuple[int, str], dict[str, Any]] = {}
-        by_id: dict[Any, DatasetRef] = {}
+        refs = list(refs)
         for ref in refs:
-            by_id[ref.id] = ref
             type_id, _ = self.dataset_types.find(ref.dataset_type.name)
             key = (type_id, ref.data_id.key())
             other = rows.get(key)
@@ -243,12 +242,12 @@ class CollectionRecords:
             # One writer at a time: two tagging the same type and data id would both find
             # nothing to replace, and the second's insert would break the one-per-data-id rule.
             self.hold(conn, row)
+            self.hold_datasets(conn, refs, f"tag it in {collection!r}")
             for chunk in chunks(list(rows.values())):
                 conn.execute(sa.delete(tg).where(
                     tg.c.collection_id == row["id"],
                     sa.tuple_(tg.c.dataset_type_id, tg.c.data_id_key).in_(
                         [(r["dataset_type_id"], r["data_id_key"]) for r in chunk])))
-                self.hold_datasets(conn, [by_id[r["dataset_id"]] for r in chunk], f"tag it in {collection!r}")
                 conn.execute(sa.insert(tg), list(chunk))
 
     def disassociate(self, collection: str, refs: Iterable[DatasetRef]) -> int:
