@@ -128,21 +128,17 @@ def _exposure_times(header: Mapping[str, Any], exposure_time: float) -> tuple[da
     plus ``EXPTIME``; an end before the start crossed midnight UT.
     """
     date = str(header["DATE-OBS"]).strip()
+    with_time = "T" in date
+    start = None if with_time else header.get("UT-STR", header.get("UT"))
+    if not with_time and start is None:
+        raise ValueError(f"DATE-OBS={date!r} has no time of day and the header has no UT-STR (or UT)")
     try:
-        if "T" in date:
-            begin = datetime.fromisoformat(date)
-        else:
-            start = header.get("UT-STR", header.get("UT"))
-            if start is None:
-                raise ValueError(f"DATE-OBS={date!r} has no time of day and the header has no UT-STR (or UT)")
-            begin = datetime.fromisoformat(f"{date}T{str(start).strip()}")
+        begin = datetime.fromisoformat(date if with_time else f"{date}T{str(start).strip()}")
         begin = begin.astimezone(UTC) if begin.tzinfo else begin.replace(tzinfo=UTC)
-        if "T" in date or "UT-END" not in header:
+        if with_time or "UT-END" not in header:
             return begin, begin + timedelta(seconds=exposure_time)
         end = datetime.fromisoformat(f"{begin.date().isoformat()}T{str(header['UT-END']).strip()}").replace(tzinfo=UTC)
     except ValueError as err:
-        if "DATE-OBS=" in str(err):
-            raise
         raise ValueError(f"cannot read the exposure's time from DATE-OBS={date!r}, UT-STR/UT/UT-END: {err}") from None
     return begin, end if end >= begin else end + timedelta(days=1)
 
