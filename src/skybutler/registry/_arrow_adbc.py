@@ -36,7 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["ids_from_hex", "open_reader", "reader_errors", "usable"]
+__all__ = ["open_reader", "reader_errors", "usable"]
 
 _IDLE_PER_URL = 2
 """Idle ADBC PostgreSQL connections kept per database URL."""
@@ -142,27 +142,3 @@ def _read_postgres(uri: str, sql: str) -> Iterator[Any]:
     with _POOL.connection(uri) as adbc, adbc.cursor() as cursor:
         cursor.execute(sql)
         yield from cursor.fetch_record_batch()
-
-
-def ids_from_hex(column: Any) -> bytes | None:
-    """The 16-byte ids of a string column of 32-digit hex ids (as SQLite stores UUIDs), read from its buffers.
-
-    None when any value is not 32 characters long (the caller converts them one by one).
-    """
-    import binascii
-
-    import numpy as np
-    import pyarrow as pa
-
-    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    if array.null_count or not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        return None
-    n = len(array)
-    _, offsets_buffer, data = array.buffers()
-    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
-    offsets = np.frombuffer(offsets_buffer, dtype=width)[array.offset:array.offset + n + 1]
-    if n and not (np.diff(offsets) == 32).all():
-        return None
-    if n == 0:
-        return b""
-    return binascii.unhexlify(memoryview(data)[offsets[0]:offsets[-1]])

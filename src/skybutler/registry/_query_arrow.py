@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from .._gc import paused_gc
 from ..errors import MissingDependencyError
 from ..model import DatasetType
-from ._arrow_adbc import ids_from_hex, open_reader, reader_errors, usable
+from ._arrow_adbc import open_reader, reader_errors, usable
 from ._database import unprepared
 
 if TYPE_CHECKING:
@@ -111,16 +111,13 @@ def _ids_from_bytes(raw: bytes, n: int) -> pyarrow.Array:
 
 
 def _arrow_ids(column: Any) -> pyarrow.Array:
-    """An id column read by ADBC (hex text from SQLite, ``arrow.uuid`` from PostgreSQL) as ``arrow.uuid``."""
+    """An id column read by ADBC (PostgreSQL: ``arrow.uuid``) as ``arrow.uuid``."""
     pa = pyarrow_module()
     if column.type == pa.uuid():
         return column
     if pa.types.is_fixed_size_binary(column.type) and column.type.byte_width == 16:
         return pa.ExtensionArray.from_storage(pa.uuid(), column)
-    raw = ids_from_hex(column)
-    if raw is None:
-        return _ids(column.to_pylist())
-    return _ids_from_bytes(raw, len(column))
+    return _ids(column.to_pylist())
 
 
 def _dataset_schema(registry: Registry, dt: DatasetType, files: bool) -> pyarrow.Schema:
@@ -166,9 +163,11 @@ def _regroup(chunks: Iterator[Sequence[Any]], size: int) -> Iterator[list[Any]]:
 
 def _columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: int,
              adbc: bool) -> Iterator[tuple[bool, Any]]:
-    """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``."""
-    adbc = adbc and usable(conn, registry.database.url)
-    if adbc and conn.dialect.name == "postgresql":
+    """The rows of ``stmt`` a batch at a time: ``(True, Arrow columns)`` read by ADBC, or ``(False, row tuples)``.
+
+    ADBC reads only from PostgreSQL (`usable`); elsewhere the DB-API's rows are read.
+    """
+    if adbc and usable(conn, registry.database.url):
         yield from _postgres_columns(registry, conn, stmt, size=size)
         return
     result = conn.execute(stmt)
@@ -176,14 +175,6 @@ def _columns(registry: Registry, conn: sa.Connection, stmt: sa.Select, *, size: 
         fetch = result.cursor.fetchmany
         with paused_gc():
             probe = fetch(_PROBE)
-        if len(probe) == _PROBE and adbc:
-            context = result.context
-            first = _adbc_first(registry, conn, context.statement,
-                                context.parameters[0] if context.parameters else None, size)
-            if first is not None:  # else the rows the DB-API has open answer instead
-                result.close()
-                yield from first
-                return
         yield from ((False, rows) for rows in _regroup(_fetched(probe, fetch), size))
     finally:
         result.close()
@@ -328,8 +319,8 @@ def _dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQuery
         rest_at += [width - 2, width - 1]
     types = [f.type for f in list(schema)[3:]]
     # Ambiguity checks and duplicates need the rows themselves.
-    adbc = plan.check is None and not plan.dedupe
-    if whole and adbc and not files and conn.dialect.name == "sqlite":
+    columns_will_do = plan.check is None and not plan.dedupe
+    if whole and columns_will_do and not files and conn.dialect.name == "sqlite":
         kinds = {id_at: "id", **({run_at: "int"} if run_at is not None else {})}
         kinds.update((i, "int" if t == pa.int64() else "str") for i, t in zip(rest_at, types, strict=True))
         aggregated = aggregated_columns(conn, stmt, kinds)
@@ -345,7 +336,7 @@ def _dataset_batches(registry: Registry, conn: sa.Connection, plan: DatasetQuery
                                      [a.slice(start, end - start) for a in rest])
             return
     seen: set[Any] = set()
-    for arrow, data in _columns(registry, conn, stmt, size=size, adbc=adbc):
+    for arrow, data in _columns(registry, conn, stmt, size=size, adbc=columns_will_do):
         if arrow:
             yield _dataset_batch(registry, conn, plan, schema, _arrow_ids(data[id_at]),
                                  None if run_at is None else data[run_at].to_numpy(zero_copy_only=False),
