@@ -12,11 +12,10 @@ The finishing process is held between its check and its deletion while the write
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from skybutler import Butler, _butler_remove
+from support.holding import in_thread
 from support.removals import remove_crashing_after_the_files
 from support.services import PG_URL
 
@@ -36,17 +35,8 @@ def interrupted_removal(root: str, namespace: str | None, monkeypatch) -> None:
 def race(root: str, monkeypatch) -> tuple[Butler, dict]:
     """Finish the removal with a put of the same dataset run between its check and its deletion."""
     writer = Butler(root, run="r")
-    outcome: dict = {}
-
-    def put() -> None:
-        try:
-            outcome["ref"] = writer.put({"version": 2}, DATASET_TYPE)
-        except BaseException as err:  # reported by the test
-            outcome["error"] = err
-
+    thread, outcome = in_thread(lambda: writer.put({"version": 2}, DATASET_TYPE), "ref")
     really_delete = _butler_remove.delete_files
-
-    thread = threading.Thread(target=put)
 
     def put_then_delete(datastore, paths):  # noqa: ANN001, ANN202 - checked: no row names these paths
         thread.start()

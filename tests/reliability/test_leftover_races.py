@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from skybutler import Butler
+from support.holding import in_thread
 from support.services import PG_URL
 
 DATASET_TYPE = "meta"
@@ -41,15 +42,7 @@ def temporaries(directory: Path) -> list[str]:
 
 def writer_b(b: Butler) -> tuple[threading.Thread, dict]:
     """The thread that puts B's dataset (not started), and the dict it leaves B's ref or error in."""
-    outcome: dict = {}
-
-    def put_b() -> None:
-        try:
-            outcome["ref"] = b.put({"writer": "B"}, DATASET_TYPE)
-        except BaseException as err:  # reported by the test
-            outcome["error"] = err
-
-    return threading.Thread(target=put_b), outcome
+    return in_thread(lambda: b.put({"writer": "B"}, DATASET_TYPE), "ref")
 
 
 def race(root: Path) -> tuple[Butler, dict, BaseException | None]:

@@ -25,6 +25,7 @@ import pytest
 from skybutler import Butler
 from skybutler.model import DataId, DatasetRef, new_dataset_id
 from skybutler.ops import verify as verify_module
+from support.holding import in_thread
 from support.services import PG_URL
 
 DATASET_TYPE = "meta"
@@ -82,7 +83,7 @@ def test_a_leftover_replaced_and_stored_after_the_walk_is_not_moved(root, monkey
 
 def test_a_put_committing_while_verify_moves_dark_files_keeps_its_file(root):
     writer = Butler(root, run="r")
-    placed, outcome = threading.Event(), {}
+    placed = threading.Event()
     real_append = writer.datastore.append_manifest
 
     def hold_before_commit(run, entries):  # noqa: ANN001, ANN202 - rows inserted, file in place, not committed
@@ -93,13 +94,7 @@ def test_a_put_committing_while_verify_moves_dark_files_keeps_its_file(root):
 
     writer.datastore.append_manifest = hold_before_commit  # type: ignore[method-assign]
 
-    def put() -> None:
-        try:
-            outcome["ref"] = writer.put({"version": 1}, DATASET_TYPE)
-        except BaseException as err:  # reported by the test
-            outcome["error"] = err
-
-    thread = threading.Thread(target=put)
+    thread, outcome = in_thread(lambda: writer.put({"version": 1}, DATASET_TYPE), "ref")
     thread.start()
     assert placed.wait(30), outcome
     report = verify_module.verify(Butler(root, writeable=True), quarantine=True, quarantine_min_age=0)

@@ -32,3 +32,16 @@ def while_a_holds(a, change_a: Callable[[], object], change_b: Callable[[], obje
     thread.join(timeout=60)
     assert not thread.is_alive()
     return outcome
+
+
+def in_thread(call: Callable[[], object], key: str) -> tuple[threading.Thread, dict]:
+    """A thread (not started) that runs ``call``, and the dict it leaves ``{key: result}`` or ``{"error": exc}`` in."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome[key] = call()
+        except BaseException as err:  # reported by the test
+            outcome["error"] = err
+
+    return threading.Thread(target=run), outcome

@@ -15,6 +15,7 @@ import pytest
 from skybutler import Butler
 from skybutler.errors import TransferConflictError, TransferError
 from skybutler.transfer import RegistrySource, _import_datasets, import_content
+from support.holding import in_thread
 from support.services import PG_URL
 
 RUN = "src/run"
@@ -41,7 +42,8 @@ def test_an_import_never_replaces_the_file_of_an_import_about_to_commit(tmp_path
     standard_records.fill(target)
     placed, release = threading.Event(), threading.Event()
     really_insert = _import_datasets.DatasetWriter._insert
-    outcome: dict = {}
+    a_thread, outcome = in_thread(
+        lambda: import_content(Butler(target.root), RegistrySource(a_source, a_refs), transfer="copy"), "report")
 
     def insert(writer, todo):  # noqa: ANN001, ANN202
         if threading.current_thread() is a_thread:
@@ -52,14 +54,7 @@ def test_an_import_never_replaces_the_file_of_an_import_about_to_commit(tmp_path
             a_thread.join(timeout=30)
         return really_insert(writer, todo)
 
-    def import_a() -> None:
-        try:
-            outcome["report"] = import_content(Butler(target.root), RegistrySource(a_source, a_refs), transfer="copy")
-        except BaseException as err:  # reported by the test
-            outcome["error"] = err
-
     monkeypatch.setattr(_import_datasets.DatasetWriter, "_insert", insert)
-    a_thread = threading.Thread(target=import_a)
     try:
         a_thread.start()
         assert placed.wait(timeout=30)
@@ -92,15 +87,8 @@ def test_an_import_never_records_the_file_of_a_put_that_then_fails(tmp_path, sta
     target.register_dataset_type("calexp", ["instrument", "visit", "detector"], "dict")
     importer = Butler(target.root)
     reached_insert = threading.Event()
-    outcome: dict = {}
-
-    def import_meanwhile() -> None:
-        try:
-            outcome["report"] = import_content(importer, RegistrySource(source, refs), transfer="copy")
-        except BaseException as err:  # reported by the test
-            outcome["error"] = err
-
-    thread = threading.Thread(target=import_meanwhile)
+    thread, outcome = in_thread(lambda: import_content(importer, RegistrySource(source, refs), transfer="copy"),
+                                "report")
     really_insert = _import_datasets.DatasetWriter._insert
 
     def insert(writer, todo):  # noqa: ANN001, ANN202
@@ -145,15 +133,7 @@ def test_finishing_an_interrupted_removal_never_deletes_the_file_of_an_import_me
     import_content(target, RegistrySource(source, refs), transfer="copy")
     remove_crashing_after_the_files(lambda: target.remove_runs([RUN]), monkeypatch)
     really_delete = _butler_remove.delete_files
-    outcome: dict = {}
-
-    def import_again() -> None:
-        try:
-            outcome["report"] = import_content(target, RegistrySource(source, refs), transfer="copy")
-        except BaseException as err:  # reported by the test
-            outcome["error"] = err
-
-    thread = threading.Thread(target=import_again)
+    thread, outcome = in_thread(lambda: import_content(target, RegistrySource(source, refs), transfer="copy"), "report")
 
     def import_then_delete(datastore, paths):  # noqa: ANN001, ANN202 - checked: no row names these paths
         thread.start()
